@@ -1,0 +1,2 @@
+//! The thermo edge runtime.
+pub mod engine;
