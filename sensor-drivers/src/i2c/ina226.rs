@@ -1,0 +1,288 @@
+//! Texas Instruments INA226 current/power monitor: 16-bit ADC, shunt voltage LSB 2.5 µV
+//! (±81.92 mV), bus voltage LSB 1.25 mV (0-36 V), current and power from a calibration register
+//! computed from the shunt resistance and the maximum expected current; averaging and
+//! conversion times are programmable. Addresses 0x40-0x4F.
+
+use embedded_hal::i2c::I2c;
+
+use super::{Error, read_u16, write_u16};
+use crate::error::SensorError;
+use crate::traits::{PowerReading, PowerSensor};
+use crate::units::{MicroVolts, MilliAmps, MilliVolts, MilliWatts};
+
+pub mod convert;
+
+pub use convert::Calibration;
+
+/// The address with A1 and A0 tied to ground.
+pub const DEFAULT_ADDRESS: u8 = 0b100_0000;
+
+const CONFIGURATION: u8 = 0x00;
+const SHUNT_VOLTAGE: u8 = 0x01;
+const BUS_VOLTAGE: u8 = 0x02;
+const POWER: u8 = 0x03;
+const CURRENT: u8 = 0x04;
+const CALIBRATION: u8 = 0x05;
+const MANUFACTURER_ID: u8 = 0xFE;
+const DIE_ID: u8 = 0xFF;
+
+const TEXAS_INSTRUMENTS: u16 = 0x5449;
+const INA226_DIE: u16 = 0x2260;
+
+const RESET: u16 = 0b1000_0000_0000_0000;
+const AVERAGING: u16 = 0b0000_1110_0000_0000;
+const BUS_CONVERSION_TIME: u16 = 0b0000_0001_1100_0000;
+const SHUNT_CONVERSION_TIME: u16 = 0b0000_0000_0011_1000;
+const MODE: u16 = 0b0000_0000_0000_0111;
+/// Power-on configuration (0x4127): 1 sample, 1.1 ms conversions, shunt and bus continuous.
+const POWER_ON_CONFIG: u16 = 0b0100_0001_0010_0111;
+
+/// Samples averaged per reported value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Averaging {
+    /// 1 (power-on default).
+    X1,
+    /// 4.
+    X4,
+    /// 16.
+    X16,
+    /// 64.
+    X64,
+    /// 128.
+    X128,
+    /// 256.
+    X256,
+    /// 512.
+    X512,
+    /// 1024.
+    X1024,
+}
+
+impl Averaging {
+    const fn code(self) -> u16 {
+        match self {
+            Averaging::X1 => 0b000,
+            Averaging::X4 => 0b001,
+            Averaging::X16 => 0b010,
+            Averaging::X64 => 0b011,
+            Averaging::X128 => 0b100,
+            Averaging::X256 => 0b101,
+            Averaging::X512 => 0b110,
+            Averaging::X1024 => 0b111,
+        }
+    }
+}
+
+/// ADC conversion time for one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConversionTime {
+    /// 140 µs.
+    Us140,
+    /// 204 µs.
+    Us204,
+    /// 332 µs.
+    Us332,
+    /// 588 µs.
+    Us588,
+    /// 1.1 ms (power-on default).
+    Us1100,
+    /// 2.116 ms.
+    Us2116,
+    /// 4.156 ms.
+    Us4156,
+    /// 8.244 ms.
+    Us8244,
+}
+
+impl ConversionTime {
+    const fn code(self) -> u16 {
+        match self {
+            ConversionTime::Us140 => 0b000,
+            ConversionTime::Us204 => 0b001,
+            ConversionTime::Us332 => 0b010,
+            ConversionTime::Us588 => 0b011,
+            ConversionTime::Us1100 => 0b100,
+            ConversionTime::Us2116 => 0b101,
+            ConversionTime::Us4156 => 0b110,
+            ConversionTime::Us8244 => 0b111,
+        }
+    }
+}
+
+/// Operating mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Power-down.
+    PowerDown,
+    /// Shunt voltage, triggered.
+    ShuntTriggered,
+    /// Bus voltage, triggered.
+    BusTriggered,
+    /// Shunt and bus, triggered.
+    ShuntAndBusTriggered,
+    /// Shunt voltage, continuous.
+    ShuntContinuous,
+    /// Bus voltage, continuous.
+    BusContinuous,
+    /// Shunt and bus, continuous (power-on default).
+    ShuntAndBusContinuous,
+}
+
+impl Mode {
+    const fn code(self) -> u16 {
+        match self {
+            Mode::PowerDown => 0b000,
+            Mode::ShuntTriggered => 0b001,
+            Mode::BusTriggered => 0b010,
+            Mode::ShuntAndBusTriggered => 0b011,
+            Mode::ShuntContinuous => 0b101,
+            Mode::BusContinuous => 0b110,
+            Mode::ShuntAndBusContinuous => 0b111,
+        }
+    }
+}
+
+/// An INA226 on an I2C bus.
+#[derive(Debug)]
+pub struct Ina226<I2C> {
+    i2c: I2C,
+    address: u8,
+    config: u16,
+    calibration: Option<Calibration>,
+}
+
+impl<I2C: I2c> Ina226<I2C> {
+    /// Takes the bus; assumes the power-on configuration and no calibration. No bus traffic.
+    pub fn new(i2c: I2C, address: u8) -> Self {
+        Ina226 {
+            i2c,
+            address,
+            config: POWER_ON_CONFIG,
+            calibration: None,
+        }
+    }
+
+    /// Gives the bus back.
+    pub fn release(self) -> I2C {
+        self.i2c
+    }
+
+    /// The calibration in force, if any.
+    pub const fn calibration(&self) -> Option<Calibration> {
+        self.calibration
+    }
+
+    /// Checks the manufacturer (Texas Instruments) and die (INA226) ID registers.
+    pub fn verify_identity(&mut self) -> Result<(), Error<I2C::Error>> {
+        let manufacturer = read_u16(&mut self.i2c, self.address, MANUFACTURER_ID)?;
+        let die = read_u16(&mut self.i2c, self.address, DIE_ID)?;
+        if manufacturer == TEXAS_INSTRUMENTS && die == INA226_DIE {
+            Ok(())
+        } else {
+            Err(Error::WrongDevice { manufacturer, die })
+        }
+    }
+
+    /// Resets every register to its power-on value (this clears the calibration).
+    pub fn reset(&mut self) -> Result<(), Error<I2C::Error>> {
+        write_u16(&mut self.i2c, self.address, CONFIGURATION, RESET)?;
+        self.config = POWER_ON_CONFIG;
+        self.calibration = None;
+        Ok(())
+    }
+
+    /// Sets how many samples are averaged.
+    pub fn set_averaging(&mut self, averaging: Averaging) -> Result<(), Error<I2C::Error>> {
+        self.write_config((self.config & !AVERAGING) | (averaging.code() << 9))
+    }
+
+    /// Sets the bus and the shunt conversion times.
+    pub fn set_conversion_times(
+        &mut self,
+        bus: ConversionTime,
+        shunt: ConversionTime,
+    ) -> Result<(), Error<I2C::Error>> {
+        let config = (self.config & !(BUS_CONVERSION_TIME | SHUNT_CONVERSION_TIME))
+            | (bus.code() << 6)
+            | (shunt.code() << 3);
+        self.write_config(config)
+    }
+
+    /// Selects the operating mode.
+    pub fn set_mode(&mut self, mode: Mode) -> Result<(), Error<I2C::Error>> {
+        self.write_config((self.config & !MODE) | mode.code())
+    }
+
+    /// Calibrates for a shunt (µΩ) and a maximum expected current; the parameters are checked
+    /// before any bus traffic.
+    pub fn calibrate(
+        &mut self,
+        shunt_micro_ohms: u32,
+        max_current: MilliAmps,
+    ) -> Result<Calibration, Error<I2C::Error>> {
+        let calibration = Calibration::new(shunt_micro_ohms, max_current)?;
+        self.apply_calibration(calibration)?;
+        Ok(calibration)
+    }
+
+    /// Applies a calibration computed elsewhere (for example with a rounder current LSB).
+    pub fn apply_calibration(&mut self, calibration: Calibration) -> Result<(), Error<I2C::Error>> {
+        write_u16(
+            &mut self.i2c,
+            self.address,
+            CALIBRATION,
+            calibration.register,
+        )?;
+        self.calibration = Some(calibration);
+        Ok(())
+    }
+
+    /// Reads the shunt voltage.
+    pub fn shunt_voltage(&mut self) -> Result<MicroVolts, Error<I2C::Error>> {
+        let raw = read_u16(&mut self.i2c, self.address, SHUNT_VOLTAGE)?;
+        Ok(convert::shunt_microvolts(raw))
+    }
+
+    /// Reads the bus voltage.
+    pub fn bus_voltage(&mut self) -> Result<MilliVolts, Error<I2C::Error>> {
+        let raw = read_u16(&mut self.i2c, self.address, BUS_VOLTAGE)?;
+        Ok(convert::bus_millivolts(raw))
+    }
+
+    /// Reads the current; needs a calibration.
+    pub fn current(&mut self) -> Result<MilliAmps, Error<I2C::Error>> {
+        let calibration = self.calibration.ok_or(Error::NotCalibrated)?;
+        let raw = read_u16(&mut self.i2c, self.address, CURRENT)?;
+        Ok(convert::current_milliamps(raw, calibration.current_lsb_na))
+    }
+
+    /// Reads the power; needs a calibration.
+    pub fn power(&mut self) -> Result<MilliWatts, Error<I2C::Error>> {
+        let calibration = self.calibration.ok_or(Error::NotCalibrated)?;
+        let raw = read_u16(&mut self.i2c, self.address, POWER)?;
+        Ok(convert::power_milliwatts(raw, calibration.current_lsb_na))
+    }
+
+    /// The one place the configuration register is written; the cache follows only on success.
+    fn write_config(&mut self, config: u16) -> Result<(), Error<I2C::Error>> {
+        write_u16(&mut self.i2c, self.address, CONFIGURATION, config)?;
+        self.config = config;
+        Ok(())
+    }
+}
+
+impl<I2C: I2c> PowerSensor for Ina226<I2C> {
+    fn read_power(&mut self) -> Result<PowerReading, SensorError> {
+        if self.calibration.is_none() {
+            return Err(SensorError::NotConfigured);
+        }
+        let voltage = self.bus_voltage()?;
+        let current = self.current()?;
+        let power = self.power()?;
+        Ok(PowerReading {
+            power,
+            voltage: Some(voltage),
+            current: Some(current),
+        })
+    }
+}
