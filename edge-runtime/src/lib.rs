@@ -1,2 +1,3 @@
 //! The thermo edge runtime.
 pub mod engine;
+pub mod governor;

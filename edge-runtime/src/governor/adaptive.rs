@@ -1,0 +1,548 @@
+//! The adaptive, model-predictive governor ("ours"): a pure state machine that turns one
+//! [`Observation`] per control period into a [`Decision`].
+//!
+//! Each tick it (1) judges the reading (fresh, not new, stale, implausible, stuck), (2) updates
+//! the online thermal model and the Kalman estimate of temperature and disturbance (see
+//! [`super::estimator`]), (3) computes a power budget by predictive functional control, a
+//! one-move model-predictive controller: the largest constant power whose predicted temperature
+//! meets a reference trajectory towards `setpoint − margin` at the coincidence horizon, the
+//! margin growing with the estimate's uncertainty, and (4) allocates the budget to actuators
+//! (see [`super::allocate`]). The disturbance state makes it offset-free after ambient changes
+//! and on boards it has never seen; the budget is a cap on power, so work that starts between
+//! two ticks cannot overshoot the prediction.
+//!
+//! Fail-safe: an implausible or stuck reading, no fresh reading for two periods, or a
+//! temperature at the hard ceiling selects the coolest mode at once, with a reason; without a
+//! fresh reading no limit is ever raised. Kernel trip points are never touched (this module
+//! has no I/O at all).
+
+use std::time::Duration;
+
+use super::Controller;
+use super::allocate::{Setting, allocate};
+use super::config::{ConfigError, GovernorConfig, validate_setpoint};
+use super::estimator::{Identifier, NoiseEstimator, Observer, Rls, ThermalModel};
+use super::types::{
+    Decision, Demand, Health, Limiter, Mode, Observation, Pace, Priority, TempReading,
+};
+
+/// Seconds to the coincidence point of the predictive controller.
+const HORIZON_S: f64 = 1.0;
+/// Time constant in seconds of the reference trajectory towards the target.
+const REFERENCE_TAU_S: f64 = 2.0;
+/// Standard deviations of estimate uncertainty added to the margin.
+const K_SIGMA: f64 = 2.5;
+/// Consecutive fresh readings needed to leave the fail-safe mode.
+const RECOVERY_READINGS: u32 = 2;
+/// Minimum time between two fan steps up / down.
+const FAN_UP_EVERY: Duration = Duration::from_secs(1);
+const FAN_DOWN_EVERY: Duration = Duration::from_secs(15);
+
+/// What the governor currently believes about the board, for status and telemetry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Estimate {
+    /// Estimated governing temperature in °C.
+    pub temperature_c: f64,
+    /// Standard deviation of that estimate in K.
+    pub temperature_std_c: f64,
+    /// Identified time constant of the fast thermal response in s.
+    pub tau_s: f64,
+    /// Identified steady-state gain of the fast response in K per W.
+    pub gain_k_per_w: f64,
+    /// Estimated sensor noise standard deviation in K.
+    pub noise_std_c: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Verdict {
+    Fresh(f64),
+    NotNew(&'static str),
+    Fault(String),
+}
+
+/// The adaptive governor. Construct with [`Governor::new`] and call
+/// [`Controller::decide`] once per control period.
+#[derive(Clone, Debug)]
+pub struct Governor {
+    cfg: GovernorConfig,
+    h_s: f64,
+    id: Identifier,
+    obs: Observer,
+    noise: NoiseEstimator,
+    /// Measured power ≈ c0 + s · model dynamic power.
+    power_cal: Rls<2>,
+    last_now: Option<Duration>,
+    last_sample_at: Option<Duration>,
+    last_raw: Option<f32>,
+    stuck_run: u32,
+    stuck_u: (f64, f64),
+    failsafe: Option<String>,
+    recovery: u32,
+    prev: Decision,
+    prev_setting: Option<Setting>,
+    fan_level: u8,
+    fan_changed_at: Duration,
+}
+
+impl Governor {
+    /// A governor for `cfg`, starting in the coolest mode until its first fresh reading.
+    pub fn new(cfg: GovernorConfig) -> Self {
+        let h_s = cfg.period.as_secs_f64();
+        let platform = &cfg.platform;
+        let max_w = f64::from(platform.max_power_w());
+        let idle_w = f64::from(platform.idle_w());
+        // Prior: full load would take the die from 25 °C to the firmware throttle point.
+        let gain0 = (f64::from(cfg.firmware_throttle_c) - 25.0).max(10.0) / max_w.max(0.1);
+        let prior = ThermalModel::from_physical(5.0, gain0, h_s);
+        let min_du = 0.005 * (max_w - idle_w).max(0.01);
+        let fan_max = platform.fan_max_level().unwrap_or(0);
+        let mut g = Self {
+            id: Identifier::new(prior, h_s, min_du),
+            obs: Observer::new(0.03, 0.05),
+            noise: NoiseEstimator::new(0.01, 0.0004),
+            power_cal: Rls::new([idle_w, 1.0], [1.0, 0.1], 0.99, 10.0),
+            h_s,
+            last_now: None,
+            last_sample_at: None,
+            last_raw: None,
+            stuck_run: 0,
+            stuck_u: (f64::INFINITY, f64::NEG_INFINITY),
+            failsafe: Some("no reading yet".to_string()),
+            recovery: 0,
+            prev: Decision {
+                freq_cap_khz: None,
+                threads: 1,
+                pacing: [Pace::PAUSED; 3],
+                fan_level: None,
+                mode: Mode::FailSafe,
+                limiter: Limiter::FailSafe,
+                reason: String::new(),
+                power_budget_w: 0.0,
+            },
+            prev_setting: None,
+            fan_level: fan_max,
+            fan_changed_at: Duration::ZERO,
+            cfg,
+        };
+        g.prev = g.coolest("no reading yet".to_string(), 0.0);
+        g
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &GovernorConfig {
+        &self.cfg
+    }
+
+    /// Changes the setpoint at run time; rejects NaN, values at or above the hard ceiling and
+    /// values below the plausible range, leaving the old setpoint in force.
+    pub fn set_setpoint_c(&mut self, setpoint_c: f32) -> Result<(), ConfigError> {
+        validate_setpoint(setpoint_c, self.cfg.ceiling_c, self.cfg.plausible_min_c)?;
+        self.cfg.setpoint_c = setpoint_c;
+        Ok(())
+    }
+
+    /// Current beliefs about the board.
+    pub fn estimate(&self) -> Estimate {
+        let m = self.id.model();
+        Estimate {
+            temperature_c: self.obs.temperature(),
+            temperature_std_c: self.obs.temperature_std(),
+            tau_s: -self.h_s / m.a.ln().min(-1e-9),
+            gain_k_per_w: m.gain_k_per_w(),
+            noise_std_c: self.noise.variance().sqrt(),
+        }
+    }
+
+    /// Judges one reading. Updates the plausibility bookkeeping (last raw value, stuck run).
+    fn judge(&mut self, r: &TempReading, now: Duration, u_w: f64) -> Verdict {
+        match r.health {
+            Health::Implausible => {
+                return Verdict::Fault(format!(
+                    "sensor reports an implausible value ({:.1} °C)",
+                    r.celsius
+                ));
+            }
+            Health::Stuck => return Verdict::Fault("sensor reports a stuck value".to_string()),
+            Health::Missing => return Verdict::NotNew("sensor reading missing"),
+            Health::Stale => return Verdict::NotNew("sensor reading not new"),
+            Health::Fresh => {}
+        }
+        let (lo, hi) = (self.cfg.plausible_min_c, self.cfg.plausible_max_c);
+        if !r.celsius.is_finite() || r.celsius < lo || r.celsius > hi {
+            return Verdict::Fault(format!(
+                "implausible reading {:.1} °C (plausible {lo:.0} ..= {hi:.0} °C)",
+                r.celsius
+            ));
+        }
+        if self.last_sample_at.is_some_and(|t| r.sampled_at <= t) {
+            return Verdict::NotNew("no new sample");
+        }
+        if now.saturating_sub(r.sampled_at).as_secs_f64() > self.stale_after_s() {
+            return Verdict::NotNew("sample too old");
+        }
+        let y = f64::from(r.celsius);
+        if let Some(prev) = self.last_raw {
+            let near_prev = (r.celsius - prev).abs() <= self.cfg.max_step_c;
+            let near_est = !self.obs.is_ready()
+                || (y - self.obs.temperature()).abs() <= f64::from(self.cfg.max_step_c);
+            self.last_raw = Some(r.celsius);
+            if !near_prev && !near_est {
+                self.stuck_run = 0;
+                return Verdict::Fault(format!(
+                    "implausible jump to {:.1} °C from {prev:.1} °C",
+                    r.celsius
+                ));
+            }
+            if r.celsius.to_bits() == prev.to_bits() {
+                self.stuck_run += 1;
+                self.stuck_u = (self.stuck_u.0.min(u_w), self.stuck_u.1.max(u_w));
+                let swing = self.stuck_u.1 - self.stuck_u.0;
+                let span = f64::from(self.cfg.platform.max_power_w() - self.cfg.platform.idle_w());
+                if self.stuck_run >= self.cfg.stuck_periods && swing > 0.25 * span {
+                    return Verdict::Fault(format!(
+                        "reading stuck at {:.1} °C for {} readings while power changed by {swing:.1} W",
+                        r.celsius, self.stuck_run
+                    ));
+                }
+            } else {
+                self.stuck_run = 0;
+                self.stuck_u = (u_w, u_w);
+            }
+        } else {
+            self.last_raw = Some(r.celsius);
+            self.stuck_u = (u_w, u_w);
+        }
+        Verdict::Fresh(y)
+    }
+
+    fn stale_after_s(&self) -> f64 {
+        (f64::from(self.cfg.stale_periods) - 0.5) * self.h_s
+    }
+
+    /// Mean power of the period that just ended, in the governor's watts (measured where a
+    /// power sensor answers, else the platform model calibrated against past measurements).
+    fn period_power_w(&mut self, o: &Observation) -> f64 {
+        let p = &self.cfg.platform;
+        let level = match o.actuators.freq_khz {
+            Some(khz) => p.level_at_or_below(khz),
+            None => self.prev_setting.map_or(p.top_level(), |s| s.level),
+        };
+        let threads = o.actuators.threads.clamp(1, p.cores());
+        let util = if o.actuators.utilisation.is_finite() {
+            o.actuators.utilisation.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        let dyn_model = f64::from(p.pool_dyn_w(level, threads) * util);
+        match o.power_w {
+            Some(w) if w.is_finite() && w >= 0.0 => {
+                let w = f64::from(w);
+                self.power_cal.update(&[1.0, dyn_model], w);
+                let [c0, s] = self.power_cal.theta();
+                let max = f64::from(p.max_power_w()) * 3.0;
+                self.power_cal
+                    .set_theta([c0.clamp(0.0, max), s.clamp(0.3, 3.0)]);
+                w
+            }
+            _ => self.calibrated_w(dyn_model),
+        }
+    }
+
+    fn calibrated_w(&self, dyn_model_w: f64) -> f64 {
+        let [c0, s] = self.power_cal.theta();
+        c0 + s * dyn_model_w
+    }
+
+    /// Largest constant power (governor W) whose prediction meets the reference trajectory
+    /// at the coincidence horizon.
+    fn power_budget_w(&self) -> f64 {
+        let m = self.id.model();
+        let (a, b) = (m.a, m.b.max(1e-9));
+        let n = (HORIZON_S / self.h_s).round().max(1.0);
+        let an = a.powf(n);
+        let x = self.obs.temperature();
+        let d = self.obs.disturbance();
+        let target = f64::from(self.cfg.setpoint_c) - self.margin_c();
+        let reference = target - (target - x) * (-n * self.h_s / REFERENCE_TAU_S).exp();
+        ((reference - an * x) * (1.0 - a) / (1.0 - an).max(1e-12) - d) / b
+    }
+
+    fn margin_c(&self) -> f64 {
+        f64::from(self.cfg.margin_c) + K_SIGMA * self.obs.temperature_std()
+    }
+
+    /// The coolest mode: lowest operating point, one thread, background paused, interactive
+    /// at its fail-safe duty, fan at maximum.
+    fn coolest(&self, reason: String, budget_w: f64) -> Decision {
+        let p = &self.cfg.platform;
+        let mut pacing = [Pace::PAUSED; 3];
+        pacing[Priority::Interactive.index()] = Pace {
+            duty: self.cfg.failsafe_interactive_duty,
+        };
+        Decision {
+            freq_cap_khz: p.freq_writable().then(|| p.khz(0)),
+            threads: if p.threads_adjustable() { 1 } else { p.cores() },
+            pacing,
+            fan_level: p.fan_max_level(),
+            mode: Mode::FailSafe,
+            limiter: Limiter::FailSafe,
+            reason,
+            power_budget_w: budget_w as f32,
+        }
+    }
+
+    fn update_fan(&mut self, budget_w: f64, now: Duration) {
+        let Some(max) = self.cfg.platform.fan_max_level() else {
+            return;
+        };
+        let p = &self.cfg.platform;
+        let full_w = self.calibrated_w(f64::from(p.pool_dyn_w(p.top_level(), p.cores())));
+        let since = now.saturating_sub(self.fan_changed_at);
+        let x = self.obs.temperature();
+        if budget_w < full_w * 1.05 {
+            if self.fan_level < max && since >= FAN_UP_EVERY {
+                self.fan_level += 1;
+                self.fan_changed_at = now;
+            }
+        } else if budget_w > full_w * 1.5
+            && x < f64::from(self.cfg.setpoint_c) - 3.0
+            && self.fan_level > 0
+            && since >= FAN_DOWN_EVERY
+        {
+            self.fan_level -= 1;
+            self.fan_changed_at = now;
+        }
+    }
+
+    /// Lowers nothing and raises nothing beyond the previous decision (no fresh reading).
+    fn no_raise(&self, mut d: Decision) -> Decision {
+        let prev = &self.prev;
+        if let (Some(new), Some(old)) = (d.freq_cap_khz, prev.freq_cap_khz) {
+            d.freq_cap_khz = Some(new.min(old));
+        }
+        d.threads = d.threads.min(prev.threads);
+        for (p, old) in d.pacing.iter_mut().zip(prev.pacing) {
+            p.duty = p.duty.min(old.duty);
+        }
+        if let (Some(new), Some(old)) = (d.fan_level, prev.fan_level) {
+            d.fan_level = Some(new.max(old));
+        }
+        d
+    }
+
+    fn limiter_of(&self, d: &Decision, demand: &Demand) -> Limiter {
+        let p = &self.cfg.platform;
+        let order = self.cfg.priorities;
+        let active: Vec<Priority> = {
+            let a: Vec<Priority> = order.into_iter().filter(|&c| demand.of(c) > 0.0).collect();
+            if a.is_empty() { vec![order[0]] } else { a }
+        };
+        let pace_of = |c: Priority, paused: bool| match (c, paused) {
+            (Priority::Interactive, _) => Limiter::PaceGeneration,
+            (_, true) => Limiter::PauseTraining,
+            (_, false) => Limiter::PaceTraining,
+        };
+        let lead = active[0];
+        let lead_duty = d.pace(lead).duty;
+        if lead_duty < 1.0 {
+            return pace_of(lead, lead_duty <= 0.0);
+        }
+        if p.threads_adjustable() && d.threads < p.cores() {
+            return Limiter::Threads;
+        }
+        if d.freq_cap_khz.is_some_and(|k| k < p.khz(p.top_level())) {
+            return Limiter::Freq;
+        }
+        let mut worst = None;
+        for &c in &active[1..] {
+            let duty = d.pace(c).duty;
+            if duty <= 0.0 {
+                return pace_of(c, true);
+            }
+            if duty < 1.0 {
+                worst = Some(pace_of(c, false));
+            }
+        }
+        if let Some(l) = worst {
+            return l;
+        }
+        if d.fan_level.is_some_and(|f| f > 0) {
+            return Limiter::Fan;
+        }
+        Limiter::None
+    }
+}
+
+impl Controller for Governor {
+    fn name(&self) -> &'static str {
+        "ours"
+    }
+
+    fn decide(&mut self, o: Observation, now: Duration) -> Decision {
+        let ratio = match self.last_now {
+            Some(t) => (now.saturating_sub(t).as_secs_f64() / self.h_s).clamp(0.05, 40.0),
+            None => 1.0,
+        };
+        self.last_now = Some(now);
+        let u = self.period_power_w(&o);
+        let model = self.id.model();
+        self.obs.predict(model, u, ratio);
+        let verdict = self.judge(&o.temp, now, u);
+        let fresh = matches!(verdict, Verdict::Fresh(_));
+
+        let mut fault: Option<String> = None;
+        match &verdict {
+            Verdict::Fresh(y) => {
+                let y = *y;
+                let consecutive = self.last_sample_at.is_some_and(|t| {
+                    (o.temp.sampled_at.saturating_sub(t)).as_secs_f64() < 1.5 * self.h_s
+                });
+                if !consecutive {
+                    self.id.break_sequence();
+                    self.noise.break_sequence();
+                }
+                self.last_sample_at = Some(o.temp.sampled_at);
+                let r = self.noise.variance();
+                if self.obs.is_ready() {
+                    self.noise.observe(y, u, model);
+                    self.id.observe(y, u);
+                    self.obs.update(y, r);
+                } else {
+                    self.obs.reset(y, u, model, r);
+                    self.id.observe(y, u);
+                }
+                if y >= f64::from(self.cfg.ceiling_c) {
+                    fault = Some(format!(
+                        "at the hard ceiling: {y:.1} °C >= {:.1} °C",
+                        self.cfg.ceiling_c
+                    ));
+                }
+            }
+            Verdict::Fault(reason) => fault = Some(reason.clone()),
+            Verdict::NotNew(why) => {
+                let age = self
+                    .last_sample_at
+                    .map(|t| now.saturating_sub(t).as_secs_f64());
+                match age {
+                    Some(a) if a <= self.stale_after_s() => {}
+                    Some(a) => {
+                        fault = Some(format!("stale: no fresh reading for {a:.2} s ({why})"))
+                    }
+                    None => fault = Some(format!("no fresh reading yet ({why})")),
+                }
+            }
+        }
+
+        // Fail-safe bookkeeping: enter at once, leave after consecutive fresh readings.
+        if let Some(reason) = fault {
+            self.failsafe = Some(reason);
+            self.recovery = 0;
+        } else if self.failsafe.is_some() && fresh {
+            self.recovery += 1;
+            if self.recovery >= RECOVERY_READINGS {
+                self.failsafe = None;
+            }
+        }
+
+        let budget = if self.obs.is_ready() {
+            self.power_budget_w()
+        } else {
+            0.0
+        };
+        if let Some(reason) = &self.failsafe {
+            self.fan_level = self.cfg.platform.fan_max_level().unwrap_or(0);
+            self.fan_changed_at = now;
+            let d = self.coolest(format!("coolest mode: {reason}"), budget);
+            self.prev = d.clone();
+            self.prev_setting = Some(Setting {
+                level: 0,
+                threads: d.threads,
+            });
+            return d;
+        }
+
+        let p = &self.cfg.platform;
+        let [c0, s] = self.power_cal.theta();
+        let dyn_budget = ((budget - c0) / s.max(1e-3)) as f32;
+        let current_level = match o.actuators.freq_khz {
+            Some(khz) => p.level_at_or_below(khz),
+            None => p.top_level(),
+        };
+        let levels = if p.freq_writable() {
+            0..=p.top_level()
+        } else {
+            current_level..=current_level
+        };
+        let threads = if p.threads_adjustable() {
+            1..=p.cores()
+        } else {
+            p.cores()..=p.cores()
+        };
+        let alloc = allocate(
+            p,
+            dyn_budget,
+            &o.demand,
+            self.cfg.priorities,
+            levels,
+            threads,
+            self.prev_setting,
+        );
+        let floor = self.cfg.failsafe_interactive_duty;
+        let mut pacing = alloc.duty.map(|duty| Pace { duty });
+        let mut setting = alloc.setting;
+        let i = Priority::Interactive.index();
+        if pacing[i].duty < floor {
+            // Never cooler than the coolest mode: the bottom of the ladder.
+            setting = Setting {
+                level: 0,
+                threads: if p.threads_adjustable() { 1 } else { p.cores() },
+            };
+            pacing = [Pace::PAUSED; 3];
+            pacing[i] = Pace { duty: floor };
+        }
+        if fresh {
+            self.update_fan(budget, now);
+        }
+        let p = &self.cfg.platform;
+        let mut d = Decision {
+            freq_cap_khz: p.freq_writable().then(|| p.khz(setting.level)),
+            threads: setting.threads,
+            pacing,
+            fan_level: p.fan_max_level().map(|_| self.fan_level),
+            mode: Mode::Regulating,
+            limiter: Limiter::None,
+            reason: String::new(),
+            power_budget_w: budget as f32,
+        };
+        if !fresh {
+            d = self.no_raise(d);
+        }
+        d.limiter = self.limiter_of(&d, &o.demand);
+        d.mode = match d.limiter {
+            Limiter::None | Limiter::Fan => Mode::Unlimited,
+            _ => Mode::Regulating,
+        };
+        let x = self.obs.temperature();
+        d.reason = match (&verdict, d.mode) {
+            (Verdict::NotNew(why), _) => {
+                format!("holding limits: {why}; estimate {x:.1} °C")
+            }
+            (_, Mode::Unlimited) => format!(
+                "below setpoint {:.1} °C: estimate {x:.1} °C, budget {budget:.1} W",
+                self.cfg.setpoint_c
+            ),
+            _ => format!(
+                "holding {:.1} °C: estimate {x:.1} °C, budget {budget:.1} W, limiting {}",
+                self.cfg.setpoint_c, d.limiter
+            ),
+        };
+        self.prev_setting = Some(Setting {
+            level: d
+                .freq_cap_khz
+                .map_or(setting.level, |k| p.level_at_or_below(k)),
+            threads: d.threads,
+        });
+        self.prev = d.clone();
+        d
+    }
+}

@@ -1,0 +1,299 @@
+//! Turns a power budget into actuator settings: which operating point, how many threads, and
+//! the duty of each work class. Pure and exhaustive: every (operating point, thread count)
+//! pair is scored with the platform's power and throughput models and the best one wins.
+//!
+//! Scoring is lexicographic in priority order: the highest-priority class with work gets as
+//! much throughput as the budget allows before the next class gets any, so background work is
+//! paced and then paused before generation slows at all. Within one class, the search picks
+//! the combination with the most work per joule that fits, which on boards whose voltage falls
+//! with frequency means lowering the frequency first, then threads, and pacing last.
+
+use std::ops::RangeInclusive;
+
+use super::platform::Platform;
+use super::types::{Demand, Priority};
+
+/// One operating point and thread count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setting {
+    /// Index into the platform's operating points.
+    pub level: usize,
+    /// Compute threads.
+    pub threads: u16,
+}
+
+/// The chosen setting with per-class duties.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Allocation {
+    /// Operating point and thread count.
+    pub setting: Setting,
+    /// Duty per class, indexed by [`Priority::index`].
+    pub duty: [f32; 3],
+    /// Relative throughput granted per class (speed × occupancy), by class index.
+    pub throughput: [f32; 3],
+    /// Expected power in model W at the classes' current demand.
+    pub power_w: f32,
+}
+
+/// Weight separating priority ranks in the scalar score (throughputs are at most 1).
+const RANK_WEIGHT: f64 = 1000.0;
+/// A previous setting is kept while its score is within this fraction of the best.
+const KEEP_TOLERANCE: f64 = 0.005;
+
+/// Allocates the dynamic-power budget `dyn_budget_w` (model W above idle) over `levels` and
+/// `threads` for `demand`, in the priority order `priorities`. When no class has work, the
+/// highest-priority class is assumed to be about to start. `prev` is kept when it scores
+/// within half a percent of the best, so the actuators do not chatter.
+pub fn allocate(
+    platform: &Platform,
+    dyn_budget_w: f32,
+    demand: &Demand,
+    priorities: [Priority; 3],
+    levels: RangeInclusive<usize>,
+    threads: RangeInclusive<u16>,
+    prev: Option<Setting>,
+) -> Allocation {
+    let any_active = Priority::ALL.iter().any(|&c| demand.of(c) > 0.0);
+    let top_speed = platform.speed(*levels.end(), *threads.end());
+    // Demand was measured at the previous setting: work that took a share of the pool there
+    // takes proportionally more of it at a slower setting.
+    let demand_speed = prev.map_or(top_speed, |s| platform.speed(s.level, s.threads));
+    let ctx = Context {
+        dyn_budget_w,
+        demand,
+        priorities,
+        any_active,
+        top_speed,
+        demand_speed,
+    };
+    let mut best: Option<(f64, Allocation)> = None;
+    let mut kept: Option<(f64, Allocation)> = None;
+    for level in levels.clone() {
+        for n in threads.clone() {
+            let setting = Setting { level, threads: n };
+            let alloc = evaluate(platform, &ctx, setting);
+            let score = score_of(&alloc, priorities);
+            if prev == Some(setting) {
+                kept = Some((score, alloc));
+            }
+            let better = match &best {
+                None => true,
+                Some((bs, ba)) => {
+                    score > *bs + 1e-6 * bs.abs().max(1e-3)
+                        || (score >= *bs - 1e-6 * bs.abs().max(1e-3) && alloc.power_w < ba.power_w)
+                }
+            };
+            if better {
+                best = Some((score, alloc));
+            }
+        }
+    }
+    match (best, kept) {
+        (Some((bs, _)), Some((ks, ka))) if ks >= bs * (1.0 - KEEP_TOLERANCE) => ka,
+        (Some((_, ba)), _) => ba,
+        // Empty ranges: the lowest point, one thread, everything paused.
+        (None, _) => Allocation {
+            setting: Setting {
+                level: *levels.start(),
+                threads: (*threads.start()).max(1),
+            },
+            duty: [0.0; 3],
+            throughput: [0.0; 3],
+            power_w: platform.idle_w(),
+        },
+    }
+}
+
+fn score_of(alloc: &Allocation, priorities: [Priority; 3]) -> f64 {
+    let mut score = 0.0;
+    for c in priorities {
+        score = score * RANK_WEIGHT + f64::from(alloc.throughput[c.index()]);
+    }
+    score
+}
+
+struct Context<'a> {
+    dyn_budget_w: f32,
+    demand: &'a Demand,
+    priorities: [Priority; 3],
+    any_active: bool,
+    top_speed: f32,
+    demand_speed: f32,
+}
+
+/// Duties and throughput for one setting. A class gets pool time only while every class
+/// above it runs at full speed with all the time it wants: background work is paused before
+/// generation is slowed by any actuator.
+fn evaluate(platform: &Platform, ctx: &Context<'_>, setting: Setting) -> Allocation {
+    let pool_w = platform.pool_dyn_w(setting.level, setting.threads);
+    let occupancy = if pool_w > 0.0 {
+        (ctx.dyn_budget_w.max(0.0) / pool_w).min(1.0)
+    } else {
+        1.0
+    };
+    let speed = platform.speed(setting.level, setting.threads);
+    let full_speed = speed >= ctx.top_speed * (1.0 - 1e-6);
+    let stretch = if speed > 0.0 {
+        ctx.demand_speed / speed
+    } else {
+        1.0
+    };
+    let mut used = 0.0f32;
+    let mut starved = false;
+    let mut duty = [0.0; 3];
+    let mut throughput = [0.0; 3];
+    for (rank, c) in ctx.priorities.into_iter().enumerate() {
+        let measured = if ctx.any_active {
+            ctx.demand.of(c)
+        } else if rank == 0 {
+            1.0
+        } else {
+            0.0
+        };
+        let avail = if starved {
+            0.0
+        } else {
+            (occupancy - used).max(0.0)
+        };
+        if measured > 0.0 {
+            // A class that had work all the time is backlogged: its need is at least the
+            // whole pool whatever the setting.
+            let dem = if measured >= 0.98 {
+                1.0
+            } else {
+                (measured * stretch).min(1.0)
+            };
+            let occ = dem.min(avail);
+            used += occ;
+            let satisfied = occ >= dem - 1e-4;
+            duty[c.index()] = if satisfied { 1.0 } else { occ };
+            throughput[c.index()] = speed * occ;
+            starved |= !(satisfied && full_speed);
+        } else {
+            // Idle class: what it would get if it started now, ahead of lower classes.
+            duty[c.index()] = avail.min(1.0);
+        }
+    }
+    Allocation {
+        setting,
+        duty,
+        throughput,
+        power_w: platform.idle_w() + pool_w * used,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::governor::config::ConfigError;
+    use crate::governor::platform::Opp;
+
+    const ORDER: [Priority; 3] = [Priority::Interactive, Priority::Training, Priority::Batch];
+
+    fn platform() -> Result<Platform, ConfigError> {
+        Platform::new(
+            vec![
+                Opp {
+                    khz: 600_000,
+                    millivolts: 800,
+                },
+                Opp {
+                    khz: 1_000_000,
+                    millivolts: 850,
+                },
+                Opp {
+                    khz: 1_500_000,
+                    millivolts: 950,
+                },
+            ],
+            4,
+            2.0,
+            1.0,
+        )
+    }
+
+    #[test]
+    fn an_ample_budget_runs_everything_flat_out() -> Result<(), ConfigError> {
+        let p = platform()?;
+        let d = Demand::busy(&[Priority::Interactive]);
+        let a = allocate(&p, 100.0, &d, ORDER, 0..=2, 1..=4, None);
+        assert_eq!(
+            a.setting,
+            Setting {
+                level: 2,
+                threads: 4
+            }
+        );
+        assert_eq!(a.duty, [1.0, 0.0, 0.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn background_work_gives_way_before_interactive_work() -> Result<(), ConfigError> {
+        let p = platform()?;
+        let mut d = Demand::default();
+        d.occupancy[Priority::Interactive.index()] = 0.5;
+        d.occupancy[Priority::Training.index()] = 1.0;
+        let full = p.pool_dyn_w(2, 4);
+        // Budget for 0.7 of the pool: interactive keeps its 0.5, training gets the rest.
+        let a = allocate(&p, 0.7 * full, &d, ORDER, 0..=2, 1..=4, None);
+        assert_eq!(
+            a.setting,
+            Setting {
+                level: 2,
+                threads: 4
+            }
+        );
+        assert_eq!(a.duty[Priority::Interactive.index()], 1.0);
+        assert!((a.duty[Priority::Training.index()] - 0.2).abs() < 1e-4);
+        Ok(())
+    }
+
+    #[test]
+    fn a_tight_budget_lowers_frequency_before_pacing() -> Result<(), ConfigError> {
+        let p = platform()?;
+        let d = Demand::busy(&[Priority::Interactive]);
+        let budget = p.pool_dyn_w(1, 4);
+        let a = allocate(&p, budget, &d, ORDER, 0..=2, 1..=4, None);
+        assert_eq!(
+            a.setting,
+            Setting {
+                level: 1,
+                threads: 4
+            }
+        );
+        assert_eq!(a.duty[0], 1.0);
+        assert!(a.power_w <= p.idle_w() + budget + 1e-4);
+        Ok(())
+    }
+
+    #[test]
+    fn keeps_the_previous_setting_when_it_is_nearly_as_good() -> Result<(), ConfigError> {
+        let p = platform()?;
+        let d = Demand::busy(&[Priority::Interactive]);
+        let budget = p.pool_dyn_w(1, 4) * 1.001;
+        let prev = Setting {
+            level: 1,
+            threads: 4,
+        };
+        let a = allocate(&p, budget, &d, ORDER, 0..=2, 1..=4, Some(prev));
+        assert_eq!(a.setting, prev);
+        Ok(())
+    }
+
+    #[test]
+    fn a_zero_budget_pauses_every_class() -> Result<(), ConfigError> {
+        let p = platform()?;
+        let d = Demand::busy(&[Priority::Interactive, Priority::Training]);
+        let a = allocate(&p, 0.0, &d, ORDER, 0..=2, 1..=4, None);
+        assert_eq!(a.duty, [0.0, 0.0, 0.0]);
+        assert_eq!(
+            a.setting,
+            Setting {
+                level: 0,
+                threads: 1
+            }
+        );
+        Ok(())
+    }
+}
