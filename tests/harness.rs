@@ -1,1 +1,40 @@
-//! Shared harness for the end-to-end tests.
+//! Shared harness for the end-to-end tests: the seeded tiny model, built once per test
+//! process, and the path of the `thermo` binary.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use edge_runtime::engine::WeightFormat;
+use edge_runtime::engine::import::write_tiny_model;
+
+/// Seed of the shared tiny model.
+pub const TINY_SEED: u64 = 7;
+
+/// Folder of the seeded tiny model in `format`, written once per process into a temp dir.
+pub fn tiny_model(format: WeightFormat) -> &'static Path {
+    static F32: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    static Q4: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let cell = match format {
+        WeightFormat::F32 => &F32,
+        WeightFormat::Q4 => &Q4,
+    };
+    &cell
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("creating a temp dir for the tiny model");
+            let path = dir.path().join("tiny");
+            write_tiny_model(&path, TINY_SEED, format).expect("writing the tiny model");
+            (dir, path)
+        })
+        .1
+}
+
+/// The default model folder imported by `.ci/run` (`THERMO_MODEL_DIR`), for real-model tests.
+pub fn real_model_dir(format: &str) -> PathBuf {
+    let var = format!("THERMO_MODEL_DIR_{}", format.to_ascii_uppercase());
+    match std::env::var_os(&var) {
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "{var} is not set: run `thermo fetch-model --format {format}` and point {var} at it"
+        ),
+    }
+}

@@ -1,3 +1,8 @@
-//! The thermo edge runtime.
+//! The thermo edge runtime: a governed language-model engine for single-board computers.
+//! `engine` is the only module that touches tract; `governor` is pure control logic and its
+//! actuators; `cli` maps the command line onto the library; `models` knows where models live
+//! and how the default one is fetched.
+pub mod cli;
 pub mod engine;
 pub mod governor;
+pub mod models;

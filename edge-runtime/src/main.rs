@@ -1,1 +1,23 @@
-fn main() {}
+//! The `thermo` binary: parse the command line, run the subcommand, report errors.
+
+use clap::Parser;
+use edge_runtime::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => edge_runtime::cli::run::run(args),
+        Command::Chat(args) => edge_runtime::cli::run::chat(args),
+        Command::ImportGguf(args) => edge_runtime::cli::import::import(args),
+        Command::FetchModel(args) => edge_runtime::cli::import::fetch(args),
+        Command::BenchLlm(args) => edge_runtime::cli::bench_llm::bench(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `thermo import-gguf` and `thermo fetch-model`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::engine::WeightFormat;
+use crate::engine::import::import_gguf;
+use crate::models::{DEFAULT_MODEL, cache_root, ensure_gguf, model_dir};
+
+/// Flags of `thermo import-gguf`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The GGUF file (Llama architecture).
+    pub gguf: PathBuf,
+    /// The model folder to create (must not exist, or be empty).
+    pub out_dir: PathBuf,
+    /// Weight storage: f32 (lossless) or q4 (4-bit blocks kept exact).
+    #[arg(long, default_value = "q4")]
+    pub format: String,
+}
+
+/// Flags of `thermo fetch-model`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Weight format to import the default model in (f32, q4).
+    #[arg(long, default_value = "q4")]
+    pub format: String,
+}
+
+/// `thermo import-gguf FILE OUT_DIR`.
+pub fn import(args: ImportArgs) -> Result<()> {
+    let format: WeightFormat = args.format.parse()?;
+    let t = std::time::Instant::now();
+    let report = import_gguf(&args.gguf, &args.out_dir, format)?;
+    eprintln!(
+        "imported {} parameters into {} ({:.1} MB model.onnx, {:?}) in {:.1} s",
+        report.parameters,
+        report.dir.display(),
+        report.onnx_bytes as f64 / 1e6,
+        format,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Fetches (if needed) and imports the default model into `dir`.
+pub fn fetch_and_import(root: &Path, format: WeightFormat, dir: &Path) -> Result<()> {
+    let gguf = ensure_gguf(root, &DEFAULT_MODEL)?;
+    let t = std::time::Instant::now();
+    let report = import_gguf(&gguf, dir, format)?;
+    log::info!(
+        "imported {} ({} license) as {:?} into {} in {:.1} s",
+        DEFAULT_MODEL.name,
+        DEFAULT_MODEL.license,
+        format,
+        report.dir.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `thermo fetch-model`.
+pub fn fetch(args: FetchArgs) -> Result<()> {
+    let format: WeightFormat = args.format.parse()?;
+    let root = cache_root()?;
+    let dir = model_dir(&root, &DEFAULT_MODEL, &args.format);
+    if dir.join("config.json").is_file() {
+        eprintln!(
+            "{} is already imported at {}",
+            DEFAULT_MODEL.name,
+            dir.display()
+        );
+        return Ok(());
+    }
+    fetch_and_import(&root, format, &dir)?;
+    eprintln!("{}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! `thermo run` and `thermo chat`: the main job. Resolves the model (fetching and importing
+//! the default one when absent), renders the prompt with the model's chat template, streams
+//! the answer to stdout and prints a one-line summary to stderr.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+
+use super::{ModelArgs, SamplingArgs};
+use crate::engine::chat::{Message, Role};
+use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, generate};
+use crate::engine::model::{KvState, LoadedModel};
+use crate::engine::sampling::SamplingParams;
+use crate::engine::{WeightFormat, set_compute_threads};
+use crate::models::{DEFAULT_MODEL, cache_root, model_dir};
+
+/// Flags of `thermo run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Send the prompt to the model verbatim, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// The prompt.
+    prompt: String,
+}
+
+/// Flags of `thermo chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+/// The model folder to use: `--model`, else the default model in `--format`, fetched and
+/// imported on first use.
+pub fn resolve_model(args: &ModelArgs) -> Result<PathBuf> {
+    if let Some(dir) = &args.model {
+        return Ok(dir.clone());
+    }
+    let format: WeightFormat = args.format.parse()?;
+    let root = cache_root()?;
+    let dir = model_dir(&root, &DEFAULT_MODEL, &args.format);
+    if !dir.join("config.json").is_file() {
+        log::info!(
+            "{} ({}) is not imported yet; fetching it",
+            DEFAULT_MODEL.name,
+            args.format
+        );
+        super::import::fetch_and_import(&root, format, &dir)?;
+    }
+    Ok(dir)
+}
+
+fn load(args: &ModelArgs) -> Result<Arc<LoadedModel>> {
+    ensure!(args.threads >= 1, "--threads must be at least 1");
+    set_compute_threads(args.threads);
+    let dir = resolve_model(args)?;
+    let t = std::time::Instant::now();
+    let model = LoadedModel::load(&dir)?;
+    log::info!(
+        "loaded {} in {:.2} s",
+        dir.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(model)
+}
+
+fn options(s: &SamplingArgs) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: s.max_tokens,
+        sampling: SamplingParams {
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            repeat_penalty: s.repeat_penalty,
+            seed: s.seed,
+            ..SamplingParams::default()
+        },
+        stop: s.stop.clone(),
+    }
+}
+
+fn messages(system: &Option<String>, history: &[Message]) -> Vec<Message> {
+    let mut msgs = vec![];
+    if let Some(sys) = system {
+        msgs.push(Message::new(Role::System, sys.clone()));
+    }
+    msgs.extend_from_slice(history);
+    msgs
+}
+
+/// Renders a prompt into token ids: through the chat template unless `raw`.
+pub fn prompt_ids(
+    model: &LoadedModel,
+    system: &Option<String>,
+    history: &[Message],
+    raw: Option<&str>,
+) -> Result<Vec<u32>> {
+    let text = match raw {
+        Some(text) => text.to_string(),
+        None => {
+            let template = model
+                .chat_template
+                .as_ref()
+                .context("this model has no chat template; use --raw")?;
+            template.render(&messages(system, history), true)?
+        }
+    };
+    model.tokenizer.encode(&text)
+}
+
+fn summary(stats: &GenerationStats) -> String {
+    format!(
+        "[{} prompt tokens ({} cached), {} generated; prefill {:.1} tok/s, decode {:.1} tok/s; stop: {}]",
+        stats.prompt_tokens,
+        stats.cached_tokens,
+        stats.generated_tokens,
+        stats.prefill_tps(),
+        stats.decode_tps(),
+        stats.stop
+    )
+}
+
+/// `thermo run PROMPT`.
+pub fn run(args: RunArgs) -> Result<()> {
+    if args.prompt.trim().is_empty() {
+        bail!("the prompt is empty");
+    }
+    let opts = options(&args.sampling);
+    opts.sampling.validate()?;
+    let model = load(&args.model)?;
+    let history = [Message::new(Role::User, args.prompt.clone())];
+    let ids = prompt_ids(
+        &model,
+        &args.sampling.system,
+        &history,
+        args.raw.then_some(args.prompt.as_str()),
+    )?;
+    let mut state = KvState::new(model)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let stats = generate(
+        &mut state,
+        &ids,
+        &opts,
+        &mut |_| Gate::Continue,
+        &mut |text| {
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        },
+    )?;
+    let _ = writeln!(out);
+    eprintln!("{}", summary(&stats));
+    Ok(())
+}
+
+/// `thermo chat`: reads user turns from stdin until EOF or `/quit`.
+pub fn chat(args: ChatArgs) -> Result<()> {
+    let opts = options(&args.sampling);
+    opts.sampling.validate()?;
+    let model = load(&args.model)?;
+    let mut state = KvState::new(model.clone())?;
+    let mut history: Vec<Message> = vec![];
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        eprint!("> ");
+        line.clear();
+        if stdin.lock().read_line(&mut line).context("reading stdin")? == 0 {
+            break;
+        }
+        let text = line.trim();
+        if text == "/quit" || text == "/exit" {
+            break;
+        }
+        if text.is_empty() {
+            continue;
+        }
+        history.push(Message::new(Role::User, text));
+        let ids = match prompt_ids(&model, &args.sampling.system, &history, None) {
+            Ok(ids) => ids,
+            Err(e) => {
+                history.pop();
+                eprintln!("error: {e:#}");
+                continue;
+            }
+        };
+        let mut answer = String::new();
+        let result = generate(&mut state, &ids, &opts, &mut |_| Gate::Continue, &mut |t| {
+            answer.push_str(t);
+            print!("{t}");
+            let _ = std::io::stdout().flush();
+        });
+        println!();
+        match result {
+            Ok(stats) => {
+                eprintln!("{}", summary(&stats));
+                history.push(Message::new(Role::Assistant, answer));
+            }
+            Err(e) => {
+                history.pop();
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    Ok(())
+}
