@@ -98,7 +98,7 @@ impl Governor {
         let fan_max = platform.fan_max_level().unwrap_or(0);
         let mut g = Self {
             id: Identifier::new(prior, h_s, min_du),
-            obs: Observer::new(0.03, 0.05),
+            obs: Observer::new(0.03, 0.2),
             noise: NoiseEstimator::new(0.01, 0.0004),
             power_cal: Rls::new([idle_w, 1.0], [1.0, 0.1], 0.99, 10.0),
             h_s,
@@ -404,9 +404,10 @@ impl Controller for Governor {
                 self.last_sample_at = Some(o.temp.sampled_at);
                 let r = self.noise.variance();
                 if self.obs.is_ready() {
-                    self.noise.observe(y, u, model);
-                    self.id.observe(y, u);
+                    self.noise.observe(y);
                     self.obs.update(y, r);
+                    self.id.observe(y, u);
+                    self.obs.rebase(model, self.id.model(), u);
                 } else {
                     self.obs.reset(y, u, model, r);
                     self.id.observe(y, u);

@@ -51,6 +51,51 @@ impl<const N: usize> Rls<N> {
         (0..N).map(|i| self.p[i][i]).sum()
     }
 
+    /// One instrumental-variable update: regressor `phi`, instrument `zeta` (correlated with
+    /// `phi` but not with the noise in `y` and `phi`), observation `y`. With `zeta == phi` this
+    /// is ordinary least squares. Returns the a-priori prediction error.
+    pub fn update_iv(&mut self, phi: &[f64; N], zeta: &[f64; N], y: f64) -> f64 {
+        if !y.is_finite() || phi.iter().chain(zeta).any(|v| !v.is_finite()) {
+            return 0.0;
+        }
+        let pred: f64 = (0..N).map(|i| self.theta[i] * phi[i]).sum();
+        let err = y - pred;
+        let mut pz = [0.0; N];
+        for (i, out) in pz.iter_mut().enumerate() {
+            *out = (0..N).map(|j| self.p[i][j] * zeta[j]).sum();
+        }
+        let mut phip = [0.0; N];
+        for (j, out) in phip.iter_mut().enumerate() {
+            *out = (0..N).map(|i| phi[i] * self.p[i][j]).sum();
+        }
+        let denom = self.lambda + (0..N).map(|i| phi[i] * pz[i]).sum::<f64>();
+        if denom.abs() < 1e-12 || !denom.is_finite() {
+            return err;
+        }
+        for (t, k) in self.theta.iter_mut().zip(pz) {
+            *t += k / denom * err;
+        }
+        for (row, pzi) in self.p.iter_mut().zip(pz) {
+            for (v, pj) in row.iter_mut().zip(phip) {
+                *v = (*v - pzi * pj / denom) / self.lambda;
+            }
+        }
+        self.bound_trace();
+        err
+    }
+
+    fn bound_trace(&mut self) {
+        let tr = self.trace();
+        if tr > self.max_trace && tr.is_finite() {
+            let s = self.max_trace / tr;
+            for row in self.p.iter_mut() {
+                for v in row.iter_mut() {
+                    *v *= s;
+                }
+            }
+        }
+    }
+
     /// One update with regressor `phi` and observation `y`; returns the a-priori prediction
     /// error. Non-finite inputs are ignored (returns 0).
     pub fn update(&mut self, phi: &[f64; N], y: f64) -> f64 {
@@ -83,15 +128,7 @@ impl<const N: usize> Rls<N> {
                 self.p[j][i] = m;
             }
         }
-        let tr = self.trace();
-        if tr > self.max_trace && tr.is_finite() {
-            let s = self.max_trace / tr;
-            for row in self.p.iter_mut() {
-                for v in row.iter_mut() {
-                    *v *= s;
-                }
-            }
-        }
+        self.bound_trace();
         err
     }
 }
@@ -139,6 +176,8 @@ pub struct Identifier {
     yf: Option<(f64, f64)>,
     /// Prefiltered power at k-1 and k-2.
     uf: Option<(f64, f64)>,
+    /// The model's own simulated temperature increment for step k-1 (noise-free).
+    dy_model: f64,
     a_bounds: (f64, f64),
     gain_bounds: (f64, f64),
     min_du: f64,
@@ -153,10 +192,11 @@ impl Identifier {
     pub fn new(prior: ThermalModel, h_s: f64, min_du_w: f64) -> Self {
         let tau_f = 0.75;
         Self {
-            rls: Rls::new([prior.a, prior.b], [1.0, 1.0], 0.995, 10.0),
+            rls: Rls::new([prior.a, prior.b], [10.0, 10.0], 0.995, 100.0),
             beta: 1.0 - (-h_s / tau_f).exp(),
             yf: None,
             uf: None,
+            dy_model: 0.0,
             a_bounds: (0.02, 0.9995),
             gain_bounds: (0.05, 100.0),
             min_du: min_du_w,
@@ -181,6 +221,7 @@ impl Identifier {
     pub fn break_sequence(&mut self) {
         self.yf = None;
         self.uf = None;
+        self.dy_model = 0.0;
     }
 
     /// Feeds the fresh temperature `y_c` at tick k and the mean power `u_prev_w` over the
@@ -197,20 +238,30 @@ impl Identifier {
             None => (y_c, y_c),
         };
         // Increments: dY_k = a·dY_{k-1} + b·dU_{k-1}, with (u1, u2) = (U_{k-1}, U_{k-2}) and
-        // (py1, py2) = (Y_{k-1}, Y_{k-2}).
+        // (py1, py2) = (Y_{k-1}, Y_{k-2}). Instrumental variables with an auxiliary model: the
+        // instrument carries the model's own simulated increment instead of the measured one,
+        // so sensor noise in the regressor does not bias `a` towards 0.
         if let (Some((py1, py2)), Some(_)) = (self.yf, self.uf) {
             let dy_k = y1 - py1;
             let dy_km1 = py1 - py2;
             let du_km1 = u1 - u2;
             if du_km1.abs() >= self.min_du {
-                self.excited_for = self.excitation_window;
+                // Learn for three time constants after each input change (the transient that
+                // carries the information), at least 8 s and at most 60 s.
+                let m = self.model();
+                let tau_steps = -1.0 / m.a.ln().min(-1e-9);
+                self.excited_for = ((3.0 * tau_steps) as u32)
+                    .clamp(self.excitation_window, 60 * self.excitation_window / 8);
             }
             if self.excited_for > 0 {
                 self.excited_for -= 1;
-                self.rls.update(&[dy_km1, du_km1], dy_k);
+                self.rls
+                    .update_iv(&[dy_km1, du_km1], &[self.dy_model, du_km1], dy_k);
                 self.project();
                 self.updates += 1;
             }
+            let m = self.model();
+            self.dy_model = m.a * self.dy_model + m.b * du_km1;
         }
         self.yf = Some((y1, y2));
         self.uf = Some((u1, u2));
@@ -321,6 +372,15 @@ impl Observer {
         self.p = np;
     }
 
+    /// Keeps the prediction continuous when the model changes from `old` to `new` while the
+    /// input is `u`: the disturbance takes up the difference, so a parameter update never
+    /// looks like a temperature step.
+    pub fn rebase(&mut self, old: ThermalModel, new: ThermalModel, u: f64) {
+        if self.ready {
+            self.d += (old.a - new.a) * self.x + (old.b - new.b) * u;
+        }
+    }
+
     /// Measurement update with temperature `y` and measurement variance `r`; returns the
     /// innovation.
     pub fn update(&mut self, y: f64, r: f64) -> f64 {
@@ -344,13 +404,13 @@ impl Observer {
     }
 }
 
-/// Estimates the sensor's noise variance from the part of consecutive readings the model
-/// cannot explain: `Δ(y[k] − a·y[k−1] − b·u[k−1])`, which removes both the input's effect and
-/// any slowly varying offset.
+/// Estimates the sensor's noise variance from second differences of consecutive readings
+/// (`Var(Δ²y) = 6σ²` for white noise, while a smooth thermal response has almost no second
+/// difference). Each sample's influence is clipped, so the jump of a die at a power step does
+/// not read as noise.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NoiseEstimator {
-    prev_y: Option<f64>,
-    prev_r: Option<f64>,
+    prev: Option<(f64, Option<f64>)>,
     var: f64,
     alpha: f64,
     floor: f64,
@@ -360,8 +420,7 @@ impl NoiseEstimator {
     /// Starts at variance `initial` (K²), never reporting below `floor`.
     pub fn new(initial: f64, floor: f64) -> Self {
         Self {
-            prev_y: None,
-            prev_r: None,
+            prev: None,
             var: initial,
             alpha: 0.02,
             floor,
@@ -375,24 +434,21 @@ impl NoiseEstimator {
 
     /// Forgets the sequence after a gap.
     pub fn break_sequence(&mut self) {
-        self.prev_y = None;
-        self.prev_r = None;
+        self.prev = None;
     }
 
-    /// Feeds a fresh reading `y` and the power `u_prev` of the period that ended with it.
-    pub fn observe(&mut self, y: f64, u_prev: f64, m: ThermalModel) {
-        if let Some(py) = self.prev_y {
-            let r = y - m.a * py - m.b * u_prev;
-            if let Some(pr) = self.prev_r {
-                let dr = r - pr;
-                // Var(Δr) = σ²·(1 + (1+a)² + a²) for white noise.
-                let k = 1.0 + (1.0 + m.a).powi(2) + m.a * m.a;
-                let sample = (dr * dr / k).min(16.0 * self.variance() + 1.0);
+    /// Feeds the next consecutive reading `y`.
+    pub fn observe(&mut self, y: f64) {
+        self.prev = match self.prev {
+            Some((y1, Some(y2))) => {
+                let d2 = y - 2.0 * y1 + y2;
+                let sample = (d2 * d2 / 6.0).min(9.0 * self.variance() + 0.01);
                 self.var += self.alpha * (sample - self.var);
+                Some((y, Some(y1)))
             }
-            self.prev_r = Some(r);
-        }
-        self.prev_y = Some(y);
+            Some((y1, None)) => Some((y, Some(y1))),
+            None => Some((y, None)),
+        };
     }
 }
 
@@ -467,14 +523,14 @@ mod tests {
 
     #[test]
     fn noise_estimate_approaches_the_sensor_variance() {
-        let m = ThermalModel::from_physical(3.0, 5.0, 0.25);
         let mut ne = NoiseEstimator::new(0.01, 1e-4);
-        // Deterministic pseudo-noise with variance 0.25 (uniform on ±0.866).
+        // Deterministic pseudo-noise with variance 0.25 (uniform on ±0.866) on a slow ramp,
+        // which must not count as noise.
         let mut s: u32 = 12345;
-        for _ in 0..5000 {
+        for k in 0..5000 {
             s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             let v = (f64::from(s >> 8) / f64::from(1u32 << 24) - 0.5) * 2.0 * 0.866;
-            ne.observe(60.0 + v, 0.0, ThermalModel { a: m.a, b: 0.0 });
+            ne.observe(60.0 + 0.01 * f64::from(k) + v);
         }
         let var = ne.variance();
         assert!((var - 0.25).abs() < 0.08, "variance {var}");

@@ -311,16 +311,17 @@ mod tests {
     fn pacing_at_half_duty_doubles_the_step_interval() {
         let permits = Permits::new(4);
         permits.apply(&decision([0.5, 1.0, 1.0]));
-        let step = Duration::from_millis(4);
+        let step = Duration::from_millis(20);
         let t = Instant::now();
-        for _ in 0..10 {
+        for _ in 0..5 {
             let _p = permits.acquire(Priority::Interactive);
             spin(step);
         }
         let elapsed = t.elapsed();
-        // 10 busy steps of 4 ms plus 9 gaps of 4 ms.
-        assert!(elapsed >= Duration::from_millis(74), "{elapsed:?}");
-        assert!(elapsed < Duration::from_millis(200), "{elapsed:?}");
+        // 5 busy steps of 20 ms plus 4 gaps of 20 ms = 180 ms (a duty of 0.1 would take 820 ms;
+        // the upper bound leaves room for a loaded machine's oversleep).
+        assert!(elapsed >= Duration::from_millis(178), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
     }
 
     #[test]
@@ -360,10 +361,11 @@ mod tests {
             let _p = permits.acquire(Priority::Batch);
             spin(Duration::from_millis(20));
         }
-        spin(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
         let after = permits.stats();
         let occ = after.occupancy_since(&before);
-        assert!(occ[2] > 0.3 && occ[2] < 0.7, "{occ:?}");
+        // About half; wide bounds for a loaded machine.
+        assert!(occ[2] > 0.2 && occ[2] < 0.9, "{occ:?}");
         assert_eq!(occ[0], 0.0);
         assert!(after.utilisation_since(&before) >= occ[2]);
         assert_eq!(permits.threads(), 4);

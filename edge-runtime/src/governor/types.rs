@@ -35,6 +35,20 @@ impl Health {
     }
 }
 
+impl From<sensor_drivers::Health> for Health {
+    /// Maps the sensor layer's health: a failed read counts as missing, a held old value as
+    /// stale.
+    fn from(h: sensor_drivers::Health) -> Self {
+        match h {
+            sensor_drivers::Health::Ok => Health::Fresh,
+            sensor_drivers::Health::Stale => Health::Stale,
+            sensor_drivers::Health::Implausible => Health::Implausible,
+            sensor_drivers::Health::Stuck => Health::Stuck,
+            sensor_drivers::Health::Missing | sensor_drivers::Health::Error => Health::Missing,
+        }
+    }
+}
+
 /// One reading of the governing temperature.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TempReading {
@@ -269,5 +283,37 @@ impl Decision {
     /// Pacing of one class.
     pub fn pace(&self, class: Priority) -> Pace {
         self.pacing[class.index()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_sensor_layer_health_onto_governor_health() {
+        use sensor_drivers::Health as S;
+        let cases = [
+            (S::Ok, Health::Fresh),
+            (S::Stale, Health::Stale),
+            (S::Implausible, Health::Implausible),
+            (S::Stuck, Health::Stuck),
+            (S::Missing, Health::Missing),
+            (S::Error, Health::Missing),
+        ];
+        for (s, g) in cases {
+            assert_eq!(Health::from(s), g, "{s}");
+        }
+    }
+
+    #[test]
+    fn pacing_delay_spreads_idle_time_after_each_step() {
+        let busy = Duration::from_millis(100);
+        assert_eq!(Pace::FULL.delay_after(busy), Some(Duration::ZERO));
+        assert_eq!(Pace::PAUSED.delay_after(busy), None);
+        assert_eq!(
+            Pace { duty: 0.25 }.delay_after(busy),
+            Some(Duration::from_millis(300))
+        );
     }
 }
