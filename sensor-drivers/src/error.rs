@@ -9,6 +9,11 @@ use crate::health::Health;
 
 /// Why a sensor produced no usable value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "std",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum SensorError {
     /// The source does not exist: a missing file, device, channel or chip.
@@ -83,6 +88,11 @@ impl core::error::Error for SensorError {}
 
 /// Why an actuator did not take a setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "std",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum ActuatorError {
     /// The actuator does not exist.

@@ -16,6 +16,12 @@ pub mod throttle;
 pub mod traits;
 pub mod units;
 
+#[cfg(feature = "std")]
+pub mod sensor_set;
+
+#[cfg(feature = "linux")]
+pub mod linux;
+
 pub use error::{ActuatorError, SensorError};
 pub use health::{Health, HealthMonitor, HealthPolicy, PlausibleRange, check_plausible};
 pub use throttle::{ThrottleFlags, ThrottleTracker};

@@ -79,10 +79,10 @@ impl ThrottleFlags {
         throttled: bool,
         soft_temp_limit: bool,
     ) -> Self {
-        let live = (under_voltage as u32) * UNDER_VOLTAGE
-            | (freq_capped as u32) * FREQ_CAPPED
-            | (throttled as u32) * THROTTLED
-            | (soft_temp_limit as u32) * SOFT_TEMP_LIMIT;
+        let live = ((under_voltage as u32) * UNDER_VOLTAGE)
+            | ((freq_capped as u32) * FREQ_CAPPED)
+            | ((throttled as u32) * THROTTLED)
+            | ((soft_temp_limit as u32) * SOFT_TEMP_LIMIT);
         ThrottleFlags(live | (live << 16))
     }
 }

@@ -1,5 +1,6 @@
 //! Mock-bus tests for the INA219 and INA226 drivers. Register addresses, power-on values and the
 //! datasheet calibration examples are re-declared here.
+#![allow(clippy::unwrap_used)]
 
 use embedded_hal::i2c::{ErrorKind, NoAcknowledgeSource};
 use embedded_hal_mock::eh1::i2c::{Mock, Transaction};

@@ -1,6 +1,7 @@
 //! Mock-bus tests for the TMP102 and LM75 drivers. Register addresses and values are re-declared
 //! here from the datasheets, so these tests check the drivers against the datasheets rather than
 //! against the drivers' own constants.
+#![allow(clippy::unwrap_used)]
 
 use embedded_hal::i2c::{ErrorKind, NoAcknowledgeSource};
 use embedded_hal_mock::eh1::i2c::{Mock, Transaction};

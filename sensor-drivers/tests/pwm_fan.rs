@@ -1,4 +1,5 @@
 //! Mock-PWM tests for the embedded-hal PWM fan.
+#![allow(clippy::unwrap_used)]
 
 use embedded_hal_mock::eh1::MockError;
 use embedded_hal_mock::eh1::pwm::{Mock, Transaction};
