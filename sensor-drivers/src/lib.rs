@@ -22,6 +22,9 @@ pub mod sensor_set;
 #[cfg(feature = "linux")]
 pub mod linux;
 
+#[cfg(feature = "sim")]
+pub mod sim;
+
 pub use error::{ActuatorError, SensorError};
 pub use health::{Health, HealthMonitor, HealthPolicy, PlausibleRange, check_plausible};
 pub use throttle::{ThrottleFlags, ThrottleTracker};
