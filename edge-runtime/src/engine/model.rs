@@ -149,7 +149,7 @@ impl IoMap {
         let n_out = model.output_count()?;
         let n_cache = self.caches.len();
         ensure!(
-            n_out >= n_cache + 1,
+            n_out > n_cache,
             "the optimised model has only {n_out} outputs"
         );
         let n_regular = n_out - n_cache;
@@ -252,10 +252,9 @@ impl LoadedModel {
             .eos_token
             .as_ref()
             .and_then(|t| tokenizer.token_id(t.text()))
+            && !eos_ids.contains(&eos)
         {
-            if !eos_ids.contains(&eos) {
-                eos_ids.push(eos);
-            }
+            eos_ids.push(eos);
         }
 
         let model = tract::onnx()?
