@@ -25,6 +25,15 @@ pub mod linux;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+#[cfg(feature = "std")]
+pub mod i2c_config;
+
+#[cfg(all(feature = "rpi", target_os = "linux"))]
+pub mod rpi;
+
+#[cfg(feature = "linux-i2c")]
+pub mod linux_i2c;
+
 pub use error::{ActuatorError, SensorError};
 pub use health::{Health, HealthMonitor, HealthPolicy, PlausibleRange, check_plausible};
 pub use throttle::{ThrottleFlags, ThrottleTracker};
