@@ -30,13 +30,20 @@ use super::types::{
 const HORIZON_S: f64 = 1.0;
 /// Time constant in seconds of the reference trajectory towards the target.
 const REFERENCE_TAU_S: f64 = 2.0;
+/// Estimate uncertainty (K) that doubles the horizon and the reference time.
+const NOISE_SLOWDOWN_C: f64 = 0.1;
 /// Standard deviations of estimate uncertainty added to the margin.
 const K_SIGMA: f64 = 2.5;
+/// Extra back-off in K at the start of regulation, fading out over [`LEARNING_S`].
+const LEARNING_MARGIN_C: f64 = 0.4;
+/// Seconds of regulation over which the extra back-off fades out.
+const LEARNING_S: f64 = 60.0;
+/// Identical readings after which the model stops learning from them.
+const FROZEN_AFTER_READINGS: u32 = 8;
 /// Consecutive fresh readings needed to leave the fail-safe mode.
 const RECOVERY_READINGS: u32 = 2;
-/// Minimum time between two fan steps up / down.
-const FAN_UP_EVERY: Duration = Duration::from_secs(1);
-const FAN_DOWN_EVERY: Duration = Duration::from_secs(15);
+/// How long the budget must stay ample before the fan goes back to the firmware's curve.
+const FAN_RELEASE_AFTER: Duration = Duration::from_secs(15);
 
 /// What the governor currently believes about the board, for status and telemetry.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,13 +82,25 @@ pub struct Governor {
     last_sample_at: Option<Duration>,
     last_raw: Option<f32>,
     stuck_run: u32,
-    stuck_u: (f64, f64),
+    /// Temperature change the model attributes to power changes since the current reading
+    /// first appeared, and the power at that moment.
+    stuck_pred: Option<(f64, f64)>,
+    /// Largest gap between that prediction and the frozen reading, in K.
+    stuck_dev: f64,
+    /// Smallest change seen between consecutive readings: the sensor's resolution, in K.
+    resolution_c: f64,
+    /// Power of the period before the current one, in W.
+    prev_u_w: f64,
+    /// The model when the current reading first appeared.
+    stuck_model: ThermalModel,
     failsafe: Option<String>,
     recovery: u32,
     prev: Decision,
     prev_setting: Option<Setting>,
-    fan_level: u8,
+    fan_boost: bool,
     fan_changed_at: Duration,
+    dither_acc: f32,
+    regulating_s: f64,
 }
 
 impl Governor {
@@ -93,20 +112,22 @@ impl Governor {
         let idle_w = f64::from(platform.idle_w());
         // Prior: full load would take the die from 25 °C to the firmware throttle point.
         let gain0 = (f64::from(cfg.firmware_throttle_c) - 25.0).max(10.0) / max_w.max(0.1);
-        let prior = ThermalModel::from_physical(5.0, gain0, h_s);
-        let min_du = 0.005 * (max_w - idle_w).max(0.01);
-        let fan_max = platform.fan_max_level().unwrap_or(0);
+        let prior = ThermalModel::from_physical(15.0, gain0, h_s);
         let mut g = Self {
-            id: Identifier::new(prior, h_s, min_du),
+            id: Identifier::new(prior, h_s),
             obs: Observer::new(0.03, 0.2),
-            noise: NoiseEstimator::new(0.01, 0.0004),
+            noise: NoiseEstimator::new(1.0, 0.0004),
             power_cal: Rls::new([idle_w, 1.0], [1.0, 0.1], 0.99, 10.0),
             h_s,
             last_now: None,
             last_sample_at: None,
             last_raw: None,
             stuck_run: 0,
-            stuck_u: (f64::INFINITY, f64::NEG_INFINITY),
+            stuck_pred: None,
+            stuck_dev: 0.0,
+            resolution_c: f64::INFINITY,
+            prev_u_w: 0.0,
+            stuck_model: prior,
             failsafe: Some("no reading yet".to_string()),
             recovery: 0,
             prev: Decision {
@@ -120,8 +141,10 @@ impl Governor {
                 power_budget_w: 0.0,
             },
             prev_setting: None,
-            fan_level: fan_max,
+            fan_boost: true,
             fan_changed_at: Duration::ZERO,
+            dither_acc: 0.0,
+            regulating_s: 0.0,
             cfg,
         };
         g.prev = g.coolest("no reading yet".to_string(), 0.0);
@@ -194,23 +217,34 @@ impl Governor {
                 ));
             }
             if r.celsius.to_bits() == prev.to_bits() {
+                // How far the power changes since the reading froze should have moved the
+                // die, by the model: e[k] = a·e[k-1] + b·(u[k] − u[start]). A sensor that does
+                // not move while that reaches several of its steps is stuck; a steady load
+                // legitimately holds a coarse sensor still.
                 self.stuck_run += 1;
-                self.stuck_u = (self.stuck_u.0.min(u_w), self.stuck_u.1.max(u_w));
-                let swing = self.stuck_u.1 - self.stuck_u.0;
-                let span = f64::from(self.cfg.platform.max_power_w() - self.cfg.platform.idle_w());
-                if self.stuck_run >= self.cfg.stuck_periods && swing > 0.25 * span {
+                let (e, u0) = self.stuck_pred.unwrap_or((0.0, u_w));
+                let m = self.stuck_model;
+                let e = m.a * e + m.b * (u_w - u0);
+                self.stuck_pred = Some((e, u0));
+                self.stuck_dev = self.stuck_dev.max(e.abs());
+                let threshold = (3.0 * self.resolution_c).max(2.0);
+                if self.stuck_run >= self.cfg.stuck_periods && self.stuck_dev >= threshold {
                     return Verdict::Fault(format!(
-                        "reading stuck at {:.1} °C for {} readings while power changed by {swing:.1} W",
-                        r.celsius, self.stuck_run
+                        "reading stuck at {:.1} °C for {} readings while the power should have moved it {:.1} K",
+                        r.celsius, self.stuck_run, self.stuck_dev
                     ));
                 }
             } else {
+                self.resolution_c = self.resolution_c.min((y - f64::from(prev)).abs());
                 self.stuck_run = 0;
-                self.stuck_u = (u_w, u_w);
+                // The new value reflects the power before this period; changes from there on
+                // should show up in the next readings, by the model as it stands now.
+                self.stuck_pred = Some((0.0, self.prev_u_w));
+                self.stuck_model = self.id.model();
+                self.stuck_dev = 0.0;
             }
         } else {
             self.last_raw = Some(r.celsius);
-            self.stuck_u = (u_w, u_w);
         }
         Verdict::Fresh(y)
     }
@@ -258,17 +292,28 @@ impl Governor {
     fn power_budget_w(&self) -> f64 {
         let m = self.id.model();
         let (a, b) = (m.a, m.b.max(1e-9));
-        let n = (HORIZON_S / self.h_s).round().max(1.0);
+        // A noisy estimate slows the loop down in proportion, so noise does not become power
+        // swings: the disturbances it must follow (ambient, heatsink, fan) are slow anyway.
+        let slow = 1.0 + self.obs.temperature_std() / NOISE_SLOWDOWN_C;
+        let n = (HORIZON_S * slow / self.h_s).round().max(1.0);
         let an = a.powf(n);
         let x = self.obs.temperature();
         let d = self.obs.disturbance();
         let target = f64::from(self.cfg.setpoint_c) - self.margin_c();
-        let reference = target - (target - x) * (-n * self.h_s / REFERENCE_TAU_S).exp();
+        let reference = target - (target - x) * (-n * self.h_s / (REFERENCE_TAU_S * slow)).exp();
         ((reference - an * x) * (1.0 - a) / (1.0 - an).max(1e-12) - d) / b
     }
 
+    /// Back-off below the setpoint: the configured margin, the estimate's uncertainty, and
+    /// during the first [`LEARNING_S`] of regulation (the first approach to the setpoint, when
+    /// the model has seen the least and a noisy estimate lags a fast heat-up most) up to
+    /// [`LEARNING_MARGIN_C`] plus one sensor-noise standard deviation more.
     fn margin_c(&self) -> f64 {
-        f64::from(self.cfg.margin_c) + K_SIGMA * self.obs.temperature_std()
+        let learning = (1.0 - self.regulating_s / LEARNING_S).max(0.0);
+        let noise = self.noise.variance().sqrt();
+        f64::from(self.cfg.margin_c)
+            + K_SIGMA * self.obs.temperature_std()
+            + (LEARNING_MARGIN_C + noise) * learning
     }
 
     /// The coolest mode: lowest operating point, one thread, background paused, interactive
@@ -291,26 +336,26 @@ impl Governor {
         }
     }
 
+    /// Fan policy, ahead of every work limit because cooling costs no work: full speed as
+    /// soon as the budget comes within 5 % of what full demand would draw, back to the
+    /// firmware's own curve once the budget has been 50 % above it, 3 °C under the setpoint,
+    /// for [`FAN_RELEASE_AFTER`]. Never below the firmware's curve, so the fan never makes the
+    /// board hotter than it would be without the governor.
     fn update_fan(&mut self, budget_w: f64, now: Duration) {
-        let Some(max) = self.cfg.platform.fan_max_level() else {
+        if self.cfg.platform.fan_max_level().is_none() {
             return;
-        };
+        }
         let p = &self.cfg.platform;
         let full_w = self.calibrated_w(f64::from(p.pool_dyn_w(p.top_level(), p.cores())));
-        let since = now.saturating_sub(self.fan_changed_at);
         let x = self.obs.temperature();
+        let relaxed = budget_w > full_w * 1.5 && x < f64::from(self.cfg.setpoint_c) - 3.0;
         if budget_w < full_w * 1.05 {
-            if self.fan_level < max && since >= FAN_UP_EVERY {
-                self.fan_level += 1;
-                self.fan_changed_at = now;
-            }
-        } else if budget_w > full_w * 1.5
-            && x < f64::from(self.cfg.setpoint_c) - 3.0
-            && self.fan_level > 0
-            && since >= FAN_DOWN_EVERY
-        {
-            self.fan_level -= 1;
+            self.fan_boost = true;
             self.fan_changed_at = now;
+        } else if self.fan_boost && !relaxed {
+            self.fan_changed_at = now;
+        } else if self.fan_boost && now.saturating_sub(self.fan_changed_at) >= FAN_RELEASE_AFTER {
+            self.fan_boost = false;
         }
     }
 
@@ -324,8 +369,9 @@ impl Governor {
         for (p, old) in d.pacing.iter_mut().zip(prev.pacing) {
             p.duty = p.duty.min(old.duty);
         }
-        if let (Some(new), Some(old)) = (d.fan_level, prev.fan_level) {
-            d.fan_level = Some(new.max(old));
+        // The fan only goes back to the firmware's curve on a fresh reading.
+        if let Some(old) = prev.fan_level {
+            d.fan_level = Some(d.fan_level.map_or(old, |new| new.max(old)));
         }
         d
     }
@@ -388,6 +434,7 @@ impl Controller for Governor {
         let model = self.id.model();
         self.obs.predict(model, u, ratio);
         let verdict = self.judge(&o.temp, now, u);
+        self.prev_u_w = u;
         let fresh = matches!(verdict, Verdict::Fresh(_));
 
         let mut fault: Option<String> = None;
@@ -406,11 +453,15 @@ impl Controller for Governor {
                 if self.obs.is_ready() {
                     self.noise.observe(y);
                     self.obs.update(y, r);
-                    self.id.observe(y, u);
-                    self.obs.rebase(model, self.id.model(), u);
+                    // A reading that has not moved for a while says nothing about dynamics
+                    // (and a frozen sensor would teach the model that power does nothing).
+                    if self.stuck_run < FROZEN_AFTER_READINGS {
+                        self.id.observe(y, u, r);
+                        self.obs.rebase(model, self.id.model(), u);
+                    }
                 } else {
                     self.obs.reset(y, u, model, r);
-                    self.id.observe(y, u);
+                    self.id.observe(y, u, r);
                 }
                 if y >= f64::from(self.cfg.ceiling_c) {
                     fault = Some(format!(
@@ -451,7 +502,7 @@ impl Controller for Governor {
             0.0
         };
         if let Some(reason) = &self.failsafe {
-            self.fan_level = self.cfg.platform.fan_max_level().unwrap_or(0);
+            self.fan_boost = true;
             self.fan_changed_at = now;
             let d = self.coolest(format!("coolest mode: {reason}"), budget);
             self.prev = d.clone();
@@ -491,6 +542,17 @@ impl Controller for Governor {
         let floor = self.cfg.failsafe_interactive_duty;
         let mut pacing = alloc.duty.map(|duty| Pace { duty });
         let mut setting = alloc.setting;
+        // Sigma-delta across periods between the two points of a dither.
+        match alloc.dither {
+            Some(d) => {
+                self.dither_acc += d.fraction;
+                if self.dither_acc >= 1.0 {
+                    self.dither_acc -= 1.0;
+                    setting.level = d.upper_level;
+                }
+            }
+            None => self.dither_acc = 0.0,
+        }
         let i = Priority::Interactive.index();
         if pacing[i].duty < floor {
             // Never cooler than the coolest mode: the bottom of the ladder.
@@ -509,7 +571,7 @@ impl Controller for Governor {
             freq_cap_khz: p.freq_writable().then(|| p.khz(setting.level)),
             threads: setting.threads,
             pacing,
-            fan_level: p.fan_max_level().map(|_| self.fan_level),
+            fan_level: p.fan_max_level().filter(|_| self.fan_boost),
             mode: Mode::Regulating,
             limiter: Limiter::None,
             reason: String::new(),
@@ -523,6 +585,9 @@ impl Controller for Governor {
             Limiter::None | Limiter::Fan => Mode::Unlimited,
             _ => Mode::Regulating,
         };
+        if d.mode == Mode::Regulating {
+            self.regulating_s += ratio * self.h_s;
+        }
         let x = self.obs.temperature();
         d.reason = match (&verdict, d.mode) {
             (Verdict::NotNew(why), _) => {

@@ -7,6 +7,12 @@
 //! paced and then paused before generation slows at all. Within one class, the search picks
 //! the combination with the most work per joule that fits, which on boards whose voltage falls
 //! with frequency means lowering the frequency first, then threads, and pacing last.
+//!
+//! When the highest-priority class is saturated and the budget falls between two adjacent
+//! operating points, time-sharing those two points (a [`Dither`], applied by the governor with
+//! a sigma-delta modulator across periods) is on the convex hull of the power/throughput
+//! points and beats pacing the faster one. It is only used between points at most 50 % apart,
+//! so inter-token latency stays within 1.5x of itself.
 
 use std::ops::RangeInclusive;
 
@@ -22,11 +28,22 @@ pub struct Setting {
     pub threads: u16,
 }
 
+/// Time-sharing of two adjacent operating points.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dither {
+    /// The faster operating point (the setting's level is the slower one).
+    pub upper_level: usize,
+    /// Fraction of periods to spend at the faster point, in `0..1`.
+    pub fraction: f32,
+}
+
 /// The chosen setting with per-class duties.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Allocation {
     /// Operating point and thread count.
     pub setting: Setting,
+    /// Time-sharing with the next faster point, when that beats a fixed point.
+    pub dither: Option<Dither>,
     /// Duty per class, indexed by [`Priority::index`].
     pub duty: [f32; 3],
     /// Relative throughput granted per class (speed × occupancy), by class index.
@@ -39,6 +56,8 @@ pub struct Allocation {
 const RANK_WEIGHT: f64 = 1000.0;
 /// A previous setting is kept while its score is within this fraction of the best.
 const KEEP_TOLERANCE: f64 = 0.005;
+/// Largest frequency ratio between two points that may be time-shared.
+const MAX_DITHER_RATIO: f32 = 1.5;
 
 /// Allocates the dynamic-power budget `dyn_budget_w` (model W above idle) over `levels` and
 /// `threads` for `demand`, in the priority order `priorities`. When no class has work, the
@@ -88,15 +107,21 @@ pub fn allocate(
             }
         }
     }
-    match (best, kept) {
-        (Some((bs, _)), Some((ks, ka))) if ks >= bs * (1.0 - KEEP_TOLERANCE) => ka,
-        (Some((_, ba)), _) => ba,
+    let chosen = match (best, kept) {
+        (Some((bs, _)), Some((ks, ka))) if ks >= bs * (1.0 - KEEP_TOLERANCE) => Some((ks, ka)),
+        (b, _) => b,
+    };
+    let dithered = best_dither(platform, &ctx, levels.clone(), threads.clone());
+    match (chosen, dithered) {
+        (Some((cs, _)), Some((ds, da))) if ds > cs * (1.0 + 1e-4) => da,
+        (Some((_, ca)), _) => ca,
         // Empty ranges: the lowest point, one thread, everything paused.
         (None, _) => Allocation {
             setting: Setting {
                 level: *levels.start(),
                 threads: (*threads.start()).max(1),
             },
+            dither: None,
             duty: [0.0; 3],
             throughput: [0.0; 3],
             power_w: platform.idle_w(),
@@ -176,10 +201,68 @@ fn evaluate(platform: &Platform, ctx: &Context<'_>, setting: Setting) -> Allocat
     }
     Allocation {
         setting,
+        dither: None,
         duty,
         throughput,
         power_w: platform.idle_w() + pool_w * used,
     }
+}
+
+/// The best time-shared pair of adjacent points for a saturated leading class, if any.
+fn best_dither(
+    platform: &Platform,
+    ctx: &Context<'_>,
+    levels: RangeInclusive<usize>,
+    threads: RangeInclusive<u16>,
+) -> Option<(f64, Allocation)> {
+    let lead = if ctx.any_active {
+        ctx.priorities
+            .into_iter()
+            .find(|&c| ctx.demand.of(c) > 0.0)?
+    } else {
+        ctx.priorities[0]
+    };
+    if ctx.any_active && ctx.demand.of(lead) < 0.98 {
+        return None;
+    }
+    let mut best: Option<(f64, Allocation)> = None;
+    for n in threads {
+        for lo in *levels.start()..*levels.end() {
+            let hi = lo + 1;
+            if platform.khz(hi) as f32 > platform.khz(lo) as f32 * MAX_DITHER_RATIO {
+                continue;
+            }
+            let (p_lo, p_hi) = (platform.pool_dyn_w(lo, n), platform.pool_dyn_w(hi, n));
+            let b = ctx.dyn_budget_w;
+            if !(b > p_lo && b < p_hi) {
+                continue;
+            }
+            let fraction = (b - p_lo) / (p_hi - p_lo);
+            let thr = (1.0 - fraction) * platform.speed(lo, n) + fraction * platform.speed(hi, n);
+            let mut duty = [0.0; 3];
+            let mut throughput = [0.0; 3];
+            duty[lead.index()] = 1.0;
+            throughput[lead.index()] = thr;
+            let alloc = Allocation {
+                setting: Setting {
+                    level: lo,
+                    threads: n,
+                },
+                dither: Some(Dither {
+                    upper_level: hi,
+                    fraction,
+                }),
+                duty,
+                throughput,
+                power_w: platform.idle_w() + b,
+            };
+            let score = score_of(&alloc, ctx.priorities);
+            if best.as_ref().is_none_or(|(bs, _)| score > *bs) {
+                best = Some((score, alloc));
+            }
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -278,6 +361,47 @@ mod tests {
         };
         let a = allocate(&p, budget, &d, ORDER, 0..=2, 1..=4, Some(prev));
         assert_eq!(a.setting, prev);
+        Ok(())
+    }
+
+    #[test]
+    fn time_shares_close_operating_points_instead_of_pacing() -> Result<(), ConfigError> {
+        let opps = (0..5)
+            .map(|i| Opp {
+                khz: 1_000_000 + 100_000 * i,
+                millivolts: 800 + 25 * i,
+            })
+            .collect();
+        let p = Platform::new(opps, 4, 2.0, 1.0)?;
+        let d = Demand::busy(&[Priority::Interactive]);
+        let budget = 0.5 * (p.pool_dyn_w(2, 4) + p.pool_dyn_w(3, 4));
+        let a = allocate(&p, budget, &d, ORDER, 0..=4, 1..=4, None);
+        let dither = a.dither.ok_or(ConfigError::NoCores)?;
+        assert_eq!((a.setting.level, dither.upper_level), (2, 3));
+        assert!((dither.fraction - 0.5).abs() < 1e-4);
+        assert_eq!(a.duty[0], 1.0);
+        // Points twice as far apart are never time-shared.
+        let coarse = Platform::new(
+            vec![
+                Opp {
+                    khz: 700_000,
+                    millivolts: 800,
+                },
+                Opp {
+                    khz: 1_500_000,
+                    millivolts: 950,
+                },
+            ],
+            4,
+            2.0,
+            1.0,
+        )?;
+        let budget = 0.5 * (coarse.pool_dyn_w(0, 4) + coarse.pool_dyn_w(1, 4));
+        assert!(
+            allocate(&coarse, budget, &d, ORDER, 0..=1, 1..=4, None)
+                .dither
+                .is_none()
+        );
         Ok(())
     }
 

@@ -98,7 +98,7 @@ impl GovernorConfig {
     /// Starts a configuration for `platform` whose firmware first throttles at
     /// `firmware_throttle_c` °C (Raspberry Pi: 80 °C). Defaults: setpoint 10 °C below that
     /// point, hard ceiling 2 °C below it, 250 ms period, interactive > training > batch,
-    /// plausible readings −40 ..= 150 °C, fail-safe interactive duty 0.25.
+    /// plausible readings −40 ..= 150 °C, fail-safe interactive duty 0.25, margin 0.1 °C.
     pub fn builder(platform: Platform, firmware_throttle_c: f32) -> GovernorConfigBuilder {
         GovernorConfigBuilder {
             platform,
@@ -110,7 +110,7 @@ impl GovernorConfig {
             plausible_min_c: -40.0,
             plausible_max_c: 150.0,
             failsafe_interactive_duty: 0.25,
-            margin_c: 0.25,
+            margin_c: 0.1,
         }
     }
 
@@ -251,7 +251,7 @@ impl GovernorConfigBuilder {
         let margin_c = if self.margin_c.is_finite() {
             self.margin_c.clamp(0.0, 5.0)
         } else {
-            0.25
+            0.1
         };
         Ok(GovernorConfig {
             platform: self.platform,

@@ -168,6 +168,13 @@ impl ThermalModel {
 
 /// Identifies [`ThermalModel`] online from fresh temperatures and the power of the preceding
 /// period.
+///
+/// Updates run for 60 s after each input change whose expected temperature response stands out
+/// of the sensor noise (long enough for a die's transient on every profile, short against a
+/// heatsink's); a constant input or a change buried in noise carries no information and only
+/// lets drift in. The model handed to the
+/// controller follows the raw estimate through a low-pass, so one bad update cannot swing the
+/// power budget, and it stays inside physically plausible bounds around the prior.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Identifier {
     rls: Rls<2>,
@@ -178,36 +185,52 @@ pub struct Identifier {
     uf: Option<(f64, f64)>,
     /// The model's own simulated temperature increment for step k-1 (noise-free).
     dy_model: f64,
+    smoothed: ThermalModel,
     a_bounds: (f64, f64),
     gain_bounds: (f64, f64),
-    min_du: f64,
-    excitation_window: u32,
+    window: u32,
     excited_for: u32,
     updates: u64,
 }
 
+/// Weight of each new estimate in the model handed to the controller.
+const MODEL_SMOOTHING: f64 = 0.1;
+
 impl Identifier {
-    /// Starts from `prior` at nominal step `h_s`. `min_du_w` is the smallest prefiltered power
-    /// increment in W treated as excitation.
-    pub fn new(prior: ThermalModel, h_s: f64, min_du_w: f64) -> Self {
+    /// Starts from `prior` at nominal step `h_s` seconds. The time constant is kept within
+    /// 0.25 ..= 200 s and the gain within 1/20 ..= 10 times the prior's.
+    pub fn new(prior: ThermalModel, h_s: f64) -> Self {
         let tau_f = 0.75;
+        let k0 = prior.gain_k_per_w();
+        let steps = |s: f64| (s / h_s).ceil() as u32;
         Self {
-            rls: Rls::new([prior.a, prior.b], [10.0, 10.0], 0.995, 100.0),
+            // Prior uncertainty: the pole within about ±0.1, the gain within about ±100 %.
+            rls: Rls::new(
+                [prior.a, prior.b],
+                [0.01, prior.b * prior.b],
+                0.995,
+                10.0 * (0.01 + prior.b * prior.b),
+            ),
             beta: 1.0 - (-h_s / tau_f).exp(),
             yf: None,
             uf: None,
             dy_model: 0.0,
-            a_bounds: (0.02, 0.9995),
-            gain_bounds: (0.05, 100.0),
-            min_du: min_du_w,
-            excitation_window: (8.0 / h_s).ceil() as u32,
+            smoothed: prior,
+            a_bounds: ((-h_s / 0.25).exp(), (-h_s / 200.0).exp()),
+            gain_bounds: (k0 / 20.0, k0 * 10.0),
+            window: steps(60.0),
             excited_for: 0,
             updates: 0,
         }
     }
 
-    /// Current model.
+    /// The model for control: the estimate through a low-pass.
     pub fn model(&self) -> ThermalModel {
+        self.smoothed
+    }
+
+    /// The raw recursive estimate.
+    pub fn raw_model(&self) -> ThermalModel {
         let [a, b] = self.rls.theta();
         ThermalModel { a, b }
     }
@@ -224,9 +247,9 @@ impl Identifier {
         self.dy_model = 0.0;
     }
 
-    /// Feeds the fresh temperature `y_c` at tick k and the mean power `u_prev_w` over the
-    /// period that ended at tick k.
-    pub fn observe(&mut self, y_c: f64, u_prev_w: f64) {
+    /// Feeds the fresh temperature `y_c` at tick k, the mean power `u_prev_w` over the period
+    /// that ended at tick k, and the sensor's noise variance `noise_var` (K²).
+    pub fn observe(&mut self, y_c: f64, u_prev_w: f64, noise_var: f64) {
         let b = self.beta;
         // Filter u up to k-1, y up to k.
         let (u1, u2) = match self.uf {
@@ -245,22 +268,30 @@ impl Identifier {
             let dy_k = y1 - py1;
             let dy_km1 = py1 - py2;
             let du_km1 = u1 - u2;
-            if du_km1.abs() >= self.min_du {
-                // Learn for three time constants after each input change (the transient that
-                // carries the information), at least 8 s and at most 60 s.
-                let m = self.model();
-                let tau_steps = -1.0 / m.a.ln().min(-1e-9);
-                self.excited_for = ((3.0 * tau_steps) as u32)
-                    .clamp(self.excitation_window, 60 * self.excitation_window / 8);
+            let raw = self.raw_model();
+            // Noise in one prefiltered increment, for white sensor noise.
+            let noise_dy = (noise_var.max(0.0) * b * b * 2.0 / (2.0 - b)).sqrt();
+            if (raw.b * du_km1).abs() >= (2.0 * noise_dy).max(0.02) {
+                self.excited_for = self.window;
             }
             if self.excited_for > 0 {
                 self.excited_for -= 1;
-                self.rls
-                    .update_iv(&[dy_km1, du_km1], &[self.dy_model, du_km1], dy_k);
+                // Weight each sample by the inverse of its noise, so a noisy sensor moves the
+                // estimate away from the prior only as far as the data supports.
+                let w = 1.0 / noise_dy.max(0.005);
+                self.rls.update_iv(
+                    &[w * dy_km1, w * du_km1],
+                    &[w * self.dy_model, w * du_km1],
+                    w * dy_k,
+                );
                 self.project();
                 self.updates += 1;
+                let r = self.raw_model();
+                let s = &mut self.smoothed;
+                s.a += MODEL_SMOOTHING * (r.a - s.a);
+                s.b += MODEL_SMOOTHING * (r.b - s.b);
             }
-            let m = self.model();
+            let m = self.raw_model();
             self.dy_model = m.a * self.dy_model + m.b * du_km1;
         }
         self.yf = Some((y1, y2));
@@ -272,13 +303,13 @@ impl Identifier {
         let a = if a.is_finite() {
             a.clamp(self.a_bounds.0, self.a_bounds.1)
         } else {
-            0.9
+            self.smoothed.a
         };
         let one_minus_a = 1.0 - a;
         let gain = if b.is_finite() {
             (b / one_minus_a).clamp(self.gain_bounds.0, self.gain_bounds.1)
         } else {
-            self.gain_bounds.0
+            self.smoothed.gain_k_per_w()
         };
         self.rls.set_theta([a, gain * one_minus_a]);
     }
@@ -295,6 +326,9 @@ pub struct Observer {
     q_x: f64,
     /// Process noise of the steady-state offset per nominal step, in K.
     q_off: f64,
+    /// Average normalised innovation squared (about 1 when the model and the noise figures
+    /// are right).
+    nis: f64,
     ready: bool,
 }
 
@@ -307,6 +341,7 @@ impl Observer {
             p: [[1.0, 0.0], [0.0, 1.0]],
             q_x,
             q_off,
+            nis: 1.0,
             ready: false,
         }
     }
@@ -364,9 +399,13 @@ impl Observer {
             [fp[0][0] * f[0][0] + fp[0][1] * f[0][1], fp[0][1] * f[1][1]],
             [fp[1][0] * f[0][0] + fp[1][1] * f[0][1], fp[1][1]],
         ];
+        // When innovations run larger than the filter expects (the model is off, as during a
+        // fast heat-up on an unseen board), the process noise grows with them, so the estimate
+        // keeps up with the readings and its stated uncertainty stays honest.
+        let inflate = self.nis.clamp(1.0, 30.0) * ratio;
         let qd = self.q_off * (1.0 - m.a);
-        np[0][0] += self.q_x * self.q_x * ratio;
-        np[1][1] += qd * qd * ratio;
+        np[0][0] += self.q_x * self.q_x * inflate;
+        np[1][1] += qd * qd * inflate;
         np[0][1] = 0.5 * (np[0][1] + np[1][0]);
         np[1][0] = np[0][1];
         self.p = np;
@@ -389,6 +428,7 @@ impl Observer {
         if s <= 0.0 || !s.is_finite() {
             return nu;
         }
+        self.nis += 0.05 * ((nu * nu / s).min(100.0) - self.nis);
         let k0 = self.p[0][0] / s;
         let k1 = self.p[1][0] / s;
         self.x += k0 * nu;
@@ -406,12 +446,14 @@ impl Observer {
 
 /// Estimates the sensor's noise variance from second differences of consecutive readings
 /// (`Var(Δ²y) = 6σ²` for white noise, while a smooth thermal response has almost no second
-/// difference). Each sample's influence is clipped, so the jump of a die at a power step does
-/// not read as noise.
+/// difference). It starts pessimistic and averages its first samples equally, so it neither
+/// trusts an unknown sensor nor takes long to learn it; later samples enter an exponential
+/// average with clipped influence, so the jump of a die at a power step does not read as noise.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NoiseEstimator {
     prev: Option<(f64, Option<f64>)>,
     var: f64,
+    samples: u32,
     alpha: f64,
     floor: f64,
 }
@@ -422,6 +464,7 @@ impl NoiseEstimator {
         Self {
             prev: None,
             var: initial,
+            samples: 0,
             alpha: 0.02,
             floor,
         }
@@ -442,8 +485,16 @@ impl NoiseEstimator {
         self.prev = match self.prev {
             Some((y1, Some(y2))) => {
                 let d2 = y - 2.0 * y1 + y2;
-                let sample = (d2 * d2 / 6.0).min(9.0 * self.variance() + 0.01);
-                self.var += self.alpha * (sample - self.var);
+                let raw = d2 * d2 / 6.0;
+                self.samples = self.samples.saturating_add(1);
+                let n = f64::from(self.samples);
+                if n <= 1.0 / self.alpha {
+                    // Plain mean of the first samples (the pessimistic start counts as one).
+                    self.var += (raw - self.var) / (n + 1.0);
+                } else {
+                    let sample = raw.min(9.0 * self.variance() + 0.01);
+                    self.var += self.alpha * (sample - self.var);
+                }
                 Some((y, Some(y1)))
             }
             Some((y1, None)) => Some((y, Some(y1))),
@@ -488,14 +539,14 @@ mod tests {
     fn identifier_learns_a_first_order_plant_from_power_steps() {
         let h = 0.25;
         let truth = ThermalModel::from_physical(3.0, 6.0, h);
-        let mut id = Identifier::new(ThermalModel::from_physical(10.0, 2.0, h), h, 0.01);
+        let mut id = Identifier::new(ThermalModel::from_physical(10.0, 2.0, h), h);
         let mut t = 30.0;
         for k in 0..2000 {
             let u = if (k / 60) % 2 == 0 { 2.0 } else { 7.0 };
             t = truth.a * t + truth.b * u + (1.0 - truth.a) * 25.0;
-            id.observe(t, u);
+            id.observe(t, u, 1e-4);
         }
-        let m = id.model();
+        let m = id.raw_model();
         assert!((m.a - truth.a).abs() < 0.01, "a {} vs {}", m.a, truth.a);
         assert!(
             (m.gain_k_per_w() - 6.0).abs() < 0.3,

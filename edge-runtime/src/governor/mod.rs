@@ -15,6 +15,7 @@
 pub mod adaptive;
 pub mod allocate;
 pub mod baseline;
+pub mod bench;
 pub mod config;
 pub mod estimator;
 pub mod permit;

@@ -267,7 +267,8 @@ pub struct Decision {
     pub threads: u16,
     /// Pacing per class, indexed by [`Priority::index`].
     pub pacing: [Pace; 3],
-    /// Fan level; `None` when the fan is not an actuator here (firmware keeps it).
+    /// Fan level to force; `None` leaves the fan to the firmware's own curve (or there is no
+    /// fan the governor may drive).
     pub fan_level: Option<u8>,
     /// Operating mode.
     pub mode: Mode,

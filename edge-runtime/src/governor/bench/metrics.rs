@@ -1,0 +1,206 @@
+//! Per-run metrics of the governor benchmark, accumulated sample by sample: throughput,
+//! temperatures against the setpoint, firmware throttle events, inter-token latency
+//! percentiles, energy per token and Arrhenius wear relative to running at the setpoint.
+
+/// Boltzmann constant in eV/K (JEDEC JEP122 uses the same value).
+const BOLTZMANN_EV_PER_K: f64 = 8.617e-5;
+/// Activation energy in eV for the wear figure (0.7 eV, the common value in JEP122 use).
+pub const ACTIVATION_EV: f64 = 0.7;
+
+/// Arrhenius acceleration of wear at `t_c` relative to `ref_c` (both °C):
+/// `exp[(Ea/k)(1/T_ref − 1/T)]` with temperatures in kelvin.
+pub fn arrhenius_factor(t_c: f64, ref_c: f64, ea_ev: f64) -> f64 {
+    let t = t_c + 273.15;
+    let r = ref_c + 273.15;
+    ((ea_ev / BOLTZMANN_EV_PER_K) * (1.0 / r - 1.0 / t)).exp()
+}
+
+/// The `q` quantile (0..=1) of `sorted` by nearest rank; 0 when empty.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Accumulates one run.
+#[derive(Clone, Debug)]
+pub struct RunMetrics {
+    setpoint_c: f64,
+    elapsed_s: f64,
+    tokens: u64,
+    training_steps: u64,
+    energy_j: f64,
+    max_c: f64,
+    above_s: f64,
+    wear_integral: f64,
+    throttle_events_seen: u64,
+    throttle_events: u32,
+    itl_s: Vec<f64>,
+    steady_from_s: f64,
+    steady_tokens: u64,
+}
+
+/// Final figures of one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    /// Interactive tokens per second over the whole run.
+    pub tokens_per_s: f64,
+    /// Tokens per second over the steady part of the run (see [`RunMetrics::new`]).
+    pub steady_tokens_per_s: f64,
+    /// Training steps per second over the whole run.
+    pub training_steps_per_s: f64,
+    /// Highest true die temperature in °C.
+    pub max_temp_c: f64,
+    /// `max(0, max_temp − setpoint)` in K.
+    pub overshoot_c: f64,
+    /// Time the true die temperature spent above the setpoint, in s.
+    pub seconds_above_setpoint: f64,
+    /// Number of times the firmware started throttling.
+    pub throttle_events: u32,
+    /// Median inter-token latency in ms.
+    pub p50_itl_ms: f64,
+    /// 99th-percentile inter-token latency in ms.
+    pub p99_itl_ms: f64,
+    /// Board energy per interactive token in J (NaN without tokens).
+    pub energy_per_token_j: f64,
+    /// Mean Arrhenius wear factor relative to running at the setpoint the whole time.
+    pub wear_vs_setpoint: f64,
+}
+
+impl RunMetrics {
+    /// Starts a run held at `setpoint_c`; throughput from `steady_from_s` on is also reported
+    /// separately as the steady part.
+    pub fn new(setpoint_c: f64, steady_from_s: f64) -> Self {
+        Self {
+            setpoint_c,
+            elapsed_s: 0.0,
+            tokens: 0,
+            training_steps: 0,
+            energy_j: 0.0,
+            max_c: f64::NEG_INFINITY,
+            above_s: 0.0,
+            wear_integral: 0.0,
+            throttle_events_seen: 0,
+            throttle_events: 0,
+            itl_s: Vec::new(),
+            steady_from_s,
+            steady_tokens: 0,
+        }
+    }
+
+    /// One simulation step of `dt_s` at true die temperature `die_c` and board power
+    /// `power_w`; `throttle_events` is the twin's running count of firmware throttle events.
+    pub fn step(&mut self, dt_s: f64, die_c: f64, power_w: f64, throttle_events: u64) {
+        self.elapsed_s += dt_s;
+        self.energy_j += power_w * dt_s;
+        self.max_c = self.max_c.max(die_c);
+        if die_c > self.setpoint_c {
+            self.above_s += dt_s;
+        }
+        self.wear_integral += arrhenius_factor(die_c, self.setpoint_c, ACTIVATION_EV) * dt_s;
+        if throttle_events > self.throttle_events_seen {
+            let new = throttle_events - self.throttle_events_seen;
+            self.throttle_events = self
+                .throttle_events
+                .saturating_add(u32::try_from(new).unwrap_or(u32::MAX));
+            self.throttle_events_seen = throttle_events;
+        }
+    }
+
+    /// One interactive token completed at `at_s`; `itl_s` is the time since the previous
+    /// token of the same request (None for a request's first token).
+    pub fn token(&mut self, at_s: f64, itl_s: Option<f64>) {
+        self.tokens += 1;
+        if at_s >= self.steady_from_s {
+            self.steady_tokens += 1;
+        }
+        if let Some(itl) = itl_s {
+            self.itl_s.push(itl);
+        }
+    }
+
+    /// One training step completed.
+    pub fn training_step(&mut self) {
+        self.training_steps += 1;
+    }
+
+    /// Interactive tokens so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// The run's figures.
+    pub fn summary(&self) -> RunSummary {
+        let mut itl = self.itl_s.clone();
+        itl.sort_by(f64::total_cmp);
+        let t = self.elapsed_s.max(1e-9);
+        let steady_span = (self.elapsed_s - self.steady_from_s).max(1e-9);
+        RunSummary {
+            tokens_per_s: self.tokens as f64 / t,
+            steady_tokens_per_s: self.steady_tokens as f64 / steady_span,
+            training_steps_per_s: self.training_steps as f64 / t,
+            max_temp_c: self.max_c,
+            overshoot_c: (self.max_c - self.setpoint_c).max(0.0),
+            seconds_above_setpoint: self.above_s,
+            throttle_events: self.throttle_events,
+            p50_itl_ms: quantile(&itl, 0.5) * 1e3,
+            p99_itl_ms: quantile(&itl, 0.99) * 1e3,
+            energy_per_token_j: if self.tokens > 0 {
+                self.energy_j / self.tokens as f64
+            } else {
+                f64::NAN
+            },
+            wear_vs_setpoint: self.wear_integral / t,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrhenius_doubles_wear_from_seventy_to_eighty_degrees() {
+        // FACTS.md: with 0.7 eV, 70 -> 80 °C is about x1.96.
+        let af = arrhenius_factor(80.0, 70.0, 0.7);
+        assert!((af - 1.96).abs() < 0.03, "{af}");
+        assert!((arrhenius_factor(70.0, 70.0, 0.7) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn quantiles_use_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn counts_the_twins_new_throttle_events() {
+        let mut m = RunMetrics::new(70.0, 0.0);
+        for total in [0, 1, 1, 1, 2, 2] {
+            m.step(1.0, 71.0, 5.0, total);
+        }
+        let s = m.summary();
+        assert_eq!(s.throttle_events, 2);
+        assert_eq!(s.seconds_above_setpoint, 6.0);
+        assert!((s.overshoot_c - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn energy_per_token_divides_board_energy_by_tokens() {
+        let mut m = RunMetrics::new(70.0, 5.0);
+        for k in 0..10 {
+            m.step(1.0, 60.0, 4.0, 0);
+            m.token(f64::from(k), (k > 0).then_some(1.0));
+        }
+        let s = m.summary();
+        assert!((s.energy_per_token_j - 4.0).abs() < 1e-12);
+        assert!((s.tokens_per_s - 1.0).abs() < 1e-12);
+        assert!((s.steady_tokens_per_s - 1.0).abs() < 1e-12);
+        assert_eq!(s.p50_itl_ms, 1000.0);
+        assert!(s.wear_vs_setpoint < 1.0);
+    }
+}
