@@ -7,7 +7,12 @@
 //! `x·cos + rotate_half(x)·sin`, a scaled, masked f32 softmax, past K/V concatenated
 //! directly from the graph inputs, and SwiGLU. Grouped-query attention never copies K/V
 //! per query head: queries are grouped as `[batch, kv_heads, group, seq, head_dim]` and
-//! broadcast against `[batch, kv_heads, 1, total, head_dim]` keys and values.
+//! broadcast against `[batch, kv_heads, 1, total, head_dim]` keys and values. Projections
+//! that read the same activation (q/k/v, gate/up) are one product over their stacked rows,
+//! split afterwards, and every product owns its weight initializer (a tied `lm_head` is
+//! written apart from the embedding table) so that tract pre-packs all of them.
+//! Under tract's `transformers_detect_all` the graph becomes RmsNorm, ApplyRope,
+//! ScaledMaskedSoftmax and DynKeyValueCache ops, and stays exact in that stateful form.
 //!
 //! [`WeightFormat::Q4`] keeps every ggml block exact: Q4_0 projections become
 //! `com.microsoft.MatMulNBits` (4-bit, block 32, zero point 8); Q4_1 becomes the same plus
@@ -38,7 +43,7 @@ use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 pub use blocks::{GgmlBlock, dequantize, quantize};
 pub use tiny::{quantize_llama, random_llama, random_tiny_llama, tiny_llama_config};
 
-use self::blocks::{QK, decompose, q8_0_codes};
+use self::blocks::{Decomposed, QK, decompose, q8_0_codes};
 use self::proto::{Dim, GraphBuilder, MS_DOMAIN, attr_float, attr_int, attr_ints, value_info};
 use crate::engine::llama::{LlamaConfig, LlamaWeights, Weight, WeightData};
 
@@ -211,6 +216,29 @@ pub(crate) fn rope_inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
         .collect()
 }
 
+/// Stacks the decompositions of matrices sharing `in_features` row-wise, when all are
+/// block-quantized the same way (same number of parts, offsets or none).
+fn stack(decomposed: Vec<Option<Decomposed>>) -> Option<Decomposed> {
+    let mut all = decomposed
+        .into_iter()
+        .collect::<Option<Vec<_>>>()?
+        .into_iter();
+    let mut acc = all.next()?;
+    for d in all {
+        if d.parts.len() != acc.parts.len() || d.offsets.is_some() != acc.offsets.is_some() {
+            return None;
+        }
+        for (a, p) in acc.parts.iter_mut().zip(d.parts) {
+            a.packed.extend(p.packed);
+            a.scales.extend(p.scales);
+        }
+        if let (Some(a), Some(o)) = (acc.offsets.as_mut(), d.offsets) {
+            a.extend(o);
+        }
+    }
+    Some(acc)
+}
+
 struct Writer<'a> {
     g: GraphBuilder,
     weights: &'a LlamaWeights,
@@ -312,7 +340,7 @@ impl Writer<'_> {
         } else {
             "lm_head.weight"
         };
-        let logits = self.linear("lm_head", &normed, head)?;
+        let logits = self.linear("lm_head", &normed, &[head])?.remove(0);
         let out = self.g.op("logits", "Identity", &[&logits], vec![]);
         ensure!(out == "logits", "graph output name clash: {out}");
         Ok((inputs, outputs))
@@ -470,21 +498,14 @@ impl Writer<'_> {
             h,
             &format!("{p}.input_layernorm.weight"),
         )?;
-        let q = self.linear(
-            &format!("{p}.self_attn.q_proj"),
+        let names = ["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.self_attn.{n}.weight"));
+        let qkv = self.linear(
+            &format!("{p}.self_attn.qkv_proj"),
             &x,
-            &format!("{p}.self_attn.q_proj.weight"),
+            &names.each_ref().map(String::as_str),
         )?;
-        let k = self.linear(
-            &format!("{p}.self_attn.k_proj"),
-            &x,
-            &format!("{p}.self_attn.k_proj.weight"),
-        )?;
-        let v = self.linear(
-            &format!("{p}.self_attn.v_proj"),
-            &x,
-            &format!("{p}.self_attn.v_proj.weight"),
-        )?;
+        let [q, k, v] = <[String; 3]>::try_from(qkv)
+            .map_err(|o| anyhow::anyhow!("{} q/k/v outputs", o.len()))?;
 
         let a = format!("{p}.self_attn");
         let g = &mut self.g;
@@ -567,7 +588,10 @@ impl Writer<'_> {
             &[&ctx, &flat],
             vec![],
         );
-        let o = self.linear(&format!("{a}.o_proj"), &ctx, &format!("{a}.o_proj.weight"))?;
+        let o_name = format!("{a}.o_proj.weight");
+        let o = self
+            .linear(&format!("{a}.o_proj"), &ctx, &[&o_name])?
+            .remove(0);
         let h = self
             .g
             .op(&format!("{p}.attn_residual"), "Add", &[h, &o], vec![]);
@@ -578,21 +602,22 @@ impl Writer<'_> {
             &h,
             &format!("{p}.post_attention_layernorm.weight"),
         )?;
-        let gate = self.linear(
-            &format!("{m}.gate_proj"),
+        let names = ["gate_proj", "up_proj"].map(|n| format!("{m}.{n}.weight"));
+        let gate_up = self.linear(
+            &format!("{m}.gate_up_proj"),
             &x,
-            &format!("{m}.gate_proj.weight"),
+            &names.each_ref().map(String::as_str),
         )?;
-        let up = self.linear(&format!("{m}.up_proj"), &x, &format!("{m}.up_proj.weight"))?;
+        let [gate, up] = <[String; 2]>::try_from(gate_up)
+            .map_err(|o| anyhow::anyhow!("{} gate/up outputs", o.len()))?;
         let g = &mut self.g;
         let sig = g.op(&format!("{m}.gate_sigmoid"), "Sigmoid", &[&gate], vec![]);
         let silu = g.op(&format!("{m}.gate_silu"), "Mul", &[&gate, &sig], vec![]);
         let act = g.op(&format!("{m}.act"), "Mul", &[&silu, &up], vec![]);
-        let down = self.linear(
-            &format!("{m}.down_proj"),
-            &act,
-            &format!("{m}.down_proj.weight"),
-        )?;
+        let down_name = format!("{m}.down_proj.weight");
+        let down = self
+            .linear(&format!("{m}.down_proj"), &act, &[&down_name])?
+            .remove(0);
         Ok(self
             .g
             .op(&format!("{p}.mlp_residual"), "Add", &[&h, &down], vec![]))
@@ -612,28 +637,89 @@ impl Writer<'_> {
         Ok(init)
     }
 
-    /// `x @ W^T` for the `[out, in]` tensor `name`.
-    fn linear(&mut self, prefix: &str, x: &str, name: &str) -> Result<String> {
-        let w = self.tensor(name)?;
+    /// `x @ W^T` for each `[out, in]` tensor of `names` (all with the same `in`): one
+    /// product over their rows stacked, split back per tensor. Every product gets its own
+    /// weight initializer, never one another node also reads, so that tract can pre-pack it
+    /// (a shared tied embedding would be re-packed on every run).
+    fn linear(&mut self, prefix: &str, x: &str, names: &[&str]) -> Result<Vec<String>> {
+        let ws = names
+            .iter()
+            .map(|n| self.tensor(n))
+            .collect::<Result<Vec<_>>>()?;
+        let k = ws[0].shape[1];
+        ensure!(
+            ws.iter().all(|w| w.shape[1] == k),
+            "{names:?} do not share in_features"
+        );
+        let rows: Vec<usize> = ws.iter().map(|w| w.shape[0]).collect();
+        let n: usize = rows.iter().sum();
         let decomposed = match self.format {
-            WeightFormat::F32 => None,
-            WeightFormat::Q4 => {
-                decompose(w).with_context(|| format!("reading the blocks of {name}"))?
-            }
+            WeightFormat::F32 => vec![None; ws.len()],
+            WeightFormat::Q4 => ws
+                .iter()
+                .zip(names)
+                .map(|(w, name)| {
+                    decompose(w).with_context(|| format!("reading the blocks of {name}"))
+                })
+                .collect::<Result<Vec<_>>>()?,
         };
-        let Some(dec) = decomposed else {
-            let w = self.f32_weight(name)?;
+        let y = if decomposed.iter().all(Option::is_none) {
+            let mut values = Vec::with_capacity(n * k);
+            for (w, name) in ws.iter().zip(names) {
+                values.extend(dequantize(w).with_context(|| format!("dequantizing {name}"))?);
+            }
+            let init_name = match names {
+                [only] if !self.f32_inits.contains(*only) => only.to_string(),
+                _ => format!("{prefix}.weight"),
+            };
+            let w = self.g.init_f32(&init_name, &[n, k], &values);
+            self.f32_inits.insert(w.clone());
             let wt = self.g.op(
                 &format!("{prefix}.weight_t"),
                 "Transpose",
                 &[&w],
                 vec![attr_ints("perm", &[1, 0])],
             );
-            return Ok(self
-                .g
-                .op(&format!("{prefix}.matmul"), "MatMul", &[x, &wt], vec![]));
+            self.g
+                .op(&format!("{prefix}.matmul"), "MatMul", &[x, &wt], vec![])
+        } else {
+            let Some(dec) = stack(decomposed) else {
+                // Block formats that cannot share one product: one product each.
+                let mut outs = Vec::new();
+                for name in names {
+                    let short = name.rsplit('.').nth(1).unwrap_or(name);
+                    outs.extend(self.linear(&format!("{prefix}.{short}"), x, &[name])?);
+                }
+                return Ok(outs);
+            };
+            self.block_linear(prefix, x, names[0], dec, n, k)?
         };
-        let (n, k) = (w.shape[0], w.shape[1]);
+        if names.len() == 1 {
+            return Ok(vec![y]);
+        }
+        let split = self
+            .g
+            .ints(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>());
+        Ok(self.g.op_multi(
+            &format!("{prefix}.split"),
+            "Split",
+            &[&y, &split],
+            vec![attr_int("axis", -1)],
+            names.len(),
+        ))
+    }
+
+    /// `x @ W^T` for the `[n, k]` weight decomposed into zero-point-8 4-bit parts plus
+    /// per-block offsets: one `MatMulNBits` per part, plus `blocksum(x) @ offsets`.
+    fn block_linear(
+        &mut self,
+        prefix: &str,
+        x: &str,
+        name: &str,
+        dec: Decomposed,
+        n: usize,
+        k: usize,
+    ) -> Result<String> {
         let blocks = k / QK;
         let mut terms = Vec::new();
         for (i, part) in dec.parts.into_iter().enumerate() {

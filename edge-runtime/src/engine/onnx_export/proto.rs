@@ -71,6 +71,23 @@ impl GraphBuilder {
         out
     }
 
+    /// Appends a default-domain node with `outputs` outputs named after `name`; returns them.
+    pub fn op_multi(
+        &mut self,
+        name: &str,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        outputs: usize,
+    ) -> Vec<String> {
+        let node = self.unique(name);
+        let outs: Vec<String> = (0..outputs)
+            .map(|i| self.unique(&format!("{node}.{i}")))
+            .collect();
+        self.node_with_outputs(&node, "", op_type, inputs, attrs, outs.clone());
+        outs
+    }
+
     fn node_with_outputs(
         &mut self,
         name: &str,

@@ -667,3 +667,66 @@ fn runs_statefully_after_transformers_detect_all() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn mixed_block_formats_within_a_fused_projection_group_stay_exact() -> Result<()> {
+    // q/k/v and gate/up normally share one product; mixed formats take one product each.
+    let mut weights = quantize_llama(&random_tiny_llama(14), GgmlBlock::Q4_1, GgmlBlock::Q4_0)?;
+    let source = random_tiny_llama(14);
+    for (name, kind) in [
+        ("model.layers.0.self_attn.k_proj.weight", GgmlBlock::Q4_0),
+        ("model.layers.0.self_attn.v_proj.weight", GgmlBlock::Q8_0),
+        ("model.layers.1.mlp.up_proj.weight", GgmlBlock::Q8_0),
+    ] {
+        let values = dequantize(&source.tensors[name])?;
+        let w = weights.tensors.get_mut(name).context("tensor")?;
+        w.data = quantize(&values, kind)?;
+    }
+    let f32_gate = dequantize(&source.tensors["model.layers.0.mlp.gate_proj.weight"])?;
+    if let Some(w) = weights
+        .tensors
+        .get_mut("model.layers.0.mlp.gate_proj.weight")
+    {
+        w.data = WeightData::F32(f32_gate);
+    }
+    let model = to_model_proto(&weights, WeightFormat::Q4)?;
+    let nodes: Vec<&str> = model
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .map(|n| n.name.as_str())
+        .collect();
+    assert!(
+        nodes.contains(&"model.layers.1.self_attn.qkv_proj.matmul_nbits_0"),
+        "layer 1 q/k/v not fused"
+    );
+    assert!(
+        nodes.contains(&"model.layers.0.self_attn.qkv_proj.v_proj.matmul_nbits_1"),
+        "layer 0 v_proj not separate"
+    );
+    check_q4_against_dequantized_reference(&weights)
+}
+
+#[test]
+fn tied_f32_head_reads_its_own_initializer() -> Result<()> {
+    // A weight the embedding Gather also reads cannot be pre-packed by tract.
+    let model = to_model_proto(&random_tiny_llama(15), WeightFormat::F32)?;
+    let graph = model.graph.context("no graph")?;
+    let gather = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "Gather" && n.name == "embed.gather");
+    let head = graph.node.iter().find(|n| n.name == "lm_head.weight_t");
+    let (Some(gather), Some(head)) = (gather, head) else {
+        panic!("embedding gather or head not found")
+    };
+    assert_eq!(gather.input[0], "model.embed_tokens.weight");
+    assert_eq!(head.input[0], "lm_head.weight");
+    let sizes: Vec<usize> = ["model.embed_tokens.weight", "lm_head.weight"]
+        .iter()
+        .filter_map(|name| graph.initializer.iter().find(|i| i.name == *name))
+        .map(|i| i.raw_data.len())
+        .collect();
+    assert_eq!(sizes, [272 * 64 * 4, 272 * 64 * 4]);
+    Ok(())
+}
