@@ -499,3 +499,101 @@ fn starts_in_the_coolest_mode_before_any_reading() -> Result<(), ConfigError> {
     assert_coolest(&d);
     Ok(())
 }
+
+#[test]
+fn runs_the_fan_flat_out_before_limiting_any_work() -> Result<(), ConfigError> {
+    let p = platform()?.with_fan(Some(4));
+    let cfg = GovernorConfig::builder(p.clone(), 80.0)
+        .with_setpoint_c(70.0)
+        .build()?;
+    let mut g = Governor::new(cfg);
+    // The fan lowers the plant's gain; the plant is still too hot for full speed.
+    let mut plant = FirstOrder {
+        t_c: 40.0,
+        ambient_c: 25.0,
+        gain_k_per_w: 11.0,
+        tau_s: 15.0,
+    };
+    let demand = Demand::busy(&[Priority::Interactive]);
+    let mut last = (p.idle_w(), 0.0, p.khz(p.top_level()));
+    let mut threads = 4;
+    let mut limited = 0;
+    for k in 0..2400 {
+        let d = g.decide(
+            observation(plant.t_c, tick(k), last, threads, demand),
+            tick(k),
+        );
+        if d.mode == Mode::Regulating {
+            limited += 1;
+            assert_eq!(
+                d.fan_level,
+                Some(4),
+                "tick {k}: work limited with the fan at {:?}",
+                d.fan_level
+            );
+        }
+        plant.gain_k_per_w = if d.fan_level == Some(4) { 9.0 } else { 11.0 };
+        last = pool_response(&p, &d, &demand);
+        threads = d.threads;
+        plant.step(last.0, PERIOD.as_secs_f32());
+    }
+    assert!(
+        limited > 1000,
+        "the plant never needed limiting ({limited} ticks)"
+    );
+    Ok(())
+}
+
+#[test]
+fn hands_the_fan_back_to_the_firmware_when_the_chip_is_cool() -> Result<(), ConfigError> {
+    let p = platform()?.with_fan(Some(4));
+    let cfg = GovernorConfig::builder(p.clone(), 80.0).build()?;
+    let mut g = Governor::new(cfg);
+    let mut last = (p.idle_w(), 0.0, p.khz(p.top_level()));
+    let mut fan = Some(4);
+    for k in 0..400 {
+        // Idle at 45 °C: plenty of headroom.
+        let d = g.decide(
+            observation(45.0, tick(k), last, 4, Demand::default()),
+            tick(k),
+        );
+        last = pool_response(&p, &d, &Demand::default());
+        fan = d.fan_level;
+    }
+    assert_eq!(fan, None);
+    Ok(())
+}
+
+#[test]
+fn deciding_costs_far_less_than_one_percent_of_a_core_at_the_default_period()
+-> Result<(), ConfigError> {
+    let mut g = governor(70.0)?;
+    let p = platform()?;
+    let mut plant = FirstOrder {
+        t_c: 60.0,
+        ambient_c: 25.0,
+        gain_k_per_w: 9.0,
+        tau_s: 20.0,
+    };
+    let demand = Demand::busy(&[Priority::Interactive, Priority::Training]);
+    let mut last = (p.idle_w(), 0.0, p.khz(p.top_level()));
+    let mut threads = 4;
+    let mut spent = Duration::ZERO;
+    let n = 4000;
+    for k in 0..n {
+        let o = observation(plant.t_c, tick(k), last, threads, demand);
+        let t = std::time::Instant::now();
+        let d = g.decide(o, tick(k));
+        spent += t.elapsed();
+        last = pool_response(&p, &d, &demand);
+        threads = d.threads;
+        plant.step(last.0, PERIOD.as_secs_f32());
+    }
+    // 1 % of one core at a 250 ms period is 2.5 ms per call.
+    let per_call = spent / n;
+    assert!(
+        per_call < Duration::from_micros(250),
+        "{per_call:?} per decide"
+    );
+    Ok(())
+}

@@ -250,7 +250,8 @@ pub enum GoalStatus {
     Met,
     /// The goal does not hold.
     NotMet,
-    /// Both controllers did the same (neither limited any work): nothing to compare.
+    /// The same throughput (demand-bound, or no controller had to limit work) at an equal or
+    /// lower maximum temperature: there was nothing more to gain.
     Tie,
 }
 
@@ -485,15 +486,15 @@ const ISO_CEILING_GAP_C: f64 = 0.5;
 const SAME_TEMP_C: f64 = 0.05;
 
 /// The verdict of "more tokens/s at an equal or lower maximum temperature" for `ours` against
-/// `other`.
+/// `other`: a tie when the throughput is the same (within half a percent: the work was
+/// demand-bound or nobody had to limit it) and ours ran no hotter (within [`SAME_TEMP_C`]).
 fn compare(ours: &RunSummary, other: &RunSummary) -> GoalStatus {
     let cooler = ours.max_temp_c <= other.max_temp_c + SAME_TEMP_C;
     let same_tokens =
         (ours.tokens_per_s - other.tokens_per_s).abs() <= TIE * other.tokens_per_s.max(1e-9);
-    let same_temp = (ours.max_temp_c - other.max_temp_c).abs() <= SAME_TEMP_C;
-    if same_tokens && same_temp {
+    if same_tokens && cooler {
         GoalStatus::Tie
-    } else if cooler && (ours.tokens_per_s > other.tokens_per_s || same_tokens) {
+    } else if cooler && ours.tokens_per_s > other.tokens_per_s {
         GoalStatus::Met
     } else {
         GoalStatus::NotMet
@@ -950,7 +951,7 @@ impl Report {
         let count = |st| goals.iter().filter(|g| g.status == st).count();
         let _ = writeln!(
             s,
-            "\n## Goals ({} met, {} not met, {} ties where no controller limited any work)\n\n\
+            "\n## Goals ({} met, {} not met, {} ties: same throughput, demand-bound or unlimited, at no higher temperature)\n\n\
              Against a baseline that ran hotter, ours is re-run with its setpoint raised by the \
              difference in maximum temperature (at most to {ISO_CEILING_GAP_C} °C under the hard \
              ceiling) and compared at that equal thermal envelope.\n",
