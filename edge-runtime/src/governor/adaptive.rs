@@ -85,7 +85,7 @@ pub struct Governor {
     /// Temperature change the model attributes to power changes since the current reading
     /// first appeared, and the power at that moment.
     stuck_pred: Option<(f64, f64)>,
-    /// Largest gap between that prediction and the frozen reading, in K.
+    /// Largest magnitude that change reached during the current run of identical readings, K.
     stuck_dev: f64,
     /// Smallest change seen between consecutive readings: the sensor's resolution, in K.
     resolution_c: f64,
@@ -110,7 +110,8 @@ impl Governor {
         let platform = &cfg.platform;
         let max_w = f64::from(platform.max_power_w());
         let idle_w = f64::from(platform.idle_w());
-        // Prior: full load would take the die from 25 °C to the firmware throttle point.
+        // Prior for an unseen board: a 15 s die time constant (the built-in profiles span
+        // 8-32 s), and full load taking the die from 25 °C to the firmware throttle point.
         let gain0 = (f64::from(cfg.firmware_throttle_c) - 25.0).max(10.0) / max_w.max(0.1);
         let prior = ThermalModel::from_physical(15.0, gain0, h_s);
         let mut g = Self {
@@ -555,12 +556,15 @@ impl Controller for Governor {
         }
         let i = Priority::Interactive.index();
         if pacing[i].duty < floor {
-            // Never cooler than the coolest mode: the bottom of the ladder.
-            setting = Setting {
-                level: 0,
-                threads: if p.threads_adjustable() { 1 } else { p.cores() },
-            };
-            pacing = [Pace::PAUSED; 3];
+            if o.demand.of(Priority::Interactive) > 0.0 {
+                // Never cooler than the coolest mode: the bottom of the ladder.
+                setting = Setting {
+                    level: 0,
+                    threads: if p.threads_adjustable() { 1 } else { p.cores() },
+                };
+                pacing = [Pace::PAUSED; 3];
+            }
+            // A chat that starts before the next tick gets at least the fail-safe pace.
             pacing[i] = Pace { duty: floor };
         }
         if fresh {
