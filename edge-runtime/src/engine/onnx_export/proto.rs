@@ -27,7 +27,9 @@ pub enum Dim {
 /// Nodes and initializers of one graph, in insertion order.
 #[derive(Default)]
 pub struct GraphBuilder {
+    /// Nodes in topological (insertion) order.
     pub nodes: Vec<NodeProto>,
+    /// Weight and constant tensors.
     pub initializers: Vec<TensorProto>,
     i64_consts: HashMap<Vec<i64>, String>,
     f32_scalars: HashMap<u32, String>,
