@@ -238,7 +238,7 @@ mod tests {
         };
         let mut s = sampler(p);
         for _ in 0..20 {
-            assert_eq!(s.sample(&mut vec![0.0, 1.0, 0.5], &[]).ok(), Some(1));
+            assert_eq!(s.sample(&mut [0.0, 1.0, 0.5], &[]).ok(), Some(1));
         }
     }
 
@@ -252,7 +252,7 @@ mod tests {
         };
         let mut s = sampler(p);
         for _ in 0..50 {
-            assert_eq!(s.sample(&mut vec![4.0, 2.0, 1.0, -0.5], &[]).ok(), Some(0));
+            assert_eq!(s.sample(&mut [4.0, 2.0, 1.0, -0.5], &[]).ok(), Some(0));
         }
     }
 
@@ -267,7 +267,7 @@ mod tests {
         let (a, b) = (0.0f32, (3.0f32).ln()); // p = [0.25, 0.75]
         let n = 4000;
         let ones = (0..n)
-            .filter(|_| s.sample(&mut vec![a, b], &[]).ok() == Some(1))
+            .filter(|_| s.sample(&mut [a, b], &[]).ok() == Some(1))
             .count();
         let frac = ones as f32 / n as f32;
         assert!((frac - 0.75).abs() < 0.03, "fraction of token 1 was {frac}");
