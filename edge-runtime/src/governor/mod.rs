@@ -20,6 +20,7 @@ pub mod config;
 pub mod estimator;
 pub mod permit;
 pub mod platform;
+pub mod runner;
 pub mod types;
 
 #[cfg(test)]

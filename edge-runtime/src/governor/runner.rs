@@ -1,0 +1,734 @@
+//! The runtime side of the governor: a handle + driver pair that feeds a pure [`Controller`]
+//! once per control period and carries out its decisions. The driver reads the sensors
+//! through an [`ObservationSource`], builds the [`Observation`] (temperature, power, actuator
+//! read-back, demand and utilisation from the [`Permits`] counters), lets the controller
+//! decide, writes the frequency cap and fan through the `sensor_drivers` actuator traits,
+//! publishes the pacing through [`Permits::apply`] and updates a [`GovernorStatus`] that the
+//! [`GovernorHandle`] reads from any thread.
+//!
+//! This module spawns nothing (STYLE rule 9): the binary runs [`GovernorDriver::run`] on a
+//! thread of its own, or calls [`GovernorDriver::tick`] from its own loop. Every actuator the
+//! driver changed is restored when the driver stops or is dropped, so also while a panic
+//! unwinds through it; the binary must turn SIGTERM and SIGINT into [`GovernorHandle::stop`]
+//! (or its own stop flag) so that the driver returns from `run` and restores. After the driver
+//! stops, [`Permits`] keep the pacing last applied: the work must stop before the governor.
+//! The driver never touches the kernel's trip points; it writes only the actuators it is given.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sensor_drivers::sensor_set::{SensorSet, Snapshot};
+use sensor_drivers::{ActuatorError, Fan, FreqCap, KiloHertz, Percent};
+use thiserror::Error;
+
+use super::config::{ConfigError, GovernorConfig, validate_setpoint};
+use super::permit::{PermitStats, Permits};
+use super::types::{
+    ActuatorState, Decision, Demand, Health, Limiter, Mode, Observation, Priority, TempReading,
+};
+use super::{Controller, Governor};
+
+/// Span over which steps per second (tokens/s) are averaged for the status.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+/// Longest single sleep of [`GovernorDriver::run`], so a stop request is seen promptly even
+/// with a long control period.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// A controller the runner can drive: it decides, exposes the configuration it runs with,
+/// and accepts setpoint changes at run time.
+pub trait Regulator: Controller + Send {
+    /// The configuration in force (setpoint, ceiling, period, platform).
+    fn config(&self) -> &GovernorConfig;
+
+    /// Changes the setpoint; a rejected value leaves the old one in force.
+    fn set_setpoint_c(&mut self, setpoint_c: f32) -> Result<(), ConfigError>;
+}
+
+impl Regulator for Governor {
+    fn config(&self) -> &GovernorConfig {
+        Governor::config(self)
+    }
+
+    fn set_setpoint_c(&mut self, setpoint_c: f32) -> Result<(), ConfigError> {
+        Governor::set_setpoint_c(self, setpoint_c)
+    }
+}
+
+/// What a sensor source says at one tick.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SourceReading {
+    /// The governing temperature. A source may leave `sampled_at` at the tick time for a
+    /// reading that is not fresh; the driver replaces it with the last fresh sample's time.
+    pub temp: TempReading,
+    /// Board power in W, when a healthy power sensor answered.
+    pub power_w: Option<f32>,
+}
+
+/// Where the driver gets its readings: a board's [`SensorSet`], or anything that can produce
+/// a [`SourceReading`] (closures `FnMut(Duration) -> SourceReading` qualify).
+pub trait ObservationSource {
+    /// Reads the governing temperature and the board power at `now` (monotonic time since the
+    /// runtime's epoch; the same time base as [`GovernorDriver::tick`]).
+    fn observe(&mut self, now: Duration) -> SourceReading;
+}
+
+impl ObservationSource for SensorSet {
+    /// Takes a snapshot with `now` in whole milliseconds and maps it with
+    /// [`reading_from_snapshot`].
+    fn observe(&mut self, now: Duration) -> SourceReading {
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        reading_from_snapshot(&self.snapshot(now_ms), now)
+    }
+}
+
+impl<F: FnMut(Duration) -> SourceReading> ObservationSource for F {
+    fn observe(&mut self, now: Duration) -> SourceReading {
+        self(now)
+    }
+}
+
+/// Maps a snapshot onto the governor's reading: the governing (`soc_temp`) sample with its
+/// health mapped by [`Health::from`] and its value in °C (the last good value when stale, NaN
+/// when there is none), sampled at `now`; a board without a governing sensor reads as
+/// missing. Power is the first healthy board-power sample, in W.
+pub fn reading_from_snapshot(snapshot: &Snapshot, now: Duration) -> SourceReading {
+    let temp = match snapshot.governing() {
+        None => TempReading::missing(now),
+        Some(sample) => {
+            let health = Health::from(sample.health);
+            match sample.value {
+                Some(mc) => TempReading {
+                    celsius: mc.celsius(),
+                    health,
+                    sampled_at: now,
+                },
+                None if health == Health::Fresh => TempReading::missing(now),
+                None => TempReading {
+                    celsius: f32::NAN,
+                    health,
+                    sampled_at: now,
+                },
+            }
+        }
+    };
+    SourceReading {
+        temp,
+        power_w: snapshot.board_power().map(|p| p.watts() as f32),
+    }
+}
+
+/// Why the runner could not be built, or could not put an actuator back.
+#[derive(Debug, Error)]
+pub enum RunnerError {
+    /// The platform lets the governor cap the CPU frequency, but no cap actuator was given.
+    #[error(
+        "the platform declares a writable CPU frequency but no frequency-cap actuator was given"
+    )]
+    MissingFreqCap,
+    /// The platform gives the governor a fan, but no fan actuator was given.
+    #[error("the platform declares a fan with levels 0..={0} but no fan actuator was given")]
+    MissingFan(u8),
+    /// An actuator was given that the platform does not let the governor use.
+    #[error("a {0} actuator was given but the platform does not let the governor use it")]
+    UnusedActuator(&'static str),
+    /// Putting an actuator back failed.
+    #[error("restoring the {actuator}: {source}")]
+    Restore {
+        /// Which actuator (`frequency cap` or `fan`).
+        actuator: &'static str,
+        /// The actuator's error.
+        #[source]
+        source: ActuatorError,
+    },
+}
+
+/// What the governor is doing, as of its last tick.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GovernorStatus {
+    /// The controller's name (`ours`, ...).
+    pub controller: &'static str,
+    /// Ticks run so far.
+    pub ticks: u64,
+    /// Time of the last tick, since the runtime's epoch.
+    pub at: Duration,
+    /// The governing temperature in °C as last read (the last good value while stale);
+    /// `None` when the sensor gave no value.
+    pub temperature_c: Option<f32>,
+    /// Health of that reading.
+    pub health: Health,
+    /// Board power in W, where a power sensor answered.
+    pub power_w: Option<f32>,
+    /// Setpoint in °C in force.
+    pub setpoint_c: f32,
+    /// Operating mode.
+    pub mode: Mode,
+    /// What is limiting work.
+    pub limiter: Limiter,
+    /// The controller's reason, for humans.
+    pub reason: String,
+    /// The power budget in W the decision was sized for.
+    pub power_budget_w: f32,
+    /// The frequency cap in kHz in force (read back from the actuator); `None` without one.
+    pub freq_cap_khz: Option<u32>,
+    /// Compute threads the engine should use.
+    pub threads: u16,
+    /// Duty per class (indexed by [`Priority::index`]): 1 unpaced, 0 paused.
+    pub duties: [f32; 3],
+    /// Fan level the governor forces; `None` when the firmware drives the fan.
+    pub fan_level: Option<u8>,
+    /// Completed permits per second per class over the last couple of seconds.
+    pub steps_per_s: [f32; 3],
+    /// Generated tokens per second (interactive permits per second, one per token); `None`
+    /// until the first interactive permit.
+    pub tokens_per_s: Option<f32>,
+    /// The last actuator or setpoint failure, if any happened since the start.
+    pub last_error: Option<String>,
+    /// Mean wall time of one tick (sensor read, decision, actuator writes).
+    pub tick_mean: Duration,
+    /// Longest tick.
+    pub tick_max: Duration,
+    /// False once the driver has stopped (returned from `run`, shut down or dropped).
+    pub running: bool,
+}
+
+impl GovernorStatus {
+    fn initial(controller: &'static str, setpoint_c: f32) -> Self {
+        Self {
+            controller,
+            ticks: 0,
+            at: Duration::ZERO,
+            temperature_c: None,
+            health: Health::Missing,
+            power_w: None,
+            setpoint_c,
+            mode: Mode::FailSafe,
+            limiter: Limiter::FailSafe,
+            reason: "no tick yet".to_string(),
+            power_budget_w: 0.0,
+            freq_cap_khz: None,
+            threads: 1,
+            duties: [0.0; 3],
+            fan_level: None,
+            steps_per_s: [0.0; 3],
+            tokens_per_s: None,
+            last_error: None,
+            tick_mean: Duration::ZERO,
+            tick_max: Duration::ZERO,
+            running: true,
+        }
+    }
+
+    /// One status line: temperature (with its health when not fresh), setpoint, tokens/s when
+    /// known, and what is limiting work, e.g.
+    /// `62.4 °C / set 70.0 | 31.2 tok/s | limiting: pace training`.
+    pub fn line(&self) -> String {
+        let mut s = match self.temperature_c {
+            Some(t) if t.is_finite() => format!("{t:.1} °C"),
+            _ => "-- °C".to_string(),
+        };
+        if self.health != Health::Fresh {
+            let _ = write!(s, " ({})", self.health.as_str());
+        }
+        let _ = write!(s, " / set {:.1}", self.setpoint_c);
+        if let Some(tps) = self.tokens_per_s {
+            let _ = write!(s, " | {tps:.1} tok/s");
+        }
+        let what = match (self.mode, self.limiter) {
+            (Mode::FailSafe, _) | (_, Limiter::FailSafe) => self.reason.clone(),
+            (_, Limiter::None) => "limiting: nothing".to_string(),
+            (_, Limiter::Fan) => "limiting: nothing (fan boosted)".to_string(),
+            (_, l) => format!("limiting: {}", limiter_words(l)),
+        };
+        let _ = write!(s, " | {what}");
+        if !self.running {
+            s.push_str(" | stopped");
+        }
+        s
+    }
+}
+
+fn limiter_words(l: Limiter) -> &'static str {
+    match l {
+        Limiter::None => "nothing",
+        Limiter::Freq => "cpu frequency",
+        Limiter::Threads => "threads",
+        Limiter::PaceTraining => "pace training",
+        Limiter::PauseTraining => "pause training",
+        Limiter::PaceGeneration => "pace generation",
+        Limiter::Fan => "fan",
+        Limiter::FailSafe => "coolest mode",
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    status: Mutex<GovernorStatus>,
+    pending_setpoint_c: Mutex<Option<f32>>,
+    stop: AtomicBool,
+    ceiling_c: f32,
+    plausible_min_c: f32,
+}
+
+/// Recovers the data of a lock a panicking thread held: status and pending setpoint are plain
+/// values that are never left half-written.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The cheap, cloneable handle to a running governor: status, run-time setpoint, stop.
+#[derive(Clone, Debug)]
+pub struct GovernorHandle {
+    shared: Arc<Shared>,
+}
+
+impl GovernorHandle {
+    /// The status as of the last tick.
+    pub fn status(&self) -> GovernorStatus {
+        lock(&self.shared.status).clone()
+    }
+
+    /// Asks for a new setpoint in °C. It is validated now against the hard ceiling and the
+    /// plausible range (same rules as the configuration) and applied at the next tick.
+    pub fn set_setpoint_c(&self, setpoint_c: f32) -> Result<(), ConfigError> {
+        validate_setpoint(
+            setpoint_c,
+            self.shared.ceiling_c,
+            self.shared.plausible_min_c,
+        )?;
+        *lock(&self.shared.pending_setpoint_c) = Some(setpoint_c);
+        Ok(())
+    }
+
+    /// Asks the driver's [`GovernorDriver::run`] loop to return (restoring the actuators).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+    }
+
+    /// Whether [`GovernorHandle::stop`] was called.
+    pub fn is_stop_requested(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+}
+
+/// The actuators the driver writes, and which of them it changed (so it restores only those).
+struct Actuators {
+    freq: Option<Box<dyn FreqCap + Send>>,
+    freq_requested_khz: Option<u32>,
+    freq_changed: bool,
+    fan: Option<Box<dyn Fan + Send>>,
+    fan_max_level: u8,
+    fan_level: Option<u8>,
+    fan_changed: bool,
+}
+
+impl Actuators {
+    /// Carries out the frequency cap and fan level of `d`; returns the failures.
+    fn apply(&mut self, d: &Decision) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Some(freq) = self.freq.as_mut() {
+            match d.freq_cap_khz {
+                Some(khz) if self.freq_requested_khz != Some(khz) => {
+                    self.freq_changed = true;
+                    match freq.set_cap(KiloHertz(khz)) {
+                        Ok(_) => self.freq_requested_khz = Some(khz),
+                        Err(e) => {
+                            // Retried at the next tick.
+                            self.freq_requested_khz = None;
+                            errors.push(format!("frequency cap {khz} kHz: {e}"));
+                        }
+                    }
+                }
+                Some(_) => {}
+                None if self.freq_changed => match freq.restore() {
+                    Ok(()) => {
+                        self.freq_changed = false;
+                        self.freq_requested_khz = None;
+                    }
+                    Err(e) => errors.push(format!("restoring the frequency cap: {e}")),
+                },
+                None => {}
+            }
+        }
+        if let Some(fan) = self.fan.as_mut() {
+            match d.fan_level {
+                Some(level) if self.fan_level != Some(level) => {
+                    self.fan_changed = true;
+                    let max = u32::from(self.fan_max_level.max(1));
+                    let pct = (u32::from(level.min(self.fan_max_level)) * 100 + max / 2) / max;
+                    let duty = Percent::saturating(u8::try_from(pct).unwrap_or(100));
+                    match fan.set_duty(duty) {
+                        Ok(_) => self.fan_level = Some(level),
+                        Err(e) => {
+                            self.fan_level = None;
+                            errors.push(format!("fan level {level} ({duty}): {e}"));
+                        }
+                    }
+                }
+                Some(_) => {}
+                None if self.fan_changed => match fan.restore() {
+                    Ok(()) => {
+                        self.fan_changed = false;
+                        self.fan_level = None;
+                    }
+                    Err(e) => errors.push(format!("handing the fan back: {e}")),
+                },
+                None => {}
+            }
+        }
+        errors
+    }
+
+    /// The cap in force, read back from the actuator.
+    fn freq_khz(&self) -> Option<u32> {
+        self.freq.as_ref().map(|f| f.cap().0)
+    }
+
+    /// Restores every actuator this driver changed; tries all of them and returns the first
+    /// failure.
+    fn restore(&mut self) -> Result<(), RunnerError> {
+        let mut first = None;
+        if self.freq_changed
+            && let Some(freq) = self.freq.as_mut()
+        {
+            match freq.restore() {
+                Ok(()) => {
+                    self.freq_changed = false;
+                    self.freq_requested_khz = None;
+                }
+                Err(source) => {
+                    first.get_or_insert(RunnerError::Restore {
+                        actuator: "frequency cap",
+                        source,
+                    });
+                }
+            }
+        }
+        if self.fan_changed
+            && let Some(fan) = self.fan.as_mut()
+        {
+            match fan.restore() {
+                Ok(()) => {
+                    self.fan_changed = false;
+                    self.fan_level = None;
+                }
+                Err(source) => {
+                    first.get_or_insert(RunnerError::Restore {
+                        actuator: "fan",
+                        source,
+                    });
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Builder for the handle + driver pair; see [`GovernorRunner::new`].
+pub struct GovernorRunner {
+    controller: Box<dyn Regulator>,
+    permits: Permits,
+    source: Box<dyn ObservationSource + Send>,
+    freq: Option<Box<dyn FreqCap + Send>>,
+    fan: Option<Box<dyn Fan + Send>>,
+}
+
+impl GovernorRunner {
+    /// Starts a runner for `controller`, publishing its pacing through `permits` and reading
+    /// the board through `source`. Actuators are optional: add them with
+    /// [`GovernorRunner::with_freq_cap`] and [`GovernorRunner::with_fan`].
+    pub fn new(
+        controller: Box<dyn Regulator>,
+        permits: Permits,
+        source: Box<dyn ObservationSource + Send>,
+    ) -> Self {
+        Self {
+            controller,
+            permits,
+            source,
+            freq: None,
+            fan: None,
+        }
+    }
+
+    /// The cpufreq cap the governor writes (required when the platform declares a writable
+    /// frequency).
+    pub fn with_freq_cap(mut self, freq: Box<dyn FreqCap + Send>) -> Self {
+        self.freq = Some(freq);
+        self
+    }
+
+    /// The fan the governor drives (required when the platform declares fan levels; level `l`
+    /// of `max` becomes duty `l/max`).
+    pub fn with_fan(mut self, fan: Box<dyn Fan + Send>) -> Self {
+        self.fan = Some(fan);
+        self
+    }
+
+    /// Checks that the actuators match what the controller's platform plans with, and builds
+    /// the pair. Nothing is read or written yet.
+    pub fn build(self) -> Result<(GovernorHandle, GovernorDriver), RunnerError> {
+        let cfg = self.controller.config();
+        let platform = cfg.platform();
+        match (platform.freq_writable(), self.freq.is_some()) {
+            (true, false) => return Err(RunnerError::MissingFreqCap),
+            (false, true) => return Err(RunnerError::UnusedActuator("frequency cap")),
+            _ => {}
+        }
+        let fan_max_level = match (platform.fan_max_level(), self.fan.is_some()) {
+            (Some(max), false) => return Err(RunnerError::MissingFan(max)),
+            (None, true) => return Err(RunnerError::UnusedActuator("fan")),
+            (max, _) => max.unwrap_or(0),
+        };
+        let (plausible_min_c, _) = cfg.plausible_range_c();
+        let shared = Arc::new(Shared {
+            status: Mutex::new(GovernorStatus::initial(
+                self.controller.name(),
+                cfg.setpoint_c(),
+            )),
+            pending_setpoint_c: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            ceiling_c: cfg.ceiling_c(),
+            plausible_min_c,
+        });
+        let period = cfg.period();
+        let stats = self.permits.stats();
+        let driver = GovernorDriver {
+            controller: self.controller,
+            permits: self.permits,
+            source: self.source,
+            actuators: Actuators {
+                freq: self.freq,
+                freq_requested_khz: None,
+                freq_changed: false,
+                fan: self.fan,
+                fan_max_level,
+                fan_level: None,
+                fan_changed: false,
+            },
+            shared: Arc::clone(&shared),
+            period,
+            epoch: Instant::now(),
+            last_stats: stats,
+            window: VecDeque::from([stats]),
+            last_fresh_at: None,
+            ticks: 0,
+            tick_total: Duration::ZERO,
+            tick_max: Duration::ZERO,
+            last_error: None,
+        };
+        Ok((GovernorHandle { shared }, driver))
+    }
+}
+
+/// The part that does the work, one control period at a time. Owns the controller, the
+/// sensor source and the actuators; restores the actuators when it stops or is dropped.
+pub struct GovernorDriver {
+    controller: Box<dyn Regulator>,
+    permits: Permits,
+    source: Box<dyn ObservationSource + Send>,
+    actuators: Actuators,
+    shared: Arc<Shared>,
+    period: Duration,
+    epoch: Instant,
+    last_stats: PermitStats,
+    window: VecDeque<PermitStats>,
+    last_fresh_at: Option<Duration>,
+    ticks: u64,
+    tick_total: Duration,
+    tick_max: Duration,
+    last_error: Option<String>,
+}
+
+impl GovernorDriver {
+    /// The control period from the controller's configuration.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// One control period at `now` (monotonic time since the runtime's epoch; must not go
+    /// backwards between calls): applies a pending setpoint, reads the source, builds the
+    /// observation, decides, writes the actuators, publishes the pacing and the status.
+    pub fn tick(&mut self, now: Duration) {
+        let started = Instant::now();
+        let pending = lock(&self.shared.pending_setpoint_c).take();
+        if let Some(sp) = pending
+            && let Err(e) = self.controller.set_setpoint_c(sp)
+        {
+            self.record_error(format!("setpoint {sp} °C rejected: {e}"));
+        }
+
+        let reading = self.source.observe(now);
+        let mut temp = reading.temp;
+        if temp.health == Health::Fresh && temp.celsius.is_finite() {
+            self.last_fresh_at = Some(temp.sampled_at);
+        } else {
+            // Not a new sample: it carries the time of the last good one (the epoch if none).
+            temp.sampled_at = self.last_fresh_at.unwrap_or(Duration::ZERO);
+        }
+
+        let stats = self.permits.stats();
+        let demand = Demand {
+            occupancy: stats.demand_since(&self.last_stats),
+        };
+        let utilisation = stats.utilisation_since(&self.last_stats);
+        self.last_stats = stats;
+        let obs = Observation {
+            temp,
+            power_w: reading.power_w.filter(|w| w.is_finite()),
+            actuators: ActuatorState {
+                freq_khz: self.actuators.freq_khz(),
+                threads: self.permits.threads(),
+                fan_level: self.actuators.fan_level,
+                utilisation,
+            },
+            demand,
+        };
+        let decision = self.controller.decide(obs, now);
+        for e in self.actuators.apply(&decision) {
+            self.record_error(e);
+        }
+        self.permits.apply(&decision);
+
+        let steps_per_s = self.rates(stats);
+        let elapsed = started.elapsed();
+        self.ticks += 1;
+        self.tick_total += elapsed;
+        self.tick_max = self.tick_max.max(elapsed);
+        let mean = self.tick_total / u32::try_from(self.ticks).unwrap_or(u32::MAX);
+        let status = GovernorStatus {
+            controller: self.controller.name(),
+            ticks: self.ticks,
+            at: now,
+            temperature_c: Some(reading.temp.celsius).filter(|c| c.is_finite()),
+            health: reading.temp.health,
+            power_w: obs.power_w,
+            setpoint_c: self.controller.config().setpoint_c(),
+            mode: decision.mode,
+            limiter: decision.limiter,
+            reason: decision.reason,
+            power_budget_w: decision.power_budget_w,
+            freq_cap_khz: self.actuators.freq_khz(),
+            threads: self.permits.threads(),
+            duties: Priority::ALL.map(|c| self.permits.duty(c)),
+            fan_level: self.actuators.fan_level,
+            steps_per_s,
+            tokens_per_s: (stats.steps[Priority::Interactive.index()] > 0)
+                .then_some(steps_per_s[Priority::Interactive.index()]),
+            last_error: self.last_error.clone(),
+            tick_mean: mean,
+            tick_max: self.tick_max,
+            running: true,
+        };
+        *lock(&self.shared.status) = status;
+    }
+
+    /// Steps per second per class over the last [`RATE_WINDOW`].
+    fn rates(&mut self, stats: PermitStats) -> [f32; 3] {
+        self.window.push_back(stats);
+        while self.window.len() > 2
+            && self
+                .window
+                .get(1)
+                .is_some_and(|s| stats.at.saturating_sub(s.at) >= RATE_WINDOW)
+        {
+            self.window.pop_front();
+        }
+        let Some(first) = self.window.front() else {
+            return [0.0; 3];
+        };
+        let span = stats.at.saturating_sub(first.at).as_secs_f64();
+        if span <= 0.0 {
+            return [0.0; 3];
+        }
+        std::array::from_fn(|i| {
+            (stats.steps[i].saturating_sub(first.steps[i]) as f64 / span) as f32
+        })
+    }
+
+    fn record_error(&mut self, e: String) {
+        if self.last_error.as_ref() != Some(&e) {
+            log::warn!("governor: {e}");
+        }
+        self.last_error = Some(e);
+    }
+
+    /// Ticks every control period on the calling thread until `stop` is set or
+    /// [`GovernorHandle::stop`] is called, then restores the actuators. Time is measured from
+    /// when the pair was built. A late tick is not caught up: the next one follows one period
+    /// after it.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<(), RunnerError> {
+        let stopping =
+            |shared: &Shared| stop.load(Ordering::Acquire) || shared.stop.load(Ordering::Acquire);
+        let mut next = Instant::now();
+        while !stopping(&self.shared) {
+            let now = self.epoch.elapsed();
+            self.tick(now);
+            next += self.period;
+            let after = Instant::now();
+            if next < after {
+                next = after;
+            }
+            while !stopping(&self.shared) {
+                let left = next.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(STOP_POLL));
+            }
+        }
+        self.shutdown()
+    }
+
+    /// Restores every actuator this driver changed and marks the status stopped.
+    pub fn shutdown(mut self) -> Result<(), RunnerError> {
+        self.stop_now()
+    }
+
+    fn stop_now(&mut self) -> Result<(), RunnerError> {
+        let result = self.actuators.restore();
+        let mut status = lock(&self.shared.status);
+        status.running = false;
+        status.freq_cap_khz = self.actuators.freq_khz();
+        status.fan_level = self.actuators.fan_level;
+        if let Err(e) = &result {
+            status.last_error = Some(e.to_string());
+        }
+        result
+    }
+}
+
+impl Drop for GovernorDriver {
+    /// Restores the actuators (again a no-op after [`GovernorDriver::shutdown`]); also runs
+    /// while a panic unwinds through the driver's owner.
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_now() {
+            log::error!("governor: {e}");
+        }
+    }
+}
+
+impl std::fmt::Debug for GovernorDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GovernorDriver")
+            .field("controller", &self.controller.name())
+            .field("period", &self.period)
+            .field("ticks", &self.ticks)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for GovernorRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GovernorRunner")
+            .field("controller", &self.controller.name())
+            .field("freq_cap", &self.freq.is_some())
+            .field("fan", &self.fan.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;
