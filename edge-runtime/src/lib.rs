@@ -6,3 +6,4 @@ pub mod cli;
 pub mod engine;
 pub mod governor;
 pub mod models;
+pub mod sensing;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod bench_llm;
 pub mod import;
 pub mod run;
+pub mod sensors;
 
 /// Run and fine-tune small language models on single-board computers while holding the chip
 /// at a temperature setpoint.
@@ -33,6 +34,8 @@ pub enum Command {
     FetchModel(import::FetchArgs),
     /// Measure prefill and decode speed and peak memory of a model.
     BenchLlm(bench_llm::BenchLlmArgs),
+    /// List the board's sensors and actuators, then show live readings.
+    Sensors(sensors::SensorsArgs),
 }
 
 /// Which model to use and how to sample from it.
