@@ -12,6 +12,7 @@ fn main() -> std::process::ExitCode {
         Command::ImportGguf(args) => edge_runtime::cli::import::import(args),
         Command::FetchModel(args) => edge_runtime::cli::import::fetch(args),
         Command::BenchLlm(args) => edge_runtime::cli::bench_llm::bench(args),
+        Command::Bench(args) => edge_runtime::cli::bench_governor::bench(args),
         Command::Sensors(args) => edge_runtime::cli::sensors::sensors(args),
     };
     match result {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod bench_governor;
 pub mod bench_llm;
 pub mod import;
 pub mod run;
@@ -34,6 +35,8 @@ pub enum Command {
     FetchModel(import::FetchArgs),
     /// Measure prefill and decode speed and peak memory of a model.
     BenchLlm(bench_llm::BenchLlmArgs),
+    /// Run a benchmark on the simulated boards (`thermo bench governor`).
+    Bench(bench_governor::BenchArgs),
     /// List the board's sensors and actuators, then show live readings.
     Sensors(sensors::SensorsArgs),
 }
