@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
+use super::governed::{Governed, GovernorArgs};
 use super::{ModelArgs, SamplingArgs};
 use crate::engine::chat::{Message, Role};
 use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, generate};
@@ -24,6 +25,8 @@ pub struct RunArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    governor: GovernorArgs,
     /// Send the prompt to the model verbatim, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -38,6 +41,8 @@ pub struct ChatArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    governor: GovernorArgs,
 }
 
 /// The model folder to use: `--model`, else the default model in `--format`, fetched and
@@ -130,6 +135,13 @@ fn summary(stats: &GenerationStats) -> String {
     )
 }
 
+fn start_governor(args: &GovernorArgs, threads: usize) -> Result<Option<Governed>> {
+    if args.no_governor {
+        return Ok(None);
+    }
+    Governed::start(args, threads).map(Some)
+}
+
 /// `thermo run PROMPT`.
 pub fn run(args: RunArgs) -> Result<()> {
     if args.prompt.trim().is_empty() {
@@ -146,20 +158,28 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.raw.then_some(args.prompt.as_str()),
     )?;
     let mut state = KvState::new(model)?;
+    let governed = start_governor(&args.governor, args.model.threads)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let stats = generate(
-        &mut state,
-        &ids,
-        &opts,
-        &mut |_| Gate::Continue,
-        &mut |text| {
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
-        },
-    )?;
+    let mut on_text = |text: &str| {
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    };
+    let stats = match &governed {
+        Some(g) => generate(&mut state, &ids, &opts, &mut g.gate(), &mut on_text)?,
+        None => generate(
+            &mut state,
+            &ids,
+            &opts,
+            &mut |_| Gate::Continue,
+            &mut on_text,
+        )?,
+    };
     let _ = writeln!(out);
     eprintln!("{}", summary(&stats));
+    if let Some(g) = governed {
+        eprintln!("[governor: {}]", g.finish().line());
+    }
     Ok(())
 }
 
@@ -169,6 +189,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     opts.sampling.validate()?;
     let model = load(&args.model)?;
     let mut state = KvState::new(model.clone())?;
+    let governed = start_governor(&args.governor, args.model.threads)?;
     let mut history: Vec<Message> = vec![];
     let stdin = std::io::stdin();
     let mut line = String::new();
@@ -195,15 +216,28 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             }
         };
         let mut answer = String::new();
-        let result = generate(&mut state, &ids, &opts, &mut |_| Gate::Continue, &mut |t| {
+        let mut on_text = |t: &str| {
             answer.push_str(t);
             print!("{t}");
             let _ = std::io::stdout().flush();
-        });
+        };
+        let result = match &governed {
+            Some(g) => generate(&mut state, &ids, &opts, &mut g.gate(), &mut on_text),
+            None => generate(
+                &mut state,
+                &ids,
+                &opts,
+                &mut |_| Gate::Continue,
+                &mut on_text,
+            ),
+        };
         println!();
         match result {
             Ok(stats) => {
                 eprintln!("{}", summary(&stats));
+                if let Some(g) = &governed {
+                    eprintln!("[governor: {}]", g.status().line());
+                }
                 history.push(Message::new(Role::Assistant, answer));
             }
             Err(e) => {
