@@ -9,8 +9,9 @@
 //! per query head: queries are grouped as `[batch, kv_heads, group, seq, head_dim]` and
 //! broadcast against `[batch, kv_heads, 1, total, head_dim]` keys and values. Projections
 //! that read the same activation (q/k/v, gate/up) are one product over their stacked rows,
-//! split afterwards, and every product owns its weight initializer (a tied `lm_head` is
-//! written apart from the embedding table) so that tract pre-packs all of them.
+//! split afterwards, and every product owns its weight initializer (f32 products read
+//! `W^T`, so a tied `lm_head` never duplicates the embedding table's bytes, which tract
+//! would merge into one constant) so that tract pre-packs all of them.
 //! Under tract's `transformers_detect_all` the graph becomes RmsNorm, ApplyRope,
 //! ScaledMaskedSoftmax and DynKeyValueCache ops, and stays exact in that stateful form.
 //!
@@ -639,8 +640,9 @@ impl Writer<'_> {
 
     /// `x @ W^T` for each `[out, in]` tensor of `names` (all with the same `in`): one
     /// product over their rows stacked, split back per tensor. Every product gets its own
-    /// weight initializer, never one another node also reads, so that tract can pre-pack it
-    /// (a shared tied embedding would be re-packed on every run).
+    /// weight initializer, never one another node also reads nor one holding the same bytes
+    /// as another, so that tract can pre-pack it (a shared tied embedding would be re-packed
+    /// on every run).
     fn linear(&mut self, prefix: &str, x: &str, names: &[&str]) -> Result<Vec<String>> {
         let ws = names
             .iter()
@@ -664,22 +666,23 @@ impl Writer<'_> {
                 .collect::<Result<Vec<_>>>()?,
         };
         let y = if decomposed.iter().all(Option::is_none) {
-            let mut values = Vec::with_capacity(n * k);
+            // Written as W^T, `[in, out]`: the product reads it without a Transpose, and a
+            // tied head never holds the same bytes as the embedding table (tract merges
+            // identical constants, and a constant read twice is not pre-packed).
+            let mut values = vec![0f32; n * k];
+            let mut row0 = 0;
             for (w, name) in ws.iter().zip(names) {
-                values.extend(dequantize(w).with_context(|| format!("dequantizing {name}"))?);
+                let rows = dequantize(w).with_context(|| format!("dequantizing {name}"))?;
+                for (r, row) in rows.chunks_exact(k).enumerate() {
+                    for (c, v) in row.iter().enumerate() {
+                        values[c * n + row0 + r] = *v;
+                    }
+                }
+                row0 += w.shape[0];
             }
-            let init_name = match names {
-                [only] if !self.f32_inits.contains(*only) => only.to_string(),
-                _ => format!("{prefix}.weight"),
-            };
-            let w = self.g.init_f32(&init_name, &[n, k], &values);
-            self.f32_inits.insert(w.clone());
-            let wt = self.g.op(
-                &format!("{prefix}.weight_t"),
-                "Transpose",
-                &[&w],
-                vec![attr_ints("perm", &[1, 0])],
-            );
+            let wt = self
+                .g
+                .init_f32(&format!("{prefix}.weight_t"), &[k, n], &values);
             self.g
                 .op(&format!("{prefix}.matmul"), "MatMul", &[x, &wt], vec![])
         } else {
