@@ -3,13 +3,21 @@
 //! `tokenizer.json`, `tokenizer_config.json`), the I/O convention (`input_ids`,
 //! `attention_mask`, `position_ids`, `past_key_values.{i}.key|value` -> `logits`,
 //! `present.{i}.key|value`, found by name), and one forward pass over a KV-cache state.
+//!
+//! The optimised graph is run through two plans sharing its weights: one computing every
+//! output, and one computing only the KV cache. A prompt whose last logits alone are wanted
+//! runs all but its last token through the second, so the vocabulary-sized head (the largest
+//! product of a small model) runs once per prompt instead of once per prompt token.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
-use tract::prelude::*;
+use tract_onnx::prelude::{
+    Framework, InferenceModel, InferenceModelExt, TValue, TVec, Tensor, TypedModel, TypedSimplePlan,
+};
+use tract_onnx::tract_core::transform::get_transform;
 
 use super::chat::ChatTemplate;
 use super::tokenizer::TextTokenizer;
@@ -132,21 +140,21 @@ struct IoMap {
 impl IoMap {
     /// After `unfold-kv-cache`, inputs keep their places and names while outputs are the
     /// regular ones followed by one per cache input, in input order.
-    fn remap_after_unfold(&mut self, model: &Model, input_names: &[String]) -> Result<()> {
+    fn remap_after_unfold(&mut self, model: &TypedModel, input_names: &[String]) -> Result<()> {
         ensure!(
-            model.input_count()? == input_names.len(),
+            model.inputs.len() == input_names.len(),
             "the optimised model has {} inputs, the ONNX graph {}",
-            model.input_count()?,
+            model.inputs.len(),
             input_names.len()
         );
-        for (i, name) in input_names.iter().enumerate() {
-            let now = model.input_name(i)?;
+        for (i, (outlet, name)) in model.inputs.iter().zip(input_names).enumerate() {
+            let now = &model.node(outlet.node).name;
             ensure!(
-                &now == name,
+                now == name,
                 "input #{i} is {now:?} after optimisation, was {name:?}"
             );
         }
-        let n_out = model.output_count()?;
+        let n_out = model.outputs.len();
         let n_cache = self.caches.len();
         ensure!(
             n_out > n_cache,
@@ -183,7 +191,10 @@ pub struct LoadedModel {
     pub chat_template: Option<ChatTemplate>,
     /// Token ids that end generation.
     pub eos_ids: Vec<u32>,
-    runnable: Runnable,
+    /// Computes every output.
+    plan: Arc<TypedSimplePlan>,
+    /// Computes only the cache outputs, in `io.caches` order.
+    cache_plan: Arc<TypedSimplePlan>,
     io: IoMap,
 }
 
@@ -257,46 +268,68 @@ impl LoadedModel {
             eos_ids.push(eos);
         }
 
-        let model = tract::onnx()?
-            .load(&onnx_path)
+        let model = tract_onnx::onnx()
+            .model_for_path(&onnx_path)
             .with_context(|| format!("loading {}", onnx_path.display()))?;
         let mut io = Self::map_io(&model, &config)?;
-        let input_names: Vec<String> = (0..model.input_count()?)
-            .map(|i| model.input_name(i))
-            .collect::<Result<_>>()?;
-        let mut model = model.into_model().context("analysing the ONNX graph")?;
+        let input_names: Vec<String> = model
+            .inputs
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        let mut model = model
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .context("analysing the ONNX graph")?;
         // Fused RMSNorm / RoPE / attention; the past->present concatenations become KV-cache
         // ops, then are unfolded back into explicit inputs (same places) and outputs (after
         // the regular outputs, in cache-input order).
-        model
-            .transform("transformers_detect_all")
-            .context("detecting transformer patterns")?;
-        model
-            .transform("unfold-kv-cache")
-            .context("exposing the KV cache as model I/O")?;
+        for (name, what) in [
+            ("transformers_detect_all", "detecting transformer patterns"),
+            ("unfold-kv-cache", "exposing the KV cache as model I/O"),
+        ] {
+            get_transform(name)
+                .and_then(|t| t.with_context(|| format!("tract has no transform {name:?}")))
+                .and_then(|t| t.transform(&mut model))
+                .and_then(|()| model.declutter())
+                .context(what)?;
+        }
         io.remap_after_unfold(&model, &input_names)?;
-        let runnable = runtime_for_name("default")?
-            .prepare(model)
-            .context("optimising the model for this CPU")?;
+        let model = Arc::new(
+            model
+                .into_optimized()
+                .context("optimising the model for this CPU")?,
+        );
+        let plan = TypedSimplePlan::new(model.clone()).context("planning the model")?;
+        let mut cache_model = (*model).clone();
+        let cache_outlets = io
+            .caches
+            .iter()
+            .map(|&(_, o)| model.outputs.get(o).copied())
+            .collect::<Option<Vec<_>>>()
+            .context("a cache output is missing from the optimised model")?;
+        cache_model.select_output_outlets(&cache_outlets)?;
+        let cache_plan = TypedSimplePlan::new(cache_model).context("planning the cache pass")?;
         Ok(Arc::new(LoadedModel {
             dir: dir.to_path_buf(),
             config,
             tokenizer,
             chat_template,
             eos_ids,
-            runnable,
+            plan,
+            cache_plan,
             io,
         }))
     }
 
     fn map_io(model: &InferenceModel, config: &ModelConfig) -> Result<IoMap> {
-        let n_inputs = model.input_count()?;
+        let n_inputs = model.inputs.len();
         let mut input_ids = None;
         let mut attention_mask = None;
         let mut position_ids = None;
         let mut past = vec![];
-        for i in 0..n_inputs {
-            let name = model.input_name(i)?;
+        for (i, outlet) in model.inputs.iter().enumerate() {
+            let name = &model.node(outlet.node).name;
             match name.as_str() {
                 "input_ids" => input_ids = Some(i),
                 "attention_mask" => attention_mask = Some(i),
@@ -309,11 +342,11 @@ impl LoadedModel {
         }
         let mut logits = None;
         let mut present = vec![];
-        for o in 0..model.output_count()? {
-            let name = model.output_name(o)?;
+        for (o, outlet) in model.outputs.iter().enumerate() {
+            let name = &model.node(outlet.node).name;
             if name == "logits" {
                 logits = Some(o);
-            } else if let Some((layer, is_key)) = parse_cache_name(&name, "present.") {
+            } else if let Some((layer, is_key)) = parse_cache_name(name, "present.") {
                 present.push((layer, is_key, o));
             }
         }
@@ -374,7 +407,7 @@ impl LoadedModel {
 #[derive(Debug)]
 pub struct KvState {
     model: Arc<LoadedModel>,
-    caches: Vec<Tensor>,
+    caches: Vec<TValue>,
     tokens: Vec<u32>,
 }
 
@@ -389,14 +422,9 @@ impl KvState {
         })
     }
 
-    fn empty_caches(model: &LoadedModel) -> Result<Vec<Tensor>> {
-        let shape = model.io.empty_cache_shape;
-        model
-            .io
-            .caches
-            .iter()
-            .map(|_| Tensor::from_slice::<f32>(&shape, &[]))
-            .collect()
+    fn empty_caches(model: &LoadedModel) -> Result<Vec<TValue>> {
+        let empty: TValue = Tensor::zero::<f32>(&model.io.empty_cache_shape)?.into();
+        Ok(vec![empty; model.io.caches.len()])
     }
 
     /// The model this state belongs to.
@@ -425,7 +453,7 @@ impl KvState {
             return self.reset();
         }
         for cache in self.caches.iter_mut() {
-            *cache = cache.sliced(2, 0, len)?;
+            *cache = cache.slice(2, 0, len)?.into();
         }
         self.tokens.truncate(len);
         Ok(())
@@ -457,28 +485,34 @@ impl KvState {
         if let Some(bad) = new_tokens.iter().find(|&&t| t as usize >= vocab) {
             bail!("token id {bad} is outside the model's vocabulary of {vocab}");
         }
-        let io = &self.model.io;
-        let n = new_tokens.len();
-        let mut inputs: Vec<Option<Tensor>> = (0..io.n_inputs).map(|_| None).collect();
-        let ids: Vec<i64> = new_tokens.iter().map(|&t| t as i64).collect();
-        inputs[io.input_ids] = Some(Tensor::from_slice(&[1, n], &ids)?);
-        if let Some(i) = io.attention_mask {
-            inputs[i] = Some(Tensor::from_slice(&[1, total], &vec![1i64; total])?);
+        let model = self.model.clone();
+        let io = &model.io;
+        // Only the last logits wanted: every token but the last fills the cache alone.
+        let (head, last) = match new_tokens.split_last() {
+            Some((last, head)) if !all_rows && !head.is_empty() => {
+                (head, std::slice::from_ref(last))
+            }
+            _ => (&new_tokens[..0], new_tokens),
+        };
+        let mut caches = self.caches.clone();
+        if !head.is_empty() {
+            let inputs = self.inputs(head, past, &caches)?;
+            let outputs = model.cache_plan.run(inputs)?;
+            ensure!(
+                outputs.len() == caches.len(),
+                "the cache pass returned {} tensors for {} caches",
+                outputs.len(),
+                caches.len()
+            );
+            caches = outputs.into_vec();
         }
-        if let Some(i) = io.position_ids {
-            let pos: Vec<i64> = (past as i64..total as i64).collect();
-            inputs[i] = Some(Tensor::from_slice(&[1, n], &pos)?);
-        }
-        for ((i, _), cache) in io.caches.iter().zip(self.caches.iter()) {
-            inputs[*i] = Some(cache.clone());
-        }
-        let inputs: Vec<Tensor> = inputs
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| t.with_context(|| format!("model input #{i} has no value")))
-            .collect::<Result<_>>()?;
-        let outputs = self.model.runnable.run(inputs)?;
-        let (shape, data) = outputs[io.logits].as_shape_and_slice::<f32>()?;
+        let n = last.len();
+        let inputs = self.inputs(last, past + head.len(), &caches)?;
+        let outputs = model.plan.run(inputs)?;
+        let logits = outputs.get(io.logits).context("no logits output")?;
+        let shape = logits.shape();
+        let plain = logits.try_as_plain_ram()?;
+        let data = plain.as_slice::<f32>()?;
         let row = *shape.last().context("logits has rank 0")?;
         ensure!(
             row == vocab && data.len() >= row,
@@ -494,10 +528,76 @@ impl KvState {
         } else {
             data[data.len() - row..].to_vec()
         };
-        for (k, &(_, o)) in io.caches.iter().enumerate() {
-            self.caches[k] = outputs[o].clone();
+        for (cache, &(_, o)) in caches.iter_mut().zip(&io.caches) {
+            *cache = outputs.get(o).context("a cache output is missing")?.clone();
         }
+        self.caches = caches;
         self.tokens.extend_from_slice(new_tokens);
         Ok(logits)
+    }
+
+    /// The model inputs for `tokens` placed after `past` cached ones, read from `caches`.
+    fn inputs(&self, tokens: &[u32], past: usize, caches: &[TValue]) -> Result<TVec<TValue>> {
+        let io = &self.model.io;
+        let n = tokens.len();
+        let total = past + n;
+        let mut inputs: Vec<Option<TValue>> = vec![None; io.n_inputs];
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        inputs[io.input_ids] = Some(Tensor::from_shape(&[1, n], &ids)?.into());
+        if let Some(i) = io.attention_mask {
+            inputs[i] = Some(Tensor::from_shape(&[1, total], &vec![1i64; total])?.into());
+        }
+        if let Some(i) = io.position_ids {
+            let pos: Vec<i64> = (past as i64..total as i64).collect();
+            inputs[i] = Some(Tensor::from_shape(&[1, n], &pos)?.into());
+        }
+        for (&(i, _), cache) in io.caches.iter().zip(caches) {
+            inputs[i] = Some(cache.clone());
+        }
+        inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| t.with_context(|| format!("model input #{i} has no value")))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::WeightFormat;
+    use crate::engine::import::write_tiny_model;
+
+    #[test]
+    fn last_logits_of_a_prompt_equal_the_last_row_of_all_logits() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("tiny");
+        write_tiny_model(&path, 3, WeightFormat::F32)?;
+        let model = LoadedModel::load(&path)?;
+        let vocab = model.vocab_size();
+        let tokens: Vec<u32> = (0..11u32).map(|i| (i * 41 + 7) % 256).collect();
+
+        let mut all = KvState::new(model.clone())?;
+        let rows = all.forward_all(&tokens)?;
+        let mut last = KvState::new(model)?;
+        let row = last.forward(&tokens)?;
+        let diff = row
+            .iter()
+            .zip(&rows[(tokens.len() - 1) * vocab..])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "last logits differ by {diff}");
+
+        // Both states hold the same cache: the next token's logits agree too.
+        let next_all = all.forward(&[9])?;
+        let next_last = last.forward(&[9])?;
+        let diff = next_all
+            .iter()
+            .zip(&next_last)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "the caches differ: next logits by {diff}");
+        assert_eq!(last.tokens().len(), tokens.len() + 1);
+        Ok(())
     }
 }
