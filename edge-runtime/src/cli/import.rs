@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::engine::WeightFormat;
-use crate::engine::import::import_gguf;
+use crate::engine::import::{import_gguf, is_current_import};
 use crate::models::{DEFAULT_MODEL, cache_root, ensure_gguf, model_dir};
 
 /// Flags of `thermo import-gguf`.
@@ -66,13 +66,16 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
     let format: WeightFormat = args.format.parse()?;
     let root = cache_root()?;
     let dir = model_dir(&root, &DEFAULT_MODEL, &args.format);
-    if dir.join("config.json").is_file() {
+    if is_current_import(&dir) {
         eprintln!(
             "{} is already imported at {}",
             DEFAULT_MODEL.name,
             dir.display()
         );
         return Ok(());
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     fetch_and_import(&root, format, &dir)?;
     eprintln!("{}", dir.display());

@@ -13,6 +13,7 @@ use super::governed::{Governed, GovernorArgs};
 use super::{ModelArgs, SamplingArgs};
 use crate::engine::chat::{Message, Role};
 use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, generate};
+use crate::engine::import::is_current_import;
 use crate::engine::model::{KvState, LoadedModel};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::{WeightFormat, set_compute_threads};
@@ -54,12 +55,20 @@ pub fn resolve_model(args: &ModelArgs) -> Result<PathBuf> {
     let format: WeightFormat = args.format.parse()?;
     let root = cache_root()?;
     let dir = model_dir(&root, &DEFAULT_MODEL, &args.format);
-    if !dir.join("config.json").is_file() {
-        log::info!(
-            "{} ({}) is not imported yet; fetching it",
-            DEFAULT_MODEL.name,
-            args.format
-        );
+    if !is_current_import(&dir) {
+        if dir.exists() {
+            log::info!(
+                "{} was imported by another version; importing again",
+                dir.display()
+            );
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        } else {
+            log::info!(
+                "{} ({}) is not imported yet; fetching it",
+                DEFAULT_MODEL.name,
+                args.format
+            );
+        }
         super::import::fetch_and_import(&root, format, &dir)?;
     }
     Ok(dir)

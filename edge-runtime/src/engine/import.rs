@@ -24,6 +24,35 @@ impl FromStr for WeightFormat {
     }
 }
 
+/// Version of the folders this importer writes; bumped whenever the graph it writes changes,
+/// so a cached import from an older version is redone instead of reused.
+pub const IMPORTER_VERSION: u32 = 2;
+
+/// Name of the marker file an import leaves in its folder.
+pub const IMPORT_MARKER: &str = "thermo-import.json";
+
+fn write_marker(dir: &Path, format: WeightFormat) -> Result<()> {
+    let text = serde_json::to_string_pretty(&json!({
+        "importer_version": IMPORTER_VERSION,
+        "format": format!("{format:?}"),
+    }))?;
+    std::fs::write(dir.join(IMPORT_MARKER), text).context("writing the import marker")
+}
+
+/// Whether `dir` holds a complete import written by this importer version.
+pub fn is_current_import(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join(IMPORT_MARKER)) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    v.get("importer_version")
+        .and_then(serde_json::Value::as_u64)
+        == Some(u64::from(IMPORTER_VERSION))
+        && dir.join("config.json").is_file()
+}
+
 /// What an import produced.
 #[derive(Clone, Debug)]
 pub struct ImportReport {
@@ -89,7 +118,8 @@ pub fn import_gguf(gguf: &Path, out: &Path, format: WeightFormat) -> Result<Impo
         .sum();
     build_atomically(out, |tmp| {
         write_hf_files(file.metadata(), &weights.config, tmp)?;
-        write_onnx(&weights, format, &tmp.join("model.onnx"))
+        write_onnx(&weights, format, &tmp.join("model.onnx"))?;
+        write_marker(tmp, format)
     })?;
     let onnx_bytes = std::fs::metadata(out.join("model.onnx"))?.len();
     Ok(ImportReport {
@@ -131,7 +161,8 @@ pub fn write_tiny_model(out: &Path, seed: u64, format: WeightFormat) -> Result<(
                 "eos_token": "<|im_end|>",
             }))?,
         )?;
-        write_onnx(&weights, format, &tmp.join("model.onnx"))
+        write_onnx(&weights, format, &tmp.join("model.onnx"))?;
+        write_marker(tmp, format)
     })
 }
 
@@ -157,6 +188,18 @@ mod tests {
         assert!(r.is_err());
         assert!(!out.exists());
         assert_eq!(std::fs::read_dir(dir.path()).expect("read").count(), 0);
+    }
+
+    #[test]
+    fn a_tiny_import_is_current_and_a_folder_without_marker_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("tiny");
+        write_tiny_model(&out, 1, WeightFormat::F32).expect("tiny model");
+        assert!(is_current_import(&out));
+        std::fs::write(out.join(IMPORT_MARKER), r#"{"importer_version": 1}"#).expect("write");
+        assert!(!is_current_import(&out));
+        std::fs::remove_file(out.join(IMPORT_MARKER)).expect("rm");
+        assert!(!is_current_import(&out));
     }
 
     #[test]
