@@ -27,7 +27,8 @@ use sensor_drivers::sim::{LiveDriver, ProcCpuClock, Profile, SensorRealism, SimB
 
 /// The simulated board: a bare Raspberry Pi 4 (idle at about 49 °C, about 93 °C flat out).
 const BOARD: &str = "rpi4";
-/// Setpoint in °C, between the board's idle and flat-out temperatures.
+/// Highest setpoint in °C, between the board's idle and flat-out temperatures (lower when the
+/// host gives this process too little CPU to heat the twin that far).
 const SETPOINT_C: f32 = 60.0;
 /// Simulated seconds per wall-clock second.
 const TIME_SCALE: f64 = 15.0;
@@ -159,10 +160,13 @@ fn run_live(actuation: Actuation) -> Result<()> {
         "warm-up: {warm_tokens} tokens, {busy_host:.2} busy host cores = {busy_board:.2} board cores; \
          uncontrolled steady die {uncontrolled_c:.1} °C"
     );
+    // On a busy host this process gets less CPU and heats the twin less: the setpoint then
+    // moves down so that holding it still takes control, with the same margin.
+    let setpoint_c = (uncontrolled_c - 8.0).min(f64::from(SETPOINT_C)) as f32;
     ensure!(
-        uncontrolled_c > f64::from(SETPOINT_C) + 3.0,
+        f64::from(setpoint_c) > ambient_c + 15.0,
         "the unpaced load ({busy_host:.2} host cores) would only reach {uncontrolled_c:.1} °C: \
-         the governor would have nothing to do"
+         too little heat to test regulation"
     );
 
     // The twin at its idle steady state, its sensors as the runtime reads them.
@@ -178,7 +182,7 @@ fn run_live(actuation: Actuation) -> Result<()> {
         .with_threads_adjustable(false)
         .with_freq_writable(actuation == Actuation::ClockAndPacing);
     let cfg = GovernorConfig::builder(platform, spec.firmware_throttle_c)
-        .with_setpoint_c(SETPOINT_C)
+        .with_setpoint_c(setpoint_c)
         .with_period(PERIOD)
         .build()?;
     let permits = Permits::new(spec.platform.cores());
@@ -255,7 +259,7 @@ fn run_live(actuation: Actuation) -> Result<()> {
         "only {} ticks after settling",
         window.len()
     );
-    let sp = f64::from(SETPOINT_C);
+    let sp = f64::from(setpoint_c);
     let (lo, hi) = window.iter().fold((f64::MAX, f64::MIN), |(lo, hi), s| {
         (lo.min(s.die_c), hi.max(s.die_c))
     });

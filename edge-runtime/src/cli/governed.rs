@@ -57,22 +57,7 @@ fn platform_for(board: &Board) -> Result<(Platform, f32)> {
             let p = Profile::builtin(profile)
                 .or_else(|_| Profile::from_file(std::path::Path::new(profile)))
                 .map_err(|e| anyhow!("simulated SoC profile {profile:?}: {e}"))?;
-            let opps = p
-                .power
-                .dvfs
-                .iter()
-                .map(|op| Opp {
-                    khz: op.khz,
-                    millivolts: op.mv,
-                })
-                .collect();
-            let cores = u16::try_from(p.cores).context("profile core count")?;
-            let platform = Platform::new(
-                opps,
-                cores,
-                (p.power.idle_mw / 1000.0) as f32,
-                (p.power.core_dynamic_mw / 1000.0) as f32,
-            )?;
+            let platform = Platform::from_profile(&p)?;
             (platform, p.firmware.soft_limit_mc as f32 / 1000.0)
         }
         Source::Real { board, .. } => {

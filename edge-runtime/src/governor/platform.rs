@@ -35,6 +35,26 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// The platform a simulated SoC profile describes: its DVFS table, cores, idle power and
+    /// per-core dynamic power (more cores than `u16` holds count as `u16::MAX`).
+    pub fn from_profile(profile: &sensor_drivers::sim::Profile) -> Result<Self, ConfigError> {
+        let opps = profile
+            .power
+            .dvfs
+            .iter()
+            .map(|op| Opp {
+                khz: op.khz,
+                millivolts: op.mv,
+            })
+            .collect();
+        Platform::new(
+            opps,
+            u16::try_from(profile.cores).unwrap_or(u16::MAX),
+            (profile.power.idle_mw / 1000.0) as f32,
+            (profile.power.core_dynamic_mw / 1000.0) as f32,
+        )
+    }
+
     /// A platform with operating points `opps` (any order), `cores` compute cores, idle power
     /// `idle_w` in W and the dynamic power `core_dyn_w` in W of one fully busy core at the top
     /// operating point. Frequency cap and thread count are actuators, there is no fan actuator,

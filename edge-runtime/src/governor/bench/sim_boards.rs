@@ -24,7 +24,7 @@ use sensor_drivers::sim::{
 use sensor_drivers::{KiloHertz, MilliCelsius, Percent, PowerSensor, TempSensor};
 
 use super::{AMBIENT_C, BenchError, BoardSpec, Twin, TwinBoard, TwinSample};
-use crate::governor::platform::{Opp, Platform};
+use crate::governor::platform::Platform;
 
 /// Board profiles the benchmark runs by default.
 pub const BOARDS: [&str; 4] = ["rpi4", "rpi5", "rpi5-active", "jetson-orin-nano"];
@@ -53,23 +53,8 @@ pub struct SimTwinBoard {
 impl SimTwinBoard {
     /// Wraps `profile` (its ambient is the runs' starting ambient).
     pub fn new(profile: Profile) -> Result<Self, BenchError> {
-        let opps = profile
-            .power
-            .dvfs
-            .iter()
-            .map(|op| Opp {
-                khz: op.khz,
-                millivolts: op.mv,
-            })
-            .collect();
-        let cores = u16::try_from(profile.cores)
-            .map_err(|_| BenchError::Sim("too many cores".to_string()))?;
-        let platform = Platform::new(
-            opps,
-            cores,
-            (profile.power.idle_mw / 1000.0) as f32,
-            (profile.power.core_dynamic_mw / 1000.0) as f32,
-        )?;
+        let platform = Platform::from_profile(&profile)?;
+        let cores = platform.cores();
         let top_ghz = f64::from(profile.max_khz().0) / 1e6;
         let speedup =
             f64::from(platform.thread_speedup(cores)) / f64::from(platform.thread_speedup(4));
