@@ -251,6 +251,15 @@ pub struct I2cDevice {
     pub error: Option<String>,
 }
 
+/// The actuators a [`Board`] hands over with [`Board::take_actuators`]; each is `None` where
+/// the board has none the runtime may write.
+pub struct BoardActuators {
+    /// The CPU frequency ceiling (cpufreq `scaling_max_freq`, or the twin's clock).
+    pub freq_cap: Option<Box<dyn FreqCap + Send>>,
+    /// The fan (the kernel's `pwm-fan` cooling device, or the twin's fan).
+    pub fan: Option<Box<dyn Fan + Send>>,
+}
+
 /// One handle on the board's sensing and cooling: a real board or the twin, told apart only by
 /// [`Board::source`].
 pub struct Board {
@@ -317,6 +326,15 @@ impl Board {
     /// The fan, when the board has one the runtime may drive.
     pub fn fan(&mut self) -> Option<&mut (dyn Fan + Send + 'static)> {
         self.fan.as_deref_mut()
+    }
+
+    /// Takes the frequency ceiling and the fan out of the board, for a governor that drives
+    /// them and restores them itself; the board no longer touches what it handed over.
+    pub fn take_actuators(&mut self) -> BoardActuators {
+        BoardActuators {
+            freq_cap: self.freq_cap.take(),
+            fan: self.fan.take(),
+        }
     }
 
     /// The twin's live driver, for a runtime that ticks it on its own schedule.
@@ -667,6 +685,22 @@ mod tests {
         let fan = board.fan().unwrap();
         assert_eq!(fan.duty().unwrap().get(), 25);
         assert_eq!(fan.speed().unwrap().map(|r| r.0), Some(2_998));
+    }
+
+    #[test]
+    fn taken_actuators_leave_the_board_and_keep_working() {
+        let dir = pi5();
+        let mut board = open_board(&config(dir.path())).unwrap();
+        let BoardActuators { freq_cap, fan } = board.take_actuators();
+        let mut cap = freq_cap.expect("the Pi 5 tree has a writable cpufreq ceiling");
+        assert!(fan.is_some(), "the Pi 5 tree has a pwm-fan cooling device");
+        assert!(board.freq_cap().is_none() && board.fan().is_none());
+        let applied = cap.set_cap(sensor_drivers::KiloHertz(1_500_000)).unwrap();
+        assert!(applied.0 <= 1_500_000);
+        cap.restore().unwrap();
+        assert_eq!(cap.cap().0, 2_400_000);
+        // The board restores nothing it no longer holds.
+        board.restore().unwrap();
     }
 
     #[test]

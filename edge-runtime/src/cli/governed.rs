@@ -1,11 +1,13 @@
 //! The governor around the main job: opens the board (real sensors when present, else the
-//! simulated SoC, heated live by this process's CPU time), starts the governor's control loop
-//! on its own thread, and hands the token loop a gate that takes a permit before each token.
-//! In the run path the governor acts through pacing alone (no sysfs writes), which is what an
-//! unprivileged process has on any board.
+//! simulated SoC, heated live by this process's CPU time), hands the governor every actuator
+//! the board lends (the cpufreq ceiling and the fan where they are writable, the engine's
+//! thread count always, pacing always), starts its control loop on its own thread, and hands
+//! the token loop a gate that takes a permit before each token and switches the engine's
+//! thread count when the governor changes it. Whatever the governor changed is restored when
+//! the job ends, on SIGTERM/SIGINT (through [`crate::shutdown`]) and while a panic unwinds.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,13 +16,14 @@ use clap::Args;
 use sensor_drivers::linux::board::BoardKind;
 use sensor_drivers::sim::Profile;
 
+use crate::engine::ComputeThreads;
 use crate::engine::generate::{Gate, TokenEvent};
 use crate::governor::platform::{Opp, Platform};
 use crate::governor::runner::{
     GovernorHandle, GovernorRunner, GovernorStatus, reading_from_snapshot,
 };
 use crate::governor::{Governor, GovernorConfig, Permit, Permits, Priority};
-use crate::sensing::{Board, SensingConfig, Source, open_board};
+use crate::sensing::{Board, BoardActuators, SensingConfig, Source, open_board};
 
 /// Governor flags of the main job.
 #[derive(Debug, Clone, Args)]
@@ -36,29 +39,55 @@ pub struct GovernorArgs {
     /// Simulated seconds per wall second for the simulated SoC.
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub sim_time_scale: f64,
+    /// Act through pacing and the thread count alone: leave the CPU frequency ceiling and the
+    /// fan to the kernel even where they are writable.
+    #[arg(long)]
+    pub pacing_only: bool,
     /// Run without the governor (no sensors, no pacing).
     #[arg(long)]
     pub no_governor: bool,
 }
 
-/// A running governor: its handle, the permits it publishes, and its thread.
+/// A running governor: its handle, the permits it publishes, the engine's thread pools and
+/// the control thread.
 pub struct Governed {
     handle: GovernorHandle,
     permits: Permits,
+    threads: Mutex<ComputeThreads>,
+    actuators: &'static str,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// The board's first firmware throttle point in °C and the governor's view of the board
-/// (pacing only: no frequency or fan actuator in the run path).
-fn platform_for(board: &Board) -> Result<(Platform, f32)> {
-    let (platform, firmware_c) = match board.source() {
+/// Voltage assumed for every operating point of a real board, whose cpufreq does not publish
+/// voltages: the power model then scales with frequency alone, which the online
+/// identification corrects.
+const UNKNOWN_OPP_MILLIVOLTS: u32 = 900;
+
+/// Fan levels the governor plans with; level `l` becomes duty `l/4`, the four cooling states
+/// of the Raspberry Pi 5 active cooler.
+const FAN_LEVELS: u8 = 4;
+
+/// The board's first firmware throttle point in °C and the governor's view of the board: its
+/// operating points, `threads` compute cores (the most the engine will use), and which of the
+/// actuators in `actuators` it drives.
+fn platform_for(
+    board: &Board,
+    threads: u16,
+    actuators: &BoardActuators,
+) -> Result<(Platform, f32)> {
+    let (opps, idle_w, core_w, firmware_c) = match board.source() {
         Source::Simulated { profile } => {
             let p = Profile::builtin(profile)
                 .or_else(|_| Profile::from_file(std::path::Path::new(profile)))
                 .map_err(|e| anyhow!("simulated SoC profile {profile:?}: {e}"))?;
             let platform = Platform::from_profile(&p)?;
-            (platform, p.firmware.soft_limit_mc as f32 / 1000.0)
+            (
+                platform.opps().to_vec(),
+                platform.idle_w(),
+                platform.core_dyn_w(),
+                p.firmware.soft_limit_mc as f32 / 1000.0,
+            )
         }
         Source::Real { board, .. } => {
             // Published first throttle points: Pi firmware 80 °C; Orin passive trip 95 °C.
@@ -68,31 +97,32 @@ fn platform_for(board: &Board) -> Result<(Platform, f32)> {
                 BoardKind::JetsonOrinNano => (95.0, 1_510_000, 5.0, 1.2),
                 BoardKind::Unknown => (80.0, 2_000_000, 3.0, 1.5),
             };
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(4);
-            let cores = u16::try_from(cores).unwrap_or(u16::MAX);
-            let platform = Platform::new(
-                vec![Opp {
+            let levels: Vec<u32> = actuators
+                .freq_cap
+                .as_ref()
+                .map(|cap| cap.levels().iter().map(|l| l.0).collect())
+                .filter(|l: &Vec<u32>| !l.is_empty())
+                .unwrap_or_else(|| vec![khz]);
+            let opps = levels
+                .into_iter()
+                .map(|khz| Opp {
                     khz,
-                    millivolts: 900,
-                }],
-                cores,
-                idle_w,
-                core_w,
-            )?;
-            (platform, firmware_c)
+                    millivolts: UNKNOWN_OPP_MILLIVOLTS,
+                })
+                .collect();
+            (opps, idle_w, core_w, firmware_c)
         }
     };
-    let platform = platform
-        .with_freq_writable(false)
-        .with_threads_adjustable(false)
-        .with_fan(None);
+    let platform = Platform::new(opps, threads, idle_w, core_w)?
+        .with_freq_writable(actuators.freq_cap.is_some())
+        .with_threads_adjustable(threads > 1)
+        .with_fan(actuators.fan.is_some().then_some(FAN_LEVELS));
     Ok((platform, firmware_c))
 }
 
 impl Governed {
-    /// Opens the board and starts the control loop.
+    /// Opens the board and starts the control loop; the engine may use up to `threads`
+    /// compute threads, fewer when the governor says so.
     pub fn start(args: &GovernorArgs, threads: usize) -> Result<Self> {
         let sensing = SensingConfig {
             sim: args.sim.clone(),
@@ -101,7 +131,20 @@ impl Governed {
         };
         let mut board = open_board(&sensing)?;
         let threads = u16::try_from(threads.max(1)).unwrap_or(u16::MAX);
-        let (platform, firmware_c) = platform_for(&board)?;
+        let mut actuators = board.take_actuators();
+        if args.pacing_only {
+            actuators = BoardActuators {
+                freq_cap: None,
+                fan: None,
+            };
+        }
+        let (platform, firmware_c) = platform_for(&board, threads, &actuators)?;
+        let described = match (actuators.freq_cap.is_some(), actuators.fan.is_some()) {
+            (true, true) => "clock cap, threads, pacing, fan",
+            (true, false) => "clock cap, threads, pacing",
+            (false, true) => "threads, pacing, fan",
+            (false, false) => "threads, pacing",
+        };
         let mut cfg = GovernorConfig::builder(platform, firmware_c);
         if let Some(sp) = args.setpoint {
             cfg = cfg.with_setpoint_c(sp);
@@ -109,6 +152,11 @@ impl Governed {
         let cfg = cfg.build().context("governor configuration")?;
         let permits = Permits::new(threads);
         let mut warned = false;
+        let time_scale = if board.is_simulated() {
+            args.sim_time_scale
+        } else {
+            1.0
+        };
         let source = move |now: Duration| {
             if let Err(e) = board.advance()
                 && !warned
@@ -119,13 +167,19 @@ impl Governed {
             let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
             reading_from_snapshot(&board.snapshot(now_ms), now)
         };
-        let (handle, driver) = GovernorRunner::new(
+        let mut runner = GovernorRunner::new(
             Box::new(Governor::new(cfg)),
             permits.clone(),
             Box::new(source),
         )
-        .build()
-        .context("starting the governor")?;
+        .with_time_scale(time_scale);
+        if let Some(cap) = actuators.freq_cap {
+            runner = runner.with_freq_cap(cap);
+        }
+        if let Some(fan) = actuators.fan {
+            runner = runner.with_fan(fan);
+        }
+        let (handle, driver) = runner.build().context("starting the governor")?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_thread = stop.clone();
         let thread = std::thread::Builder::new()
@@ -136,12 +190,33 @@ impl Governed {
                 }
             })
             .context("spawning the governor thread")?;
+        log::info!("governor acting through: {described}");
         Ok(Governed {
             handle,
             permits,
+            threads: Mutex::new(ComputeThreads::new(
+                usize::from(threads),
+                usize::from(threads),
+            )),
+            actuators: described,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// The actuators the governor drives, in words (e.g. `clock cap, threads, pacing`).
+    pub fn actuators(&self) -> &'static str {
+        self.actuators
+    }
+
+    /// The handle on the running governor (status, setpoint changes).
+    pub fn handle(&self) -> &GovernorHandle {
+        &self.handle
+    }
+
+    /// The permits the governor paces; the trainer takes its steps through these.
+    pub fn permits(&self) -> &Permits {
+        &self.permits
     }
 
     /// The governor's current status.
@@ -150,12 +225,16 @@ impl Governed {
     }
 
     /// A gate for the token loop: waits for an interactive permit before each token and
-    /// holds it until the next call, so the permit spans the token's work.
+    /// holds it until the next call, so the permit spans the token's work, and applies the
+    /// governor's thread count to the engine.
     pub fn gate(&self) -> impl FnMut(TokenEvent<'_>) -> Gate + '_ {
         let mut held: Option<Permit<'_>> = None;
         move |_| {
             drop(held.take());
             let _ = held.insert(self.permits.acquire(Priority::Interactive));
+            let threads = usize::from(self.permits.threads());
+            let mut pools = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+            pools.set(threads);
             Gate::Continue
         }
     }

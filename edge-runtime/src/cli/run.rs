@@ -4,7 +4,8 @@
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
@@ -12,12 +13,13 @@ use clap::Args;
 use super::governed::{Governed, GovernorArgs};
 use super::{ModelArgs, SamplingArgs};
 use crate::engine::chat::{Message, Role};
-use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, generate};
+use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, TokenEvent, generate};
 use crate::engine::import::is_current_import;
 use crate::engine::model::{KvState, LoadedModel};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::{WeightFormat, set_compute_threads};
 use crate::models::{DEFAULT_MODEL, cache_root, model_dir};
+use crate::shutdown::Shutdown;
 
 /// Flags of `thermo run`.
 #[derive(Debug, Args)]
@@ -151,6 +153,33 @@ fn start_governor(args: &GovernorArgs, threads: usize) -> Result<Option<Governed
     Governed::start(args, threads).map(Some)
 }
 
+/// Why the gate stops a generation once SIGTERM or SIGINT arrived.
+const INTERRUPTED: &str = "interrupted by a signal";
+
+/// Generates under the governor's gate when there is one, stopping at the next token once a
+/// stop was requested.
+fn governed_generate(
+    state: &mut KvState,
+    ids: &[u32],
+    opts: &GenerateOptions,
+    governed: Option<&Governed>,
+    shutdown: &Shutdown,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<GenerationStats> {
+    let mut inner: Box<dyn FnMut(TokenEvent<'_>) -> Gate + '_> = match governed {
+        Some(g) => Box::new(g.gate()),
+        None => Box::new(|_| Gate::Continue),
+    };
+    let mut gate = |event: TokenEvent<'_>| {
+        if shutdown.is_requested() {
+            Gate::Stop(INTERRUPTED.to_owned())
+        } else {
+            inner(event)
+        }
+    };
+    generate(state, ids, opts, &mut gate, on_text)
+}
+
 /// `thermo run PROMPT`.
 pub fn run(args: RunArgs) -> Result<()> {
     if args.prompt.trim().is_empty() {
@@ -167,6 +196,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.raw.then_some(args.prompt.as_str()),
     )?;
     let mut state = KvState::new(model)?;
+    let shutdown = Shutdown::install()?;
     let governed = start_governor(&args.governor, args.model.threads)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -174,16 +204,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     };
-    let stats = match &governed {
-        Some(g) => generate(&mut state, &ids, &opts, &mut g.gate(), &mut on_text)?,
-        None => generate(
-            &mut state,
-            &ids,
-            &opts,
-            &mut |_| Gate::Continue,
-            &mut on_text,
-        )?,
-    };
+    let stats = governed_generate(
+        &mut state,
+        &ids,
+        &opts,
+        governed.as_ref(),
+        &shutdown,
+        &mut on_text,
+    )?;
     let _ = writeln!(out);
     eprintln!("{}", summary(&stats));
     if let Some(g) = governed {
@@ -198,16 +226,21 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     opts.sampling.validate()?;
     let model = load(&args.model)?;
     let mut state = KvState::new(model.clone())?;
+    let shutdown = Shutdown::install()?;
     let governed = start_governor(&args.governor, args.model.threads)?;
     let mut history: Vec<Message> = vec![];
-    let stdin = std::io::stdin();
-    let mut line = String::new();
+    let lines = stdin_lines();
     loop {
         eprint!("> ");
-        line.clear();
-        if stdin.lock().read_line(&mut line).context("reading stdin")? == 0 {
-            break;
-        }
+        let line = match next_line(&lines, &shutdown) {
+            Some(Ok(line)) => line,
+            Some(Err(e)) => return Err(e).context("reading stdin"),
+            None => {
+                // End the prompt's line.
+                eprintln!();
+                break;
+            }
+        };
         let text = line.trim();
         if text == "/quit" || text == "/exit" {
             break;
@@ -230,16 +263,14 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             print!("{t}");
             let _ = std::io::stdout().flush();
         };
-        let result = match &governed {
-            Some(g) => generate(&mut state, &ids, &opts, &mut g.gate(), &mut on_text),
-            None => generate(
-                &mut state,
-                &ids,
-                &opts,
-                &mut |_| Gate::Continue,
-                &mut on_text,
-            ),
-        };
+        let result = governed_generate(
+            &mut state,
+            &ids,
+            &opts,
+            governed.as_ref(),
+            &shutdown,
+            &mut on_text,
+        );
         println!();
         match result {
             Ok(stats) => {
@@ -254,6 +285,55 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 eprintln!("error: {e:#}");
             }
         }
+        if shutdown.is_requested() {
+            break;
+        }
+    }
+    if let Some(g) = governed {
+        eprintln!("[governor: {}]", g.finish().line());
     }
     Ok(())
+}
+
+/// Stdin read line by line on a thread of its own, so the chat loop can wait for a line and
+/// still notice a stop request.
+fn stdin_lines() -> mpsc::Receiver<std::io::Result<String>> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        loop {
+            let mut line = String::new();
+            let result = stdin.lock().read_line(&mut line);
+            let done = !matches!(result, Ok(n) if n > 0);
+            let item = result.map(|_| line);
+            if done {
+                // End of input: say so by dropping the sender (an error is passed on first).
+                if let Err(e) = item {
+                    let _ = tx.send(Err(e));
+                }
+                return;
+            }
+            if tx.send(item).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line, or `None` at end of input or once a stop was requested.
+fn next_line(
+    lines: &mpsc::Receiver<std::io::Result<String>>,
+    shutdown: &Shutdown,
+) -> Option<std::io::Result<String>> {
+    loop {
+        if shutdown.is_requested() {
+            return None;
+        }
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(item) => return Some(item),
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
+    }
 }

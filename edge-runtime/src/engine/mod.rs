@@ -18,10 +18,72 @@ pub use onnx_export::WeightFormat;
 
 /// Sets how many threads tract's matrix products use from now on, process-wide.
 pub fn set_compute_threads(threads: usize) {
-    use tract_linalg::multithread::{Executor, set_default_executor};
+    use tract_linalg::multithread::set_default_executor;
+    set_default_executor(executor(threads));
+}
+
+fn executor(threads: usize) -> tract_linalg::multithread::Executor {
+    use tract_linalg::multithread::Executor;
     if threads <= 1 {
-        set_default_executor(Executor::SingleThread);
+        Executor::SingleThread
     } else {
-        set_default_executor(Executor::multithread(threads));
+        Executor::multithread(threads)
+    }
+}
+
+/// Switches tract's thread count between steps without rebuilding a thread pool each time:
+/// every pool size used once is kept (idle pool threads sleep), so a governor that moves
+/// between 1 and N threads costs one pointer swap per change.
+#[derive(Debug)]
+pub struct ComputeThreads {
+    pools: Vec<Option<tract_linalg::multithread::Executor>>,
+    current: usize,
+}
+
+impl ComputeThreads {
+    /// Starts at `threads` (at least 1), the most this will ever use being `max`.
+    pub fn new(threads: usize, max: usize) -> Self {
+        let max = max.max(1);
+        let mut pools = vec![None; max];
+        let current = threads.clamp(1, max);
+        let exec = executor(current);
+        tract_linalg::multithread::set_default_executor(exec.clone());
+        pools[current - 1] = Some(exec);
+        Self { pools, current }
+    }
+
+    /// Threads in use now.
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    /// Uses `threads` (clamped to `1..=max`) from the next matrix product on; a no-op when
+    /// unchanged.
+    pub fn set(&mut self, threads: usize) {
+        let n = threads.clamp(1, self.pools.len());
+        if n == self.current {
+            return;
+        }
+        let slot = &mut self.pools[n - 1];
+        let exec = slot.get_or_insert_with(|| executor(n)).clone();
+        tract_linalg::multithread::set_default_executor(exec);
+        self.current = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ComputeThreads;
+
+    #[test]
+    fn thread_count_is_clamped_to_the_configured_range() {
+        let mut t = ComputeThreads::new(2, 2);
+        assert_eq!(t.current(), 2);
+        t.set(8);
+        assert_eq!(t.current(), 2);
+        t.set(0);
+        assert_eq!(t.current(), 1);
+        t.set(2);
+        assert_eq!(t.current(), 2);
     }
 }

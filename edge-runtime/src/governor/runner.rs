@@ -134,6 +134,9 @@ pub enum RunnerError {
     /// An actuator was given that the platform does not let the governor use.
     #[error("a {0} actuator was given but the platform does not let the governor use it")]
     UnusedActuator(&'static str),
+    /// The time scale is not a positive, finite factor.
+    #[error("the time scale must be a positive, finite factor, not {0}")]
+    InvalidTimeScale(f64),
     /// Putting an actuator back failed.
     #[error("restoring the {actuator}: {source}")]
     Restore {
@@ -433,6 +436,7 @@ pub struct GovernorRunner {
     source: Box<dyn ObservationSource + Send>,
     freq: Option<Box<dyn FreqCap + Send>>,
     fan: Option<Box<dyn Fan + Send>>,
+    time_scale: f64,
 }
 
 impl GovernorRunner {
@@ -450,7 +454,16 @@ impl GovernorRunner {
             source,
             freq: None,
             fan: None,
+            time_scale: 1.0,
         }
+    }
+
+    /// Board seconds per wall second, for a simulated board that runs time-compressed:
+    /// [`GovernorDriver::run`] then ticks every `period / scale` of wall time and passes the
+    /// board's time to the controller, so the control period stays one period of board time.
+    pub fn with_time_scale(mut self, scale: f64) -> Self {
+        self.time_scale = scale;
+        self
     }
 
     /// The cpufreq cap the governor writes (required when the platform declares a writable
@@ -470,6 +483,9 @@ impl GovernorRunner {
     /// Checks that the actuators match what the controller's platform plans with, and builds
     /// the pair. Nothing is read or written yet.
     pub fn build(self) -> Result<(GovernorHandle, GovernorDriver), RunnerError> {
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+            return Err(RunnerError::InvalidTimeScale(self.time_scale));
+        }
         let cfg = self.controller.config();
         let platform = cfg.platform();
         match (platform.freq_writable(), self.freq.is_some()) {
@@ -510,6 +526,7 @@ impl GovernorRunner {
             },
             shared: Arc::clone(&shared),
             period,
+            time_scale: self.time_scale,
             epoch: Instant::now(),
             last_stats: stats,
             window: VecDeque::from([stats]),
@@ -532,6 +549,7 @@ pub struct GovernorDriver {
     actuators: Actuators,
     shared: Arc<Shared>,
     period: Duration,
+    time_scale: f64,
     epoch: Instant,
     last_stats: PermitStats,
     window: VecDeque<PermitStats>,
@@ -657,20 +675,20 @@ impl GovernorDriver {
 
     /// Ticks every control period on the calling thread until `stop` is set or
     /// [`GovernorHandle::stop`] is called, then restores the actuators. Time is measured from
-    /// when the pair was built. A late tick is not caught up: the next one follows one period
-    /// after it.
+    /// when the pair was built, in board time (wall time × the time scale). A late tick is not
+    /// caught up: the next one follows one period after it.
     pub fn run(mut self, stop: &AtomicBool) -> Result<(), RunnerError> {
         let stopping =
             |shared: &Shared| stop.load(Ordering::Acquire) || shared.stop.load(Ordering::Acquire);
+        let wall_period = self.period.div_f64(self.time_scale);
         let mut next = Instant::now();
         while !stopping(&self.shared) {
-            let now = self.epoch.elapsed();
+            let tick_at = Instant::now();
+            let now = tick_at.duration_since(self.epoch).mul_f64(self.time_scale);
             self.tick(now);
-            next += self.period;
-            let after = Instant::now();
-            if next < after {
-                next = after;
-            }
+            // On schedule, the next tick is one period after this one was due; after a late
+            // tick, one period after it ran.
+            next = (next + wall_period).max(tick_at + wall_period);
             while !stopping(&self.shared) {
                 let left = next.saturating_duration_since(Instant::now());
                 if left.is_zero() {

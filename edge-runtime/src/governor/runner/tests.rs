@@ -660,3 +660,64 @@ fn a_sensor_set_reads_as_fresh_then_stale_with_the_last_good_value() {
     assert_eq!(none.temp.health, Health::Missing);
     assert_eq!(none.power_w, None);
 }
+
+#[test]
+fn a_time_compressed_board_is_ticked_once_per_period_of_board_time() {
+    const SCALE: f64 = 25.0;
+    let board = Board::new(50.0);
+    let permits = Permits::new(4);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder {
+        cfg: config(platform().with_freq_writable(false)),
+        seen: Arc::clone(&seen),
+    };
+    let (handle, driver) = GovernorRunner::new(Box::new(recorder), permits, board.source())
+        .with_time_scale(SCALE)
+        .build()
+        .expect("a positive time scale");
+    let never = AtomicBool::new(false);
+    let started = Instant::now();
+    let worker = std::thread::spawn(move || driver.run(&never));
+    while handle.status().ticks < 6 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.stop();
+    let wall = started.elapsed();
+    assert!(worker.join().expect("no panic").is_ok());
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let times: Vec<Duration> = seen.iter().map(|o| o.temp.sampled_at).collect();
+    assert!(times.len() >= 6, "{times:?}");
+    // Ticks are at least one control period of board time apart, however late the thread is.
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] >= PERIOD, "{times:?}");
+    }
+    // Board time runs at SCALE × wall time: the last tick is no later than that allows.
+    let last = times.last().copied().unwrap_or_default();
+    assert!(
+        last <= wall.mul_f64(SCALE),
+        "{last:?} after {wall:?} of wall time"
+    );
+    // And well ahead of wall time: six periods of board time took far less wall time.
+    assert!(
+        last > wall,
+        "{last:?} board time after {wall:?} of wall time"
+    );
+}
+
+#[test]
+fn build_rejects_a_time_scale_that_is_not_positive_and_finite() {
+    for scale in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let board = Board::new(50.0);
+        let built = GovernorRunner::new(
+            Box::new(Governor::new(config(platform().with_freq_writable(false)))),
+            Permits::new(4),
+            board.source(),
+        )
+        .with_time_scale(scale)
+        .build();
+        assert!(
+            matches!(built, Err(RunnerError::InvalidTimeScale(_))),
+            "{scale}"
+        );
+    }
+}
