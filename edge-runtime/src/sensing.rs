@@ -268,8 +268,17 @@ pub struct Board {
     sensors: SensorSet,
     freq_cap: Option<Box<dyn FreqCap + Send>>,
     fan: Option<Box<dyn Fan + Send>>,
+    /// Whether this process may write the frequency ceiling and the fan (sysfs attributes are
+    /// root-only unless granted).
+    writable: Writable,
     live: Option<LiveDriver>,
     i2c: Vec<I2cDevice>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Writable {
+    freq_cap: bool,
+    fan: bool,
 }
 
 impl fmt::Debug for Board {
@@ -329,11 +338,28 @@ impl Board {
     }
 
     /// Takes the frequency ceiling and the fan out of the board, for a governor that drives
-    /// them and restores them itself; the board no longer touches what it handed over.
+    /// them and restores them itself; the board no longer touches what it handed over. Only
+    /// actuators this process may write are handed over: on a real board that usually takes
+    /// root or a granted write access (the systemd unit's), and the rest stay with the kernel.
     pub fn take_actuators(&mut self) -> BoardActuators {
+        let take = |present: bool, writable: bool, what: &str| {
+            if present && !writable {
+                log::info!(
+                    "the {what} is read-only for this process; the kernel keeps it (run as root \
+                     or grant write access to govern it)"
+                );
+            }
+            present && writable
+        };
+        let freq = take(
+            self.freq_cap.is_some(),
+            self.writable.freq_cap,
+            "CPU frequency ceiling",
+        );
+        let fan = take(self.fan.is_some(), self.writable.fan, "fan");
         BoardActuators {
-            freq_cap: self.freq_cap.take(),
-            fan: self.fan.take(),
+            freq_cap: if freq { self.freq_cap.take() } else { None },
+            fan: if fan { self.fan.take() } else { None },
         }
     }
 
@@ -415,6 +441,10 @@ fn open_twin(profile: &str, time_scale: f64) -> Result<Board> {
         sensors,
         freq_cap: Some(freq_cap),
         fan,
+        writable: Writable {
+            freq_cap: true,
+            fan: true,
+        },
         live: Some(live),
         i2c: Vec::new(),
     })
@@ -535,15 +565,21 @@ fn open_real(cfg: &SensingConfig) -> Result<Board> {
             .find(|s| s.role == Role::SocTemp)
             .map(|s| s.name.clone());
     }
+    let mut writable = Writable::default();
     let freq_cap = match CpufreqCap::discover(&root.cpu_freq()) {
-        Ok(cap) => cap.map(|cap| Box::new(cap) as Box<dyn FreqCap + Send>),
+        Ok(cap) => cap.map(|cap| {
+            writable.freq_cap = cap.is_writable();
+            Box::new(cap) as Box<dyn FreqCap + Send>
+        }),
         Err(error) => {
             log::warn!("no CPU frequency ceiling: {error}");
             None
         }
     };
-    let fan = kernel_fan(&root, governing_zone.as_deref())
-        .map(|fan| Box::new(fan) as Box<dyn Fan + Send>);
+    let fan = kernel_fan(&root, governing_zone.as_deref()).map(|fan| {
+        writable.fan = fan.is_writable();
+        Box::new(fan) as Box<dyn Fan + Send>
+    });
     let source = Source::Real {
         board: found.board.kind,
         model: found.board.model,
@@ -558,6 +594,7 @@ fn open_real(cfg: &SensingConfig) -> Result<Board> {
         sensors,
         freq_cap,
         fan,
+        writable,
         live: None,
         i2c,
     })

@@ -43,6 +43,10 @@ pub struct GovernorArgs {
     /// fan to the kernel even where they are writable.
     #[arg(long)]
     pub pacing_only: bool,
+    /// Let the governor drive the fan too (the `pwm-fan` cooling device): while it runs, the
+    /// governing zone's kernel thermal governor is switched off, and switched back on at exit.
+    #[arg(long, conflicts_with = "pacing_only")]
+    pub drive_fan: bool,
     /// Run without the governor (no sensors, no pacing).
     #[arg(long)]
     pub no_governor: bool,
@@ -133,10 +137,10 @@ impl Governed {
         let threads = u16::try_from(threads.max(1)).unwrap_or(u16::MAX);
         let mut actuators = board.take_actuators();
         if args.pacing_only {
-            actuators = BoardActuators {
-                freq_cap: None,
-                fan: None,
-            };
+            actuators.freq_cap = None;
+        }
+        if !args.drive_fan {
+            actuators.fan = None;
         }
         let (platform, firmware_c) = platform_for(&board, threads, &actuators)?;
         let described = match (actuators.freq_cap.is_some(), actuators.fan.is_some()) {

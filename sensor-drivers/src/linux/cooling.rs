@@ -117,6 +117,12 @@ impl KernelFan {
         &self.device
     }
 
+    /// True when this process may write the device's `cur_state` and the zone's `mode`.
+    pub fn is_writable(&self) -> bool {
+        sysfs::is_writable(&self.device.dir.join("cur_state"))
+            && self.zone.as_ref().is_none_or(ThermalZone::mode_writable)
+    }
+
     /// True while the zone's governor is held disabled by this fan.
     pub fn is_manual(&self) -> bool {
         self.guard.is_some()

@@ -98,6 +98,11 @@ impl CpufreqPolicy {
         sysfs::write_text(&self.dir.join("scaling_max_freq"), &freq.0.to_string())
     }
 
+    /// True when this process may write `scaling_max_freq`.
+    pub fn max_freq_writable(&self) -> bool {
+        sysfs::is_writable(&self.dir.join("scaling_max_freq"))
+    }
+
     /// Reads `scaling_cur_freq` (the requested clock).
     pub fn cur_freq(&self) -> Result<KiloHertz, SysfsError> {
         sysfs::read_int(&self.dir.join("scaling_cur_freq")).map(KiloHertz)
@@ -202,6 +207,11 @@ impl CpufreqCap {
             .map(PolicyCap::new)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(CpufreqCap::new(caps))
+    }
+
+    /// True when this process may write every policy's `scaling_max_freq`.
+    pub fn is_writable(&self) -> bool {
+        self.caps.iter().all(|cap| cap.policy.max_freq_writable())
     }
 
     fn leader(&self) -> Option<&PolicyCap> {

@@ -194,6 +194,13 @@ pub fn read_list<T: std::str::FromStr>(path: &Path) -> Result<Vec<T>, SysfsError
         .collect()
 }
 
+/// True when this process may write the attribute at `path` (it is opened for writing, and
+/// nothing is written). Sysfs attributes are root-only by default: an unprivileged process
+/// sees them as read-only.
+pub fn is_writable(path: &Path) -> bool {
+    fs::OpenOptions::new().write(true).open(path).is_ok()
+}
+
 /// Writes an attribute (a trailing newline is added, as `echo` does).
 pub fn write_text(path: &Path, value: &str) -> Result<(), SysfsError> {
     fs::write(path, format!("{value}\n")).map_err(|e| SysfsError::from_io(path, e))

@@ -181,6 +181,11 @@ impl ThermalZone {
         }
     }
 
+    /// True when this process may write the zone's `mode`.
+    pub fn mode_writable(&self) -> bool {
+        sysfs::is_writable(&self.dir.join("mode"))
+    }
+
     /// Writes `mode` (needs root).
     pub fn set_mode(&self, mode: ZoneMode) -> Result<(), SysfsError> {
         sysfs::write_text(&self.dir.join("mode"), mode.as_str())
