@@ -180,15 +180,15 @@ pub fn filters(share: Option<&str>) -> Vec<String> {
 }
 
 /// Subscribes to the fleet and folds messages into `view` until `for_how_long` has passed
-/// (forever when `None`), calling `on_tick` about once per `refresh`. Resubscribes after every
-/// reconnect.
+/// (forever when `None`) or `on_tick` returns false; `on_tick` runs about once per `refresh`.
+/// Resubscribes after every reconnect.
 pub fn watch(
     broker: &BrokerConfig,
     share: Option<&str>,
     view: &mut FleetView,
     for_how_long: Option<Duration>,
     refresh: Duration,
-    mut on_tick: impl FnMut(&FleetView),
+    mut on_tick: impl FnMut(&FleetView) -> bool,
 ) -> Result<(), BrokerError> {
     let mut options = broker.mqtt_options(None)?;
     options.set_inflight(100);
@@ -220,7 +220,9 @@ pub fn watch(
             Err(rumqttc::RecvTimeoutError::Disconnected) => break,
         }
         if last_tick.elapsed() >= refresh {
-            on_tick(view);
+            if !on_tick(view) {
+                break;
+            }
             last_tick = Instant::now();
         }
     }
