@@ -199,9 +199,11 @@ impl Subscriber {
                         sub.store(true, Ordering::Relaxed);
                     }
                     Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
-                        m.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((p.topic.clone(), p.payload.to_vec(), p.retain));
+                        m.lock().unwrap_or_else(|e| e.into_inner()).push((
+                            p.topic.clone(),
+                            p.payload.to_vec(),
+                            p.retain,
+                        ));
                     }
                     Ok(Ok(_)) => {}
                     Ok(Err(_)) => std::thread::sleep(Duration::from_millis(200)),

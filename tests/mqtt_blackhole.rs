@@ -41,7 +41,9 @@ fn decode_tps(model: &Arc<LoadedModel>, t: &Telemetry) -> Result<f64> {
         }
     });
     let mut state = KvState::new(model.clone())?;
-    let ids = model.tokenizer.encode("Why does a chip slow down when it gets hot?")?;
+    let ids = model
+        .tokenizer
+        .encode("Why does a chip slow down when it gets hot?")?;
     let opts = GenerateOptions {
         max_tokens: TOKENS,
         sampling: SamplingParams {
@@ -51,7 +53,13 @@ fn decode_tps(model: &Arc<LoadedModel>, t: &Telemetry) -> Result<f64> {
         stop: vec![],
     };
     let start = Instant::now();
-    let stats = generate(&mut state, &ids, &opts, &mut |_| Gate::Continue, &mut |_| {})?;
+    let stats = generate(
+        &mut state,
+        &ids,
+        &opts,
+        &mut |_| Gate::Continue,
+        &mut |_| {},
+    )?;
     t.send(Body::Request(RequestDone {
         prompt_tokens: stats.prompt_tokens as u64,
         generated_tokens: stats.generated_tokens as u64,
@@ -109,8 +117,14 @@ fn decode_speed_with_a_blackholed_broker_stays_within_5_percent_of_no_broker() -
     );
     let sm = tm.stats();
     ensure!(!sm.connected && sm.delivered == 0, "{sm:?}");
-    ensure!(sm.queued > 0, "nothing was queued for the blackholed broker: {sm:?}");
-    ensure!(ratio >= 0.95, "decode slowed to {ratio:.3} of the broker-less speed");
+    ensure!(
+        sm.queued > 0,
+        "nothing was queued for the blackholed broker: {sm:?}"
+    );
+    ensure!(
+        ratio >= 0.95,
+        "decode slowed to {ratio:.3} of the broker-less speed"
+    );
     tf.stop();
     tm.stop();
     thf.join().map_err(|_| anyhow::anyhow!("panicked"))??;

@@ -23,17 +23,26 @@ struct Device {
 
 impl CommandTarget for Device {
     fn set_setpoint_c(&self, celsius: f32) -> Result<(), String> {
-        self.calls.lock().map_err(|e| e.to_string())?.push(format!("setpoint {celsius}"));
+        self.calls
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push(format!("setpoint {celsius}"));
         *self.setpoint_c.lock().map_err(|e| e.to_string())? = celsius;
         Ok(())
     }
     fn pause_training(&self) -> Result<(), String> {
-        self.calls.lock().map_err(|e| e.to_string())?.push("pause".into());
+        self.calls
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push("pause".into());
         *self.paused.lock().map_err(|e| e.to_string())? = true;
         Ok(())
     }
     fn resume_training(&self) -> Result<(), String> {
-        self.calls.lock().map_err(|e| e.to_string())?.push("resume".into());
+        self.calls
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push("resume".into());
         *self.paused.lock().map_err(|e| e.to_string())? = false;
         Ok(())
     }
@@ -81,8 +90,7 @@ impl Rig {
         .with_interval(Duration::from_millis(500))
         .with_allowed_commands(allowed);
         let target: Arc<dyn CommandTarget> = device.clone();
-        let (telemetry, driver): (Telemetry, TelemetryDriver) =
-            Telemetry::new(opts, Some(target))?;
+        let (telemetry, driver): (Telemetry, TelemetryDriver) = Telemetry::new(opts, Some(target))?;
         let thread = Some(std::thread::spawn(move || driver.run()));
         // Ready once the retained birth message is there (subscriptions go out just before).
         ensure!(
@@ -136,7 +144,11 @@ impl Rig {
     }
 
     fn unchanged(&self) -> Result<()> {
-        let calls = self.device.calls.lock().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let calls = self
+            .device
+            .calls
+            .lock()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         ensure!(calls.is_empty(), "the device was touched: {calls:?}");
         ensure!(self.device.snapshot().setpoint_c == 70.0);
         ensure!(self.telemetry.interval() == Duration::from_millis(500));
@@ -192,11 +204,7 @@ fn a_setpoint_below_the_ambient_is_refused_and_changes_nothing() -> Result<()> {
 
 #[test]
 fn an_out_of_range_interval_is_refused_and_changes_nothing() -> Result<()> {
-    Rig::new(CommandName::ALL.to_vec())?.refused(
-        "interval",
-        r#"{"seconds": 0}"#,
-        "outside",
-    )
+    Rig::new(CommandName::ALL.to_vec())?.refused("interval", r#"{"seconds": 0}"#, "outside")
 }
 
 #[test]
@@ -232,14 +240,25 @@ fn valid_commands_are_applied_and_acknowledged_with_the_new_status() -> Result<(
     let rig = Rig::new(CommandName::ALL.to_vec())?;
     let r = rig.command("setpoint", r#"{"celsius": 62.5, "id": "a1"}"#)?;
     ensure!(r.ok && r.id.as_deref() == Some("a1"), "{r:?}");
-    ensure!(r.status.as_ref().map(|s| s.setpoint_c) == Some(62.5), "{r:?}");
+    ensure!(
+        r.status.as_ref().map(|s| s.setpoint_c) == Some(62.5),
+        "{r:?}"
+    );
     ensure!(rig.command("pause_training", "")?.ok);
     ensure!(rig.telemetry.training_paused());
     ensure!(rig.command("resume_training", "{}")?.ok);
     ensure!(!rig.telemetry.training_paused());
     let r = rig.command("interval", r#"{"seconds": 2}"#)?;
-    ensure!(r.ok && rig.telemetry.interval() == Duration::from_secs(2), "{r:?}");
-    let calls = rig.device.calls.lock().map_err(|e| anyhow::anyhow!("{e}"))?.clone();
+    ensure!(
+        r.ok && rig.telemetry.interval() == Duration::from_secs(2),
+        "{r:?}"
+    );
+    let calls = rig
+        .device
+        .calls
+        .lock()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .clone();
     ensure!(calls == ["setpoint 62.5", "pause", "resume"], "{calls:?}");
     Ok(())
 }

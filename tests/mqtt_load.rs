@@ -45,8 +45,7 @@ fn tick(n: u64) -> Body {
 }
 
 #[test]
-fn two_hundred_devices_at_4_hz_for_60_s_lose_nothing_and_the_fleet_view_keeps_up() -> Result<()>
-{
+fn two_hundred_devices_at_4_hz_for_60_s_lose_nothing_and_the_fleet_view_keeps_up() -> Result<()> {
     let broker = Mosquitto::start()?;
     let url = broker.url();
     let progress = Arc::new(Mutex::new((0u64, 0u64, 0u64)));

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use e2e_tests::mosquitto::{Mosquitto, Subscriber, dedup_seqs, publish_once};
-use edge_runtime::telemetry::{
-    Body, BrokerConfig, Event, SinkConfig, Telemetry, TelemetryOptions,
-};
+use edge_runtime::telemetry::{Body, BrokerConfig, Event, SinkConfig, Telemetry, TelemetryOptions};
 
 const DEVICE: &str = "outage-dev";
 const RATE_HZ: f64 = 10.0;
@@ -83,7 +81,11 @@ fn every_record_arrives_once_in_order_across_a_30_s_broker_outage() -> Result<()
     let expected: Vec<u64> = (0..sent).collect();
     ensure!(seqs == expected, "missing or out of order: {seqs:?}");
     // The device resubscribed to its commands after the reconnect.
-    publish_once(broker.port(), &format!("thermo/{DEVICE}/cmd/status"), b"{\"id\":\"after\"}")?;
+    publish_once(
+        broker.port(),
+        &format!("thermo/{DEVICE}/cmd/status"),
+        b"{\"id\":\"after\"}",
+    )?;
     let replied = sub.wait_for(Duration::from_secs(10), |m| {
         m.iter().any(|(topic, p, _)| {
             topic == &format!("thermo/{DEVICE}/cmd/status/reply")
