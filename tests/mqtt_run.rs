@@ -128,3 +128,41 @@ fn thermo_run_publishes_ticks_a_request_record_and_a_clean_offline() -> Result<(
     ensure!(row.split_whitespace().nth(1) == Some("no"), "{row}");
     Ok(())
 }
+
+#[test]
+fn the_broker_password_never_appears_in_logs_or_telemetry() -> Result<()> {
+    const PASSWORD: &str = "pw-4f9c1e-never-print";
+    let broker = Mosquitto::start()?;
+    let sub = Subscriber::start(broker.port(), "pw-watcher", &["#"], false)?;
+    let queue = tempfile::tempdir()?;
+    let out = Command::new(thermo()?)
+        .arg("run")
+        .arg("--model")
+        .arg(tiny_model(WeightFormat::F32))
+        .args(["--threads", "1", "--sim", "rpi4", "--max-tokens", "8", "--raw"])
+        .args(["--mqtt", &broker.url(), "--device-id", "pw-dev"])
+        .args(["--mqtt-username", "alice", "--telemetry-interval", "0.2"])
+        .arg("--telemetry-queue")
+        .arg(queue.path())
+        .arg("Hi")
+        .env("THERMO_MQTT_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "debug")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "thermo run failed: {stderr}");
+    ensure!(
+        sub.wait_for(Duration::from_secs(10), |m| m
+            .iter()
+            .any(|(t, p, _)| t == "thermo/pw-dev/status" && p == b"offline")),
+        "the device never finished cleanly"
+    );
+    ensure!(!stderr.contains(PASSWORD), "the password is in the log");
+    ensure!(!String::from_utf8_lossy(&out.stdout).contains(PASSWORD));
+    let leaked = sub
+        .messages()
+        .iter()
+        .any(|(_, p, _)| String::from_utf8_lossy(p).contains(PASSWORD));
+    ensure!(!leaked, "the password was published");
+    ensure!(sub.messages().len() > 3, "too little traffic to judge");
+    Ok(())
+}
