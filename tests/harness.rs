@@ -1,6 +1,8 @@
 //! Shared harness for the end-to-end tests: the seeded tiny model, built once per test
 //! process, and the path of the `thermo` binary.
 
+pub mod mosquitto;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

@@ -8,3 +8,4 @@ pub mod governor;
 pub mod models;
 pub mod sensing;
 pub mod shutdown;
+pub mod telemetry;

@@ -59,6 +59,7 @@ pub struct Governed {
     permits: Permits,
     threads: Mutex<ComputeThreads>,
     actuators: &'static str,
+    probe: Probe,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -124,6 +125,25 @@ fn platform_for(
     Ok((platform, firmware_c))
 }
 
+/// What telemetry reads and steers: the governor's handle and permits, the board's last
+/// snapshot, the hard ceiling, the ambient temperature (simulated boards) and the platform's
+/// power model.
+#[derive(Clone)]
+pub struct Probe {
+    /// The governor's handle (status, run-time setpoint).
+    pub handle: GovernorHandle,
+    /// The permits the token loop and the trainer take.
+    pub permits: Permits,
+    /// The board's last snapshot, refreshed every governor tick.
+    pub snapshot: Arc<std::sync::Mutex<Option<sensor_drivers::sensor_set::Snapshot>>>,
+    /// The hard ceiling in °C.
+    pub ceiling_c: f32,
+    /// The ambient temperature in °C, where known.
+    pub ambient_c: Option<f32>,
+    /// The governor's platform (for modelled power).
+    pub platform: Platform,
+}
+
 impl Governed {
     /// Opens the board and starts the control loop; the engine may use up to `threads`
     /// compute threads, fewer when the governor says so.
@@ -154,6 +174,16 @@ impl Governed {
             cfg = cfg.with_setpoint_c(sp);
         }
         let cfg = cfg.build().context("governor configuration")?;
+        let ambient_c = match board.source() {
+            Source::Simulated { profile } => Profile::builtin(profile)
+                .or_else(|_| Profile::from_file(std::path::Path::new(profile)))
+                .ok()
+                .map(|p| p.ambient().celsius()),
+            Source::Real { .. } => None,
+        };
+        let (ceiling_c, platform) = (cfg.ceiling_c(), cfg.platform().clone());
+        let last_snapshot = Arc::new(std::sync::Mutex::new(None));
+        let snapshot_slot = last_snapshot.clone();
         let permits = Permits::new(threads);
         let mut warned = false;
         let time_scale = if board.is_simulated() {
@@ -169,7 +199,10 @@ impl Governed {
                 warned = true;
             }
             let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-            reading_from_snapshot(&board.snapshot(now_ms), now)
+            let snapshot = board.snapshot(now_ms);
+            let reading = reading_from_snapshot(&snapshot, now);
+            *snapshot_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+            reading
         };
         let mut runner = GovernorRunner::new(
             Box::new(Governor::new(cfg)),
@@ -195,6 +228,14 @@ impl Governed {
             })
             .context("spawning the governor thread")?;
         log::info!("governor acting through: {described}");
+        let probe = Probe {
+            handle: handle.clone(),
+            permits: permits.clone(),
+            snapshot: last_snapshot,
+            ceiling_c,
+            ambient_c,
+            platform,
+        };
         Ok(Governed {
             handle,
             permits,
@@ -203,6 +244,7 @@ impl Governed {
                 usize::from(threads),
             )),
             actuators: described,
+            probe,
             stop,
             thread: Some(thread),
         })
@@ -226,6 +268,11 @@ impl Governed {
     /// The governor's current status.
     pub fn status(&self) -> GovernorStatus {
         self.handle.status()
+    }
+
+    /// What telemetry reads and steers.
+    pub fn probe(&self) -> Probe {
+        self.probe.clone()
     }
 
     /// A gate for the token loop: waits for an interactive permit before each token and

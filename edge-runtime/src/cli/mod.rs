@@ -8,10 +8,12 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod bench_governor;
 pub mod bench_llm;
+pub mod fleet;
 pub mod governed;
 pub mod import;
 pub mod run;
 pub mod sensors;
+pub mod telemetry;
 
 /// Run and fine-tune small language models on single-board computers while holding the chip
 /// at a temperature setpoint.
@@ -40,6 +42,8 @@ pub enum Command {
     Bench(bench_governor::BenchArgs),
     /// List the board's sensors and actuators, then show live readings.
     Sensors(sensors::SensorsArgs),
+    /// Watch every device on an MQTT broker: online, temperature, setpoint, tokens/s, energy.
+    Fleet(fleet::FleetArgs),
 }
 
 /// Which model to use and how to sample from it.

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use super::governed::{Governed, GovernorArgs};
+use super::telemetry::{Session, TelemetryArgs};
 use super::{ModelArgs, SamplingArgs};
 use crate::engine::chat::{Message, Role};
 use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, TokenEvent, generate};
@@ -30,6 +31,8 @@ pub struct RunArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     governor: GovernorArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     /// Send the prompt to the model verbatim, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -46,6 +49,8 @@ pub struct ChatArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     governor: GovernorArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 /// The model folder to use: `--model`, else the default model in `--format`, fetched and
@@ -146,6 +151,10 @@ fn summary(stats: &GenerationStats) -> String {
     )
 }
 
+fn energy_j(telemetry: &Option<Session>) -> f64 {
+    telemetry.as_ref().map_or(0.0, Session::energy_j)
+}
+
 fn start_governor(args: &GovernorArgs, threads: usize) -> Result<Option<Governed>> {
     if args.no_governor {
         return Ok(None);
@@ -198,6 +207,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut state = KvState::new(model)?;
     let shutdown = Shutdown::install()?;
     let governed = start_governor(&args.governor, args.model.threads)?;
+    let telemetry = Session::start(&args.telemetry, governed.as_ref().map(Governed::probe))?;
+    let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut on_text = |text: &str| {
@@ -214,6 +225,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     )?;
     let _ = writeln!(out);
     eprintln!("{}", summary(&stats));
+    if let Some(t) = telemetry {
+        t.request_done(&stats, started.elapsed(), energy_before);
+        t.finish();
+    }
     if let Some(g) = governed {
         eprintln!("[governor: {}]", g.finish().line());
     }
@@ -228,6 +243,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let mut state = KvState::new(model.clone())?;
     let shutdown = Shutdown::install()?;
     let governed = start_governor(&args.governor, args.model.threads)?;
+    let telemetry = Session::start(&args.telemetry, governed.as_ref().map(Governed::probe))?;
     let mut history: Vec<Message> = vec![];
     let lines = stdin_lines();
     loop {
@@ -257,6 +273,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 continue;
             }
         };
+        let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
         let mut answer = String::new();
         let mut on_text = |t: &str| {
             answer.push_str(t);
@@ -275,6 +292,9 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         match result {
             Ok(stats) => {
                 eprintln!("{}", summary(&stats));
+                if let Some(t) = &telemetry {
+                    t.request_done(&stats, started.elapsed(), energy_before);
+                }
                 if let Some(g) = &governed {
                     eprintln!("[governor: {}]", g.status().line());
                 }

@@ -11,7 +11,7 @@
 //! training gives way to a chat at token granularity.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::types::{Decision, Priority};
@@ -31,6 +31,7 @@ struct ClassState {
     steps: AtomicU64,
     busy_ns: AtomicU64,
     waited_ns: AtomicU64,
+    held: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -201,7 +202,7 @@ impl Permits {
                 return Err(Duration::from_nanos(until - now_ns).min(POLL));
             }
         }
-        if duty <= 0.0 || duty.is_nan() {
+        if duty <= 0.0 || duty.is_nan() || slot.held.load(Ordering::Acquire) {
             return Err(POLL);
         }
         if duty < 1.0 {
@@ -219,6 +220,22 @@ impl Permits {
             class,
             start: now,
         })
+    }
+
+    /// Holds `class` (an operator's pause, e.g. a fleet command) or releases it. A held class
+    /// gets no permit whatever the governor's pacing says; the governor's [`Permits::apply`]
+    /// does not release it.
+    pub fn hold(&self, class: Priority, held: bool) {
+        self.shared.classes[class.index()]
+            .held
+            .store(held, Ordering::Release);
+    }
+
+    /// Whether `class` is held by [`Permits::hold`].
+    pub fn is_held(&self, class: Priority) -> bool {
+        self.shared.classes[class.index()]
+            .held
+            .load(Ordering::Acquire)
     }
 
     /// Cumulative counters, for the runtime to derive utilisation and demand per period.
@@ -345,6 +362,18 @@ mod tests {
             "acquired before the pause ended"
         );
         assert!(permits.stats().waited[1] > Duration::ZERO);
+    }
+
+    #[test]
+    fn a_held_class_gets_no_permit_until_released_whatever_the_pacing() {
+        let permits = Permits::new(4);
+        permits.hold(Priority::Training, true);
+        permits.apply(&decision([1.0, 1.0, 1.0]));
+        assert!(permits.is_held(Priority::Training));
+        assert!(permits.try_acquire(Priority::Training).is_err());
+        assert!(permits.try_acquire(Priority::Batch).is_ok());
+        permits.hold(Priority::Training, false);
+        assert!(permits.try_acquire(Priority::Training).is_ok());
     }
 
     #[test]

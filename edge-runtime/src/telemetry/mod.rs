@@ -1,0 +1,443 @@
+//! Telemetry: the record schema, the sinks (MQTT with store-and-forward, or a JSON-lines
+//! file), the on-disk queue, fleet commands and the fleet view.
+//!
+//! A [`Telemetry`] handle and a [`TelemetryDriver`] come in pairs (STYLE rule 9): the
+//! runtime runs the driver on a thread of its own, and any thread hands records to the handle
+//! with [`Telemetry::send`], which never blocks (a bounded in-memory channel with `try_send`;
+//! a full channel counts a drop). The driver assigns sequence numbers, encodes, appends to
+//! the disk queue (one fsync per batch), publishes with QoS 1 and removes an entry only when
+//! the broker acknowledged it; after a reconnect it subscribes again, publishes its birth
+//! message and sends the backlog in order. Without a broker the same records go as JSON
+//! lines to a file. This module must not import the engine or tract.
+
+pub mod broker;
+pub mod command;
+pub mod discovery;
+pub mod fleet;
+mod mqtt;
+pub mod queue;
+pub mod schema;
+pub mod topics;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use broker::{BrokerConfig, BrokerError, BrokerUrl, Secret};
+pub use command::{CommandName, CommandTarget, Reply, StatusSnapshot};
+pub use queue::{DiskQueue, QueueError};
+pub use schema::{
+    Body, EcoFigures, Encoding, Event, GovernorState, Power, PowerSource, Record, RecordKind,
+    RequestDone, SchemaError, Tick, TrainingDone, ZoneTemp,
+};
+pub use topics::{BadDeviceId, Topics};
+
+/// Where records go.
+#[derive(Clone, Debug)]
+pub enum SinkConfig {
+    /// An MQTT broker, with the disk queue in `queue_dir`.
+    Mqtt {
+        /// The broker.
+        broker: BrokerConfig,
+        /// Directory of the store-and-forward queue.
+        queue_dir: PathBuf,
+    },
+    /// JSON lines appended to a file.
+    File(PathBuf),
+}
+
+/// Why telemetry could not start or stopped.
+#[derive(Debug, Error)]
+pub enum TelemetryError {
+    /// The device id is not a plain topic level.
+    #[error(transparent)]
+    DeviceId(#[from] BadDeviceId),
+    /// The broker settings are unusable.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The disk queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// Encoding failed.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// The telemetry file failed.
+    #[error("telemetry file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An option is out of range.
+    #[error("telemetry option: {0}")]
+    Option(String),
+}
+
+/// Telemetry settings. Required: device id and sink; the rest has defaults.
+#[derive(Clone, Debug)]
+pub struct TelemetryOptions {
+    device: String,
+    sink: SinkConfig,
+    encoding: Encoding,
+    queue_capacity: usize,
+    channel_capacity: usize,
+    interval: Duration,
+    allowed: Vec<CommandName>,
+    discovery: bool,
+    linger: Duration,
+}
+
+impl TelemetryOptions {
+    /// Options for `device` writing to `sink`: JSON, 10 000 queued records, a 1024-record
+    /// hand-off channel, 1 s interval, every command allowed, Home Assistant discovery on,
+    /// up to 2 s at stop to drain the backlog.
+    pub fn new(device: impl Into<String>, sink: SinkConfig) -> Self {
+        Self {
+            device: device.into(),
+            sink,
+            encoding: Encoding::Json,
+            queue_capacity: 10_000,
+            channel_capacity: 1024,
+            interval: Duration::from_secs(1),
+            allowed: CommandName::ALL.to_vec(),
+            discovery: true,
+            linger: Duration::from_secs(2),
+        }
+    }
+
+    /// Encoding on the broker (the file sink always writes JSON lines).
+    pub fn with_encoding(mut self, e: Encoding) -> Self {
+        self.encoding = e;
+        self
+    }
+
+    /// Most records the disk queue holds before it drops the oldest telemetry.
+    pub fn with_queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// Most records waiting in memory for the driver.
+    pub fn with_channel_capacity(mut self, n: usize) -> Self {
+        self.channel_capacity = n;
+        self
+    }
+
+    /// Initial telemetry interval (the `interval` command changes it).
+    pub fn with_interval(mut self, d: Duration) -> Self {
+        self.interval = d;
+        self
+    }
+
+    /// The commands accepted; others get an error reply.
+    pub fn with_allowed_commands(mut self, allowed: Vec<CommandName>) -> Self {
+        self.allowed = allowed;
+        self
+    }
+
+    /// Whether to publish Home Assistant discovery configs (JSON only).
+    pub fn with_discovery(mut self, on: bool) -> Self {
+        self.discovery = on;
+        self
+    }
+
+    /// How long [`Telemetry::stop`] lets the driver drain the backlog while connected.
+    pub fn with_linger(mut self, d: Duration) -> Self {
+        self.linger = d;
+        self
+    }
+
+    fn validate(&self) -> Result<Topics, TelemetryError> {
+        let topics = Topics::new(&self.device)?;
+        if self.channel_capacity == 0 {
+            return Err(TelemetryError::Option(
+                "channel capacity must be at least 1".into(),
+            ));
+        }
+        let s = self.interval.as_secs_f64();
+        if !(command::MIN_INTERVAL_S..=command::MAX_INTERVAL_S).contains(&s) {
+            return Err(TelemetryError::Option(format!(
+                "interval {s} s is outside {} to {} s",
+                command::MIN_INTERVAL_S,
+                command::MAX_INTERVAL_S
+            )));
+        }
+        Ok(topics)
+    }
+}
+
+/// Counters shared by the handle and the driver.
+#[derive(Debug, Default)]
+struct Shared {
+    interval_ms: AtomicU64,
+    dropped_channel: AtomicU64,
+    dropped_queue: AtomicU64,
+    queued: AtomicU64,
+    acked: AtomicU64,
+    written: AtomicU64,
+    connected: AtomicBool,
+    connects: AtomicU64,
+    training_paused: AtomicBool,
+}
+
+/// What the driver has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TelemetryStats {
+    /// Records waiting in the disk queue.
+    pub queued: u64,
+    /// Records the broker acknowledged (MQTT) or written to the file.
+    pub delivered: u64,
+    /// Records dropped because the hand-off channel was full.
+    pub dropped_channel: u64,
+    /// Telemetry dropped at the disk queue's bound.
+    pub dropped_queue: u64,
+    /// Whether the driver is connected to the broker.
+    pub connected: bool,
+    /// Successful connections so far.
+    pub connects: u64,
+}
+
+enum Input {
+    Record { ts_ms: u64, body: Body },
+    Stop,
+}
+
+/// The cheap, cloneable handle: send records, read the interval and counters, stop.
+#[derive(Clone)]
+pub struct Telemetry {
+    tx: flume::Sender<Input>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// The driver: run it on a thread of its own with [`TelemetryDriver::run`].
+pub struct TelemetryDriver {
+    opts: TelemetryOptions,
+    topics: Topics,
+    rx: flume::Receiver<Input>,
+    shared: Arc<Shared>,
+    target: Option<Arc<dyn CommandTarget>>,
+}
+
+impl Telemetry {
+    /// Validates `opts` and makes the handle + driver pair. Commands act on `target`; without
+    /// one, only `interval` and `status` are served.
+    pub fn new(
+        opts: TelemetryOptions,
+        target: Option<Arc<dyn CommandTarget>>,
+    ) -> Result<(Telemetry, TelemetryDriver), TelemetryError> {
+        let topics = opts.validate()?;
+        let (tx, rx) = flume::bounded(opts.channel_capacity);
+        let shared = Arc::new(Shared::default());
+        shared.interval_ms.store(
+            u64::try_from(opts.interval.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        Ok((
+            Telemetry {
+                tx,
+                shared: shared.clone(),
+            },
+            TelemetryDriver {
+                opts,
+                topics,
+                rx,
+                shared,
+                target,
+            },
+        ))
+    }
+
+    /// Hands a record to the driver without blocking. Returns false (and counts a drop) when
+    /// the channel is full or the driver has stopped.
+    pub fn send(&self, body: Body) -> bool {
+        let ok = self
+            .tx
+            .try_send(Input::Record {
+                ts_ms: schema::unix_ms_now(),
+                body,
+            })
+            .is_ok();
+        if !ok {
+            self.shared.dropped_channel.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// The telemetry interval in force (set by options or the `interval` command).
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.shared.interval_ms.load(Ordering::Relaxed).max(1))
+    }
+
+    /// Whether a `pause_training` command is in force (as last applied by the driver).
+    pub fn training_paused(&self) -> bool {
+        self.shared.training_paused.load(Ordering::Relaxed)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> TelemetryStats {
+        let s = &self.shared;
+        TelemetryStats {
+            queued: s.queued.load(Ordering::Relaxed),
+            delivered: s.acked.load(Ordering::Relaxed) + s.written.load(Ordering::Relaxed),
+            dropped_channel: s.dropped_channel.load(Ordering::Relaxed),
+            dropped_queue: s.dropped_queue.load(Ordering::Relaxed),
+            connected: s.connected.load(Ordering::Relaxed),
+            connects: s.connects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Asks the driver to finish: records already sent are kept (queued on disk or written),
+    /// the backlog drains for up to the linger time, a clean `offline` status is published.
+    /// Blocks only if the channel is full.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Input::Stop);
+    }
+}
+
+impl TelemetryDriver {
+    /// Runs until [`Telemetry::stop`] or until every handle is dropped.
+    pub fn run(self) -> Result<(), TelemetryError> {
+        match self.opts.sink.clone() {
+            SinkConfig::File(path) => run_file(self, &path),
+            SinkConfig::Mqtt { broker, queue_dir } => mqtt::run(self, &broker, &queue_dir),
+        }
+    }
+
+    fn dropped_total(&self, queue_dropped: u64) -> u64 {
+        queue_dropped + self.shared.dropped_channel.load(Ordering::Relaxed)
+    }
+}
+
+/// The last sequence number in a JSON-lines file, from its last complete line.
+fn last_seq_in(file: &mut std::fs::File) -> Option<u64> {
+    let len = file.seek(SeekFrom::End(0)).ok()?;
+    let start = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = String::new();
+    file.read_to_string(&mut tail).ok()?;
+    tail.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Record>(l).ok())
+        .map(|r| r.seq)
+}
+
+fn run_file(d: TelemetryDriver, path: &std::path::Path) -> Result<(), TelemetryError> {
+    let ferr = |source| TelemetryError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(ferr)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(ferr)?;
+    let mut seq = last_seq_in(&mut file).map_or(0, |s| s + 1);
+    loop {
+        let first = match d.rx.recv() {
+            Ok(i) => i,
+            Err(_) => return Ok(()),
+        };
+        let mut batch = vec![first];
+        batch.extend(d.rx.try_iter());
+        let mut out = Vec::new();
+        let mut stop = false;
+        for input in batch {
+            match input {
+                Input::Stop => stop = true,
+                Input::Record { ts_ms, body } => {
+                    let mut r = Record::new(d.topics.device(), seq, ts_ms, body);
+                    r.dropped_total = d.dropped_total(0);
+                    seq += 1;
+                    out.extend(r.encode(Encoding::Json)?);
+                    out.push(b'\n');
+                    d.shared.written.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        file.write_all(&out).map_err(ferr)?;
+        file.sync_data().map_err(ferr)?;
+        if stop {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u64) -> Body {
+        Body::Event(Event {
+            name: "test".into(),
+            detail: String::new(),
+            count: Some(n),
+        })
+    }
+
+    #[test]
+    fn the_file_sink_writes_json_lines_and_continues_the_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        for round in 0..2u64 {
+            let opts = TelemetryOptions::new("dev-1", SinkConfig::File(path.clone()));
+            let (t, d) = Telemetry::new(opts, None).unwrap();
+            let th = std::thread::spawn(move || d.run());
+            for n in 0..3 {
+                assert!(t.send(event(round * 10 + n)));
+            }
+            t.stop();
+            th.join().unwrap().unwrap();
+            assert_eq!(t.stats().delivered, 3);
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let recs: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 5]
+        );
+        assert!(recs.iter().all(|r| r.device == "dev-1"));
+    }
+
+    #[test]
+    fn send_never_blocks_and_counts_what_a_full_channel_drops() {
+        let opts = TelemetryOptions::new("d", SinkConfig::File("/nonexistent/x".into()))
+            .with_channel_capacity(2);
+        let (t, _driver_not_running) = Telemetry::new(opts, None).unwrap();
+        let start = std::time::Instant::now();
+        let sent = (0..100).filter(|&n| t.send(event(n))).count();
+        assert!(start.elapsed() < Duration::from_millis(200));
+        assert_eq!(sent, 2);
+        assert_eq!(t.stats().dropped_channel, 98);
+    }
+
+    #[test]
+    fn rejects_bad_options() {
+        let sink = SinkConfig::File("x".into());
+        assert!(Telemetry::new(TelemetryOptions::new("a/b", sink.clone()), None).is_err());
+        let o = TelemetryOptions::new("a", sink.clone()).with_interval(Duration::from_millis(1));
+        assert!(Telemetry::new(o, None).is_err());
+        let o = TelemetryOptions::new("a", sink).with_channel_capacity(0);
+        assert!(Telemetry::new(o, None).is_err());
+    }
+}
