@@ -14,6 +14,7 @@ use clap::Args;
 use sensor_drivers::linux::board::BoardKind;
 use sensor_drivers::sim::Profile;
 
+use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::engine::generate::{Gate, TokenEvent};
 use crate::governor::platform::{Opp, Platform};
 use crate::governor::runner::{
@@ -47,6 +48,7 @@ pub struct Governed {
     permits: Permits,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    meter: MeterHandle,
 }
 
 /// The board's first firmware throttle point in °C and the governor's view of the board
@@ -102,6 +104,16 @@ impl Governed {
         let mut board = open_board(&sensing)?;
         let threads = u16::try_from(threads.max(1)).unwrap_or(u16::MAX);
         let (platform, firmware_c) = platform_for(&board)?;
+        let model = PowerModel::from_platform(&platform, platform.top_level());
+        let meter = MeterHandle::new(EnergyMeter::new(
+            Some(Fallback::detect(
+                std::path::Path::new("/sys/class/powercap"),
+                model,
+            )),
+            crate::eco::factors::DEFAULT_WEAR_REFERENCE_C,
+            crate::eco::factors::DEFAULT_ACTIVATION_EV,
+        ));
+        let board_meter = meter.clone();
         let mut cfg = GovernorConfig::builder(platform, firmware_c);
         if let Some(sp) = args.setpoint {
             cfg = cfg.with_setpoint_c(sp);
@@ -117,7 +129,13 @@ impl Governed {
                 warned = true;
             }
             let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-            reading_from_snapshot(&board.snapshot(now_ms), now)
+            let snapshot = board.snapshot(now_ms);
+            let truth_j = board
+                .sim_board()
+                .and_then(|twin| twin.with(|soc| soc.truth().energy_j));
+            board_meter.observe_snapshot(&snapshot, truth_j);
+            board_meter.poll();
+            reading_from_snapshot(&snapshot, now)
         };
         let (handle, driver) = GovernorRunner::new(
             Box::new(Governor::new(cfg)),
@@ -141,7 +159,13 @@ impl Governed {
             permits,
             stop,
             thread: Some(thread),
+            meter,
         })
+    }
+
+    /// The board's energy meter, fed by the control loop every period.
+    pub fn meter(&self) -> &MeterHandle {
+        &self.meter
     }
 
     /// The governor's current status.

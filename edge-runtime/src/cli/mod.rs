@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod bench_governor;
 pub mod bench_llm;
+pub mod footprint;
 pub mod governed;
 pub mod import;
 pub mod run;

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
+use super::footprint::{Accounting, EcoArgs};
 use super::governed::{Governed, GovernorArgs};
 use super::{ModelArgs, SamplingArgs};
 use crate::engine::chat::{Message, Role};
-use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, generate};
+use crate::engine::generate::{GenerateOptions, GenerationStats};
 use crate::engine::import::is_current_import;
 use crate::engine::model::{KvState, LoadedModel};
 use crate::engine::sampling::SamplingParams;
@@ -28,6 +29,8 @@ pub struct RunArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     governor: GovernorArgs,
+    #[command(flatten)]
+    eco: EcoArgs,
     /// Send the prompt to the model verbatim, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -44,6 +47,8 @@ pub struct ChatArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     governor: GovernorArgs,
+    #[command(flatten)]
+    eco: EcoArgs,
 }
 
 /// The model folder to use: `--model`, else the default model in `--format`, fetched and
@@ -168,24 +173,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     )?;
     let mut state = KvState::new(model)?;
     let governed = start_governor(&args.governor, args.model.threads)?;
+    let mut eco = Accounting::start(&args.eco, governed.as_ref())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut on_text = |text: &str| {
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     };
-    let stats = match &governed {
-        Some(g) => generate(&mut state, &ids, &opts, &mut g.gate(), &mut on_text)?,
-        None => generate(
-            &mut state,
-            &ids,
-            &opts,
-            &mut |_| Gate::Continue,
-            &mut on_text,
-        )?,
-    };
+    let (stats, footprint, guard_stop) =
+        eco.generate(&mut state, &ids, &opts, governed.as_ref(), &mut on_text)?;
     let _ = writeln!(out);
     eprintln!("{}", summary(&stats));
+    eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
+    eco.finish();
     if let Some(g) = governed {
         eprintln!("[governor: {}]", g.finish().line());
     }
@@ -199,6 +199,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let model = load(&args.model)?;
     let mut state = KvState::new(model.clone())?;
     let governed = start_governor(&args.governor, args.model.threads)?;
+    let mut eco = Accounting::start(&args.eco, governed.as_ref())?;
     let mut history: Vec<Message> = vec![];
     let stdin = std::io::stdin();
     let mut line = String::new();
@@ -230,20 +231,12 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             print!("{t}");
             let _ = std::io::stdout().flush();
         };
-        let result = match &governed {
-            Some(g) => generate(&mut state, &ids, &opts, &mut g.gate(), &mut on_text),
-            None => generate(
-                &mut state,
-                &ids,
-                &opts,
-                &mut |_| Gate::Continue,
-                &mut on_text,
-            ),
-        };
+        let result = eco.generate(&mut state, &ids, &opts, governed.as_ref(), &mut on_text);
         println!();
         match result {
-            Ok(stats) => {
+            Ok((stats, footprint, guard_stop)) => {
                 eprintln!("{}", summary(&stats));
+                eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
                 if let Some(g) = &governed {
                     eprintln!("[governor: {}]", g.status().line());
                 }
@@ -255,5 +248,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             }
         }
     }
+    eprintln!("[session footprint: {}]", eco.session().line());
+    eco.finish();
     Ok(())
 }

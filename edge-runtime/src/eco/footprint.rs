@@ -121,26 +121,39 @@ impl Footprint {
         }
     }
 
-    /// The one-line summary the CLI prints.
+    /// The one-line summary the CLI prints (three significant digits).
     pub fn line(&self) -> String {
         format!(
-            "{:.1} J ({}), {:.3} mWh/token, {:.3} g CO2e ({:.3}-{:.3}) + {:.3} g embodied, \
-             {:.1} mL water, {:.2} mg NOx, {:.2} mg SO2, {:.3} mg PM2.5, aged like {:.4} h at {:.0} °C",
-            self.energy_j,
+            "{} J ({}), {} mWh/token, {} g CO2e ({}-{}) + {} g embodied, {} mL water, \
+             {} mg NOx, {} mg SO2, {} mg PM2.5, aged like {} h at {:.0} °C",
+            sig3(self.energy_j),
             self.energy_source,
-            self.wh_per_token() * 1000.0,
-            self.g_co2e,
-            self.g_co2e_low,
-            self.g_co2e_high,
-            self.embodied_g_co2e,
-            self.water_ml,
-            self.nox_mg,
-            self.so2_mg,
-            self.pm25_mg,
-            self.wear_hours,
+            sig3(self.wh_per_token() * 1000.0),
+            sig3(self.g_co2e),
+            sig3(self.g_co2e_low),
+            sig3(self.g_co2e_high),
+            sig3(self.embodied_g_co2e),
+            sig3(self.water_ml),
+            sig3(self.nox_mg),
+            sig3(self.so2_mg),
+            sig3(self.pm25_mg),
+            sig3(self.wear_hours),
             self.wear_reference_c,
         )
     }
+}
+
+/// `x` with three significant digits, without an exponent for everyday magnitudes.
+pub fn sig3(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let mag = x.abs().log10().floor() as i32;
+    if !(-6..6).contains(&mag) {
+        return format!("{x:.2e}");
+    }
+    let decimals = (2 - mag).max(0) as usize;
+    format!("{x:.decimals$}")
 }
 
 impl Factors {
@@ -265,6 +278,14 @@ mod tests {
         assert!(close(fp.nox_mg, 3290.718_5, 1e-6), "{}", fp.nox_mg);
         // PM2.5: 0.5 x 0.0226796 + 0.5 x 0.20 = 0.1113398 g.
         assert!(close(fp.pm25_mg, 111.339_8, 1e-6), "{}", fp.pm25_mg);
+    }
+
+    #[test]
+    fn prints_three_significant_digits() {
+        assert_eq!(sig3(16.3456), "16.3");
+        assert_eq!(sig3(0.0021413), "0.00214");
+        assert_eq!(sig3(1234.5), "1234");
+        assert_eq!(sig3(0.0), "0");
     }
 
     #[test]
