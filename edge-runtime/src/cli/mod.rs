@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod bench_eco;
 pub mod bench_governor;
 pub mod bench_llm;
 pub mod footprint;
 pub mod governed;
 pub mod import;
+pub mod perplexity;
 pub mod run;
 pub mod sensors;
 
@@ -41,6 +43,8 @@ pub enum Command {
     Bench(bench_governor::BenchArgs),
     /// List the board's sensors and actuators, then show live readings.
     Sensors(sensors::SensorsArgs),
+    /// Compute a text's perplexity the way llama.cpp's llama-perplexity does.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 /// Which model to use and how to sample from it.

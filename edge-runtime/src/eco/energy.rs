@@ -302,6 +302,9 @@ pub struct EnergyMeter {
     fallback_last_s: Option<f64>,
     truth: Option<(f64, f64)>,
     wear: WearIntegrator,
+    alarm_c: Option<f64>,
+    last_temp: Option<(f64, f64)>,
+    above_s: f64,
 }
 
 /// A point on the meter: energy so far by the meter's source and the time.
@@ -328,7 +331,20 @@ impl EnergyMeter {
             fallback_last_s: None,
             truth: None,
             wear: WearIntegrator::new(reference_c, activation_ev),
+            alarm_c: None,
+            last_temp: None,
+            above_s: 0.0,
         }
+    }
+
+    /// Counts the time the die spends above `celsius` from now on.
+    pub fn set_alarm_c(&mut self, celsius: f64) {
+        self.alarm_c = Some(celsius);
+    }
+
+    /// Seconds above the alarm temperature (an interval counts when both ends are above).
+    pub fn above_s(&self) -> f64 {
+        self.above_s
     }
 
     /// Adds a power-sensor sample.
@@ -342,6 +358,16 @@ impl EnergyMeter {
     /// Adds a die temperature.
     pub fn observe_temp(&mut self, t_s: f64, celsius: f64) {
         self.wear.push(t_s, celsius);
+        if let (Some(alarm), Some((t0, c0))) = (self.alarm_c, self.last_temp)
+            && t_s > t0
+            && c0 > alarm
+            && celsius > alarm
+        {
+            self.above_s += t_s - t0;
+        }
+        if celsius.is_finite() {
+            self.last_temp = Some((t_s, celsius));
+        }
     }
 
     /// Records the simulated SoC's own cumulative energy (ground truth, for checks).
@@ -510,6 +536,16 @@ impl MeterHandle {
     /// Hottest die temperature seen (°C).
     pub fn peak_c(&self) -> Option<f64> {
         self.lock().peak_c()
+    }
+
+    /// Counts the time above `celsius` from now on.
+    pub fn set_alarm_c(&self, celsius: f64) {
+        self.lock().set_alarm_c(celsius);
+    }
+
+    /// Seconds above the alarm temperature.
+    pub fn above_s(&self) -> f64 {
+        self.lock().above_s()
     }
 
     /// Calls [`MeterHandle::poll`] every `period` until `stop` is set; for a runtime thread

@@ -5,6 +5,7 @@
 //! enforces per-request budgets; an agent-loop detector; llama.cpp-compatible perplexity and
 //! the eco-benchmark. Nothing here imports tract: models are run through `engine`.
 pub mod agent_loop;
+pub mod bench;
 pub mod config;
 pub mod emissions_csv;
 pub mod energy;
