@@ -86,14 +86,26 @@ fn normalise(s: &str) -> String {
 }
 
 /// Exact match: the answer's first line, normalised (case, surrounding space, trailing
-/// punctuation), equals an accepted answer or begins with it as a whole word.
+/// punctuation), equals an accepted answer, or begins or ends with it as a whole word (a
+/// chat model answers "Paris." or "The capital of France is Paris.").
 pub fn is_exact_match(answer: &str, accepted: &[String]) -> bool {
     let first = normalise(answer.lines().find(|l| !l.trim().is_empty()).unwrap_or(""));
+    let boundary = |s: &str, at_end: bool| {
+        let c = if at_end {
+            s.chars().next_back()
+        } else {
+            s.chars().next()
+        };
+        c.is_none_or(|c| !c.is_alphanumeric())
+    };
     accepted.iter().any(|a| {
         first == *a
             || first
                 .strip_prefix(a.as_str())
-                .is_some_and(|rest| rest.starts_with(|c: char| !c.is_alphanumeric()))
+                .is_some_and(|rest| boundary(rest, false))
+            || first
+                .strip_suffix(a.as_str())
+                .is_some_and(|rest| boundary(rest, true))
     })
 }
 
@@ -264,8 +276,14 @@ mod tests {
         let a = vec!["paris".to_string()];
         assert!(is_exact_match("Paris.", &a));
         assert!(is_exact_match("\nParis, of course.\nMore", &a));
+        assert!(is_exact_match("The capital of France is Paris.", &a));
         assert!(!is_exact_match("Parisian", &a));
-        assert!(!is_exact_match("The capital is Paris", &a));
+        assert!(!is_exact_match(
+            "Paris is not the capital of Italy? No: Rome",
+            &a[..0]
+        ));
+        assert!(!is_exact_match("The capital is Parisville", &a));
+        assert!(!is_exact_match("I do not know", &a));
     }
 
     #[test]

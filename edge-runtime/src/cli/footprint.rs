@@ -154,6 +154,7 @@ impl Accounting {
         governed: Option<&Governed>,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<(GenerationStats, Footprint, Option<GuardStop>)> {
+        self.meter.poll();
         let start = self.meter.mark();
         let mut guard = self.guard.clone().map(|mut cfg| {
             cfg.budget.max_tokens = Some(opts.max_tokens);
@@ -178,9 +179,7 @@ impl Accounting {
             generate(state, prompt, opts, &mut gate, on_text)?
         };
         drop(gov_gate);
-        if self.sampler.is_some() {
-            self.meter.poll();
-        }
+        self.meter.poll();
         let span = self.meter.since(&start);
         let tokens = stats.generated_tokens as u64;
         let fp = self.factors.footprint(

@@ -47,6 +47,7 @@ impl fmt::Display for EnergySource {
 #[derive(Debug, Clone, Default)]
 pub struct TrapezoidIntegrator {
     first_s: Option<f64>,
+    first_w: Option<f64>,
     last: Option<(f64, f64)>,
     energy_j: f64,
     samples: usize,
@@ -71,6 +72,7 @@ impl TrapezoidIntegrator {
             self.energy_j += 0.5 * (w0 + watts) * (t_s - t0);
         } else {
             self.first_s = Some(t_s);
+            self.first_w = Some(watts);
         }
         self.last = Some((t_s, watts));
         self.samples += 1;
@@ -97,6 +99,14 @@ impl TrapezoidIntegrator {
     /// The last power sample (W).
     pub fn last_watts(&self) -> Option<f64> {
         self.last.map(|l| l.1)
+    }
+
+    /// The first sample: time (s) and power (W).
+    pub fn first_sample(&self) -> Option<(f64, f64)> {
+        match (self.first_s, self.first_w) {
+            (Some(t), Some(w)) => Some((t, w)),
+            _ => None,
+        }
     }
 }
 
@@ -312,8 +322,12 @@ pub struct EnergyMeter {
 pub struct Mark {
     /// Seconds since the meter's origin.
     pub t_s: f64,
-    /// Energy so far (J).
+    /// Energy so far by the source in force at the mark (J).
     pub energy_j: f64,
+    /// The power sensor's energy at the mark, when it had a sample (J).
+    pub sensor_j: Option<f64>,
+    /// The fallback's cumulative energy at the mark (J).
+    pub fallback_j: f64,
     /// Equivalent wear hours so far.
     pub wear_hours: f64,
 }
@@ -417,10 +431,10 @@ impl EnergyMeter {
         self.fallback_last_s = Some(t_s);
     }
 
-    /// The source figures come from: the power sensor once it has two samples, else the
+    /// The source figures come from: the power sensor once it has a sample, else the
     /// fallback.
     pub fn source(&self) -> EnergySource {
-        if self.sensor.samples() >= 2 {
+        if self.sensor.samples() >= 1 {
             EnergySource::PowerSensor(self.sensor_name.clone().unwrap_or_default())
         } else if let Some(f) = &self.fallback
             && self.fallback_last_s.is_some()
@@ -445,13 +459,39 @@ impl EnergyMeter {
         Mark {
             t_s,
             energy_j: self.energy_j(t_s),
+            sensor_j: (self.sensor.samples() > 0).then(|| self.sensor.energy_at(t_s)),
+            fallback_j: self.fallback_j,
             wear_hours: self.wear.equivalent_hours(),
         }
+    }
+
+    /// Energy from `from` to `t_s` by the source in force now. When the power sensor's first
+    /// sample came after `from`, the stretch before it is charged at that first sample's power.
+    pub fn energy_since(&self, from: &Mark, t_s: f64) -> f64 {
+        let e = match self.source() {
+            EnergySource::PowerSensor(_) => {
+                let end = self.sensor.energy_at(t_s);
+                match (from.sensor_j, self.sensor.first_sample()) {
+                    (Some(start), _) => end - start,
+                    (None, Some((t0, w0))) => end + w0 * (t0 - from.t_s).max(0.0),
+                    (None, None) => 0.0,
+                }
+            }
+            EnergySource::Rapl(_) | EnergySource::Model => self.fallback_j - from.fallback_j,
+            EnergySource::None => 0.0,
+        };
+        e.max(0.0)
     }
 
     /// Hottest die temperature seen (°C).
     pub fn peak_c(&self) -> Option<f64> {
         self.wear.peak_c()
+    }
+
+    /// The power sensor's integrated energy up to its last sample, and the twin's
+    /// ground-truth energy over the same snapshots (both since the first snapshot).
+    pub fn sensor_and_truth_j(&self) -> (f64, Option<f64>) {
+        (self.sensor.energy_j(), self.truth_j())
     }
 }
 
@@ -521,7 +561,7 @@ impl MeterHandle {
         let m = self.lock();
         let now = m.mark(t);
         Span {
-            energy_j: (now.energy_j - from.energy_j).max(0.0),
+            energy_j: m.energy_since(from, t),
             duration_s: (now.t_s - from.t_s).max(0.0),
             wear_hours: (now.wear_hours - from.wear_hours).max(0.0),
             source: m.source(),
@@ -531,6 +571,11 @@ impl MeterHandle {
     /// The twin's ground-truth energy since the first snapshot (J), on the simulated SoC.
     pub fn truth_j(&self) -> Option<f64> {
         self.lock().truth_j()
+    }
+
+    /// See [`EnergyMeter::sensor_and_truth_j`].
+    pub fn sensor_and_truth_j(&self) -> (f64, Option<f64>) {
+        self.lock().sensor_and_truth_j()
     }
 
     /// Hottest die temperature seen (°C).
