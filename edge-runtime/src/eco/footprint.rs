@@ -275,7 +275,7 @@ mod tests {
         // 0.5 x 473 + 0.5 x 715 = 594 g.
         assert!(close(fp.g_co2e, 594.0, 1e-9), "{}", fp.g_co2e);
         // NOx: 0.5 x 0.181437 g + 0.5 x 6.4 g = 3.290718 g = 3290.718 mg.
-        assert!(close(fp.nox_mg, 3290.718_5, 1e-6), "{}", fp.nox_mg);
+        assert!(close(fp.nox_mg, 3_290.718_5, 1e-6), "{}", fp.nox_mg);
         // PM2.5: 0.5 x 0.0226796 + 0.5 x 0.20 = 0.1113398 g.
         assert!(close(fp.pm25_mg, 111.339_8, 1e-6), "{}", fp.pm25_mg);
     }
