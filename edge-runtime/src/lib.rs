@@ -3,6 +3,7 @@
 //! actuators; `cli` maps the command line onto the library; `models` knows where models live
 //! and how the default one is fetched.
 pub mod cli;
+pub mod eco;
 pub mod engine;
 pub mod governor;
 pub mod models;

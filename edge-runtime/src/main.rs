@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => edge_runtime::cli::bench_governor::bench(args),
         Command::Sensors(args) => edge_runtime::cli::sensors::sensors(args),
         Command::Fleet(args) => edge_runtime::cli::fleet::fleet(args),
+        Command::Perplexity(args) => edge_runtime::cli::perplexity::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -71,6 +71,7 @@ fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 fn chat(model: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_thermo"))
         .args(["chat", "--model", model, "--sim", "rpi4", "--threads", "1"])
+        .args(["--no-telemetry", "--no-emissions-csv"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -114,6 +115,9 @@ fn sigint_mid_answer_stops_generation_at_a_token_and_reports_why() {
             &model,
             "--raw",
             "--no-governor",
+            "--no-guard",
+            "--no-telemetry",
+            "--no-emissions-csv",
             "--max-tokens",
             "100000",
             "--stop",

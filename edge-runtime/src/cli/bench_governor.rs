@@ -29,6 +29,9 @@ pub enum BenchCommand {
     /// Compare the governor with the kernel's step_wise and power_allocator governors and with
     /// firmware throttling alone, on the simulated boards.
     Governor(GovernorBenchArgs),
+    /// Rate models by quality and footprint: perplexity, exact match, speed, energy per
+    /// token, carbon, water and NOx per 1000 tokens, temperatures under the governor.
+    Eco(super::bench_eco::EcoBenchArgs),
 }
 
 /// Flags of `thermo bench governor`.
@@ -47,6 +50,7 @@ pub struct GovernorBenchArgs {
 pub fn bench(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Governor(args) => governor(&args),
+        BenchCommand::Eco(args) => super::bench_eco::bench(&args),
     }
 }
 

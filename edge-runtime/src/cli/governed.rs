@@ -16,6 +16,7 @@ use clap::Args;
 use sensor_drivers::linux::board::BoardKind;
 use sensor_drivers::sim::Profile;
 
+use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::engine::ComputeThreads;
 use crate::engine::generate::{Gate, TokenEvent};
 use crate::governor::platform::{Opp, Platform};
@@ -62,6 +63,7 @@ pub struct Governed {
     probe: Probe,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    meter: MeterHandle,
 }
 
 /// Voltage assumed for every operating point of a real board, whose cpufreq does not publish
@@ -169,6 +171,16 @@ impl Governed {
             (false, true) => "threads, pacing, fan",
             (false, false) => "threads, pacing",
         };
+        let model = PowerModel::from_platform(&platform, platform.top_level());
+        let meter = MeterHandle::new(EnergyMeter::new(
+            Some(Fallback::detect(
+                std::path::Path::new("/sys/class/powercap"),
+                model,
+            )),
+            crate::eco::factors::DEFAULT_WEAR_REFERENCE_C,
+            crate::eco::factors::DEFAULT_ACTIVATION_EV,
+        ));
+        let board_meter = meter.clone();
         let mut cfg = GovernorConfig::builder(platform, firmware_c);
         if let Some(sp) = args.setpoint {
             cfg = cfg.with_setpoint_c(sp);
@@ -200,6 +212,11 @@ impl Governed {
             }
             let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
             let snapshot = board.snapshot(now_ms);
+            let truth_j = board
+                .sim_board()
+                .and_then(|twin| twin.with(|soc| soc.truth().energy_j));
+            board_meter.observe_snapshot(&snapshot, truth_j);
+            board_meter.poll();
             let reading = reading_from_snapshot(&snapshot, now);
             *snapshot_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
             reading
@@ -247,6 +264,7 @@ impl Governed {
             probe,
             stop,
             thread: Some(thread),
+            meter,
         })
     }
 
@@ -263,6 +281,11 @@ impl Governed {
     /// The permits the governor paces; the trainer takes its steps through these.
     pub fn permits(&self) -> &Permits {
         &self.permits
+    }
+
+    /// The board's energy meter, fed by the control loop every period.
+    pub fn meter(&self) -> &MeterHandle {
+        &self.meter
     }
 
     /// The governor's current status.

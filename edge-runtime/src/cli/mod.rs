@@ -6,11 +6,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod bench_eco;
 pub mod bench_governor;
 pub mod bench_llm;
 pub mod fleet;
+pub mod footprint;
 pub mod governed;
 pub mod import;
+pub mod perplexity;
 pub mod run;
 pub mod sensors;
 pub mod telemetry;
@@ -44,6 +47,8 @@ pub enum Command {
     Sensors(sensors::SensorsArgs),
     /// Watch every device on an MQTT broker: online, temperature, setpoint, tokens/s, energy.
     Fleet(fleet::FleetArgs),
+    /// Compute a text's perplexity the way llama.cpp's llama-perplexity does.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 /// Which model to use and how to sample from it.

@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
+use super::footprint::{Accounting, EcoArgs};
 use super::governed::{Governed, GovernorArgs};
 use super::telemetry::{Session, TelemetryArgs};
 use super::{ModelArgs, SamplingArgs};
 use crate::engine::chat::{Message, Role};
-use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, TokenEvent, generate};
+use crate::engine::generate::{GenerateOptions, GenerationStats};
 use crate::engine::import::is_current_import;
 use crate::engine::model::{KvState, LoadedModel};
 use crate::engine::sampling::SamplingParams;
@@ -33,6 +34,8 @@ pub struct RunArgs {
     governor: GovernorArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
+    #[command(flatten)]
+    eco: EcoArgs,
     /// Send the prompt to the model verbatim, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -51,6 +54,8 @@ pub struct ChatArgs {
     governor: GovernorArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
+    #[command(flatten)]
+    eco: EcoArgs,
 }
 
 /// The model folder to use: `--model`, else the default model in `--format`, fetched and
@@ -162,33 +167,6 @@ fn start_governor(args: &GovernorArgs, threads: usize) -> Result<Option<Governed
     Governed::start(args, threads).map(Some)
 }
 
-/// Why the gate stops a generation once SIGTERM or SIGINT arrived.
-const INTERRUPTED: &str = "interrupted by a signal";
-
-/// Generates under the governor's gate when there is one, stopping at the next token once a
-/// stop was requested.
-fn governed_generate(
-    state: &mut KvState,
-    ids: &[u32],
-    opts: &GenerateOptions,
-    governed: Option<&Governed>,
-    shutdown: &Shutdown,
-    on_text: &mut dyn FnMut(&str),
-) -> Result<GenerationStats> {
-    let mut inner: Box<dyn FnMut(TokenEvent<'_>) -> Gate + '_> = match governed {
-        Some(g) => Box::new(g.gate()),
-        None => Box::new(|_| Gate::Continue),
-    };
-    let mut gate = |event: TokenEvent<'_>| {
-        if shutdown.is_requested() {
-            Gate::Stop(INTERRUPTED.to_owned())
-        } else {
-            inner(event)
-        }
-    };
-    generate(state, ids, opts, &mut gate, on_text)
-}
-
 /// `thermo run PROMPT`.
 pub fn run(args: RunArgs) -> Result<()> {
     if args.prompt.trim().is_empty() {
@@ -209,13 +187,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     let governed = start_governor(&args.governor, args.model.threads)?;
     let telemetry = Session::start(&args.telemetry, governed.as_ref().map(Governed::probe))?;
     let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
+    let mut eco = Accounting::start(&args.eco, governed.as_ref())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut on_text = |text: &str| {
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     };
-    let stats = governed_generate(
+    let (stats, footprint, guard_stop) = eco.generate(
         &mut state,
         &ids,
         &opts,
@@ -225,6 +204,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     )?;
     let _ = writeln!(out);
     eprintln!("{}", summary(&stats));
+    eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
+    eco.finish();
     if let Some(t) = telemetry {
         t.request_done(&stats, started.elapsed(), energy_before);
         t.finish();
@@ -244,6 +225,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let shutdown = Shutdown::install()?;
     let governed = start_governor(&args.governor, args.model.threads)?;
     let telemetry = Session::start(&args.telemetry, governed.as_ref().map(Governed::probe))?;
+    let mut eco = Accounting::start(&args.eco, governed.as_ref())?;
     let mut history: Vec<Message> = vec![];
     let lines = stdin_lines();
     loop {
@@ -280,7 +262,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             print!("{t}");
             let _ = std::io::stdout().flush();
         };
-        let result = governed_generate(
+        let result = eco.generate(
             &mut state,
             &ids,
             &opts,
@@ -290,8 +272,9 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         );
         println!();
         match result {
-            Ok(stats) => {
+            Ok((stats, footprint, guard_stop)) => {
                 eprintln!("{}", summary(&stats));
+                eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
                 if let Some(t) = &telemetry {
                     t.request_done(&stats, started.elapsed(), energy_before);
                 }
@@ -312,6 +295,8 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     if let Some(g) = governed {
         eprintln!("[governor: {}]", g.finish().line());
     }
+    eprintln!("[session footprint: {}]", eco.session().line());
+    eco.finish();
     Ok(())
 }
 

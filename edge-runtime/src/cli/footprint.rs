@@ -1,0 +1,241 @@
+//! The footprint of the main job: `thermo run` / `thermo chat` flags for eco accounting and
+//! the zombie-compute guard, the energy meter (the governor's board meter, or RAPL / the
+//! power model sampled on a thread of our own when the governor is off), the guard in front
+//! of the governor's gate, the `[footprint: ...]` summary line and the `emissions.csv` row.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::governed::Governed;
+use crate::eco::emissions_csv::{self, RunInfo};
+use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
+use crate::eco::guard::{Budget, GuardConfig, GuardStop, ZombieGuard};
+use crate::eco::{EcoConfig, Factors, Footprint};
+use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, generate};
+use crate::engine::model::KvState;
+use crate::governor::platform::Platform;
+use crate::shutdown::Shutdown;
+
+/// Eco-accounting and guard flags of the main job.
+#[derive(Debug, Clone, Args)]
+pub struct EcoArgs {
+    /// Append a CodeCarbon-compatible row per answer to this CSV (default:
+    /// `emissions.csv` in the thermo cache folder).
+    #[arg(long, value_name = "FILE")]
+    pub emissions_csv: Option<PathBuf>,
+    /// Write no emissions.csv.
+    #[arg(long)]
+    pub no_emissions_csv: bool,
+    /// Read footprint factors from the `[eco]` section of this TOML file.
+    #[arg(long, value_name = "FILE")]
+    pub eco_config: Option<PathBuf>,
+    /// Grid region for the carbon and water factors (world, us, cn, in, jp, de).
+    #[arg(long, value_name = "CODE")]
+    pub region: Option<String>,
+    /// Do not stop degenerate (looping) answers.
+    #[arg(long)]
+    pub no_guard: bool,
+    /// Stop an answer after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_seconds: Option<f64>,
+    /// Stop an answer after this many joules at the board.
+    #[arg(long, value_name = "JOULES")]
+    pub max_joules: Option<f64>,
+    /// Stop an answer after this many grams of CO2e.
+    #[arg(long, value_name = "GRAMS")]
+    pub max_g_co2e: Option<f64>,
+}
+
+/// Eco accounting over one `run` or `chat` session.
+pub struct Accounting {
+    factors: Factors,
+    meter: MeterHandle,
+    sampler: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    guard: Option<GuardConfig>,
+    csv: Option<PathBuf>,
+    session: Footprint,
+}
+
+/// Why the gate stops a generation once SIGTERM or SIGINT arrived.
+pub const INTERRUPTED: &str = "interrupted by a signal";
+
+impl Accounting {
+    /// Resolves the factors and the meter: the governor's board meter when it runs, else
+    /// RAPL or the default board's power model, sampled on a thread every 100 ms.
+    pub fn start(args: &EcoArgs, governed: Option<&Governed>) -> Result<Self> {
+        let mut cfg = match &args.eco_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                EcoConfig::from_toml_str(&text).with_context(|| path.display().to_string())?
+            }
+            None => EcoConfig::default(),
+        };
+        if let Some(region) = &args.region {
+            cfg.region = region.clone();
+        }
+        let factors = cfg.resolve()?;
+        let budget = Budget {
+            max_tokens: None,
+            max_seconds: args.max_seconds,
+            max_joules: args.max_joules,
+            max_g_co2e: args.max_g_co2e,
+        };
+        let guard = (!args.no_guard
+            || budget.max_seconds.is_some()
+            || budget.max_joules.is_some()
+            || budget.max_g_co2e.is_some())
+        .then(|| GuardConfig {
+            budget,
+            // With --no-guard only the budgets act.
+            max_period: if args.no_guard { 0 } else { 32 },
+            novelty_window: if args.no_guard { 0 } else { 48 },
+            entropy_window: if args.no_guard { 0 } else { 32 },
+            ..GuardConfig::default()
+        });
+        let csv = if args.no_emissions_csv {
+            None
+        } else {
+            match &args.emissions_csv {
+                Some(p) => Some(p.clone()),
+                None => Some(crate::models::cache_root()?.join("emissions.csv")),
+            }
+        };
+        let (meter, sampler) = match governed {
+            Some(g) => (g.meter().clone(), None),
+            None => {
+                let profile =
+                    sensor_drivers::sim::Profile::builtin(crate::sensing::DEFAULT_TWIN_PROFILE)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let platform = Platform::from_profile(&profile)?;
+                let model = PowerModel::from_platform(&platform, platform.top_level());
+                let meter = MeterHandle::new(EnergyMeter::new(
+                    Some(Fallback::detect(
+                        std::path::Path::new("/sys/class/powercap"),
+                        model,
+                    )),
+                    factors.wear_reference_c,
+                    factors.activation_ev,
+                ));
+                meter.poll();
+                let stop = Arc::new(AtomicBool::new(false));
+                let (m, s) = (meter.clone(), stop.clone());
+                let thread = std::thread::Builder::new()
+                    .name("energy".into())
+                    .spawn(move || m.sample_until(Duration::from_millis(100), &s))
+                    .context("spawning the energy sampler")?;
+                (meter, Some((stop, thread)))
+            }
+        };
+        Ok(Accounting {
+            factors,
+            meter,
+            sampler,
+            guard,
+            csv,
+            session: Footprint::default(),
+        })
+    }
+
+    /// The factors in force.
+    pub fn factors(&self) -> &Factors {
+        &self.factors
+    }
+
+    /// Generates one answer under the guard (when on) and the governor's gate (when on),
+    /// stopping at the next token once `shutdown` is requested, then accounts for it: prints
+    /// the footprint line and appends the CSV row.
+    pub fn generate(
+        &mut self,
+        state: &mut KvState,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        governed: Option<&Governed>,
+        shutdown: &Shutdown,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(GenerationStats, Footprint, Option<GuardStop>)> {
+        self.meter.poll();
+        let start = self.meter.mark();
+        let mut guard = self.guard.clone().map(|mut cfg| {
+            cfg.budget.max_tokens = Some(opts.max_tokens);
+            ZombieGuard::new(cfg, self.factors.g_co2e_per_j()[0])
+        });
+        let mut gov_gate = governed.map(|g| g.gate());
+        let stats = {
+            let mut guard_gate = guard
+                .as_mut()
+                .map(|g| g.gate(Some(&self.meter), Some(start)));
+            let mut gate = |ev: crate::engine::generate::TokenEvent<'_>| {
+                if shutdown.is_requested() {
+                    return Gate::Stop(INTERRUPTED.to_owned());
+                }
+                if let Some(g) = guard_gate.as_mut()
+                    && let Gate::Stop(why) = g(ev)
+                {
+                    return Gate::Stop(why);
+                }
+                match gov_gate.as_mut() {
+                    Some(g) => g(ev),
+                    None => Gate::Continue,
+                }
+            };
+            generate(state, prompt, opts, &mut gate, on_text)?
+        };
+        drop(gov_gate);
+        self.meter.poll();
+        let span = self.meter.since(&start);
+        let tokens = stats.generated_tokens as u64;
+        let fp = self.factors.footprint(
+            span.energy_j,
+            &span.source.to_string(),
+            span.duration_s,
+            tokens,
+            span.wear_hours,
+        );
+        self.session.add(&fp);
+        if let Some(path) = &self.csv
+            && let Err(e) = emissions_csv::append(path, &RunInfo::now("thermo"), &fp, &self.factors)
+        {
+            log::warn!("{e}");
+        }
+        let stop = guard.and_then(|g| g.stopped().cloned());
+        Ok((stats, fp, stop))
+    }
+
+    /// The footprint of the whole session so far.
+    pub fn session(&self) -> &Footprint {
+        &self.session
+    }
+
+    /// The `[footprint: ...]` line of one answer.
+    pub fn line(fp: &Footprint, stop: Option<&GuardStop>) -> String {
+        match stop.and_then(|s| s.avoided_j) {
+            Some(j) => format!("[footprint: {}; guard avoided {j:.1} J]", fp.line()),
+            None => format!("[footprint: {}]", fp.line()),
+        }
+    }
+
+    /// Stops the sampler thread.
+    pub fn finish(mut self) {
+        self.stop_sampler();
+    }
+
+    fn stop_sampler(&mut self) {
+        if let Some((stop, thread)) = self.sampler.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        self.stop_sampler();
+    }
+}

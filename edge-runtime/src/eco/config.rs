@@ -1,0 +1,428 @@
+//! The `[eco]` configuration: region, site, diesel backup share, wear model and board, with
+//! every factor of [`super::factors`] overridable. [`EcoConfig::resolve`] checks all of it at
+//! once and returns either the [`Factors`] in force or every problem with its key path.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::factors::{
+    self, DEFAULT_ACTIVATION_EV, DEFAULT_LIFETIME_YEARS, DEFAULT_WEAR_REFERENCE_C,
+    DIESEL_G_CO2E_PER_KWH, DIESEL_TIER2, DIESEL_TIER4, GRID_POLLUTANTS, Pollutants,
+};
+
+/// Which EPA tier the diesel backup generator meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DieselTier {
+    /// Tier 2 (older sets).
+    Tier2,
+    /// Tier 4 Final.
+    #[default]
+    Tier4,
+}
+
+/// Overrides of single factors; `None` keeps the table's value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactorOverrides {
+    /// Grid carbon intensity (g CO2e/kWh).
+    pub grid_g_co2e_per_kwh: Option<f64>,
+    /// Water consumed by generation (L/kWh).
+    pub water_l_per_kwh: Option<f64>,
+    /// Power usage effectiveness (>= 1).
+    pub pue: Option<f64>,
+    /// On-site water usage effectiveness (L per kWh of IT energy).
+    pub wue_l_per_kwh: Option<f64>,
+    /// Grid NOx (g/kWh).
+    pub nox_g_per_kwh: Option<f64>,
+    /// Grid SO2 (g/kWh).
+    pub so2_g_per_kwh: Option<f64>,
+    /// Grid PM2.5 (g/kWh).
+    pub pm25_g_per_kwh: Option<f64>,
+    /// Embodied carbon of the board (kg CO2e).
+    pub embodied_kg_co2e: Option<f64>,
+}
+
+/// The `[eco]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EcoConfig {
+    /// Grid region: `world` or a country code from the factor table.
+    pub region: String,
+    /// Where the board runs: `board` (PUE 1, no cooling water) or `datacentre`.
+    pub site: String,
+    /// Share of energy from a diesel backup generator, 0 to 1.
+    pub diesel_fraction: f64,
+    /// The generator's emission tier.
+    pub diesel_tier: DieselTier,
+    /// Board whose embodied carbon is amortised (a simulated SoC profile name).
+    pub board: String,
+    /// Service life over which embodied carbon is spread (years).
+    pub lifetime_years: f64,
+    /// Arrhenius activation energy (eV).
+    pub activation_ev: f64,
+    /// Reference temperature of the wear figure (°C).
+    pub wear_reference_c: f64,
+    /// Single-factor overrides.
+    pub overrides: FactorOverrides,
+}
+
+impl Default for EcoConfig {
+    fn default() -> Self {
+        EcoConfig {
+            region: "world".into(),
+            site: "board".into(),
+            diesel_fraction: 0.0,
+            diesel_tier: DieselTier::default(),
+            board: "rpi5".into(),
+            lifetime_years: DEFAULT_LIFETIME_YEARS,
+            activation_ev: DEFAULT_ACTIVATION_EV,
+            wear_reference_c: DEFAULT_WEAR_REFERENCE_C,
+            overrides: FactorOverrides::default(),
+        }
+    }
+}
+
+/// One problem in the `[eco]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Key path, e.g. `eco.overrides.pue`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The `[eco]` section could not be used.
+#[derive(Debug, Error)]
+pub enum EcoConfigError {
+    /// The TOML did not parse or had unknown keys.
+    #[error("invalid [eco] configuration: {0}")]
+    Parse(String),
+    /// One or more values are out of range; all are listed.
+    #[error("invalid [eco] configuration:\n{}", list(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {}: {}", p.path, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The factors in force after config: central values plus low/high ends for the ranges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Factors {
+    /// Region code.
+    pub region: String,
+    /// Region name (CodeCarbon's `country_name`).
+    pub region_name: String,
+    /// ISO alpha-3 code, empty for the world.
+    pub region_iso3: String,
+    /// Grid carbon intensity (g CO2e/kWh): central, low, high.
+    pub grid_g_co2e_per_kwh: [f64; 3],
+    /// Water consumed by generation (L/kWh).
+    pub water_l_per_kwh: f64,
+    /// Power usage effectiveness.
+    pub pue: f64,
+    /// On-site water usage effectiveness (L per kWh of IT energy).
+    pub wue_l_per_kwh: f64,
+    /// Share of energy from diesel backup.
+    pub diesel_fraction: f64,
+    /// Diesel carbon intensity (g CO2e/kWh): central, low, high.
+    pub diesel_g_co2e_per_kwh: [f64; 3],
+    /// Grid pollutants (g/kWh): NOx, SO2, PM2.5.
+    pub grid_pollutants_g_per_kwh: [f64; 3],
+    /// Diesel pollutants (g/kWh): NOx, SO2, PM2.5.
+    pub diesel_pollutants_g_per_kwh: [f64; 3],
+    /// Embodied carbon of the board (kg CO2e): central, low, high.
+    pub embodied_kg_co2e: [f64; 3],
+    /// Service life (years).
+    pub lifetime_years: f64,
+    /// Arrhenius activation energy (eV).
+    pub activation_ev: f64,
+    /// Wear reference temperature (°C).
+    pub wear_reference_c: f64,
+}
+
+impl Default for Factors {
+    fn default() -> Self {
+        // The default config always resolves; the table is checked by this crate's tests.
+        EcoConfig::default()
+            .resolve()
+            .unwrap_or_else(|_| unreachable_defaults())
+    }
+}
+
+#[cold]
+fn unreachable_defaults() -> Factors {
+    Factors {
+        region: "world".into(),
+        region_name: "World".into(),
+        region_iso3: String::new(),
+        grid_g_co2e_per_kwh: [473.0; 3],
+        water_l_per_kwh: 4.81,
+        pue: 1.0,
+        wue_l_per_kwh: 0.0,
+        diesel_fraction: 0.0,
+        diesel_g_co2e_per_kwh: [DIESEL_G_CO2E_PER_KWH.value; 3],
+        grid_pollutants_g_per_kwh: [0.0; 3],
+        diesel_pollutants_g_per_kwh: [0.0; 3],
+        embodied_kg_co2e: [0.0; 3],
+        lifetime_years: DEFAULT_LIFETIME_YEARS,
+        activation_ev: DEFAULT_ACTIVATION_EV,
+        wear_reference_c: DEFAULT_WEAR_REFERENCE_C,
+    }
+}
+
+fn pollutants(p: &Pollutants) -> [f64; 3] {
+    [
+        p.nox_g_per_kwh.value,
+        p.so2_g_per_kwh.value,
+        p.pm25_g_per_kwh.value,
+    ]
+}
+
+struct Checker(Vec<Problem>);
+
+impl Checker {
+    fn push(&mut self, path: &str, message: String) {
+        self.0.push(Problem {
+            path: format!("eco.{path}"),
+            message,
+        });
+    }
+
+    /// A finite number >= `min` (and <= `max` when given).
+    fn number(&mut self, path: &str, v: f64, min: f64, max: Option<f64>) {
+        if !v.is_finite() {
+            self.push(path, format!("must be a finite number, got {v}"));
+        } else if v < min {
+            self.push(path, format!("must be at least {min}, got {v}"));
+        } else if let Some(max) = max
+            && v > max
+        {
+            self.push(path, format!("must be at most {max}, got {v}"));
+        }
+    }
+
+    fn optional(&mut self, path: &str, v: Option<f64>, min: f64) {
+        if let Some(v) = v {
+            self.number(path, v, min, None);
+        }
+    }
+}
+
+impl EcoConfig {
+    /// Parses the `[eco]` table of a whole config file (other sections are ignored); a file
+    /// without one gives the defaults.
+    pub fn from_toml_str(text: &str) -> Result<Self, EcoConfigError> {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            eco: EcoConfig,
+        }
+        toml::from_str::<File>(text)
+            .map(|f| f.eco)
+            .map_err(|e| EcoConfigError::Parse(e.to_string()))
+    }
+
+    /// Checks every value and resolves the factors in force; lists all problems at once.
+    pub fn resolve(&self) -> Result<Factors, EcoConfigError> {
+        let mut c = Checker(vec![]);
+        let region = factors::region(&self.region);
+        if region.is_none() {
+            c.push(
+                "region",
+                format!(
+                    "unknown region {:?}; known: {}",
+                    self.region,
+                    factors::region_codes().join(", ")
+                ),
+            );
+        }
+        let site = factors::site(&self.site);
+        if site.is_none() {
+            c.push(
+                "site",
+                format!(
+                    "unknown site {:?}; known: {}",
+                    self.site,
+                    factors::SITES
+                        .iter()
+                        .map(|s| s.code)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        let board = factors::board(&self.board);
+        if board.is_none() && self.overrides.embodied_kg_co2e.is_none() {
+            c.push(
+                "board",
+                format!(
+                    "unknown board {:?} (known: {}); set eco.overrides.embodied_kg_co2e for \
+                     another board",
+                    self.board,
+                    factors::BOARDS
+                        .iter()
+                        .map(|b| b.code)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        c.number("diesel_fraction", self.diesel_fraction, 0.0, Some(1.0));
+        c.number("lifetime_years", self.lifetime_years, 0.0, None);
+        if self.lifetime_years.is_finite() && self.lifetime_years == 0.0 {
+            c.push("lifetime_years", "must be greater than 0".into());
+        }
+        c.number("activation_ev", self.activation_ev, 0.0, Some(5.0));
+        c.number("wear_reference_c", self.wear_reference_c, -273.15, None);
+        let o = &self.overrides;
+        c.optional("overrides.grid_g_co2e_per_kwh", o.grid_g_co2e_per_kwh, 0.0);
+        c.optional("overrides.water_l_per_kwh", o.water_l_per_kwh, 0.0);
+        c.optional("overrides.pue", o.pue, 1.0);
+        c.optional("overrides.wue_l_per_kwh", o.wue_l_per_kwh, 0.0);
+        c.optional("overrides.nox_g_per_kwh", o.nox_g_per_kwh, 0.0);
+        c.optional("overrides.so2_g_per_kwh", o.so2_g_per_kwh, 0.0);
+        c.optional("overrides.pm25_g_per_kwh", o.pm25_g_per_kwh, 0.0);
+        c.optional("overrides.embodied_kg_co2e", o.embodied_kg_co2e, 0.0);
+        let (Some(region), Some(site), true) = (region, site, c.0.is_empty()) else {
+            return Err(EcoConfigError::Invalid(c.0));
+        };
+        let g = &region.grid_g_co2e_per_kwh;
+        let grid = match o.grid_g_co2e_per_kwh {
+            Some(v) => [v; 3],
+            None => [g.value, g.low(), g.high()],
+        };
+        let diesel = match self.diesel_tier {
+            DieselTier::Tier2 => &DIESEL_TIER2,
+            DieselTier::Tier4 => &DIESEL_TIER4,
+        };
+        let mut grid_pollutants = pollutants(&GRID_POLLUTANTS);
+        for (slot, v) in
+            grid_pollutants
+                .iter_mut()
+                .zip([o.nox_g_per_kwh, o.so2_g_per_kwh, o.pm25_g_per_kwh])
+        {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        let embodied = match (o.embodied_kg_co2e, board) {
+            (Some(v), _) => [v; 3],
+            (None, Some(b)) => [b.kg_co2e.value, b.kg_co2e.low(), b.kg_co2e.high()],
+            (None, None) => [0.0; 3],
+        };
+        Ok(Factors {
+            region: region.code.into(),
+            region_name: region.name.into(),
+            region_iso3: region.iso3.into(),
+            grid_g_co2e_per_kwh: grid,
+            water_l_per_kwh: o.water_l_per_kwh.unwrap_or(region.water_l_per_kwh.value),
+            pue: o.pue.unwrap_or(site.pue.value),
+            wue_l_per_kwh: o.wue_l_per_kwh.unwrap_or(site.wue_l_per_kwh.value),
+            diesel_fraction: self.diesel_fraction,
+            diesel_g_co2e_per_kwh: [
+                DIESEL_G_CO2E_PER_KWH.value,
+                DIESEL_G_CO2E_PER_KWH.low(),
+                DIESEL_G_CO2E_PER_KWH.high(),
+            ],
+            grid_pollutants_g_per_kwh: grid_pollutants,
+            diesel_pollutants_g_per_kwh: pollutants(diesel),
+            embodied_kg_co2e: embodied,
+            lifetime_years: self.lifetime_years,
+            activation_ev: self.activation_ev,
+            wear_reference_c: self.wear_reference_c,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match EcoConfig::from_toml_str(text).map(|c| c.resolve()) {
+            Ok(Err(EcoConfigError::Invalid(p))) => p,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_default_config_resolves_to_the_world_grid_on_a_board() {
+        let f = EcoConfig::default().resolve().expect("defaults resolve");
+        assert_eq!(f.grid_g_co2e_per_kwh, [473.0, 445.0, 475.0]);
+        assert_eq!(f.water_l_per_kwh, 4.81);
+        assert_eq!((f.pue, f.wue_l_per_kwh), (1.0, 0.0));
+        assert_eq!(f, Factors::default());
+    }
+
+    #[test]
+    fn a_file_without_an_eco_section_gives_the_defaults() {
+        let c = EcoConfig::from_toml_str("[sensors]\nsim = \"rpi4\"\n").expect("parses");
+        assert_eq!(c, EcoConfig::default());
+    }
+
+    #[test]
+    fn overrides_replace_single_factors() {
+        let c = EcoConfig::from_toml_str(
+            "[eco]\nregion = \"DE\"\nsite = \"datacentre\"\n[eco.overrides]\ngrid_g_co2e_per_kwh = 100.0\npue = 1.2\n",
+        )
+        .expect("parses");
+        let f = c.resolve().expect("resolves");
+        assert_eq!(f.grid_g_co2e_per_kwh, [100.0; 3]);
+        assert_eq!(f.pue, 1.2);
+        assert_eq!(f.wue_l_per_kwh, 0.55);
+        assert_eq!(f.water_l_per_kwh, 1.93);
+        assert_eq!(f.region_iso3, "DEU");
+    }
+
+    #[test]
+    fn rejects_negative_nan_and_unknown_region_listing_every_problem() {
+        let p = problems(
+            "[eco]\nregion = \"atlantis\"\ndiesel_fraction = 1.5\nactivation_ev = nan\n\
+             [eco.overrides]\ngrid_g_co2e_per_kwh = -3.0\npue = 0.8\n",
+        );
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "eco.region",
+                "eco.diesel_fraction",
+                "eco.activation_ev",
+                "eco.overrides.grid_g_co2e_per_kwh",
+                "eco.overrides.pue"
+            ]
+        );
+        assert!(p[0].message.contains("atlantis") && p[0].message.contains("world"));
+        assert!(p[2].message.contains("finite"));
+        assert!(p[3].message.contains("at least 0"));
+        let text = EcoConfigError::Invalid(p).to_string();
+        assert!(
+            text.contains("eco.overrides.pue: must be at least 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_keys_with_their_name() {
+        let err = EcoConfig::from_toml_str("[eco]\ngrid = 3\n").expect_err("unknown key");
+        assert!(err.to_string().contains("grid"), "{err}");
+    }
+
+    #[test]
+    fn rejects_an_unknown_board_unless_its_embodied_carbon_is_given() {
+        let p = problems("[eco]\nboard = \"abacus\"\n");
+        assert_eq!(p[0].path, "eco.board");
+        let f = EcoConfig::from_toml_str(
+            "[eco]\nboard = \"abacus\"\n[eco.overrides]\nembodied_kg_co2e = 2.0\n",
+        )
+        .expect("parses")
+        .resolve()
+        .expect("resolves");
+        assert_eq!(f.embodied_kg_co2e, [2.0; 3]);
+    }
+}

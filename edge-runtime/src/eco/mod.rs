@@ -1,0 +1,21 @@
+//! Eco accounting and the zombie-compute guard: energy measured at the board (power sensor,
+//! RAPL, or the per-board power model over CPU time, each figure saying which), converted into
+//! carbon, water, air pollutants, embodied carbon and thermal wear through one sourced factor
+//! table; CodeCarbon-compatible `emissions.csv`; a guard that stops degenerate generation and
+//! enforces per-request budgets; an agent-loop detector; llama.cpp-compatible perplexity and
+//! the eco-benchmark. Nothing here imports tract: models are run through `engine`.
+pub mod agent_loop;
+pub mod bench;
+pub mod config;
+pub mod emissions_csv;
+pub mod energy;
+pub mod factors;
+pub mod footprint;
+pub mod guard;
+pub mod perplexity;
+pub mod wear;
+
+pub use config::{EcoConfig, EcoConfigError, Factors};
+pub use energy::{EnergyMeter, EnergySource, MeterHandle};
+pub use footprint::Footprint;
+pub use guard::{GuardConfig, ZombieGuard};

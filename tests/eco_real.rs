@@ -1,0 +1,179 @@
+//! Eco features on the real default model, SmolLM2-135M-Instruct: perplexity against
+//! llama.cpp on the same GGUF, the zombie guard on prompts that make the model loop at
+//! temperature 0, and no false stops on the committed set of normal prompts.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use e2e_tests::real_model_dir;
+use edge_runtime::cli::run::prompt_ids;
+use edge_runtime::eco::guard::{GuardConfig, GuardStop, ZombieGuard};
+use edge_runtime::eco::perplexity::{bos_if_added, perplexity, tokenize};
+use edge_runtime::engine::WeightFormat;
+use edge_runtime::engine::chat::{Message, Role};
+use edge_runtime::engine::generate::{Gate, GenerateOptions, generate};
+use edge_runtime::engine::model::{KvState, LoadedModel};
+
+const HELDOUT: &str = include_str!("../models/eval/heldout.txt");
+const NORMAL_PROMPTS: &str = include_str!("../models/eval/normal_prompts.txt");
+
+/// llama.cpp's figure for `models/eval/heldout.txt`, `--ctx 128`, on the default Q4_1 GGUF,
+/// measured with `models/perplexity_llamacpp.py` (llama-cpp-python 0.3.36); used when that
+/// binding is not installed here.
+const LLAMA_CPP_PPL_CTX128: f64 = 29.2174;
+
+fn peer_python() -> Option<PathBuf> {
+    let p = std::env::var_os("THERMO_PEER_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/thermo/peer-venv/bin/python"))
+        })?;
+    p.is_file().then_some(p)
+}
+
+fn llama_cpp_ppl() -> f64 {
+    let Some(py) = peer_python() else {
+        return LLAMA_CPP_PPL_CTX128;
+    };
+    let gguf = edge_runtime::models::ensure_default_gguf().expect("the default GGUF");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(py)
+        .arg(root.join("models/perplexity_llamacpp.py"))
+        .arg(gguf)
+        .arg(root.join("models/eval/heldout.txt"))
+        .args(["--ctx", "128"])
+        .output()
+        .expect("running the llama.cpp peer");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PPL = "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no PPL from the peer: {stdout}"))
+}
+
+#[test]
+fn perplexity_of_the_f32_import_agrees_with_llama_cpp_within_three_percent() {
+    let model = LoadedModel::load(&real_model_dir(WeightFormat::F32)).expect("model");
+    let bos = bos_if_added(&model).expect("tokenizer config");
+    let tokens = tokenize(&model, HELDOUT, bos).expect("tokenize");
+    let mut state = KvState::new(model).expect("state");
+    let ours = perplexity(&mut state, &tokens, 128, bos, &mut |_, _| {})
+        .expect("perplexity")
+        .ppl;
+    let peer = llama_cpp_ppl();
+    let diff = (ours - peer).abs() / peer;
+    eprintln!(
+        "PPL ours {ours:.4}, llama.cpp {peer:.4}, {:.2} %",
+        diff * 100.0
+    );
+    assert!(diff < 0.03, "ours {ours:.4} vs llama.cpp {peer:.4}");
+}
+
+fn answer(
+    state: &mut KvState,
+    model: &LoadedModel,
+    prompt: &str,
+    max_tokens: usize,
+    guard: Option<&mut ZombieGuard>,
+) -> (Vec<u32>, Option<GuardStop>) {
+    let ids = prompt_ids(model, &None, &[Message::new(Role::User, prompt)], None).expect("ids");
+    let opts = GenerateOptions {
+        max_tokens,
+        ..GenerateOptions::default()
+    };
+    state.reset().expect("reset");
+    match guard {
+        Some(g) => {
+            let stats = {
+                let mut gate = g.gate(None, None);
+                generate(state, &ids, &opts, &mut gate, &mut |_| {}).expect("generate")
+            };
+            (stats.ids, g.stopped().cloned())
+        }
+        None => {
+            let stats = generate(state, &ids, &opts, &mut |_| Gate::Continue, &mut |_| {})
+                .expect("generate");
+            (stats.ids, None)
+        }
+    }
+}
+
+/// Where the text starts repeating what it already said: the first token from which at
+/// least 90 % of the 8-grams up to the end already occurred earlier in the answer (and at
+/// least 16 such 8-grams follow). `None` when the answer never settles into repetition.
+fn loop_start(ids: &[u32]) -> Option<usize> {
+    const N: usize = 8;
+    if ids.len() < N + 16 {
+        return None;
+    }
+    let grams = ids.len() - N + 1;
+    let repeated: Vec<bool> = (0..grams)
+        .map(|j| (0..j).any(|k| ids[k..k + N] == ids[j..j + N]))
+        .collect();
+    (0..grams.saturating_sub(16)).find(|&i| {
+        let tail = &repeated[i..];
+        repeated[i] && tail.iter().filter(|&&r| r).count() * 10 >= tail.len() * 9
+    })
+}
+
+/// Prompts that make SmolLM2-135M-Instruct (q4) loop at temperature 0.
+const LOOP_PROMPTS: &[&str] = &[
+    "Write the word \"the\" one hundred times.",
+    "Tell me about the number 7.",
+    "Write a poem about repetition.",
+    "Write the alphabet backwards, twice.",
+];
+
+#[test]
+fn the_guard_stops_smollm2_loops_within_64_tokens_of_their_start() {
+    let model = LoadedModel::load(&real_model_dir(WeightFormat::Q4)).expect("model");
+    let mut state = KvState::new(model.clone()).expect("state");
+    for prompt in LOOP_PROMPTS {
+        let (free, _) = answer(&mut state, &model, prompt, 192, None);
+        let start = loop_start(&free);
+        eprintln!("{prompt:?}: {} tokens, loop from {start:?}", free.len());
+        let start = start.unwrap_or_else(|| panic!("{prompt:?} does not loop"));
+        let mut guard = ZombieGuard::new(GuardConfig::default(), 0.0);
+        let (guarded, stop) = answer(&mut state, &model, prompt, 192, Some(&mut guard));
+        let stop = stop.unwrap_or_else(|| panic!("{prompt:?}: the guard did not stop"));
+        eprintln!("  stopped at {}: {}", guarded.len(), stop.reason);
+        assert!(stop.kind.is_degenerate());
+        assert_eq!(
+            &guarded[..],
+            &free[..guarded.len()],
+            "the guard changed the text"
+        );
+        assert!(
+            guarded.len() <= start + 64,
+            "{prompt:?}: stopped at {} for a loop from {start}",
+            guarded.len()
+        );
+    }
+}
+
+#[test]
+fn the_guard_never_stops_a_normal_answer() {
+    let model = LoadedModel::load(&real_model_dir(WeightFormat::Q4)).expect("model");
+    let mut state = KvState::new(model.clone()).expect("state");
+    let prompts: Vec<&str> = NORMAL_PROMPTS
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(prompts.len() >= 20);
+    let mut false_stops = vec![];
+    for prompt in &prompts {
+        let mut guard = ZombieGuard::new(GuardConfig::default(), 0.0);
+        let (_, stop) = answer(&mut state, &model, prompt, 128, Some(&mut guard));
+        if let Some(stop) = stop {
+            false_stops.push(format!("{prompt:?}: {}", stop.reason));
+        }
+    }
+    eprintln!(
+        "{} normal prompts, {} false stops",
+        prompts.len(),
+        false_stops.len()
+    );
+    assert!(false_stops.is_empty(), "{false_stops:#?}");
+}
