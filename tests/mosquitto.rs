@@ -161,12 +161,15 @@ impl Drop for Mosquitto {
     }
 }
 
+/// One received message: topic, payload, retained flag.
+pub type Message = (String, Vec<u8>, bool);
+
 /// A test subscriber: its own thread, a rumqttc client subscribed to `filters` at QoS 1,
 /// collecting every message in arrival order. With `persistent`, the session survives a
 /// broker restart (clean session off, fixed client id) so nothing published while it
 /// reconnects is lost.
 pub struct Subscriber {
-    messages: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, bool)>>>,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<Message>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     subscribed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -230,7 +233,7 @@ impl Subscriber {
     }
 
     /// Every message so far: topic, payload, retained flag.
-    pub fn messages(&self) -> Vec<(String, Vec<u8>, bool)> {
+    pub fn messages(&self) -> Vec<Message> {
         self.messages
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -238,11 +241,7 @@ impl Subscriber {
     }
 
     /// Waits until `pred` holds on the messages or `timeout` passes; returns whether it held.
-    pub fn wait_for(
-        &self,
-        timeout: Duration,
-        mut pred: impl FnMut(&[(String, Vec<u8>, bool)]) -> bool,
-    ) -> bool {
+    pub fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&[Message]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if pred(&self.messages()) {
@@ -267,7 +266,7 @@ impl Drop for Subscriber {
 
 /// Sequence numbers of `device`'s records among `messages` (telemetry and event topics),
 /// deduplicated by sequence number keeping first arrivals, in arrival order.
-pub fn dedup_seqs(messages: &[(String, Vec<u8>, bool)], device: &str) -> Vec<u64> {
+pub fn dedup_seqs(messages: &[Message], device: &str) -> Vec<u64> {
     use edge_runtime::telemetry::{Encoding, Record};
     let mut seen = std::collections::HashSet::new();
     let tele = format!("thermo/{device}/telemetry");

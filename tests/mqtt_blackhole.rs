@@ -121,7 +121,10 @@ fn decode_speed_with_a_blackholed_broker_stays_within_5_percent_of_no_broker() -
         file.extend(decode_intervals(&model, &tf)?);
         hole_tps.extend(decode_intervals(&model, &tm)?);
     }
-    ensure!(file.len() > ROUNDS * 8 && hole_tps.len() > ROUNDS * 8, "too few tokens");
+    ensure!(
+        file.len() > ROUNDS * 8 && hole_tps.len() > ROUNDS * 8,
+        "too few tokens"
+    );
     let (nf, nh) = (file.len(), hole_tps.len());
     let (f, h) = (1.0 / median(file), 1.0 / median(hole_tps));
     let ratio = h / f;

@@ -139,7 +139,15 @@ fn the_broker_password_never_appears_in_logs_or_telemetry() -> Result<()> {
         .arg("run")
         .arg("--model")
         .arg(tiny_model(WeightFormat::F32))
-        .args(["--threads", "1", "--sim", "rpi4", "--max-tokens", "8", "--raw"])
+        .args([
+            "--threads",
+            "1",
+            "--sim",
+            "rpi4",
+            "--max-tokens",
+            "8",
+            "--raw",
+        ])
         .args(["--mqtt", &broker.url(), "--device-id", "pw-dev"])
         .args(["--mqtt-username", "alice", "--telemetry-interval", "0.2"])
         .arg("--telemetry-queue")

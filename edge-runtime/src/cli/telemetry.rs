@@ -404,6 +404,8 @@ fn poll_ticks(p: &Probe, t: &Telemetry, stop: &AtomicBool, energy_mj: &AtomicU64
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use clap::Parser;
 

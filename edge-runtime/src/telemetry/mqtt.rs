@@ -401,7 +401,7 @@ impl Driver {
         } else {
             let snap = self.snapshot();
             match command::parse(&name, payload, &self.d.opts.allowed, &snap) {
-                Err(r) => r,
+                Err(r) => *r,
                 Ok((cmd, id)) => self.apply(&name, cmd, id)?,
             }
         };

@@ -288,6 +288,8 @@ pub fn unix_ms_now() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     pub(crate) fn sample_tick() -> Body {
