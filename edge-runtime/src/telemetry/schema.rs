@@ -292,7 +292,7 @@ mod tests {
 
     use super::*;
 
-    pub(crate) fn sample_tick() -> Body {
+    fn sample_tick() -> Body {
         Body::Tick(Tick {
             uptime_ms: 1500,
             governing_c: Some(61.5),
