@@ -31,6 +31,7 @@ pub fn free_port() -> Result<u16> {
 /// A running (or stopped) Mosquitto with its own directory.
 pub struct Mosquitto {
     port: u16,
+    extra: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
@@ -40,9 +41,15 @@ impl Mosquitto {
     /// Starts a broker on a free loopback port: anonymous access, persistence on, no limit on
     /// queued messages per client.
     pub fn start() -> Result<Self> {
+        Self::start_with("")
+    }
+
+    /// Like [`Mosquitto::start`], with `extra` appended to the config (more listeners, TLS).
+    pub fn start_with(extra: &str) -> Result<Self> {
         let dir = tempfile::tempdir().context("broker dir")?;
         let mut m = Self {
             port: free_port()?,
+            extra: extra.to_string(),
             dir,
             child: None,
             starts: 0,
@@ -57,9 +64,10 @@ impl Mosquitto {
         let conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
              persistence_location {dir}/\nmax_queued_messages 0\nmax_inflight_messages 0\n\
-             user root\nlog_dest file {dir}/mosquitto.log\nlog_type error\nlog_type warning\n",
+             user root\nlog_dest file {dir}/mosquitto.log\nlog_type error\nlog_type warning\n{extra}\n",
             port = self.port,
-            dir = d.display()
+            dir = d.display(),
+            extra = self.extra
         );
         std::fs::write(d.join("mosquitto.conf"), conf).context("writing mosquitto.conf")
     }
@@ -161,12 +169,15 @@ impl Drop for Mosquitto {
     }
 }
 
+/// One received message: topic, payload, retained flag.
+pub type Message = (String, Vec<u8>, bool);
+
 /// A test subscriber: its own thread, a rumqttc client subscribed to `filters` at QoS 1,
 /// collecting every message in arrival order. With `persistent`, the session survives a
 /// broker restart (clean session off, fixed client id) so nothing published while it
 /// reconnects is lost.
 pub struct Subscriber {
-    messages: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, bool)>>>,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<Message>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     subscribed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -230,7 +241,7 @@ impl Subscriber {
     }
 
     /// Every message so far: topic, payload, retained flag.
-    pub fn messages(&self) -> Vec<(String, Vec<u8>, bool)> {
+    pub fn messages(&self) -> Vec<Message> {
         self.messages
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -238,11 +249,7 @@ impl Subscriber {
     }
 
     /// Waits until `pred` holds on the messages or `timeout` passes; returns whether it held.
-    pub fn wait_for(
-        &self,
-        timeout: Duration,
-        mut pred: impl FnMut(&[(String, Vec<u8>, bool)]) -> bool,
-    ) -> bool {
+    pub fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&[Message]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if pred(&self.messages()) {
@@ -267,7 +274,7 @@ impl Drop for Subscriber {
 
 /// Sequence numbers of `device`'s records among `messages` (telemetry and event topics),
 /// deduplicated by sequence number keeping first arrivals, in arrival order.
-pub fn dedup_seqs(messages: &[(String, Vec<u8>, bool)], device: &str) -> Vec<u64> {
+pub fn dedup_seqs(messages: &[Message], device: &str) -> Vec<u64> {
     use edge_runtime::telemetry::{Encoding, Record};
     let mut seen = std::collections::HashSet::new();
     let tele = format!("thermo/{device}/telemetry");
@@ -299,4 +306,98 @@ pub fn publish_once(port: u16, topic: &str, payload: &[u8]) -> Result<()> {
         }
     }
     bail!("no PUBACK for {topic}")
+}
+
+/// A throw-away PKI made with the `openssl` command: a CA, a server certificate for
+/// 127.0.0.1 and a client certificate, all PEM files in `dir`.
+pub struct TestPki {
+    /// Holds the files.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    /// Makes the CA, the server and the client certificates.
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        let run = |args: &[&str]| -> Result<()> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .context("running openssl (apt-get install openssl)")?;
+            if !out.status.success() {
+                bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(())
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=thermo-test-ca",
+        ])?;
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )?;
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+        for (name, cn) in [("server", "localhost"), ("client", "thermo-device")] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ])?;
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ])?;
+        }
+        Ok(Self { dir })
+    }
+
+    /// A file of the PKI (`ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key`).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Mosquitto config lines for a TLS listener on `port` that requires a client
+    /// certificate signed by the CA.
+    pub fn listener(&self, port: u16) -> String {
+        format!(
+            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            self.path("ca.pem").display(),
+            self.path("server.pem").display(),
+            self.path("server.key").display()
+        )
+    }
 }

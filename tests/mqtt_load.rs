@@ -145,3 +145,60 @@ fn two_hundred_devices_at_4_hz_for_60_s_lose_nothing_and_the_fleet_view_keeps_up
     }
     Ok(())
 }
+
+#[test]
+fn watchers_in_one_shared_subscription_group_split_the_fleet_between_them() -> Result<()> {
+    const N: u64 = 200;
+    let broker = Mosquitto::start()?;
+    let url = broker.url();
+    let watcher = |id: &str| -> Result<std::thread::JoinHandle<Result<FleetView>>> {
+        let cfg = BrokerConfig::new(url.parse()?, id);
+        Ok(std::thread::spawn(move || -> Result<FleetView> {
+            let mut view = FleetView::new(Encoding::Json);
+            watch(
+                &cfg,
+                Some("g1"),
+                &mut view,
+                Some(Duration::from_secs(12)),
+                Duration::from_millis(100),
+                |_| true,
+            )?;
+            Ok(view)
+        }))
+    };
+    let (a, b) = (watcher("share-a")?, watcher("share-b")?);
+    std::thread::sleep(Duration::from_secs(2));
+    let queue = tempfile::tempdir()?;
+    let opts = TelemetryOptions::new(
+        "share-dev",
+        SinkConfig::Mqtt {
+            broker: BrokerConfig::new(url.parse()?, "share-device"),
+            queue_dir: queue.path().to_path_buf(),
+        },
+    )
+    .with_discovery(false);
+    let (t, d) = Telemetry::new(opts, None)?;
+    let th = std::thread::spawn(move || d.run());
+    for n in 0..N {
+        t.send(tick(n));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.stats().delivered < N && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.stop();
+    th.join()
+        .map_err(|_| anyhow::anyhow!("driver panicked"))??;
+    let va = a
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
+    let vb = b
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
+    let (ra, rb) = (va.total_records(), vb.total_records());
+    eprintln!("shared subscription: watcher a {ra} records, watcher b {rb}");
+    ensure!(ra + rb == N, "{ra} + {rb} != {N}");
+    ensure!(ra > 0 && rb > 0, "one watcher got everything: {ra} / {rb}");
+    Ok(())
+}

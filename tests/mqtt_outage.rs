@@ -99,3 +99,120 @@ fn every_record_arrives_once_in_order_across_a_30_s_broker_outage() -> Result<()
         .map_err(|_| anyhow::anyhow!("driver panicked"))??;
     Ok(())
 }
+
+#[test]
+fn at_the_queue_bound_the_oldest_telemetry_goes_events_stay_and_the_drop_count_is_published()
+-> Result<()> {
+    use edge_runtime::telemetry::{GovernorState, Record, Tick};
+    const DEV: &str = "bound-dev";
+    let mut broker = Mosquitto::start()?;
+    let sub = Subscriber::start(broker.port(), "bound-watcher", &["thermo/+/#"], true)?;
+    broker.stop()?;
+    let queue = tempfile::tempdir()?;
+    let opts = TelemetryOptions::new(
+        DEV,
+        SinkConfig::Mqtt {
+            broker: BrokerConfig::new(broker.url().parse()?, "bound-device"),
+            queue_dir: queue.path().to_path_buf(),
+        },
+    )
+    .with_queue_capacity(10)
+    .with_discovery(false);
+    let (t, driver) = Telemetry::new(opts, None)?;
+    let th = std::thread::spawn(move || driver.run());
+    let tick = |n: u64| {
+        Body::Tick(Tick {
+            uptime_ms: n,
+            governing_c: Some(50.0),
+            temps: vec![],
+            power: None,
+            freq_khz: None,
+            governor: GovernorState {
+                mode: "regulating".into(),
+                limiter: "none".into(),
+                setpoint_c: 70.0,
+                reason: String::new(),
+                duties: [1.0; 3],
+                training_paused: false,
+            },
+            tokens_per_s: None,
+            tokens_total: n,
+            steps_total: 0,
+            energy_j: 0.0,
+            throttle_events: 0,
+            eco: None,
+        })
+    };
+    t.send(record(1000));
+    for n in 0..30 {
+        t.send(tick(n));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.send(record(1001));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.stats().dropped_queue < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ensure!(t.stats().dropped_queue >= 20, "{:?}", t.stats());
+    broker.restart()?;
+    let drop_count = |m: &[(String, Vec<u8>, bool)]| {
+        m.iter()
+            .filter(|(topic, _, _)| *topic == format!("thermo/{DEV}/event"))
+            .filter_map(|(_, p, _)| Record::decode(p, edge_runtime::telemetry::Encoding::Json).ok())
+            .filter_map(|r| match r.body {
+                Body::Event(e) if e.name == "telemetry_dropped" => e.count,
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let ok = sub.wait_for(Duration::from_secs(20), |m| {
+        drop_count(m) >= 20
+            && m.iter()
+                .any(|(_, p, _)| String::from_utf8_lossy(p).contains("\"count\":1001"))
+    });
+    ensure!(ok, "the drop count or the events did not arrive");
+    let records: Vec<Record> = sub
+        .messages()
+        .iter()
+        .filter(|(topic, _, _)| topic.starts_with(&format!("thermo/{DEV}/")))
+        .filter_map(|(_, p, _)| Record::decode(p, edge_runtime::telemetry::Encoding::Json).ok())
+        .collect();
+    let events: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            Body::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    ensure!(
+        events.iter().any(|e| e.count == Some(1000)),
+        "first event lost"
+    );
+    ensure!(
+        events.iter().any(|e| e.count == Some(1001)),
+        "last event lost"
+    );
+    let dropped = events
+        .iter()
+        .filter(|e| e.name == "telemetry_dropped")
+        .filter_map(|e| e.count)
+        .max()
+        .unwrap_or(0);
+    ensure!(dropped >= 20, "published drop count {dropped}");
+    let total = records.iter().map(|r| r.dropped_total).max().unwrap_or(0);
+    ensure!(total >= 20, "records carry a drop total of {total}");
+    // The newest ticks survived; the oldest went first.
+    let ticks: Vec<u64> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            Body::Tick(tk) => Some(tk.tokens_total),
+            _ => None,
+        })
+        .collect();
+    ensure!(ticks.contains(&29) && !ticks.contains(&0), "{ticks:?}");
+    t.stop();
+    th.join()
+        .map_err(|_| anyhow::anyhow!("driver panicked"))??;
+    Ok(())
+}

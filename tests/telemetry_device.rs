@@ -54,7 +54,7 @@ fn main() -> Result<()> {
     let hz: f64 = get("--hz")?.parse()?;
     let count: u64 = get("--count")?.parse()?;
     let drain: f64 = get("--drain-secs").ok().map_or(Ok(0.0), |s| s.parse())?;
-    if !(hz > 0.0) {
+    if !hz.is_finite() || hz <= 0.0 {
         bail!("--hz must be positive");
     }
     let cfg = BrokerConfig::new(broker, format!("thermo-{device}"));
@@ -93,7 +93,7 @@ fn main() -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let s = t.stats();
-            if s.queued + s.delivered >= n + 1 || Instant::now() > deadline {
+            if s.queued + s.delivered > n || Instant::now() > deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));

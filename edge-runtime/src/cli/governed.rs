@@ -137,7 +137,7 @@ pub struct Probe {
     /// The permits the token loop and the trainer take.
     pub permits: Permits,
     /// The board's last snapshot, refreshed every governor tick.
-    pub snapshot: Arc<std::sync::Mutex<Option<sensor_drivers::sensor_set::Snapshot>>>,
+    pub last_snapshot: Arc<std::sync::Mutex<Option<sensor_drivers::sensor_set::Snapshot>>>,
     /// The hard ceiling in °C.
     pub ceiling_c: f32,
     /// The ambient temperature in °C, where known.
@@ -248,7 +248,7 @@ impl Governed {
         let probe = Probe {
             handle: handle.clone(),
             permits: permits.clone(),
-            snapshot: last_snapshot,
+            last_snapshot,
             ceiling_c,
             ambient_c,
             platform,

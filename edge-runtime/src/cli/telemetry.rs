@@ -312,7 +312,11 @@ impl Drop for Session {
 fn tick_record(p: &Probe, occupancy: f32, energy_j: f64, throttle_events: u64) -> Tick {
     let s = p.handle.status();
     let stats = p.permits.stats();
-    let snapshot = p.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let snapshot = p
+        .last_snapshot
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let temps = snapshot
         .as_ref()
         .map(|snap| {
@@ -380,7 +384,7 @@ fn poll_ticks(p: &Probe, t: &Telemetry, stop: &AtomicBool, energy_mj: &AtomicU64
         let occupancy = stats.utilisation_since(&last_stats);
         last_stats = stats;
         let throttled = p
-            .snapshot
+            .last_snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
@@ -404,6 +408,8 @@ fn poll_ticks(p: &Probe, t: &Telemetry, stop: &AtomicBool, energy_mj: &AtomicU64
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use clap::Parser;
 
@@ -507,6 +513,41 @@ mod tests {
         );
         let text = format!("{cfg:?} {o:?} {args:?}");
         assert!(!text.contains("s3cret-pass"), "{text}");
+    }
+
+    #[test]
+    fn commands_reach_the_running_governor_and_the_training_switch() {
+        use crate::cli::governed::{Governed, GovernorArgs};
+        #[derive(Debug, Parser)]
+        struct G {
+            #[command(flatten)]
+            g: GovernorArgs,
+        }
+        let args = G::try_parse_from(["x", "--sim", "rpi4", "--setpoint", "65"])
+            .unwrap()
+            .g;
+        let g = Governed::start(&args, 1).unwrap();
+        let p = g.probe();
+        let snap = p.snapshot();
+        assert_eq!(snap.setpoint_c, 65.0);
+        assert!(
+            snap.ambient_c
+                .is_some_and(|a| a > 0.0 && a < snap.setpoint_c)
+        );
+        assert!(snap.ceiling_c > snap.setpoint_c);
+        assert!(p.set_setpoint_c(snap.ceiling_c + 5.0).is_err());
+        p.set_setpoint_c(60.0).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while p.handle.status().setpoint_c != 60.0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(p.snapshot().setpoint_c, 60.0);
+        p.pause_training().unwrap();
+        assert!(p.snapshot().training_paused);
+        assert!(p.permits.try_acquire(Priority::Training).is_err());
+        p.resume_training().unwrap();
+        assert!(!p.snapshot().training_paused);
+        drop(g);
     }
 
     #[test]

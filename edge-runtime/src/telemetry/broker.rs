@@ -286,6 +286,8 @@ fn read_certs(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn parse(s: &str) -> Result<BrokerUrl, BrokerError> {

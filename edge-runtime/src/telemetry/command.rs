@@ -160,8 +160,8 @@ pub fn parse(
     payload: &[u8],
     allowed: &[CommandName],
     snapshot: &StatusSnapshot,
-) -> Result<(Command, Option<String>), Reply> {
-    let fail = |id: Option<String>, why: String| Reply::error(name, id, why);
+) -> Result<(Command, Option<String>), Box<Reply>> {
+    let fail = |id: Option<String>, why: String| Box::new(Reply::error(name, id, why));
     let text =
         std::str::from_utf8(payload).map_err(|_| fail(None, "payload is not UTF-8".into()))?;
     let value: Value = if text.trim().is_empty() {
@@ -257,6 +257,8 @@ fn json_type(v: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn snap() -> StatusSnapshot {

@@ -96,6 +96,8 @@ pub fn configs(topics: &Topics) -> Vec<DiscoveryConfig> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -232,6 +232,8 @@ pub fn watch(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::telemetry::schema::{GovernorState, Tick};
 

@@ -38,6 +38,7 @@ pub use topics::{BadDeviceId, Topics};
 
 /// Where records go.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // made once per run
 pub enum SinkConfig {
     /// An MQTT broker, with the disk queue in `queue_dir`.
     Mqtt {
@@ -203,6 +204,7 @@ pub struct TelemetryStats {
     pub connects: u64,
 }
 
+#[allow(clippy::large_enum_variant)] // nearly every message is a record
 enum Input {
     Record { ts_ms: u64, body: Body },
     Stop,
@@ -382,6 +384,8 @@ fn run_file(d: TelemetryDriver, path: &std::path::Path) -> Result<(), TelemetryE
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn event(n: u64) -> Body {

@@ -275,7 +275,7 @@ impl Driver {
     }
 
     /// Queues a `telemetry_dropped` event with the running total when it changed, at most
-    /// once per [`DROP_EVENT_GAP`].
+    /// once per [`DROP_EVENT_GAP`] and at once after a reconnect.
     fn announce_drops(&mut self) -> Result<(), TelemetryError> {
         let total = self.d.dropped_total(self.queue.dropped());
         if total == self.drops_announced
@@ -338,6 +338,8 @@ impl Driver {
                 }
                 self.link.connected = true;
                 self.link.reset();
+                // A fresh connection hears the current drop count at once.
+                self.last_drop_event = None;
                 self.d.shared.connected.store(true, Ordering::Relaxed);
                 self.d.shared.connects.fetch_add(1, Ordering::Relaxed);
                 let filter = self.d.topics.command_filter();
@@ -401,7 +403,7 @@ impl Driver {
         } else {
             let snap = self.snapshot();
             match command::parse(&name, payload, &self.d.opts.allowed, &snap) {
-                Err(r) => r,
+                Err(r) => *r,
                 Ok((cmd, id)) => self.apply(&name, cmd, id)?,
             }
         };

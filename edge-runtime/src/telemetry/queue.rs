@@ -344,10 +344,7 @@ fn replay(bytes: &[u8]) -> (VecDeque<Entry>, u64, u64, usize) {
     let mut next_id = 0u64;
     let mut dead = 0u64;
     let mut at = 0usize;
-    loop {
-        let (Some(len), Some(crc)) = (u32_at(bytes, at), u32_at(bytes, at + 4)) else {
-            break;
-        };
+    while let (Some(len), Some(crc)) = (u32_at(bytes, at), u32_at(bytes, at + 4)) {
         let len = len as usize;
         if len == 0 || len > MAX_BODY {
             break;
@@ -419,6 +416,8 @@ pub fn crc32(data: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use RecordKind::{Event, Telemetry};
 

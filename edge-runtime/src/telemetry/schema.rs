@@ -288,9 +288,11 @@ pub fn unix_ms_now() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
-    pub(crate) fn sample_tick() -> Body {
+    fn sample_tick() -> Body {
         Body::Tick(Tick {
             uptime_ms: 1500,
             governing_c: Some(61.5),

@@ -128,6 +128,8 @@ pub fn classify(topic: &str) -> FleetTopic<'_> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
