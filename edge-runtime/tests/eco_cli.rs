@@ -36,7 +36,7 @@ fn the_run_path_meter_matches_the_simulated_socs_ground_truth_within_two_percent
             setpoint: None,
             sim: Some("rpi5".into()),
             sim_time_scale: 1.0,
-            no_governor: false,
+            ..GovernorArgs::default()
         },
         2,
     )?;

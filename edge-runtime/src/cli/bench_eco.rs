@@ -139,9 +139,7 @@ fn measure(
             setpoint: None,
             sim: Some(args.sim.clone()),
             sim_time_scale: args.sim_time_scale,
-            pacing_only: false,
-            drive_fan: false,
-            no_governor: false,
+            ..GovernorArgs::default()
         },
         args.threads,
     )?;

@@ -53,6 +53,20 @@ pub struct GovernorArgs {
     pub no_governor: bool,
 }
 
+impl Default for GovernorArgs {
+    /// The flags' defaults: the board's own setpoint, real sensors when present, real time.
+    fn default() -> Self {
+        Self {
+            setpoint: None,
+            sim: None,
+            sim_time_scale: 1.0,
+            pacing_only: false,
+            drive_fan: false,
+            no_governor: false,
+        }
+    }
+}
+
 /// A running governor: its handle, the permits it publishes, the engine's thread pools and
 /// the control thread.
 pub struct Governed {
