@@ -71,33 +71,35 @@ fn perplexity_of_the_f32_import_agrees_with_llama_cpp_within_three_percent() {
     assert!(diff < 0.03, "ours {ours:.4} vs llama.cpp {peer:.4}");
 }
 
-fn answer(
+/// Generates a greedy answer to `prompt` to the end (EOS or `max_tokens`) with a guard in
+/// shadow mode: it sees every token event but never stops the answer. Returns the ids, and
+/// the token count and reason at which the guard would have stopped.
+fn shadow(
     state: &mut KvState,
     model: &LoadedModel,
     prompt: &str,
     max_tokens: usize,
-    guard: Option<&mut ZombieGuard>,
-) -> (Vec<u32>, Option<GuardStop>) {
+) -> (Vec<u32>, Option<(usize, GuardStop)>) {
     let ids = prompt_ids(model, &None, &[Message::new(Role::User, prompt)], None).expect("ids");
     let opts = GenerateOptions {
         max_tokens,
         ..GenerateOptions::default()
     };
     state.reset().expect("reset");
-    match guard {
-        Some(g) => {
-            let stats = {
-                let mut gate = g.gate(None, None);
-                generate(state, &ids, &opts, &mut gate, &mut |_| {}).expect("generate")
-            };
-            (stats.ids, g.stopped().cloned())
-        }
-        None => {
-            let stats = generate(state, &ids, &opts, &mut |_| Gate::Continue, &mut |_| {})
-                .expect("generate");
-            (stats.ids, None)
-        }
-    }
+    let mut guard = ZombieGuard::new(GuardConfig::default(), 0.0);
+    let mut first_stop: Option<(usize, GuardStop)> = None;
+    let stats = {
+        let mut gate = |ev: edge_runtime::engine::generate::TokenEvent<'_>| {
+            if first_stop.is_none()
+                && let Gate::Stop(_) = guard.check(&ev, 0.0, 0.0)
+            {
+                first_stop = guard.stopped().cloned().map(|s| (ev.generated.len(), s));
+            }
+            Gate::Continue
+        };
+        generate(state, &ids, &opts, &mut gate, &mut |_| {}).expect("generate")
+    };
+    (stats.ids, first_stop)
 }
 
 /// Where the text starts repeating what it already said: the first token from which at
@@ -124,35 +126,34 @@ const LOOP_PROMPTS: &[&str] = &[
     "Tell me about the number 7.",
     "Write a poem about repetition.",
     "Write the alphabet backwards, twice.",
+    "How do I boil an egg?",
+    "What makes a good friend?",
+    "Write a short poem about the sea.",
 ];
 
+/// The guard's stop is the one generation would see: the guard runs in shadow mode over a
+/// greedy (deterministic) answer, so the guarded answer is the prefix it stops at.
 #[test]
 fn the_guard_stops_smollm2_loops_within_64_tokens_of_their_start() {
     let model = LoadedModel::load(&real_model_dir(WeightFormat::Q4)).expect("model");
     let mut state = KvState::new(model.clone()).expect("state");
     for prompt in LOOP_PROMPTS {
-        let (free, _) = answer(&mut state, &model, prompt, 192, None);
+        let (free, stop) = shadow(&mut state, &model, prompt, 192);
         let start = loop_start(&free);
         eprintln!("{prompt:?}: {} tokens, loop from {start:?}", free.len());
         let start = start.unwrap_or_else(|| panic!("{prompt:?} does not loop"));
-        let mut guard = ZombieGuard::new(GuardConfig::default(), 0.0);
-        let (guarded, stop) = answer(&mut state, &model, prompt, 192, Some(&mut guard));
-        let stop = stop.unwrap_or_else(|| panic!("{prompt:?}: the guard did not stop"));
-        eprintln!("  stopped at {}: {}", guarded.len(), stop.reason);
+        let (at, stop) = stop.unwrap_or_else(|| panic!("{prompt:?}: the guard did not stop"));
+        eprintln!("  stopped at {at}: {}", stop.reason);
         assert!(stop.kind.is_degenerate());
-        assert_eq!(
-            &guarded[..],
-            &free[..guarded.len()],
-            "the guard changed the text"
-        );
         assert!(
-            guarded.len() <= start + 64,
-            "{prompt:?}: stopped at {} for a loop from {start}",
-            guarded.len()
+            at <= start + 64,
+            "{prompt:?}: stopped at {at} for a loop from {start}"
         );
     }
 }
 
+/// The committed normal prompts: no answer that does not loop is stopped. An answer that
+/// turns out to loop (by [`loop_start`]) is a true positive and is reported, not counted.
 #[test]
 fn the_guard_never_stops_a_normal_answer() {
     let model = LoadedModel::load(&real_model_dir(WeightFormat::Q4)).expect("model");
@@ -161,19 +162,23 @@ fn the_guard_never_stops_a_normal_answer() {
         .lines()
         .filter(|l| !l.trim().is_empty())
         .collect();
-    assert!(prompts.len() >= 20);
-    let mut false_stops = vec![];
+    let (mut normal, mut loops, mut false_stops) = (0usize, vec![], vec![]);
     for prompt in &prompts {
-        let mut guard = ZombieGuard::new(GuardConfig::default(), 0.0);
-        let (_, stop) = answer(&mut state, &model, prompt, 128, Some(&mut guard));
-        if let Some(stop) = stop {
-            false_stops.push(format!("{prompt:?}: {}", stop.reason));
+        let (free, stop) = shadow(&mut state, &model, prompt, 128);
+        if let Some(start) = loop_start(&free) {
+            loops.push(format!("{prompt:?} loops from token {start}"));
+            continue;
+        }
+        normal += 1;
+        if let Some((at, stop)) = stop {
+            false_stops.push(format!("{prompt:?} at {at}: {}", stop.reason));
         }
     }
     eprintln!(
-        "{} normal prompts, {} false stops",
+        "{} prompts: {normal} normal answers, {} false stops; loops: {loops:?}",
         prompts.len(),
         false_stops.len()
     );
+    assert!(normal >= 20, "only {normal} normal answers");
     assert!(false_stops.is_empty(), "{false_stops:#?}");
 }

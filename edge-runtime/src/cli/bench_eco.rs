@@ -244,7 +244,8 @@ pub fn bench(args: &EcoBenchArgs) -> Result<()> {
          tokens each. Energy: board energy per generated token (prefill included) under the \
          governor on the simulated `{}` at {}x time, from the twin's supply sensor. Footprint \
          per 1000 tokens with the default factors (world grid {} g CO2e/kWh, board site). \
-         Peak RSS is per entry (reset between entries where the kernel allows).\n",
+         Peak RSS is the process's VmHWM after each entry; the kernel's peak is reset between \
+         entries (clear_refs 5) where it allows, else it includes the entries before.\n",
         args.ctx,
         questions.len(),
         args.max_tokens,

@@ -222,17 +222,25 @@ pub fn svg(entries: &[EcoEntry]) -> String {
             path.join(" ")
         ));
     }
-    for (e, p) in entries.iter().zip(&pts) {
+    for (i, (e, p)) in entries.iter().zip(&pts).enumerate() {
         let (x, y) = (px(p.0), py(p.1));
+        // Alternate labels above and below so neighbours with equal quality stay legible.
+        let label_dy = if i % 2 == 0 { -8.0 } else { 20.0 };
+        // Labels of points in the right half run leftwards so they stay inside the chart.
+        let (label_x, anchor) = if x > w / 2.0 {
+            (x - 9.0, "end")
+        } else {
+            (x + 9.0, "start")
+        };
         let (fill, stroke) = match e.rating {
             Rating::Pareto => ("seagreen", "seagreen"),
             _ => ("white", "firebrick"),
         };
         s.push_str(&format!(
             "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"6\" fill=\"{fill}\" stroke=\"{stroke}\" stroke-width=\"2\"/>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\">{} ({})</text>\n",
-            x + 9.0,
-            y - 8.0,
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{} ({})</text>\n",
+            label_x,
+            y + label_dy,
             escape(&e.name),
             e.rating.label()
         ));
