@@ -51,7 +51,7 @@ fn thermo_run_publishes_ticks_a_request_record_and_a_clean_offline() -> Result<(
         .args(["--threads", "1", "--sim", "rpi4", "--sim-time-scale", "10"])
         .args(["--max-tokens", "48", "--raw"])
         .args(["--mqtt", &broker.url(), "--device-id", DEVICE])
-        .args(["--telemetry-interval", "0.2"])
+        .args(["--telemetry-interval", "0.2", "--no-emissions-csv"])
         .arg("--telemetry-queue")
         .arg(queue.path())
         .arg("Hello there")
@@ -108,6 +108,20 @@ fn thermo_run_publishes_ticks_a_request_record_and_a_clean_offline() -> Result<(
         .collect();
     ensure!(requests.len() == 1, "{} request records", requests.len());
     ensure!(requests[0].generated_tokens > 0, "{:?}", requests[0]);
+    // The request record carries the answer's footprint from the eco accounting.
+    let eco = requests[0]
+        .eco
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no eco figures: {:?}", requests[0]))?;
+    ensure!(
+        eco.joules > 0.0 && eco.g_co2e > 0.0 && eco.ml_water > 0.0,
+        "{eco:?}"
+    );
+    ensure!(
+        requests[0].energy_j == Some(eco.joules),
+        "{:?}",
+        requests[0]
+    );
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
     ensure!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 

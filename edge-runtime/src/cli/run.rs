@@ -207,7 +207,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
     eco.finish();
     if let Some(t) = telemetry {
-        t.request_done(&stats, started.elapsed(), energy_before);
+        t.request_done(&stats, started.elapsed(), energy_before, Some(&footprint));
         t.finish();
     }
     if let Some(g) = governed {
@@ -276,7 +276,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 eprintln!("{}", summary(&stats));
                 eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
                 if let Some(t) = &telemetry {
-                    t.request_done(&stats, started.elapsed(), energy_before);
+                    t.request_done(&stats, started.elapsed(), energy_before, Some(&footprint));
                 }
                 if let Some(g) = &governed {
                     eprintln!("[governor: {}]", g.status().line());

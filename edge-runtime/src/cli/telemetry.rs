@@ -13,12 +13,13 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::governed::Probe;
+use crate::eco::footprint::Footprint;
 use crate::engine::generate::GenerationStats;
 use crate::governor::Priority;
 use crate::telemetry::{
-    Body, BrokerConfig, BrokerUrl, CommandName, CommandTarget, Encoding, GovernorState, Power,
-    PowerSource, RequestDone, Secret, SinkConfig, StatusSnapshot, Telemetry, TelemetryOptions,
-    Tick, ZoneTemp, topics,
+    Body, BrokerConfig, BrokerUrl, CommandName, CommandTarget, EcoFigures, Encoding, GovernorState,
+    Power, PowerSource, RequestDone, Secret, SinkConfig, StatusSnapshot, Telemetry,
+    TelemetryOptions, Tick, ZoneTemp, topics,
 };
 
 /// Environment variable holding the broker password (when no password file is given).
@@ -270,8 +271,18 @@ impl Session {
     }
 
     /// Records a finished request; `energy_before_j` is [`Session::energy_j`] at its start.
-    pub fn request_done(&self, stats: &GenerationStats, wall: Duration, energy_before_j: f64) {
-        let energy = self.energy_j() - energy_before_j;
+    ///
+    /// `footprint`, when the eco accounting measured the answer, supplies its energy and the
+    /// eco figures.
+    pub fn request_done(
+        &self,
+        stats: &GenerationStats,
+        wall: Duration,
+        energy_before_j: f64,
+        footprint: Option<&Footprint>,
+    ) {
+        let energy = footprint.map_or(self.energy_j() - energy_before_j, |f| f.energy_j);
+        let measured = footprint.is_some() || self.poller.is_some();
         self.telemetry.send(Body::Request(RequestDone {
             prompt_tokens: stats.prompt_tokens as u64,
             generated_tokens: stats.generated_tokens as u64,
@@ -279,8 +290,8 @@ impl Session {
             decode_tps: stats.decode_tps() as f32,
             stop: stats.stop.to_string(),
             wall_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
-            energy_j: (self.poller.is_some()).then_some(energy.max(0.0)),
-            eco: None,
+            energy_j: measured.then_some(energy.max(0.0)),
+            eco: footprint.map(eco_figures),
         }));
     }
 
@@ -305,6 +316,19 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The telemetry form of an answer's footprint.
+pub fn eco_figures(f: &Footprint) -> EcoFigures {
+    EcoFigures {
+        joules: f.energy_j,
+        g_co2e: f.g_co2e,
+        ml_water: f.water_ml,
+        mg_nox: f.nox_mg,
+        mg_so2: f.so2_mg,
+        mg_pm25: f.pm25_mg,
+        wear_hours: f.wear_hours,
     }
 }
 
