@@ -14,6 +14,8 @@ fn main() -> std::process::ExitCode {
         Command::BenchLlm(args) => edge_runtime::cli::bench_llm::bench(args),
         Command::Bench(args) => edge_runtime::cli::bench_governor::bench(args),
         Command::Sensors(args) => edge_runtime::cli::sensors::sensors(args),
+        Command::Serve(args) => edge_runtime::cli::serve::serve(args),
+        Command::Config(args) => edge_runtime::cli::serve::config(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,14 +4,15 @@
 //! In the run path the governor acts through pacing alone (no sysfs writes), which is what an
 //! unprivileged process has on any board.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use sensor_drivers::linux::board::BoardKind;
+use sensor_drivers::sensor_set::Snapshot;
 use sensor_drivers::sim::Profile;
 
 use crate::engine::generate::{Gate, TokenEvent};
@@ -47,6 +48,8 @@ pub struct Governed {
     permits: Permits,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    source: Source,
+    latest: Arc<Mutex<Option<Snapshot>>>,
 }
 
 /// The board's first firmware throttle point in °C and the governor's view of the board
@@ -99,11 +102,24 @@ impl Governed {
             time_scale: args.sim_time_scale,
             ..SensingConfig::default()
         };
-        let mut board = open_board(&sensing)?;
+        Self::start_with(&sensing, args.setpoint, threads)
+    }
+
+    /// Opens the board `sensing` selects and starts the control loop holding `setpoint_c`
+    /// (`None`: 10 °C below the board's first firmware throttle point).
+    pub fn start_with(
+        sensing: &SensingConfig,
+        setpoint_c: Option<f32>,
+        threads: usize,
+    ) -> Result<Self> {
+        let mut board = open_board(sensing)?;
+        let board_source = board.source().clone();
+        let latest = Arc::new(Mutex::new(None));
+        let latest_tick = latest.clone();
         let threads = u16::try_from(threads.max(1)).unwrap_or(u16::MAX);
         let (platform, firmware_c) = platform_for(&board)?;
         let mut cfg = GovernorConfig::builder(platform, firmware_c);
-        if let Some(sp) = args.setpoint {
+        if let Some(sp) = setpoint_c {
             cfg = cfg.with_setpoint_c(sp);
         }
         let cfg = cfg.build().context("governor configuration")?;
@@ -117,7 +133,10 @@ impl Governed {
                 warned = true;
             }
             let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-            reading_from_snapshot(&board.snapshot(now_ms), now)
+            let snapshot = board.snapshot(now_ms);
+            let reading = reading_from_snapshot(&snapshot, now);
+            *latest_tick.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+            reading
         };
         let (handle, driver) = GovernorRunner::new(
             Box::new(Governor::new(cfg)),
@@ -141,7 +160,32 @@ impl Governed {
             permits,
             stop,
             thread: Some(thread),
+            source: board_source,
+            latest,
         })
+    }
+
+    /// Where the governor's readings come from (a real board or the simulated SoC).
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Every sensor's reading at the governor's last tick; `None` before the first.
+    pub fn latest_snapshot(&self) -> Option<Snapshot> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The governor's handle (status, run-time setpoint, stop).
+    pub fn handle(&self) -> &GovernorHandle {
+        &self.handle
+    }
+
+    /// The permits the governor paces, for token loops that take their own.
+    pub fn permits(&self) -> &Permits {
+        &self.permits
     }
 
     /// The governor's current status.

@@ -12,6 +12,7 @@ pub mod governed;
 pub mod import;
 pub mod run;
 pub mod sensors;
+pub mod serve;
 
 /// Run and fine-tune small language models on single-board computers while holding the chip
 /// at a temperature setpoint.
@@ -40,6 +41,10 @@ pub enum Command {
     Bench(bench_governor::BenchArgs),
     /// List the board's sensors and actuators, then show live readings.
     Sensors(sensors::SensorsArgs),
+    /// Serve an OpenAI-compatible HTTP API under the governor (see `thermo config`).
+    Serve(serve::ServeArgs),
+    /// Print the effective configuration (defaults < file < THERMO_* < flags).
+    Config(serve::ConfigArgs),
 }
 
 /// Which model to use and how to sample from it.
