@@ -79,7 +79,7 @@ fn answers_chat_and_completions_whole_and_streamed_with_usage_and_footprint() {
         .to_string();
     let usage = &whole["usage"];
     let completion = usage["completion_tokens"].as_u64().expect("usage");
-    assert!(completion >= 1 && completion <= 24, "{usage}");
+    assert!((1..=24).contains(&completion), "{usage}");
     assert_eq!(
         usage["total_tokens"].as_u64(),
         Some(usage["prompt_tokens"].as_u64().unwrap_or(0) + completion)

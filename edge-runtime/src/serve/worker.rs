@@ -255,7 +255,8 @@ fn run_job(ctx: &WorkerContext, job: Job) {
         &mut gate,
         &mut on_text,
     );
-    drop(gate);
+    // The last token's permit ends with the generation.
+    drop(held.take());
     let active_end = ctx.active.load(Ordering::Acquire).max(1);
     concurrency_sum += active_end as f64;
     concurrency_n += 1.0;
