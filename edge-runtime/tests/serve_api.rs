@@ -610,3 +610,59 @@ fn systemd_is_told_ready_and_the_watchdog_is_petted_while_the_governor_ticks() {
     assert!(stopping, "STOPPING=1 was not sent");
     assert!(server.wait_exit(Duration::from_secs(20)).is_some());
 }
+
+#[test]
+fn a_client_that_hangs_up_on_a_whole_answer_stops_its_generation_too() {
+    let server = Server::start(Opts {
+        sets: vec!["service.workers=1"],
+        ..Opts::default()
+    });
+    let port = server.port;
+    let disconnected = || {
+        server
+            .metric("thermo_requests_total{outcome=\"disconnected\"}")
+            .unwrap_or(0.0)
+    };
+    let mut cut = 0;
+    for attempt in 0..40 {
+        if cut == 2 {
+            break;
+        }
+        let hangups = disconnected();
+        let before = server
+            .metric("llamacpp:tokens_predicted_total")
+            .unwrap_or(0.0);
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let body = json!({"model": MODEL, "prompt": format!("whole {attempt}"), "max_tokens": 2000, "temperature": 0}).to_string();
+        write!(
+            s,
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("request");
+        // Hang up once the generation is under way.
+        let t = Instant::now();
+        while server
+            .metric("llamacpp:tokens_predicted_total")
+            .unwrap_or(0.0)
+            <= before
+            && t.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(s);
+        let t = Instant::now();
+        while server.metric("llamacpp:requests_processing") != Some(0.0) {
+            assert!(t.elapsed() < Duration::from_secs(10), "did not stop");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if disconnected() > hangups {
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, 2, "hang-ups never landed mid-generation");
+    let after = server
+        .metric("thermo_tokens_after_disconnect_max")
+        .expect("metric");
+    assert!(after <= 1.0, "{after} tokens after the hang-up was seen");
+}

@@ -468,3 +468,58 @@ impl Stream for ChunkStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::governor::runner::{GovernorRunner, SourceReading};
+    use crate::governor::types::TempReading;
+    use crate::governor::{Governor, GovernorConfig, Opp, Permits, Platform};
+
+    #[test]
+    fn the_governor_counts_as_hung_once_its_ticks_stop() {
+        let platform = Platform::new(
+            vec![Opp {
+                khz: 1_000_000,
+                millivolts: 900,
+            }],
+            2,
+            2.0,
+            1.0,
+        )
+        .expect("platform")
+        .with_freq_writable(false)
+        .with_threads_adjustable(false)
+        .with_fan(None);
+        let cfg = GovernorConfig::builder(platform, 80.0)
+            .build()
+            .expect("config");
+        let source = |now: Duration| SourceReading {
+            temp: TempReading::fresh(50.0, now),
+            power_w: Some(3.0),
+        };
+        let (handle, mut driver) = GovernorRunner::new(
+            Box::new(Governor::new(cfg)),
+            Permits::new(2),
+            Box::new(source),
+        )
+        .build()
+        .expect("runner");
+        let fresh = Freshness::new(handle, Duration::from_millis(60));
+        driver.tick(Duration::from_millis(1));
+        assert!(fresh.healthy(), "just ticked");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!fresh.healthy(), "no tick for 100 ms with a 60 ms bound");
+        driver.tick(Duration::from_millis(200));
+        assert!(fresh.healthy(), "ticking again");
+        drop(driver);
+        assert!(!fresh.healthy(), "a stopped driver is not healthy");
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(same_secret(b"abcdefgh", b"abcdefgh"));
+        assert!(!same_secret(b"abcdefgh", b"abcdefgx"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+}
