@@ -3,10 +3,12 @@
 //! actuators; `cli` maps the command line onto the library; `models` knows where models live
 //! and how the default one is fetched.
 pub mod cli;
+pub mod config;
 pub mod eco;
 pub mod engine;
 pub mod governor;
 pub mod models;
 pub mod sensing;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -16,6 +16,8 @@ fn main() -> std::process::ExitCode {
         Command::Sensors(args) => edge_runtime::cli::sensors::sensors(args),
         Command::Fleet(args) => edge_runtime::cli::fleet::fleet(args),
         Command::Perplexity(args) => edge_runtime::cli::perplexity::run(args),
+        Command::Serve(args) => edge_runtime::cli::serve::serve(args),
+        Command::Config(args) => edge_runtime::cli::serve::config(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use sensor_drivers::linux::board::BoardKind;
+use sensor_drivers::sensor_set::Snapshot;
 use sensor_drivers::sim::Profile;
 
 use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
@@ -78,6 +79,8 @@ pub struct Governed {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     meter: MeterHandle,
+    source: Source,
+    latest: Arc<Mutex<Option<Snapshot>>>,
 }
 
 /// Voltage assumed for every operating point of a real board, whose cpufreq does not publish
@@ -169,7 +172,20 @@ impl Governed {
             time_scale: args.sim_time_scale,
             ..SensingConfig::default()
         };
-        let mut board = open_board(&sensing)?;
+        Self::start_with(&sensing, args, threads)
+    }
+
+    /// Opens the board `sensing` selects and starts the control loop with the setpoint and
+    /// actuator choices of `args` (its sensing flags are ignored: `sensing` says where to read).
+    pub fn start_with(
+        sensing: &SensingConfig,
+        args: &GovernorArgs,
+        threads: usize,
+    ) -> Result<Self> {
+        let mut board = open_board(sensing)?;
+        let board_source = board.source().clone();
+        let latest = Arc::new(Mutex::new(None));
+        let latest_tick = latest.clone();
         let threads = u16::try_from(threads.max(1)).unwrap_or(u16::MAX);
         let mut actuators = board.take_actuators();
         if args.pacing_only {
@@ -208,12 +224,10 @@ impl Governed {
             Source::Real { .. } => None,
         };
         let (ceiling_c, platform) = (cfg.ceiling_c(), cfg.platform().clone());
-        let last_snapshot = Arc::new(std::sync::Mutex::new(None));
-        let snapshot_slot = last_snapshot.clone();
         let permits = Permits::new(threads);
         let mut warned = false;
         let time_scale = if board.is_simulated() {
-            args.sim_time_scale
+            sensing.time_scale
         } else {
             1.0
         };
@@ -232,7 +246,7 @@ impl Governed {
             board_meter.observe_snapshot(&snapshot, truth_j);
             board_meter.poll();
             let reading = reading_from_snapshot(&snapshot, now);
-            *snapshot_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+            *latest_tick.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
             reading
         };
         let mut runner = GovernorRunner::new(
@@ -262,7 +276,7 @@ impl Governed {
         let probe = Probe {
             handle: handle.clone(),
             permits: permits.clone(),
-            last_snapshot,
+            last_snapshot: latest.clone(),
             ceiling_c,
             ambient_c,
             platform,
@@ -279,6 +293,8 @@ impl Governed {
             stop,
             thread: Some(thread),
             meter,
+            source: board_source,
+            latest,
         })
     }
 
@@ -287,7 +303,20 @@ impl Governed {
         self.actuators
     }
 
-    /// The handle on the running governor (status, setpoint changes).
+    /// Where the governor's readings come from (a real board or the simulated SoC).
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Every sensor's reading at the governor's last tick; `None` before the first.
+    pub fn latest_snapshot(&self) -> Option<Snapshot> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The governor's handle (status, run-time setpoint, stop).
     pub fn handle(&self) -> &GovernorHandle {
         &self.handle
     }

@@ -16,6 +16,7 @@ pub mod import;
 pub mod perplexity;
 pub mod run;
 pub mod sensors;
+pub mod serve;
 pub mod telemetry;
 
 /// Run and fine-tune small language models on single-board computers while holding the chip
@@ -49,6 +50,10 @@ pub enum Command {
     Fleet(fleet::FleetArgs),
     /// Compute a text's perplexity the way llama.cpp's llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
+    /// Serve an OpenAI-compatible HTTP API under the governor (see `thermo config`).
+    Serve(serve::ServeArgs),
+    /// Print the effective configuration (defaults < file < THERMO_* < flags).
+    Config(serve::ConfigArgs),
 }
 
 /// Which model to use and how to sample from it.

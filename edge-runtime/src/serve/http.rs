@@ -1,0 +1,525 @@
+//! The HTTP surface (axum): routes, bearer-token check, body limit, the OpenAI endpoints in
+//! streaming (server-sent events) and whole-body form, `/v1/models`, `/healthz` and
+//! `/metrics`. Handlers check and tokenize a request, admit it to the scheduler and relay the
+//! worker's events; they never run the model themselves.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sensor_drivers::sensor_set::Snapshot;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+
+use super::api::{
+    ApiError, Endpoint, GenRequest, Limits, PromptSpec, ResponseId, models_list, parse_chat,
+    parse_completion,
+};
+use super::metrics::{Metrics, MetricsView, Outcome, render};
+use super::queue::{Rejected, Scheduler};
+use super::worker::{ClientGuard, Event, Job};
+use crate::cli::run::prompt_ids;
+use crate::engine::model::LoadedModel;
+use crate::governor::runner::GovernorHandle;
+
+/// Events buffered between a worker and its handler.
+const EVENT_BUFFER: usize = 16;
+
+/// Tracks when the governor last ticked, so a hung control loop shows.
+#[derive(Debug)]
+pub struct Freshness {
+    governor: GovernorHandle,
+    last: std::sync::Mutex<(u64, Instant)>,
+    stale_after: Duration,
+}
+
+impl Freshness {
+    /// Watches `governor`; it counts as hung after `stale_after` without a tick.
+    pub fn new(governor: GovernorHandle, stale_after: Duration) -> Self {
+        Freshness {
+            governor,
+            last: std::sync::Mutex::new((0, Instant::now())),
+            stale_after,
+        }
+    }
+
+    /// Time since the tick count last changed.
+    pub fn tick_age(&self) -> Duration {
+        let ticks = self.governor.status().ticks;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if ticks != last.0 {
+            *last = (ticks, Instant::now());
+        }
+        last.1.elapsed()
+    }
+
+    /// True while the control loop runs and ticked within `stale_after`.
+    pub fn healthy(&self) -> bool {
+        self.tick_age() <= self.stale_after && self.governor.status().running
+    }
+
+    /// The governor's handle.
+    pub fn governor(&self) -> &GovernorHandle {
+        &self.governor
+    }
+}
+
+/// Everything the handlers share.
+pub struct App {
+    /// The served model's id.
+    pub model_id: String,
+    /// When the service started (Unix s), for `/v1/models`.
+    pub created: u64,
+    /// The model (for its tokenizer and chat template; workers run it).
+    pub model: Arc<LoadedModel>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Bearer token required on `/v1/*` and `/metrics`.
+    pub api_token: Option<String>,
+    /// Largest body, bytes.
+    pub max_body_bytes: usize,
+    /// The job queue.
+    pub scheduler: Arc<Scheduler<Job>>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Governor liveness.
+    pub freshness: Arc<Freshness>,
+    /// The sensors at the governor's last tick.
+    pub snapshot: Arc<dyn Fn() -> Option<Snapshot> + Send + Sync>,
+    /// Thermal zone index by type (sysfs), for node_exporter-style labels.
+    pub zone_index: Vec<(String, u32)>,
+    /// True on the simulated SoC.
+    pub simulated: bool,
+    /// Request counter, for ids.
+    pub serial: AtomicU64,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("model_id", &self.model_id)
+            .finish()
+    }
+}
+
+/// The router of the service.
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.max_body_bytes;
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The HTTP response for an API error (with `Retry-After` when it has one).
+pub fn error_response(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, axum::Json(e.body())).into_response();
+    if let Some(s) = e.retry_after_s
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// Compares two byte strings in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl App {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.api_token else {
+            return Ok(());
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match given {
+            Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+
+    fn reject(&self, e: ApiError) -> Response {
+        let outcome = match e.status {
+            429 | 503 => Outcome::Rejected,
+            s if s >= 500 => Outcome::Failed,
+            _ => Outcome::Invalid,
+        };
+        self.metrics.add_request(outcome);
+        error_response(&e)
+    }
+}
+
+async fn not_found() -> Response {
+    error_response(&ApiError {
+        status: 404,
+        ..ApiError::invalid(None, "No such endpoint.")
+    })
+}
+
+async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = app.authorize(&headers) {
+        return error_response(&e);
+    }
+    axum::Json(models_list(&app.model_id, app.created)).into_response()
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let status = app.freshness.governor().status();
+    let age = app.freshness.tick_age();
+    let ok = app.freshness.healthy();
+    let load = app.scheduler.load();
+    let body = json!({
+        "status": if ok { "ok" } else { "unhealthy" },
+        "model": app.model_id,
+        "governor": {
+            "running": status.running,
+            "last_tick_age_s": age.as_secs_f64(),
+            "temperature_c": status.temperature_c,
+            "setpoint_c": status.setpoint_c,
+            "limiter": status.limiter.as_str(),
+        },
+        "requests": {"processing": load.running, "waiting": load.waiting},
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = app.authorize(&headers) {
+        return error_response(&e);
+    }
+    let status = app.freshness.governor().status();
+    let age = app.freshness.tick_age().as_secs_f64();
+    let snapshot = (app.snapshot)();
+    let load = app.scheduler.load();
+    let text = render(&MetricsView {
+        metrics: &app.metrics,
+        processing: load.running,
+        deferred: load.waiting,
+        governor: &status,
+        governor_tick_age_s: age,
+        snapshot: snapshot.as_ref(),
+        zone_index: &app.zone_index,
+        simulated: app.simulated,
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn chat(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(app, Endpoint::Chat, headers, body).await
+}
+
+async fn completions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(app, Endpoint::Completions, headers, body).await
+}
+
+async fn handle(
+    app: Arc<App>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(e) = app.authorize(&headers) {
+        return app.reject(e);
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return app.reject(ApiError::too_large(app.max_body_bytes));
+        }
+        Err(rej) => {
+            return app.reject(ApiError::invalid(
+                None,
+                format!("The request body could not be read: {rej}"),
+            ));
+        }
+    };
+    let parsed = match endpoint {
+        Endpoint::Chat => parse_chat(&body, &app.model_id, &app.limits),
+        Endpoint::Completions => parse_completion(&body, &app.model_id, &app.limits),
+    };
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => return app.reject(e),
+    };
+    let ids = match tokenize(&app, &req).await {
+        Ok(ids) => ids,
+        Err(e) => return app.reject(e),
+    };
+    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+    let (job, guard) = Job::new(ids, req.options.clone(), tx);
+    let client = req.user.clone().unwrap_or_default();
+    match app.scheduler.submit(&client, job) {
+        Ok(()) => {}
+        Err((Rejected::Full { retry_after_s }, _)) => {
+            return app.reject(ApiError::queue_full(retry_after_s));
+        }
+        Err((Rejected::Closed, _)) => return app.reject(ApiError::shutting_down()),
+    }
+    let serial = app.serial.fetch_add(1, Ordering::Relaxed);
+    let rid = ResponseId::new(endpoint, serial, unix_now(), &req.model);
+    if req.stream {
+        let stream = ChunkStream {
+            rx,
+            guard,
+            rid,
+            app: app.clone(),
+            include_usage: req.include_usage,
+            first: true,
+            pending: VecDeque::new(),
+            finished: false,
+            done_sent: false,
+        };
+        Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response()
+    } else {
+        whole(app, rx, guard, rid).await
+    }
+}
+
+/// Renders and tokenizes the prompt off the async threads, and checks it fits the context.
+async fn tokenize(app: &Arc<App>, req: &GenRequest) -> Result<Vec<u32>, ApiError> {
+    let model = app.model.clone();
+    let prompt = req.prompt.clone();
+    let ids = tokio::task::spawn_blocking(move || match &prompt {
+        PromptSpec::Chat(messages) => prompt_ids(&model, &None, messages, None),
+        PromptSpec::Raw(text) => prompt_ids(&model, &None, &[], Some(text)),
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
+    .map_err(|e| {
+        ApiError::invalid(
+            Some("messages"),
+            format!("The prompt could not be rendered: {e:#}"),
+        )
+    })?;
+    let context = app.model.context_length();
+    if ids.is_empty() {
+        return Err(ApiError::invalid(Some("messages"), "The prompt is empty."));
+    }
+    if ids.len() >= context {
+        return Err(ApiError::invalid(
+            Some("messages"),
+            format!(
+                "The prompt has {} tokens; the model's context holds {context} (prompt plus answer).",
+                ids.len()
+            ),
+        )
+        .with_code("context_length_exceeded"));
+    }
+    Ok(ids)
+}
+
+/// Collects the whole answer. Dropping this future (the client went away) drops the guard,
+/// which stops the worker at the next token.
+async fn whole(
+    app: Arc<App>,
+    mut rx: mpsc::Receiver<Event>,
+    guard: ClientGuard,
+    rid: ResponseId,
+) -> Response {
+    let mut text = String::new();
+    loop {
+        match rx.recv().await {
+            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Done(f)) => {
+                guard.delivered();
+                app.metrics.add_request(Outcome::Ok);
+                return axum::Json(rid.response(&text, f.finish_reason, f.usage, &f.footprint))
+                    .into_response();
+            }
+            Some(Event::Failed(m)) => {
+                guard.delivered();
+                return error_response(&ApiError::internal(format!("generation failed: {m}")));
+            }
+            None => {
+                guard.delivered();
+                return app.reject(ApiError::shutting_down());
+            }
+        }
+    }
+}
+
+/// The server-sent-event stream of one answer: OpenAI chunks, then `[DONE]`.
+struct ChunkStream {
+    rx: mpsc::Receiver<Event>,
+    guard: ClientGuard,
+    rid: ResponseId,
+    app: Arc<App>,
+    include_usage: bool,
+    first: bool,
+    pending: VecDeque<Value>,
+    finished: bool,
+    done_sent: bool,
+}
+
+impl ChunkStream {
+    fn on_event(&mut self, ev: Option<Event>) {
+        match ev {
+            Some(Event::Text(t)) => {
+                self.pending.push_back(self.rid.text_chunk(&t, self.first));
+                self.first = false;
+            }
+            Some(Event::Done(f)) => {
+                if self.first {
+                    self.pending.push_back(self.rid.text_chunk("", true));
+                    self.first = false;
+                }
+                self.pending
+                    .push_back(self.rid.final_chunk(f.finish_reason, &f.footprint));
+                if self.include_usage {
+                    self.pending
+                        .push_back(self.rid.usage_chunk(f.usage, &f.footprint));
+                }
+                self.guard.delivered();
+                self.app.metrics.add_request(Outcome::Ok);
+                self.finished = true;
+            }
+            Some(Event::Failed(m)) => {
+                self.pending
+                    .push_back(ApiError::internal(format!("generation failed: {m}")).body());
+                self.guard.delivered();
+                self.finished = true;
+            }
+            None => {
+                self.pending.push_back(ApiError::shutting_down().body());
+                self.guard.delivered();
+                self.app.metrics.add_request(Outcome::Rejected);
+                self.finished = true;
+            }
+        }
+    }
+}
+
+impl Stream for ChunkStream {
+    type Item = Result<SseEvent, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(v) = self.pending.pop_front() {
+                return Poll::Ready(Some(Ok(SseEvent::default().data(v.to_string()))));
+            }
+            if self.finished {
+                // `[DONE]` once, then the end of the stream.
+                if !self.done_sent {
+                    self.done_sent = true;
+                    return Poll::Ready(Some(Ok(SseEvent::default().data("[DONE]"))));
+                }
+                return Poll::Ready(None);
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(ev) => self.on_event(ev),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::governor::runner::{GovernorRunner, SourceReading};
+    use crate::governor::types::TempReading;
+    use crate::governor::{Governor, GovernorConfig, Opp, Permits, Platform};
+
+    #[test]
+    fn the_governor_counts_as_hung_once_its_ticks_stop() {
+        let platform = Platform::new(
+            vec![Opp {
+                khz: 1_000_000,
+                millivolts: 900,
+            }],
+            2,
+            2.0,
+            1.0,
+        )
+        .expect("platform")
+        .with_freq_writable(false)
+        .with_threads_adjustable(false)
+        .with_fan(None);
+        let cfg = GovernorConfig::builder(platform, 80.0)
+            .build()
+            .expect("config");
+        let source = |now: Duration| SourceReading {
+            temp: TempReading::fresh(50.0, now),
+            power_w: Some(3.0),
+        };
+        let (handle, mut driver) = GovernorRunner::new(
+            Box::new(Governor::new(cfg)),
+            Permits::new(2),
+            Box::new(source),
+        )
+        .build()
+        .expect("runner");
+        let fresh = Freshness::new(handle, Duration::from_millis(60));
+        driver.tick(Duration::from_millis(1));
+        assert!(fresh.healthy(), "just ticked");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!fresh.healthy(), "no tick for 100 ms with a 60 ms bound");
+        driver.tick(Duration::from_millis(200));
+        assert!(fresh.healthy(), "ticking again");
+        drop(driver);
+        assert!(!fresh.healthy(), "a stopped driver is not healthy");
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(same_secret(b"abcdefgh", b"abcdefgh"));
+        assert!(!same_secret(b"abcdefgh", b"abcdefgx"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+}

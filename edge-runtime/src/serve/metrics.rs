@@ -1,0 +1,569 @@
+//! The Prometheus `/metrics` page. Token and request counters follow llama.cpp's server
+//! (`llamacpp:prompt_tokens_total`, `llamacpp:tokens_predicted_total`, ...); temperatures
+//! follow node_exporter's thermal collector (`node_thermal_zone_temp{zone,type}`, °C); the
+//! governor, sensor and footprint figures are `thermo_*`. Counters are atomics the workers
+//! bump; [`render`] is a pure function of a [`MetricsView`].
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sensor_drivers::sensor_set::Snapshot;
+
+use crate::governor::Priority;
+use crate::governor::runner::GovernorStatus;
+
+/// Counters of the service, bumped by workers and handlers.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    prompt_tokens: AtomicU64,
+    prompt_us: AtomicU64,
+    predicted_tokens: AtomicU64,
+    predicted_us: AtomicU64,
+    decode_passes: AtomicU64,
+    energy_uj: AtomicU64,
+    requests_ok: AtomicU64,
+    requests_rejected: AtomicU64,
+    requests_disconnected: AtomicU64,
+    requests_invalid: AtomicU64,
+    requests_failed: AtomicU64,
+    tokens_after_disconnect: AtomicU64,
+    tokens_after_disconnect_max: AtomicU64,
+}
+
+/// How a request ended, for `thermo_requests_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered.
+    Ok,
+    /// 429: queue full, or 503 while shutting down.
+    Rejected,
+    /// The client went away before the answer was complete.
+    Disconnected,
+    /// 4xx for the request's content.
+    Invalid,
+    /// 5xx.
+    Failed,
+}
+
+impl Metrics {
+    /// Counts one prompt pass: `tokens` run in `us` microseconds.
+    pub fn add_prompt(&self, tokens: usize, us: u64) {
+        self.prompt_tokens
+            .fetch_add(tokens as u64, Ordering::Relaxed);
+        self.prompt_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Counts one generated token (its decode pass) and the time it took.
+    pub fn add_predicted(&self, us: u64) {
+        self.predicted_tokens.fetch_add(1, Ordering::Relaxed);
+        self.predicted_us.fetch_add(us, Ordering::Relaxed);
+        self.decode_passes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds energy attributed to requests, in J.
+    pub fn add_energy_j(&self, j: f64) {
+        if j.is_finite() && j > 0.0 {
+            self.energy_uj
+                .fetch_add((j * 1e6) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn add_request(&self, outcome: Outcome) {
+        let c = match outcome {
+            Outcome::Ok => &self.requests_ok,
+            Outcome::Rejected => &self.requests_rejected,
+            Outcome::Disconnected => &self.requests_disconnected,
+            Outcome::Invalid => &self.requests_invalid,
+            Outcome::Failed => &self.requests_failed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a generation whose client went away: `tokens` were generated after the
+    /// service learnt of it.
+    pub fn add_disconnect(&self, tokens: usize) {
+        let t = tokens as u64;
+        self.tokens_after_disconnect.fetch_add(t, Ordering::Relaxed);
+        self.tokens_after_disconnect_max
+            .fetch_max(t, Ordering::Relaxed);
+    }
+
+    /// Generated tokens so far.
+    pub fn tokens_predicted(&self) -> u64 {
+        self.predicted_tokens.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything one scrape shows.
+#[derive(Debug)]
+pub struct MetricsView<'a> {
+    /// The counters.
+    pub metrics: &'a Metrics,
+    /// Generations running.
+    pub processing: usize,
+    /// Requests waiting for a worker.
+    pub deferred: usize,
+    /// The governor's status.
+    pub governor: &'a GovernorStatus,
+    /// Seconds since the governor last ticked.
+    pub governor_tick_age_s: f64,
+    /// The sensors at the governor's last tick.
+    pub snapshot: Option<&'a Snapshot>,
+    /// Thermal zone index by zone type, from sysfs (empty on the simulated SoC).
+    pub zone_index: &'a [(String, u32)],
+    /// True when the readings are the simulated SoC's.
+    pub simulated: bool,
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: f64) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+fn rate(tokens: u64, us: u64) -> f64 {
+    if us == 0 {
+        0.0
+    } else {
+        tokens as f64 / (us as f64 / 1e6)
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4) of `v`.
+pub fn render(v: &MetricsView<'_>) -> String {
+    let m = v.metrics;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::new();
+    let (pt, pus) = (load(&m.prompt_tokens), load(&m.prompt_us));
+    let (gt, gus) = (load(&m.predicted_tokens), load(&m.predicted_us));
+    head(
+        &mut out,
+        "llamacpp:prompt_tokens_total",
+        "counter",
+        "Number of prompt tokens processed.",
+    );
+    sample(&mut out, "llamacpp:prompt_tokens_total", "", pt as f64);
+    head(
+        &mut out,
+        "llamacpp:prompt_seconds_total",
+        "counter",
+        "Prompt process time",
+    );
+    sample(
+        &mut out,
+        "llamacpp:prompt_seconds_total",
+        "",
+        pus as f64 / 1e6,
+    );
+    head(
+        &mut out,
+        "llamacpp:tokens_predicted_total",
+        "counter",
+        "Number of generation tokens processed.",
+    );
+    sample(&mut out, "llamacpp:tokens_predicted_total", "", gt as f64);
+    head(
+        &mut out,
+        "llamacpp:tokens_predicted_seconds_total",
+        "counter",
+        "Predict process time",
+    );
+    sample(
+        &mut out,
+        "llamacpp:tokens_predicted_seconds_total",
+        "",
+        gus as f64 / 1e6,
+    );
+    head(
+        &mut out,
+        "llamacpp:n_decode_total",
+        "counter",
+        "Total number of llama_decode() calls",
+    );
+    sample(
+        &mut out,
+        "llamacpp:n_decode_total",
+        "",
+        load(&m.decode_passes) as f64,
+    );
+    head(
+        &mut out,
+        "llamacpp:prompt_tokens_seconds",
+        "gauge",
+        "Average prompt throughput in tokens/s.",
+    );
+    sample(
+        &mut out,
+        "llamacpp:prompt_tokens_seconds",
+        "",
+        rate(pt, pus),
+    );
+    head(
+        &mut out,
+        "llamacpp:predicted_tokens_seconds",
+        "gauge",
+        "Average generation throughput in tokens/s.",
+    );
+    sample(
+        &mut out,
+        "llamacpp:predicted_tokens_seconds",
+        "",
+        rate(gt, gus),
+    );
+    head(
+        &mut out,
+        "llamacpp:requests_processing",
+        "gauge",
+        "Number of requests processing.",
+    );
+    sample(
+        &mut out,
+        "llamacpp:requests_processing",
+        "",
+        v.processing as f64,
+    );
+    head(
+        &mut out,
+        "llamacpp:requests_deferred",
+        "gauge",
+        "Number of requests deferred.",
+    );
+    sample(
+        &mut out,
+        "llamacpp:requests_deferred",
+        "",
+        v.deferred as f64,
+    );
+
+    head(
+        &mut out,
+        "thermo_requests_total",
+        "counter",
+        "Requests by outcome.",
+    );
+    for (outcome, c) in [
+        ("ok", &m.requests_ok),
+        ("rejected", &m.requests_rejected),
+        ("disconnected", &m.requests_disconnected),
+        ("invalid", &m.requests_invalid),
+        ("failed", &m.requests_failed),
+    ] {
+        sample(
+            &mut out,
+            "thermo_requests_total",
+            &format!("outcome=\"{outcome}\""),
+            load(c) as f64,
+        );
+    }
+    head(
+        &mut out,
+        "thermo_tokens_after_disconnect_total",
+        "counter",
+        "Tokens generated after the service learnt that the client had gone.",
+    );
+    sample(
+        &mut out,
+        "thermo_tokens_after_disconnect_total",
+        "",
+        load(&m.tokens_after_disconnect) as f64,
+    );
+    head(
+        &mut out,
+        "thermo_tokens_after_disconnect_max",
+        "gauge",
+        "Most tokens one generation ran after its client had gone.",
+    );
+    sample(
+        &mut out,
+        "thermo_tokens_after_disconnect_max",
+        "",
+        load(&m.tokens_after_disconnect_max) as f64,
+    );
+    head(
+        &mut out,
+        "thermo_energy_joules_total",
+        "counter",
+        "Energy attributed to answered requests, J.",
+    );
+    sample(
+        &mut out,
+        "thermo_energy_joules_total",
+        "",
+        load(&m.energy_uj) as f64 / 1e6,
+    );
+
+    if let Some(snap) = v.snapshot {
+        let zones: Vec<(String, String, f64)> = snap
+            .temps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let celsius = f64::from(t.value?.celsius());
+                let index = match v.zone_index.iter().find(|(kind, _)| *kind == t.name) {
+                    Some((_, idx)) => idx.to_string(),
+                    // The simulated SoC models the board's zones; number them in order.
+                    None if v.simulated => i.to_string(),
+                    None => return None,
+                };
+                Some((index, t.name.clone(), celsius))
+            })
+            .collect();
+        if !zones.is_empty() {
+            head(
+                &mut out,
+                "node_thermal_zone_temp",
+                "gauge",
+                "Zone temperature in Celsius",
+            );
+            for (zone, kind, c) in &zones {
+                sample(
+                    &mut out,
+                    "node_thermal_zone_temp",
+                    &format!("type=\"{}\",zone=\"{zone}\"", escape(kind)),
+                    *c,
+                );
+            }
+        }
+        head(
+            &mut out,
+            "thermo_sensor_temp_celsius",
+            "gauge",
+            "Every temperature the governor reads, °C.",
+        );
+        for t in &snap.temps {
+            if let Some(mc) = t.value {
+                sample(
+                    &mut out,
+                    "thermo_sensor_temp_celsius",
+                    &format!("sensor=\"{}\",role=\"{}\"", escape(&t.name), t.role),
+                    f64::from(mc.celsius()),
+                );
+            }
+        }
+        head(
+            &mut out,
+            "thermo_sensor_power_watts",
+            "gauge",
+            "Every power reading the governor reads, W.",
+        );
+        for p in &snap.powers {
+            if let Some(r) = &p.value {
+                sample(
+                    &mut out,
+                    "thermo_sensor_power_watts",
+                    &format!("sensor=\"{}\",role=\"{}\"", escape(&p.name), p.role),
+                    r.power.watts(),
+                );
+            }
+        }
+    }
+
+    let g = v.governor;
+    head(
+        &mut out,
+        "thermo_simulated_soc",
+        "gauge",
+        "1 when the readings come from the simulated SoC.",
+    );
+    sample(
+        &mut out,
+        "thermo_simulated_soc",
+        "",
+        if v.simulated { 1.0 } else { 0.0 },
+    );
+    head(
+        &mut out,
+        "thermo_governor_running",
+        "gauge",
+        "1 while the governor's control loop runs.",
+    );
+    sample(
+        &mut out,
+        "thermo_governor_running",
+        "",
+        if g.running { 1.0 } else { 0.0 },
+    );
+    head(
+        &mut out,
+        "thermo_governor_ticks_total",
+        "counter",
+        "Control periods run.",
+    );
+    sample(&mut out, "thermo_governor_ticks_total", "", g.ticks as f64);
+    head(
+        &mut out,
+        "thermo_governor_last_tick_age_seconds",
+        "gauge",
+        "Seconds since the governor last ticked.",
+    );
+    sample(
+        &mut out,
+        "thermo_governor_last_tick_age_seconds",
+        "",
+        v.governor_tick_age_s,
+    );
+    head(
+        &mut out,
+        "thermo_governor_setpoint_celsius",
+        "gauge",
+        "Temperature the governor holds, °C.",
+    );
+    sample(
+        &mut out,
+        "thermo_governor_setpoint_celsius",
+        "",
+        f64::from(g.setpoint_c),
+    );
+    if let Some(t) = g.temperature_c {
+        head(
+            &mut out,
+            "thermo_governor_temperature_celsius",
+            "gauge",
+            "Governing temperature, °C.",
+        );
+        sample(
+            &mut out,
+            "thermo_governor_temperature_celsius",
+            "",
+            f64::from(t),
+        );
+    }
+    head(
+        &mut out,
+        "thermo_governor_power_budget_watts",
+        "gauge",
+        "Power budget of the last decision, W.",
+    );
+    sample(
+        &mut out,
+        "thermo_governor_power_budget_watts",
+        "",
+        f64::from(g.power_budget_w),
+    );
+    head(
+        &mut out,
+        "thermo_governor_duty_ratio",
+        "gauge",
+        "Duty per work class (1 unpaced, 0 paused).",
+    );
+    for c in Priority::ALL {
+        sample(
+            &mut out,
+            "thermo_governor_duty_ratio",
+            &format!("class=\"{}\"", c.as_str()),
+            f64::from(g.duties[c.index()]),
+        );
+    }
+    head(
+        &mut out,
+        "thermo_governor_limiter",
+        "gauge",
+        "What limits work now (1 for the active limiter).",
+    );
+    sample(
+        &mut out,
+        "thermo_governor_limiter",
+        &format!(
+            "limiter=\"{}\",mode=\"{}\"",
+            g.limiter.as_str(),
+            g.mode.as_str()
+        ),
+        1.0,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_with_llamacpp_names_and_rates() {
+        let m = Metrics::default();
+        m.add_prompt(10, 500_000);
+        for _ in 0..4 {
+            m.add_predicted(250_000);
+        }
+        m.add_request(Outcome::Ok);
+        m.add_request(Outcome::Rejected);
+        let status = GovernorStatus {
+            controller: "ours",
+            ticks: 3,
+            at: std::time::Duration::from_secs(1),
+            temperature_c: Some(55.0),
+            health: crate::governor::types::Health::Fresh,
+            power_w: Some(4.0),
+            setpoint_c: 70.0,
+            mode: crate::governor::types::Mode::Regulating,
+            limiter: crate::governor::types::Limiter::None,
+            reason: String::new(),
+            power_budget_w: 5.0,
+            freq_cap_khz: None,
+            threads: 2,
+            duties: [1.0, 1.0, 1.0],
+            fan_level: None,
+            steps_per_s: [0.0; 3],
+            tokens_per_s: None,
+            last_error: None,
+            tick_mean: std::time::Duration::ZERO,
+            tick_max: std::time::Duration::ZERO,
+            running: true,
+        };
+        let text = render(&MetricsView {
+            metrics: &m,
+            processing: 1,
+            deferred: 2,
+            governor: &status,
+            governor_tick_age_s: 0.1,
+            snapshot: None,
+            zone_index: &[],
+            simulated: true,
+        });
+        for line in [
+            "llamacpp:prompt_tokens_total 10",
+            "llamacpp:tokens_predicted_total 4",
+            "llamacpp:prompt_tokens_seconds 20",
+            "llamacpp:predicted_tokens_seconds 4",
+            "llamacpp:requests_processing 1",
+            "llamacpp:requests_deferred 2",
+            "thermo_requests_total{outcome=\"ok\"} 1",
+            "thermo_requests_total{outcome=\"rejected\"} 1",
+            "thermo_simulated_soc 1",
+            "thermo_governor_temperature_celsius 55",
+            "thermo_governor_limiter{limiter=\"none\",mode=\"regulating\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        // Every sample line belongs to a declared metric family.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap_or_default();
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} undeclared"
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

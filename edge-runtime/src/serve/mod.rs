@@ -1,0 +1,321 @@
+//! Service mode (`thermo serve`): an OpenAI-compatible HTTP API over one loaded model, every
+//! token under the thermal governor. This module owns the service's lifecycle — load the
+//! model once, start one governor, spawn the worker threads that run the blocking engine,
+//! serve HTTP on tokio, tell systemd (READY, STATUS, WATCHDOG while the governor ticks,
+//! STOPPING), and shut down on SIGTERM/SIGINT: stop admitting, give in-flight answers a
+//! bounded grace, cancel the rest, then stop the governor, which restores what it changed.
+//! `api` is the wire format, `queue` admission and fairness, `worker` the token loop,
+//! `metrics` the Prometheus page, `footprint` the per-request footprint (the eco seam).
+
+pub mod api;
+pub mod footprint;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod queue;
+pub mod worker;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use sensor_drivers::linux::SysRoot;
+
+use crate::cli::ModelArgs;
+use crate::cli::governed::{Governed, GovernorArgs};
+use crate::cli::run::resolve_model;
+use crate::config::Config;
+use crate::engine::model::LoadedModel;
+use crate::engine::set_compute_threads;
+use crate::sensing::Source;
+use footprint::{BoardPowerFootprint, FootprintModel};
+use http::{App, Freshness};
+use metrics::Metrics;
+use queue::Scheduler;
+use worker::{Job, WorkerContext};
+
+/// Extra time after the shutdown grace for cancelled answers to end before the server stops
+/// waiting for their connections.
+const CANCEL_DRAIN: Duration = Duration::from_secs(3);
+
+/// The model folder `config` names (the default model fetched on first use) and its id.
+pub fn resolve(config: &Config) -> Result<(std::path::PathBuf, String)> {
+    let dir = resolve_model(&ModelArgs {
+        model: config.model.dir.clone(),
+        format: config.model.format.clone(),
+        threads: config.model.threads,
+    })?;
+    let id = match &config.model.id {
+        Some(id) => id.clone(),
+        None => dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| anyhow!("cannot name the model folder {}", dir.display()))?,
+    };
+    Ok((dir, id))
+}
+
+/// Thermal zone index by type under `root` (empty when there is no thermal class).
+fn zone_index(root: &Path) -> Vec<(String, u32)> {
+    SysRoot::new(root)
+        .thermal_zones()
+        .zones()
+        .map(|zones| {
+            zones
+                .iter()
+                .map(|z| (z.kind().to_owned(), z.index()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs the service until SIGTERM or SIGINT, with the default footprint model.
+pub fn run(config: &Config) -> Result<()> {
+    run_with(config, Arc::new(BoardPowerFootprint::default()))
+}
+
+/// Runs the service with `footprint` as the per-request footprint model.
+pub fn run_with(config: &Config, footprint: Arc<dyn FootprintModel>) -> Result<()> {
+    let addr: SocketAddr = config.service.listen_addr().with_context(|| {
+        format!(
+            "service.listen {:?} is not ADDRESS:PORT",
+            config.service.listen
+        )
+    })?;
+    set_compute_threads(config.model.threads);
+    let (dir, model_id) = resolve(config)?;
+    notify::status(&format!("loading {}", dir.display()));
+    let t = std::time::Instant::now();
+    let model = LoadedModel::load(&dir)?;
+    log::info!(
+        "loaded {} in {:.2} s",
+        dir.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let governed = Arc::new(Governed::start_with(
+        &config.sensors,
+        &GovernorArgs {
+            setpoint: config.governor.setpoint_c,
+            ..GovernorArgs::default()
+        },
+        config.model.threads,
+    )?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("thermo-http")
+        .build()
+        .context("starting the async runtime")?;
+    let served = runtime.block_on(serve(
+        config,
+        addr,
+        model,
+        model_id,
+        governed.clone(),
+        footprint,
+        shutdown_signal(),
+    ));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Stop the control loop; it restores every actuator it changed.
+    match Arc::try_unwrap(governed) {
+        Ok(g) => log::info!("governor stopped: {}", g.finish().line()),
+        Err(g) => {
+            g.handle().stop();
+            log::info!("governor stopping: {}", g.status().line());
+        }
+    }
+    served
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => log::info!("SIGTERM: shutting down"),
+                    _ = tokio::signal::ctrl_c() => log::info!("SIGINT: shutting down"),
+                }
+            }
+            Err(e) => {
+                log::warn!("cannot watch SIGTERM ({e}); only SIGINT stops the service");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        log::info!("interrupt: shutting down");
+    }
+}
+
+/// Serves `model` on `addr` until `shutdown` resolves, then drains within the configured
+/// grace. The governor must already run; the caller stops it afterwards.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    config: &Config,
+    addr: SocketAddr,
+    model: Arc<LoadedModel>,
+    model_id: String,
+    governed: Arc<Governed>,
+    footprint: Arc<dyn FootprintModel>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let svc = &config.service;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    let scheduler = Arc::new(Scheduler::<Job>::new(svc.workers, svc.queue_bound));
+    let metrics = Arc::new(Metrics::default());
+    let cancel_all = Arc::new(AtomicBool::new(false));
+    let handle = governed.handle().clone();
+    let power_handle = handle.clone();
+    let ctx = WorkerContext {
+        model: model.clone(),
+        permits: governed.permits().clone(),
+        metrics: metrics.clone(),
+        footprint,
+        board_power_w: Arc::new(move || power_handle.status().power_w.map(f64::from)),
+        cancel_all: cancel_all.clone(),
+        active: Arc::new(AtomicUsize::new(0)),
+        scheduler: scheduler.clone(),
+    };
+    let mut workers = vec![];
+    for i in 0..svc.workers {
+        let ctx = ctx.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("thermo-worker-{i}"))
+                .spawn(move || worker::work(ctx))
+                .context("spawning a worker thread")?,
+        );
+    }
+    let freshness = Arc::new(Freshness::new(
+        handle.clone(),
+        Duration::from_secs_f64(config.governor.stale_after_s),
+    ));
+    let simulated = matches!(governed.source(), Source::Simulated { .. });
+    let snap_gov = governed.clone();
+    let app = Arc::new(App {
+        model_id: model_id.clone(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        model,
+        limits: api::Limits {
+            max_tokens_limit: svc.max_tokens_limit,
+            default_max_tokens: svc.default_max_tokens,
+        },
+        api_token: svc.api_token.clone(),
+        max_body_bytes: svc.max_body_bytes,
+        scheduler: scheduler.clone(),
+        metrics: metrics.clone(),
+        freshness: freshness.clone(),
+        snapshot: Arc::new(move || snap_gov.latest_snapshot()),
+        zone_index: if simulated {
+            vec![]
+        } else {
+            zone_index(&config.sensors.root)
+        },
+        simulated,
+        serial: AtomicU64::new(0),
+    });
+    let status_line = format!(
+        "serving {model_id} on {local} ({} worker(s), queue {}); governor: {}",
+        svc.workers,
+        svc.queue_bound,
+        governed.source()
+    );
+    log::info!("{status_line}");
+    notify::ready(&status_line);
+    let watchdog = notify::watchdog_interval().map(|every| {
+        let freshness = freshness.clone();
+        let scheduler = scheduler.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(notify::pet_while_healthy(
+            every, freshness, scheduler, metrics,
+        ))
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let grace = Duration::from_secs_f64(svc.shutdown_grace_s);
+    let drain_sched = scheduler.clone();
+    let drain_cancel = cancel_all.clone();
+    let mut drain_rx = stop_rx.clone();
+    let drained = tokio::spawn(async move {
+        let _ = drain_rx.wait_for(|s| *s).await;
+        notify::stopping();
+        // Waiting requests are refused (503); running ones get the grace.
+        let refused = drain_sched.close();
+        if !refused.is_empty() {
+            log::info!("refused {} waiting request(s)", refused.len());
+        }
+        drop(refused);
+        let sched = drain_sched.clone();
+        let idle = tokio::task::spawn_blocking(move || sched.wait_idle(grace))
+            .await
+            .unwrap_or(false);
+        if !idle {
+            log::warn!(
+                "in-flight generations still running after {:.1} s; cancelling them",
+                grace.as_secs_f64()
+            );
+            drain_cancel.store(true, Ordering::Release);
+        }
+    });
+    let mut graceful_rx = stop_rx.clone();
+    let router = http::router(app);
+    let server = async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = graceful_rx.wait_for(|s| *s).await;
+            })
+            .await
+    };
+    let mut deadline_rx = stop_rx.clone();
+    let deadline = async move {
+        let _ = deadline_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(grace + CANCEL_DRAIN).await;
+    };
+    let served = tokio::select! {
+        r = server => r.context("serving HTTP"),
+        () = deadline => {
+            log::warn!("connections still open after the shutdown grace; closing them");
+            Ok(())
+        }
+    };
+    cancel_all.store(true, Ordering::Release);
+    scheduler.close();
+    drained.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    let joined = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+    })
+    .await;
+    if joined.is_err() {
+        log::error!("a worker thread panicked");
+    }
+    log::info!(
+        "stopped after {} generated tokens",
+        metrics.tokens_predicted()
+    );
+    served
+}
