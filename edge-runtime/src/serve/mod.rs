@@ -250,6 +250,9 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
+        // Before anything else reacts: the server may finish (and abort the drain task)
+        // as soon as the stop is seen.
+        notify::stopping();
         let _ = stop_tx.send(true);
     });
     let grace = Duration::from_secs_f64(svc.shutdown_grace_s);
@@ -258,7 +261,6 @@ pub async fn serve(
     let mut drain_rx = stop_rx.clone();
     let drained = tokio::spawn(async move {
         let _ = drain_rx.wait_for(|s| *s).await;
-        notify::stopping();
         // Waiting requests are refused (503); running ones get the grace.
         let refused = drain_sched.close();
         if !refused.is_empty() {
