@@ -7,3 +7,4 @@ pub mod engine;
 pub mod governor;
 pub mod models;
 pub mod sensing;
+pub mod train;

@@ -14,6 +14,7 @@ fn main() -> std::process::ExitCode {
         Command::BenchLlm(args) => edge_runtime::cli::bench_llm::bench(args),
         Command::Bench(args) => edge_runtime::cli::bench_governor::bench(args),
         Command::Sensors(args) => edge_runtime::cli::sensors::sensors(args),
+        Command::Train(args) => edge_runtime::cli::train::train(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -149,6 +149,11 @@ impl Governed {
         self.handle.status()
     }
 
+    /// The permits the governor paces (e.g. for a training loop at `Priority::Training`).
+    pub fn permits(&self) -> &Permits {
+        &self.permits
+    }
+
     /// A gate for the token loop: waits for an interactive permit before each token and
     /// holds it until the next call, so the permit spans the token's work.
     pub fn gate(&self) -> impl FnMut(TokenEvent<'_>) -> Gate + '_ {

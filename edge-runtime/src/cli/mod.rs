@@ -12,6 +12,7 @@ pub mod governed;
 pub mod import;
 pub mod run;
 pub mod sensors;
+pub mod train;
 
 /// Run and fine-tune small language models on single-board computers while holding the chip
 /// at a temperature setpoint.
@@ -40,6 +41,8 @@ pub enum Command {
     Bench(bench_governor::BenchArgs),
     /// List the board's sensors and actuators, then show live readings.
     Sensors(sensors::SensorsArgs),
+    /// Fine-tune LoRA adapters on a data file under the governor.
+    Train(train::TrainArgs),
 }
 
 /// Which model to use and how to sample from it.
