@@ -135,7 +135,7 @@ fn learns_the_synthetic_facts_and_serves_them_through_tract() {
     let mut on_step = |r: &edge_runtime::train::trainer::StepReport,
                        p: &edge_runtime::train::trainer::Progress| {
         step_s.push(r.seconds);
-        if r.step % 20 == 0 {
+        if r.step.is_multiple_of(20) {
             eprintln!(
                 "step {} loss {:.3} held-out {:?} {:.2} s/step",
                 r.step, r.loss, p.eval_loss, r.seconds

@@ -343,7 +343,7 @@ pub fn split(examples: Vec<Example>, fraction: f32, seed: u64) -> (Vec<Example>,
     let k = ((n as f32 * fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
-        seed ^ 0x5eed_0f_5911,
+        seed ^ 0x005e_ed0f_5911,
     ));
     let held: std::collections::HashSet<usize> = idx.into_iter().take(k).collect();
     let (mut train, mut eval) = (vec![], vec![]);

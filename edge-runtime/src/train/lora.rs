@@ -23,6 +23,9 @@ pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 /// Name of the adapter configuration file (PEFT).
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 
+/// Named f32 tensors: name -> (shape, row-major values).
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// A projection that can carry an adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Target {
@@ -273,7 +276,7 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 
 /// Serialises named f32 tensors as safetensors bytes, with optional string metadata.
 pub fn safetensors_bytes(
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: &NamedTensors,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
@@ -292,12 +295,7 @@ pub fn safetensors_bytes(
 }
 
 /// Reads every f32 tensor of a safetensors buffer, and its metadata.
-pub fn read_safetensors(
-    bytes: &[u8],
-) -> Result<(
-    BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-    HashMap<String, String>,
-)> {
+pub fn read_safetensors(bytes: &[u8]) -> Result<(NamedTensors, HashMap<String, String>)> {
     let st = safetensors::SafeTensors::deserialize(bytes).context("not a safetensors file")?;
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(bytes).context("not a safetensors file")?;
@@ -384,7 +382,7 @@ impl LoraAdapter {
     }
 
     /// Every tensor under its PEFT name: `(shape, values)`.
-    pub fn tensors(&self) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+    pub fn tensors(&self) -> Result<NamedTensors> {
         self.named_vars()
             .into_iter()
             .map(|(n, v)| Ok((n, (v.as_tensor().dims().to_vec(), var_values(v)?))))
@@ -455,7 +453,7 @@ impl LoraAdapter {
     /// Builds an adapter from PEFT tensors, checking names and shapes against `model`.
     pub fn from_tensors(
         peft: &PeftConfig,
-        tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+        tensors: NamedTensors,
         model: &LlamaConfig,
     ) -> Result<Self> {
         let rank = peft.r;
@@ -516,7 +514,7 @@ impl LoraAdapter {
     }
 
     /// Replaces every variable's value from `tensors` (PEFT names); shapes must match.
-    pub fn set_from(&self, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<()> {
+    pub fn set_from(&self, tensors: &NamedTensors) -> Result<()> {
         for (name, var) in self.named_vars() {
             let (shape, values) = tensors
                 .get(&name)

@@ -198,7 +198,7 @@ fn a_checkpoint_refuses_other_options() {
     let t = Trainer::new(&model, options(2, None, 8, 0.0), data.clone(), vec![]).expect("t");
     let bytes = t.checkpoint_bytes().expect("checkpoint");
     let mut other = Trainer::new(&model, options(2, None, 9, 0.0), data, vec![]).expect("t");
-    let err = other.restore(&bytes).err().expect("must refuse");
+    let err = other.restore(&bytes).expect_err("must refuse");
     assert!(format!("{err:#}").contains("other options"), "{err:#}");
 }
 

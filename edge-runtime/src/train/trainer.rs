@@ -8,7 +8,7 @@
 //! random choice (data order per epoch, dropout masks per micro-batch) is derived from the
 //! seed and the step, so the cursor is all the random state a resume needs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::atomic::write_atomically;
 use super::data::{Example, epoch_order, pack_all, push_example};
-use super::lora::{LoraAdapter, LoraConfig, read_safetensors, safetensors_bytes};
+use super::lora::{LoraAdapter, LoraConfig, NamedTensors, read_safetensors, safetensors_bytes};
 use super::model::{BaseModel, ForwardOptions, PackedRow};
 use super::optim::{AdamW, AdamWParams, Schedule, learning_rate};
 use crate::governor::{Permits, Priority};
@@ -339,7 +339,7 @@ impl<'m> Trainer<'m> {
     }
 
     /// The adapter's tensors (for comparisons).
-    pub fn adapter_tensors(&self) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+    pub fn adapter_tensors(&self) -> Result<NamedTensors> {
         self.adapter.tensors()
     }
 }
