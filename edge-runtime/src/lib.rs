@@ -12,3 +12,4 @@ pub mod sensing;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod train;

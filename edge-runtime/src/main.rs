@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
         Command::Perplexity(args) => edge_runtime::cli::perplexity::run(args),
         Command::Serve(args) => edge_runtime::cli::serve::serve(args),
         Command::Config(args) => edge_runtime::cli::serve::config(args),
+        Command::Train(args) => edge_runtime::cli::train::train(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ pub mod run;
 pub mod sensors;
 pub mod serve;
 pub mod telemetry;
+pub mod train;
 
 /// Run and fine-tune small language models on single-board computers while holding the chip
 /// at a temperature setpoint.
@@ -54,6 +55,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Print the effective configuration (defaults < file < THERMO_* < flags).
     Config(serve::ConfigArgs),
+    /// Fine-tune LoRA adapters on a data file under the governor.
+    Train(train::TrainArgs),
 }
 
 /// Which model to use and how to sample from it.

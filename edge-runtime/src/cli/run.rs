@@ -39,6 +39,9 @@ pub struct RunArgs {
     /// Send the prompt to the model verbatim, without the chat template.
     #[arg(long)]
     raw: bool,
+    /// Apply the LoRA adapter (PEFT folder) from `thermo train`.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
     /// The prompt.
     prompt: String,
 }
@@ -56,6 +59,9 @@ pub struct ChatArgs {
     telemetry: TelemetryArgs,
     #[command(flatten)]
     eco: EcoArgs,
+    /// Apply the LoRA adapter (PEFT folder) from `thermo train`.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
 }
 
 /// The model folder to use: `--model`, else the default model in `--format`, fetched and
@@ -86,12 +92,20 @@ pub fn resolve_model(args: &ModelArgs) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn load(args: &ModelArgs) -> Result<Arc<LoadedModel>> {
+fn load(args: &ModelArgs, adapter: Option<&std::path::Path>) -> Result<Arc<LoadedModel>> {
     ensure!(args.threads >= 1, "--threads must be at least 1");
     set_compute_threads(args.threads);
     let dir = resolve_model(args)?;
     let t = std::time::Instant::now();
-    let model = LoadedModel::load(&dir)?;
+    let model = match adapter {
+        None => LoadedModel::load(&dir)?,
+        Some(a) => {
+            let (model, mode) = crate::train::serve::load_adapted(&dir, a, None)
+                .with_context(|| format!("applying the adapter in {}", a.display()))?;
+            log::info!("adapter {} applied ({mode:?})", a.display());
+            model
+        }
+    };
     log::info!(
         "loaded {} in {:.2} s",
         dir.display(),
@@ -174,7 +188,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let opts = options(&args.sampling);
     opts.sampling.validate()?;
-    let model = load(&args.model)?;
+    let model = load(&args.model, args.adapter.as_deref())?;
     let history = [Message::new(Role::User, args.prompt.clone())];
     let ids = prompt_ids(
         &model,
@@ -220,7 +234,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 pub fn chat(args: ChatArgs) -> Result<()> {
     let opts = options(&args.sampling);
     opts.sampling.validate()?;
-    let model = load(&args.model)?;
+    let model = load(&args.model, args.adapter.as_deref())?;
     let mut state = KvState::new(model.clone())?;
     let shutdown = Shutdown::install()?;
     let governed = start_governor(&args.governor, args.model.threads)?;

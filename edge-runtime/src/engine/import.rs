@@ -31,11 +31,18 @@ pub const IMPORTER_VERSION: u32 = 2;
 /// Name of the marker file an import leaves in its folder.
 pub const IMPORT_MARKER: &str = "thermo-import.json";
 
-fn write_marker(dir: &Path, format: WeightFormat) -> Result<()> {
-    let text = serde_json::to_string_pretty(&json!({
+/// Marker key naming the GGUF an import was made from (absolute path).
+pub const MARKER_SOURCE_GGUF: &str = "source_gguf";
+/// Marker key holding the seed of a tiny test model.
+pub const MARKER_TINY_SEED: &str = "tiny_seed";
+
+fn write_marker(dir: &Path, format: WeightFormat, source: (&str, serde_json::Value)) -> Result<()> {
+    let mut marker = json!({
         "importer_version": IMPORTER_VERSION,
         "format": format!("{format:?}"),
-    }))?;
+    });
+    marker[source.0] = source.1;
+    let text = serde_json::to_string_pretty(&marker)?;
     std::fs::write(dir.join(IMPORT_MARKER), text).context("writing the import marker")
 }
 
@@ -119,7 +126,8 @@ pub fn import_gguf(gguf: &Path, out: &Path, format: WeightFormat) -> Result<Impo
     build_atomically(out, |tmp| {
         write_hf_files(file.metadata(), &weights.config, tmp)?;
         write_onnx(&weights, format, &tmp.join("model.onnx"))?;
-        write_marker(tmp, format)
+        let source = std::path::absolute(gguf).unwrap_or_else(|_| gguf.to_path_buf());
+        write_marker(tmp, format, (MARKER_SOURCE_GGUF, json!(source)))
     })?;
     let onnx_bytes = std::fs::metadata(out.join("model.onnx"))?.len();
     Ok(ImportReport {
@@ -135,11 +143,8 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{% if loop.first
 /// Writes the seeded random tiny Llama (2 layers, hidden 64, byte-level tokenizer with
 /// ChatML specials) as a model folder at `out`. Same seed, same model.
 pub fn write_tiny_model(out: &Path, seed: u64, format: WeightFormat) -> Result<()> {
-    let mut weights = random_tiny_llama(seed);
+    let weights = tiny_weights(seed);
     let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-    // Byte tokens take ids 0..256; the specials follow.
-    weights.config.bos_token_id = 256;
-    weights.config.eos_token_id = 258;
     build_atomically(out, |tmp| {
         let write = |name: &str, text: String| {
             std::fs::write(tmp.join(name), text).with_context(|| format!("writing {name}"))
@@ -162,8 +167,17 @@ pub fn write_tiny_model(out: &Path, seed: u64, format: WeightFormat) -> Result<(
             }))?,
         )?;
         write_onnx(&weights, format, &tmp.join("model.onnx"))?;
-        write_marker(tmp, format)
+        write_marker(tmp, format, (MARKER_TINY_SEED, json!(seed)))
     })
+}
+
+/// The weights of the tiny model [`write_tiny_model`] writes for `seed`.
+pub fn tiny_weights(seed: u64) -> crate::engine::llama::LlamaWeights {
+    let mut weights = random_tiny_llama(seed);
+    // Byte tokens take ids 0..256; the specials follow.
+    weights.config.bos_token_id = 256;
+    weights.config.eos_token_id = 258;
+    weights
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ mod proto;
 mod tests;
 pub mod tiny;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -68,10 +68,35 @@ const SEQ: &str = "sequence_length";
 const PAST: &str = "past_sequence_length";
 const TOTAL: &str = "past_sequence_length + sequence_length";
 
+/// A low-rank side branch `y += scale · (x·Aᵀ)·Bᵀ` on one projection (LoRA):
+/// `a` is `[rank, in]`, `b` is `[out, rank]`, both row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LowRank {
+    /// Rank.
+    pub rank: usize,
+    /// `[rank, in]` values.
+    pub a: Vec<f32>,
+    /// `[out, rank]` values.
+    pub b: Vec<f32>,
+    /// Scale applied to the branch's output.
+    pub scale: f32,
+}
+
 /// Builds the ONNX model for `weights` in memory.
 pub fn to_model_proto(weights: &LlamaWeights, format: WeightFormat) -> Result<ModelProto> {
+    to_model_proto_with(weights, format, &BTreeMap::new())
+}
+
+/// Builds the ONNX model for `weights` with low-rank side branches on the projections
+/// named (by their weight tensor) in `side`; the base weights stay as `format` stores them.
+pub fn to_model_proto_with(
+    weights: &LlamaWeights,
+    format: WeightFormat,
+    side: &BTreeMap<String, LowRank>,
+) -> Result<ModelProto> {
     validate(weights)?;
     let mut writer = Writer {
+        side,
         g: GraphBuilder::default(),
         weights,
         cfg: &weights.config,
@@ -120,7 +145,18 @@ pub fn to_model_proto(weights: &LlamaWeights, format: WeightFormat) -> Result<Mo
 
 /// Writes the ONNX model for `weights` to `path` (one self-contained file).
 pub fn write_onnx(weights: &LlamaWeights, format: WeightFormat, path: &Path) -> Result<()> {
-    let model = to_model_proto(weights, format)?;
+    write_onnx_with(weights, format, &BTreeMap::new(), path)
+}
+
+/// Writes the ONNX model for `weights` with low-rank side branches (see
+/// [`to_model_proto_with`]) to `path`.
+pub fn write_onnx_with(
+    weights: &LlamaWeights,
+    format: WeightFormat,
+    side: &BTreeMap<String, LowRank>,
+    path: &Path,
+) -> Result<()> {
+    let model = to_model_proto_with(weights, format, side)?;
     let len = model.encoded_len();
     ensure!(
         len <= PROTOBUF_LIMIT_BYTES,
@@ -241,6 +277,8 @@ fn stack(decomposed: Vec<Option<Decomposed>>) -> Option<Decomposed> {
 }
 
 struct Writer<'a> {
+    /// Low-rank side branches by projection weight name.
+    side: &'a BTreeMap<String, LowRank>,
     g: GraphBuilder,
     weights: &'a LlamaWeights,
     cfg: &'a LlamaConfig,
@@ -644,6 +682,54 @@ impl Writer<'_> {
     /// as another, so that tract can pre-pack it (a shared tied embedding would be re-packed
     /// on every run).
     fn linear(&mut self, prefix: &str, x: &str, names: &[&str]) -> Result<Vec<String>> {
+        let mut outs = self.linear_base(prefix, x, names)?;
+        for (out, name) in outs.iter_mut().zip(names) {
+            let Some(lr) = self.side.get(*name) else {
+                continue;
+            };
+            let w = self.tensor(name)?;
+            let (rows, k) = (w.shape[0], w.shape[1]);
+            ensure!(
+                lr.rank > 0 && lr.a.len() == lr.rank * k && lr.b.len() == rows * lr.rank,
+                "side branch of {name}: rank {} does not fit a [{rows}, {k}] weight",
+                lr.rank
+            );
+            let r = lr.rank;
+            // Aᵀ `[in, r]` and scale·Bᵀ `[r, out]`, so both products read their weight as is.
+            let mut at = vec![0f32; k * r];
+            for (i, row) in lr.a.chunks_exact(k).enumerate() {
+                for (c, v) in row.iter().enumerate() {
+                    at[c * r + i] = *v;
+                }
+            }
+            let mut bt = vec![0f32; r * rows];
+            for (o, row) in lr.b.chunks_exact(r).enumerate() {
+                for (i, v) in row.iter().enumerate() {
+                    bt[i * rows + o] = *v * lr.scale;
+                }
+            }
+            let at = self.g.init_f32(&format!("{name}.lora_a_t"), &[k, r], &at);
+            let bt = self
+                .g
+                .init_f32(&format!("{name}.lora_b_t"), &[r, rows], &bt);
+            let down = self
+                .g
+                .op(&format!("{name}.lora_down"), "MatMul", &[x, &at], vec![]);
+            let up = self
+                .g
+                .op(&format!("{name}.lora_up"), "MatMul", &[&down, &bt], vec![]);
+            *out = self.g.op(
+                &format!("{name}.lora_add"),
+                "Add",
+                &[out.as_str(), &up],
+                vec![],
+            );
+        }
+        Ok(outs)
+    }
+
+    /// The products of [`Self::linear`] without side branches.
+    fn linear_base(&mut self, prefix: &str, x: &str, names: &[&str]) -> Result<Vec<String>> {
         let ws = names
             .iter()
             .map(|n| self.tensor(n))
@@ -691,7 +777,7 @@ impl Writer<'_> {
                 let mut outs = Vec::new();
                 for name in names {
                     let short = name.rsplit('.').nth(1).unwrap_or(name);
-                    outs.extend(self.linear(&format!("{prefix}.{short}"), x, &[name])?);
+                    outs.extend(self.linear_base(&format!("{prefix}.{short}"), x, &[name])?);
                 }
                 return Ok(outs);
             };

@@ -1,0 +1,473 @@
+//! `thermo train`: LoRA fine-tuning of a model folder on a data file. Runs a preflight that
+//! lists every problem (data, model, output folder, one dry step) before anything is
+//! trained, then trains under the governor (a permit at training priority per optimizer
+//! step), prints a progress line, checkpoints every N steps and on SIGTERM/SIGINT, and
+//! continues a checkpointed run exactly with `--resume`.
+//!
+//! Compute threads of the candle matrix products follow `RAYON_NUM_THREADS` (default: all
+//! cores); one thread spends the least energy per step.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::governed::{Governed, GovernorArgs};
+use crate::engine::import::is_current_import;
+use crate::models::{DEFAULT_MODEL, cache_root, model_dir};
+use crate::train::data::{Problem, TextSide, duplicates, load_examples, split};
+use crate::train::lora::{LoraConfig, Target};
+use crate::train::model::BaseModel;
+use crate::train::optim::{AdamWParams, Schedule};
+use crate::train::source;
+use crate::train::trainer::{
+    CHECKPOINT, Outcome, Progress, RunControl, StepReport, TrainOptions, Trainer, run,
+};
+
+/// Flags of `thermo train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Model folder to adapt (default: the imported default model in `--format`).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Format of the default model folder (f32, q4); the adapter fits both.
+    #[arg(long, default_value = "q4", value_name = "FORMAT")]
+    pub format: String,
+    /// GGUF to read the base weights from (default: the one the folder was imported from).
+    #[arg(long, value_name = "FILE")]
+    pub gguf: Option<PathBuf>,
+    /// Training data: plain text (one example per line) or .jsonl (chat/instruction pairs).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Held-out data (default: a seeded split of --data).
+    #[arg(long, value_name = "FILE")]
+    pub held_out: Option<PathBuf>,
+    /// Share of --data held out when --held-out is not given.
+    #[arg(long, default_value_t = 0.1)]
+    pub held_out_fraction: f32,
+    /// Folder for the adapter (PEFT files) and the checkpoint.
+    #[arg(long, value_name = "ADAPTER_DIR")]
+    pub out: PathBuf,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    pub rank: usize,
+    /// LoRA alpha (the update is scaled by alpha / rank).
+    #[arg(long, default_value_t = 16.0)]
+    pub alpha: f32,
+    /// Dropout on the adapters' input.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
+    /// Projections to adapt, comma-separated (q_proj, k_proj, v_proj, o_proj, gate_proj,
+    /// up_proj, down_proj).
+    #[arg(long, default_value = "q_proj,v_proj", value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Adapt only the top N layers (cheaper per step; default: all layers).
+    #[arg(long, value_name = "N")]
+    pub top_layers: Option<usize>,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Learning-rate shape after warmup.
+    #[arg(long, value_enum, default_value_t = Schedule::Cosine)]
+    pub schedule: Schedule,
+    /// Packed rows per optimizer step (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    pub accum: usize,
+    /// Tokens per packed row.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Seed of the adapter init, the data order and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Write a checkpoint every N steps (and always at the end and on SIGTERM).
+    #[arg(long, default_value_t = 25)]
+    pub checkpoint_every: usize,
+    /// Evaluate on the held-out data every N steps (and always at the end).
+    #[arg(long, default_value_t = 25)]
+    pub eval_every: usize,
+    /// Continue the run checkpointed in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Run the preflight only.
+    #[arg(long)]
+    pub preflight_only: bool,
+    /// Watts one busy core draws, for the energy estimate when the board has no power
+    /// sensor.
+    #[arg(long, default_value_t = 1.5, value_name = "WATTS")]
+    pub core_watts: f64,
+    #[command(flatten)]
+    pub governor: GovernorArgs,
+}
+
+fn model_folder(args: &TrainArgs) -> Result<PathBuf> {
+    if let Some(m) = &args.model {
+        return Ok(m.clone());
+    }
+    let root = cache_root()?;
+    let dir = model_dir(&root, &DEFAULT_MODEL, &args.format);
+    if !is_current_import(&dir) {
+        let margs = super::ModelArgs {
+            model: None,
+            format: args.format.clone(),
+            threads: 1,
+        };
+        return super::run::resolve_model(&margs);
+    }
+    Ok(dir)
+}
+
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux target this runs on.
+    Some((utime + stime) / 100.0)
+}
+
+/// Bytes a checkpoint of `params` adapter values takes (adapter + two moments, and the PEFT
+/// copy), with headroom.
+fn checkpoint_bytes(params: usize) -> u64 {
+    (params as u64) * 4 * 4 + (1 << 20)
+}
+
+/// Checks that `out` can take the run's files: writable, with `room` bytes free (probed by
+/// writing and removing a file of that size). Creates nothing that stays.
+fn check_out_dir(out: &Path, room: u64, resume: bool, problems: &mut Vec<Problem>) {
+    let problem = |message: String| Problem {
+        file: out.to_path_buf(),
+        line: None,
+        message,
+    };
+    if out.exists() && !out.is_dir() {
+        problems.push(problem("exists and is not a folder".into()));
+        return;
+    }
+    let has_ckpt = out.join(CHECKPOINT).is_file();
+    if resume && !has_ckpt {
+        problems.push(problem(format!(
+            "--resume, but there is no {CHECKPOINT} here"
+        )));
+    }
+    if !resume && has_ckpt {
+        problems.push(problem(format!(
+            "already holds a {CHECKPOINT}: pass --resume to continue it, or choose another folder"
+        )));
+    }
+    // The folder itself, or the nearest existing ancestor it would be created in.
+    let mut probe_dir = out.to_path_buf();
+    while !probe_dir.exists() {
+        match probe_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe_dir = p.to_path_buf(),
+            _ => {
+                probe_dir = PathBuf::from(".");
+                break;
+            }
+        }
+    }
+    let probe = probe_dir.join(format!(".thermo-train-probe-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&probe)?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = room;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    if let Err(e) = result {
+        problems.push(problem(format!(
+            "cannot write {} bytes of checkpoints in {}: {e}",
+            room,
+            probe_dir.display()
+        )));
+    }
+}
+
+fn parse_targets(names: &[String], problems: &mut Vec<Problem>) -> Vec<Target> {
+    let mut out = vec![];
+    for n in names {
+        match Target::from_module(n.trim()) {
+            Some(t) => out.push(t),
+            None => problems.push(Problem {
+                file: PathBuf::from("--targets"),
+                line: None,
+                message: format!("unknown module {n:?}"),
+            }),
+        }
+    }
+    out
+}
+
+/// `thermo train`.
+pub fn train(args: TrainArgs) -> Result<()> {
+    let mut problems: Vec<Problem> = vec![];
+    let dir = model_folder(&args)?;
+    let model_problem = |message: String| Problem {
+        file: dir.clone(),
+        line: None,
+        message,
+    };
+
+    // The model: weights and the tokenizer side.
+    let base = source::locate(&dir, args.gguf.as_deref())
+        .and_then(|o| Ok((source::load(&o)?, o)))
+        .and_then(|(w, o)| Ok((BaseModel::from_weights(w)?, o)));
+    let (base, origin) = match base {
+        Ok(b) => (Some(b.0), Some(b.1)),
+        Err(e) => {
+            problems.push(model_problem(format!("the model does not load: {e:#}")));
+            (None, None)
+        }
+    };
+    let context = base
+        .as_ref()
+        .map_or(usize::MAX, |b| b.config.max_position_embeddings);
+    let side = match TextSide::load(&dir, context) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(model_problem(format!("the tokenizer does not load: {e:#}")));
+            None
+        }
+    };
+
+    // The data.
+    let mut train_set = vec![];
+    let mut held_set = vec![];
+    if let Some(side) = &side {
+        let (examples, p) = load_examples(&args.data, side, args.seq_len);
+        problems.extend(p);
+        match &args.held_out {
+            Some(h) => {
+                let (eval, p) = load_examples(h, side, args.seq_len);
+                problems.extend(p);
+                train_set = examples;
+                held_set = eval;
+            }
+            None if examples.len() >= 2 => {
+                (train_set, held_set) = split(examples, args.held_out_fraction, args.seed);
+            }
+            None => {
+                if !examples.is_empty() {
+                    problems.push(Problem {
+                        file: args.data.clone(),
+                        line: None,
+                        message: "one example cannot be split into train and held-out sets; \
+                                  add examples or pass --held-out"
+                            .into(),
+                    });
+                }
+            }
+        }
+        problems.extend(duplicates(&train_set, &held_set));
+    }
+
+    // The adapter and the options.
+    let targets = parse_targets(&args.targets, &mut problems);
+    let lora = base.as_ref().and_then(|b| {
+        match LoraConfig::new(
+            args.rank,
+            args.alpha,
+            args.dropout,
+            targets.clone(),
+            b.config.num_hidden_layers,
+            args.top_layers,
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(Problem {
+                    file: PathBuf::from("flags"),
+                    line: None,
+                    message: format!("{e:#}"),
+                });
+                None
+            }
+        }
+    });
+    let options = lora.map(|lora| TrainOptions {
+        lora,
+        steps: args.steps,
+        lr: args.lr,
+        warmup: args.warmup,
+        schedule: args.schedule,
+        accum: args.accum,
+        seq_len: args.seq_len,
+        adamw: AdamWParams {
+            weight_decay: args.weight_decay,
+            ..AdamWParams::default()
+        },
+        max_grad_norm: 1.0,
+        seed: args.seed,
+    });
+
+    // The output folder and one dry step.
+    let mut trainer = None;
+    if let (Some(base), Some(options)) = (&base, options)
+        && !train_set.is_empty()
+    {
+        match Trainer::new(base, options, train_set, held_set) {
+            Ok(mut t) => {
+                check_out_dir(
+                    &args.out,
+                    checkpoint_bytes(t.adapter.parameter_count()),
+                    args.resume,
+                    &mut problems,
+                );
+                match t.probe_gradients() {
+                    Ok(g) if g.iter().all(|(_, n)| n.is_finite()) => {}
+                    Ok(_) => problems.push(model_problem(
+                        "the dry step gave non-finite gradients".into(),
+                    )),
+                    Err(e) => problems.push(model_problem(format!("the dry step failed: {e:#}"))),
+                }
+                trainer = Some(t);
+            }
+            Err(e) => problems.push(model_problem(format!("{e:#}"))),
+        }
+    } else {
+        check_out_dir(&args.out, 1 << 20, args.resume, &mut problems);
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        bail!(
+            "preflight found {} problem(s); nothing was trained",
+            problems.len()
+        );
+    }
+    let Some(mut trainer) = trainer else {
+        bail!("preflight found no training examples; nothing was trained");
+    };
+    eprintln!(
+        "preflight ok: {} adapter parameters on {} layer(s), weights from {}",
+        trainer.adapter.parameter_count(),
+        trainer.options.lora.layers.len(),
+        origin.map(|o| o.to_string()).unwrap_or_default()
+    );
+    if args.preflight_only {
+        return Ok(());
+    }
+
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    if args.resume {
+        // Temp files of a write that a `kill -9` interrupted.
+        if let Ok(entries) = std::fs::read_dir(&args.out) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.contains(".tmp-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let p = args.out.join(CHECKPOINT);
+        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        trainer
+            .restore(&bytes)
+            .with_context(|| format!("resuming from {}", p.display()))?;
+        eprintln!("resuming at step {}", trainer.progress.step);
+    } else {
+        let before = trainer.eval_loss()?;
+        if let Some(l) = before {
+            eprintln!(
+                "held-out loss before training {l:.4} (perplexity {:.2})",
+                l.exp()
+            );
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let governed = if args.governor.no_governor {
+        None
+    } else {
+        Some(Governed::start(&args.governor, 1)?)
+    };
+    let permits = governed.as_ref().map(Governed::permits);
+    let mut cpu_prev = cpu_seconds();
+    let core_watts = args.core_watts;
+    let steps = trainer.options.steps;
+    let started = Instant::now();
+    let mut on_step = |r: &StepReport, p: &Progress| -> f64 {
+        let status = governed.as_ref().map(Governed::status);
+        let cpu_now = cpu_seconds();
+        let joules = match (status.as_ref().and_then(|s| s.power_w), cpu_prev, cpu_now) {
+            (Some(w), _, _) => f64::from(w) * (r.seconds + r.waited_s),
+            (None, Some(a), Some(b)) => (b - a) * core_watts,
+            _ => r.seconds * core_watts,
+        };
+        cpu_prev = cpu_now;
+        let temp = status
+            .as_ref()
+            .and_then(|s| s.temperature_c)
+            .map_or("-- °C".to_string(), |t| format!("{t:.1} °C"));
+        let eval = p
+            .eval_loss
+            .map_or("--".to_string(), |l| format!("{l:.3} (ppl {:.2})", l.exp()));
+        eprintln!(
+            "step {}/{steps} | loss {:.3} | held-out {eval} | {:.0} tok/s | {:.2} s/step | {temp} | {:.1} J",
+            r.step,
+            r.loss,
+            r.tokens as f64 / r.seconds.max(1e-9),
+            r.seconds,
+            p.energy_j + joules
+        );
+        joules
+    };
+    let base_name = Some(
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let mut ctl = RunControl {
+        permits,
+        stop: &stop,
+        checkpoint_every: args.checkpoint_every,
+        eval_every: args.eval_every,
+        on_step: &mut on_step,
+        base_model: base_name,
+    };
+    let outcome = run(&mut trainer, &args.out, &mut ctl)?;
+    let p = &trainer.progress;
+    match outcome {
+        Outcome::Finished => eprintln!(
+            "done: {} steps in {:.1} s, held-out loss {}, {:.1} J; adapter in {}",
+            p.step,
+            started.elapsed().as_secs_f64(),
+            p.eval_loss
+                .map_or("--".into(), |l| format!("{l:.4} (ppl {:.2})", l.exp())),
+            p.energy_j,
+            args.out.display()
+        ),
+        Outcome::Stopped => eprintln!(
+            "stopped at step {}; checkpoint in {} (continue with --resume)",
+            p.step,
+            args.out.display()
+        ),
+    }
+    if let Some(g) = governed {
+        eprintln!("[governor: {}]", g.finish().line());
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Training-graph tests on the seeded tiny model: gradients reach every adapter, the loss
+//! falls, a checkpoint resumes bit-exactly, a merged adapter equals its side branch.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor, Var};
+
+use super::data::Example;
+use super::lora::{LoraConfig, Target};
+use super::model::{BaseModel, ForwardOptions};
+use super::optim::{AdamWParams, Schedule};
+use super::trainer::{TrainOptions, Trainer};
+use crate::engine::import::tiny_weights;
+
+fn tiny() -> BaseModel {
+    BaseModel::from_weights(tiny_weights(7)).expect("tiny model")
+}
+
+/// Byte-level examples (the tiny model's tokenizer maps byte b to id b).
+fn examples(lines: &[&str]) -> Vec<Example> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Example {
+            file: PathBuf::from("mem"),
+            line: i + 1,
+            ids: l.bytes().map(u32::from).collect(),
+            scored_from: 1,
+            key: (*l).to_string(),
+        })
+        .collect()
+}
+
+fn options(layers: usize, top: Option<usize>, steps: usize, dropout: f32) -> TrainOptions {
+    TrainOptions {
+        lora: LoraConfig::new(4, 8.0, dropout, vec![Target::Q, Target::V], layers, top)
+            .expect("lora"),
+        steps,
+        lr: 1e-2,
+        warmup: 2,
+        schedule: Schedule::Cosine,
+        accum: 2,
+        seq_len: 48,
+        adamw: AdamWParams {
+            weight_decay: 0.01,
+            ..AdamWParams::default()
+        },
+        max_grad_norm: 1.0,
+        seed: 3,
+    }
+}
+
+const LINES: [&str; 6] = [
+    "the pump code is 4471",
+    "the valve code is 9120",
+    "the door code is 3308",
+    "the gate code is 5561",
+    "the lamp code is 7702",
+    "the fan code is 1849",
+];
+
+#[test]
+fn frozen_products_pass_the_same_input_gradient_as_a_plain_matmul() {
+    let model = tiny();
+    let ex = examples(&["abcdefgh"]);
+    let mut row = super::model::PackedRow::default();
+    super::data::push_example(&mut row, &ex[0]);
+    // With an adapter on layer 0 everything is tracked through FrozenMatmul; B = 0 makes
+    // the adapted model equal the base, whose loss the untracked path computes.
+    let cfg = LoraConfig::new(2, 4.0, 0.0, vec![Target::Q], 2, None).expect("cfg");
+    let adapter = super::lora::LoraAdapter::new(cfg, &model.config, 1).expect("adapter");
+    let (tracked, _) = model
+        .loss(&row, Some(&adapter), ForwardOptions::EVAL)
+        .expect("tracked");
+    let (plain, _) = model.loss(&row, None, ForwardOptions::EVAL).expect("plain");
+    let a = tracked.to_scalar::<f32>().expect("a");
+    let b = plain.to_scalar::<f32>().expect("b");
+    assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+
+    // The custom op's input gradient equals candle's matmul gradient.
+    let w = Tensor::from_vec(
+        (0..12).map(|i| i as f32 * 0.1).collect(),
+        (3, 4),
+        &Device::Cpu,
+    )
+    .expect("w");
+    let x = Var::new(
+        &[[1.0f32, -2.0, 0.5, 3.0], [0.0, 1.0, 1.0, -1.0]],
+        &Device::Cpu,
+    )
+    .expect("x");
+    let via_custom = super::model::frozen_linear_for_tests(x.as_tensor(), &w)
+        .and_then(|y| Ok(y.sqr()?.sum_all()?))
+        .expect("custom");
+    let g1 = via_custom.backward().expect("bwd");
+    let via_matmul = x
+        .as_tensor()
+        .matmul(&w.t().expect("t"))
+        .and_then(|y| y.sqr()?.sum_all())
+        .expect("matmul");
+    let g2 = via_matmul.backward().expect("bwd");
+    let d = (g1.get(x.as_tensor()).expect("g1") - g2.get(x.as_tensor()).expect("g2"))
+        .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+        .expect("diff");
+    assert!(d < 1e-5, "{d}");
+    assert!(
+        g1.get(&w).is_none(),
+        "the frozen weight must get no gradient"
+    );
+}
+
+#[test]
+fn every_adapter_gets_a_nonzero_gradient_after_one_step() {
+    let model = tiny();
+    let mut t =
+        Trainer::new(&model, options(2, None, 5, 0.0), examples(&LINES), vec![]).expect("trainer");
+    t.step().expect("step");
+    let grads = t.probe_gradients().expect("grads");
+    assert_eq!(grads.len(), 2 * 2 * 2);
+    for (name, norm) in grads {
+        assert!(norm > 0.0 && norm.is_finite(), "{name}: {norm}");
+    }
+}
+
+#[test]
+fn top_layer_adapters_also_get_gradients() {
+    let model = tiny();
+    let mut t = Trainer::new(
+        &model,
+        options(2, Some(1), 5, 0.0),
+        examples(&LINES),
+        vec![],
+    )
+    .expect("trainer");
+    t.step().expect("step");
+    let grads = t.probe_gradients().expect("grads");
+    assert_eq!(grads.len(), 4);
+    assert!(
+        grads
+            .iter()
+            .all(|(n, g)| n.contains("layers.1.") && *g > 0.0),
+        "{grads:?}"
+    );
+}
+
+#[test]
+fn training_lowers_the_loss_on_the_training_text() {
+    let model = tiny();
+    let data = examples(&LINES);
+    let mut t = Trainer::new(
+        &model,
+        options(2, None, 40, 0.1),
+        data.clone(),
+        data[..2].to_vec(),
+    )
+    .expect("trainer");
+    let before = t.eval_loss().expect("eval").expect("some");
+    for _ in 0..40 {
+        t.step().expect("step");
+    }
+    let after = t.eval_loss().expect("eval").expect("some");
+    assert!(after < 0.8 * before, "held-out loss {before} -> {after}");
+}
+
+#[test]
+fn a_restored_checkpoint_continues_exactly() {
+    let model = tiny();
+    let data = examples(&LINES);
+    let mut straight =
+        Trainer::new(&model, options(2, None, 8, 0.1), data.clone(), vec![]).expect("trainer");
+    for _ in 0..8 {
+        straight.step().expect("step");
+    }
+    let mut first =
+        Trainer::new(&model, options(2, None, 8, 0.1), data.clone(), vec![]).expect("trainer");
+    for _ in 0..3 {
+        first.step().expect("step");
+    }
+    let bytes = first.checkpoint_bytes().expect("checkpoint");
+    drop(first);
+    let mut resumed =
+        Trainer::new(&model, options(2, None, 8, 0.1), data, vec![]).expect("trainer");
+    resumed.restore(&bytes).expect("restore");
+    assert_eq!(resumed.progress.step, 3);
+    for _ in 3..8 {
+        resumed.step().expect("step");
+    }
+    assert_eq!(
+        straight.adapter_tensors().expect("a"),
+        resumed.adapter_tensors().expect("b")
+    );
+}
+
+#[test]
+fn a_checkpoint_refuses_other_options() {
+    let model = tiny();
+    let data = examples(&LINES);
+    let t = Trainer::new(&model, options(2, None, 8, 0.0), data.clone(), vec![]).expect("t");
+    let bytes = t.checkpoint_bytes().expect("checkpoint");
+    let mut other = Trainer::new(&model, options(2, None, 9, 0.0), data, vec![]).expect("t");
+    let err = other.restore(&bytes).expect_err("must refuse");
+    assert!(format!("{err:#}").contains("other options"), "{err:#}");
+}
+
+#[test]
+fn merged_weights_give_the_logits_of_the_adapter() {
+    let model = tiny();
+    let mut t =
+        Trainer::new(&model, options(2, None, 4, 0.0), examples(&LINES), vec![]).expect("trainer");
+    for _ in 0..4 {
+        t.step().expect("step");
+    }
+    let ids: Vec<u32> = "the pump".bytes().map(u32::from).collect();
+    let with_adapter = model.last_logits(&ids, Some(&t.adapter)).expect("adapter");
+    let base = model.last_logits(&ids, None).expect("base");
+    let mut weights = tiny_weights(7);
+    t.adapter.merge_into(&mut weights).expect("merge");
+    let merged = BaseModel::from_weights(weights)
+        .and_then(|m| m.last_logits(&ids, None))
+        .expect("merged");
+    let diff = with_adapter
+        .iter()
+        .zip(&merged)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let moved = with_adapter
+        .iter()
+        .zip(&base)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "merged vs adapter: {diff}");
+    assert!(moved > 1e-3, "the adapter changed nothing: {moved}");
+}

@@ -1,0 +1,411 @@
+//! The fine-tuning loop: packed rows of training examples in a seeded order, gradient
+//! accumulation, AdamW, held-out evaluation, a governor permit at training priority around
+//! every optimizer step, and checkpoints that let `--resume` continue exactly.
+//!
+//! A checkpoint is one safetensors file (`checkpoint.safetensors`: adapter, AdamW moments,
+//! and in its metadata the step, the data cursor, the options and a digest of the data),
+//! replaced atomically; the PEFT adapter files beside it are replaced atomically too. Every
+//! random choice (data order per epoch, dropout masks per micro-batch) is derived from the
+//! seed and the step, so the cursor is all the random state a resume needs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::atomic::write_atomically;
+use super::data::{Example, epoch_order, pack_all, push_example};
+use super::lora::{LoraAdapter, LoraConfig, NamedTensors, read_safetensors, safetensors_bytes};
+use super::model::{BaseModel, ForwardOptions, PackedRow};
+use super::optim::{AdamW, AdamWParams, Schedule, learning_rate};
+use crate::governor::{Permits, Priority};
+
+/// Name of the checkpoint file in the output folder.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+const META_KEY: &str = "thermo.checkpoint";
+
+/// Everything that shapes a run; a resumed run must use the same.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// What to adapt.
+    pub lora: LoraConfig,
+    /// Optimizer steps in the run.
+    pub steps: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup steps.
+    pub warmup: usize,
+    /// Shape after warmup.
+    pub schedule: Schedule,
+    /// Micro-batches (packed rows) per optimizer step.
+    pub accum: usize,
+    /// Tokens per packed row.
+    pub seq_len: usize,
+    /// AdamW hyper-parameters.
+    pub adamw: AdamWParams,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Seed of the adapter init, the data order and dropout.
+    pub seed: u64,
+}
+
+/// Where a run stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Epoch of the data cursor.
+    pub epoch: u64,
+    /// Index into that epoch's order of the next example.
+    pub index: usize,
+    /// Training tokens processed.
+    pub tokens: u64,
+    /// Energy spent so far in J (as reported by the caller).
+    pub energy_j: f64,
+    /// Loss of the last step.
+    pub loss: Option<f64>,
+    /// Last held-out loss (mean NLL per scored token).
+    pub eval_loss: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    options: TrainOptions,
+    progress: Progress,
+    data_digest: String,
+    optimizer_steps: u64,
+}
+
+/// One optimizer step's outcome.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    /// Steps done after this one.
+    pub step: usize,
+    /// Mean training loss over the step's scored tokens.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens processed in this step.
+    pub tokens: usize,
+    /// Wall time of the step (permit wait excluded), s.
+    pub seconds: f64,
+    /// Time spent waiting for the governor's permit, s.
+    pub waited_s: f64,
+}
+
+/// Digest of the tokenized training and held-out data.
+pub fn data_digest(train: &[Example], eval: &[Example]) -> String {
+    let mut h = Sha256::new();
+    for set in [train, eval] {
+        for e in set {
+            for id in &e.ids {
+                h.update(id.to_le_bytes());
+            }
+            h.update((e.scored_from as u64).to_le_bytes());
+            h.update(b"|");
+        }
+        h.update(b"#");
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A training run in memory.
+pub struct Trainer<'m> {
+    model: &'m BaseModel,
+    /// The adapter being trained.
+    pub adapter: LoraAdapter,
+    opt: AdamW,
+    /// The run's options.
+    pub options: TrainOptions,
+    train: Vec<Example>,
+    eval_rows: Vec<PackedRow>,
+    order: Vec<usize>,
+    /// Where the run stands.
+    pub progress: Progress,
+    digest: String,
+}
+
+impl<'m> Trainer<'m> {
+    /// A fresh run over `train`, evaluated on `eval`.
+    pub fn new(
+        model: &'m BaseModel,
+        options: TrainOptions,
+        train: Vec<Example>,
+        eval: Vec<Example>,
+    ) -> Result<Self> {
+        ensure!(!train.is_empty(), "no training examples");
+        ensure!(options.accum >= 1, "--accum must be at least 1");
+        ensure!(options.steps >= 1, "--steps must be at least 1");
+        if let Some(e) = train.iter().find(|e| e.ids.len() > options.seq_len) {
+            bail!(
+                "{}:{}: {} tokens, longer than --seq-len {}",
+                e.file.display(),
+                e.line,
+                e.ids.len(),
+                options.seq_len
+            );
+        }
+        let adapter = LoraAdapter::new(options.lora.clone(), &model.config, options.seed)?;
+        let vars = adapter
+            .named_vars()
+            .into_iter()
+            .map(|(_, v)| v.clone())
+            .collect();
+        let opt = AdamW::new(vars, options.adamw)?;
+        let digest = data_digest(&train, &eval);
+        let eval_rows = pack_all(&eval, options.seq_len);
+        let order = epoch_order(train.len(), options.seed, 0);
+        Ok(Trainer {
+            model,
+            adapter,
+            opt,
+            options,
+            train,
+            eval_rows,
+            order,
+            progress: Progress::default(),
+            digest,
+        })
+    }
+
+    /// The next packed row of training examples; advances the data cursor.
+    fn next_row(&mut self) -> PackedRow {
+        let mut row = PackedRow::default();
+        loop {
+            if self.progress.index >= self.order.len() {
+                self.progress.epoch += 1;
+                self.progress.index = 0;
+                self.order = epoch_order(self.train.len(), self.options.seed, self.progress.epoch);
+            }
+            let ex = &self.train[self.order[self.progress.index]];
+            if !row.ids.is_empty() && row.ids.len() + ex.ids.len() > self.options.seq_len {
+                return row;
+            }
+            push_example(&mut row, ex);
+            self.progress.index += 1;
+        }
+    }
+
+    /// One optimizer step over `accum` packed rows.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let t0 = Instant::now();
+        let o = &self.options;
+        let lr = learning_rate(o.lr, o.warmup, o.steps, o.schedule, self.progress.step);
+        let accum = o.accum;
+        let mut sum: Vec<Option<candle_core::Tensor>> = vec![];
+        let (mut loss_sum, mut scored, mut tokens) = (0.0f64, 0usize, 0usize);
+        for micro in 0..accum {
+            let row = self.next_row();
+            let fo = ForwardOptions {
+                dropout: self.options.lora.dropout,
+                dropout_seed: self
+                    .options
+                    .seed
+                    .wrapping_add((self.progress.step * accum + micro) as u64 + 1),
+            };
+            let (loss, n) = self.model.loss(&row, Some(&self.adapter), fo)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>()?) * n as f64;
+            scored += n;
+            tokens += row.ids.len();
+            let grads = (loss / accum as f64)?.backward()?;
+            let g = self.opt.grads_of(&grads);
+            if sum.is_empty() {
+                sum = g;
+            } else {
+                for (s, g) in sum.iter_mut().zip(g) {
+                    *s = match (s.take(), g) {
+                        (Some(a), Some(b)) => Some((a + b)?),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+        }
+        let grad_norm = self.opt.step(&sum, lr, self.options.max_grad_norm)?;
+        self.progress.step += 1;
+        self.progress.tokens += tokens as u64;
+        let loss = loss_sum / scored.max(1) as f64;
+        ensure!(loss.is_finite(), "the training loss diverged ({loss})");
+        self.progress.loss = Some(loss);
+        Ok(StepReport {
+            step: self.progress.step,
+            loss,
+            lr,
+            grad_norm,
+            tokens,
+            seconds: t0.elapsed().as_secs_f64(),
+            waited_s: 0.0,
+        })
+    }
+
+    /// Mean negative log-likelihood per scored held-out token (`None` without held-out data).
+    pub fn eval_loss(&mut self) -> Result<Option<f64>> {
+        let r = eval_loss(self.model, Some(&self.adapter), &self.eval_rows)?;
+        self.progress.eval_loss = r;
+        Ok(r)
+    }
+
+    /// Gradients of a single training row, by PEFT name (for checks that every adapter
+    /// learns).
+    pub fn probe_gradients(&mut self) -> Result<Vec<(String, f32)>> {
+        let (saved, order) = (self.progress.clone(), self.order.clone());
+        let row = self.next_row();
+        (self.progress, self.order) = (saved, order);
+        let (loss, _) = self
+            .model
+            .loss(&row, Some(&self.adapter), ForwardOptions::EVAL)?;
+        let grads = loss.backward()?;
+        self.adapter
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| {
+                let norm = match grads.get(v.as_tensor()) {
+                    Some(g) => g.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt(),
+                    None => 0.0,
+                };
+                Ok((n, norm))
+            })
+            .collect()
+    }
+
+    /// The checkpoint as safetensors bytes.
+    pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
+        let mut tensors = self.adapter.tensors()?;
+        for (i, (name, var)) in self.adapter.named_vars().into_iter().enumerate() {
+            let shape = var.as_tensor().dims().to_vec();
+            let m = self.opt.m[i].flatten_all()?.to_vec1::<f32>()?;
+            let v = self.opt.v[i].flatten_all()?.to_vec1::<f32>()?;
+            tensors.insert(format!("optimizer.m.{name}"), (shape.clone(), m));
+            tensors.insert(format!("optimizer.v.{name}"), (shape, v));
+        }
+        let meta = CheckpointMeta {
+            options: self.options.clone(),
+            progress: self.progress.clone(),
+            data_digest: self.digest.clone(),
+            optimizer_steps: self.opt.t,
+        };
+        let mut md = HashMap::new();
+        md.insert(META_KEY.to_string(), serde_json::to_string(&meta)?);
+        safetensors_bytes(&tensors, Some(md))
+    }
+
+    /// Writes the checkpoint and the PEFT adapter into `dir`, each file atomically.
+    pub fn save(&self, dir: &Path, base_model: Option<String>) -> Result<()> {
+        write_atomically(&dir.join(CHECKPOINT), &self.checkpoint_bytes()?)?;
+        self.adapter.save_peft(dir, base_model)
+    }
+
+    /// Restores a checkpoint written by a run with the same options and data.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let (tensors, md) = read_safetensors(bytes).context("reading the checkpoint")?;
+        let meta: CheckpointMeta = serde_json::from_str(
+            md.get(META_KEY)
+                .context("the checkpoint has no training state")?,
+        )
+        .context("parsing the checkpoint's training state")?;
+        ensure!(
+            meta.options == self.options,
+            "the checkpoint was written with other options ({}); resume with the same flags",
+            serde_json::to_string(&meta.options)?
+        );
+        ensure!(
+            meta.data_digest == self.digest,
+            "the checkpoint was written for other training data"
+        );
+        self.adapter.set_from(&tensors)?;
+        let get = |name: &str| -> Result<candle_core::Tensor> {
+            let (shape, values) = tensors
+                .get(name)
+                .with_context(|| format!("the checkpoint has no tensor {name}"))?;
+            Ok(candle_core::Tensor::from_vec(
+                values.clone(),
+                shape.clone(),
+                &candle_core::Device::Cpu,
+            )?)
+        };
+        for (i, (name, _)) in self.adapter.named_vars().into_iter().enumerate() {
+            self.opt.m[i] = get(&format!("optimizer.m.{name}"))?;
+            self.opt.v[i] = get(&format!("optimizer.v.{name}"))?;
+        }
+        self.opt.t = meta.optimizer_steps;
+        self.progress = meta.progress;
+        self.order = epoch_order(self.train.len(), self.options.seed, self.progress.epoch);
+        Ok(())
+    }
+
+    /// The adapter's tensors (for comparisons).
+    pub fn adapter_tensors(&self) -> Result<NamedTensors> {
+        self.adapter.tensors()
+    }
+}
+
+/// Mean NLL per scored token of `rows` under `model` + `adapter`.
+pub fn eval_loss(
+    model: &BaseModel,
+    adapter: Option<&LoraAdapter>,
+    rows: &[PackedRow],
+) -> Result<Option<f64>> {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for row in rows {
+        let (loss, k) = model.loss(row, adapter, ForwardOptions::EVAL)?;
+        sum += f64::from(loss.detach().to_scalar::<f32>()?) * k as f64;
+        n += k;
+    }
+    Ok((n > 0).then(|| sum / n as f64))
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// All steps done.
+    Finished,
+    /// Stopped on request (SIGTERM) after a checkpoint.
+    Stopped,
+}
+
+/// Hooks and cadence of [`run`].
+pub struct RunControl<'a> {
+    /// Governor permits: one at [`Priority::Training`] is held across every step.
+    pub permits: Option<&'a Permits>,
+    /// Set (e.g. by SIGTERM) to checkpoint and stop after the current step.
+    pub stop: &'a AtomicBool,
+    /// Checkpoint every N steps (0: only at the end and on stop).
+    pub checkpoint_every: usize,
+    /// Held-out evaluation every N steps (0: only at the end).
+    pub eval_every: usize,
+    /// Called after each step; returns the energy in J that step cost.
+    pub on_step: &'a mut dyn FnMut(&StepReport, &Progress) -> f64,
+    /// Base model name recorded in `adapter_config.json`.
+    pub base_model: Option<String>,
+}
+
+/// Runs `trainer` to its last step, writing checkpoints into `out`.
+pub fn run(trainer: &mut Trainer<'_>, out: &Path, ctl: &mut RunControl<'_>) -> Result<Outcome> {
+    while trainer.progress.step < trainer.options.steps {
+        if ctl.stop.load(Ordering::SeqCst) {
+            trainer.save(out, ctl.base_model.clone())?;
+            return Ok(Outcome::Stopped);
+        }
+        let wait = Instant::now();
+        let permit = ctl.permits.map(|p| p.acquire(Priority::Training));
+        let waited_s = wait.elapsed().as_secs_f64();
+        let mut report = trainer.step()?;
+        drop(permit);
+        report.waited_s = waited_s;
+        let step = trainer.progress.step;
+        let last = step == trainer.options.steps;
+        if (ctl.eval_every > 0 && step.is_multiple_of(ctl.eval_every)) || last {
+            trainer.eval_loss()?;
+        }
+        trainer.progress.energy_j += (ctl.on_step)(&report, &trainer.progress);
+        if (ctl.checkpoint_every > 0 && step.is_multiple_of(ctl.checkpoint_every)) || last {
+            trainer.save(out, ctl.base_model.clone())?;
+        }
+    }
+    Ok(Outcome::Finished)
+}
