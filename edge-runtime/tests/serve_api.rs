@@ -292,8 +292,13 @@ fn bad_input_gets_a_4xx_with_an_openai_error_object_and_never_a_500() {
 
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
+    // Eight identical requests from one client on purpose: the agent-loop detector stays off.
     let server = Server::start(Opts {
-        sets: vec!["service.workers=1", "service.queue_bound=1"],
+        sets: vec![
+            "service.workers=1",
+            "service.queue_bound=1",
+            "eco.agent_loop_max_repeats=0",
+        ],
         ..Opts::default()
     });
     let port = server.port;
@@ -531,7 +536,11 @@ fn a_configured_token_is_required_on_the_api_but_not_on_healthz() {
 
 #[test]
 fn sigterm_lets_the_answer_in_flight_finish_then_exits_cleanly() {
-    let mut server = Server::start(Opts::default());
+    // The answer must outlast the signal: the guard would stop the tiny model's loop early.
+    let mut server = Server::start(Opts {
+        sets: vec!["eco.guard=false"],
+        ..Opts::default()
+    });
     let port = server.port;
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30)))
