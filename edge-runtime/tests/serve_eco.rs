@@ -213,3 +213,42 @@ fn a_request_that_keeps_failing_the_same_way_is_refused() {
         Some(1.0)
     );
 }
+
+#[test]
+fn without_a_broker_telemetry_goes_to_json_lines_with_the_answers_footprint() {
+    let server = Server::start(Opts {
+        sets: vec![
+            "telemetry.device_id=\"jsonl-dev\"",
+            "telemetry.interval_s=0.2",
+        ],
+        ..Opts::default()
+    });
+    let body = json!({"model": MODEL, "prompt": "hi there", "max_tokens": 6, "temperature": 0});
+    let (status, text, v) = post_json(server.port, "/v1/completions", &body);
+    assert_eq!(status, 200, "{text}");
+    let joules = v["footprint"]["energy_j"].as_f64().expect("energy");
+    let file = server.home().join("telemetry").join("jsonl-dev.jsonl");
+    let t = std::time::Instant::now();
+    let request = loop {
+        let lines = std::fs::read_to_string(&file).unwrap_or_default();
+        let found = lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|r| r.to_string().contains("generated_tokens"));
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "no request record in {}: {lines}",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let text = request.to_string();
+    assert!(text.contains("\"device\":\"jsonl-dev\""), "{text}");
+    assert!(
+        text.contains(&format!("\"joules\":{joules}")),
+        "{text} vs {joules}"
+    );
+}

@@ -28,7 +28,10 @@ use sensor_drivers::linux::SysRoot;
 use crate::cli::ModelArgs;
 use crate::cli::governed::{Governed, GovernorArgs};
 use crate::cli::run::resolve_model;
+use crate::cli::telemetry::Session;
 use crate::config::Config;
+use crate::eco::Footprint as EcoFootprint;
+use crate::engine::generate::GenerationStats;
 use crate::engine::model::LoadedModel;
 use crate::engine::set_compute_threads;
 use crate::sensing::Source;
@@ -116,6 +119,19 @@ pub fn run(config: &Config) -> Result<()> {
         },
         config.model.threads,
     )?);
+    let telemetry = Session::start(
+        &crate::cli::serve::telemetry_args(&config.telemetry),
+        Some(governed.probe()),
+    )?
+    .map(Arc::new);
+    let on_done: Option<worker::DoneHook> = telemetry.clone().map(|t| {
+        Arc::new(
+            move |stats: &GenerationStats, wall: Duration, fp: Option<&EcoFootprint>| {
+                // Without a footprint no energy is attributed to the request (0 J since now).
+                t.request_done(stats, wall, t.energy_j(), fp);
+            },
+        ) as worker::DoneHook
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -129,10 +145,19 @@ pub fn run(config: &Config) -> Result<()> {
         model_id,
         governed.clone(),
         eco,
-        None,
+        on_done,
         shutdown_signal(),
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // Flush telemetry (the backlog, then a clean `offline`) while the governor still runs.
+    match telemetry.map(Arc::try_unwrap) {
+        Some(Ok(t)) => {
+            t.finish();
+            log::info!("telemetry flushed");
+        }
+        Some(Err(_)) => log::warn!("telemetry still in use at shutdown; not flushed"),
+        None => {}
+    }
     // Stop the control loop; it restores every actuator it changed.
     match Arc::try_unwrap(governed) {
         Ok(g) => log::info!("governor stopped: {}", g.finish().line()),
