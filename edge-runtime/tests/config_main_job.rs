@@ -83,4 +83,10 @@ fn run_reads_eco_and_telemetry_from_the_environment_with_flags_on_top() {
     let csv = std::fs::read_to_string(home.path().join("emissions.csv")).unwrap_or_default();
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(csv.contains("DEU") || csv.contains("Germany"), "{csv}");
+    // Both successful runs added to today's totals in the ledger.
+    let ledger = std::fs::read_to_string(home.path().join("eco-ledger.json")).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&ledger).unwrap_or_default();
+    let days = v["days"].as_object().cloned().unwrap_or_default();
+    let requests: u64 = days.values().filter_map(|d| d["requests"].as_u64()).sum();
+    assert_eq!(requests, 2, "{ledger}");
 }

@@ -141,6 +141,16 @@ fn the_footprint_comes_from_the_meter_with_every_eco_figure_and_a_csv_row() {
     assert!(rows[1].contains("thermo-serve"), "{csv}");
     let total = server.metric("thermo_energy_joules_total").unwrap_or(0.0);
     assert!((total - joules).abs() < 1e-3, "{total} vs {joules}");
+    // Today's totals in the ledger (a fresh THERMO_HOME: only these two answers).
+    assert_eq!(
+        server.metric("thermo_eco_today{figure=\"requests\"}"),
+        Some(2.0)
+    );
+    let today = server
+        .metric("thermo_eco_today{figure=\"joules\"}")
+        .unwrap_or(0.0);
+    assert!((today - joules).abs() < 1e-6, "{today} vs {joules}");
+    assert!(server.home().join("eco-ledger.json").exists());
 }
 
 #[test]

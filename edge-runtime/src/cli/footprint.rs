@@ -17,6 +17,7 @@ use crate::config::{Config, EcoSection, Layers};
 use crate::eco::emissions_csv::{self, RunInfo};
 use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::eco::guard::{GuardConfig, GuardStop, ZombieGuard};
+use crate::eco::ledger::{Ledger, utc_date};
 use crate::eco::{EcoConfig, Factors, Footprint};
 use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, generate};
 use crate::engine::model::KvState;
@@ -101,6 +102,7 @@ pub struct Accounting {
     sampler: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     guard: Option<GuardConfig>,
     csv: Option<PathBuf>,
+    ledger: Option<Ledger>,
     session: Footprint,
 }
 
@@ -167,6 +169,10 @@ impl Accounting {
             sampler,
             guard,
             csv,
+            // The per-day totals live next to the CSV's default place, the cache.
+            ledger: crate::models::cache_root()
+                .ok()
+                .map(|root| Ledger::new(root.join(crate::serve::LEDGER_FILE))),
             session: Footprint::default(),
         })
     }
@@ -229,6 +235,11 @@ impl Accounting {
         self.session.add(&fp);
         if let Some(path) = &self.csv
             && let Err(e) = emissions_csv::append(path, &RunInfo::now("thermo"), &fp, &self.factors)
+        {
+            log::warn!("{e}");
+        }
+        if let Some(ledger) = &self.ledger
+            && let Err(e) = ledger.record(&utc_date(std::time::SystemTime::now()), &fp)
         {
             log::warn!("{e}");
         }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::eco::emissions_csv::{self, RunInfo};
 use crate::eco::guard::{GuardKind, GuardStop};
+use crate::eco::ledger::{DayTotals, Ledger, utc_date};
 use crate::eco::{Factors, Footprint as EcoFootprint};
 
 /// What the service measured of one request.
@@ -115,6 +116,7 @@ pub struct Footprint {
 pub struct EcoAccounting {
     factors: Factors,
     csv: Option<(PathBuf, Mutex<()>)>,
+    ledger: Option<Ledger>,
 }
 
 impl EcoAccounting {
@@ -123,6 +125,25 @@ impl EcoAccounting {
         EcoAccounting {
             factors,
             csv: csv.map(|p| (p, Mutex::new(()))),
+            ledger: None,
+        }
+    }
+
+    /// The same, adding every answer to the per-day totals of `ledger`.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Today's (UTC) totals, when a ledger is kept and readable.
+    pub fn today(&self) -> Option<DayTotals> {
+        let ledger = self.ledger.as_ref()?;
+        match ledger.day(&utc_date(std::time::SystemTime::now())) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log::warn!("{e}");
+                None
+            }
         }
     }
 
@@ -186,8 +207,14 @@ impl EcoAccounting {
         }
     }
 
-    /// Appends the answer's `emissions.csv` row (a failure is logged, never fatal).
+    /// Appends the answer's `emissions.csv` row and adds it to today's totals (a failure is
+    /// logged, never fatal).
     pub fn record(&self, fp: &EcoFootprint) {
+        if let Some(ledger) = &self.ledger
+            && let Err(e) = ledger.record(&utc_date(std::time::SystemTime::now()), fp)
+        {
+            log::warn!("{e}");
+        }
         let Some((path, lock)) = &self.csv else {
             return;
         };

@@ -110,6 +110,8 @@ pub struct App {
     pub serial: AtomicU64,
     /// The agent-loop detector and the clock it counts on; `None`: off.
     pub agent_loop: Option<AgentLoop>,
+    /// The eco accounting, for today's totals on `/metrics`.
+    pub eco: Option<Arc<super::footprint::EcoAccounting>>,
 }
 
 /// The agent-loop detector of the API: clients are told apart by address and `user`.
@@ -299,6 +301,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         snapshot: snapshot.as_ref(),
         zone_index: &app.zone_index,
         simulated: app.simulated,
+        today: app.eco.as_ref().and_then(|e| e.today()),
     });
     (
         [(

@@ -166,6 +166,8 @@ pub struct MetricsView<'a> {
     pub zone_index: &'a [(String, u32)],
     /// True when the readings are the simulated SoC's.
     pub simulated: bool,
+    /// Today's (UTC) eco totals from the ledger, shared with `run` and `chat`.
+    pub today: Option<crate::eco::ledger::DayTotals>,
 }
 
 fn escape(label: &str) -> String {
@@ -358,6 +360,23 @@ pub fn render(v: &MetricsView<'_>) -> String {
         "",
         load(&m.energy_uj) as f64 / 1e6,
     );
+    if let Some(today) = &v.today {
+        head(
+            &mut out,
+            "thermo_eco_today",
+            "gauge",
+            "Today's (UTC) totals of every thermo job on this host: joules, g_co2e, ml_water, \
+             mg_nox, mg_so2, mg_pm25, wear_hours, tokens, requests.",
+        );
+        for (figure, value) in today.figures() {
+            sample(
+                &mut out,
+                "thermo_eco_today",
+                &format!("figure=\"{figure}\""),
+                value,
+            );
+        }
+    }
     head(
         &mut out,
         "thermo_guard_stops_total",
@@ -628,8 +647,15 @@ mod tests {
             snapshot: None,
             zone_index: &[],
             simulated: true,
+            today: Some(crate::eco::ledger::DayTotals {
+                joules: 12.5,
+                requests: 3,
+                ..Default::default()
+            }),
         });
         for line in [
+            "thermo_eco_today{figure=\"joules\"} 12.5",
+            "thermo_eco_today{figure=\"requests\"} 3",
             "llamacpp:prompt_tokens_total 10",
             "llamacpp:tokens_predicted_total 4",
             "llamacpp:prompt_tokens_seconds 20",

@@ -77,6 +77,10 @@ fn zone_index(root: &Path) -> Vec<(String, u32)> {
         .unwrap_or_default()
 }
 
+/// The per-day eco ledger's file name in the thermo cache (`$THERMO_HOME`; the state
+/// directory under systemd).
+pub const LEDGER_FILE: &str = "eco-ledger.json";
+
 /// The eco accounting `config` asks for: its factors, and the `emissions.csv` (the cache's
 /// unless `eco.emissions_csv` names one; none when `eco.write_emissions_csv` is off).
 pub fn eco_accounting(config: &Config) -> Result<EcoAccounting> {
@@ -89,7 +93,8 @@ pub fn eco_accounting(config: &Config) -> Result<EcoAccounting> {
     } else {
         None
     };
-    Ok(EcoAccounting::new(factors, csv))
+    let ledger = crate::eco::ledger::Ledger::new(crate::models::cache_root()?.join(LEDGER_FILE));
+    Ok(EcoAccounting::new(factors, csv).with_ledger(ledger))
 }
 
 /// Runs the service until SIGTERM or SIGINT.
@@ -220,7 +225,7 @@ pub async fn serve(
         model: model.clone(),
         permits: governed.permits().clone(),
         metrics: metrics.clone(),
-        eco,
+        eco: eco.clone(),
         meter: governed.meter().clone(),
         guard: config.eco.guard_config(),
         on_done,
@@ -269,6 +274,7 @@ pub async fn serve(
         simulated,
         serial: AtomicU64::new(0),
         agent_loop: config.eco.agent_loop().map(http::AgentLoop::new),
+        eco: Some(eco.clone()),
     });
     let status_line = format!(
         "serving {model_id} on {local} ({} worker(s), queue {}); governor: {}",
