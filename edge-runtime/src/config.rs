@@ -446,6 +446,9 @@ impl Section for ServiceConfig {
     }
 }
 
+mod sections;
+pub use sections::{EcoSection, TelemetrySection};
+
 /// Declares the whole configuration: one `field: Type` line per section, in file order.
 macro_rules! config_sections {
     ($($field:ident : $ty:ty),+ $(,)?) => {
@@ -495,6 +498,8 @@ config_sections! {
     governor: GovernorSection,
     sensors: SensingConfig,
     service: ServiceConfig,
+    eco: EcoSection,
+    telemetry: TelemetrySection,
 }
 
 /// The section's default values as a TOML table (unset options are absent).

@@ -292,8 +292,15 @@ fn bad_input_gets_a_4xx_with_an_openai_error_object_and_never_a_500() {
 
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
+    // Eight identical long answers from one client on purpose: the agent-loop detector and
+    // the guard (which would cut the tiny model's loop short) stay off.
     let server = Server::start(Opts {
-        sets: vec!["service.workers=1", "service.queue_bound=1"],
+        sets: vec![
+            "service.workers=1",
+            "service.queue_bound=1",
+            "eco.agent_loop_max_repeats=0",
+            "eco.guard=false",
+        ],
         ..Opts::default()
     });
     let port = server.port;
@@ -366,7 +373,8 @@ fn a_full_queue_answers_429_with_retry_after() {
 #[test]
 fn a_client_that_disconnects_mid_stream_stops_its_generation_within_one_token() {
     let server = Server::start(Opts {
-        sets: vec!["service.workers=1"],
+        // Long answers: the guard would cut the tiny model's loop short.
+        sets: vec!["service.workers=1", "eco.guard=false"],
         ..Opts::default()
     });
     let port = server.port;
@@ -531,7 +539,11 @@ fn a_configured_token_is_required_on_the_api_but_not_on_healthz() {
 
 #[test]
 fn sigterm_lets_the_answer_in_flight_finish_then_exits_cleanly() {
-    let mut server = Server::start(Opts::default());
+    // The answer must outlast the signal: the guard would stop the tiny model's loop early.
+    let mut server = Server::start(Opts {
+        sets: vec!["eco.guard=false"],
+        ..Opts::default()
+    });
     let port = server.port;
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30)))
@@ -614,7 +626,8 @@ fn systemd_is_told_ready_and_the_watchdog_is_petted_while_the_governor_ticks() {
 #[test]
 fn a_client_that_hangs_up_on_a_whole_answer_stops_its_generation_too() {
     let server = Server::start(Opts {
-        sets: vec!["service.workers=1"],
+        // Long answers: the guard would cut the tiny model's loop short.
+        sets: vec!["service.workers=1", "eco.guard=false"],
         ..Opts::default()
     });
     let port = server.port;

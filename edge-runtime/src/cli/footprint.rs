@@ -13,9 +13,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::governed::Governed;
+use crate::config::{Config, EcoSection, Layers};
 use crate::eco::emissions_csv::{self, RunInfo};
 use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
-use crate::eco::guard::{Budget, GuardConfig, GuardStop, ZombieGuard};
+use crate::eco::guard::{GuardConfig, GuardStop, ZombieGuard};
+use crate::eco::ledger::{Ledger, utc_date};
 use crate::eco::{EcoConfig, Factors, Footprint};
 use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, generate};
 use crate::engine::model::KvState;
@@ -52,6 +54,47 @@ pub struct EcoArgs {
     pub max_g_co2e: Option<f64>,
 }
 
+impl EcoArgs {
+    /// The flags as `[eco]` overrides of the layered configuration.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        let mut push = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                out.push((format!("eco.{k}"), v));
+            }
+        };
+        push("region", self.region.as_ref().map(|r| format!("{r:?}")));
+        push("guard", self.no_guard.then(|| "false".into()));
+        push("max_seconds", self.max_seconds.map(|v| format!("{v:?}")));
+        push("max_joules", self.max_joules.map(|v| format!("{v:?}")));
+        push("max_g_co2e", self.max_g_co2e.map(|v| format!("{v:?}")));
+        push(
+            "emissions_csv",
+            self.emissions_csv
+                .as_ref()
+                .map(|p| format!("{:?}", p.display().to_string())),
+        );
+        push(
+            "write_emissions_csv",
+            self.no_emissions_csv.then(|| "false".into()),
+        );
+        out
+    }
+}
+
+/// The main job's configuration: `/etc/thermo/thermo.toml` when it exists (the service's
+/// file) < `THERMO_<SECTION>_<KEY>` < the eco and telemetry flags. `run` and `chat` use its
+/// `[eco]` and `[telemetry]` sections.
+pub fn main_job_config(
+    eco: &EcoArgs,
+    telemetry: &super::telemetry::TelemetryArgs,
+) -> Result<Config> {
+    let mut overrides = eco.overrides();
+    overrides.extend(super::serve::telemetry_overrides(telemetry));
+    let layers = Layers::from_process(None, overrides)?;
+    Ok(Config::load(&layers)?)
+}
+
 /// Eco accounting over one `run` or `chat` session.
 pub struct Accounting {
     factors: Factors,
@@ -59,6 +102,7 @@ pub struct Accounting {
     sampler: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     guard: Option<GuardConfig>,
     csv: Option<PathBuf>,
+    ledger: Option<Ledger>,
     session: Footprint,
 }
 
@@ -67,45 +111,31 @@ pub const INTERRUPTED: &str = "interrupted by a signal";
 
 impl Accounting {
     /// Resolves the factors and the meter: the governor's board meter when it runs, else
-    /// RAPL or the default board's power model, sampled on a thread every 100 ms.
-    pub fn start(args: &EcoArgs, governed: Option<&Governed>) -> Result<Self> {
-        let mut cfg = match &args.eco_config {
+    /// RAPL or the default board's power model, sampled on a thread every 100 ms. Factors,
+    /// guard, budgets and the CSV come from `eco` (the layered `[eco]` section, the flags
+    /// already on top, see [`main_job_config`]); `--eco-config FILE` replaces its factors.
+    pub fn start(args: &EcoArgs, eco: &EcoSection, governed: Option<&Governed>) -> Result<Self> {
+        let factors = match &args.eco_config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                EcoConfig::from_toml_str(&text).with_context(|| path.display().to_string())?
+                let mut cfg =
+                    EcoConfig::from_toml_str(&text).with_context(|| path.display().to_string())?;
+                if let Some(region) = &args.region {
+                    cfg.region = region.clone();
+                }
+                cfg.resolve()?
             }
-            None => EcoConfig::default(),
+            None => eco.factors()?,
         };
-        if let Some(region) = &args.region {
-            cfg.region = region.clone();
-        }
-        let factors = cfg.resolve()?;
-        let budget = Budget {
-            max_tokens: None,
-            max_seconds: args.max_seconds,
-            max_joules: args.max_joules,
-            max_g_co2e: args.max_g_co2e,
-        };
-        let guard = (!args.no_guard
-            || budget.max_seconds.is_some()
-            || budget.max_joules.is_some()
-            || budget.max_g_co2e.is_some())
-        .then(|| GuardConfig {
-            budget,
-            // With --no-guard only the budgets act.
-            max_period: if args.no_guard { 0 } else { 32 },
-            novelty_window: if args.no_guard { 0 } else { 48 },
-            entropy_window: if args.no_guard { 0 } else { 32 },
-            ..GuardConfig::default()
-        });
-        let csv = if args.no_emissions_csv {
-            None
-        } else {
-            match &args.emissions_csv {
+        let guard = eco.guard_config();
+        let csv = if eco.write_emissions_csv {
+            match &eco.emissions_csv {
                 Some(p) => Some(p.clone()),
                 None => Some(crate::models::cache_root()?.join("emissions.csv")),
             }
+        } else {
+            None
         };
         let (meter, sampler) = match governed {
             Some(g) => (g.meter().clone(), None),
@@ -139,6 +169,10 @@ impl Accounting {
             sampler,
             guard,
             csv,
+            // The per-day totals live next to the CSV's default place, the cache.
+            ledger: crate::models::cache_root()
+                .ok()
+                .map(|root| Ledger::new(root.join(crate::serve::LEDGER_FILE))),
             session: Footprint::default(),
         })
     }
@@ -201,6 +235,11 @@ impl Accounting {
         self.session.add(&fp);
         if let Some(path) = &self.csv
             && let Err(e) = emissions_csv::append(path, &RunInfo::now("thermo"), &fp, &self.factors)
+        {
+            log::warn!("{e}");
+        }
+        if let Some(ledger) = &self.ledger
+            && let Err(e) = ledger.record(&utc_date(std::time::SystemTime::now()), &fp)
         {
             log::warn!("{e}");
         }

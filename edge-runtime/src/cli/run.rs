@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
-use super::footprint::{Accounting, EcoArgs};
+use super::footprint::{Accounting, EcoArgs, main_job_config};
 use super::governed::{Governed, GovernorArgs};
+use super::serve::telemetry_args;
 use super::telemetry::{Session, TelemetryArgs};
 use super::{ModelArgs, SamplingArgs};
 use crate::engine::chat::{Message, Role};
@@ -188,6 +189,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let opts = options(&args.sampling);
     opts.sampling.validate()?;
+    let config = main_job_config(&args.eco, &args.telemetry)?;
     let model = load(&args.model, args.adapter.as_deref())?;
     let history = [Message::new(Role::User, args.prompt.clone())];
     let ids = prompt_ids(
@@ -199,9 +201,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut state = KvState::new(model)?;
     let shutdown = Shutdown::install()?;
     let governed = start_governor(&args.governor, args.model.threads)?;
-    let telemetry = Session::start(&args.telemetry, governed.as_ref().map(Governed::probe))?;
+    let telemetry = Session::start(
+        &telemetry_args(&config.telemetry),
+        governed.as_ref().map(Governed::probe),
+    )?;
     let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
-    let mut eco = Accounting::start(&args.eco, governed.as_ref())?;
+    let mut eco = Accounting::start(&args.eco, &config.eco, governed.as_ref())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut on_text = |text: &str| {
@@ -234,12 +239,16 @@ pub fn run(args: RunArgs) -> Result<()> {
 pub fn chat(args: ChatArgs) -> Result<()> {
     let opts = options(&args.sampling);
     opts.sampling.validate()?;
+    let config = main_job_config(&args.eco, &args.telemetry)?;
     let model = load(&args.model, args.adapter.as_deref())?;
     let mut state = KvState::new(model.clone())?;
     let shutdown = Shutdown::install()?;
     let governed = start_governor(&args.governor, args.model.threads)?;
-    let telemetry = Session::start(&args.telemetry, governed.as_ref().map(Governed::probe))?;
-    let mut eco = Accounting::start(&args.eco, governed.as_ref())?;
+    let telemetry = Session::start(
+        &telemetry_args(&config.telemetry),
+        governed.as_ref().map(Governed::probe),
+    )?;
+    let mut eco = Accounting::start(&args.eco, &config.eco, governed.as_ref())?;
     let mut history: Vec<Message> = vec![];
     let lines = stdin_lines();
     loop {

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::config::{Config, Layers};
+use super::telemetry::TelemetryArgs;
+use crate::config::{Config, Layers, TelemetrySection};
 
 /// Where the configuration comes from and the flags that override it.
 #[derive(Debug, Clone, Args)]
@@ -44,6 +45,9 @@ pub struct ServeArgs {
     pub listen: Option<String>,
     #[command(flatten)]
     config: ConfigFlags,
+    /// Telemetry flags, on top of the `[telemetry]` section.
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 /// Flags of `thermo config`.
@@ -102,14 +106,90 @@ impl ConfigFlags {
 
     /// The effective configuration.
     pub fn load(&self, listen: &Option<String>) -> Result<Config> {
-        let layers = Layers::from_process(self.config.as_deref(), self.overrides(listen)?)?;
+        self.load_with(listen, vec![])
+    }
+
+    /// The effective configuration with `extra` overrides after the flags' own.
+    pub fn load_with(
+        &self,
+        listen: &Option<String>,
+        extra: Vec<(String, String)>,
+    ) -> Result<Config> {
+        let mut overrides = self.overrides(listen)?;
+        overrides.extend(extra);
+        let layers = Layers::from_process(self.config.as_deref(), overrides)?;
         Ok(Config::load(&layers)?)
+    }
+}
+
+fn quoted(p: &std::path::Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+/// The telemetry flags given on the command line as `[telemetry]` overrides.
+pub fn telemetry_overrides(t: &TelemetryArgs) -> Vec<(String, String)> {
+    let mut out = vec![];
+    let mut push = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            out.push((format!("telemetry.{k}"), v));
+        }
+    };
+    push("mqtt", t.mqtt.as_ref().map(|u| format!("{u:?}")));
+    push("device_id", t.device_id.as_ref().map(|d| format!("{d:?}")));
+    push("file", t.telemetry_file.as_deref().map(quoted));
+    push("enabled", t.no_telemetry.then(|| "false".into()));
+    push("interval_s", t.telemetry_interval.map(|s| format!("{s:?}")));
+    push(
+        "encoding",
+        t.telemetry_encoding.as_ref().map(|e| format!("{e:?}")),
+    );
+    push("queue_dir", t.telemetry_queue.as_deref().map(quoted));
+    push(
+        "queue_capacity",
+        t.telemetry_queue_capacity.map(|n| n.to_string()),
+    );
+    push("ca_file", t.mqtt_ca.as_deref().map(quoted));
+    push("cert_file", t.mqtt_cert.as_deref().map(quoted));
+    push("key_file", t.mqtt_key.as_deref().map(quoted));
+    push(
+        "username",
+        t.mqtt_username.as_ref().map(|u| format!("{u:?}")),
+    );
+    push("password_file", t.mqtt_password_file.as_deref().map(quoted));
+    push(
+        "allow",
+        (!t.mqtt_allow.is_empty()).then(|| format!("{:?}", t.mqtt_allow)),
+    );
+    push("discovery", t.no_discovery.then(|| "false".into()));
+    out
+}
+
+/// The `[telemetry]` section as the main job's telemetry flags.
+pub fn telemetry_args(s: &TelemetrySection) -> TelemetryArgs {
+    TelemetryArgs {
+        mqtt: s.mqtt.clone(),
+        device_id: s.device_id.clone(),
+        telemetry_file: s.file.clone(),
+        no_telemetry: !s.enabled,
+        telemetry_interval: Some(s.interval_s),
+        telemetry_encoding: Some(s.encoding.clone()),
+        telemetry_queue: s.queue_dir.clone(),
+        telemetry_queue_capacity: Some(s.queue_capacity),
+        mqtt_ca: s.ca_file.clone(),
+        mqtt_cert: s.cert_file.clone(),
+        mqtt_key: s.key_file.clone(),
+        mqtt_username: s.username.clone(),
+        mqtt_password_file: s.password_file.clone(),
+        mqtt_allow: s.allow.clone(),
+        no_discovery: !s.discovery,
     }
 }
 
 /// `thermo serve`.
 pub fn serve(args: ServeArgs) -> Result<()> {
-    let config = args.config.load(&args.listen)?;
+    let config = args
+        .config
+        .load_with(&args.listen, telemetry_overrides(&args.telemetry))?;
     crate::serve::run(&config)
 }
 

@@ -25,6 +25,13 @@ use crate::telemetry::{
 /// Environment variable holding the broker password (when no password file is given).
 pub const PASSWORD_ENV: &str = "THERMO_MQTT_PASSWORD";
 
+/// Seconds between records when neither a flag nor the configuration says.
+pub const DEFAULT_INTERVAL_S: f64 = 1.0;
+/// The broker encoding when neither a flag nor the configuration says.
+pub const DEFAULT_ENCODING: &str = "json";
+/// The store-and-forward queue's bound when neither a flag nor the configuration says.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
+
 /// Telemetry flags of the main job.
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryArgs {
@@ -41,20 +48,21 @@ pub struct TelemetryArgs {
     /// Send no telemetry at all.
     #[arg(long)]
     pub no_telemetry: bool,
-    /// Seconds between telemetry records (0.1 to 3600; the `interval` command changes it).
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
-    pub telemetry_interval: f64,
-    /// Encode records on the broker as json or postcard.
-    #[arg(long, default_value = "json", value_name = "ENCODING")]
-    pub telemetry_encoding: String,
+    /// Seconds between telemetry records (0.1 to 3600, default 1; the `interval` command
+    /// changes it).
+    #[arg(long, value_name = "SECONDS")]
+    pub telemetry_interval: Option<f64>,
+    /// Encode records on the broker as json (default) or postcard.
+    #[arg(long, value_name = "ENCODING")]
+    pub telemetry_encoding: Option<String>,
     /// Keep the store-and-forward queue in this directory (default: the cache's
     /// telemetry/<device>/queue).
     #[arg(long, value_name = "DIR")]
     pub telemetry_queue: Option<PathBuf>,
     /// Most records the queue keeps while the broker is away (the oldest telemetry goes first;
-    /// events are kept).
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
-    pub telemetry_queue_capacity: usize,
+    /// events are kept; default 10000).
+    #[arg(long, value_name = "N")]
+    pub telemetry_queue_capacity: Option<usize>,
     /// Trust the CA certificates in this PEM file (mqtts; default: the system's).
     #[arg(long, value_name = "PEM")]
     pub mqtt_ca: Option<PathBuf>,
@@ -164,18 +172,25 @@ pub fn options(args: &TelemetryArgs) -> Result<Option<TelemetryOptions>> {
             .map(|n| n.parse::<CommandName>().map_err(anyhow::Error::msg))
             .collect::<Result<Vec<_>>>()?
     };
-    let interval = args.telemetry_interval;
+    let interval = args.telemetry_interval.unwrap_or(DEFAULT_INTERVAL_S);
     if !(crate::telemetry::command::MIN_INTERVAL_S..=crate::telemetry::command::MAX_INTERVAL_S)
         .contains(&interval)
     {
         bail!("--telemetry-interval must be 0.1 to 3600 s");
     }
-    let encoding: Encoding = args.telemetry_encoding.parse()?;
+    let encoding: Encoding = args
+        .telemetry_encoding
+        .as_deref()
+        .unwrap_or(DEFAULT_ENCODING)
+        .parse()?;
     Ok(Some(
         TelemetryOptions::new(device, sink)
             .with_encoding(encoding)
             .with_interval(Duration::from_secs_f64(interval))
-            .with_queue_capacity(args.telemetry_queue_capacity)
+            .with_queue_capacity(
+                args.telemetry_queue_capacity
+                    .unwrap_or(DEFAULT_QUEUE_CAPACITY),
+            )
             .with_allowed_commands(allowed)
             .with_discovery(!args.no_discovery),
     ))

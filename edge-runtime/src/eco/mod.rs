@@ -12,6 +12,7 @@ pub mod energy;
 pub mod factors;
 pub mod footprint;
 pub mod guard;
+pub mod ledger;
 pub mod perplexity;
 pub mod wear;
 

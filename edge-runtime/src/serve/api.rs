@@ -92,6 +92,19 @@ impl ApiError {
         }
     }
 
+    /// 429: the client resubmitted the same request (or kept earning the same error) in a
+    /// loop; `why` says which and how often, and the client may retry after the window.
+    pub fn agent_loop(why: &str, retry_after_s: u64) -> Self {
+        ApiError {
+            status: 429,
+            kind: "requests",
+            message: format!("Refused as an agent loop: {why}."),
+            param: None,
+            code: Some("agent_loop_detected"),
+            retry_after_s: Some(retry_after_s.max(1)),
+        }
+    }
+
     /// 413: the body is larger than the configured limit.
     pub fn too_large(limit_bytes: usize) -> Self {
         ApiError {

@@ -1,98 +1,228 @@
-//! The footprint a response carries next to `usage`: tokens, energy, emissions and water of
-//! that one request. What the service measures per request is a [`RequestMeasure`]; turning
-//! it into figures is a [`FootprintModel`] — the seam where the eco module's accounting plugs
-//! in. Until then [`BoardPowerFootprint`] stands in: board power (from the governor's power
-//! sensor) times the request's compute time, shared among the generations running at once,
-//! converted with world-average grid factors.
+//! The footprint a response carries next to `usage`, from the eco accounting: the board's
+//! energy over the request (the governor's meter: power sensor, RAPL or the power model,
+//! named), shared among the generations that ran at once, turned into carbon, water, air
+//! pollutants and wear by the configured [`Factors`]; plus, when the zombie-compute guard
+//! stopped the answer, why and how much energy the stop avoided. [`EcoAccounting`] also
+//! appends the CodeCarbon-compatible `emissions.csv` row of each answer.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use serde::Serialize;
 
-/// World-average grid carbon intensity, g CO2e per kWh (Ember, Global Electricity Review
-/// 2025, year 2024).
-pub const WORLD_GRID_G_CO2E_PER_KWH: f64 = 473.0;
-
-/// World-average water consumed per kWh of electricity generated, litres (WRI 2020, Reig et
-/// al., as used by Li et al. 2023).
-pub const WORLD_WATER_L_PER_KWH: f64 = 4.81;
+use crate::eco::emissions_csv::{self, RunInfo};
+use crate::eco::guard::{GuardKind, GuardStop};
+use crate::eco::ledger::{DayTotals, Ledger, utc_date};
+use crate::eco::{Factors, Footprint as EcoFootprint};
 
 /// What the service measured of one request.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestMeasure {
     /// Prompt tokens (all of them, cached ones included).
     pub prompt_tokens: usize,
     /// Generated tokens.
     pub completion_tokens: usize,
-    /// Time the model computed for this request (prefill plus decode passes).
-    pub compute: Duration,
-    /// Mean board power over the request, W, when a power sensor answered.
-    pub board_power_w: Option<f64>,
-    /// Mean number of generations running at once while this one ran (≥ 1).
+    /// Energy of the whole board over the request, J; `None` when the meter has no source.
+    pub board_energy_j: Option<f64>,
+    /// Where the energy figure came from (`power sensor ...`, `RAPL ...`, `power model`).
+    pub energy_source: String,
+    /// Wall time of the request from the worker's start, s.
+    pub duration_s: f64,
+    /// Equivalent wear hours of the board over the request.
+    pub wear_hours: f64,
+    /// Mean number of generations running at once while this one ran (>= 1).
     pub concurrency: f64,
 }
 
-/// The `footprint` object of a response.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
-pub struct Footprint {
-    /// Tokens processed (prompt plus generated).
-    pub tokens: usize,
-    /// Energy attributed to the request, J; `null` without a power reading.
-    pub energy_j: Option<f64>,
-    /// Emissions, g CO2e; `null` without energy.
-    pub co2e_g: Option<f64>,
-    /// Water consumed, mL; `null` without energy.
-    pub water_ml: Option<f64>,
-    /// How the figures were obtained.
-    pub method: String,
+/// Why the zombie-compute guard stopped an answer, as the response shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuardReport {
+    /// The detector or budget: `cycle`, `stuck_token`, `entropy_collapse`,
+    /// `no_new_content`, `token_budget`, `time_budget`, `energy_budget`, `carbon_budget`.
+    pub kind: &'static str,
+    /// A sentence saying why.
+    pub reason: String,
+    /// Tokens generated when it stopped.
+    pub at_token: usize,
+    /// Where the degenerate stretch began (token index), for the detectors.
+    pub loop_start: Option<usize>,
+    /// Energy the stop avoided, J (the remaining budget at the observed rate).
+    pub avoided_j: Option<f64>,
 }
 
-/// Turns a request's measurement into its footprint. The eco module implements this with its
-/// own energy model and configured factors; the service holds one as `Arc<dyn FootprintModel>`.
-pub trait FootprintModel: Send + Sync {
-    /// The footprint of the measured request.
-    fn footprint(&self, m: &RequestMeasure) -> Footprint;
+/// The label of a guard stop's kind (Prometheus label value, JSON string).
+pub fn guard_kind_label(kind: GuardKind) -> &'static str {
+    match kind {
+        GuardKind::Cycle => "cycle",
+        GuardKind::StuckToken => "stuck_token",
+        GuardKind::EntropyCollapse => "entropy_collapse",
+        GuardKind::NoNewContent => "no_new_content",
+        GuardKind::TokenBudget => "token_budget",
+        GuardKind::TimeBudget => "time_budget",
+        GuardKind::EnergyBudget => "energy_budget",
+        GuardKind::CarbonBudget => "carbon_budget",
+    }
 }
 
-/// Board power × compute time ÷ concurrency, with fixed grid factors.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BoardPowerFootprint {
-    /// g CO2e per kWh.
-    pub grid_g_co2e_per_kwh: f64,
-    /// Litres of water per kWh.
-    pub water_l_per_kwh: f64,
-}
-
-impl Default for BoardPowerFootprint {
-    fn default() -> Self {
-        BoardPowerFootprint {
-            grid_g_co2e_per_kwh: WORLD_GRID_G_CO2E_PER_KWH,
-            water_l_per_kwh: WORLD_WATER_L_PER_KWH,
+impl From<&GuardStop> for GuardReport {
+    fn from(s: &GuardStop) -> Self {
+        GuardReport {
+            kind: guard_kind_label(s.kind),
+            reason: s.reason.clone(),
+            at_token: s.at_token,
+            loop_start: s.loop_start,
+            avoided_j: s.avoided_j,
         }
     }
 }
 
-const J_PER_KWH: f64 = 3.6e6;
+/// The `footprint` object of a response. Figures are `null` when the meter had no source.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Footprint {
+    /// Tokens processed (prompt plus generated).
+    pub tokens: usize,
+    /// Energy attributed to the request at the board, J.
+    pub energy_j: Option<f64>,
+    /// Where the energy figure came from.
+    pub energy_source: String,
+    /// Operational emissions, g CO2e (central value).
+    pub co2e_g: Option<f64>,
+    /// Low and high ends of the emissions range, g CO2e.
+    pub co2e_g_range: Option<[f64; 2]>,
+    /// Embodied carbon amortised over the request's time, g CO2e.
+    pub embodied_co2e_g: Option<f64>,
+    /// Water consumed on site and by generation, mL.
+    pub water_ml: Option<f64>,
+    /// Nitrogen oxides, mg.
+    pub nox_mg: Option<f64>,
+    /// Sulphur dioxide, mg.
+    pub so2_mg: Option<f64>,
+    /// Fine particulate matter, mg.
+    pub pm25_mg: Option<f64>,
+    /// Hours at `wear_reference_c` that aged the SoC as much as this request.
+    pub wear_hours: Option<f64>,
+    /// The wear reference temperature, °C.
+    pub wear_reference_c: f64,
+    /// The grid region of the factors.
+    pub region: String,
+    /// How the figures were obtained.
+    pub method: String,
+    /// Set when the zombie-compute guard stopped the answer.
+    pub guard: Option<GuardReport>,
+}
 
-impl FootprintModel for BoardPowerFootprint {
-    fn footprint(&self, m: &RequestMeasure) -> Footprint {
+/// Eco accounting of the service: the factors in force and the `emissions.csv` it appends to.
+#[derive(Debug)]
+pub struct EcoAccounting {
+    factors: Factors,
+    csv: Option<(PathBuf, Mutex<()>)>,
+    ledger: Option<Ledger>,
+}
+
+impl EcoAccounting {
+    /// Accounting with `factors`, appending a row per answer to `csv` when given.
+    pub fn new(factors: Factors, csv: Option<PathBuf>) -> Self {
+        EcoAccounting {
+            factors,
+            csv: csv.map(|p| (p, Mutex::new(()))),
+            ledger: None,
+        }
+    }
+
+    /// The same, adding every answer to the per-day totals of `ledger`.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Today's (UTC) totals, when a ledger is kept and readable.
+    pub fn today(&self) -> Option<DayTotals> {
+        let ledger = self.ledger.as_ref()?;
+        match ledger.day(&utc_date(std::time::SystemTime::now())) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log::warn!("{e}");
+                None
+            }
+        }
+    }
+
+    /// The factors in force.
+    pub fn factors(&self) -> &Factors {
+        &self.factors
+    }
+
+    /// The `emissions.csv` the rows go to, when one is written.
+    pub fn csv_path(&self) -> Option<&std::path::Path> {
+        self.csv.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// The eco footprint of a measured request: the board's energy shared among the
+    /// generations that ran at once, converted with the factors. `None` without energy.
+    pub fn account(&self, m: &RequestMeasure) -> Option<EcoFootprint> {
+        let energy =
+            m.board_energy_j.filter(|j| j.is_finite() && *j >= 0.0)? / m.concurrency.max(1.0);
+        let share = 1.0 / m.concurrency.max(1.0);
+        Some(self.factors.footprint(
+            energy,
+            &m.energy_source,
+            m.duration_s * share,
+            (m.prompt_tokens + m.completion_tokens) as u64,
+            m.wear_hours * share,
+        ))
+    }
+
+    /// The response's `footprint` object.
+    pub fn response(
+        &self,
+        m: &RequestMeasure,
+        eco: Option<&EcoFootprint>,
+        guard: Option<&GuardStop>,
+    ) -> Footprint {
         let tokens = m.prompt_tokens + m.completion_tokens;
-        let energy_j = m
-            .board_power_w
-            .filter(|w| w.is_finite() && *w >= 0.0)
-            .map(|w| w * m.compute.as_secs_f64() / m.concurrency.max(1.0));
-        let kwh = energy_j.map(|j| j / J_PER_KWH);
+        let method = match eco {
+            Some(_) => format!(
+                "board energy from {} over the request / {:.2} concurrent generations; \
+                 factors for region {}",
+                m.energy_source, m.concurrency, self.factors.region
+            ),
+            None => "no energy source: figures unknown".into(),
+        };
         Footprint {
             tokens,
-            energy_j,
-            co2e_g: kwh.map(|k| k * self.grid_g_co2e_per_kwh),
-            water_ml: kwh.map(|k| k * self.water_l_per_kwh * 1000.0),
-            method: match energy_j {
-                Some(_) => {
-                    "board power x compute time / concurrent generations; world grid factors".into()
-                }
-                None => "no board power sensor: energy unknown".into(),
-            },
+            energy_j: eco.map(|f| f.energy_j),
+            energy_source: m.energy_source.clone(),
+            co2e_g: eco.map(|f| f.g_co2e),
+            co2e_g_range: eco.map(|f| [f.g_co2e_low, f.g_co2e_high]),
+            embodied_co2e_g: eco.map(|f| f.embodied_g_co2e),
+            water_ml: eco.map(|f| f.water_ml),
+            nox_mg: eco.map(|f| f.nox_mg),
+            so2_mg: eco.map(|f| f.so2_mg),
+            pm25_mg: eco.map(|f| f.pm25_mg),
+            wear_hours: eco.map(|f| f.wear_hours),
+            wear_reference_c: self.factors.wear_reference_c,
+            region: self.factors.region.clone(),
+            method,
+            guard: guard.map(GuardReport::from),
+        }
+    }
+
+    /// Appends the answer's `emissions.csv` row and adds it to today's totals (a failure is
+    /// logged, never fatal).
+    pub fn record(&self, fp: &EcoFootprint) {
+        if let Some(ledger) = &self.ledger
+            && let Err(e) = ledger.record(&utc_date(std::time::SystemTime::now()), fp)
+        {
+            log::warn!("{e}");
+        }
+        let Some((path, lock)) = &self.csv else {
+            return;
+        };
+        let _one_writer = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) =
+            emissions_csv::append(path, &RunInfo::now("thermo-serve"), fp, &self.factors)
+        {
+            log::warn!("{e}");
         }
     }
 }
@@ -101,48 +231,93 @@ impl FootprintModel for BoardPowerFootprint {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_watt_for_an_hour_alone_is_one_watt_hour() {
-        let fp = BoardPowerFootprint::default().footprint(&RequestMeasure {
+    fn measure(energy: Option<f64>, concurrency: f64) -> RequestMeasure {
+        RequestMeasure {
             prompt_tokens: 10,
             completion_tokens: 5,
-            compute: Duration::from_secs(3600),
-            board_power_w: Some(1.0),
-            concurrency: 1.0,
-        });
+            board_energy_j: energy,
+            energy_source: "power sensor board".into(),
+            duration_s: 3600.0,
+            wear_hours: 2.0,
+            concurrency,
+        }
+    }
+
+    #[test]
+    fn one_watt_hour_alone_costs_the_world_grid_figures() {
+        let acc = EcoAccounting::new(Factors::default(), None);
+        let m = measure(Some(3600.0), 1.0);
+        let eco = acc.account(&m);
+        let fp = acc.response(&m, eco.as_ref(), None);
         assert_eq!(fp.tokens, 15);
         assert_eq!(fp.energy_j, Some(3600.0));
-        // 1 Wh = 0.001 kWh: 0.473 g CO2e and 4.81 mL of water.
-        assert!((fp.co2e_g.unwrap_or_default() - 0.473).abs() < 1e-9);
-        assert!((fp.water_ml.unwrap_or_default() - 4.81).abs() < 1e-9);
-    }
-
-    #[test]
-    fn concurrent_generations_share_the_board_power() {
-        let m = RequestMeasure {
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            compute: Duration::from_secs(2),
-            board_power_w: Some(5.0),
-            concurrency: 2.0,
-        };
-        assert_eq!(
-            BoardPowerFootprint::default().footprint(&m).energy_j,
-            Some(5.0)
+        // 1 Wh = 0.001 kWh: 0.473 g CO2e and 4.81 mL of water on the world grid, on a board.
+        assert!(
+            (fp.co2e_g.unwrap_or_default() - 0.473).abs() < 1e-9,
+            "{fp:?}"
         );
+        assert!(
+            (fp.water_ml.unwrap_or_default() - 4.81).abs() < 1e-9,
+            "{fp:?}"
+        );
+        assert!(fp.nox_mg.is_some_and(|v| v > 0.0));
+        assert_eq!(fp.wear_hours, Some(2.0));
+        assert_eq!(fp.energy_source, "power sensor board");
+        assert_eq!(fp.region, "world");
     }
 
     #[test]
-    fn without_a_power_reading_the_figures_are_null() {
-        let fp = BoardPowerFootprint::default().footprint(&RequestMeasure {
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            compute: Duration::from_secs(1),
-            board_power_w: None,
-            concurrency: 1.0,
-        });
+    fn concurrent_generations_share_the_board_energy_and_wear() {
+        let acc = EcoAccounting::new(Factors::default(), None);
+        let eco = acc.account(&measure(Some(10.0), 2.0));
+        assert_eq!(eco.as_ref().map(|f| f.energy_j), Some(5.0));
+        assert_eq!(eco.map(|f| f.wear_hours), Some(1.0));
+    }
+
+    #[test]
+    fn without_an_energy_source_the_figures_are_null() {
+        let acc = EcoAccounting::new(Factors::default(), None);
+        let m = measure(None, 1.0);
+        let fp = acc.response(&m, acc.account(&m).as_ref(), None);
         assert_eq!((fp.energy_j, fp.co2e_g, fp.water_ml), (None, None, None));
         let v = serde_json::to_value(&fp).unwrap_or_default();
         assert!(v["energy_j"].is_null());
+        assert!(v["guard"].is_null());
+    }
+
+    #[test]
+    fn a_guard_stop_shows_its_kind_reason_and_avoided_energy() {
+        let acc = EcoAccounting::new(Factors::default(), None);
+        let stop = GuardStop {
+            kind: GuardKind::Cycle,
+            reason: "a 3-token cycle repeated 6.0 times from token 4".into(),
+            at_token: 22,
+            loop_start: Some(4),
+            avoided_j: Some(12.5),
+        };
+        let m = measure(Some(1.0), 1.0);
+        let fp = acc.response(&m, acc.account(&m).as_ref(), Some(&stop));
+        let v = serde_json::to_value(&fp).unwrap_or_default();
+        assert_eq!(v["guard"]["kind"], "cycle");
+        assert_eq!(v["guard"]["avoided_j"], 12.5);
+        assert_eq!(v["guard"]["loop_start"], 4);
+    }
+
+    #[test]
+    fn every_answer_appends_an_emissions_row() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("emissions.csv");
+        let acc = EcoAccounting::new(Factors::default(), Some(path.clone()));
+        for _ in 0..2 {
+            let fp = acc.account(&measure(Some(36.0), 1.0));
+            if let Some(fp) = fp {
+                acc.record(&fp);
+            }
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("emissions") && lines[0].contains("energy_consumed"));
+        assert!(lines[1].contains("thermo-serve"));
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::Extensions;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -28,10 +30,11 @@ use super::api::{
     ApiError, Endpoint, GenRequest, Limits, PromptSpec, ResponseId, models_list, parse_chat,
     parse_completion,
 };
-use super::metrics::{Metrics, MetricsView, Outcome, render};
+use super::metrics::{LoopRefusal, Metrics, MetricsView, Outcome, render};
 use super::queue::{Rejected, Scheduler};
 use super::worker::{ClientGuard, Event, Job};
 use crate::cli::run::prompt_ids;
+use crate::eco::agent_loop::{AgentLoopDetector, Refusal};
 use crate::engine::model::LoadedModel;
 use crate::governor::runner::GovernorHandle;
 
@@ -105,6 +108,65 @@ pub struct App {
     pub simulated: bool,
     /// Request counter, for ids.
     pub serial: AtomicU64,
+    /// The agent-loop detector and the clock it counts on; `None`: off.
+    pub agent_loop: Option<AgentLoop>,
+    /// The eco accounting, for today's totals on `/metrics`.
+    pub eco: Option<Arc<super::footprint::EcoAccounting>>,
+}
+
+/// The agent-loop detector of the API: clients are told apart by address and `user`.
+#[derive(Debug)]
+pub struct AgentLoop {
+    detector: std::sync::Mutex<AgentLoopDetector>,
+    origin: Instant,
+    window_s: u64,
+}
+
+impl AgentLoop {
+    /// A detector with `cfg`.
+    pub fn new(cfg: crate::eco::agent_loop::AgentLoopConfig) -> Self {
+        AgentLoop {
+            detector: std::sync::Mutex::new(AgentLoopDetector::new(cfg)),
+            origin: Instant::now(),
+            window_s: cfg.window.as_secs().max(1),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut AgentLoopDetector, Duration) -> R) -> R {
+        let mut d = self.detector.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut d, self.origin.elapsed())
+    }
+
+    /// Records a request of `client` and says whether to serve it; old entries expire.
+    pub fn admit(&self, client: &str, body: &[u8]) -> Result<(), Refusal> {
+        let text = String::from_utf8_lossy(body);
+        self.with(|d, now| {
+            d.expire(now);
+            d.admit(client, &text, now)
+        })
+    }
+
+    /// Records that the last request of `client` failed with `message`.
+    pub fn error(&self, client: &str, message: &str) {
+        self.with(|d, now| d.record_error(client, message, now));
+    }
+}
+
+/// Who sent a request, for the agent-loop detector: the peer's IP address and the body's
+/// `user` field when it has one.
+fn client_key(peer: Option<SocketAddr>, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct UserOnly {
+        #[serde(default)]
+        user: Option<Value>,
+    }
+    let user = serde_json::from_slice::<UserOnly>(body)
+        .ok()
+        .and_then(|u| u.user)
+        .and_then(|u| u.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let ip = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+    format!("{ip} {user}")
 }
 
 impl std::fmt::Debug for App {
@@ -239,6 +301,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         snapshot: snapshot.as_ref(),
         zone_index: &app.zone_index,
         simulated: app.simulated,
+        today: app.eco.as_ref().and_then(|e| e.today()),
     });
     (
         [(
@@ -250,25 +313,55 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
+fn peer(ext: &Extensions) -> Option<SocketAddr> {
+    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
 async fn chat(
     State(app): State<Arc<App>>,
+    ext: Extensions,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(app, Endpoint::Chat, headers, body).await
+    handle(app, Endpoint::Chat, peer(&ext), headers, body).await
 }
 
 async fn completions(
     State(app): State<Arc<App>>,
+    ext: Extensions,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(app, Endpoint::Completions, headers, body).await
+    handle(app, Endpoint::Completions, peer(&ext), headers, body).await
 }
 
 async fn handle(
     app: Arc<App>,
     endpoint: Endpoint,
+    peer: Option<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let client = match (&app.agent_loop, &body) {
+        (Some(_), Ok(b)) => client_key(peer, b),
+        _ => String::new(),
+    };
+    let response = handle_admitted(app.clone(), endpoint, &client, headers, body).await;
+    if let Some(lp) = &app.agent_loop
+        && !client.is_empty()
+        && response.status().is_client_error()
+        && response.status() != StatusCode::TOO_MANY_REQUESTS
+    {
+        // Agents retry on errors: the same error for the same request counts.
+        lp.error(&client, &format!("HTTP {}", response.status()));
+    }
+    response
+}
+
+async fn handle_admitted(
+    app: Arc<App>,
+    endpoint: Endpoint,
+    client: &str,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -287,6 +380,17 @@ async fn handle(
             ));
         }
     };
+    if let Some(lp) = &app.agent_loop
+        && let Err(refusal) = lp.admit(client, &body)
+    {
+        let why = match refusal {
+            Refusal::RepeatedRequest { .. } => LoopRefusal::RepeatedRequest,
+            Refusal::RepeatedError { .. } => LoopRefusal::RepeatedError,
+        };
+        app.metrics.add_loop_refusal(why);
+        log::info!("agent loop refused: {refusal}");
+        return app.reject(ApiError::agent_loop(&refusal.to_string(), lp.window_s));
+    }
     let parsed = match endpoint {
         Endpoint::Chat => parse_chat(&body, &app.model_id, &app.limits),
         Endpoint::Completions => parse_completion(&body, &app.model_id, &app.limits),

@@ -28,6 +28,30 @@ pub struct Metrics {
     requests_failed: AtomicU64,
     tokens_after_disconnect: AtomicU64,
     tokens_after_disconnect_max: AtomicU64,
+    guard_stops: [AtomicU64; GUARD_KINDS.len()],
+    guard_avoided_uj: AtomicU64,
+    agent_loop_refusals: [AtomicU64; 2],
+}
+
+/// The guard's stop kinds, as `thermo_guard_stops_total{reason}` labels.
+pub const GUARD_KINDS: [&str; 8] = [
+    "cycle",
+    "stuck_token",
+    "entropy_collapse",
+    "no_new_content",
+    "token_budget",
+    "time_budget",
+    "energy_budget",
+    "carbon_budget",
+];
+
+/// Why the agent-loop detector refused a request, `thermo_agent_loop_refusals_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopRefusal {
+    /// The same request too often.
+    RepeatedRequest,
+    /// The same error too often.
+    RepeatedError,
 }
 
 /// How a request ended, for `thermo_requests_total{outcome}`.
@@ -89,6 +113,34 @@ impl Metrics {
             .fetch_max(t, Ordering::Relaxed);
     }
 
+    /// Counts a guard stop of `kind` (a [`GUARD_KINDS`] label) and the energy it avoided, J.
+    pub fn add_guard_stop(&self, kind: &str, avoided_j: Option<f64>) {
+        if let Some(i) = GUARD_KINDS.iter().position(|k| *k == kind) {
+            self.guard_stops[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(j) = avoided_j.filter(|j| j.is_finite() && *j > 0.0) {
+            self.guard_avoided_uj
+                .fetch_add((j * 1e6) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a request the agent-loop detector refused.
+    pub fn add_loop_refusal(&self, why: LoopRefusal) {
+        let i = match why {
+            LoopRefusal::RepeatedRequest => 0,
+            LoopRefusal::RepeatedError => 1,
+        };
+        self.agent_loop_refusals[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Guard stops of `kind` so far.
+    pub fn guard_stops(&self, kind: &str) -> u64 {
+        GUARD_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.guard_stops[i].load(Ordering::Relaxed))
+    }
+
     /// Generated tokens so far.
     pub fn tokens_predicted(&self) -> u64 {
         self.predicted_tokens.load(Ordering::Relaxed)
@@ -114,6 +166,8 @@ pub struct MetricsView<'a> {
     pub zone_index: &'a [(String, u32)],
     /// True when the readings are the simulated SoC's.
     pub simulated: bool,
+    /// Today's (UTC) eco totals from the ledger, shared with `run` and `chat`.
+    pub today: Option<crate::eco::ledger::DayTotals>,
 }
 
 fn escape(label: &str) -> String {
@@ -306,6 +360,66 @@ pub fn render(v: &MetricsView<'_>) -> String {
         "",
         load(&m.energy_uj) as f64 / 1e6,
     );
+    if let Some(today) = &v.today {
+        head(
+            &mut out,
+            "thermo_eco_today",
+            "gauge",
+            "Today's (UTC) totals of every thermo job on this host: joules, g_co2e, ml_water, \
+             mg_nox, mg_so2, mg_pm25, wear_hours, tokens, requests.",
+        );
+        for (figure, value) in today.figures() {
+            sample(
+                &mut out,
+                "thermo_eco_today",
+                &format!("figure=\"{figure}\""),
+                value,
+            );
+        }
+    }
+    head(
+        &mut out,
+        "thermo_guard_stops_total",
+        "counter",
+        "Answers the zombie-compute guard stopped, by reason.",
+    );
+    for (kind, c) in GUARD_KINDS.iter().zip(&m.guard_stops) {
+        sample(
+            &mut out,
+            "thermo_guard_stops_total",
+            &format!("reason=\"{kind}\""),
+            load(c) as f64,
+        );
+    }
+    head(
+        &mut out,
+        "thermo_guard_avoided_joules_total",
+        "counter",
+        "Energy the guard's stops avoided (remaining budget at the observed rate), J.",
+    );
+    sample(
+        &mut out,
+        "thermo_guard_avoided_joules_total",
+        "",
+        load(&m.guard_avoided_uj) as f64 / 1e6,
+    );
+    head(
+        &mut out,
+        "thermo_agent_loop_refusals_total",
+        "counter",
+        "Requests refused with 429 because a client resubmitted them in a loop, by reason.",
+    );
+    for (reason, c) in ["repeated_request", "repeated_error"]
+        .iter()
+        .zip(&m.agent_loop_refusals)
+    {
+        sample(
+            &mut out,
+            "thermo_agent_loop_refusals_total",
+            &format!("reason=\"{reason}\""),
+            load(c) as f64,
+        );
+    }
 
     if let Some(snap) = v.snapshot {
         let zones: Vec<(String, String, f64)> = snap
@@ -533,8 +647,15 @@ mod tests {
             snapshot: None,
             zone_index: &[],
             simulated: true,
+            today: Some(crate::eco::ledger::DayTotals {
+                joules: 12.5,
+                requests: 3,
+                ..Default::default()
+            }),
         });
         for line in [
+            "thermo_eco_today{figure=\"joules\"} 12.5",
+            "thermo_eco_today{figure=\"requests\"} 3",
             "llamacpp:prompt_tokens_total 10",
             "llamacpp:tokens_predicted_total 4",
             "llamacpp:prompt_tokens_seconds 20",

@@ -5,7 +5,7 @@
 //! STOPPING), and shut down on SIGTERM/SIGINT: stop admitting, give in-flight answers a
 //! bounded grace, cancel the rest, then stop the governor, which restores what it changed.
 //! `api` is the wire format, `queue` admission and fairness, `worker` the token loop,
-//! `metrics` the Prometheus page, `footprint` the per-request footprint (the eco seam).
+//! `metrics` the Prometheus page, `footprint` the per-request eco footprint.
 
 pub mod api;
 pub mod footprint;
@@ -28,11 +28,14 @@ use sensor_drivers::linux::SysRoot;
 use crate::cli::ModelArgs;
 use crate::cli::governed::{Governed, GovernorArgs};
 use crate::cli::run::resolve_model;
+use crate::cli::telemetry::Session;
 use crate::config::Config;
+use crate::eco::Footprint as EcoFootprint;
+use crate::engine::generate::GenerationStats;
 use crate::engine::model::LoadedModel;
 use crate::engine::set_compute_threads;
 use crate::sensing::Source;
-use footprint::{BoardPowerFootprint, FootprintModel};
+use footprint::EcoAccounting;
 use http::{App, Freshness};
 use metrics::Metrics;
 use queue::Scheduler;
@@ -74,13 +77,29 @@ fn zone_index(root: &Path) -> Vec<(String, u32)> {
         .unwrap_or_default()
 }
 
-/// Runs the service until SIGTERM or SIGINT, with the default footprint model.
-pub fn run(config: &Config) -> Result<()> {
-    run_with(config, Arc::new(BoardPowerFootprint::default()))
+/// The per-day eco ledger's file name in the thermo cache (`$THERMO_HOME`; the state
+/// directory under systemd).
+pub const LEDGER_FILE: &str = "eco-ledger.json";
+
+/// The eco accounting `config` asks for: its factors, and the `emissions.csv` (the cache's
+/// unless `eco.emissions_csv` names one; none when `eco.write_emissions_csv` is off).
+pub fn eco_accounting(config: &Config) -> Result<EcoAccounting> {
+    let factors = config.eco.factors()?;
+    let csv = if config.eco.write_emissions_csv {
+        Some(match &config.eco.emissions_csv {
+            Some(p) => p.clone(),
+            None => crate::models::cache_root()?.join("emissions.csv"),
+        })
+    } else {
+        None
+    };
+    let ledger = crate::eco::ledger::Ledger::new(crate::models::cache_root()?.join(LEDGER_FILE));
+    Ok(EcoAccounting::new(factors, csv).with_ledger(ledger))
 }
 
-/// Runs the service with `footprint` as the per-request footprint model.
-pub fn run_with(config: &Config, footprint: Arc<dyn FootprintModel>) -> Result<()> {
+/// Runs the service until SIGTERM or SIGINT.
+pub fn run(config: &Config) -> Result<()> {
+    let eco = Arc::new(eco_accounting(config)?);
     let addr: SocketAddr = config.service.listen_addr().with_context(|| {
         format!(
             "service.listen {:?} is not ADDRESS:PORT",
@@ -105,6 +124,19 @@ pub fn run_with(config: &Config, footprint: Arc<dyn FootprintModel>) -> Result<(
         },
         config.model.threads,
     )?);
+    let telemetry = Session::start(
+        &crate::cli::serve::telemetry_args(&config.telemetry),
+        Some(governed.probe()),
+    )?
+    .map(Arc::new);
+    let on_done: Option<worker::DoneHook> = telemetry.clone().map(|t| {
+        Arc::new(
+            move |stats: &GenerationStats, wall: Duration, fp: Option<&EcoFootprint>| {
+                // Without a footprint no energy is attributed to the request (0 J since now).
+                t.request_done(stats, wall, t.energy_j(), fp);
+            },
+        ) as worker::DoneHook
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,10 +149,20 @@ pub fn run_with(config: &Config, footprint: Arc<dyn FootprintModel>) -> Result<(
         model,
         model_id,
         governed.clone(),
-        footprint,
+        eco,
+        on_done,
         shutdown_signal(),
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // Flush telemetry (the backlog, then a clean `offline`) while the governor still runs.
+    match telemetry.map(Arc::try_unwrap) {
+        Some(Ok(t)) => {
+            t.finish();
+            log::info!("telemetry flushed");
+        }
+        Some(Err(_)) => log::warn!("telemetry still in use at shutdown; not flushed"),
+        None => {}
+    }
     // Stop the control loop; it restores every actuator it changed.
     match Arc::try_unwrap(governed) {
         Ok(g) => log::info!("governor stopped: {}", g.finish().line()),
@@ -166,7 +208,8 @@ pub async fn serve(
     model: Arc<LoadedModel>,
     model_id: String,
     governed: Arc<Governed>,
-    footprint: Arc<dyn FootprintModel>,
+    eco: Arc<EcoAccounting>,
+    on_done: Option<worker::DoneHook>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let svc = &config.service;
@@ -178,13 +221,14 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::default());
     let cancel_all = Arc::new(AtomicBool::new(false));
     let handle = governed.handle().clone();
-    let power_handle = handle.clone();
     let ctx = WorkerContext {
         model: model.clone(),
         permits: governed.permits().clone(),
         metrics: metrics.clone(),
-        footprint,
-        board_power_w: Arc::new(move || power_handle.status().power_w.map(f64::from)),
+        eco: eco.clone(),
+        meter: governed.meter().clone(),
+        guard: config.eco.guard_config(),
+        on_done,
         cancel_all: cancel_all.clone(),
         active: Arc::new(AtomicUsize::new(0)),
         scheduler: scheduler.clone(),
@@ -229,6 +273,8 @@ pub async fn serve(
         },
         simulated,
         serial: AtomicU64::new(0),
+        agent_loop: config.eco.agent_loop().map(http::AgentLoop::new),
+        eco: Some(eco.clone()),
     });
     let status_line = format!(
         "serving {model_id} on {local} ({} worker(s), queue {}); governor: {}",
@@ -282,11 +328,14 @@ pub async fn serve(
     let mut graceful_rx = stop_rx.clone();
     let router = http::router(app);
     let server = async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = graceful_rx.wait_for(|s| *s).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = graceful_rx.wait_for(|s| *s).await;
+        })
+        .await
     };
     let mut deadline_rx = stop_rx.clone();
     let deadline = async move {

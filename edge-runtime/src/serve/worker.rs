@@ -12,10 +12,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::api::{Usage, finish_reason};
-use super::footprint::{Footprint, FootprintModel, RequestMeasure};
+use super::footprint::{EcoAccounting, Footprint, RequestMeasure};
 use super::metrics::{Metrics, Outcome};
 use super::queue::Scheduler;
-use crate::engine::generate::{Gate, GenerateOptions, TokenEvent, generate};
+use crate::eco::Footprint as EcoFootprint;
+use crate::eco::energy::{EnergySource, MeterHandle};
+use crate::eco::guard::{GuardConfig, ZombieGuard};
+use crate::engine::generate::{
+    Gate, GenerateOptions, GenerationStats, StopReason, TokenEvent, generate,
+};
 use crate::engine::model::{KvState, LoadedModel};
 use crate::governor::{Permit, Permits, Priority};
 
@@ -28,7 +33,7 @@ pub enum Event {
     /// A piece of the answer.
     Text(String),
     /// The answer is complete.
-    Done(Finished),
+    Done(Box<Finished>),
     /// The engine failed (a server-side error; the client's input was checked before).
     Failed(String),
 }
@@ -131,6 +136,10 @@ impl Job {
     }
 }
 
+/// What a finished request reports to telemetry: the engine's figures, the wall time from
+/// the worker's start, and the eco footprint when energy was known.
+pub type DoneHook = Arc<dyn Fn(&GenerationStats, Duration, Option<&EcoFootprint>) + Send + Sync>;
+
 /// What every worker shares.
 #[derive(Clone)]
 pub struct WorkerContext {
@@ -140,10 +149,14 @@ pub struct WorkerContext {
     pub permits: Permits,
     /// The service's counters.
     pub metrics: Arc<Metrics>,
-    /// Footprint accounting (the eco module's seam).
-    pub footprint: Arc<dyn FootprintModel>,
-    /// The board power now, W, when a sensor answers.
-    pub board_power_w: Arc<dyn Fn() -> Option<f64> + Send + Sync>,
+    /// Eco accounting: factors and `emissions.csv`.
+    pub eco: Arc<EcoAccounting>,
+    /// The board's energy meter (the governor feeds it every tick).
+    pub meter: MeterHandle,
+    /// The zombie-compute guard every generation runs under; `None`: off.
+    pub guard: Option<GuardConfig>,
+    /// Called once per answered request (telemetry).
+    pub on_done: Option<DoneHook>,
     /// Set when in-flight generations must stop (shutdown grace over).
     pub cancel_all: Arc<AtomicBool>,
     /// Generations running now, for sharing the board's power among them.
@@ -194,15 +207,12 @@ fn run_job(ctx: &WorkerContext, job: Job) {
         ctx.metrics.add_request(Outcome::Disconnected);
         return;
     }
+    let started = Instant::now();
+    ctx.meter.poll();
+    let mark = ctx.meter.mark();
     let active_now = ctx.active.fetch_add(1, Ordering::AcqRel) + 1;
     let mut concurrency_sum = active_now as f64;
     let mut concurrency_n = 1.0;
-    let mut power_sum = 0.0;
-    let mut power_n = 0.0;
-    if let Some(w) = (ctx.board_power_w)() {
-        power_sum += w;
-        power_n += 1.0;
-    }
     let mut state = match KvState::new(ctx.model.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -212,6 +222,13 @@ fn run_job(ctx: &WorkerContext, job: Job) {
             return;
         }
     };
+    let g_co2e_per_j = ctx.eco.factors().g_co2e_per_j()[0];
+    let mut guard = ctx.guard.clone().map(|mut cfg| {
+        // The answer's own limit is its token budget, so a stop can count what it avoided.
+        let limit = job.options.max_tokens;
+        cfg.budget.max_tokens = Some(cfg.budget.max_tokens.map_or(limit, |b| b.min(limit)));
+        ZombieGuard::new(cfg, g_co2e_per_j)
+    });
     let mut held: Option<Permit<'_>> = None;
     let mut last_gate: Option<Instant> = None;
     let mut counted = 0usize;
@@ -233,6 +250,17 @@ fn run_job(ctx: &WorkerContext, job: Job) {
         }
         if gone() {
             return Gate::Stop("client disconnected".into());
+        }
+        if let Some(g) = guard.as_mut() {
+            // This request's share of the board's energy so far.
+            let active = ctx.active.load(Ordering::Acquire).max(1) as f64;
+            concurrency_sum += active;
+            concurrency_n += 1.0;
+            let share = concurrency_n / concurrency_sum;
+            let energy_j = ctx.meter.since(&mark).energy_j * share;
+            if let Gate::Stop(why) = g.check(&ev, started.elapsed().as_secs_f64(), energy_j) {
+                return Gate::Stop(why);
+            }
         }
         match acquire(&ctx.permits, &gone) {
             Some(p) => {
@@ -261,10 +289,9 @@ fn run_job(ctx: &WorkerContext, job: Job) {
     concurrency_sum += active_end as f64;
     concurrency_n += 1.0;
     ctx.active.fetch_sub(1, Ordering::AcqRel);
-    if let Some(w) = (ctx.board_power_w)() {
-        power_sum += w;
-        power_n += 1.0;
-    }
+    ctx.meter.poll();
+    let span = ctx.meter.since(&mark);
+    let guard_stop = guard.as_ref().and_then(|g| g.stopped().cloned());
     match result {
         Ok(stats) => {
             ctx.metrics.add_prompt(
@@ -278,6 +305,29 @@ fn run_job(ctx: &WorkerContext, job: Job) {
             progress
                 .generated
                 .store(stats.generated_tokens, Ordering::Release);
+            let measure = RequestMeasure {
+                prompt_tokens: stats.prompt_tokens + stats.cached_tokens,
+                completion_tokens: stats.generated_tokens,
+                board_energy_j: (span.source != EnergySource::None).then_some(span.energy_j),
+                energy_source: span.source.to_string(),
+                duration_s: span.duration_s,
+                wear_hours: span.wear_hours,
+                concurrency: concurrency_sum / concurrency_n,
+            };
+            let eco = ctx.eco.account(&measure);
+            if let Some(fp) = &eco {
+                ctx.metrics.add_energy_j(fp.energy_j);
+                ctx.eco.record(fp);
+            }
+            if let Some(stop) = &guard_stop {
+                ctx.metrics.add_guard_stop(
+                    super::footprint::guard_kind_label(stop.kind),
+                    stop.avoided_j,
+                );
+            }
+            if let Some(hook) = &ctx.on_done {
+                hook(&stats, started.elapsed(), eco.as_ref());
+            }
             if let Some(at) = progress.dropped() {
                 ctx.metrics
                     .add_disconnect(stats.generated_tokens.saturating_sub(at));
@@ -287,25 +337,15 @@ fn run_job(ctx: &WorkerContext, job: Job) {
             if ctx.cancel_all.load(Ordering::Acquire) {
                 log::info!("a generation was cancelled by the shutdown");
             }
-            let usage = Usage::new(
-                stats.prompt_tokens + stats.cached_tokens,
-                stats.generated_tokens,
-            );
-            let footprint = ctx.footprint.footprint(&RequestMeasure {
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-                compute: stats.prefill_time + stats.decode_time,
-                board_power_w: (power_n > 0.0).then(|| power_sum / power_n),
-                concurrency: concurrency_sum / concurrency_n,
-            });
-            if let Some(j) = footprint.energy_j {
-                ctx.metrics.add_energy_j(j);
-            }
-            let done = Event::Done(Finished {
+            let usage = Usage::new(measure.prompt_tokens, measure.completion_tokens);
+            let footprint = ctx
+                .eco
+                .response(&measure, eco.as_ref(), guard_stop.as_ref());
+            let done = Event::Done(Box::new(Finished {
                 usage,
-                finish_reason: finish_reason(&stats.stop),
+                finish_reason: finish(&stats.stop, guard_stop.as_ref()),
                 footprint,
-            });
+            }));
             if job.events.blocking_send(done).is_err() {
                 ctx.metrics.add_request(Outcome::Disconnected);
             }
@@ -315,5 +355,15 @@ fn run_job(ctx: &WorkerContext, job: Job) {
             log::error!("generation failed: {e:#}");
             let _ = job.events.blocking_send(Event::Failed(format!("{e:#}")));
         }
+    }
+}
+
+/// OpenAI's `finish_reason`: a budget the guard enforced ends the answer for `length`, a
+/// degenerate answer it stopped for `stop` (the footprint's `guard` says why either way).
+fn finish(stop: &StopReason, guard: Option<&crate::eco::guard::GuardStop>) -> &'static str {
+    match guard {
+        Some(g) if !g.kind.is_degenerate() => "length",
+        Some(_) => "stop",
+        None => finish_reason(stop),
     }
 }

@@ -120,6 +120,11 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
+    /// The server's THERMO_HOME (its cache: emissions.csv, telemetry).
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)

@@ -1,0 +1,688 @@
+//! The `[eco]` and `[telemetry]` sections of the configuration file. `[eco]` holds the
+//! footprint factors (region, site, single-factor overrides), the per-request budgets, the
+//! zombie-compute guard and the agent-loop detector; `[telemetry]` holds the broker, device
+//! id, interval, encoding, TLS files and the store-and-forward queue. Keys are flat so every
+//! one of them can be set from the environment (`THERMO_ECO_MAX_SECONDS`). The factor checks
+//! are [`EcoConfig::resolve`]'s, so a value is judged the same way wherever it comes from.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{KeyDoc, Problems, Section, doc, doc_eg};
+use crate::eco::agent_loop::AgentLoopConfig;
+use crate::eco::config::{DieselTier, FactorOverrides};
+use crate::eco::guard::{Budget, GuardConfig};
+use crate::eco::{EcoConfig, EcoConfigError, Factors};
+
+/// `[eco]`: footprint factors, budgets, the zombie-compute guard and the agent-loop detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EcoSection {
+    /// Grid region: `world` or a country code of the factor table.
+    pub region: String,
+    /// Where the board runs: `board` or `datacentre`.
+    pub site: String,
+    /// Share of energy from a diesel backup generator, 0 to 1.
+    pub diesel_fraction: f64,
+    /// The generator's emission tier.
+    pub diesel_tier: DieselTier,
+    /// Board whose embodied carbon is amortised.
+    pub board: String,
+    /// Service life over which embodied carbon is spread, years.
+    pub lifetime_years: f64,
+    /// Arrhenius activation energy, eV.
+    pub activation_ev: f64,
+    /// Reference temperature of the wear figure, °C.
+    pub wear_reference_c: f64,
+    /// Grid carbon intensity override, g CO2e/kWh.
+    pub grid_g_co2e_per_kwh: Option<f64>,
+    /// Generation water override, L/kWh.
+    pub water_l_per_kwh: Option<f64>,
+    /// PUE override (>= 1).
+    pub pue: Option<f64>,
+    /// On-site WUE override, L per kWh of IT energy.
+    pub wue_l_per_kwh: Option<f64>,
+    /// Grid NOx override, g/kWh.
+    pub nox_g_per_kwh: Option<f64>,
+    /// Grid SO2 override, g/kWh.
+    pub so2_g_per_kwh: Option<f64>,
+    /// Grid PM2.5 override, g/kWh.
+    pub pm25_g_per_kwh: Option<f64>,
+    /// Embodied carbon override, kg CO2e.
+    pub embodied_kg_co2e: Option<f64>,
+    /// Append a CodeCarbon-compatible row per answer to `emissions_csv`.
+    pub write_emissions_csv: bool,
+    /// Where the rows go; `None`: `emissions.csv` in the thermo cache folder.
+    pub emissions_csv: Option<PathBuf>,
+    /// Stop degenerate (looping) answers; the budgets act either way.
+    pub guard: bool,
+    /// Longest token cycle the guard looks for.
+    pub guard_max_period: usize,
+    /// Tokens over which the guard looks for new 4-grams (0: off).
+    pub guard_novelty_window: usize,
+    /// Tokens over which the guard takes mean entropy (0: off).
+    pub guard_entropy_window: usize,
+    /// Token budget per answer.
+    pub max_tokens: Option<usize>,
+    /// Wall-time budget per answer, s.
+    pub max_seconds: Option<f64>,
+    /// Energy budget per answer, J at the board.
+    pub max_joules: Option<f64>,
+    /// Carbon budget per answer, g CO2e.
+    pub max_g_co2e: Option<f64>,
+    /// Identical requests one client may send within the window; the next gets 429 (0: off).
+    pub agent_loop_max_repeats: usize,
+    /// Identical errors one request may earn within the window before it is refused (0: off).
+    pub agent_loop_max_errors: usize,
+    /// The agent-loop window, s.
+    pub agent_loop_window_s: f64,
+}
+
+impl Default for EcoSection {
+    fn default() -> Self {
+        let e = EcoConfig::default();
+        let g = GuardConfig::default();
+        let a = AgentLoopConfig::default();
+        EcoSection {
+            region: e.region,
+            site: e.site,
+            diesel_fraction: e.diesel_fraction,
+            diesel_tier: e.diesel_tier,
+            board: e.board,
+            lifetime_years: e.lifetime_years,
+            activation_ev: e.activation_ev,
+            wear_reference_c: e.wear_reference_c,
+            grid_g_co2e_per_kwh: None,
+            water_l_per_kwh: None,
+            pue: None,
+            wue_l_per_kwh: None,
+            nox_g_per_kwh: None,
+            so2_g_per_kwh: None,
+            pm25_g_per_kwh: None,
+            embodied_kg_co2e: None,
+            write_emissions_csv: true,
+            emissions_csv: None,
+            guard: true,
+            guard_max_period: g.max_period,
+            guard_novelty_window: g.novelty_window,
+            guard_entropy_window: g.entropy_window,
+            max_tokens: None,
+            max_seconds: None,
+            max_joules: None,
+            max_g_co2e: None,
+            agent_loop_max_repeats: a.max_repeats,
+            agent_loop_max_errors: a.max_errors,
+            agent_loop_window_s: a.window.as_secs_f64(),
+        }
+    }
+}
+
+impl EcoSection {
+    /// The factor part, in the eco module's own form.
+    pub fn eco_config(&self) -> EcoConfig {
+        EcoConfig {
+            region: self.region.clone(),
+            site: self.site.clone(),
+            diesel_fraction: self.diesel_fraction,
+            diesel_tier: self.diesel_tier,
+            board: self.board.clone(),
+            lifetime_years: self.lifetime_years,
+            activation_ev: self.activation_ev,
+            wear_reference_c: self.wear_reference_c,
+            overrides: FactorOverrides {
+                grid_g_co2e_per_kwh: self.grid_g_co2e_per_kwh,
+                water_l_per_kwh: self.water_l_per_kwh,
+                pue: self.pue,
+                wue_l_per_kwh: self.wue_l_per_kwh,
+                nox_g_per_kwh: self.nox_g_per_kwh,
+                so2_g_per_kwh: self.so2_g_per_kwh,
+                pm25_g_per_kwh: self.pm25_g_per_kwh,
+                embodied_kg_co2e: self.embodied_kg_co2e,
+            },
+        }
+    }
+
+    /// The factors in force (checked: see [`Section::check`]).
+    pub fn factors(&self) -> Result<Factors, EcoConfigError> {
+        self.eco_config().resolve()
+    }
+
+    /// The budgets.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            max_tokens: self.max_tokens,
+            max_seconds: self.max_seconds,
+            max_joules: self.max_joules,
+            max_g_co2e: self.max_g_co2e,
+        }
+    }
+
+    /// The guard's configuration; `None` when neither the detectors nor a budget is on.
+    pub fn guard_config(&self) -> Option<GuardConfig> {
+        let budget = self.budget();
+        if !self.guard && budget == Budget::default() {
+            return None;
+        }
+        let on = |v: usize| if self.guard { v } else { 0 };
+        Some(GuardConfig {
+            max_period: on(self.guard_max_period),
+            novelty_window: on(self.guard_novelty_window),
+            entropy_window: on(self.guard_entropy_window),
+            budget,
+            ..GuardConfig::default()
+        })
+    }
+
+    /// The agent-loop detector's limits; `None` when both counts are 0.
+    pub fn agent_loop(&self) -> Option<AgentLoopConfig> {
+        if self.agent_loop_max_repeats == 0 && self.agent_loop_max_errors == 0 {
+            return None;
+        }
+        Some(AgentLoopConfig {
+            // 0 switches one detector off: no count can exceed usize::MAX.
+            max_repeats: match self.agent_loop_max_repeats {
+                0 => usize::MAX,
+                n => n,
+            },
+            max_errors: match self.agent_loop_max_errors {
+                0 => usize::MAX,
+                n => n,
+            },
+            window: Duration::try_from_secs_f64(self.agent_loop_window_s)
+                .unwrap_or(Duration::from_secs(300)),
+        })
+    }
+}
+
+fn positive(p: &mut Problems, path: &str, v: Option<f64>) {
+    if let Some(v) = v
+        && !(v.is_finite() && v > 0.0)
+    {
+        p.push(path, format!("must be a finite number above 0, got {v}"));
+    }
+}
+
+impl Section for EcoSection {
+    const NAME: &'static str = "eco";
+    const DOCS: &'static [KeyDoc] = &[
+        doc(
+            "region",
+            "Grid region of the carbon, water and pollutant factors: world or a country code \
+             (us, cn, in, jp, de, ...).",
+        ),
+        doc(
+            "site",
+            "Where the board runs: \"board\" (PUE 1, no cooling water) or \"datacentre\".",
+        ),
+        doc(
+            "diesel_fraction",
+            "Share of energy from diesel backup, 0..=1.",
+        ),
+        doc(
+            "diesel_tier",
+            "The backup generator's EPA tier: \"tier2\" or \"tier4\".",
+        ),
+        doc(
+            "board",
+            "Board whose embodied carbon is amortised (rpi4, rpi5, rpi5-active, \
+             jetson-orin-nano).",
+        ),
+        doc(
+            "lifetime_years",
+            "Service life embodied carbon is spread over, years (> 0).",
+        ),
+        doc(
+            "activation_ev",
+            "Arrhenius activation energy of the wear figure, eV (0..=5).",
+        ),
+        doc(
+            "wear_reference_c",
+            "Reference temperature of the wear figure, °C.",
+        ),
+        doc_eg(
+            "grid_g_co2e_per_kwh",
+            "Override the region's grid carbon intensity, g CO2e/kWh (>= 0).",
+            "380.0",
+        ),
+        doc_eg(
+            "water_l_per_kwh",
+            "Override the water consumed by generation, L/kWh (>= 0).",
+            "3.1",
+        ),
+        doc_eg(
+            "pue",
+            "Override the site's power usage effectiveness (>= 1).",
+            "1.2",
+        ),
+        doc_eg(
+            "wue_l_per_kwh",
+            "Override the site's on-site water usage effectiveness, L/kWh (>= 0).",
+            "0.5",
+        ),
+        doc_eg(
+            "nox_g_per_kwh",
+            "Override the grid's NOx, g/kWh (>= 0).",
+            "0.3",
+        ),
+        doc_eg(
+            "so2_g_per_kwh",
+            "Override the grid's SO2, g/kWh (>= 0).",
+            "0.2",
+        ),
+        doc_eg(
+            "pm25_g_per_kwh",
+            "Override the grid's PM2.5, g/kWh (>= 0).",
+            "0.02",
+        ),
+        doc_eg(
+            "embodied_kg_co2e",
+            "Override the board's embodied carbon, kg CO2e (>= 0).",
+            "8.0",
+        ),
+        doc(
+            "write_emissions_csv",
+            "Append a CodeCarbon-compatible emissions.csv row per answer.",
+        ),
+        doc_eg(
+            "emissions_csv",
+            "Where the emissions.csv rows go. Unset: emissions.csv in the thermo cache folder \
+             ($THERMO_HOME).",
+            "\"/var/lib/thermo/emissions.csv\"",
+        ),
+        doc(
+            "guard",
+            "Stop degenerate answers (token cycles, a stuck token, collapsed entropy, no new \
+             content); the budgets below act either way.",
+        ),
+        doc(
+            "guard_max_period",
+            "Longest token cycle the guard looks for (1..=256).",
+        ),
+        doc(
+            "guard_novelty_window",
+            "Tokens over which the guard looks for new 4-grams (0: off; else 8..=4096).",
+        ),
+        doc(
+            "guard_entropy_window",
+            "Tokens over which the guard takes mean entropy (0: off; else 4..=4096).",
+        ),
+        doc_eg("max_tokens", "Token budget per answer (> 0).", "1024"),
+        doc_eg(
+            "max_seconds",
+            "Wall-time budget per answer, s (> 0).",
+            "120.0",
+        ),
+        doc_eg(
+            "max_joules",
+            "Energy budget per answer, J at the board (> 0).",
+            "500.0",
+        ),
+        doc_eg(
+            "max_g_co2e",
+            "Carbon budget per answer, g CO2e (> 0).",
+            "0.05",
+        ),
+        doc(
+            "agent_loop_max_repeats",
+            "thermo serve: identical requests one client may send within the window; the \
+             next gets 429 (0: off).",
+        ),
+        doc(
+            "agent_loop_max_errors",
+            "thermo serve: identical errors a request may earn within the window before it is \
+             refused with 429 (0: off).",
+        ),
+        doc(
+            "agent_loop_window_s",
+            "thermo serve: how far back the agent-loop detector counts, s (1..=86400).",
+        ),
+    ];
+
+    fn check(&self, p: &mut Problems) {
+        if let Err(e) = self.factors() {
+            match e {
+                EcoConfigError::Invalid(list) => {
+                    for problem in list {
+                        let key = problem.path.rsplit('.').next().unwrap_or_default();
+                        p.push(format!("eco.{key}"), problem.message);
+                    }
+                }
+                EcoConfigError::Parse(m) => p.push("eco", m),
+            }
+        }
+        if !(1..=256).contains(&self.guard_max_period) {
+            p.push(
+                "eco.guard_max_period",
+                format!("must be in 1..=256, got {}", self.guard_max_period),
+            );
+        }
+        if self.guard_novelty_window != 0 && !(8..=4096).contains(&self.guard_novelty_window) {
+            p.push(
+                "eco.guard_novelty_window",
+                format!(
+                    "must be 0 or in 8..=4096, got {}",
+                    self.guard_novelty_window
+                ),
+            );
+        }
+        if self.guard_entropy_window != 0 && !(4..=4096).contains(&self.guard_entropy_window) {
+            p.push(
+                "eco.guard_entropy_window",
+                format!(
+                    "must be 0 or in 4..=4096, got {}",
+                    self.guard_entropy_window
+                ),
+            );
+        }
+        if self.max_tokens == Some(0) {
+            p.push("eco.max_tokens", "must be above 0");
+        }
+        positive(p, "eco.max_seconds", self.max_seconds);
+        positive(p, "eco.max_joules", self.max_joules);
+        positive(p, "eco.max_g_co2e", self.max_g_co2e);
+        if !(self.agent_loop_window_s.is_finite()
+            && (1.0..=86_400.0).contains(&self.agent_loop_window_s))
+        {
+            p.push(
+                "eco.agent_loop_window_s",
+                format!("must be in 1..=86400 s, got {}", self.agent_loop_window_s),
+            );
+        }
+        if self
+            .emissions_csv
+            .as_deref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            p.push("eco.emissions_csv", "must not be empty");
+        }
+    }
+}
+
+/// `[telemetry]`: where records go (an MQTT broker, else JSON lines in a file) and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// Send telemetry at all.
+    pub enabled: bool,
+    /// Broker URL, `mqtt://host[:port]` or `mqtts://host[:port]`; `None`: the file.
+    pub mqtt: Option<String>,
+    /// Device id (one topic level); `None`: the host name.
+    pub device_id: Option<String>,
+    /// The JSON-lines file without a broker; `None`: the cache's `telemetry/<device>.jsonl`.
+    pub file: Option<PathBuf>,
+    /// Seconds between records.
+    pub interval_s: f64,
+    /// `json` or `postcard`, on the broker.
+    pub encoding: String,
+    /// The store-and-forward queue's folder; `None`: the cache's.
+    pub queue_dir: Option<PathBuf>,
+    /// Most records the queue keeps while the broker is away.
+    pub queue_capacity: usize,
+    /// CA certificates (PEM) for mqtts.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Broker user name.
+    pub username: Option<String>,
+    /// File whose first line is the broker password.
+    pub password_file: Option<PathBuf>,
+    /// Commands accepted (empty: all).
+    pub allow: Vec<String>,
+    /// Publish Home Assistant discovery configs.
+    pub discovery: bool,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            enabled: true,
+            mqtt: None,
+            device_id: None,
+            file: None,
+            interval_s: 1.0,
+            encoding: "json".into(),
+            queue_dir: None,
+            queue_capacity: 10_000,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            username: None,
+            password_file: None,
+            allow: vec![],
+            discovery: true,
+        }
+    }
+}
+
+impl Section for TelemetrySection {
+    const NAME: &'static str = "telemetry";
+    const DOCS: &'static [KeyDoc] = &[
+        doc(
+            "enabled",
+            "Send telemetry (a record per governor interval and per answer).",
+        ),
+        doc_eg(
+            "mqtt",
+            "MQTT broker, mqtt://host[:port] or mqtts://host[:port]. Unset: JSON lines to `file`.",
+            "\"mqtt://127.0.0.1:1883\"",
+        ),
+        doc_eg(
+            "device_id",
+            "Device id, one topic level of thermo/<device>/... Unset: the host name.",
+            "\"pi-kitchen\"",
+        ),
+        doc_eg(
+            "file",
+            "Without a broker, append records as JSON lines here. Unset: the cache's \
+             telemetry/<device>.jsonl.",
+            "\"/var/lib/thermo/telemetry.jsonl\"",
+        ),
+        doc("interval_s", "Seconds between records (0.1..=3600)."),
+        doc(
+            "encoding",
+            "Encoding on the broker: \"json\" or \"postcard\".",
+        ),
+        doc_eg(
+            "queue_dir",
+            "Folder of the store-and-forward queue. Unset: the cache's telemetry/<device>/queue.",
+            "\"/var/lib/thermo/queue\"",
+        ),
+        doc(
+            "queue_capacity",
+            "Most records queued while the broker is away; the oldest telemetry goes first, \
+             events are kept (1..=10000000).",
+        ),
+        doc_eg(
+            "ca_file",
+            "CA certificates (PEM) trusted for mqtts.",
+            "\"/etc/thermo/ca.pem\"",
+        ),
+        doc_eg(
+            "cert_file",
+            "Client certificate chain (PEM), with key_file.",
+            "\"/etc/thermo/client.pem\"",
+        ),
+        doc_eg(
+            "key_file",
+            "Client private key (PEM).",
+            "\"/etc/thermo/client.key\"",
+        ),
+        doc_eg("username", "Broker user name.", "\"thermo\""),
+        doc_eg(
+            "password_file",
+            "File whose first line is the broker password (or set THERMO_MQTT_PASSWORD).",
+            "\"/etc/thermo/mqtt.password\"",
+        ),
+        doc(
+            "allow",
+            "Commands accepted (setpoint, pause_training, resume_training, interval, status); \
+             empty: all.",
+        ),
+        doc(
+            "discovery",
+            "Publish Home Assistant MQTT discovery configs.",
+        ),
+    ];
+
+    fn check(&self, p: &mut Problems) {
+        if let Some(url) = &self.mqtt
+            && let Err(e) = url.parse::<crate::telemetry::BrokerUrl>()
+        {
+            p.push("telemetry.mqtt", e.to_string());
+        }
+        if let Some(id) = &self.device_id
+            && let Err(e) = crate::telemetry::topics::validate_device_id(id)
+        {
+            p.push("telemetry.device_id", e.to_string());
+        }
+        let (lo, hi) = (
+            crate::telemetry::command::MIN_INTERVAL_S,
+            crate::telemetry::command::MAX_INTERVAL_S,
+        );
+        if !(self.interval_s.is_finite() && (lo..=hi).contains(&self.interval_s)) {
+            p.push(
+                "telemetry.interval_s",
+                format!("must be in {lo}..={hi} s, got {}", self.interval_s),
+            );
+        }
+        if let Err(e) = self.encoding.parse::<crate::telemetry::Encoding>() {
+            p.push("telemetry.encoding", e.to_string());
+        }
+        if !(1..=10_000_000).contains(&self.queue_capacity) {
+            p.push(
+                "telemetry.queue_capacity",
+                format!("must be in 1..=10000000, got {}", self.queue_capacity),
+            );
+        }
+        for (i, name) in self.allow.iter().enumerate() {
+            if name.parse::<crate::telemetry::CommandName>().is_err() {
+                p.push(
+                    format!("telemetry.allow[{i}]"),
+                    format!("unknown command {name:?}"),
+                );
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            p.push("telemetry.key_file", "cert_file and key_file go together");
+        }
+        if self.password_file.is_some() && self.username.is_none() {
+            p.push("telemetry.username", "a password_file needs a username");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError, Layers};
+
+    fn paths(text: &str, env: &[(&str, &str)]) -> Vec<(String, String)> {
+        let layers = Layers {
+            file: Some((text.to_string(), "test.toml".into())),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cli: vec![],
+        };
+        match Config::load(&layers) {
+            Err(ConfigError::Invalid(list)) => {
+                list.into_iter().map(|p| (p.path, p.message)).collect()
+            }
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_eco_values_are_rejected_together_with_their_key_paths() {
+        let found = paths(
+            "[eco]\nregion = \"atlantis\"\npue = 0.5\ngrid_g_co2e_per_kwh = -1.0\n\
+             activation_ev = nan\nmax_joules = -3.0\nagent_loop_window_s = 0.0\n",
+            &[],
+        );
+        let keys: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        for key in [
+            "eco.region",
+            "eco.pue",
+            "eco.grid_g_co2e_per_kwh",
+            "eco.activation_ev",
+            "eco.max_joules",
+            "eco.agent_loop_window_s",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {found:?}");
+        }
+        let region = found.iter().find(|(p, _)| p == "eco.region");
+        assert!(region.is_some_and(|(_, m)| m.contains("atlantis") && m.contains("world")));
+    }
+
+    #[test]
+    fn bad_telemetry_values_are_rejected_with_their_key_paths() {
+        let found = paths(
+            "[telemetry]\nmqtt = \"http://x\"\ndevice_id = \"a/b\"\ninterval_s = 0.0\n\
+             encoding = \"xml\"\nallow = [\"reboot\"]\n",
+            &[],
+        );
+        let keys: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "telemetry.mqtt",
+                "telemetry.device_id",
+                "telemetry.interval_s",
+                "telemetry.encoding",
+                "telemetry.allow[0]"
+            ],
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn the_environment_sets_eco_and_telemetry_keys() {
+        let layers = Layers {
+            file: Some(("[eco]\nregion = \"us\"\n".into(), "t".into())),
+            env: vec![
+                ("THERMO_ECO_REGION".into(), "jp".into()),
+                ("THERMO_ECO_MAX_SECONDS".into(), "12.5".into()),
+                (
+                    "THERMO_TELEMETRY_MQTT".into(),
+                    "mqtt://127.0.0.1:1883".into(),
+                ),
+                ("THERMO_TELEMETRY_DEVICE_ID".into(), "pi-1".into()),
+            ],
+            cli: vec![("eco.guard".into(), "false".into())],
+        };
+        let c = Config::load(&layers).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.eco.region, "jp");
+        assert_eq!(c.eco.max_seconds, Some(12.5));
+        assert!(!c.eco.guard);
+        let g = c
+            .eco
+            .guard_config()
+            .unwrap_or_else(|| panic!("budgets keep the guard"));
+        assert_eq!(
+            (g.max_period, g.novelty_window, g.entropy_window),
+            (0, 0, 0)
+        );
+        assert_eq!(c.telemetry.mqtt.as_deref(), Some("mqtt://127.0.0.1:1883"));
+        assert_eq!(c.telemetry.device_id.as_deref(), Some("pi-1"));
+        let f = c.eco.factors().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.region, "jp");
+    }
+
+    #[test]
+    fn zero_counts_switch_the_agent_loop_detector_off() {
+        let c =
+            Config::from_toml_str("[eco]\nagent_loop_max_repeats = 0\nagent_loop_max_errors = 0\n")
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.eco.agent_loop().is_none());
+        let d = Config::default();
+        let a = d
+            .eco
+            .agent_loop()
+            .unwrap_or_else(|| panic!("on by default"));
+        assert_eq!((a.max_repeats, a.max_errors), (3, 3));
+    }
+}
