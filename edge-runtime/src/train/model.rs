@@ -200,6 +200,9 @@ pub struct PackedRow {
     /// `(position in row, target token)`: the logits at that position are scored against
     /// the target (the next token of the same example).
     pub targets: Vec<(usize, u32)>,
+    /// The first `shared` tokens are a prefix common to every example of the row: every
+    /// segment may read them (they are computed once instead of once per example).
+    pub shared: usize,
 }
 
 /// Options of one forward pass.
@@ -246,14 +249,15 @@ fn softmax(x: &Tensor, tracked: bool) -> Result<Tensor> {
     }
 }
 
-/// Additive attention bias for a packed row: 0 where query `i` may read key `j` (same
-/// example, `j ≤ i`), a large negative number elsewhere.
-fn attention_bias(segment: &[u32]) -> Result<Tensor> {
+/// Additive attention bias for a packed row: 0 where query `i` may read key `j` (`j ≤ i`,
+/// and the same example or the shared prefix `j < shared`), a large negative number
+/// elsewhere.
+fn attention_bias(segment: &[u32], shared: usize) -> Result<Tensor> {
     let t = segment.len();
     let mut bias = vec![-1e9f32; t * t];
     for i in 0..t {
         for j in 0..=i {
-            if segment[i] == segment[j] {
+            if j < shared || segment[i] == segment[j] {
                 bias[i * t + j] = 0.0;
             }
         }
@@ -302,7 +306,7 @@ impl BaseModel {
         let t = row.ids.len();
         ensure!(t > 0, "empty row");
         ensure!(
-            row.positions.len() == t && row.segment.len() == t,
+            row.positions.len() == t && row.segment.len() == t && row.shared <= t,
             "row fields differ in length"
         );
         if let Some(&bad) = row.ids.iter().find(|&&id| id as usize >= c.vocab_size) {
@@ -317,7 +321,7 @@ impl BaseModel {
         let ids = Tensor::from_slice(&row.ids, t, &Device::Cpu)?;
         let mut h = self.embed.index_select(&ids, 0)?;
         let (cos, sin) = self.rope_tables(&row.positions)?;
-        let bias = attention_bias(&row.segment)?;
+        let bias = attention_bias(&row.segment, row.shared)?;
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let group = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
@@ -414,6 +418,7 @@ impl BaseModel {
             positions: (0..t as u32).collect(),
             segment: vec![0; t],
             targets: vec![],
+            shared: 0,
         };
         let hidden = self.hidden(&row, adapter, ForwardOptions::EVAL)?;
         let logits = self.logits_at(&hidden, &[t - 1], false)?;
