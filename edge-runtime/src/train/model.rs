@@ -4,8 +4,9 @@
 //! Contracts that keep gradients correct and cheap:
 //! - Frozen projections go through [`FrozenMatmul`], whose backward returns the input
 //!   gradient only (candle's matmul backward would also compute the unused weight gradient).
-//! - At and above the lowest adapted layer every op is a composite with a backward (RMSNorm,
-//!   RoPE and softmax spelled out); below it the stream carries no gradient at all.
+//! - At and above the lowest adapted layer every op has a backward: RMSNorm and softmax are
+//!   custom ops (candle's fused kernels forward, a hand-written backward that keeps no
+//!   intermediates), RoPE is spelled out; below it the stream carries no gradient at all.
 //! - One forward pass runs one packed row of examples: positions restart at every example
 //!   and attention is causal within an example only, so each example sees exactly what it
 //!   sees at inference.
@@ -224,11 +225,123 @@ impl ForwardOptions {
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, tracked: bool) -> Result<Tensor> {
     if tracked {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let r = (ms + f64::from(eps))?.sqrt()?;
-        Ok(x.broadcast_div(&r)?.broadcast_mul(w)?)
+        Ok(x.contiguous()?.apply_op1(RmsNorm {
+            weight: w.clone(),
+            eps,
+        })?)
     } else {
         Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)?)
+    }
+}
+
+/// The composite RMSNorm (every step an op with candle's own backward), the reference the
+/// tests hold [`RmsNorm`] to.
+#[cfg(test)]
+pub(crate) fn rms_norm_composite(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let r = (ms + f64::from(eps))?.sqrt()?;
+    Ok(x.broadcast_div(&r)?.broadcast_mul(w)?)
+}
+
+/// The gradient-carrying RMSNorm and softmax, for tests of their backward passes.
+#[cfg(test)]
+pub(crate) fn tracked_norm_and_softmax_for_tests(
+    x: &Tensor,
+    w: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    Ok((rms_norm(x, w, eps, true)?, softmax(x, true)?))
+}
+
+/// The input of a custom op as a contiguous f32 tensor of its own.
+fn op_input(storage: &CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<Tensor> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} needs a contiguous input");
+    };
+    let values = storage
+        .as_slice::<f32>()?
+        .get(start..end)
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: bad layout")))?;
+    Tensor::from_slice(values, layout.shape(), &Device::Cpu)
+}
+
+/// A custom op's output tensor as storage.
+fn op_output(y: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    Ok((
+        CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
+        y.shape().clone(),
+    ))
+}
+
+/// RMSNorm over the last dimension with a frozen weight: candle's fused kernel forward, and
+/// a backward that recomputes the inverse root mean square from the input, so the graph
+/// keeps no intermediate tensors (the composite form keeps four per norm).
+struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = op_input(storage, layout, "rms-norm")?;
+        op_output(&candle_nn::ops::rms_norm(&x, &self.weight, self.eps)?)
+    }
+
+    /// `∂x = r·u − r³·x·mean(u·x)` with `u = g·w` and `r = 1/√(mean(x²) + ε)`.
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let x = arg.detach();
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + f64::from(self.eps))?
+            .sqrt()?
+            .recip()?;
+        let u = grad_res.detach().broadcast_mul(&self.weight)?;
+        let m = (&u * &x)?.mean_keepdim(D::Minus1)?;
+        let r3m = (r.powf(3.0)? * m)?;
+        Ok(Some((u.broadcast_mul(&r)? - x.broadcast_mul(&r3m)?)?))
+    }
+}
+
+/// Softmax over the last dimension: candle's fused kernel forward, and the backward
+/// `y·(g − Σ g·y)` from the stored output alone (the composite form keeps four tensors of
+/// attention-score size per layer).
+struct SoftmaxLastDim;
+
+impl CustomOp1 for SoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = op_input(storage, layout, "softmax-last-dim")?;
+        op_output(&candle_nn::ops::softmax_last_dim(&x)?)
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let y = res.detach();
+        let g = grad_res.detach();
+        let dot = (&g * &y)?.sum_keepdim(D::Minus1)?;
+        Ok(Some((y * g.broadcast_sub(&dot)?)?))
     }
 }
 
@@ -243,7 +356,7 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 fn softmax(x: &Tensor, tracked: bool) -> Result<Tensor> {
     if tracked {
-        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+        Ok(x.contiguous()?.apply_op1(SoftmaxLastDim)?)
     } else {
         Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
     }

@@ -271,3 +271,48 @@ fn a_shared_prefix_row_scores_like_separate_examples() {
     let separate = sum / count as f32;
     assert!((joint - separate).abs() < 1e-5, "{joint} vs {separate}");
 }
+
+#[test]
+fn custom_norm_and_softmax_pass_the_gradients_of_their_composite_forms() {
+    let x0 = Tensor::randn(0f32, 1.0, (5, 12), &Device::Cpu).expect("x");
+    let w = Tensor::randn(1f32, 0.3, 12, &Device::Cpu).expect("w");
+    let probe = Tensor::randn(0f32, 1.0, (5, 12), &Device::Cpu).expect("probe");
+    let grads = |custom: bool| -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = Var::from_tensor(&x0).expect("var");
+        let (n, s) = if custom {
+            super::model::tracked_norm_and_softmax_for_tests(x.as_tensor(), &w, 1e-5)
+                .expect("custom")
+        } else {
+            (
+                super::model::rms_norm_composite(x.as_tensor(), &w, 1e-5).expect("norm"),
+                candle_nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).expect("sm"),
+            )
+        };
+        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
+        // Weighted sums so that every output element gets its own upstream gradient.
+        let gn = (&n * &probe)
+            .and_then(|t| t.sum_all())
+            .and_then(|l| l.backward())
+            .expect("norm backward");
+        let gs = (&s * &probe)
+            .and_then(|t| t.sum_all())
+            .and_then(|l| l.backward())
+            .expect("softmax backward");
+        let gx = |g: &candle_core::backprop::GradStore| flat(g.get(x.as_tensor()).expect("grad"));
+        (flat(&n), gx(&gn), flat(&s), gx(&gs))
+    };
+    let (a, b) = (grads(true), grads(false));
+    for (name, u, v) in [
+        ("norm", &a.0, &b.0),
+        ("norm grad", &a.1, &b.1),
+        ("softmax", &a.2, &b.2),
+        ("softmax grad", &a.3, &b.3),
+    ] {
+        let d = u
+            .iter()
+            .zip(v)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(d < 1e-5, "{name} differs by {d}");
+    }
+}
