@@ -83,11 +83,18 @@ fn train_cmd(data: &Path, out: &Path, steps: usize, extra: &[&str]) -> Command {
             "--no-governor",
         ])
         .args(["--seed", "5", "--dropout", "0.1", "--accum", "2"])
+        .arg("--emissions-csv")
+        .arg(emissions_csv(out))
         .args(extra)
         .env("RAYON_NUM_THREADS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
+}
+
+/// The emissions CSV of a run into `out`: beside it, so that `out` holds only the adapter.
+fn emissions_csv(out: &Path) -> PathBuf {
+    out.with_extension("emissions.csv")
 }
 
 fn adapter_tensors(dir: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
@@ -268,6 +275,15 @@ fn thermo_train_writes_a_peft_adapter_that_thermo_run_serves() {
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{log}");
     assert!(log.contains("step 6/6 | loss"), "{log}");
+    assert!(log.contains("J/step"), "{log}");
+    assert!(log.contains("[footprint: "), "{log}");
+    let csv = std::fs::read_to_string(emissions_csv(&out)).expect("emissions.csv");
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "a header and one row for the run: {csv}"
+    );
+    assert!(csv.contains("thermo train"), "{csv}");
     let cfg: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("adapter_config.json")).expect("cfg"),
     )

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod bench_eco;
 pub mod bench_governor;
 pub mod bench_llm;
+pub mod bench_train;
 pub mod fleet;
 pub mod footprint;
 pub mod governed;

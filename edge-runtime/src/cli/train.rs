@@ -104,10 +104,23 @@ pub struct TrainArgs {
     /// Run the preflight only.
     #[arg(long)]
     pub preflight_only: bool,
-    /// Watts one busy core draws, for the energy estimate when the board has no power
-    /// sensor.
-    #[arg(long, default_value_t = 1.5, value_name = "WATTS")]
-    pub core_watts: f64,
+    /// Benchmark instead of training: time and energy per optimizer step for adapters on
+    /// all layers and on the top `--bench-top` layers, as a Markdown table (writes nothing).
+    #[arg(long)]
+    pub bench: bool,
+    /// Measured optimizer steps per benchmark configuration (after one warm-up step).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub bench_steps: usize,
+    /// Top layers of the benchmark's second configuration.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub bench_top: usize,
+    /// Append the run's footprint as a CodeCarbon-compatible row to this CSV (default:
+    /// `emissions.csv` in the thermo cache folder).
+    #[arg(long, value_name = "FILE")]
+    pub emissions_csv: Option<PathBuf>,
+    /// Write no emissions.csv row.
+    #[arg(long)]
+    pub no_emissions_csv: bool,
     #[command(flatten)]
     pub governor: GovernorArgs,
 }
@@ -130,7 +143,7 @@ fn model_folder(args: &TrainArgs) -> Result<PathBuf> {
 }
 
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`.
-fn cpu_seconds() -> Option<f64> {
+pub(crate) fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -320,9 +333,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
 
     // The output folder and one dry step.
     let mut trainer = None;
+    let mut bench_data = vec![];
     if let (Some(base), Some(options)) = (&base, options)
         && !train_set.is_empty()
     {
+        if args.bench {
+            bench_data = train_set.clone();
+        }
         match Trainer::new(base, options, train_set, held_set) {
             Ok(mut t) => {
                 check_out_dir(
@@ -366,6 +383,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if args.preflight_only {
         return Ok(());
     }
+    if args.bench {
+        let Some(base) = &base else {
+            bail!("no model to benchmark");
+        };
+        return run_bench(&args, base, &trainer.options, &bench_data);
+    }
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -405,19 +428,18 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Some(Governed::start(&args.governor, 1)?)
     };
     let permits = governed.as_ref().map(Governed::permits);
-    let mut cpu_prev = cpu_seconds();
-    let core_watts = args.core_watts;
+    let factors = crate::eco::EcoConfig::default().resolve()?;
+    let meter = super::bench_train::energy_meter(governed.as_ref(), &factors)?;
+    meter.poll();
+    let run_mark = meter.mark();
+    let mut step_mark = run_mark;
     let steps = trainer.options.steps;
     let started = Instant::now();
     let mut on_step = |r: &StepReport, p: &Progress| -> f64 {
         let status = governed.as_ref().map(Governed::status);
-        let cpu_now = cpu_seconds();
-        let joules = match (status.as_ref().and_then(|s| s.power_w), cpu_prev, cpu_now) {
-            (Some(w), _, _) => f64::from(w) * (r.seconds + r.waited_s),
-            (None, Some(a), Some(b)) => (b - a) * core_watts,
-            _ => r.seconds * core_watts,
-        };
-        cpu_prev = cpu_now;
+        meter.poll();
+        let joules = meter.since(&step_mark).energy_j;
+        step_mark = meter.mark();
         let temp = status
             .as_ref()
             .and_then(|s| s.temperature_c)
@@ -426,11 +448,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
             .eval_loss
             .map_or("--".to_string(), |l| format!("{l:.3} (ppl {:.2})", l.exp()));
         eprintln!(
-            "step {}/{steps} | loss {:.3} | held-out {eval} | {:.0} tok/s | {:.2} s/step | {temp} | {:.1} J",
+            "step {}/{steps} | loss {:.3} | held-out {eval} | {:.0} tok/s | {:.2} s/step | {temp} | {:.1} J/step | {:.1} J",
             r.step,
             r.loss,
             r.tokens as f64 / r.seconds.max(1e-9),
             r.seconds,
+            joules,
             p.energy_j + joules
         );
         joules
@@ -466,6 +489,77 @@ pub fn train(args: TrainArgs) -> Result<()> {
             args.out.display()
         ),
     }
+    meter.poll();
+    let span = meter.since(&run_mark);
+    let fp = factors.footprint(
+        span.energy_j,
+        &span.source.to_string(),
+        span.duration_s,
+        p.tokens,
+        span.wear_hours,
+    );
+    eprintln!("[footprint: {}]", fp.line());
+    let csv = match (&args.emissions_csv, args.no_emissions_csv) {
+        (_, true) => None,
+        (Some(path), false) => Some(path.clone()),
+        (None, false) => Some(cache_root()?.join("emissions.csv")),
+    };
+    if let Some(path) = csv
+        && let Err(e) = crate::eco::emissions_csv::append(
+            &path,
+            &crate::eco::emissions_csv::RunInfo::now("thermo train"),
+            &fp,
+            &factors,
+        )
+    {
+        log::warn!("{e}");
+    }
+    if let Some(g) = governed {
+        eprintln!("[governor: {}]", g.finish().line());
+    }
+    Ok(())
+}
+
+/// `thermo train --bench`: all layers, then the top `--bench-top`, under the governor's
+/// meter (or one of our own with `--no-governor`).
+fn run_bench(
+    args: &TrainArgs,
+    base: &BaseModel,
+    options: &TrainOptions,
+    data: &[crate::train::data::Example],
+) -> Result<()> {
+    use super::bench_train::{bench_config, compute_threads, energy_meter, markdown};
+    let governed = if args.governor.no_governor {
+        None
+    } else {
+        Some(Governed::start(&args.governor, compute_threads())?)
+    };
+    let factors = crate::eco::EcoConfig::default().resolve()?;
+    let meter = energy_meter(governed.as_ref(), &factors)?;
+    let layers = base.config.num_hidden_layers;
+    let targets = options.lora.targets.clone();
+    let mut rows = vec![];
+    // Top-N first: the peak RSS of the second configuration includes what the first left.
+    for top in [Some(args.bench_top.min(layers)), None] {
+        let lora = LoraConfig::new(
+            args.rank,
+            args.alpha,
+            args.dropout,
+            targets.clone(),
+            layers,
+            top,
+        )?;
+        eprintln!("benchmarking {} adapted layer(s) ...", lora.layers.len());
+        rows.push(bench_config(
+            base,
+            options,
+            lora,
+            data,
+            args.bench_steps.max(1),
+            &meter,
+        )?);
+    }
+    print!("{}", markdown(&rows, options.seq_len, compute_threads()));
     if let Some(g) = governed {
         eprintln!("[governor: {}]", g.finish().line());
     }

@@ -387,29 +387,68 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     idx
 }
 
-/// Appends `ex` to `row` as a new segment.
-pub fn push_example(row: &mut PackedRow, ex: &Example) {
+/// Length of the token prefix that every example in `sets` starts with (e.g. the chat
+/// template's system turn), capped so that every example keeps at least one token of its
+/// own and its first scored token's predecessor inside or right after the prefix.
+pub fn common_prefix(sets: &[&[Example]]) -> usize {
+    let mut all = sets.iter().flat_map(|s| s.iter());
+    let Some(first) = all.next() else {
+        return 0;
+    };
+    let mut k = first.ids.len().saturating_sub(1).min(first.scored_from);
+    for e in all {
+        k = k.min(e.ids.len().saturating_sub(1)).min(e.scored_from);
+        k = first.ids[..k]
+            .iter()
+            .zip(&e.ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    k
+}
+
+/// Tokens `ex` adds to a row whose first `shared` tokens are the common prefix.
+pub fn row_cost(ex: &Example, shared: usize) -> usize {
+    ex.ids.len() - shared.min(ex.ids.len())
+}
+
+/// Appends `ex` to `row` as a new segment. With `shared > 0` the row starts with the
+/// examples' common prefix (written once, as segment 0, and readable by every segment);
+/// `ex` must start with that prefix and adds only its remaining tokens, at the positions
+/// they have in `ex`. Each example so sees exactly the context it sees alone.
+pub fn push_example(row: &mut PackedRow, ex: &Example, shared: usize) {
+    if row.ids.is_empty() {
+        row.shared = shared.min(ex.ids.len().saturating_sub(1));
+        row.ids.extend_from_slice(&ex.ids[..row.shared]);
+        row.positions.extend(0..row.shared as u32);
+        row.segment.extend(std::iter::repeat_n(0, row.shared));
+    }
+    let shared = row.shared;
+    debug_assert!(ex.ids.len() > shared && ex.ids[..shared] == row.ids[..shared]);
     let base = row.ids.len();
     let seg = row.segment.last().map_or(0, |s| s + 1);
-    for (i, &id) in ex.ids.iter().enumerate() {
+    for (i, &id) in ex.ids.iter().enumerate().skip(shared) {
         row.ids.push(id);
         row.positions.push(i as u32);
         row.segment.push(seg);
     }
-    for i in ex.scored_from..ex.ids.len() {
-        row.targets.push((base + i - 1, ex.ids[i]));
+    // Row index of token `i` of `ex`: inside the shared prefix, or in its own segment.
+    let at = |i: usize| if i < shared { i } else { base + i - shared };
+    for i in ex.scored_from.max(1)..ex.ids.len() {
+        row.targets.push((at(i - 1), ex.ids[i]));
     }
 }
 
-/// Rows of at most `seq_len` tokens holding `examples` in order (evaluation).
-pub fn pack_all(examples: &[Example], seq_len: usize) -> Vec<PackedRow> {
+/// Rows of at most `seq_len` tokens holding `examples` in order (evaluation); `shared` is
+/// their common prefix length (see [`common_prefix`]).
+pub fn pack_all(examples: &[Example], seq_len: usize, shared: usize) -> Vec<PackedRow> {
     let mut rows = vec![];
     let mut row = PackedRow::default();
     for e in examples {
-        if !row.ids.is_empty() && row.ids.len() + e.ids.len() > seq_len {
+        if !row.ids.is_empty() && row.ids.len() + row_cost(e, shared) > seq_len {
             rows.push(std::mem::take(&mut row));
         }
-        push_example(&mut row, e);
+        push_example(&mut row, e, shared);
     }
     if !row.ids.is_empty() {
         rows.push(row);
@@ -474,6 +513,7 @@ mod tests {
         let rows = pack_all(
             &[e(vec![1, 2, 3], 2), e(vec![4, 5], 1), e(vec![6, 7, 8], 1)],
             5,
+            0,
         );
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].ids, vec![1, 2, 3, 4, 5]);

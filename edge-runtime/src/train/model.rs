@@ -4,8 +4,9 @@
 //! Contracts that keep gradients correct and cheap:
 //! - Frozen projections go through [`FrozenMatmul`], whose backward returns the input
 //!   gradient only (candle's matmul backward would also compute the unused weight gradient).
-//! - At and above the lowest adapted layer every op is a composite with a backward (RMSNorm,
-//!   RoPE and softmax spelled out); below it the stream carries no gradient at all.
+//! - At and above the lowest adapted layer every op has a backward: RMSNorm and softmax are
+//!   custom ops (candle's fused kernels forward, a hand-written backward that keeps no
+//!   intermediates), RoPE is spelled out; below it the stream carries no gradient at all.
 //! - One forward pass runs one packed row of examples: positions restart at every example
 //!   and attention is causal within an example only, so each example sees exactly what it
 //!   sees at inference.
@@ -200,6 +201,9 @@ pub struct PackedRow {
     /// `(position in row, target token)`: the logits at that position are scored against
     /// the target (the next token of the same example).
     pub targets: Vec<(usize, u32)>,
+    /// The first `shared` tokens are a prefix common to every example of the row: every
+    /// segment may read them (they are computed once instead of once per example).
+    pub shared: usize,
 }
 
 /// Options of one forward pass.
@@ -221,11 +225,123 @@ impl ForwardOptions {
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, tracked: bool) -> Result<Tensor> {
     if tracked {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let r = (ms + f64::from(eps))?.sqrt()?;
-        Ok(x.broadcast_div(&r)?.broadcast_mul(w)?)
+        Ok(x.contiguous()?.apply_op1(RmsNorm {
+            weight: w.clone(),
+            eps,
+        })?)
     } else {
         Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)?)
+    }
+}
+
+/// The composite RMSNorm (every step an op with candle's own backward), the reference the
+/// tests hold [`RmsNorm`] to.
+#[cfg(test)]
+pub(crate) fn rms_norm_composite(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let r = (ms + f64::from(eps))?.sqrt()?;
+    Ok(x.broadcast_div(&r)?.broadcast_mul(w)?)
+}
+
+/// The gradient-carrying RMSNorm and softmax, for tests of their backward passes.
+#[cfg(test)]
+pub(crate) fn tracked_norm_and_softmax_for_tests(
+    x: &Tensor,
+    w: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    Ok((rms_norm(x, w, eps, true)?, softmax(x, true)?))
+}
+
+/// The input of a custom op as a contiguous f32 tensor of its own.
+fn op_input(storage: &CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<Tensor> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} needs a contiguous input");
+    };
+    let values = storage
+        .as_slice::<f32>()?
+        .get(start..end)
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: bad layout")))?;
+    Tensor::from_slice(values, layout.shape(), &Device::Cpu)
+}
+
+/// A custom op's output tensor as storage.
+fn op_output(y: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    Ok((
+        CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
+        y.shape().clone(),
+    ))
+}
+
+/// RMSNorm over the last dimension with a frozen weight: candle's fused kernel forward, and
+/// a backward that recomputes the inverse root mean square from the input, so the graph
+/// keeps no intermediate tensors (the composite form keeps four per norm).
+struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = op_input(storage, layout, "rms-norm")?;
+        op_output(&candle_nn::ops::rms_norm(&x, &self.weight, self.eps)?)
+    }
+
+    /// `∂x = r·u − r³·x·mean(u·x)` with `u = g·w` and `r = 1/√(mean(x²) + ε)`.
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let x = arg.detach();
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + f64::from(self.eps))?
+            .sqrt()?
+            .recip()?;
+        let u = grad_res.detach().broadcast_mul(&self.weight)?;
+        let m = (&u * &x)?.mean_keepdim(D::Minus1)?;
+        let r3m = (r.powf(3.0)? * m)?;
+        Ok(Some((u.broadcast_mul(&r)? - x.broadcast_mul(&r3m)?)?))
+    }
+}
+
+/// Softmax over the last dimension: candle's fused kernel forward, and the backward
+/// `y·(g − Σ g·y)` from the stored output alone (the composite form keeps four tensors of
+/// attention-score size per layer).
+struct SoftmaxLastDim;
+
+impl CustomOp1 for SoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = op_input(storage, layout, "softmax-last-dim")?;
+        op_output(&candle_nn::ops::softmax_last_dim(&x)?)
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let y = res.detach();
+        let g = grad_res.detach();
+        let dot = (&g * &y)?.sum_keepdim(D::Minus1)?;
+        Ok(Some((y * g.broadcast_sub(&dot)?)?))
     }
 }
 
@@ -240,20 +356,21 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 fn softmax(x: &Tensor, tracked: bool) -> Result<Tensor> {
     if tracked {
-        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+        Ok(x.contiguous()?.apply_op1(SoftmaxLastDim)?)
     } else {
         Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
     }
 }
 
-/// Additive attention bias for a packed row: 0 where query `i` may read key `j` (same
-/// example, `j ≤ i`), a large negative number elsewhere.
-fn attention_bias(segment: &[u32]) -> Result<Tensor> {
+/// Additive attention bias for a packed row: 0 where query `i` may read key `j` (`j ≤ i`,
+/// and the same example or the shared prefix `j < shared`), a large negative number
+/// elsewhere.
+fn attention_bias(segment: &[u32], shared: usize) -> Result<Tensor> {
     let t = segment.len();
     let mut bias = vec![-1e9f32; t * t];
     for i in 0..t {
         for j in 0..=i {
-            if segment[i] == segment[j] {
+            if j < shared || segment[i] == segment[j] {
                 bias[i * t + j] = 0.0;
             }
         }
@@ -302,7 +419,7 @@ impl BaseModel {
         let t = row.ids.len();
         ensure!(t > 0, "empty row");
         ensure!(
-            row.positions.len() == t && row.segment.len() == t,
+            row.positions.len() == t && row.segment.len() == t && row.shared <= t,
             "row fields differ in length"
         );
         if let Some(&bad) = row.ids.iter().find(|&&id| id as usize >= c.vocab_size) {
@@ -317,7 +434,7 @@ impl BaseModel {
         let ids = Tensor::from_slice(&row.ids, t, &Device::Cpu)?;
         let mut h = self.embed.index_select(&ids, 0)?;
         let (cos, sin) = self.rope_tables(&row.positions)?;
-        let bias = attention_bias(&row.segment)?;
+        let bias = attention_bias(&row.segment, row.shared)?;
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let group = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
@@ -414,6 +531,7 @@ impl BaseModel {
             positions: (0..t as u32).collect(),
             segment: vec![0; t],
             targets: vec![],
+            shared: 0,
         };
         let hidden = self.hidden(&row, adapter, ForwardOptions::EVAL)?;
         let logits = self.logits_at(&hidden, &[t - 1], false)?;

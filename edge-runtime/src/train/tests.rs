@@ -64,7 +64,7 @@ fn frozen_products_pass_the_same_input_gradient_as_a_plain_matmul() {
     let model = tiny();
     let ex = examples(&["abcdefgh"]);
     let mut row = super::model::PackedRow::default();
-    super::data::push_example(&mut row, &ex[0]);
+    super::data::push_example(&mut row, &ex[0], 0);
     // With an adapter on layer 0 everything is tracked through FrozenMatmul; B = 0 makes
     // the adapted model equal the base, whose loss the untracked path computes.
     let cfg = LoraConfig::new(2, 4.0, 0.0, vec![Target::Q], 2, None).expect("cfg");
@@ -230,4 +230,89 @@ fn merged_weights_give_the_logits_of_the_adapter() {
         .fold(0.0f32, f32::max);
     assert!(diff < 1e-4, "merged vs adapter: {diff}");
     assert!(moved > 1e-3, "the adapter changed nothing: {moved}");
+}
+
+#[test]
+fn a_shared_prefix_row_scores_like_separate_examples() {
+    let model = tiny();
+    let mut ex = examples(&["sys: pump P-17 code 4471", "sys: valve V-3 code 9120"]);
+    for e in &mut ex {
+        e.scored_from = 6;
+    }
+    let shared = super::data::common_prefix(&[&ex]);
+    assert_eq!(shared, 5, "the common prefix is \"sys: \"");
+    let cfg = LoraConfig::new(2, 4.0, 0.0, vec![Target::Q, Target::V], 2, None).expect("cfg");
+    let adapter = super::lora::LoraAdapter::new(cfg, &model.config, 1).expect("adapter");
+    // A non-zero B so that the adapters change the attention of every position.
+    for (name, var) in adapter.named_vars() {
+        if name.contains("lora_B") {
+            let t = Tensor::randn(0f32, 0.5, var.as_tensor().shape(), &Device::Cpu).expect("b");
+            var.set(&t).expect("set");
+        }
+    }
+    let packed = super::data::pack_all(&ex, 64, shared);
+    assert_eq!(packed.len(), 1);
+    let row = &packed[0];
+    assert_eq!(row.ids.len(), ex[0].ids.len() + ex[1].ids.len() - shared);
+    let (joint, n) = model
+        .loss(row, Some(&adapter), ForwardOptions::EVAL)
+        .expect("joint");
+    let (mut sum, mut count) = (0.0f32, 0usize);
+    for e in &ex {
+        let alone = super::data::pack_all(std::slice::from_ref(e), 64, 0);
+        let (l, k) = model
+            .loss(&alone[0], Some(&adapter), ForwardOptions::EVAL)
+            .expect("alone");
+        sum += l.to_scalar::<f32>().expect("l") * k as f32;
+        count += k;
+    }
+    assert_eq!(n, count);
+    let joint = joint.to_scalar::<f32>().expect("joint");
+    let separate = sum / count as f32;
+    assert!((joint - separate).abs() < 1e-5, "{joint} vs {separate}");
+}
+
+#[test]
+fn custom_norm_and_softmax_pass_the_gradients_of_their_composite_forms() {
+    let x0 = Tensor::randn(0f32, 1.0, (5, 12), &Device::Cpu).expect("x");
+    let w = Tensor::randn(1f32, 0.3, 12, &Device::Cpu).expect("w");
+    let probe = Tensor::randn(0f32, 1.0, (5, 12), &Device::Cpu).expect("probe");
+    let grads = |custom: bool| -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = Var::from_tensor(&x0).expect("var");
+        let (n, s) = if custom {
+            super::model::tracked_norm_and_softmax_for_tests(x.as_tensor(), &w, 1e-5)
+                .expect("custom")
+        } else {
+            (
+                super::model::rms_norm_composite(x.as_tensor(), &w, 1e-5).expect("norm"),
+                candle_nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).expect("sm"),
+            )
+        };
+        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("v");
+        // Weighted sums so that every output element gets its own upstream gradient.
+        let gn = (&n * &probe)
+            .and_then(|t| t.sum_all())
+            .and_then(|l| l.backward())
+            .expect("norm backward");
+        let gs = (&s * &probe)
+            .and_then(|t| t.sum_all())
+            .and_then(|l| l.backward())
+            .expect("softmax backward");
+        let gx = |g: &candle_core::backprop::GradStore| flat(g.get(x.as_tensor()).expect("grad"));
+        (flat(&n), gx(&gn), flat(&s), gx(&gs))
+    };
+    let (a, b) = (grads(true), grads(false));
+    for (name, u, v) in [
+        ("norm", &a.0, &b.0),
+        ("norm grad", &a.1, &b.1),
+        ("softmax", &a.2, &b.2),
+        ("softmax grad", &a.3, &b.3),
+    ] {
+        let d = u
+            .iter()
+            .zip(v)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(d < 1e-5, "{name} differs by {d}");
+    }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::atomic::write_atomically;
-use super::data::{Example, epoch_order, pack_all, push_example};
+use super::data::{Example, common_prefix, epoch_order, pack_all, push_example, row_cost};
 use super::lora::{LoraAdapter, LoraConfig, NamedTensors, read_safetensors, safetensors_bytes};
 use super::model::{BaseModel, ForwardOptions, PackedRow};
 use super::optim::{AdamW, AdamWParams, Schedule, learning_rate};
@@ -126,6 +126,8 @@ pub struct Trainer<'m> {
     train: Vec<Example>,
     eval_rows: Vec<PackedRow>,
     order: Vec<usize>,
+    /// Length of the token prefix all examples share (packed once per row).
+    shared: usize,
     /// Where the run stands.
     pub progress: Progress,
     digest: String,
@@ -159,7 +161,8 @@ impl<'m> Trainer<'m> {
             .collect();
         let opt = AdamW::new(vars, options.adamw)?;
         let digest = data_digest(&train, &eval);
-        let eval_rows = pack_all(&eval, options.seq_len);
+        let shared = common_prefix(&[&train, &eval]);
+        let eval_rows = pack_all(&eval, options.seq_len, shared);
         let order = epoch_order(train.len(), options.seed, 0);
         Ok(Trainer {
             model,
@@ -169,6 +172,7 @@ impl<'m> Trainer<'m> {
             train,
             eval_rows,
             order,
+            shared,
             progress: Progress::default(),
             digest,
         })
@@ -184,10 +188,12 @@ impl<'m> Trainer<'m> {
                 self.order = epoch_order(self.train.len(), self.options.seed, self.progress.epoch);
             }
             let ex = &self.train[self.order[self.progress.index]];
-            if !row.ids.is_empty() && row.ids.len() + ex.ids.len() > self.options.seq_len {
+            if !row.ids.is_empty()
+                && row.ids.len() + row_cost(ex, self.shared) > self.options.seq_len
+            {
                 return row;
             }
-            push_example(&mut row, ex);
+            push_example(&mut row, ex, self.shared);
             self.progress.index += 1;
         }
     }

@@ -1,0 +1,191 @@
+//! `thermo train --bench`: seconds, CPU seconds and estimated joules per optimizer step on
+//! the run's model and data, for adapters on all layers against adapters on the top N
+//! layers, with the peak resident memory of each, as a Markdown table. Nothing is written
+//! to the output folder.
+//!
+//! Joules come from the governor's board meter when the governor runs (a power sensor,
+//! RAPL, or the board's power model times CPU time, whichever the board offers), otherwise
+//! from a meter of the same kind opened here; the table names the source used.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::governed::Governed;
+use crate::eco::Factors;
+use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
+use crate::governor::platform::Platform;
+use crate::train::data::Example;
+use crate::train::lora::LoraConfig;
+use crate::train::model::BaseModel;
+use crate::train::trainer::{TrainOptions, Trainer};
+
+/// The energy meter of a training run: the governor's when it runs, else RAPL or the
+/// default board's power model times this process's CPU time (wear per `factors`).
+pub fn energy_meter(governed: Option<&Governed>, factors: &Factors) -> Result<MeterHandle> {
+    if let Some(g) = governed {
+        return Ok(g.meter().clone());
+    }
+    let profile = sensor_drivers::sim::Profile::builtin(crate::sensing::DEFAULT_TWIN_PROFILE)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let platform = Platform::from_profile(&profile)?;
+    let model = PowerModel::from_platform(&platform, platform.top_level());
+    let meter = MeterHandle::new(EnergyMeter::new(
+        Some(Fallback::detect(Path::new("/sys/class/powercap"), model)),
+        factors.wear_reference_c,
+        factors.activation_ev,
+    ));
+    meter.poll();
+    Ok(meter)
+}
+
+/// Peak resident set size of this process in MB (`VmHWM`).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resets the peak resident set size to the current one (Linux `clear_refs`); returns
+/// whether the kernel took it.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// One configuration's figures.
+#[derive(Clone, Debug)]
+pub struct BenchRow {
+    /// Adapted layers, e.g. `all 30` or `top 4`.
+    pub layers: String,
+    /// Measured optimizer steps.
+    pub steps: usize,
+    /// Mean tokens per step.
+    pub tokens_per_step: f64,
+    /// Mean wall seconds per step.
+    pub seconds_per_step: f64,
+    /// Mean CPU seconds per step (all threads).
+    pub cpu_seconds_per_step: Option<f64>,
+    /// Mean estimated joules per step.
+    pub joules_per_step: f64,
+    /// Where the joules came from.
+    pub energy_source: String,
+    /// Peak resident memory while this configuration ran, MB.
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Runs `steps` measured optimizer steps (after one unmeasured warm-up step) of a fresh
+/// trainer with `lora` and `options`, metered by `meter`.
+pub fn bench_config(
+    model: &BaseModel,
+    options: &TrainOptions,
+    lora: LoraConfig,
+    train: &[Example],
+    steps: usize,
+    meter: &MeterHandle,
+) -> Result<BenchRow> {
+    let layers = if lora.layers.len() == model.config.num_hidden_layers {
+        format!("all {}", lora.layers.len())
+    } else {
+        format!("top {}", lora.layers.len())
+    };
+    let options = TrainOptions {
+        lora,
+        steps: steps + 1,
+        ..options.clone()
+    };
+    let rss_reset = reset_peak_rss();
+    let mut trainer = Trainer::new(model, options, train.to_vec(), vec![])?;
+    trainer.step().context("the warm-up step")?;
+    meter.poll();
+    let mark = meter.mark();
+    let cpu0 = super::train::cpu_seconds();
+    let t0 = Instant::now();
+    let mut tokens = 0usize;
+    for _ in 0..steps {
+        tokens += trainer.step()?.tokens;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = match (cpu0, super::train::cpu_seconds()) {
+        (Some(a), Some(b)) => Some((b - a) / steps as f64),
+        _ => None,
+    };
+    meter.poll();
+    let span = meter.since(&mark);
+    Ok(BenchRow {
+        layers,
+        steps,
+        tokens_per_step: tokens as f64 / steps as f64,
+        seconds_per_step: wall / steps as f64,
+        cpu_seconds_per_step: cpu,
+        joules_per_step: span.energy_j / steps as f64,
+        energy_source: span.source.to_string(),
+        peak_rss_mb: if rss_reset { peak_rss_mb() } else { None },
+    })
+}
+
+/// The Markdown table of `rows`.
+pub fn markdown(rows: &[BenchRow], seq_len: usize, threads: usize) -> String {
+    let mut out = format!(
+        "Training step benchmark: packed rows of up to {seq_len} tokens, {threads} compute \
+         thread(s)\n\n\
+         | adapted layers | steps | tokens/step | s/step | CPU s/step | J/step (est.) | energy source | peak RSS (MB) |\n\
+         |---|---:|---:|---:|---:|---:|---|---:|\n"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {:.2} | {} | {:.1} | {} | {} |\n",
+            r.layers,
+            r.steps,
+            r.tokens_per_step,
+            r.seconds_per_step,
+            r.cpu_seconds_per_step
+                .map_or("n/a".into(), |c| format!("{c:.2}")),
+            r.joules_per_step,
+            r.energy_source,
+            r.peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0}")),
+        ));
+    }
+    out
+}
+
+/// Compute threads candle's matrix products use (`RAYON_NUM_THREADS`, else all cores).
+pub fn compute_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_has_one_line_per_configuration() {
+        let row = |layers: &str, s| BenchRow {
+            layers: layers.into(),
+            steps: 3,
+            tokens_per_step: 126.0,
+            seconds_per_step: s,
+            cpu_seconds_per_step: Some(2.0 * s),
+            joules_per_step: 3.0 * s,
+            energy_source: "power model x CPU time".into(),
+            peak_rss_mb: None,
+        };
+        let t = markdown(&[row("all 30", 2.5), row("top 4", 0.8)], 128, 2);
+        let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("| ")).collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[1].contains("| all 30 | 3 | 126 | 2.50 | 5.00 | 7.5 |"));
+        assert!(lines[2].contains("| top 4 | 3 | 126 | 0.80 | 1.60 | 2.4 |"));
+        assert!(lines[2].ends_with("| n/a |"));
+    }
+}
