@@ -46,3 +46,22 @@ pub fn real_model_dir(format: WeightFormat) -> PathBuf {
     };
     edge_runtime::cli::run::resolve_model(&args).expect("fetching and importing the default model")
 }
+
+/// The `thermo` binary next to the running test's directory, built first when absent.
+pub fn thermo() -> anyhow::Result<PathBuf> {
+    use anyhow::{Context, ensure};
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("test binary has no target dir")?;
+    let bin = dir.join("thermo");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "edge-runtime", "--bin", "thermo"])
+            .status()?;
+        ensure!(status.success(), "building thermo failed");
+    }
+    Ok(bin)
+}

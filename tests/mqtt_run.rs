@@ -3,35 +3,16 @@
 //! per telemetry interval with the governor's state, one record for the finished request,
 //! and a clean `offline` at the end; `thermo fleet --for` prints the device's row.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e_tests::mosquitto::{Mosquitto, Subscriber};
-use e2e_tests::tiny_model;
+use e2e_tests::{thermo, tiny_model};
 use edge_runtime::engine::WeightFormat;
 use edge_runtime::telemetry::{Body, Encoding, Record};
 
 const DEVICE: &str = "run-dev";
-
-/// The `thermo` binary next to this test's directory, built first when absent.
-fn thermo() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("test binary has no target dir")?;
-    let bin = dir.join("thermo");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "edge-runtime", "--bin", "thermo"])
-            .status()?;
-        ensure!(status.success(), "building thermo failed");
-    }
-    Ok(bin)
-}
 
 #[test]
 fn thermo_run_publishes_ticks_a_request_record_and_a_clean_offline() -> Result<()> {

@@ -5,35 +5,16 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e_tests::mosquitto::{Mosquitto, Subscriber, publish_once};
-use e2e_tests::tiny_model;
+use e2e_tests::{thermo, tiny_model};
 use edge_runtime::engine::WeightFormat;
 use edge_runtime::telemetry::{Body, Encoding, Record};
 
 const DEVICE: &str = "serve-dev";
-
-/// The `thermo` binary next to this test's directory, built first when absent.
-fn thermo() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("test binary has no target dir")?;
-    let bin = dir.join("thermo");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "edge-runtime", "--bin", "thermo"])
-            .status()?;
-        ensure!(status.success(), "building thermo failed");
-    }
-    Ok(bin)
-}
 
 /// Sends a raw HTTP/1.1 request with `Connection: close`; the status and the body.
 fn http(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
