@@ -77,6 +77,7 @@ fn decode_intervals(model: &Arc<LoadedModel>, t: &Telemetry) -> Result<Vec<f64>>
         wall_ms: start.elapsed().as_millis() as u64,
         energy_j: None,
         eco: None,
+        today: None,
     }));
     stop.store(true, Ordering::Relaxed);
     let _ = ticker.join();

@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => edge_runtime::cli::serve::serve(args),
         Command::Config(args) => edge_runtime::cli::serve::config(args),
         Command::Train(args) => edge_runtime::cli::train::train(args),
+        Command::Eco(args) => edge_runtime::cli::ledger::eco(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -124,10 +124,7 @@ fn a_bad_eco_config_is_refused_with_every_problem_named() -> anyhow::Result<()> 
     let model = dir.path().join("tiny");
     write_tiny_model(&model, 7, WeightFormat::F32)?;
     let cfg = dir.path().join("eco.toml");
-    std::fs::write(
-        &cfg,
-        "[eco]\nregion = \"mars\"\n[eco.overrides]\nwater_l_per_kwh = -1.0\n",
-    )?;
+    std::fs::write(&cfg, "[eco]\nregion = \"mars\"\nwater_l_per_kwh = -1.0\n")?;
     let (model_s, cfg_s) = (
         model.to_string_lossy().to_string(),
         cfg.to_string_lossy().to_string(),
@@ -138,7 +135,7 @@ fn a_bad_eco_config_is_refused_with_every_problem_named() -> anyhow::Result<()> 
             "--model",
             &model_s,
             "--no-governor",
-            "--eco-config",
+            "--config",
             &cfg_s,
             "hi",
         ],
@@ -151,7 +148,7 @@ fn a_bad_eco_config_is_refused_with_every_problem_named() -> anyhow::Result<()> 
         "{stderr}"
     );
     assert!(
-        stderr.contains("eco.overrides.water_l_per_kwh: must be at least 0"),
+        stderr.contains("eco.water_l_per_kwh: must be at least 0"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"));

@@ -17,29 +17,38 @@ use crate::config::{Config, EcoSection, Layers};
 use crate::eco::emissions_csv::{self, RunInfo};
 use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::eco::guard::{GuardConfig, GuardStop, ZombieGuard};
-use crate::eco::ledger::{Ledger, utc_date};
-use crate::eco::{EcoConfig, Factors, Footprint};
+use crate::eco::ledger::{DayTotals, Ledger, utc_date};
+use crate::eco::{Factors, Footprint};
 use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, generate};
 use crate::engine::model::KvState;
 use crate::governor::platform::Platform;
 use crate::shutdown::Shutdown;
 
-/// Eco-accounting and guard flags of the main job.
+/// Footprint flags of `run`, `chat` and `train`: the configuration file, the region and the
+/// `emissions.csv` row.
 #[derive(Debug, Clone, Args)]
-pub struct EcoArgs {
-    /// Append a CodeCarbon-compatible row per answer to this CSV (default:
+pub struct FootprintArgs {
+    /// Read the configuration from this file instead of /etc/thermo/thermo.toml (the `[eco]`
+    /// and `[telemetry]` sections apply; see `thermo config example`).
+    #[arg(long = "config", alias = "eco-config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Grid region for the carbon and water factors (world, us, cn, in, jp, de).
+    #[arg(long, value_name = "CODE")]
+    pub region: Option<String>,
+    /// Append a CodeCarbon-compatible row per answer or training run to this CSV (default:
     /// `emissions.csv` in the thermo cache folder).
     #[arg(long, value_name = "FILE")]
     pub emissions_csv: Option<PathBuf>,
     /// Write no emissions.csv.
     #[arg(long)]
     pub no_emissions_csv: bool,
-    /// Read footprint factors from the `[eco]` section of this TOML file.
-    #[arg(long, value_name = "FILE")]
-    pub eco_config: Option<PathBuf>,
-    /// Grid region for the carbon and water factors (world, us, cn, in, jp, de).
-    #[arg(long, value_name = "CODE")]
-    pub region: Option<String>,
+}
+
+/// Eco-accounting and guard flags of `run` and `chat`.
+#[derive(Debug, Clone, Args)]
+pub struct EcoArgs {
+    #[command(flatten)]
+    pub footprint: FootprintArgs,
     /// Do not stop degenerate (looping) answers.
     #[arg(long)]
     pub no_guard: bool,
@@ -54,27 +63,31 @@ pub struct EcoArgs {
     pub max_g_co2e: Option<f64>,
 }
 
-impl EcoArgs {
+/// `eco.<key>` overrides from flags that were given.
+fn push(out: &mut Vec<(String, String)>, key: &str, value: Option<String>) {
+    if let Some(v) = value {
+        out.push((format!("eco.{key}"), v));
+    }
+}
+
+impl FootprintArgs {
     /// The flags as `[eco]` overrides of the layered configuration.
     pub fn overrides(&self) -> Vec<(String, String)> {
         let mut out = vec![];
-        let mut push = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                out.push((format!("eco.{k}"), v));
-            }
-        };
-        push("region", self.region.as_ref().map(|r| format!("{r:?}")));
-        push("guard", self.no_guard.then(|| "false".into()));
-        push("max_seconds", self.max_seconds.map(|v| format!("{v:?}")));
-        push("max_joules", self.max_joules.map(|v| format!("{v:?}")));
-        push("max_g_co2e", self.max_g_co2e.map(|v| format!("{v:?}")));
         push(
+            &mut out,
+            "region",
+            self.region.as_ref().map(|r| format!("{r:?}")),
+        );
+        push(
+            &mut out,
             "emissions_csv",
             self.emissions_csv
                 .as_ref()
                 .map(|p| format!("{:?}", p.display().to_string())),
         );
         push(
+            &mut out,
             "write_emissions_csv",
             self.no_emissions_csv.then(|| "false".into()),
         );
@@ -82,17 +95,61 @@ impl EcoArgs {
     }
 }
 
-/// The main job's configuration: `/etc/thermo/thermo.toml` when it exists (the service's
-/// file) < `THERMO_<SECTION>_<KEY>` < the eco and telemetry flags. `run` and `chat` use its
-/// `[eco]` and `[telemetry]` sections.
+impl EcoArgs {
+    /// The flags as `[eco]` overrides of the layered configuration.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let mut out = self.footprint.overrides();
+        push(&mut out, "guard", self.no_guard.then(|| "false".into()));
+        push(
+            &mut out,
+            "max_seconds",
+            self.max_seconds.map(|v| format!("{v:?}")),
+        );
+        push(
+            &mut out,
+            "max_joules",
+            self.max_joules.map(|v| format!("{v:?}")),
+        );
+        push(
+            &mut out,
+            "max_g_co2e",
+            self.max_g_co2e.map(|v| format!("{v:?}")),
+        );
+        out
+    }
+}
+
+/// The main job's configuration: the `--config` file, else `/etc/thermo/thermo.toml` when
+/// it exists (the service's file) < `THERMO_<SECTION>_<KEY>` < the flags (`eco` holds the
+/// `[eco]` overrides). `run`, `chat` and `train` use its `[eco]` and `[telemetry]` sections.
 pub fn main_job_config(
-    eco: &EcoArgs,
+    footprint: &FootprintArgs,
+    eco: Vec<(String, String)>,
     telemetry: &super::telemetry::TelemetryArgs,
 ) -> Result<Config> {
-    let mut overrides = eco.overrides();
+    let mut overrides = eco;
     overrides.extend(super::serve::telemetry_overrides(telemetry));
-    let layers = Layers::from_process(None, overrides)?;
+    let layers = Layers::from_process(footprint.config.as_deref(), overrides)?;
     Ok(Config::load(&layers)?)
+}
+
+/// The CSV the footprint rows go to, when `[eco]` asks for them.
+pub fn emissions_csv_path(eco: &EcoSection) -> Result<Option<PathBuf>> {
+    if !eco.write_emissions_csv {
+        return Ok(None);
+    }
+    Ok(Some(match &eco.emissions_csv {
+        Some(p) => p.clone(),
+        None => crate::models::cache_root()?.join("emissions.csv"),
+    }))
+}
+
+/// The per-day ledger of `run`, `chat` and `train`, next to the CSV's default place (the
+/// cache); `None` when there is no cache folder.
+pub fn cache_ledger() -> Option<Ledger> {
+    crate::models::cache_root()
+        .ok()
+        .map(|root| Ledger::new(root.join(crate::serve::LEDGER_FILE)))
 }
 
 /// Eco accounting over one `run` or `chat` session.
@@ -104,6 +161,7 @@ pub struct Accounting {
     csv: Option<PathBuf>,
     ledger: Option<Ledger>,
     session: Footprint,
+    today: Option<DayTotals>,
 }
 
 /// Why the gate stops a generation once SIGTERM or SIGINT arrived.
@@ -113,30 +171,11 @@ impl Accounting {
     /// Resolves the factors and the meter: the governor's board meter when it runs, else
     /// RAPL or the default board's power model, sampled on a thread every 100 ms. Factors,
     /// guard, budgets and the CSV come from `eco` (the layered `[eco]` section, the flags
-    /// already on top, see [`main_job_config`]); `--eco-config FILE` replaces its factors.
-    pub fn start(args: &EcoArgs, eco: &EcoSection, governed: Option<&Governed>) -> Result<Self> {
-        let factors = match &args.eco_config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let mut cfg =
-                    EcoConfig::from_toml_str(&text).with_context(|| path.display().to_string())?;
-                if let Some(region) = &args.region {
-                    cfg.region = region.clone();
-                }
-                cfg.resolve()?
-            }
-            None => eco.factors()?,
-        };
+    /// already on top, see [`main_job_config`]).
+    pub fn start(eco: &EcoSection, governed: Option<&Governed>) -> Result<Self> {
+        let factors = eco.factors()?;
         let guard = eco.guard_config();
-        let csv = if eco.write_emissions_csv {
-            match &eco.emissions_csv {
-                Some(p) => Some(p.clone()),
-                None => Some(crate::models::cache_root()?.join("emissions.csv")),
-            }
-        } else {
-            None
-        };
+        let csv = emissions_csv_path(eco)?;
         let (meter, sampler) = match governed {
             Some(g) => (g.meter().clone(), None),
             None => {
@@ -169,11 +208,9 @@ impl Accounting {
             sampler,
             guard,
             csv,
-            // The per-day totals live next to the CSV's default place, the cache.
-            ledger: crate::models::cache_root()
-                .ok()
-                .map(|root| Ledger::new(root.join(crate::serve::LEDGER_FILE))),
+            ledger: cache_ledger(),
             session: Footprint::default(),
+            today: None,
         })
     }
 
@@ -238,10 +275,11 @@ impl Accounting {
         {
             log::warn!("{e}");
         }
-        if let Some(ledger) = &self.ledger
-            && let Err(e) = ledger.record(&utc_date(std::time::SystemTime::now()), &fp)
-        {
-            log::warn!("{e}");
+        if let Some(ledger) = &self.ledger {
+            match ledger.record(&utc_date(std::time::SystemTime::now()), &fp) {
+                Ok(today) => self.today = Some(today),
+                Err(e) => log::warn!("{e}"),
+            }
         }
         let stop = guard.and_then(|g| g.stopped().cloned());
         Ok((stats, fp, stop))
@@ -250,6 +288,11 @@ impl Accounting {
     /// The footprint of the whole session so far.
     pub fn session(&self) -> &Footprint {
         &self.session
+    }
+
+    /// Today's (UTC) totals after the last answer, when the ledger is kept and writable.
+    pub fn today(&self) -> Option<&DayTotals> {
+        self.today.as_ref()
     }
 
     /// The `[footprint: ...]` line of one answer.

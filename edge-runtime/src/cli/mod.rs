@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod footprint;
 pub mod governed;
 pub mod import;
+pub mod ledger;
 pub mod perplexity;
 pub mod run;
 pub mod sensors;
@@ -58,6 +59,8 @@ pub enum Command {
     Config(serve::ConfigArgs),
     /// Fine-tune LoRA adapters on a data file under the governor.
     Train(train::TrainArgs),
+    /// Show the per-day eco totals (`thermo eco today`, `thermo eco days`).
+    Eco(ledger::EcoArgs),
 }
 
 /// Which model to use and how to sample from it.

@@ -189,7 +189,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let opts = options(&args.sampling);
     opts.sampling.validate()?;
-    let config = main_job_config(&args.eco, &args.telemetry)?;
+    let config = main_job_config(&args.eco.footprint, args.eco.overrides(), &args.telemetry)?;
     let model = load(&args.model, args.adapter.as_deref())?;
     let history = [Message::new(Role::User, args.prompt.clone())];
     let ids = prompt_ids(
@@ -206,7 +206,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         governed.as_ref().map(Governed::probe),
     )?;
     let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
-    let mut eco = Accounting::start(&args.eco, &config.eco, governed.as_ref())?;
+    let mut eco = Accounting::start(&config.eco, governed.as_ref())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut on_text = |text: &str| {
@@ -224,11 +224,20 @@ pub fn run(args: RunArgs) -> Result<()> {
     let _ = writeln!(out);
     eprintln!("{}", summary(&stats));
     eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
-    eco.finish();
+    if let Some(today) = eco.today() {
+        eprintln!("[today: {}]", today.line());
+    }
     if let Some(t) = telemetry {
-        t.request_done(&stats, started.elapsed(), energy_before, Some(&footprint));
+        t.request_done(
+            &stats,
+            started.elapsed(),
+            energy_before,
+            Some(&footprint),
+            eco.today(),
+        );
         t.finish();
     }
+    eco.finish();
     if let Some(g) = governed {
         eprintln!("[governor: {}]", g.finish().line());
     }
@@ -239,7 +248,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 pub fn chat(args: ChatArgs) -> Result<()> {
     let opts = options(&args.sampling);
     opts.sampling.validate()?;
-    let config = main_job_config(&args.eco, &args.telemetry)?;
+    let config = main_job_config(&args.eco.footprint, args.eco.overrides(), &args.telemetry)?;
     let model = load(&args.model, args.adapter.as_deref())?;
     let mut state = KvState::new(model.clone())?;
     let shutdown = Shutdown::install()?;
@@ -248,7 +257,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         &telemetry_args(&config.telemetry),
         governed.as_ref().map(Governed::probe),
     )?;
-    let mut eco = Accounting::start(&args.eco, &config.eco, governed.as_ref())?;
+    let mut eco = Accounting::start(&config.eco, governed.as_ref())?;
     let mut history: Vec<Message> = vec![];
     let lines = stdin_lines();
     loop {
@@ -299,7 +308,13 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 eprintln!("{}", summary(&stats));
                 eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
                 if let Some(t) = &telemetry {
-                    t.request_done(&stats, started.elapsed(), energy_before, Some(&footprint));
+                    t.request_done(
+                        &stats,
+                        started.elapsed(),
+                        energy_before,
+                        Some(&footprint),
+                        eco.today(),
+                    );
                 }
                 if let Some(g) = &governed {
                     eprintln!("[governor: {}]", g.status().line());
@@ -319,6 +334,9 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         eprintln!("[governor: {}]", g.finish().line());
     }
     eprintln!("[session footprint: {}]", eco.session().line());
+    if let Some(today) = eco.today() {
+        eprintln!("[today: {}]", today.line());
+    }
     eco.finish();
     Ok(())
 }

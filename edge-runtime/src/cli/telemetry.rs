@@ -14,12 +14,13 @@ use clap::Args;
 
 use super::governed::Probe;
 use crate::eco::footprint::Footprint;
+use crate::eco::ledger::{DayTotals, utc_date};
 use crate::engine::generate::GenerationStats;
 use crate::governor::Priority;
 use crate::telemetry::{
-    Body, BrokerConfig, BrokerUrl, CommandName, CommandTarget, EcoFigures, Encoding, GovernorState,
-    Power, PowerSource, RequestDone, Secret, SinkConfig, StatusSnapshot, Telemetry,
-    TelemetryOptions, Tick, ZoneTemp, topics,
+    Body, BrokerConfig, BrokerUrl, CommandName, CommandTarget, DayFigures, EcoFigures, Encoding,
+    GovernorState, Power, PowerSource, RequestDone, Secret, SinkConfig, StatusSnapshot, Telemetry,
+    TelemetryOptions, Tick, TrainingDone, ZoneTemp, topics,
 };
 
 /// Environment variable holding the broker password (when no password file is given).
@@ -288,13 +289,14 @@ impl Session {
     /// Records a finished request; `energy_before_j` is [`Session::energy_j`] at its start.
     ///
     /// `footprint`, when the eco accounting measured the answer, supplies its energy and the
-    /// eco figures.
+    /// eco figures; `today`, the day's totals including it.
     pub fn request_done(
         &self,
         stats: &GenerationStats,
         wall: Duration,
         energy_before_j: f64,
         footprint: Option<&Footprint>,
+        today: Option<&DayTotals>,
     ) {
         let energy = footprint.map_or(self.energy_j() - energy_before_j, |f| f.energy_j);
         let measured = footprint.is_some() || self.poller.is_some();
@@ -307,7 +309,13 @@ impl Session {
             wall_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
             energy_j: measured.then_some(energy.max(0.0)),
             eco: footprint.map(eco_figures),
+            today: today.map(day_figures),
         }));
+    }
+
+    /// Records a finished or stopped training run.
+    pub fn training_done(&self, run: TrainingDone) {
+        self.telemetry.send(Body::Training(run));
     }
 
     /// Stops the tick thread and the driver (which drains the backlog for a moment and
@@ -344,6 +352,27 @@ pub fn eco_figures(f: &Footprint) -> EcoFigures {
         mg_so2: f.so2_mg,
         mg_pm25: f.pm25_mg,
         wear_hours: f.wear_hours,
+    }
+}
+
+/// The telemetry form of today's (UTC) totals.
+pub fn day_figures(t: &DayTotals) -> DayFigures {
+    DayFigures {
+        date: utc_date(std::time::SystemTime::now()),
+        eco: EcoFigures {
+            joules: t.joules,
+            g_co2e: t.g_co2e,
+            ml_water: t.ml_water,
+            mg_nox: t.mg_nox,
+            mg_so2: t.mg_so2,
+            mg_pm25: t.mg_pm25,
+            wear_hours: t.wear_hours,
+        },
+        embodied_g_co2e: t.embodied_g_co2e,
+        tokens: t.tokens,
+        requests: t.requests,
+        training_runs: t.training_runs,
+        training_steps: t.training_steps,
     }
 }
 
@@ -405,7 +434,8 @@ fn tick_record(p: &Probe, occupancy: f32, energy_j: f64, throttle_events: u64) -
     }
 }
 
-/// Sends a tick record every telemetry interval until `stop`, integrating energy.
+/// Sends a tick record every telemetry interval until `stop`, integrating energy, and one
+/// last record when stopped, so the final state (energy, steps, tokens) is always reported.
 fn poll_ticks(p: &Probe, t: &Telemetry, stop: &AtomicBool, energy_mj: &AtomicU64) {
     let mut last = Instant::now();
     let mut last_stats = p.permits.stats();
@@ -413,8 +443,9 @@ fn poll_ticks(p: &Probe, t: &Telemetry, stop: &AtomicBool, energy_mj: &AtomicU64
     let mut throttle_events = 0u64;
     let mut was_throttled = false;
     let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        if Instant::now() < next {
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if !stopping && Instant::now() < next {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
@@ -442,6 +473,9 @@ fn poll_ticks(p: &Probe, t: &Telemetry, stop: &AtomicBool, energy_mj: &AtomicU64
         tick.energy_j = energy_j;
         energy_mj.store((energy_j * 1000.0) as u64, Ordering::Relaxed);
         t.send(Body::Tick(tick));
+        if stopping {
+            return;
+        }
     }
 }
 

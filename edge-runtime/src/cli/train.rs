@@ -16,9 +16,14 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::footprint::{FootprintArgs, cache_ledger, emissions_csv_path, main_job_config};
 use super::governed::{Governed, GovernorArgs};
+use super::serve::telemetry_args;
+use super::telemetry::{Session, TelemetryArgs, day_figures, eco_figures};
+use crate::eco::ledger::utc_date;
 use crate::engine::import::is_current_import;
 use crate::models::{DEFAULT_MODEL, cache_root, model_dir};
+use crate::telemetry::TrainingDone;
 use crate::train::data::{Problem, TextSide, duplicates, load_examples, split};
 use crate::train::lora::{LoraConfig, Target};
 use crate::train::model::BaseModel;
@@ -114,13 +119,10 @@ pub struct TrainArgs {
     /// Top layers of the benchmark's second configuration.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub bench_top: usize,
-    /// Append the run's footprint as a CodeCarbon-compatible row to this CSV (default:
-    /// `emissions.csv` in the thermo cache folder).
-    #[arg(long, value_name = "FILE")]
-    pub emissions_csv: Option<PathBuf>,
-    /// Write no emissions.csv row.
-    #[arg(long)]
-    pub no_emissions_csv: bool,
+    #[command(flatten)]
+    pub footprint: FootprintArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
     #[command(flatten)]
     pub governor: GovernorArgs,
 }
@@ -232,6 +234,9 @@ fn parse_targets(names: &[String], problems: &mut Vec<Problem>) -> Vec<Target> {
 
 /// `thermo train`.
 pub fn train(args: TrainArgs) -> Result<()> {
+    // The configuration first: a bad [eco] or [telemetry] value stops before the model loads.
+    let config = main_job_config(&args.footprint, args.footprint.overrides(), &args.telemetry)?;
+    let factors = config.eco.factors()?;
     let mut problems: Vec<Problem> = vec![];
     let dir = model_folder(&args)?;
     let model_problem = |message: String| Problem {
@@ -387,7 +392,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         let Some(base) = &base else {
             bail!("no model to benchmark");
         };
-        return run_bench(&args, base, &trainer.options, &bench_data);
+        return run_bench(&args, base, &trainer.options, &bench_data, &factors);
     }
 
     std::fs::create_dir_all(&args.out)
@@ -427,19 +432,25 @@ pub fn train(args: TrainArgs) -> Result<()> {
     } else {
         Some(Governed::start(&args.governor, 1)?)
     };
+    let telemetry = Session::start(
+        &telemetry_args(&config.telemetry),
+        governed.as_ref().map(Governed::probe),
+    )?;
     let permits = governed.as_ref().map(Governed::permits);
-    let factors = crate::eco::EcoConfig::default().resolve()?;
     let meter = super::bench_train::energy_meter(governed.as_ref(), &factors)?;
     meter.poll();
     let run_mark = meter.mark();
     let mut step_mark = run_mark;
     let steps = trainer.options.steps;
+    let (first_step, first_tokens) = (trainer.progress.step, trainer.progress.tokens);
     let started = Instant::now();
+    let mut last_loss = None;
     let mut on_step = |r: &StepReport, p: &Progress| -> f64 {
         let status = governed.as_ref().map(Governed::status);
         meter.poll();
         let joules = meter.since(&step_mark).energy_j;
         step_mark = meter.mark();
+        last_loss = Some(r.loss);
         let temp = status
             .as_ref()
             .and_then(|s| s.temperature_c)
@@ -473,11 +484,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     let outcome = run(&mut trainer, &args.out, &mut ctl)?;
     let p = &trainer.progress;
+    let wall = started.elapsed();
     match outcome {
         Outcome::Finished => eprintln!(
             "done: {} steps in {:.1} s, held-out loss {}, {:.1} J; adapter in {}",
             p.step,
-            started.elapsed().as_secs_f64(),
+            wall.as_secs_f64(),
             p.eval_loss
                 .map_or("--".into(), |l| format!("{l:.4} (ppl {:.2})", l.exp())),
             p.energy_j,
@@ -491,20 +503,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     meter.poll();
     let span = meter.since(&run_mark);
+    let trained_tokens = p.tokens.saturating_sub(first_tokens);
     let fp = factors.footprint(
         span.energy_j,
         &span.source.to_string(),
         span.duration_s,
-        p.tokens,
+        trained_tokens,
         span.wear_hours,
     );
     eprintln!("[footprint: {}]", fp.line());
-    let csv = match (&args.emissions_csv, args.no_emissions_csv) {
-        (_, true) => None,
-        (Some(path), false) => Some(path.clone()),
-        (None, false) => Some(cache_root()?.join("emissions.csv")),
-    };
-    if let Some(path) = csv
+    if let Some(path) = emissions_csv_path(&config.eco)?
         && let Err(e) = crate::eco::emissions_csv::append(
             &path,
             &crate::eco::emissions_csv::RunInfo::now("thermo train"),
@@ -513,6 +521,36 @@ pub fn train(args: TrainArgs) -> Result<()> {
         )
     {
         log::warn!("{e}");
+    }
+    let run_steps = (p.step as u64).saturating_sub(first_step as u64);
+    let today = cache_ledger().and_then(|ledger| {
+        ledger
+            .record_training(&utc_date(std::time::SystemTime::now()), &fp, run_steps)
+            .map_err(|e| log::warn!("{e}"))
+            .ok()
+    });
+    if let Some(today) = &today {
+        eprintln!("[today: {}]", today.line());
+    }
+    if let Some(t) = telemetry {
+        t.training_done(TrainingDone {
+            outcome: match outcome {
+                Outcome::Finished => "finished",
+                Outcome::Stopped => "stopped",
+            }
+            .into(),
+            steps: p.step as u64,
+            steps_planned: steps as u64,
+            tokens: p.tokens,
+            loss: last_loss.map(|l| l as f32),
+            eval_loss: p.eval_loss.map(|l| l as f32),
+            tokens_per_s: (trained_tokens as f64 / wall.as_secs_f64().max(1e-9)) as f32,
+            wall_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
+            energy_j: Some(fp.energy_j),
+            eco: Some(eco_figures(&fp)),
+            today: today.as_ref().map(day_figures),
+        });
+        t.finish();
     }
     if let Some(g) = governed {
         eprintln!("[governor: {}]", g.finish().line());
@@ -527,6 +565,7 @@ fn run_bench(
     base: &BaseModel,
     options: &TrainOptions,
     data: &[crate::train::data::Example],
+    factors: &crate::eco::Factors,
 ) -> Result<()> {
     use super::bench_train::{bench_config, compute_threads, energy_meter, markdown};
     let governed = if args.governor.no_governor {
@@ -534,8 +573,7 @@ fn run_bench(
     } else {
         Some(Governed::start(&args.governor, compute_threads())?)
     };
-    let factors = crate::eco::EcoConfig::default().resolve()?;
-    let meter = energy_meter(governed.as_ref(), &factors)?;
+    let meter = energy_meter(governed.as_ref(), factors)?;
     let layers = base.config.num_hidden_layers;
     let targets = options.lora.targets.clone();
     let mut rows = vec![];

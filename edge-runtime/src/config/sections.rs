@@ -345,11 +345,9 @@ impl Section for EcoSection {
             match e {
                 EcoConfigError::Invalid(list) => {
                     for problem in list {
-                        let key = problem.path.rsplit('.').next().unwrap_or_default();
-                        p.push(format!("eco.{key}"), problem.message);
+                        p.push(problem.path, problem.message);
                     }
                 }
-                EcoConfigError::Parse(m) => p.push("eco", m),
             }
         }
         if !(1..=256).contains(&self.guard_max_period) {

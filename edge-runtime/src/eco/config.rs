@@ -1,6 +1,8 @@
-//! The `[eco]` configuration: region, site, diesel backup share, wear model and board, with
-//! every factor of [`super::factors`] overridable. [`EcoConfig::resolve`] checks all of it at
-//! once and returns either the [`Factors`] in force or every problem with its key path.
+//! The footprint settings: region, site, diesel backup share, wear model and board, with
+//! every factor of [`super::factors`] overridable. They are written in the `[eco]` section of
+//! the configuration file (`crate::config::EcoSection`, flat keys); [`EcoConfig::resolve`]
+//! checks all of them at once and returns either the [`Factors`] in force or every problem
+//! with its key path.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -22,8 +24,7 @@ pub enum DieselTier {
 }
 
 /// Overrides of single factors; `None` keeps the table's value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FactorOverrides {
     /// Grid carbon intensity (g CO2e/kWh).
     pub grid_g_co2e_per_kwh: Option<f64>,
@@ -43,9 +44,8 @@ pub struct FactorOverrides {
     pub embodied_kg_co2e: Option<f64>,
 }
 
-/// The `[eco]` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The footprint settings of the `[eco]` section, in the form [`EcoConfig::resolve`] checks.
+#[derive(Debug, Clone, PartialEq)]
 pub struct EcoConfig {
     /// Grid region: `world` or a country code from the factor table.
     pub region: String,
@@ -86,7 +86,7 @@ impl Default for EcoConfig {
 /// One problem in the `[eco]` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
-    /// Key path, e.g. `eco.overrides.pue`.
+    /// Key path, e.g. `eco.pue`.
     pub path: String,
     /// What is wrong.
     pub message: String,
@@ -95,9 +95,6 @@ pub struct Problem {
 /// The `[eco]` section could not be used.
 #[derive(Debug, Error)]
 pub enum EcoConfigError {
-    /// The TOML did not parse or had unknown keys.
-    #[error("invalid [eco] configuration: {0}")]
-    Parse(String),
     /// One or more values are out of range; all are listed.
     #[error("invalid [eco] configuration:\n{}", list(.0))]
     Invalid(Vec<Problem>),
@@ -215,19 +212,6 @@ impl Checker {
 }
 
 impl EcoConfig {
-    /// Parses the `[eco]` table of a whole config file (other sections are ignored); a file
-    /// without one gives the defaults.
-    pub fn from_toml_str(text: &str) -> Result<Self, EcoConfigError> {
-        #[derive(Deserialize)]
-        struct File {
-            #[serde(default)]
-            eco: EcoConfig,
-        }
-        toml::from_str::<File>(text)
-            .map(|f| f.eco)
-            .map_err(|e| EcoConfigError::Parse(e.to_string()))
-    }
-
     /// Checks every value and resolves the factors in force; lists all problems at once.
     pub fn resolve(&self) -> Result<Factors, EcoConfigError> {
         let mut c = Checker(vec![]);
@@ -262,7 +246,7 @@ impl EcoConfig {
             c.push(
                 "board",
                 format!(
-                    "unknown board {:?} (known: {}); set eco.overrides.embodied_kg_co2e for \
+                    "unknown board {:?} (known: {}); set eco.embodied_kg_co2e for \
                      another board",
                     self.board,
                     factors::BOARDS
@@ -281,14 +265,14 @@ impl EcoConfig {
         c.number("activation_ev", self.activation_ev, 0.0, Some(5.0));
         c.number("wear_reference_c", self.wear_reference_c, -273.15, None);
         let o = &self.overrides;
-        c.optional("overrides.grid_g_co2e_per_kwh", o.grid_g_co2e_per_kwh, 0.0);
-        c.optional("overrides.water_l_per_kwh", o.water_l_per_kwh, 0.0);
-        c.optional("overrides.pue", o.pue, 1.0);
-        c.optional("overrides.wue_l_per_kwh", o.wue_l_per_kwh, 0.0);
-        c.optional("overrides.nox_g_per_kwh", o.nox_g_per_kwh, 0.0);
-        c.optional("overrides.so2_g_per_kwh", o.so2_g_per_kwh, 0.0);
-        c.optional("overrides.pm25_g_per_kwh", o.pm25_g_per_kwh, 0.0);
-        c.optional("overrides.embodied_kg_co2e", o.embodied_kg_co2e, 0.0);
+        c.optional("grid_g_co2e_per_kwh", o.grid_g_co2e_per_kwh, 0.0);
+        c.optional("water_l_per_kwh", o.water_l_per_kwh, 0.0);
+        c.optional("pue", o.pue, 1.0);
+        c.optional("wue_l_per_kwh", o.wue_l_per_kwh, 0.0);
+        c.optional("nox_g_per_kwh", o.nox_g_per_kwh, 0.0);
+        c.optional("so2_g_per_kwh", o.so2_g_per_kwh, 0.0);
+        c.optional("pm25_g_per_kwh", o.pm25_g_per_kwh, 0.0);
+        c.optional("embodied_kg_co2e", o.embodied_kg_co2e, 0.0);
         let (Some(region), Some(site), true) = (region, site, c.0.is_empty()) else {
             return Err(EcoConfigError::Invalid(c.0));
         };
@@ -344,9 +328,9 @@ impl EcoConfig {
 mod tests {
     use super::*;
 
-    fn problems(text: &str) -> Vec<Problem> {
-        match EcoConfig::from_toml_str(text).map(|c| c.resolve()) {
-            Ok(Err(EcoConfigError::Invalid(p))) => p,
+    fn problems(c: &EcoConfig) -> Vec<Problem> {
+        match c.resolve() {
+            Err(EcoConfigError::Invalid(p)) => p,
             other => panic!("expected invalid, got {other:?}"),
         }
     }
@@ -361,17 +345,17 @@ mod tests {
     }
 
     #[test]
-    fn a_file_without_an_eco_section_gives_the_defaults() {
-        let c = EcoConfig::from_toml_str("[sensors]\nsim = \"rpi4\"\n").expect("parses");
-        assert_eq!(c, EcoConfig::default());
-    }
-
-    #[test]
     fn overrides_replace_single_factors() {
-        let c = EcoConfig::from_toml_str(
-            "[eco]\nregion = \"DE\"\nsite = \"datacentre\"\n[eco.overrides]\ngrid_g_co2e_per_kwh = 100.0\npue = 1.2\n",
-        )
-        .expect("parses");
+        let c = EcoConfig {
+            region: "DE".into(),
+            site: "datacentre".into(),
+            overrides: FactorOverrides {
+                grid_g_co2e_per_kwh: Some(100.0),
+                pue: Some(1.2),
+                ..FactorOverrides::default()
+            },
+            ..EcoConfig::default()
+        };
         let f = c.resolve().expect("resolves");
         assert_eq!(f.grid_g_co2e_per_kwh, [100.0; 3]);
         assert_eq!(f.pue, 1.2);
@@ -382,10 +366,17 @@ mod tests {
 
     #[test]
     fn rejects_negative_nan_and_unknown_region_listing_every_problem() {
-        let p = problems(
-            "[eco]\nregion = \"atlantis\"\ndiesel_fraction = 1.5\nactivation_ev = nan\n\
-             [eco.overrides]\ngrid_g_co2e_per_kwh = -3.0\npue = 0.8\n",
-        );
+        let p = problems(&EcoConfig {
+            region: "atlantis".into(),
+            diesel_fraction: 1.5,
+            activation_ev: f64::NAN,
+            overrides: FactorOverrides {
+                grid_g_co2e_per_kwh: Some(-3.0),
+                pue: Some(0.8),
+                ..FactorOverrides::default()
+            },
+            ..EcoConfig::default()
+        });
         let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -393,36 +384,26 @@ mod tests {
                 "eco.region",
                 "eco.diesel_fraction",
                 "eco.activation_ev",
-                "eco.overrides.grid_g_co2e_per_kwh",
-                "eco.overrides.pue"
+                "eco.grid_g_co2e_per_kwh",
+                "eco.pue"
             ]
         );
         assert!(p[0].message.contains("atlantis") && p[0].message.contains("world"));
         assert!(p[2].message.contains("finite"));
         assert!(p[3].message.contains("at least 0"));
         let text = EcoConfigError::Invalid(p).to_string();
-        assert!(
-            text.contains("eco.overrides.pue: must be at least 1"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn rejects_unknown_keys_with_their_name() {
-        let err = EcoConfig::from_toml_str("[eco]\ngrid = 3\n").expect_err("unknown key");
-        assert!(err.to_string().contains("grid"), "{err}");
+        assert!(text.contains("eco.pue: must be at least 1"), "{text}");
     }
 
     #[test]
     fn rejects_an_unknown_board_unless_its_embodied_carbon_is_given() {
-        let p = problems("[eco]\nboard = \"abacus\"\n");
-        assert_eq!(p[0].path, "eco.board");
-        let f = EcoConfig::from_toml_str(
-            "[eco]\nboard = \"abacus\"\n[eco.overrides]\nembodied_kg_co2e = 2.0\n",
-        )
-        .expect("parses")
-        .resolve()
-        .expect("resolves");
+        let mut c = EcoConfig {
+            board: "abacus".into(),
+            ..EcoConfig::default()
+        };
+        assert_eq!(problems(&c)[0].path, "eco.board");
+        c.overrides.embodied_kg_co2e = Some(2.0);
+        let f = c.resolve().expect("resolves");
         assert_eq!(f.embodied_kg_co2e, [2.0; 3]);
     }
 }

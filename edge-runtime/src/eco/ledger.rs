@@ -1,7 +1,8 @@
 //! Per-day eco totals: a small JSON file (`eco-ledger.json` in the thermo cache or state
-//! folder) keyed by UTC date, holding joules, g CO2e, mL water, mg NOx/SO2/PM2.5, wear
-//! hours, tokens and requests. Every answer of `run`, `chat` and `serve` adds to today's
-//! entry: read, add, write to a temporary file, rename. Writers in one process are
+//! folder) keyed by UTC date, holding joules, g CO2e (operational and embodied), mL water,
+//! mg NOx/SO2/PM2.5, wear hours, tokens, answers, training runs and their steps. Every answer
+//! of `run`, `chat` and `serve` and every `train` run adds to today's entry: read, add, write
+//! to a temporary file, rename. Writers in one process are
 //! serialised by the ledger's lock; two processes writing in the same instant may lose one
 //! of the two updates (there is no cross-process lock).
 
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::emissions_csv::iso8601_utc;
-use super::footprint::Footprint;
+use super::footprint::{Footprint, sig3};
 
 /// One day's totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,8 @@ pub struct DayTotals {
     pub joules: f64,
     /// Operational carbon, g CO2e.
     pub g_co2e: f64,
+    /// Embodied carbon amortised over the time worked, g CO2e.
+    pub embodied_g_co2e: f64,
     /// Water, mL.
     pub ml_water: f64,
     /// Nitrogen oxides, mg.
@@ -38,27 +41,45 @@ pub struct DayTotals {
     pub tokens: u64,
     /// Answers counted.
     pub requests: u64,
+    /// Training runs counted (finished or stopped).
+    pub training_runs: u64,
+    /// Optimizer steps of those runs.
+    pub training_steps: u64,
 }
 
 impl DayTotals {
     /// Adds one answer's footprint.
     pub fn add(&mut self, fp: &Footprint) {
+        self.add_figures(fp);
+        self.tokens += fp.tokens;
+        self.requests += 1;
+    }
+
+    /// Adds one training run's footprint (its tokens are trained, not generated, and are not
+    /// counted as tokens).
+    pub fn add_training(&mut self, fp: &Footprint, steps: u64) {
+        self.add_figures(fp);
+        self.training_runs += 1;
+        self.training_steps += steps;
+    }
+
+    fn add_figures(&mut self, fp: &Footprint) {
         self.joules += fp.energy_j;
         self.g_co2e += fp.g_co2e;
+        self.embodied_g_co2e += fp.embodied_g_co2e;
         self.ml_water += fp.water_ml;
         self.mg_nox += fp.nox_mg;
         self.mg_so2 += fp.so2_mg;
         self.mg_pm25 += fp.pm25_mg;
         self.wear_hours += fp.wear_hours;
-        self.tokens += fp.tokens;
-        self.requests += 1;
     }
 
     /// The figures with their names and units, for printing and metrics.
-    pub fn figures(&self) -> [(&'static str, f64); 9] {
+    pub fn figures(&self) -> [(&'static str, f64); 12] {
         [
             ("joules", self.joules),
             ("g_co2e", self.g_co2e),
+            ("embodied_g_co2e", self.embodied_g_co2e),
             ("ml_water", self.ml_water),
             ("mg_nox", self.mg_nox),
             ("mg_so2", self.mg_so2),
@@ -66,7 +87,31 @@ impl DayTotals {
             ("wear_hours", self.wear_hours),
             ("tokens", self.tokens as f64),
             ("requests", self.requests as f64),
+            ("training_runs", self.training_runs as f64),
+            ("training_steps", self.training_steps as f64),
         ]
+    }
+
+    /// The day's totals as one summary line.
+    pub fn line(&self) -> String {
+        format!(
+            "{} J ({} Wh), {} g CO2e + {} g embodied, {} mL water, {} mg NOx, {} mg SO2, \
+             {} mg PM2.5, aged like {} h; {} answer(s), {} token(s), {} training run(s), \
+             {} step(s)",
+            sig3(self.joules),
+            sig3(self.joules / 3600.0),
+            sig3(self.g_co2e),
+            sig3(self.embodied_g_co2e),
+            sig3(self.ml_water),
+            sig3(self.mg_nox),
+            sig3(self.mg_so2),
+            sig3(self.mg_pm25),
+            sig3(self.wear_hours),
+            self.requests,
+            self.tokens,
+            self.training_runs,
+            self.training_steps,
+        )
     }
 }
 
@@ -138,12 +183,31 @@ impl Ledger {
         }
     }
 
-    /// Adds `fp` to the totals of `date` and returns them.
+    /// Adds one answer's `fp` to the totals of `date` and returns them.
     pub fn record(&self, date: &str, fp: &Footprint) -> Result<DayTotals, LedgerError> {
+        self.update(date, |day| day.add(fp))
+    }
+
+    /// Adds one training run of `steps` optimizer steps to the totals of `date` and returns
+    /// them.
+    pub fn record_training(
+        &self,
+        date: &str,
+        fp: &Footprint,
+        steps: u64,
+    ) -> Result<DayTotals, LedgerError> {
+        self.update(date, |day| day.add_training(fp, steps))
+    }
+
+    fn update(
+        &self,
+        date: &str,
+        change: impl FnOnce(&mut DayTotals),
+    ) -> Result<DayTotals, LedgerError> {
         let _one_writer = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut file = self.read()?;
         let day = file.days.entry(date.to_string()).or_default();
-        day.add(fp);
+        change(day);
         let totals = *day;
         let io = |source| LedgerError::Io {
             path: self.path.display().to_string(),
@@ -168,6 +232,12 @@ impl Ledger {
     pub fn day(&self, date: &str) -> Result<DayTotals, LedgerError> {
         let _one_writer = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         Ok(self.read()?.days.get(date).copied().unwrap_or_default())
+    }
+
+    /// Every recorded day, oldest first.
+    pub fn days(&self) -> Result<Vec<(String, DayTotals)>, LedgerError> {
+        let _one_writer = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(self.read()?.days.into_iter().collect())
     }
 }
 
@@ -206,6 +276,44 @@ mod tests {
         let old = l.day("2026-11-28").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((old.joules, old.requests), (10.0, 1));
         assert_eq!(l.day("2020-01-01").map(|d| d.requests).ok(), Some(0));
+    }
+
+    #[test]
+    fn a_training_run_adds_its_footprint_and_steps_but_no_answer_or_tokens() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let l = Ledger::new(dir.path().join("eco-ledger.json"));
+        l.record("2026-11-29", &fp(3.0, 4))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = l
+            .record_training("2026-11-29", &fp(100.0, 9000), 120)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.joules, t.tokens, t.requests), (103.0, 4, 1));
+        assert_eq!((t.training_runs, t.training_steps), (1, 120));
+        assert!((t.mg_nox - 1.0).abs() < 1e-12);
+        let line = t.line();
+        assert!(line.starts_with("103 J (0.0286 Wh)"), "{line}");
+        assert!(line.contains("1 training run(s), 120 step(s)"), "{line}");
+        let days = l.days().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(days.len(), 1);
+        assert_eq!(days[0].0, "2026-11-29");
+    }
+
+    #[test]
+    fn a_ledger_written_before_training_was_counted_still_reads() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("eco-ledger.json");
+        std::fs::write(
+            &path,
+            r#"{"days":{"2026-11-28":{"joules":5.0,"g_co2e":0.1,"tokens":7,"requests":2}}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let d = Ledger::new(&path)
+            .day("2026-11-28")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (d.joules, d.tokens, d.requests, d.training_runs),
+            (5.0, 7, 2, 0)
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use super::types::{Decision, Priority};
 
 /// Poll interval while paused or yielding.
 const POLL: Duration = Duration::from_millis(5);
+/// Longest sleep of [`Permits::acquire_unless`] between looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
 /// Minimum time a class counts as active after its last step.
 const ACTIVE_GRACE: Duration = Duration::from_millis(10);
 
@@ -170,10 +172,23 @@ impl Permits {
     /// for one step of `class`. Never blocks when the class is unpaced and no higher class is
     /// active.
     pub fn acquire(&self, class: Priority) -> Permit<'_> {
+        let never = AtomicBool::new(false);
+        loop {
+            if let Some(p) = self.acquire_unless(class, &never) {
+                return p;
+            }
+        }
+    }
+
+    /// As [`Permits::acquire`], but gives up (`None`) once `stop` is set, checking it at
+    /// least every 50 ms of waiting, so a paused class still notices a stop request.
+    pub fn acquire_unless(&self, class: Priority, stop: &AtomicBool) -> Option<Permit<'_>> {
         loop {
             match self.try_acquire(class) {
-                Ok(p) => return p,
+                Ok(p) => return Some(p),
+                Err(_) if stop.load(Ordering::Relaxed) => return None,
                 Err(wait) => {
+                    let wait = wait.min(STOP_POLL);
                     let slot = &self.shared.classes[class.index()];
                     std::thread::sleep(wait);
                     slot.waited_ns
@@ -374,6 +389,26 @@ mod tests {
         assert!(permits.try_acquire(Priority::Batch).is_ok());
         permits.hold(Priority::Training, false);
         assert!(permits.try_acquire(Priority::Training).is_ok());
+    }
+
+    #[test]
+    fn a_held_class_waiting_for_a_permit_gives_up_when_told_to_stop() {
+        let permits = Permits::new(2);
+        permits.hold(Priority::Training, true);
+        let stop = AtomicBool::new(false);
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(120));
+                stop.store(true, Ordering::Relaxed);
+            });
+            assert!(permits.acquire_unless(Priority::Training, &stop).is_none());
+        });
+        assert!(t0.elapsed() >= Duration::from_millis(120));
+        let waited = permits.stats().waited[Priority::Training.index()];
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        permits.hold(Priority::Training, false);
+        assert!(permits.acquire_unless(Priority::Training, &stop).is_some());
     }
 
     #[test]

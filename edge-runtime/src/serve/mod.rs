@@ -130,10 +130,12 @@ pub fn run(config: &Config) -> Result<()> {
     )?
     .map(Arc::new);
     let on_done: Option<worker::DoneHook> = telemetry.clone().map(|t| {
+        let eco = eco.clone();
         Arc::new(
             move |stats: &GenerationStats, wall: Duration, fp: Option<&EcoFootprint>| {
                 // Without a footprint no energy is attributed to the request (0 J since now).
-                t.request_done(stats, wall, t.energy_j(), fp);
+                let today = fp.and_then(|_| eco.today());
+                t.request_done(stats, wall, t.energy_j(), fp, today.as_ref());
             },
         ) as worker::DoneHook
     });

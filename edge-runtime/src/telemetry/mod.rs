@@ -31,8 +31,8 @@ pub use broker::{BrokerConfig, BrokerError, BrokerUrl, Secret};
 pub use command::{CommandName, CommandTarget, Reply, StatusSnapshot};
 pub use queue::{DiskQueue, QueueError};
 pub use schema::{
-    Body, EcoFigures, Encoding, Event, GovernorState, Power, PowerSource, Record, RecordKind,
-    RequestDone, SchemaError, Tick, TrainingDone, ZoneTemp,
+    Body, DayFigures, EcoFigures, Encoding, Event, GovernorState, Power, PowerSource, Record,
+    RecordKind, RequestDone, SchemaError, Tick, TrainingDone, ZoneTemp,
 };
 pub use topics::{BadDeviceId, Topics};
 

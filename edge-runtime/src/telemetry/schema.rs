@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Version of the record schema; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// One telemetry message: an envelope with the device, its sequence number and time, and
 /// what happened.
@@ -175,21 +175,54 @@ pub struct RequestDone {
     pub energy_j: Option<f64>,
     /// Eco figures, when the accounting runs.
     pub eco: Option<EcoFigures>,
+    /// The day's totals including this request, when the per-day ledger is kept.
+    pub today: Option<DayFigures>,
 }
 
-/// A finished training run.
+/// A finished (or stopped) training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainingDone {
-    /// Steps done.
+    /// `finished`, or `stopped` (a signal or a budget; the checkpoint resumes it).
+    pub outcome: String,
+    /// Optimizer steps done, counting those before a resume.
     pub steps: u64,
-    /// Final loss.
+    /// Steps the run was asked for.
+    pub steps_planned: u64,
+    /// Tokens trained on.
+    pub tokens: u64,
+    /// Training loss of the last step.
     pub loss: Option<f32>,
-    /// Wall time of the run in ms.
+    /// Held-out loss at the end (mean NLL per scored token).
+    pub eval_loss: Option<f32>,
+    /// Trained tokens per second of wall time.
+    pub tokens_per_s: f32,
+    /// Wall time of this process's part of the run in ms.
     pub wall_ms: u64,
-    /// Energy the run used, in J, when known.
+    /// Energy this process's part of the run used, in J, when known.
     pub energy_j: Option<f64>,
     /// Eco figures, when the accounting runs.
     pub eco: Option<EcoFigures>,
+    /// The day's totals including this run, when the per-day ledger is kept.
+    pub today: Option<DayFigures>,
+}
+
+/// One UTC day's running totals on this device (the per-day eco ledger).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DayFigures {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub date: String,
+    /// Energy, carbon, water, pollutants and wear of the day.
+    pub eco: EcoFigures,
+    /// Embodied carbon amortised over the day's work, g CO2e.
+    pub embodied_g_co2e: f64,
+    /// Tokens generated.
+    pub tokens: u64,
+    /// Answers.
+    pub requests: u64,
+    /// Training runs.
+    pub training_runs: u64,
+    /// Optimizer steps of those runs.
+    pub training_steps: u64,
 }
 
 /// A one-off event.
@@ -350,6 +383,16 @@ mod tests {
                     wall_ms: 4100,
                     energy_j: None,
                     eco: None,
+                    today: Some(DayFigures {
+                        date: "2023-11-14".into(),
+                        eco: EcoFigures {
+                            joules: 300.0,
+                            ..EcoFigures::default()
+                        },
+                        tokens: 640,
+                        requests: 10,
+                        ..DayFigures::default()
+                    }),
                 }),
             ),
             Record::new(
@@ -357,11 +400,17 @@ mod tests {
                 9,
                 1_700_000_000_600,
                 Body::Training(TrainingDone {
+                    outcome: "finished".into(),
                     steps: 10,
+                    steps_planned: 10,
+                    tokens: 1280,
                     loss: Some(1.5),
+                    eval_loss: Some(1.25),
+                    tokens_per_s: 142.2,
                     wall_ms: 9000,
                     energy_j: Some(40.0),
                     eco: None,
+                    today: None,
                 }),
             ),
             Record::new(
@@ -399,7 +448,7 @@ mod tests {
     fn json_names_fields_for_humans() {
         let json = String::from_utf8(samples()[0].encode(Encoding::Json).unwrap()).unwrap();
         for needle in [
-            "\"v\":1",
+            "\"v\":2",
             "\"device\":\"pi-1\"",
             "\"tick\":",
             "\"source\":\"modelled\"",

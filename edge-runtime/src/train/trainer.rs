@@ -398,7 +398,17 @@ pub fn run(trainer: &mut Trainer<'_>, out: &Path, ctl: &mut RunControl<'_>) -> R
             return Ok(Outcome::Stopped);
         }
         let wait = Instant::now();
-        let permit = ctl.permits.map(|p| p.acquire(Priority::Training));
+        let permit = match ctl.permits {
+            None => None,
+            // A paused or throttled run still notices a stop request while it waits.
+            Some(p) => match p.acquire_unless(Priority::Training, ctl.stop) {
+                Some(permit) => Some(permit),
+                None => {
+                    trainer.save(out, ctl.base_model.clone())?;
+                    return Ok(Outcome::Stopped);
+                }
+            },
+        };
         let waited_s = wait.elapsed().as_secs_f64();
         let mut report = trainer.step()?;
         drop(permit);
