@@ -145,24 +145,38 @@ pub struct Pollutants {
 /// 1 lb/MWh in g/kWh.
 pub const G_PER_KWH_PER_LB_PER_MWH: f64 = 0.453_592_37;
 
-const EGRID: &str = "US EPA eGRID2022, U.S. output emission rate (lb/MWh x 0.4536); PM2.5 from \
-                     EPA's eGRID PM2.5 white paper";
-
-/// Grid-average air pollutants (US EPA eGRID national output emission rates, converted from
-/// lb/MWh). eGRID covers the US only; other regions use these values unless overridden.
+const EIA_2022: &str = "derived: EIA Electric Power Annual, Table 9.1 (2022 power-sector \
+                        emissions) / EIA utility-scale net generation 2022 (4,231 TWh)";
+const EGRID_PM25: &str = "US EPA eGRID PM2.5 white paper, U.S. output emission rate (lb/MWh x \
+                          0.4536)";
+/// US power-sector NOx in 2022: 1,230 thousand t (EIA Electric Power Annual, Table 9.1).
+const US_NOX_2022_T: f64 = 1_230_000.0;
+/// US power-sector SO2 in 2022: 1,079 thousand t (same table).
+const US_SO2_2022_T: f64 = 1_079_000.0;
+/// US utility-scale net generation in 2022, kWh (EIA: 4,231 billion kWh).
+const US_NET_GENERATION_2022_KWH: f64 = 4_231e9;
+/// Grid-average air pollutants. NOx and SO2 are the US power sector's 2022 emissions over its
+/// 2022 net generation; the emissions include those of combined-heat-and-power plants' useful
+/// heat, so the rates lean high. PM2.5 is eGRID's output emission rate. Only US figures are
+/// tabled: other regions use these values unless overridden.
 pub const GRID_POLLUTANTS: Pollutants = Pollutants {
-    nox_g_per_kwh: Factor::new(0.40 * G_PER_KWH_PER_LB_PER_MWH, "g/kWh", EGRID, 2022).with_range(
-        0.35 * G_PER_KWH_PER_LB_PER_MWH,
-        0.50 * G_PER_KWH_PER_LB_PER_MWH,
+    nox_g_per_kwh: Factor::new(
+        US_NOX_2022_T * 1e6 / US_NET_GENERATION_2022_KWH,
+        "g/kWh",
+        EIA_2022,
+        2022,
     ),
-    so2_g_per_kwh: Factor::new(0.41 * G_PER_KWH_PER_LB_PER_MWH, "g/kWh", EGRID, 2022).with_range(
-        0.33 * G_PER_KWH_PER_LB_PER_MWH,
-        0.55 * G_PER_KWH_PER_LB_PER_MWH,
+    so2_g_per_kwh: Factor::new(
+        US_SO2_2022_T * 1e6 / US_NET_GENERATION_2022_KWH,
+        "g/kWh",
+        EIA_2022,
+        2022,
     ),
-    pm25_g_per_kwh: Factor::new(0.05 * G_PER_KWH_PER_LB_PER_MWH, "g/kWh", EGRID, 2020).with_range(
-        0.04 * G_PER_KWH_PER_LB_PER_MWH,
-        0.07 * G_PER_KWH_PER_LB_PER_MWH,
-    ),
+    pm25_g_per_kwh: Factor::new(0.05 * G_PER_KWH_PER_LB_PER_MWH, "g/kWh", EGRID_PM25, 2020)
+        .with_range(
+            0.04 * G_PER_KWH_PER_LB_PER_MWH,
+            0.07 * G_PER_KWH_PER_LB_PER_MWH,
+        ),
 };
 
 /// Sulphur dioxide of a diesel generator on 15 ppm ultra-low-sulphur fuel: ~0.21 kg fuel per

@@ -232,10 +232,11 @@ mod tests {
         assert!(close(fp.g_co2e_low, 4.45, 1e-9) && close(fp.g_co2e_high, 4.75, 1e-9));
         // Water: 0.01 kWh x 4.81 L/kWh = 48.1 mL; no on-site water on a board.
         assert!(close(fp.water_ml, 48.1, 1e-9), "{}", fp.water_ml);
-        // NOx: 0.01 kWh x 0.40 lb/MWh x 0.45359237 = 1.81437 mg.
-        assert!(close(fp.nox_mg, 1.814_369, 1e-5), "{}", fp.nox_mg);
-        // SO2: 0.01 x 0.41 x 0.45359237 g = 1.85973 mg; PM2.5: 0.01 x 0.05 x 0.4536 = 0.22680 mg.
-        assert!(close(fp.so2_mg, 1.859_729, 1e-5), "{}", fp.so2_mg);
+        // NOx: 1.23e12 g / 4.231e12 kWh = 0.290711 g/kWh; x 0.01 kWh = 2.90711 mg.
+        assert!(close(fp.nox_mg, 2.907_114, 1e-5), "{}", fp.nox_mg);
+        // SO2: 1.079e12 / 4.231e12 = 0.255022 g/kWh -> 2.55022 mg; PM2.5: 0.01 x 0.05 x
+        // 0.45359237 g = 0.22680 mg.
+        assert!(close(fp.so2_mg, 2.550_225, 1e-5), "{}", fp.so2_mg);
         assert!(close(fp.pm25_mg, 0.226_796, 1e-5), "{}", fp.pm25_mg);
         // 36 J per token = 0.01 Wh/token.
         assert!(close(fp.wh_per_token(), 0.01, 1e-12));
@@ -274,8 +275,8 @@ mod tests {
         let fp = f.footprint(J_PER_KWH, "test", 0.0, 0, 0.0);
         // 0.5 x 473 + 0.5 x 715 = 594 g.
         assert!(close(fp.g_co2e, 594.0, 1e-9), "{}", fp.g_co2e);
-        // NOx: 0.5 x 0.181437 g + 0.5 x 6.4 g = 3.290718 g = 3290.718 mg.
-        assert!(close(fp.nox_mg, 3_290.718_5, 1e-6), "{}", fp.nox_mg);
+        // NOx: 0.5 x 0.290711 g + 0.5 x 6.4 g = 3.345356 g = 3345.356 mg.
+        assert!(close(fp.nox_mg, 3_345.355_7, 1e-6), "{}", fp.nox_mg);
         // PM2.5: 0.5 x 0.0226796 + 0.5 x 0.20 = 0.1113398 g.
         assert!(close(fp.pm25_mg, 111.339_8, 1e-6), "{}", fp.pm25_mg);
     }
