@@ -65,3 +65,25 @@ pub fn thermo() -> anyhow::Result<PathBuf> {
     }
     Ok(bin)
 }
+
+/// Sends SIGTERM to `child` and waits up to `timeout` for it to exit.
+pub fn terminate(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    anyhow::ensure!(sent.success(), "kill -TERM {} failed", child.id());
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        anyhow::ensure!(
+            t.elapsed() < timeout,
+            "still running {timeout:?} after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e_tests::mosquitto::{Mosquitto, Subscriber, publish_once};
-use e2e_tests::{thermo, tiny_model};
+use e2e_tests::{terminate, thermo, tiny_model};
 use edge_runtime::engine::WeightFormat;
 use edge_runtime::telemetry::{Body, Encoding, Record};
 
@@ -165,18 +165,7 @@ fn a_served_request_is_published_with_its_footprint_and_sigterm_flushes_telemetr
 
     // SIGTERM: the telemetry is flushed (a clean offline) and the service exits cleanly.
     let status_topic = format!("thermo/{DEVICE}/status");
-    let killed = Command::new("kill")
-        .args(["-TERM", &service.0.id().to_string()])
-        .status()?;
-    ensure!(killed.success());
-    let t = Instant::now();
-    let exit = loop {
-        if let Some(s) = service.0.try_wait()? {
-            break s;
-        }
-        ensure!(t.elapsed() < Duration::from_secs(30), "still running");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = terminate(&mut service.0, Duration::from_secs(30))?;
     ensure!(exit.success(), "{exit}: {}", log());
     ensure!(
         sub.wait_for(Duration::from_secs(5), |m| m

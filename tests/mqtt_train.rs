@@ -5,11 +5,11 @@
 //! totals), and `thermo eco today` shows the run in the per-day ledger.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e_tests::mosquitto::{Message, Mosquitto, Subscriber, publish_once};
-use e2e_tests::{thermo, tiny_model};
+use e2e_tests::{terminate, thermo, tiny_model};
 use edge_runtime::engine::WeightFormat;
 use edge_runtime::telemetry::{Body, Encoding, Record, TrainingDone};
 use edge_runtime::train::trainer::CHECKPOINT;
@@ -128,18 +128,7 @@ fn a_training_run_reports_its_steps_obeys_pause_and_resume_and_sends_its_record(
     );
 
     // SIGTERM: a checkpoint, one training record, and a clean exit.
-    let killed = Command::new("kill")
-        .args(["-TERM", &run.0.id().to_string()])
-        .status()?;
-    ensure!(killed.success());
-    let t = Instant::now();
-    let exit = loop {
-        if let Some(s) = run.0.try_wait()? {
-            break s;
-        }
-        ensure!(t.elapsed() < Duration::from_secs(30), "still running");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = terminate(&mut run.0, Duration::from_secs(30))?;
     let mut stderr = String::new();
     if let Some(mut e) = run.0.stderr.take() {
         std::io::Read::read_to_string(&mut e, &mut stderr)?;
