@@ -29,7 +29,7 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, Clone, Args)]
 pub struct FootprintArgs {
     /// Read the configuration from this file instead of /etc/thermo/thermo.toml (the `[eco]`
-    /// and `[telemetry]` sections apply; see `thermo config example`).
+    /// and `[telemetry]` sections apply; `thermo config --example` prints every key).
     #[arg(long = "config", alias = "eco-config", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Grid region for the carbon and water factors (world, us, cn, in, jp, de).
