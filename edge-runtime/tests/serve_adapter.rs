@@ -392,3 +392,32 @@ fn an_adapter_swap_without_the_token_is_refused() {
     assert_eq!(answer(port).1, None);
     assert_eq!(metric(port, "thermo_adapter_swaps_total"), Some(0.0));
 }
+
+#[test]
+fn the_adapter_flag_and_keys_land_in_the_model_section() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = tmp.path().join("thermo.toml");
+    std::fs::write(&config, "[model]\nadapters_dir = \"/srv/adapters\"\n").expect("config");
+    let thermo = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermo"))
+            .arg("config")
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .env("THERMO_HOME", tmp.path())
+            .output()
+            .expect("thermo config");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = thermo(&["--adapter", "/srv/adapters/pump"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("adapter = \"/srv/adapters/pump\""), "{text}");
+    assert!(text.contains("adapters_dir = \"/srv/adapters\""), "{text}");
+    let (ok, text) = thermo(&["--set", "model.adapter=\"\""]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("model.adapter: must not be empty"), "{text}");
+}

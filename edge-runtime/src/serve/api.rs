@@ -741,6 +741,25 @@ pub fn models_list(model: &str, created: u64) -> Value {
 mod tests {
     use super::*;
 
+    #[test]
+    fn responses_and_chunks_name_the_adapter_only_when_one_is_served() {
+        let fp = Footprint::default();
+        let base = ResponseId::new(Endpoint::Chat, 1, 2, "tiny");
+        let tagged = base.clone().with_adapter(Some("pump"));
+        let usage = Usage::new(1, 1);
+        assert!(
+            base.response("x", "stop", usage, &fp)
+                .get("adapter")
+                .is_none()
+        );
+        assert!(base.text_chunk("x", true).get("adapter").is_none());
+        assert_eq!(tagged.response("x", "stop", usage, &fp)["adapter"], "pump");
+        assert_eq!(tagged.text_chunk("x", true)["adapter"], "pump");
+        assert_eq!(tagged.final_chunk("stop", &fp)["adapter"], "pump");
+        assert_eq!(tagged.usage_chunk(usage, &fp)["adapter"], "pump");
+        assert_eq!(tagged.response("x", "stop", usage, &fp)["model"], "tiny");
+    }
+
     const LIMITS: Limits = Limits {
         max_tokens_limit: 512,
         default_max_tokens: 100,
