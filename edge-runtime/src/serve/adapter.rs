@@ -393,6 +393,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_swap_while_another_loads_is_refused_and_a_failed_one_changes_nothing() {
+        use crate::engine::WeightFormat;
+        use crate::engine::import::write_tiny_model;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("tiny");
+        write_tiny_model(&dir, 7, WeightFormat::F32).expect("tiny model");
+        let served = load_served(&dir, None).expect("base");
+        let slot = ModelSlot::new(dir, Some(tmp.path().to_path_buf()), served);
+        let before = slot.current();
+        {
+            let _loading = slot.swapping.lock().expect("lock");
+            let e = slot.swap(None).expect_err("busy");
+            assert_eq!(e.status(), 409, "{e}");
+        }
+        std::fs::create_dir(tmp.path().join("empty")).expect("mkdir");
+        let e = slot
+            .swap(Some(Path::new("empty")))
+            .expect_err("no adapter files");
+        assert_eq!(e.status(), 422, "{e}");
+        assert!(
+            Arc::ptr_eq(&before, &slot.current()),
+            "the model was replaced"
+        );
+        assert_eq!((slot.swaps(), slot.failures()), (0, 2));
+        let after = slot.swap(None).expect("the base model again");
+        assert!(after.adapter.is_none());
+        assert!(!Arc::ptr_eq(&before, &slot.current()));
+        assert_eq!(slot.swaps(), 1);
+        assert!(
+            slot.metrics_text()
+                .contains("thermo_adapter_info{adapter=\"\"} 1\n")
+        );
+    }
+
+    #[test]
     fn adapters_outside_the_adapters_folder_are_refused_also_through_symlinks() {
         let tmp = tempfile::tempdir().expect("tmp");
         let root = tmp.path().join("adapters");
