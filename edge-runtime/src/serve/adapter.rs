@@ -172,6 +172,12 @@ pub fn resolve(
     Ok((path, name))
 }
 
+/// What a swap did: installed a new model, or found the asked-for base model served.
+enum Changed {
+    Yes(Arc<Served>),
+    No(Arc<Served>),
+}
+
 /// The served model and the swaps done to it.
 #[derive(Debug)]
 pub struct ModelSlot {
@@ -217,11 +223,14 @@ impl ModelSlot {
 
     /// Loads the adapter `requested` names (`None`: the base model) and serves it from now on.
     /// Blocking: run it off the async threads. The old model serves until the new one has
-    /// loaded, and keeps serving when it fails to.
+    /// loaded, and keeps serving when it fails to. Asking for the base model while it is
+    /// served changes nothing; asking for an adapter loads it again (its files may have been
+    /// retrained).
     pub fn swap(&self, requested: Option<&Path>) -> Result<Arc<Served>, SwapError> {
         let result = self.swap_inner(requested);
         match &result {
-            Ok(now) => {
+            Ok(Changed::No(_)) => log::info!("adapter swap: the base model is served already"),
+            Ok(Changed::Yes(now)) => {
                 self.swaps.fetch_add(1, Ordering::Relaxed);
                 match &now.adapter {
                     Some(a) => log::info!(
@@ -239,16 +248,20 @@ impl ModelSlot {
                 log::warn!("adapter swap refused, the served model is unchanged: {e}");
             }
         }
-        result
+        result.map(|c| match c {
+            Changed::Yes(s) | Changed::No(s) => s,
+        })
     }
 
-    fn swap_inner(&self, requested: Option<&Path>) -> Result<Arc<Served>, SwapError> {
+    fn swap_inner(&self, requested: Option<&Path>) -> Result<Changed, SwapError> {
         let _one_at_a_time = match self.swapping.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return Err(SwapError::Busy),
         };
         let served = match requested {
+            // Already the base model: nothing to load, nothing to count.
+            None if self.current().adapter.is_none() => return Ok(Changed::No(self.current())),
             None => {
                 load_served(&self.base_dir, None).map_err(|e| SwapError::Base(format!("{e:#}")))?
             }
@@ -265,7 +278,7 @@ impl ModelSlot {
         let served = Arc::new(served);
         // Requests holding the old model keep it until they finish.
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = served.clone();
-        Ok(served)
+        Ok(Changed::Yes(served))
     }
 
     /// The adapter's `/metrics` lines: which adapter is served (`adapter=""`: none), swaps
@@ -393,7 +406,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_swap_while_another_loads_is_refused_and_a_failed_one_changes_nothing() {
+    fn a_swap_while_another_loads_is_refused_and_a_failed_or_idle_one_changes_nothing() {
         use crate::engine::WeightFormat;
         use crate::engine::import::write_tiny_model;
         let tmp = tempfile::tempdir().expect("tmp");
@@ -419,11 +432,46 @@ mod tests {
         assert_eq!((slot.swaps(), slot.failures()), (0, 2));
         let after = slot.swap(None).expect("the base model again");
         assert!(after.adapter.is_none());
-        assert!(!Arc::ptr_eq(&before, &slot.current()));
-        assert_eq!(slot.swaps(), 1);
+        assert!(
+            Arc::ptr_eq(&before, &slot.current()),
+            "reloaded the served base"
+        );
+        assert_eq!(slot.swaps(), 0);
         assert!(
             slot.metrics_text()
                 .contains("thermo_adapter_info{adapter=\"\"} 1\n")
+        );
+    }
+
+    #[test]
+    fn a_swapped_out_model_is_released_once_its_last_request_ends() {
+        use crate::engine::WeightFormat;
+        use crate::engine::import::write_tiny_model;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("tiny");
+        write_tiny_model(&dir, 7, WeightFormat::F32).expect("tiny model");
+        let mut served = load_served(&dir, None).expect("base");
+        // Labelled as adapted, so that asking for the base model loads it again.
+        served.adapter = Some(AdapterInfo {
+            name: "labelled".into(),
+            path: dir.clone(),
+            mode: ServeMode::Merged,
+            load_s: 0.0,
+        });
+        let slot = ModelSlot::new(dir, None, served);
+        let in_flight = slot.current().model.clone();
+        assert_eq!(Arc::strong_count(&in_flight), 2, "the slot and the request");
+        let now = slot.swap(None).expect("swap");
+        assert!(now.adapter.is_none());
+        assert!(!Arc::ptr_eq(&in_flight, &now.model));
+        assert_eq!(
+            Arc::strong_count(&in_flight),
+            1,
+            "only the request holds it"
+        );
+        assert!(
+            slot.metrics_text()
+                .contains("thermo_adapter_swaps_total 1\n")
         );
     }
 
