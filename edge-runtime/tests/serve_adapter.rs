@@ -369,6 +369,10 @@ fn answers_admitted_before_a_swap_finish_on_the_model_they_started_with() {
         }
         assert_eq!(&answer(port).0, new, "round {round}: the next answer");
         if overlapped >= 2 {
+            eprintln!(
+                "{overlapped} answers ended after the swap, in {} round(s)",
+                round + 1
+            );
             break;
         }
     }
