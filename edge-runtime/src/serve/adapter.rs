@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use super::api::ApiError;
 use super::http::{App, error_response};
 use crate::engine::model::LoadedModel;
+use crate::train::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use crate::train::serve::{ServeMode, load_adapted};
 
 /// The adapter applied to the served model.
@@ -267,6 +268,16 @@ impl ModelSlot {
             }
             Some(p) => {
                 let (path, name) = resolve(self.adapters_dir.as_deref(), p)?;
+                // Checked before the base weights are read, which takes seconds on a board.
+                if let Some(f) = [ADAPTER_CONFIG, ADAPTER_WEIGHTS]
+                    .into_iter()
+                    .find(|f| !path.join(f).is_file())
+                {
+                    return Err(SwapError::Invalid {
+                        path: p.to_path_buf(),
+                        message: format!("it has no {f}; is it a folder from `thermo train`?"),
+                    });
+                }
                 load_served(&self.base_dir, Some((&path, name))).map_err(|e| {
                     SwapError::Invalid {
                         path: p.to_path_buf(),
@@ -425,6 +436,7 @@ mod tests {
             .swap(Some(Path::new("empty")))
             .expect_err("no adapter files");
         assert_eq!(e.status(), 422, "{e}");
+        assert!(e.to_string().contains("has no adapter_config.json"), "{e}");
         assert!(
             Arc::ptr_eq(&before, &slot.current()),
             "the model was replaced"
