@@ -425,3 +425,33 @@ fn the_adapter_flag_and_keys_land_in_the_model_section() {
     assert!(!ok, "{text}");
     assert!(text.contains("model.adapter: must not be empty"), "{text}");
 }
+
+#[test]
+fn a_service_started_with_a_missing_or_broken_adapter_exits_saying_why() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = tmp.path().join("thermo.toml");
+    std::fs::write(&config, "").expect("config");
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir(&broken).expect("mkdir");
+    std::fs::write(broken.join("adapter_config.json"), "{}").expect("write");
+    for (adapter, says) in [
+        (tmp.path().join("missing"), "no adapter folder"),
+        (broken, "applying the adapter"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermo"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0", "--sim", "rpi5", "--threads", "1"])
+            .arg("--model")
+            .arg(tiny_model())
+            .arg("--adapter")
+            .arg(&adapter)
+            .env("THERMO_HOME", tmp.path())
+            .output()
+            .expect("thermo serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with {adapter:?}");
+        assert!(stderr.contains(says), "{adapter:?}: {stderr}");
+    }
+}

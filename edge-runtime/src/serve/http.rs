@@ -449,8 +449,9 @@ async fn handle_admitted(
 }
 
 /// Renders and tokenizes the prompt off the async threads, and checks it fits the context.
-async fn tokenize(served: &Arc<LoadedModel>, req: &GenRequest) -> Result<Vec<u32>, ApiError> {
-    let model = served.clone();
+async fn tokenize(model: &Arc<LoadedModel>, req: &GenRequest) -> Result<Vec<u32>, ApiError> {
+    let context = model.context_length();
+    let model = model.clone();
     let prompt = req.prompt.clone();
     let ids = tokio::task::spawn_blocking(move || match &prompt {
         PromptSpec::Chat(messages) => prompt_ids(&model, &None, messages, None),
@@ -464,7 +465,6 @@ async fn tokenize(served: &Arc<LoadedModel>, req: &GenRequest) -> Result<Vec<u32
             format!("The prompt could not be rendered: {e:#}"),
         )
     })?;
-    let context = served.context_length();
     if ids.is_empty() {
         return Err(ApiError::invalid(Some("messages"), "The prompt is empty."));
     }

@@ -111,14 +111,22 @@ pub fn run(config: &Config) -> Result<()> {
     let (dir, model_id) = resolve(config)?;
     notify::status(&format!("loading {}", dir.display()));
     let t = std::time::Instant::now();
-    let adapter = config.model.adapter.as_deref().map(|a| {
-        let name = a
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| a.display().to_string());
-        (a, name)
-    });
-    let served = adapter::load_served(&dir, adapter)?;
+    let adapter = match config.model.adapter.as_deref() {
+        Some(a) => {
+            let path = std::fs::canonicalize(a)
+                .with_context(|| format!("no adapter folder at {}", a.display()))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string());
+            Some((path, name))
+        }
+        None => None,
+    };
+    let served = adapter::load_served(
+        &dir,
+        adapter.as_ref().map(|(p, n)| (p.as_path(), n.clone())),
+    )?;
     match &served.adapter {
         Some(a) => log::info!(
             "loaded {} with the adapter {} ({:?}) in {:.2} s",
@@ -221,8 +229,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves the model in `slot` on `addr` until `shutdown` resolves, then drains within the configured
-/// grace. The governor must already run; the caller stops it afterwards.
+/// Serves the model in `slot` on `addr` until `shutdown` resolves, then drains within the
+/// configured grace. The governor must already run; the caller stops it afterwards.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     config: &Config,
