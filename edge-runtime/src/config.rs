@@ -140,6 +140,11 @@ pub struct ModelSection {
     pub id: Option<String>,
     /// Compute threads per generation.
     pub threads: usize,
+    /// PEFT adapter folder (from `thermo train`) applied at start; `None`: the base model.
+    pub adapter: Option<PathBuf>,
+    /// Folder that adapters swapped in over the API must lie under (relative paths are
+    /// resolved against it); `None`: any folder the service can read.
+    pub adapters_dir: Option<PathBuf>,
 }
 
 impl Default for ModelSection {
@@ -149,6 +154,8 @@ impl Default for ModelSection {
             format: "q4".into(),
             id: None,
             threads: 2,
+            adapter: None,
+            adapters_dir: None,
         }
     }
 }
@@ -172,6 +179,18 @@ impl Section for ModelSection {
             "\"smollm2\"",
         ),
         doc("threads", "Compute threads per generation (1..=64)."),
+        doc_eg(
+            "adapter",
+            "LoRA adapter folder (PEFT files from `thermo train`) applied at start. Unset: the \
+             base model. POST /v1/adapter swaps it while the service runs.",
+            "\"/var/lib/thermo/adapters/support-v2\"",
+        ),
+        doc_eg(
+            "adapters_dir",
+            "Folder that adapters swapped in over the API must lie under; relative paths in \
+             requests are resolved against it. Unset: any folder the service can read.",
+            "\"/var/lib/thermo/adapters\"",
+        ),
     ];
 
     fn check(&self, p: &mut Problems) {
@@ -196,6 +215,14 @@ impl Section for ModelSection {
             .is_some_and(|d| d.as_os_str().is_empty())
         {
             p.push("model.dir", "must not be empty");
+        }
+        for (key, path) in [
+            ("model.adapter", &self.adapter),
+            ("model.adapters_dir", &self.adapters_dir),
+        ] {
+            if path.as_deref().is_some_and(|d| d.as_os_str().is_empty()) {
+                p.push(key, "must not be empty");
+            }
         }
     }
 }

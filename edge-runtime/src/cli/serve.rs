@@ -29,6 +29,9 @@ pub struct ConfigFlags {
     /// Compute threads [model.threads].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Apply the LoRA adapter (PEFT folder) from `thermo train` [model.adapter].
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// Temperature to hold the SoC at, °C [governor.setpoint_c].
     #[arg(long, value_name = "CELSIUS")]
     pub setpoint: Option<f32>,
@@ -95,6 +98,7 @@ impl ConfigFlags {
             self.format.as_ref().map(|f| format!("{f:?}")),
         );
         push("model.threads", self.threads.map(|t| t.to_string()));
+        push("model.adapter", self.adapter.as_deref().map(quoted));
         push(
             "governor.setpoint_c",
             self.setpoint.map(|c| format!("{c:?}")),

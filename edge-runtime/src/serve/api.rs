@@ -609,6 +609,8 @@ pub struct ResponseId {
     pub model: String,
     /// The endpoint.
     pub endpoint: Endpoint,
+    /// The LoRA adapter the answer runs with (`None`: the base model), as `adapter`.
+    pub adapter: Option<String>,
 }
 
 impl ResponseId {
@@ -623,7 +625,21 @@ impl ResponseId {
             created,
             model: model.to_string(),
             endpoint,
+            adapter: None,
         }
+    }
+
+    /// The same identity naming the LoRA adapter the answer runs with.
+    pub fn with_adapter(mut self, adapter: Option<&str>) -> Self {
+        self.adapter = adapter.map(str::to_string);
+        self
+    }
+
+    fn tag_adapter(&self, mut v: Value) -> Value {
+        if let Some(a) = &self.adapter {
+            v["adapter"] = json!(a);
+        }
+        v
     }
 
     fn object(&self, chunk: bool) -> &'static str {
@@ -650,7 +666,7 @@ impl ResponseId {
                 "finish_reason": finish,
             }),
         };
-        json!({
+        self.tag_adapter(json!({
             "id": self.id,
             "object": self.object(false),
             "created": self.created,
@@ -658,7 +674,7 @@ impl ResponseId {
             "choices": [choice],
             "usage": usage,
             "footprint": footprint,
-        })
+        }))
     }
 
     /// A stream chunk carrying `text` (the first chat chunk also names the role).
@@ -703,13 +719,13 @@ impl ResponseId {
     }
 
     fn chunk(&self, choices: Vec<Value>) -> Value {
-        json!({
+        self.tag_adapter(json!({
             "id": self.id,
             "object": self.object(true),
             "created": self.created,
             "model": self.model,
             "choices": choices,
-        })
+        }))
     }
 }
 
@@ -724,6 +740,25 @@ pub fn models_list(model: &str, created: u64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn responses_and_chunks_name_the_adapter_only_when_one_is_served() {
+        let fp = Footprint::default();
+        let base = ResponseId::new(Endpoint::Chat, 1, 2, "tiny");
+        let tagged = base.clone().with_adapter(Some("pump"));
+        let usage = Usage::new(1, 1);
+        assert!(
+            base.response("x", "stop", usage, &fp)
+                .get("adapter")
+                .is_none()
+        );
+        assert!(base.text_chunk("x", true).get("adapter").is_none());
+        assert_eq!(tagged.response("x", "stop", usage, &fp)["adapter"], "pump");
+        assert_eq!(tagged.text_chunk("x", true)["adapter"], "pump");
+        assert_eq!(tagged.final_chunk("stop", &fp)["adapter"], "pump");
+        assert_eq!(tagged.usage_chunk(usage, &fp)["adapter"], "pump");
+        assert_eq!(tagged.response("x", "stop", usage, &fp)["model"], "tiny");
+    }
 
     const LIMITS: Limits = Limits {
         max_tokens_limit: 512,

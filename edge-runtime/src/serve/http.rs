@@ -86,8 +86,8 @@ pub struct App {
     pub model_id: String,
     /// When the service started (Unix s), for `/v1/models`.
     pub created: u64,
-    /// The model (for its tokenizer and chat template; workers run it).
-    pub model: Arc<LoadedModel>,
+    /// The served model (with its adapter); each request reads it once, when admitted.
+    pub slot: Arc<super::adapter::ModelSlot>,
     /// Request limits.
     pub limits: Limits,
     /// Bearer token required on `/v1/*` and `/metrics`.
@@ -184,6 +184,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route(
+            "/v1/adapter",
+            get(super::adapter::get_adapter)
+                .post(super::adapter::post_adapter)
+                .delete(super::adapter::delete_adapter),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -219,7 +225,8 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl App {
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// Checks the bearer token, when one is configured.
+    pub(super) fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(token) = &self.api_token else {
             return Ok(());
         };
@@ -256,7 +263,11 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(e) = app.authorize(&headers) {
         return error_response(&e);
     }
-    axum::Json(models_list(&app.model_id, app.created)).into_response()
+    let mut list = models_list(&app.model_id, app.created);
+    if let Some(a) = app.slot.current().adapter_name() {
+        list["data"][0]["adapter"] = json!(a);
+    }
+    axum::Json(list).into_response()
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
@@ -302,7 +313,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         zone_index: &app.zone_index,
         simulated: app.simulated,
         today: app.eco.as_ref().and_then(|e| e.today()),
-    });
+    }) + &app.slot.metrics_text();
     (
         [(
             header::CONTENT_TYPE,
@@ -399,12 +410,13 @@ async fn handle_admitted(
         Ok(r) => r,
         Err(e) => return app.reject(e),
     };
-    let ids = match tokenize(&app, &req).await {
+    let served = app.slot.current();
+    let ids = match tokenize(&served.model, &req).await {
         Ok(ids) => ids,
         Err(e) => return app.reject(e),
     };
     let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-    let (job, guard) = Job::new(ids, req.options.clone(), tx);
+    let (job, guard) = Job::new(ids, req.options.clone(), tx, served.model.clone());
     let client = req.user.clone().unwrap_or_default();
     match app.scheduler.submit(&client, job) {
         Ok(()) => {}
@@ -414,7 +426,8 @@ async fn handle_admitted(
         Err((Rejected::Closed, _)) => return app.reject(ApiError::shutting_down()),
     }
     let serial = app.serial.fetch_add(1, Ordering::Relaxed);
-    let rid = ResponseId::new(endpoint, serial, unix_now(), &req.model);
+    let rid = ResponseId::new(endpoint, serial, unix_now(), &req.model)
+        .with_adapter(served.adapter_name());
     if req.stream {
         let stream = ChunkStream {
             rx,
@@ -436,8 +449,9 @@ async fn handle_admitted(
 }
 
 /// Renders and tokenizes the prompt off the async threads, and checks it fits the context.
-async fn tokenize(app: &Arc<App>, req: &GenRequest) -> Result<Vec<u32>, ApiError> {
-    let model = app.model.clone();
+async fn tokenize(model: &Arc<LoadedModel>, req: &GenRequest) -> Result<Vec<u32>, ApiError> {
+    let context = model.context_length();
+    let model = model.clone();
     let prompt = req.prompt.clone();
     let ids = tokio::task::spawn_blocking(move || match &prompt {
         PromptSpec::Chat(messages) => prompt_ids(&model, &None, messages, None),
@@ -451,7 +465,6 @@ async fn tokenize(app: &Arc<App>, req: &GenRequest) -> Result<Vec<u32>, ApiError
             format!("The prompt could not be rendered: {e:#}"),
         )
     })?;
-    let context = app.model.context_length();
     if ids.is_empty() {
         return Err(ApiError::invalid(Some("messages"), "The prompt is empty."));
     }

@@ -170,7 +170,8 @@ pub struct MetricsView<'a> {
     pub today: Option<crate::eco::ledger::DayTotals>,
 }
 
-fn escape(label: &str) -> String {
+/// `label` escaped for a Prometheus label value.
+pub(super) fn escape(label: &str) -> String {
     label
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -5,8 +5,10 @@
 //! STOPPING), and shut down on SIGTERM/SIGINT: stop admitting, give in-flight answers a
 //! bounded grace, cancel the rest, then stop the governor, which restores what it changed.
 //! `api` is the wire format, `queue` admission and fairness, `worker` the token loop,
-//! `metrics` the Prometheus page, `footprint` the per-request eco footprint.
+//! `metrics` the Prometheus page, `footprint` the per-request eco footprint, `adapter` the
+//! slot holding the served model and its LoRA adapter swaps.
 
+pub mod adapter;
 pub mod api;
 pub mod footprint;
 pub mod http;
@@ -32,7 +34,6 @@ use crate::cli::telemetry::Session;
 use crate::config::Config;
 use crate::eco::Footprint as EcoFootprint;
 use crate::engine::generate::GenerationStats;
-use crate::engine::model::LoadedModel;
 use crate::engine::set_compute_threads;
 use crate::sensing::Source;
 use footprint::EcoAccounting;
@@ -110,12 +111,41 @@ pub fn run(config: &Config) -> Result<()> {
     let (dir, model_id) = resolve(config)?;
     notify::status(&format!("loading {}", dir.display()));
     let t = std::time::Instant::now();
-    let model = LoadedModel::load(&dir)?;
-    log::info!(
-        "loaded {} in {:.2} s",
-        dir.display(),
-        t.elapsed().as_secs_f64()
-    );
+    let adapter = match config.model.adapter.as_deref() {
+        Some(a) => {
+            let path = std::fs::canonicalize(a)
+                .with_context(|| format!("no adapter folder at {}", a.display()))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string());
+            Some((path, name))
+        }
+        None => None,
+    };
+    let served = adapter::load_served(
+        &dir,
+        adapter.as_ref().map(|(p, n)| (p.as_path(), n.clone())),
+    )?;
+    match &served.adapter {
+        Some(a) => log::info!(
+            "loaded {} with the adapter {} ({:?}) in {:.2} s",
+            dir.display(),
+            a.path.display(),
+            a.mode,
+            t.elapsed().as_secs_f64()
+        ),
+        None => log::info!(
+            "loaded {} in {:.2} s",
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        ),
+    }
+    let slot = Arc::new(adapter::ModelSlot::new(
+        dir,
+        config.model.adapters_dir.clone(),
+        served,
+    ));
     let governed = Arc::new(Governed::start_with(
         &config.sensors,
         &GovernorArgs {
@@ -148,7 +178,7 @@ pub fn run(config: &Config) -> Result<()> {
     let served = runtime.block_on(serve(
         config,
         addr,
-        model,
+        slot,
         model_id,
         governed.clone(),
         eco,
@@ -201,13 +231,13 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `model` on `addr` until `shutdown` resolves, then drains within the configured
-/// grace. The governor must already run; the caller stops it afterwards.
+/// Serves the model in `slot` on `addr` until `shutdown` resolves, then drains within the
+/// configured grace. The governor must already run; the caller stops it afterwards.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     config: &Config,
     addr: SocketAddr,
-    model: Arc<LoadedModel>,
+    slot: Arc<adapter::ModelSlot>,
     model_id: String,
     governed: Arc<Governed>,
     eco: Arc<EcoAccounting>,
@@ -224,7 +254,6 @@ pub async fn serve(
     let cancel_all = Arc::new(AtomicBool::new(false));
     let handle = governed.handle().clone();
     let ctx = WorkerContext {
-        model: model.clone(),
         permits: governed.permits().clone(),
         metrics: metrics.clone(),
         eco: eco.clone(),
@@ -257,7 +286,7 @@ pub async fn serve(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        model,
+        slot: slot.clone(),
         limits: api::Limits {
             max_tokens_limit: svc.max_tokens_limit,
             default_max_tokens: svc.default_max_tokens,
@@ -278,8 +307,13 @@ pub async fn serve(
         agent_loop: config.eco.agent_loop().map(http::AgentLoop::new),
         eco: Some(eco.clone()),
     });
+    let adapter_note = slot
+        .current()
+        .adapter_name()
+        .map(|a| format!(" with adapter {a}"))
+        .unwrap_or_default();
     let status_line = format!(
-        "serving {model_id} on {local} ({} worker(s), queue {}); governor: {}",
+        "serving {model_id}{adapter_note} on {local} ({} worker(s), queue {}); governor: {}",
         svc.workers,
         svc.queue_bound,
         governed.source()

@@ -1,5 +1,5 @@
 //! The worker threads: the engine is blocking, so each worker takes jobs from the
-//! [`Scheduler`] and runs one generation at a time on the shared model with a fresh KV cache,
+//! [`Scheduler`] and runs one generation at a time on the job's model with a fresh KV cache,
 //! taking an interactive permit from the governor before every token. Text goes back to the
 //! request's handler through a bounded channel. Before every token the worker checks whether
 //! the client is still there (its handler dropped the job's [`ClientGuard`]) and whether the
@@ -113,15 +113,18 @@ pub struct Job {
     pub options: GenerateOptions,
     /// Where the text goes.
     pub events: mpsc::Sender<Event>,
+    /// The model it runs on, read from the service's slot when the request was admitted.
+    pub model: Arc<LoadedModel>,
     progress: Arc<Progress>,
 }
 
 impl Job {
-    /// A job and the guard its handler keeps while the client is connected.
+    /// A job on `model` and the guard its handler keeps while the client is connected.
     pub fn new(
         prompt: Vec<u32>,
         options: GenerateOptions,
         events: mpsc::Sender<Event>,
+        model: Arc<LoadedModel>,
     ) -> (Job, ClientGuard) {
         let progress = Arc::new(Progress::new());
         (
@@ -129,6 +132,7 @@ impl Job {
                 prompt,
                 options,
                 events,
+                model,
                 progress: progress.clone(),
             },
             ClientGuard { progress },
@@ -143,8 +147,6 @@ pub type DoneHook = Arc<dyn Fn(&GenerationStats, Duration, Option<&EcoFootprint>
 /// What every worker shares.
 #[derive(Clone)]
 pub struct WorkerContext {
-    /// The model, loaded once.
-    pub model: Arc<LoadedModel>,
     /// The governor's permits.
     pub permits: Permits,
     /// The service's counters.
@@ -168,7 +170,6 @@ pub struct WorkerContext {
 impl std::fmt::Debug for WorkerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerContext")
-            .field("model", &self.model.dir)
             .field("active", &self.active.load(Ordering::Relaxed))
             .finish()
     }
@@ -213,7 +214,7 @@ fn run_job(ctx: &WorkerContext, job: Job) {
     let active_now = ctx.active.fetch_add(1, Ordering::AcqRel) + 1;
     let mut concurrency_sum = active_now as f64;
     let mut concurrency_n = 1.0;
-    let mut state = match KvState::new(ctx.model.clone()) {
+    let mut state = match KvState::new(job.model.clone()) {
         Ok(s) => s,
         Err(e) => {
             ctx.active.fetch_sub(1, Ordering::AcqRel);

@@ -55,6 +55,8 @@ pub struct Opts<'a> {
     pub env: Vec<(&'a str, String)>,
     /// Listen on this port instead of a free one.
     pub port: Option<u16>,
+    /// More flags for `thermo serve`.
+    pub args: Vec<String>,
 }
 
 impl Server {
@@ -81,6 +83,7 @@ impl Server {
         for s in &opts.sets {
             cmd.arg("--set").arg(s);
         }
+        cmd.args(&opts.args);
         cmd.env("THERMO_HOME", dir.path())
             .env("RUST_LOG", "info")
             .env_remove("NOTIFY_SOCKET")
