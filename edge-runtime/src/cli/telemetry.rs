@@ -19,8 +19,8 @@ use crate::engine::generate::GenerationStats;
 use crate::governor::Priority;
 use crate::telemetry::{
     Body, BrokerConfig, BrokerUrl, CommandName, CommandTarget, DayFigures, EcoFigures, Encoding,
-    GovernorState, Power, PowerSource, RequestDone, Secret, SinkConfig, StatusSnapshot, Telemetry,
-    TelemetryOptions, Tick, TrainingDone, ZoneTemp, topics,
+    Event, GovernorState, Power, PowerSource, RequestDone, Secret, SinkConfig, StatusSnapshot,
+    Telemetry, TelemetryOptions, Tick, TrainingDone, ZoneTemp, topics,
 };
 
 /// Environment variable holding the broker password (when no password file is given).
@@ -310,6 +310,15 @@ impl Session {
             energy_j: measured.then_some(energy.max(0.0)),
             eco: footprint.map(eco_figures),
             today: today.map(day_figures),
+        }));
+    }
+
+    /// Records a one-off event (never dropped from the disk queue).
+    pub fn event(&self, name: &str, detail: &str) {
+        self.telemetry.send(Body::Event(Event {
+            name: name.to_string(),
+            detail: detail.to_string(),
+            count: None,
         }));
     }
 

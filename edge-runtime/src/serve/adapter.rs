@@ -188,6 +188,20 @@ pub struct ModelSlot {
     swapping: Mutex<()>,
     swaps: AtomicU64,
     failures: AtomicU64,
+    on_swap: Option<SwapHook>,
+}
+
+/// Told of every swap and every refused swap: an event name (`adapter_swapped`,
+/// `adapter_swap_refused`) and a sentence for people (the telemetry event stream).
+pub struct SwapHook(pub Box<SwapFn>);
+
+/// The function behind a [`SwapHook`]: event name, then detail.
+pub type SwapFn = dyn Fn(&str, &str) + Send + Sync;
+
+impl std::fmt::Debug for SwapHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SwapHook")
+    }
 }
 
 impl ModelSlot {
@@ -201,6 +215,19 @@ impl ModelSlot {
             swapping: Mutex::new(()),
             swaps: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            on_swap: None,
+        }
+    }
+
+    /// The same slot, telling `hook` of every swap and refusal.
+    pub fn with_on_swap(mut self, hook: Option<SwapHook>) -> Self {
+        self.on_swap = hook;
+        self
+    }
+
+    fn tell(&self, event: &str, detail: &str) {
+        if let Some(hook) = &self.on_swap {
+            (hook.0)(event, detail);
         }
     }
 
@@ -233,20 +260,23 @@ impl ModelSlot {
             Ok(Changed::No(_)) => log::info!("adapter swap: the base model is served already"),
             Ok(Changed::Yes(now)) => {
                 self.swaps.fetch_add(1, Ordering::Relaxed);
-                match &now.adapter {
-                    Some(a) => log::info!(
-                        "adapter swap: now serving adapter {} from {} ({:?}, loaded in {:.2} s)",
+                let detail = match &now.adapter {
+                    Some(a) => format!(
+                        "now serving adapter {} from {} ({:?}, loaded in {:.2} s)",
                         a.name,
                         a.path.display(),
                         a.mode,
                         a.load_s
                     ),
-                    None => log::info!("adapter swap: now serving the base model"),
-                }
+                    None => "now serving the base model".to_string(),
+                };
+                log::info!("adapter swap: {detail}");
+                self.tell("adapter_swapped", &detail);
             }
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 log::warn!("adapter swap refused, the served model is unchanged: {e}");
+                self.tell("adapter_swap_refused", &e.to_string());
             }
         }
         result.map(|c| match c {
@@ -424,7 +454,15 @@ mod tests {
         let dir = tmp.path().join("tiny");
         write_tiny_model(&dir, 7, WeightFormat::F32).expect("tiny model");
         let served = load_served(&dir, None).expect("base");
-        let slot = ModelSlot::new(dir, Some(tmp.path().to_path_buf()), served);
+        let told = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = told.clone();
+        let slot = ModelSlot::new(dir, Some(tmp.path().to_path_buf()), served).with_on_swap(Some(
+            SwapHook(Box::new(move |event: &str, detail: &str| {
+                if let Ok(mut t) = sink.lock() {
+                    t.push(format!("{event}: {detail}"));
+                }
+            })),
+        ));
         let before = slot.current();
         {
             let _loading = slot.swapping.lock().expect("lock");
@@ -453,6 +491,11 @@ mod tests {
             slot.metrics_text()
                 .contains("thermo_adapter_info{adapter=\"\"} 1\n")
         );
+        // Both refusals reached the event hook; the no-op did not.
+        let told = told.lock().expect("events").clone();
+        assert_eq!(told.len(), 2, "{told:?}");
+        assert!(told.iter().all(|t| t.starts_with("adapter_swap_refused: ")));
+        assert!(told[1].contains("has no adapter_config.json"), "{told:?}");
     }
 
     #[test]

@@ -141,11 +141,6 @@ pub fn run(config: &Config) -> Result<()> {
             t.elapsed().as_secs_f64()
         ),
     }
-    let slot = Arc::new(adapter::ModelSlot::new(
-        dir,
-        config.model.adapters_dir.clone(),
-        served,
-    ));
     let governed = Arc::new(Governed::start_with(
         &config.sensors,
         &GovernorArgs {
@@ -159,6 +154,15 @@ pub fn run(config: &Config) -> Result<()> {
         Some(governed.probe()),
     )?
     .map(Arc::new);
+    let on_swap = telemetry.clone().map(|t| {
+        adapter::SwapHook(Box::new(move |event: &str, detail: &str| {
+            t.event(event, detail)
+        }))
+    });
+    let slot = Arc::new(
+        adapter::ModelSlot::new(dir, config.model.adapters_dir.clone(), served)
+            .with_on_swap(on_swap),
+    );
     let on_done: Option<worker::DoneHook> = telemetry.clone().map(|t| {
         let eco = eco.clone();
         Arc::new(
