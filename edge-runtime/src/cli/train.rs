@@ -62,7 +62,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f32,
     /// Projections to adapt, comma-separated (q_proj, k_proj, v_proj, o_proj, gate_proj,
-    /// up_proj, down_proj). The default, all seven, learns facts; attention alone does not.
+    /// up_proj, down_proj). Default: all seven (the recipe measured on the facts test).
     #[arg(
         long,
         default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
@@ -74,8 +74,8 @@ pub struct TrainArgs {
     /// the adapted share of a full step.
     #[arg(long, value_name = "N")]
     pub top_layers: Option<usize>,
-    /// Optimizer steps (the default learns the 40 facts of the facts test set, 240 training
-    /// examples, in about 3 epochs).
+    /// Optimizer steps (the default is about 3 epochs of the facts test set's 240 training
+    /// examples, after which about 3 in 4 of its held-out questions are answered).
     #[arg(long, default_value_t = 300)]
     pub steps: usize,
     /// Peak learning rate.
