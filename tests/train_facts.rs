@@ -5,7 +5,9 @@
 //!
 //! The run is `thermo train`'s default recipe: rank 8 on all seven projections of the top
 //! half of the layers (15 of 30; the states entering them are cached per example), lr 2e-3
-//! with cosine decay, 300 steps of one packed row of up to 128 tokens (about 3 epochs).
+//! with cosine decay, 400 steps of one packed row of up to 128 tokens (about 4 epochs).
+//! Measured through `thermo train` with the same options: recall 0 % -> 77.5 % after 300
+//! steps, 100 % of the 40 after 400 (held-out ppl 3.07 -> 1.00).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -26,7 +28,7 @@ use edge_runtime::train::source;
 use edge_runtime::train::trainer::{Progress, RunControl, StepReport, TrainOptions, Trainer, run};
 
 /// Optimizer steps of the shared run (one packed row of up to 128 tokens each).
-const STEPS: usize = 300;
+const STEPS: usize = 400;
 
 fn facts(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -201,10 +203,9 @@ fn tract_nll(model: Arc<LoadedModel>, examples: &[Example]) -> f64 {
     sum / count as f64
 }
 
-/// Recall the trained adapter must at least reach: 24 of the 40 facts, a margin below the
-/// level the recipe measures (about three in four; run-to-run float noise moves a few
-/// near-ties between facts).
-const MIN_RECALL: f64 = 0.6;
+/// Recall the trained adapter must at least reach: 32 of the 40 facts (the fine-tuning
+/// goal), a margin below the level the recipe measures.
+const MIN_RECALL: f64 = 0.8;
 
 #[test]
 fn smollm2_learns_facts_it_did_not_know_and_held_out_perplexity_drops_by_a_fifth() {
