@@ -1,10 +1,13 @@
 //! LoRA fine-tuning of SmolLM2-135M-Instruct (4-bit folder, weights from its GGUF) on the
-//! committed synthetic facts (`tests/data/facts`): trained on two phrasings of each fact,
-//! asked a third, held-out phrasing through tract with the adapter as a side branch (the
+//! committed synthetic facts (`tests/data/facts`): trained on six phrasings of each fact,
+//! asked a seventh, held-out phrasing through tract with the adapter as a side branch (the
 //! served path). One training run is shared by the tests of this file.
 //!
-//! Recall is asserted at the level this run reaches (measured 0 % -> 20 % after 120 steps),
-//! not at the 80 % the fine-tuning issue asks for, which this configuration does not reach.
+//! The run is `thermo train`'s default recipe: rank 8 on all seven projections of the top
+//! half of the layers (15 of 30; the states entering them are cached per example), lr 2e-3
+//! with cosine decay, 400 steps of one packed row of up to 128 tokens (about 4 epochs).
+//! Measured through `thermo train` with the same options: recall 0 % -> 77.5 % after 300
+//! steps, 100 % of the 40 after 400 (held-out ppl 3.07 -> 1.00).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -25,7 +28,7 @@ use edge_runtime::train::source;
 use edge_runtime::train::trainer::{Progress, RunControl, StepReport, TrainOptions, Trainer, run};
 
 /// Optimizer steps of the shared run (one packed row of up to 128 tokens each).
-const STEPS: usize = 120;
+const STEPS: usize = 400;
 
 fn facts(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,7 +63,7 @@ fn trained() -> &'static Trained {
         let (train, p1) = load_examples(&facts("train.jsonl"), &side, 128);
         let (held, p2) = load_examples(&facts("test.jsonl"), &side, 128);
         assert!(p1.is_empty() && p2.is_empty(), "{p1:?} {p2:?}");
-        assert_eq!((train.len(), held.len()), (80, 40));
+        assert_eq!((train.len(), held.len()), (240, 40));
         let options = TrainOptions {
             lora: LoraConfig::new(
                 8,
@@ -76,12 +79,12 @@ fn trained() -> &'static Trained {
                     Target::Down,
                 ],
                 base.config.num_hidden_layers,
-                None,
+                Some(base.config.num_hidden_layers.div_ceil(2)),
             )
             .expect("lora"),
             steps: STEPS,
             lr: 2e-3,
-            warmup: 6,
+            warmup: 10,
             schedule: Schedule::Cosine,
             accum: 1,
             seq_len: 128,
@@ -94,7 +97,7 @@ fn trained() -> &'static Trained {
         let adapter = tempfile::tempdir().expect("tmp");
         let stop = AtomicBool::new(false);
         let mut on_step = |r: &StepReport, p: &Progress| {
-            if r.step.is_multiple_of(20) {
+            if r.step.is_multiple_of(50) {
                 eprintln!(
                     "step {} loss {:.3} held-out {:?} {:.2} s/step",
                     r.step, r.loss, p.eval_loss, r.seconds
@@ -200,8 +203,9 @@ fn tract_nll(model: Arc<LoadedModel>, examples: &[Example]) -> f64 {
     sum / count as f64
 }
 
-/// Recall the trained adapter must at least reach (a tenth: four of the forty facts).
-const MIN_RECALL: f64 = 0.1;
+/// Recall the trained adapter must at least reach: 32 of the 40 facts (the fine-tuning
+/// goal), a margin below the level the recipe measures.
+const MIN_RECALL: f64 = 0.8;
 
 #[test]
 fn smollm2_learns_facts_it_did_not_know_and_held_out_perplexity_drops_by_a_fifth() {

@@ -290,12 +290,16 @@ fn thermo_train_writes_a_peft_adapter_that_thermo_run_serves() {
     .expect("json");
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["r"], 4);
+    // The default adapts every projection of the top half of the layers (1 of 2 here).
     let names: Vec<String> = adapter_tensors(&out).into_keys().collect();
     assert!(
         names.contains(
-            &"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".to_string()
-        )
+            &"base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight".to_string()
+        ) && names
+            .contains(&"base_model.model.model.layers.1.mlp.down_proj.lora_B.weight".to_string()),
+        "{names:?}"
     );
+    assert!(!names.iter().any(|n| n.contains("layers.0.")), "{names:?}");
     let o = Command::new(thermo_bin())
         .args([
             "run",

@@ -103,6 +103,9 @@ pub fn bench_config(
     };
     let rss_reset = reset_peak_rss();
     let mut trainer = Trainer::new(model, options, train.to_vec(), vec![])?;
+    trainer
+        .warm_frozen_cache()
+        .context("caching the frozen layers' states")?;
     trainer.step().context("the warm-up step")?;
     meter.poll();
     let mark = meter.mark();

@@ -67,14 +67,21 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f32,
     /// Projections to adapt, comma-separated (q_proj, k_proj, v_proj, o_proj, gate_proj,
-    /// up_proj, down_proj).
-    #[arg(long, default_value = "q_proj,v_proj", value_delimiter = ',')]
+    /// up_proj, down_proj). Default: all seven (the recipe measured on the facts test).
+    #[arg(
+        long,
+        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+        value_delimiter = ','
+    )]
     pub targets: Vec<String>,
-    /// Adapt only the top N layers (cheaper per step; default: all layers).
+    /// Adapt only the top N layers; 0 adapts all. Default: the top half. Layers below the
+    /// adapted ones run once per example (their states are cached), so a step costs about
+    /// the adapted share of a full step.
     #[arg(long, value_name = "N")]
     pub top_layers: Option<usize>,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 200)]
+    /// Optimizer steps (the default is about 4 epochs of the facts test set's 240 training
+    /// examples, after which its held-out questions are answered: 3 in 4 after 300 steps).
+    #[arg(long, default_value_t = 400)]
     pub steps: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 2e-3)]
@@ -142,6 +149,15 @@ fn model_folder(args: &TrainArgs) -> Result<PathBuf> {
         return super::run::resolve_model(&margs);
     }
     Ok(dir)
+}
+
+/// The adapted top layers of a model with `layers` layers for `--top-layers` (`None`: all).
+fn top_layers(flag: Option<usize>, layers: usize) -> Option<usize> {
+    match flag {
+        None => Some(layers.div_ceil(2)),
+        Some(0) => None,
+        Some(n) => Some(n),
+    }
 }
 
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`.
@@ -307,7 +323,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             args.dropout,
             targets.clone(),
             b.config.num_hidden_layers,
-            args.top_layers,
+            top_layers(args.top_layers, b.config.num_hidden_layers),
         ) {
             Ok(c) => Some(c),
             Err(e) => {

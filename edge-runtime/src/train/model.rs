@@ -378,6 +378,13 @@ fn attention_bias(segment: &[u32], shared: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(bias, (t, t), &Device::Cpu)?)
 }
 
+/// Per-row tensors every block reads: RoPE tables and the attention bias.
+struct RowContext {
+    cos: Tensor,
+    sin: Tensor,
+    bias: Tensor,
+}
+
 /// Seeded dropout mask scaled by `1/(1-p)`, shape `[rows, cols]`.
 fn dropout_mask(rows: usize, cols: usize, p: f32, seed: u64) -> Result<Tensor> {
     use rand::{Rng, SeedableRng};
@@ -415,6 +422,64 @@ impl BaseModel {
         adapter: Option<&LoraAdapter>,
         opts: ForwardOptions,
     ) -> Result<Tensor> {
+        self.hidden_from(row, adapter, opts, None)
+    }
+
+    /// Hidden states `[seq, hidden]` entering layer `layer` of a packed row without any
+    /// adapter: what every adapter at or above `layer` starts from (carries no gradient).
+    pub fn frozen_hidden(&self, row: &PackedRow, layer: usize) -> Result<Tensor> {
+        ensure!(
+            layer <= self.blocks.len(),
+            "layer {layer} is past the model's {} layers",
+            self.blocks.len()
+        );
+        let mut h = self.embed_row(row)?;
+        let ctx = self.row_context(row)?;
+        for l in 0..layer {
+            h = self.block(l, &h, &ctx, None, ForwardOptions::EVAL, false)?;
+        }
+        Ok(h.detach())
+    }
+
+    /// Final hidden states like [`BaseModel::hidden`], optionally starting at layer `l` from
+    /// `start = (l, h)`, the states [`BaseModel::frozen_hidden`] gives for that row and
+    /// layer; `l` must not be above `adapter`'s lowest layer.
+    pub fn hidden_from(
+        &self,
+        row: &PackedRow,
+        adapter: Option<&LoraAdapter>,
+        opts: ForwardOptions,
+        start: Option<(usize, Tensor)>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let lowest = adapter
+            .and_then(LoraAdapter::lowest_layer)
+            .unwrap_or(usize::MAX);
+        let (first, mut h) = match start {
+            Some((l, h)) => {
+                ensure!(
+                    l <= lowest.min(self.blocks.len()),
+                    "frozen states of layer {l} are above the lowest adapted layer"
+                );
+                ensure!(
+                    h.dims() == [row.ids.len(), c.hidden_size],
+                    "frozen states of shape {:?} for a row of {} tokens",
+                    h.dims(),
+                    row.ids.len()
+                );
+                (l, h)
+            }
+            None => (0, self.embed_row(row)?),
+        };
+        let ctx = self.row_context(row)?;
+        for l in first..self.blocks.len() {
+            h = self.block(l, &h, &ctx, adapter, opts, l >= lowest)?;
+        }
+        rms_norm(&h, &self.norm, c.rms_norm_eps, lowest != usize::MAX)
+    }
+
+    /// Embeddings `[seq, hidden]` of a row's tokens, after checking the row.
+    fn embed_row(&self, row: &PackedRow) -> Result<Tensor> {
         let c = &self.config;
         let t = row.ids.len();
         ensure!(t > 0, "empty row");
@@ -428,66 +493,88 @@ impl BaseModel {
                 c.vocab_size
             );
         }
-        let lowest = adapter
-            .and_then(LoraAdapter::lowest_layer)
-            .unwrap_or(usize::MAX);
         let ids = Tensor::from_slice(&row.ids, t, &Device::Cpu)?;
-        let mut h = self.embed.index_select(&ids, 0)?;
+        Ok(self.embed.index_select(&ids, 0)?)
+    }
+
+    /// RoPE tables and attention bias of a row.
+    fn row_context(&self, row: &PackedRow) -> Result<RowContext> {
+        let t = row.ids.len();
+        ensure!(
+            row.positions.len() == t && row.segment.len() == t && row.shared <= t,
+            "row fields differ in length"
+        );
         let (cos, sin) = self.rope_tables(&row.positions)?;
         let bias = attention_bias(&row.segment, row.shared)?;
+        Ok(RowContext { cos, sin, bias })
+    }
+
+    /// Decoder block `l` on `h`; `tracked` selects the gradient-carrying ops.
+    fn block(
+        &self,
+        l: usize,
+        h: &Tensor,
+        ctx: &RowContext,
+        adapter: Option<&LoraAdapter>,
+        opts: ForwardOptions,
+        tracked: bool,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let b = self
+            .blocks
+            .get(l)
+            .with_context(|| format!("no layer {l}"))?;
+        let t = h.dim(0)?;
+        let (cos, sin, bias) = (&ctx.cos, &ctx.sin, &ctx.bias);
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let group = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
-        for (l, b) in self.blocks.iter().enumerate() {
-            let tracked = l >= lowest;
-            let x = rms_norm(&h, &b.input_norm, c.rms_norm_eps, tracked)?;
-            let proj = |target: Target, w: &Tensor, x: &Tensor| -> Result<Tensor> {
-                let y = linear(x, w, tracked)?;
-                match adapter.and_then(|a| a.pair(l, target)) {
-                    Some(pair) => {
-                        let xin = if opts.dropout > 0.0 {
-                            let seed = opts
-                                .dropout_seed
-                                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                                .wrapping_add((l * 8 + target as usize) as u64);
-                            let (r, cols) = x.dims2()?;
-                            x.mul(&dropout_mask(r, cols, opts.dropout, seed)?)?
-                        } else {
-                            x.clone()
-                        };
-                        let delta = xin
-                            .matmul(&pair.a.as_tensor().t()?)?
-                            .matmul(&pair.b.as_tensor().t()?)?;
-                        Ok((y + (delta * pair.scale)?)?)
-                    }
-                    None => Ok(y),
+        let x = rms_norm(h, &b.input_norm, c.rms_norm_eps, tracked)?;
+        let proj = |target: Target, w: &Tensor, x: &Tensor| -> Result<Tensor> {
+            let y = linear(x, w, tracked)?;
+            match adapter.and_then(|a| a.pair(l, target)) {
+                Some(pair) => {
+                    let xin = if opts.dropout > 0.0 {
+                        let seed = opts
+                            .dropout_seed
+                            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                            .wrapping_add((l * 8 + target as usize) as u64);
+                        let (r, cols) = x.dims2()?;
+                        x.mul(&dropout_mask(r, cols, opts.dropout, seed)?)?
+                    } else {
+                        x.clone()
+                    };
+                    let delta = xin
+                        .matmul(&pair.a.as_tensor().t()?)?
+                        .matmul(&pair.b.as_tensor().t()?)?;
+                    Ok((y + (delta * pair.scale)?)?)
                 }
-            };
-            let q = proj(Target::Q, &b.q, &x)?;
-            let k = proj(Target::K, &b.k, &x)?;
-            let v = proj(Target::V, &b.v, &x)?;
-            let q = q.reshape((t, nh, hd))?.transpose(0, 1)?;
-            let k = k.reshape((t, nkv, hd))?.transpose(0, 1)?;
-            let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-            let q = rope(&q, &cos, &sin)?;
-            let k = rope(&k, &cos, &sin)?;
-            // Query head kv·group + r reads KV head kv.
-            let q = q.reshape((nkv, group * t, hd))?;
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-            let scores = scores.reshape((nkv, group, t, t))?.broadcast_add(&bias)?;
-            let probs = softmax(&scores, tracked)?.reshape((nkv, group * t, t))?;
-            let att = probs.matmul(&v)?.reshape((nh, t, hd))?;
-            let att = att.transpose(0, 1)?.reshape((t, nh * hd))?;
-            let o = proj(Target::O, &b.o, &att)?;
-            h = (h + o)?;
-            let x = rms_norm(&h, &b.post_norm, c.rms_norm_eps, tracked)?;
-            let gate = proj(Target::Gate, &b.gate, &x)?;
-            let up = proj(Target::Up, &b.up, &x)?;
-            let act = (candle_nn::ops::silu(&gate)? * up)?;
-            let down = proj(Target::Down, &b.down, &act)?;
-            h = (h + down)?;
-        }
-        rms_norm(&h, &self.norm, c.rms_norm_eps, lowest != usize::MAX)
+                None => Ok(y),
+            }
+        };
+        let q = proj(Target::Q, &b.q, &x)?;
+        let k = proj(Target::K, &b.k, &x)?;
+        let v = proj(Target::V, &b.v, &x)?;
+        let q = q.reshape((t, nh, hd))?.transpose(0, 1)?;
+        let k = k.reshape((t, nkv, hd))?.transpose(0, 1)?;
+        let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+        let q = rope(&q, cos, sin)?;
+        let k = rope(&k, cos, sin)?;
+        // Query head kv·group + r reads KV head kv.
+        let q = q.reshape((nkv, group * t, hd))?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        let scores = scores.reshape((nkv, group, t, t))?.broadcast_add(bias)?;
+        let probs = softmax(&scores, tracked)?.reshape((nkv, group * t, t))?;
+        let att = probs.matmul(&v)?.reshape((nh, t, hd))?;
+        let att = att.transpose(0, 1)?.reshape((t, nh * hd))?;
+        let o = proj(Target::O, &b.o, &att)?;
+        let h = (h + o)?;
+        let x = rms_norm(&h, &b.post_norm, c.rms_norm_eps, tracked)?;
+        let gate = proj(Target::Gate, &b.gate, &x)?;
+        let up = proj(Target::Up, &b.up, &x)?;
+        let act = (candle_nn::ops::silu(&gate)? * up)?;
+        let down = proj(Target::Down, &b.down, &act)?;
+        Ok((h + down)?)
     }
 
     /// Logits `[rows.len(), vocab]` at the given row positions.
@@ -509,9 +596,20 @@ impl BaseModel {
         adapter: Option<&LoraAdapter>,
         opts: ForwardOptions,
     ) -> Result<(Tensor, usize)> {
+        self.loss_from(row, adapter, opts, None)
+    }
+
+    /// [`BaseModel::loss`] starting from frozen states (see [`BaseModel::hidden_from`]).
+    pub fn loss_from(
+        &self,
+        row: &PackedRow,
+        adapter: Option<&LoraAdapter>,
+        opts: ForwardOptions,
+        start: Option<(usize, Tensor)>,
+    ) -> Result<(Tensor, usize)> {
         ensure!(!row.targets.is_empty(), "a row with nothing to score");
         let tracked = adapter.and_then(LoraAdapter::lowest_layer).is_some();
-        let hidden = self.hidden(row, adapter, opts)?;
+        let hidden = self.hidden_from(row, adapter, opts, start)?;
         let rows: Vec<usize> = row.targets.iter().map(|&(p, _)| p).collect();
         let logits = self.logits_at(&hidden, &rows, tracked)?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;

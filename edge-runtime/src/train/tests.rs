@@ -316,3 +316,60 @@ fn custom_norm_and_softmax_pass_the_gradients_of_their_composite_forms() {
         assert!(d < 1e-5, "{name} differs by {d}");
     }
 }
+
+#[test]
+fn cached_frozen_states_train_like_computing_every_layer() {
+    let model = tiny();
+    let data = examples(&LINES);
+    let mut cached =
+        Trainer::new(&model, options(2, Some(1), 12, 0.1), data.clone(), vec![]).expect("t");
+    let mut full = Trainer::new(&model, options(2, Some(1), 12, 0.1), data, vec![])
+        .expect("t")
+        .without_frozen_cache();
+    // Twelve steps of two rows each run over the six examples several times, so most rows
+    // start from cached states.
+    for _ in 0..12 {
+        let a = cached.step().expect("cached step").loss;
+        let b = full.step().expect("full step").loss;
+        assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let (a, b) = (
+        cached.adapter_tensors().expect("a"),
+        full.adapter_tensors().expect("b"),
+    );
+    for (name, (_, va)) in &a {
+        let (_, vb) = &b[name];
+        let diff = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-4, "{name}: {diff}");
+    }
+}
+
+#[test]
+fn a_restored_top_layer_checkpoint_continues_exactly_without_its_cached_states() {
+    let model = tiny();
+    let data = examples(&LINES);
+    let opts = options(2, Some(1), 8, 0.1);
+    let mut straight = Trainer::new(&model, opts.clone(), data.clone(), vec![]).expect("t");
+    for _ in 0..8 {
+        straight.step().expect("step");
+    }
+    let mut first = Trainer::new(&model, opts.clone(), data.clone(), vec![]).expect("t");
+    for _ in 0..3 {
+        first.step().expect("step");
+    }
+    let bytes = first.checkpoint_bytes().expect("checkpoint");
+    drop(first);
+    let mut resumed = Trainer::new(&model, opts, data, vec![]).expect("t");
+    resumed.restore(&bytes).expect("restore");
+    for _ in 3..8 {
+        resumed.step().expect("step");
+    }
+    assert_eq!(
+        straight.adapter_tensors().expect("a"),
+        resumed.adapter_tensors().expect("b")
+    );
+}

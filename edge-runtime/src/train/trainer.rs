@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -131,6 +132,19 @@ pub struct Trainer<'m> {
     /// Where the run stands.
     pub progress: Progress,
     digest: String,
+    /// States entering the lowest adapted layer, when that is above layer 0.
+    frozen: Option<FrozenCache>,
+}
+
+/// Hidden states entering the lowest adapted layer, per training example (its tokens after
+/// the shared prefix) and for the shared prefix. No adapter sits below that layer, so these
+/// states never change during a run: each is computed once, the first time its example is
+/// packed, and later rows start at that layer. (In a packed row an example sees only the
+/// shared prefix and itself, so its states do not depend on its row-mates.)
+struct FrozenCache {
+    layer: usize,
+    prefix: Option<Tensor>,
+    examples: Vec<Option<Tensor>>,
 }
 
 impl<'m> Trainer<'m> {
@@ -164,6 +178,14 @@ impl<'m> Trainer<'m> {
         let shared = common_prefix(&[&train, &eval]);
         let eval_rows = pack_all(&eval, options.seq_len, shared);
         let order = epoch_order(train.len(), options.seed, 0);
+        let frozen = adapter
+            .lowest_layer()
+            .filter(|&l| l > 0)
+            .map(|layer| FrozenCache {
+                layer,
+                prefix: None,
+                examples: vec![None; train.len()],
+            });
         Ok(Trainer {
             model,
             adapter,
@@ -175,27 +197,100 @@ impl<'m> Trainer<'m> {
             shared,
             progress: Progress::default(),
             digest,
+            frozen,
         })
+    }
+
+    /// The same trainer computing every layer on every step (no cached frozen states):
+    /// the reference the cache is held to, and a benchmark baseline.
+    pub fn without_frozen_cache(mut self) -> Self {
+        self.frozen = None;
+        self
+    }
+
+    /// Computes the cached frozen states of every training example now instead of on each
+    /// example's first use (steady-state benchmarks); a no-op when every layer is adapted.
+    pub fn warm_frozen_cache(&mut self) -> Result<()> {
+        let all: Vec<usize> = (0..self.train.len()).collect();
+        let mut row = PackedRow::default();
+        if let Some(first) = self.train.first() {
+            push_example(&mut row, first, self.shared);
+        }
+        self.frozen_start(&row, &all)?;
+        Ok(())
     }
 
     /// The next packed row of training examples; advances the data cursor.
     fn next_row(&mut self) -> PackedRow {
+        self.next_row_with_members().0
+    }
+
+    /// The next packed row and the indices of the training examples in it, in row order.
+    fn next_row_with_members(&mut self) -> (PackedRow, Vec<usize>) {
         let mut row = PackedRow::default();
+        let mut members = vec![];
         loop {
             if self.progress.index >= self.order.len() {
                 self.progress.epoch += 1;
                 self.progress.index = 0;
                 self.order = epoch_order(self.train.len(), self.options.seed, self.progress.epoch);
             }
-            let ex = &self.train[self.order[self.progress.index]];
+            let i = self.order[self.progress.index];
+            let ex = &self.train[i];
             if !row.ids.is_empty()
                 && row.ids.len() + row_cost(ex, self.shared) > self.options.seq_len
             {
-                return row;
+                return (row, members);
             }
             push_example(&mut row, ex, self.shared);
+            members.push(i);
             self.progress.index += 1;
         }
+    }
+
+    /// Where the forward pass of `row` (holding the training examples `members`) starts:
+    /// the cached states entering the lowest adapted layer, or `None` when every layer is
+    /// adapted. A state missing from the cache is computed from its example alone (the
+    /// shared prefix from the prefix alone), so cached values do not depend on packing and a
+    /// resumed run recomputes them bit for bit.
+    fn frozen_start(
+        &mut self,
+        row: &PackedRow,
+        members: &[usize],
+    ) -> Result<Option<(usize, Tensor)>> {
+        let Some(cache) = self.frozen.as_mut() else {
+            return Ok(None);
+        };
+        let shared = row.shared;
+        let mut parts = Vec::with_capacity(members.len() + 1);
+        if shared > 0 {
+            if cache.prefix.is_none() {
+                let alone = PackedRow {
+                    ids: row.ids[..shared].to_vec(),
+                    positions: (0..shared as u32).collect(),
+                    segment: vec![0; shared],
+                    targets: vec![],
+                    shared: 0,
+                };
+                cache.prefix = Some(self.model.frozen_hidden(&alone, cache.layer)?);
+            }
+            parts.extend(cache.prefix.clone());
+        }
+        for &i in members {
+            let slot = cache
+                .examples
+                .get_mut(i)
+                .context("a packed example outside the training set")?;
+            if slot.is_none() {
+                let ex = &self.train[i];
+                let mut alone = PackedRow::default();
+                push_example(&mut alone, ex, shared);
+                let h = self.model.frozen_hidden(&alone, cache.layer)?;
+                *slot = Some(h.narrow(0, shared, row_cost(ex, shared))?.contiguous()?);
+            }
+            parts.extend(slot.clone());
+        }
+        Ok(Some((cache.layer, Tensor::cat(&parts, 0)?)))
     }
 
     /// One optimizer step over `accum` packed rows.
@@ -207,7 +302,8 @@ impl<'m> Trainer<'m> {
         let mut sum: Vec<Option<candle_core::Tensor>> = vec![];
         let (mut loss_sum, mut scored, mut tokens) = (0.0f64, 0usize, 0usize);
         for micro in 0..accum {
-            let row = self.next_row();
+            let (row, members) = self.next_row_with_members();
+            let start = self.frozen_start(&row, &members)?;
             let fo = ForwardOptions {
                 dropout: self.options.lora.dropout,
                 dropout_seed: self
@@ -215,7 +311,7 @@ impl<'m> Trainer<'m> {
                     .seed
                     .wrapping_add((self.progress.step * accum + micro) as u64 + 1),
             };
-            let (loss, n) = self.model.loss(&row, Some(&self.adapter), fo)?;
+            let (loss, n) = self.model.loss_from(&row, Some(&self.adapter), fo, start)?;
             loss_sum += f64::from(loss.to_scalar::<f32>()?) * n as f64;
             scored += n;
             tokens += row.ids.len();
