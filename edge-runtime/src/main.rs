@@ -6,6 +6,12 @@ use edge_runtime::cli::{Cli, Command};
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if let Command::Train(args) = &cli.command
+        && let Err(e) = edge_runtime::cli::train::ensure_threads(args)
+    {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(args) => edge_runtime::cli::run::run(args),
         Command::Chat(args) => edge_runtime::cli::run::chat(args),

@@ -317,3 +317,41 @@ fn thermo_train_writes_a_peft_adapter_that_thermo_run_serves() {
         .expect("run");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// The thread count the benchmark table reports for `thermo train --bench` with `extra` flags
+/// and `RAYON_NUM_THREADS` as given (`None`: unset).
+fn bench_threads(rayon: Option<&str>, extra: &[&str]) -> String {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = text_data(tmp.path());
+    let mut c = Command::new(thermo_bin());
+    c.args(["train", "--model"])
+        .arg(tiny())
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(tmp.path().join("adapter"))
+        .args(["--seq-len", "96", "--rank", "4", "--no-governor"])
+        .args(["--bench", "--bench-steps", "1", "--bench-top", "1"])
+        .args(extra)
+        .env_remove("RAYON_NUM_THREADS");
+    if let Some(v) = rayon {
+        c.env("RAYON_NUM_THREADS", v);
+    }
+    let o = c.output().expect("thermo train --bench");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    table
+        .split("tokens, ")
+        .nth(1)
+        .and_then(|rest| rest.split(" compute thread").next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn training_uses_one_compute_thread_unless_told_otherwise() {
+    assert_eq!(bench_threads(None, &[]), "1");
+    assert_eq!(bench_threads(Some("2"), &[]), "2");
+    assert_eq!(bench_threads(None, &["--threads", "2"]), "2");
+    assert_eq!(bench_threads(Some("2"), &["--threads", "1"]), "1");
+}

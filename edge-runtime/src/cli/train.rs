@@ -4,8 +4,10 @@
 //! step), prints a progress line, checkpoints every N steps and on SIGTERM/SIGINT, and
 //! continues a checkpointed run exactly with `--resume`.
 //!
-//! Compute threads of the candle matrix products follow `RAYON_NUM_THREADS` (default: all
-//! cores); one thread spends the least energy per step.
+//! Compute threads of the candle matrix products follow `RAYON_NUM_THREADS`, which candle
+//! reads from the environment only; `--threads` (default 1: candle's worker threads spin while
+//! they wait for each other, so one thread trains faster and spends less energy per step)
+//! sets it by replacing the process with itself, see [`ensure_threads`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -104,6 +106,11 @@ pub struct TrainArgs {
     /// Seed of the adapter init, the data order and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Compute threads of the matrix products (default: `RAYON_NUM_THREADS` when set, else
+    /// 1, which trains fastest and spends the least energy per step: candle's worker threads
+    /// spin while they wait for each other).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Write a checkpoint every N steps (and always at the end and on SIGTERM).
     #[arg(long, default_value_t = 25)]
     pub checkpoint_every: usize,
@@ -132,6 +139,41 @@ pub struct TrainArgs {
     pub telemetry: TelemetryArgs,
     #[command(flatten)]
     pub governor: GovernorArgs,
+}
+
+/// Threads when neither `--threads` nor `RAYON_NUM_THREADS` says.
+pub const DEFAULT_THREADS: usize = 1;
+
+/// The `RAYON_NUM_THREADS` value `thermo train` should run with, when the current one differs
+/// (`None`: keep the process as it is).
+fn wanted_threads(flag: Option<usize>, env: Option<&str>) -> Result<Option<usize>> {
+    match (flag, env) {
+        (Some(0), _) => bail!("--threads must be at least 1"),
+        (Some(n), Some(cur)) if cur.trim() == n.to_string() => Ok(None),
+        (Some(n), _) => Ok(Some(n)),
+        (None, Some(_)) => Ok(None),
+        (None, None) => Ok(Some(DEFAULT_THREADS)),
+    }
+}
+
+/// Makes candle use the threads `args` asks for. candle takes its thread count from
+/// `RAYON_NUM_THREADS` in the environment, and a process cannot safely change its own
+/// environment once threads may be running; so when the variable needs to change, the
+/// binary replaces itself (same PID, same arguments) with it set. Returns only when nothing
+/// needs to change, or with the error of a failed replacement. Call it from `main`, before
+/// anything else runs.
+pub fn ensure_threads(args: &TrainArgs) -> Result<()> {
+    let env = std::env::var("RAYON_NUM_THREADS").ok();
+    let Some(n) = wanted_threads(args.threads, env.as_deref())? else {
+        return Ok(());
+    };
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("locating the thermo binary")?;
+    let err = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .env("RAYON_NUM_THREADS", n.to_string())
+        .exec();
+    Err(err).with_context(|| format!("restarting {} with {n} compute thread(s)", exe.display()))
 }
 
 fn model_folder(args: &TrainArgs) -> Result<PathBuf> {
@@ -618,4 +660,19 @@ fn run_bench(
         eprintln!("[governor: {}]", g.finish().line());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thread_count_comes_from_the_flag_then_the_environment_then_one() {
+        assert_eq!(wanted_threads(None, None).ok(), Some(Some(1)));
+        assert_eq!(wanted_threads(None, Some("2")).ok(), Some(None));
+        assert_eq!(wanted_threads(Some(2), Some("2")).ok(), Some(None));
+        assert_eq!(wanted_threads(Some(2), Some("1")).ok(), Some(Some(2)));
+        assert_eq!(wanted_threads(Some(3), None).ok(), Some(Some(3)));
+        assert!(wanted_threads(Some(0), None).is_err());
+    }
 }
