@@ -2,8 +2,6 @@
 //! graph and served by tract (merged into f32 weights, or as a side branch) gives the same
 //! logits and greedy tokens as the training graph.
 
-use std::path::PathBuf;
-
 use e2e_tests::{TINY_SEED, tiny_model};
 use edge_runtime::engine::WeightFormat;
 use edge_runtime::engine::generate::{Gate, GenerateOptions, generate};
@@ -11,48 +9,15 @@ use edge_runtime::engine::import::tiny_weights;
 use edge_runtime::engine::model::{KvState, LoadedModel};
 use edge_runtime::engine::onnx_export::write_onnx_with;
 use edge_runtime::engine::sampling::SamplingParams;
-use edge_runtime::train::data::Example;
-use edge_runtime::train::lora::{LoraAdapter, LoraConfig, Target};
+use edge_runtime::train::lora::LoraAdapter;
 use edge_runtime::train::model::{BaseModel, argmax};
-use edge_runtime::train::optim::{AdamWParams, Schedule};
 use edge_runtime::train::serve::{ServeMode, load_adapted, side_branches};
-use edge_runtime::train::trainer::{TrainOptions, Trainer};
-
-fn byte_examples(lines: &[&str]) -> Vec<Example> {
-    lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Example {
-            file: PathBuf::from("mem"),
-            line: i + 1,
-            ids: l.bytes().map(u32::from).collect(),
-            scored_from: 1,
-            key: (*l).to_string(),
-        })
-        .collect()
-}
+use edge_runtime::train::tiny::train_adapter;
 
 /// A tiny-model adapter trained for a few steps, saved as PEFT files in a temp dir.
 fn trained_adapter(model: &BaseModel) -> (tempfile::TempDir, LoraAdapter) {
-    let options = TrainOptions {
-        lora: LoraConfig::new(4, 8.0, 0.0, vec![Target::Q, Target::V], 2, None).expect("lora"),
-        steps: 12,
-        lr: 2e-2,
-        warmup: 1,
-        schedule: Schedule::Constant,
-        accum: 1,
-        seq_len: 64,
-        adamw: AdamWParams::default(),
-        max_grad_norm: 1.0,
-        seed: 11,
-    };
-    let data = byte_examples(&["pump P-17 has code 4471", "valve V-3 has code 9120"]);
-    let mut t = Trainer::new(model, options, data, vec![]).expect("trainer");
-    for _ in 0..12 {
-        t.step().expect("step");
-    }
     let dir = tempfile::tempdir().expect("tmp");
-    t.adapter.save_peft(dir.path(), None).expect("save");
+    train_adapter(model, 12, 2e-2, dir.path()).expect("tiny adapter");
     let adapter = LoraAdapter::load_peft(dir.path(), &model.config).expect("load");
     (dir, adapter)
 }

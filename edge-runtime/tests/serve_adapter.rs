@@ -18,12 +18,9 @@ use edge_runtime::engine::generate::{Gate, GenerateOptions, generate};
 use edge_runtime::engine::import::tiny_weights;
 use edge_runtime::engine::model::{KvState, LoadedModel};
 use edge_runtime::engine::sampling::SamplingParams;
-use edge_runtime::train::data::Example;
-use edge_runtime::train::lora::{LoraConfig, Target};
 use edge_runtime::train::model::BaseModel;
-use edge_runtime::train::optim::{AdamWParams, Schedule};
 use edge_runtime::train::serve::load_adapted;
-use edge_runtime::train::trainer::{TrainOptions, Trainer};
+use edge_runtime::train::tiny::train_adapter;
 use serde_json::{Value, json};
 use serve_common::{MODEL, Opts, Server, request, sse_data, tiny_model};
 
@@ -38,38 +35,8 @@ fn adapters_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let model = BaseModel::from_weights(tiny_weights(TINY_SEED)).expect("base");
-        let options = TrainOptions {
-            lora: LoraConfig::new(4, 8.0, 0.0, vec![Target::Q, Target::V], 2, None).expect("lora"),
-            steps: 20,
-            lr: 3e-2,
-            warmup: 1,
-            schedule: Schedule::Constant,
-            accum: 1,
-            seq_len: 64,
-            adamw: AdamWParams::default(),
-            max_grad_norm: 1.0,
-            seed: 11,
-        };
-        let data = ["pump P-17 has code 4471", "valve V-3 has code 9120"]
-            .iter()
-            .enumerate()
-            .map(|(i, l)| Example {
-                file: PathBuf::from("mem"),
-                line: i + 1,
-                ids: l.bytes().map(u32::from).collect(),
-                scored_from: 1,
-                key: (*l).to_string(),
-            })
-            .collect();
-        let mut t = Trainer::new(&model, options, data, vec![]).expect("trainer");
-        for _ in 0..20 {
-            t.step().expect("step");
-        }
         let dir = tempfile::tempdir().expect("tmp");
-        std::fs::create_dir(dir.path().join("pump")).expect("mkdir");
-        t.adapter
-            .save_peft(&dir.path().join("pump"), None)
-            .expect("save");
+        train_adapter(&model, 20, 3e-2, &dir.path().join("pump")).expect("tiny adapter");
         dir
     })
     .path()

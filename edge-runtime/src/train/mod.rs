@@ -10,6 +10,7 @@ pub mod model;
 pub mod optim;
 pub mod serve;
 pub mod source;
+pub mod tiny;
 pub mod trainer;
 
 #[cfg(test)]

@@ -1,34 +1,17 @@
 //! Training-graph tests on the seeded tiny model: gradients reach every adapter, the loss
 //! falls, a checkpoint resumes bit-exactly, a merged adapter equals its side branch.
 
-use std::path::PathBuf;
-
 use candle_core::{Device, Tensor, Var};
 
-use super::data::Example;
 use super::lora::{LoraConfig, Target};
 use super::model::{BaseModel, ForwardOptions};
 use super::optim::{AdamWParams, Schedule};
+use super::tiny::byte_examples as examples;
 use super::trainer::{TrainOptions, Trainer};
 use crate::engine::import::tiny_weights;
 
 fn tiny() -> BaseModel {
     BaseModel::from_weights(tiny_weights(7)).expect("tiny model")
-}
-
-/// Byte-level examples (the tiny model's tokenizer maps byte b to id b).
-fn examples(lines: &[&str]) -> Vec<Example> {
-    lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Example {
-            file: PathBuf::from("mem"),
-            line: i + 1,
-            ids: l.bytes().map(u32::from).collect(),
-            scored_from: 1,
-            key: (*l).to_string(),
-        })
-        .collect()
 }
 
 fn options(layers: usize, top: Option<usize>, steps: usize, dropout: f32) -> TrainOptions {
