@@ -6,7 +6,7 @@
 //!
 //! Compute threads of the candle matrix products follow `RAYON_NUM_THREADS`, which candle
 //! reads from the environment only; `--threads` (default 1: candle's worker threads spin while
-//! they wait for each other, so one thread trains faster and spends less energy per step)
+//! they wait for each other, so one thread spends the least CPU time per step)
 //! sets it by replacing the process with itself, see [`ensure_threads`].
 
 use std::io::Write;
@@ -107,8 +107,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Compute threads of the matrix products (default: `RAYON_NUM_THREADS` when set, else
-    /// 1, which trains fastest and spends the least energy per step: candle's worker threads
-    /// spin while they wait for each other).
+    /// 1, which spends the least CPU time per step: candle's worker threads spin while they
+    /// wait for each other, and on a busy board a second thread makes steps slower).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Write a checkpoint every N steps (and always at the end and on SIGTERM).
