@@ -231,7 +231,7 @@ impl Section for EcoSection {
         ),
         doc(
             "lifetime_years",
-            "Service life embodied carbon is spread over, years (> 0).",
+            "Service life embodied carbon is spread over, years (0.1..=100).",
         ),
         doc(
             "activation_ev",
@@ -239,46 +239,46 @@ impl Section for EcoSection {
         ),
         doc(
             "wear_reference_c",
-            "Reference temperature of the wear figure, °C.",
+            "Reference temperature of the wear figure, °C (-273.15..=200).",
         ),
         doc_eg(
             "grid_g_co2e_per_kwh",
-            "Override the region's grid carbon intensity, g CO2e/kWh (>= 0).",
+            "Override the region's grid carbon intensity, g CO2e/kWh (0..=5000).",
             "380.0",
         ),
         doc_eg(
             "water_l_per_kwh",
-            "Override the water consumed by generation, L/kWh (>= 0).",
+            "Override the water consumed by generation, L/kWh (0..=1000).",
             "3.1",
         ),
         doc_eg(
             "pue",
-            "Override the site's power usage effectiveness (>= 1).",
+            "Override the site's power usage effectiveness (1..=10).",
             "1.2",
         ),
         doc_eg(
             "wue_l_per_kwh",
-            "Override the site's on-site water usage effectiveness, L/kWh (>= 0).",
+            "Override the site's on-site water usage effectiveness, L/kWh (0..=1000).",
             "0.5",
         ),
         doc_eg(
             "nox_g_per_kwh",
-            "Override the grid's NOx, g/kWh (>= 0).",
+            "Override the grid's NOx, g/kWh (0..=1000).",
             "0.3",
         ),
         doc_eg(
             "so2_g_per_kwh",
-            "Override the grid's SO2, g/kWh (>= 0).",
+            "Override the grid's SO2, g/kWh (0..=1000).",
             "0.2",
         ),
         doc_eg(
             "pm25_g_per_kwh",
-            "Override the grid's PM2.5, g/kWh (>= 0).",
+            "Override the grid's PM2.5, g/kWh (0..=1000).",
             "0.02",
         ),
         doc_eg(
             "embodied_kg_co2e",
-            "Override the board's embodied carbon, kg CO2e (>= 0).",
+            "Override the board's embodied carbon, kg CO2e (0..=1e6).",
             "8.0",
         ),
         doc(

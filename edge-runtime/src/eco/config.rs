@@ -12,6 +12,12 @@ use super::factors::{
     DIESEL_G_CO2E_PER_KWH, DIESEL_TIER2, DIESEL_TIER4, GRID_POLLUTANTS, Pollutants,
 };
 
+/// Shortest service life accepted (years): below it the amortised embodied carbon of a
+/// second of work stops being a meaningful figure.
+pub const MIN_LIFETIME_YEARS: f64 = 0.1;
+/// Longest service life accepted (years).
+pub const MAX_LIFETIME_YEARS: f64 = 100.0;
+
 /// Which EPA tier the diesel backup generator meets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -204,9 +210,9 @@ impl Checker {
         }
     }
 
-    fn optional(&mut self, path: &str, v: Option<f64>, min: f64) {
+    fn optional(&mut self, path: &str, v: Option<f64>, min: f64, max: f64) {
         if let Some(v) = v {
-            self.number(path, v, min, None);
+            self.number(path, v, min, Some(max));
         }
     }
 }
@@ -258,21 +264,23 @@ impl EcoConfig {
             );
         }
         c.number("diesel_fraction", self.diesel_fraction, 0.0, Some(1.0));
-        c.number("lifetime_years", self.lifetime_years, 0.0, None);
-        if self.lifetime_years.is_finite() && self.lifetime_years == 0.0 {
-            c.push("lifetime_years", "must be greater than 0".into());
-        }
+        c.number(
+            "lifetime_years",
+            self.lifetime_years,
+            MIN_LIFETIME_YEARS,
+            Some(MAX_LIFETIME_YEARS),
+        );
         c.number("activation_ev", self.activation_ev, 0.0, Some(5.0));
-        c.number("wear_reference_c", self.wear_reference_c, -273.15, None);
+        c.number("wear_reference_c", self.wear_reference_c, -273.15, Some(200.0));
         let o = &self.overrides;
-        c.optional("grid_g_co2e_per_kwh", o.grid_g_co2e_per_kwh, 0.0);
-        c.optional("water_l_per_kwh", o.water_l_per_kwh, 0.0);
-        c.optional("pue", o.pue, 1.0);
-        c.optional("wue_l_per_kwh", o.wue_l_per_kwh, 0.0);
-        c.optional("nox_g_per_kwh", o.nox_g_per_kwh, 0.0);
-        c.optional("so2_g_per_kwh", o.so2_g_per_kwh, 0.0);
-        c.optional("pm25_g_per_kwh", o.pm25_g_per_kwh, 0.0);
-        c.optional("embodied_kg_co2e", o.embodied_kg_co2e, 0.0);
+        c.optional("grid_g_co2e_per_kwh", o.grid_g_co2e_per_kwh, 0.0, 5000.0);
+        c.optional("water_l_per_kwh", o.water_l_per_kwh, 0.0, 1000.0);
+        c.optional("pue", o.pue, 1.0, 10.0);
+        c.optional("wue_l_per_kwh", o.wue_l_per_kwh, 0.0, 1000.0);
+        c.optional("nox_g_per_kwh", o.nox_g_per_kwh, 0.0, 1000.0);
+        c.optional("so2_g_per_kwh", o.so2_g_per_kwh, 0.0, 1000.0);
+        c.optional("pm25_g_per_kwh", o.pm25_g_per_kwh, 0.0, 1000.0);
+        c.optional("embodied_kg_co2e", o.embodied_kg_co2e, 0.0, 1e6);
         let (Some(region), Some(site), true) = (region, site, c.0.is_empty()) else {
             return Err(EcoConfigError::Invalid(c.0));
         };
@@ -393,6 +401,51 @@ mod tests {
         assert!(p[3].message.contains("at least 0"));
         let text = EcoConfigError::Invalid(p).to_string();
         assert!(text.contains("eco.pue: must be at least 1"), "{text}");
+    }
+
+    #[test]
+    fn rejects_tiny_huge_and_non_finite_values_that_would_make_a_figure_infinite() {
+        let hostile: [(&str, EcoConfig); 12] = [
+            ("eco.lifetime_years", EcoConfig { lifetime_years: 1e-320, ..EcoConfig::default() }),
+            ("eco.lifetime_years", EcoConfig { lifetime_years: 0.0, ..EcoConfig::default() }),
+            ("eco.lifetime_years", EcoConfig { lifetime_years: -1.0, ..EcoConfig::default() }),
+            ("eco.lifetime_years", EcoConfig { lifetime_years: 1e308, ..EcoConfig::default() }),
+            ("eco.lifetime_years", EcoConfig { lifetime_years: f64::INFINITY, ..EcoConfig::default() }),
+            ("eco.wear_reference_c", EcoConfig { wear_reference_c: 1e300, ..EcoConfig::default() }),
+            ("eco.activation_ev", EcoConfig { activation_ev: f64::NEG_INFINITY, ..EcoConfig::default() }),
+            ("eco.diesel_fraction", EcoConfig { diesel_fraction: f64::NAN, ..EcoConfig::default() }),
+            ("eco.pue", EcoConfig {
+                overrides: FactorOverrides { pue: Some(1e308), ..FactorOverrides::default() },
+                ..EcoConfig::default()
+            }),
+            ("eco.grid_g_co2e_per_kwh", EcoConfig {
+                overrides: FactorOverrides {
+                    grid_g_co2e_per_kwh: Some(f64::MAX),
+                    ..FactorOverrides::default()
+                },
+                ..EcoConfig::default()
+            }),
+            ("eco.embodied_kg_co2e", EcoConfig {
+                overrides: FactorOverrides { embodied_kg_co2e: Some(1e300), ..FactorOverrides::default() },
+                ..EcoConfig::default()
+            }),
+            ("eco.water_l_per_kwh", EcoConfig {
+                overrides: FactorOverrides { water_l_per_kwh: Some(1e300), ..FactorOverrides::default() },
+                ..EcoConfig::default()
+            }),
+        ];
+        for (path, c) in &hostile {
+            let p = problems(c);
+            assert_eq!(p.len(), 1, "{path}: {p:?}");
+            assert_eq!(&p[0].path, path);
+        }
+        let edge = EcoConfig {
+            lifetime_years: MIN_LIFETIME_YEARS,
+            ..EcoConfig::default()
+        };
+        let f = edge.resolve().expect("the shortest life resolves");
+        let fp = f.footprint(1e6, "t", 1e6, 1, 0.0);
+        assert!(fp.embodied_g_co2e.is_finite() && fp.embodied_g_co2e > 0.0);
     }
 
     #[test]

@@ -74,6 +74,16 @@ pub enum CsvError {
         /// The file.
         path: String,
     },
+    /// A figure of the row is not a finite number; nothing was written.
+    #[error("{path}: {figure} is not finite ({value}); row not written")]
+    NonFinite {
+        /// The file.
+        path: String,
+        /// The figure's name.
+        figure: &'static str,
+        /// Its value.
+        value: f64,
+    },
     /// I/O.
     #[error("writing {path}: {source}")]
     Io {
@@ -241,6 +251,13 @@ pub fn append(
         path: path.display().to_string(),
         source,
     };
+    if let Some((figure, value)) = fp.non_finite() {
+        return Err(CsvError::NonFinite {
+            path: path.display().to_string(),
+            figure,
+            value,
+        });
+    }
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -292,6 +309,25 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(u.as_bytes()[14], b'4');
         assert_ne!(u, random_uuid());
+    }
+
+    #[test]
+    fn a_row_with_a_non_finite_figure_is_refused_and_the_file_left_alone()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("emissions.csv");
+        let f = Factors::default();
+        let good = f.footprint(36.0, "t", 1.0, 1, 0.0);
+        append(&path, &RunInfo::now("thermo"), &good, &f)?;
+        let before = std::fs::read(&path)?;
+        let bad = Footprint {
+            embodied_g_co2e: f64::INFINITY,
+            ..good
+        };
+        let err = append(&path, &RunInfo::now("thermo"), &bad, &f).err();
+        assert!(matches!(err, Some(CsvError::NonFinite { figure: "embodied_g_co2e", .. })));
+        assert_eq!(std::fs::read(&path)?, before);
+        Ok(())
     }
 
     #[test]

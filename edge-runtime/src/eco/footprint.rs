@@ -48,6 +48,26 @@ pub struct Footprint {
 }
 
 impl Footprint {
+    /// The first figure that is not a finite number, with its name (such a footprint is
+    /// never stored).
+    pub fn non_finite(&self) -> Option<(&'static str, f64)> {
+        [
+            ("energy_j", self.energy_j),
+            ("duration_s", self.duration_s),
+            ("g_co2e", self.g_co2e),
+            ("g_co2e_low", self.g_co2e_low),
+            ("g_co2e_high", self.g_co2e_high),
+            ("embodied_g_co2e", self.embodied_g_co2e),
+            ("water_ml", self.water_ml),
+            ("nox_mg", self.nox_mg),
+            ("so2_mg", self.so2_mg),
+            ("pm25_mg", self.pm25_mg),
+            ("wear_hours", self.wear_hours),
+        ]
+        .into_iter()
+        .find(|(_, v)| !v.is_finite())
+    }
+
     /// Watt-hours per token (0 without tokens).
     pub fn wh_per_token(&self) -> f64 {
         if self.tokens == 0 {

@@ -51,16 +51,16 @@ impl DayTotals {
     /// Adds one answer's footprint.
     pub fn add(&mut self, fp: &Footprint) {
         self.add_figures(fp);
-        self.tokens += fp.tokens;
-        self.requests += 1;
+        self.tokens = self.tokens.saturating_add(fp.tokens);
+        self.requests = self.requests.saturating_add(1);
     }
 
     /// Adds one training run's footprint (its tokens are trained, not generated, and are not
     /// counted as tokens).
     pub fn add_training(&mut self, fp: &Footprint, steps: u64) {
         self.add_figures(fp);
-        self.training_runs += 1;
-        self.training_steps += steps;
+        self.training_runs = self.training_runs.saturating_add(1);
+        self.training_steps = self.training_steps.saturating_add(steps);
     }
 
     fn add_figures(&mut self, fp: &Footprint) {
@@ -72,6 +72,11 @@ impl DayTotals {
         self.mg_so2 += fp.so2_mg;
         self.mg_pm25 += fp.pm25_mg;
         self.wear_hours += fp.wear_hours;
+    }
+
+    /// The first figure that is not a finite number, with its name.
+    pub fn non_finite(&self) -> Option<(&'static str, f64)> {
+        self.figures().into_iter().find(|(_, v)| !v.is_finite())
     }
 
     /// The figures with their names and units, for printing and metrics.
@@ -126,6 +131,17 @@ pub enum LedgerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A figure to add, or the day's total after adding it, is not a finite number; nothing
+    /// was written.
+    #[error("eco ledger {path}: {figure} is not finite ({value}); not counted")]
+    NonFinite {
+        /// The file.
+        path: String,
+        /// The figure's name.
+        figure: &'static str,
+        /// Its value.
+        value: f64,
+    },
     /// The file is not a ledger.
     #[error("eco ledger {path} is not valid: {message}")]
     Invalid {
@@ -168,19 +184,51 @@ impl Ledger {
         &self.path
     }
 
+    /// The file's days; a file that does not parse is renamed to
+    /// `<name>.corrupt-<unix seconds>` beside it (with a warning naming both paths) and the
+    /// ledger starts empty.
     fn read(&self) -> Result<File, LedgerError> {
-        let shown = || self.path.display().to_string();
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| LedgerError::Invalid {
-                path: shown(),
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(File::default()),
-            Err(source) => Err(LedgerError::Io {
-                path: shown(),
-                source,
-            }),
+        let io = |source| LedgerError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(File::default()),
+            Err(e) => return Err(io(e)),
+        };
+        let problem = match serde_json::from_str::<File>(&text) {
+            Ok(file) => match file.days.iter().find_map(|(d, t)| Some((d, t.non_finite()?))) {
+                None => return Ok(file),
+                Some((day, (figure, v))) => format!("{day}: {figure} is {v}"),
+            },
+            Err(e) => e.to_string(),
+        };
+        let aside = self.aside_path();
+        std::fs::rename(&self.path, &aside).map_err(io)?;
+        log::warn!(
+            "eco ledger {} is not valid ({problem}); kept it as {} and started a new ledger",
+            self.path.display(),
+            aside.display()
+        );
+        Ok(File::default())
+    }
+
+    /// A free `<name>.corrupt-<unix seconds>[-n]` path beside the ledger.
+    fn aside_path(&self) -> PathBuf {
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut name = self.path.as_os_str().to_os_string();
+        name.push(format!(".corrupt-{secs}"));
+        let first = PathBuf::from(name);
+        if !first.exists() {
+            return first;
         }
+        (1..1000)
+            .map(|n| PathBuf::from(format!("{}-{n}", first.display())))
+            .find(|p| !p.exists())
+            .unwrap_or(first)
     }
 
     /// Adds one answer's `fp` to the totals of `date` and returns them.
@@ -213,6 +261,13 @@ impl Ledger {
             path: self.path.display().to_string(),
             source,
         };
+        if let Some((figure, value)) = totals.non_finite() {
+            return Err(LedgerError::NonFinite {
+                path: self.path.display().to_string(),
+                figure,
+                value,
+            });
+        }
         if let Some(dir) = self.path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -317,16 +372,79 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_ledger_is_an_error_naming_the_file_not_a_panic() {
+    fn an_unreadable_ledger_is_an_error_naming_the_file_not_a_panic() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("eco-ledger.json");
-        std::fs::write(&path, "{not json").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("{e}"));
         let err = Ledger::new(&path)
             .record("2026-11-29", &fp(1.0, 1))
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("eco-ledger.json"), "{err}");
+    }
+
+    #[test]
+    fn a_ledger_that_fails_to_parse_is_kept_aside_and_a_new_one_started() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("eco-ledger.json");
+        let bad = r#"{"days":{"2026-11-28":{"joules":null}}}"#;
+        std::fs::write(&path, bad).unwrap_or_else(|e| panic!("{e}"));
+        let l = Ledger::new(&path);
+        let t = l
+            .record("2026-11-29", &fp(1.0, 1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.joules, t.requests), (1.0, 1));
+        let kept: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().contains("eco-ledger.json.corrupt-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(std::fs::read_to_string(&kept[0]).ok().as_deref(), Some(bad));
+        assert_eq!(l.day("2026-11-29").map(|d| d.requests).ok(), Some(1));
+        assert_eq!(l.days().map(|d| d.len()).ok(), Some(1));
+    }
+
+    #[test]
+    fn a_non_finite_figure_is_refused_and_the_ledger_keeps_counting() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("eco-ledger.json");
+        let l = Ledger::new(&path);
+        l.record("2026-11-29", &fp(1.0, 1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hostile = [
+            Footprint {
+                embodied_g_co2e: f64::INFINITY,
+                ..fp(1.0, 1)
+            },
+            Footprint {
+                g_co2e: f64::NAN,
+                ..fp(1.0, 1)
+            },
+            Footprint {
+                water_ml: f64::NEG_INFINITY,
+                ..fp(1.0, 1)
+            },
+            Footprint {
+                wear_hours: f64::MAX,
+                ..fp(1.0, 1)
+            },
+        ];
+        l.record("2026-11-29", &hostile[3])
+            .unwrap_or_else(|e| panic!("{e}"));
+        for h in &hostile {
+            let err = l.record("2026-11-29", h).err().map(|e| e.to_string());
+            assert!(err.as_deref().is_some_and(|e| e.contains("not finite")), "{err:?}");
+            let err = l.record_training("2026-11-29", h, 3).err();
+            assert!(err.is_some());
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!text.contains("null"), "{text}");
+        let t = l
+            .record("2026-11-29", &fp(1.0, 1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.joules, t.requests), (3.0, 3));
     }
 
     #[test]
