@@ -274,11 +274,26 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// Fails, naming the tensor and the element, when a value is NaN or infinite.
+pub fn ensure_finite(name: &str, values: &[f32]) -> Result<()> {
+    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        bail!(
+            "tensor {name} holds a non-finite value ({v} at element {i} of {})",
+            values.len()
+        );
+    }
+    Ok(())
+}
+
 /// Serialises named f32 tensors as safetensors bytes, with optional string metadata.
+/// Refuses a tensor with a non-finite value, so such weights are never written.
 pub fn safetensors_bytes(
     tensors: &NamedTensors,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
+    for (name, (_, values)) in tensors {
+        ensure_finite(name, values)?;
+    }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, (s, v))| (n.clone(), s.clone(), f32_bytes(v)))
@@ -294,7 +309,8 @@ pub fn safetensors_bytes(
     safetensors::serialize(views, metadata).context("serialising safetensors")
 }
 
-/// Reads every f32 tensor of a safetensors buffer, and its metadata.
+/// Reads every f32 tensor of a safetensors buffer, and its metadata. Refuses a tensor with a
+/// non-finite value, naming it.
 pub fn read_safetensors(bytes: &[u8]) -> Result<(NamedTensors, HashMap<String, String>)> {
     let st = safetensors::SafeTensors::deserialize(bytes).context("not a safetensors file")?;
     let (_, meta) =
@@ -310,7 +326,8 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<(NamedTensors, HashMap<String, S
             .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+            .collect::<Vec<f32>>();
+        ensure_finite(&name, &values)?;
         out.insert(name, (view.shape().to_vec(), values));
     }
     Ok((out, meta.metadata().clone().unwrap_or_default()))
@@ -618,6 +635,57 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join(ADAPTER_CONFIG)).expect("cfg");
         assert!(text.contains("\"peft_type\": \"LORA\""), "{text}");
         assert!(text.contains("\"q_proj\""), "{text}");
+    }
+
+    #[test]
+    fn a_non_finite_adapter_is_never_written_over_a_good_one() {
+        let c = tiny_llama_config();
+        let cfg = LoraConfig::new(4, 8.0, 0.0, vec![Target::Q, Target::V], 2, None).expect("cfg");
+        let a = LoraAdapter::new(cfg, &c, 1).expect("adapter");
+        let dir = tempfile::tempdir().expect("tmp");
+        a.save_peft(dir.path(), None).expect("save");
+        let good = std::fs::read(dir.path().join(ADAPTER_WEIGHTS)).expect("read");
+        let clean = a.tensors().expect("t");
+        let names: Vec<String> = clean.keys().cloned().collect();
+        for (k, bad) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY].into_iter().enumerate() {
+            let mut t = clean.clone();
+            let name = &names[k % names.len()];
+            if let Some((_, v)) = t.get_mut(name) {
+                v[k] = bad;
+            }
+            a.set_from(&t).expect("set");
+            let err = a.save_peft(dir.path(), None).expect_err("must refuse");
+            assert!(format!("{err:#}").contains(name.as_str()), "{err:#}");
+            let now = std::fs::read(dir.path().join(ADAPTER_WEIGHTS)).expect("read");
+            assert_eq!(now, good);
+        }
+    }
+
+    #[test]
+    fn loading_an_adapter_with_a_non_finite_weight_fails_naming_the_tensor() {
+        let c = tiny_llama_config();
+        let cfg = LoraConfig::new(4, 8.0, 0.0, vec![Target::Q, Target::V], 2, None).expect("cfg");
+        let a = LoraAdapter::new(cfg, &c, 1).expect("adapter");
+        let dir = tempfile::tempdir().expect("tmp");
+        a.save_peft(dir.path(), None).expect("save");
+        let path = dir.path().join(ADAPTER_WEIGHTS);
+        let good = std::fs::read(&path).expect("read");
+        let header = 8 + u64::from_le_bytes(good[..8].try_into().expect("8 bytes")) as usize;
+        let (tensors, _) = read_safetensors(&good).expect("parse");
+        let mut tried = 0;
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [header, good.len() - 4, header + (good.len() - header) / 8 * 4] {
+                let mut bytes = good.clone();
+                bytes[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+                std::fs::write(&path, &bytes).expect("write");
+                let err = LoraAdapter::load_peft(dir.path(), &c).err().expect("must refuse");
+                let text = format!("{err:#}");
+                assert!(text.contains("non-finite"), "{text}");
+                assert!(tensors.keys().any(|n| text.contains(n.as_str())), "{text}");
+                tried += 1;
+            }
+        }
+        assert_eq!(tried, 9);
     }
 
     #[test]

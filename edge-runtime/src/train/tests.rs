@@ -185,6 +185,63 @@ fn a_checkpoint_refuses_other_options() {
     assert!(format!("{err:#}").contains("other options"), "{err:#}");
 }
 
+/// A seeded generator of positions for bit flips.
+fn positions(seed: u64, n: usize, range: std::ops::Range<usize>) -> Vec<usize> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            range.start + (x as usize) % (range.end - range.start)
+        })
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_with_flipped_bits_is_refused_on_resume() {
+    let model = tiny();
+    let data = examples(&LINES);
+    let mut t = Trainer::new(&model, options(2, None, 8, 0.0), data.clone(), vec![]).expect("t");
+    for _ in 0..2 {
+        t.step().expect("step");
+    }
+    let good = t.checkpoint_bytes().expect("checkpoint");
+    let header = 8 + u64::from_le_bytes(good[..8].try_into().expect("8 bytes")) as usize;
+    let fresh = || Trainer::new(&model, options(2, None, 8, 0.0), data.clone(), vec![]);
+    fresh().expect("t").restore(&good).expect("the good checkpoint restores");
+    // 200 flips in one go, as in the report, then single flips, all in the tensor data.
+    let mut cases: Vec<Vec<usize>> = vec![positions(1, 200, header..good.len())];
+    cases.extend((2..42).map(|seed| positions(seed, 1, header..good.len())));
+    for flips in &cases {
+        let mut bytes = good.clone();
+        for (k, &at) in flips.iter().enumerate() {
+            bytes[at] ^= 1 << (k % 8);
+        }
+        if bytes == good {
+            continue;
+        }
+        let err = fresh().expect("t").restore(&bytes).expect_err("must refuse");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("corrupt") || text.contains("non-finite"),
+            "{text}"
+        );
+    }
+    // Flips in the header and its training state never panic, and never restore silently
+    // into different content.
+    for seed in 100..140 {
+        let mut bytes = good.clone();
+        let at = positions(seed, 1, 8..header)[0];
+        bytes[at] ^= 1 << (seed % 8);
+        let mut r = fresh().expect("t");
+        if r.restore(&bytes).is_ok() {
+            assert_eq!(r.adapter_tensors().ok(), t.adapter_tensors().ok());
+            assert_eq!(r.progress.step, 2);
+        }
+    }
+}
+
 #[test]
 fn merged_weights_give_the_logits_of_the_adapter() {
     let model = tiny();

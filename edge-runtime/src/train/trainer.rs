@@ -28,6 +28,28 @@ use crate::governor::{Permits, Priority};
 /// Name of the checkpoint file in the output folder.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 const META_KEY: &str = "thermo.checkpoint";
+/// Metadata key of the checkpoint's SHA-256 over its training state and every tensor.
+const SUM_KEY: &str = "thermo.checkpoint.sha256";
+
+/// SHA-256 (hex) over the training state's JSON and every tensor's name, shape and values,
+/// in name order: any changed bit of a checkpoint's content changes it.
+fn checkpoint_sum(meta: &str, tensors: &NamedTensors) -> String {
+    let mut h = Sha256::new();
+    h.update((meta.len() as u64).to_le_bytes());
+    h.update(meta.as_bytes());
+    for (name, (shape, values)) in tensors {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((shape.len() as u64).to_le_bytes());
+        for d in shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        for v in values {
+            h.update(v.to_le_bytes());
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Everything that shapes a run; a resumed run must use the same.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -391,8 +413,10 @@ impl<'m> Trainer<'m> {
             data_digest: self.digest.clone(),
             optimizer_steps: self.opt.t,
         };
+        let meta = serde_json::to_string(&meta)?;
         let mut md = HashMap::new();
-        md.insert(META_KEY.to_string(), serde_json::to_string(&meta)?);
+        md.insert(SUM_KEY.to_string(), checkpoint_sum(&meta, &tensors));
+        md.insert(META_KEY.to_string(), meta);
         safetensors_bytes(&tensors, Some(md))
     }
 
@@ -402,14 +426,23 @@ impl<'m> Trainer<'m> {
         self.adapter.save_peft(dir, base_model)
     }
 
-    /// Restores a checkpoint written by a run with the same options and data.
+    /// Restores a checkpoint written by a run with the same options and data; refuses one
+    /// whose checksum does not match its content or that holds a non-finite value.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let (tensors, md) = read_safetensors(bytes).context("reading the checkpoint")?;
-        let meta: CheckpointMeta = serde_json::from_str(
-            md.get(META_KEY)
-                .context("the checkpoint has no training state")?,
-        )
-        .context("parsing the checkpoint's training state")?;
+        let meta_text = md
+            .get(META_KEY)
+            .context("the checkpoint has no training state")?;
+        let sum = md
+            .get(SUM_KEY)
+            .context("the checkpoint has no checksum, so it cannot be trusted")?;
+        ensure!(
+            *sum == checkpoint_sum(meta_text, &tensors),
+            "the checkpoint is corrupt: its SHA-256 does not match its content; the adapter \
+             beside it is untouched"
+        );
+        let meta: CheckpointMeta = serde_json::from_str(meta_text)
+            .context("parsing the checkpoint's training state")?;
         ensure!(
             meta.options == self.options,
             "the checkpoint was written with other options ({}); resume with the same flags",
