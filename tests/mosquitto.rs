@@ -308,6 +308,34 @@ pub fn publish_once(port: u16, topic: &str, payload: &[u8]) -> Result<()> {
     bail!("no PUBACK for {topic}")
 }
 
+/// Publishes every `(topic, payload)` at QoS 1 from one connection as fast as the broker
+/// takes them (payloads up to 32 MiB) and waits for all PUBACKs, within `timeout`.
+pub fn publish_burst(port: u16, messages: &[(String, Vec<u8>)], timeout: Duration) -> Result<()> {
+    use rumqttc::{Client, Event as E, Incoming, MqttOptions, QoS};
+    let mut o = MqttOptions::new(format!("burst-{}", std::process::id()), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_max_packet_size(1 << 20, 32 << 20);
+    o.set_inflight(100);
+    let (client, mut conn) = Client::new(o, messages.len().max(1));
+    for (topic, payload) in messages {
+        client.try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())?;
+    }
+    let deadline = Instant::now() + timeout;
+    let mut acked = 0;
+    while acked < messages.len() {
+        if Instant::now() > deadline {
+            bail!("{acked} of {} PUBACKs within {timeout:?}", messages.len());
+        }
+        match conn.recv_timeout(Duration::from_millis(200)) {
+            Ok(Ok(E::Incoming(Incoming::PubAck(_)))) => acked += 1,
+            Ok(Err(e)) => bail!("burst publisher: {e}"),
+            _ => {}
+        }
+    }
+    let _ = client.disconnect();
+    Ok(())
+}
+
 /// A throw-away PKI made with the `openssl` command: a CA, a server certificate for
 /// 127.0.0.1 and a client certificate, all PEM files in `dir`.
 pub struct TestPki {

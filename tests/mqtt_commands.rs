@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use e2e_tests::mosquitto::{Mosquitto, Subscriber, publish_once};
+use e2e_tests::mosquitto::{Mosquitto, Subscriber, publish_burst, publish_once};
 use edge_runtime::telemetry::{
     BrokerConfig, CommandName, CommandTarget, Reply, SinkConfig, StatusSnapshot, Telemetry,
     TelemetryDriver, TelemetryOptions,
@@ -261,4 +261,103 @@ fn valid_commands_are_applied_and_acknowledged_with_the_new_status() -> Result<(
         .clone();
     ensure!(calls == ["setpoint 62.5", "pause", "resume"], "{calls:?}");
     Ok(())
+}
+
+/// The replies among the subscriber's messages on `topic`, decoded.
+fn replies_on(rig: &Rig, topic: &str) -> Vec<Reply> {
+    rig.replies
+        .messages()
+        .iter()
+        .filter(|(t, _, _)| t == topic)
+        .filter_map(|(_, p, _)| serde_json::from_slice(p).ok())
+        .collect()
+}
+
+#[test]
+fn a_burst_of_commands_gets_every_reply_or_a_counted_drop() -> Result<()> {
+    let rig = Rig::new(CommandName::ALL.to_vec())?;
+    let topic = format!("thermo/{DEVICE}/cmd/setpoint");
+    // Valid setpoints between valid-but-refused ones (above the ceiling) and malformed ones.
+    let burst: Vec<(String, Vec<u8>)> = (0..1001)
+        .map(|i| {
+            let payload = match i % 4 {
+                0 => format!(r#"{{"celsius": 60.5, "id": "b{i}"}}"#),
+                1 => format!(r#"{{"celsius": 99, "id": "b{i}"}}"#),
+                2 => format!(r#"{{"celsius": "x", "id": "b{i}"}}"#),
+                _ => format!(r#"{{"celsius": 61, "id": "b{i}", "extra": 1}}"#),
+            };
+            (topic.clone(), payload.into_bytes())
+        })
+        .collect();
+    publish_burst(rig.broker.port(), &burst, Duration::from_secs(30))?;
+    let reply_topic = format!("{topic}/reply");
+    let settled = rig.replies.wait_for(Duration::from_secs(30), |_| {
+        let got = replies_on(&rig, &reply_topic).len() as u64;
+        got + rig.telemetry.stats().replies_dropped >= 1001
+    });
+    let replies = replies_on(&rig, &reply_topic);
+    let dropped = rig.telemetry.stats().replies_dropped;
+    ensure!(
+        settled,
+        "{} replies and {dropped} counted drops for 1001 commands",
+        replies.len()
+    );
+    let ids: std::collections::HashSet<String> =
+        replies.iter().filter_map(|r| r.id.clone()).collect();
+    ensure!(ids.len() == replies.len(), "a reply came twice or without id");
+    ensure!(replies.len() as u64 + dropped == 1001);
+    let applied = rig
+        .device
+        .calls
+        .lock()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .len();
+    ensure!(applied == 251, "{applied} setpoints applied, 251 were valid");
+    ensure!(replies.iter().filter(|r| r.ok).count() <= 251);
+    ensure!(rig.telemetry.stats().connects == 1, "the device reconnected");
+    Ok(())
+}
+
+#[test]
+fn oversized_commands_are_refused_and_counted_without_dropping_the_link() -> Result<()> {
+    let rig = Rig::new(CommandName::ALL.to_vec())?;
+    let big = |i: usize| {
+        let mut p = format!(r#"{{"id": "big{i}", "pad": ""#).into_bytes();
+        p.resize(p.len() + (2 << 20) + i * 4096, b'x');
+        p.extend_from_slice(b"\"}");
+        p
+    };
+    let mut burst: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("thermo/{DEVICE}/cmd/setpoint"), big(i)))
+        .collect();
+    // Status requests sent just after the oversized ones must all be answered.
+    burst.extend((0..5).map(|i| {
+        (
+            format!("thermo/{DEVICE}/cmd/status"),
+            format!(r#"{{"id": "s{i}"}}"#).into_bytes(),
+        )
+    }));
+    publish_burst(rig.broker.port(), &burst, Duration::from_secs(30))?;
+    let status_topic = format!("thermo/{DEVICE}/cmd/status/reply");
+    let answered = rig.replies.wait_for(Duration::from_secs(20), |_| {
+        replies_on(&rig, &status_topic).len() >= 5
+    });
+    ensure!(answered, "status replies: {:?}", replies_on(&rig, &status_topic));
+    ensure!(replies_on(&rig, &status_topic).iter().all(|r| r.ok));
+    let refused = replies_on(&rig, &format!("thermo/{DEVICE}/cmd/setpoint/reply"));
+    ensure!(refused.len() == 5, "{refused:?}");
+    ensure!(refused
+        .iter()
+        .all(|r| !r.ok && r.error.as_deref().unwrap_or("").contains("byte limit")));
+    let stats = rig.telemetry.stats();
+    ensure!(stats.oversized_commands == 5, "{stats:?}");
+    ensure!(stats.connects == 1 && stats.connected, "the link flapped: {stats:?}");
+    let offline = rig
+        .replies
+        .messages()
+        .iter()
+        .filter(|(t, p, _)| t == "thermo/cmd-dev/status" && p == b"offline")
+        .count();
+    ensure!(offline == 0, "{offline} offline status message(s)");
+    rig.unchanged()
 }

@@ -281,6 +281,11 @@ impl Session {
         }))
     }
 
+    /// The telemetry handle (counters and health).
+    pub fn handle(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
     /// Energy counted so far in J (from the per-interval power figures).
     pub fn energy_j(&self) -> f64 {
         self.energy_mj.load(Ordering::Relaxed) as f64 / 1000.0

@@ -112,6 +112,8 @@ pub struct App {
     pub agent_loop: Option<AgentLoop>,
     /// The eco accounting, for today's totals on `/metrics`.
     pub eco: Option<Arc<super::footprint::EcoAccounting>>,
+    /// The telemetry handle, for its health on `/healthz` and counters on `/metrics`.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// The agent-loop detector of the API: clients are told apart by address and `user`.
@@ -270,6 +272,22 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     axum::Json(list).into_response()
 }
 
+/// The `telemetry` field of `/healthz`: `off`, `ok`, or `degraded` with the reason and the
+/// records dropped so far. A degraded telemetry does not make the service unhealthy.
+fn telemetry_health(t: Option<&crate::telemetry::Telemetry>) -> Value {
+    let Some(t) = t else {
+        return json!({"status": "off"});
+    };
+    let s = t.stats();
+    let dropped = s.dropped_channel + s.dropped_queue + s.dropped_unwritable;
+    match t.health() {
+        crate::telemetry::TelemetryHealth::Ok => json!({"status": "ok", "dropped": dropped}),
+        crate::telemetry::TelemetryHealth::Degraded(reason) => {
+            json!({"status": "degraded", "reason": reason, "dropped": dropped})
+        }
+    }
+}
+
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     let status = app.freshness.governor().status();
     let age = app.freshness.tick_age();
@@ -286,6 +304,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
             "limiter": status.limiter.as_str(),
         },
         "requests": {"processing": load.running, "waiting": load.waiting},
+        "telemetry": telemetry_health(app.telemetry.as_ref()),
     });
     let code = if ok {
         StatusCode::OK
@@ -313,6 +332,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         zone_index: &app.zone_index,
         simulated: app.simulated,
         today: app.eco.as_ref().and_then(|e| e.today()),
+        telemetry: app.telemetry.as_ref().map(|t| (t.stats(), t.health())),
     }) + &app.slot.metrics_text();
     (
         [(
@@ -592,6 +612,49 @@ mod tests {
     use crate::governor::runner::{GovernorRunner, SourceReading};
     use crate::governor::types::TempReading;
     use crate::governor::{Governor, GovernorConfig, Opp, Permits, Platform};
+
+    #[test]
+    fn healthz_reports_telemetry_off_ok_then_degraded_on_a_full_disk_queue() {
+        use crate::telemetry::{BrokerConfig, SinkConfig, Telemetry, TelemetryOptions};
+        assert_eq!(telemetry_health(None)["status"], "off");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("mqtt://127.0.0.1:{port}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let space = Arc::new(AtomicU64::new(0));
+        let opts = TelemetryOptions::new(
+            "health",
+            SinkConfig::Mqtt {
+                broker: BrokerConfig::new(url, "health"),
+                queue_dir: dir.path().to_path_buf(),
+            },
+        )
+        .with_linger(Duration::ZERO)
+        .with_queue_space(space);
+        let (t, d) = Telemetry::new(opts, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(telemetry_health(Some(&t))["status"], "ok");
+        let th = std::thread::spawn(move || d.run());
+        let event = crate::telemetry::Body::Event(crate::telemetry::Event {
+            name: "t".into(),
+            detail: String::new(),
+            count: None,
+        });
+        t.send(event);
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while telemetry_health(Some(&t))["status"] != "degraded" {
+            assert!(std::time::Instant::now() < end, "never degraded");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let h = telemetry_health(Some(&t));
+        assert!(h["reason"].as_str().is_some_and(|r| r.contains("No space")), "{h}");
+        assert!(h["dropped"].as_u64().is_some_and(|n| n >= 1), "{h}");
+        t.stop();
+        assert!(th.join().is_ok_and(|r| r.is_ok()));
+    }
 
     #[test]
     fn the_governor_counts_as_hung_once_its_ticks_stop() {

@@ -11,6 +11,7 @@ use sensor_drivers::sensor_set::Snapshot;
 
 use crate::governor::Priority;
 use crate::governor::runner::GovernorStatus;
+use crate::telemetry::{TelemetryHealth, TelemetryStats};
 
 /// Counters of the service, bumped by workers and handlers.
 #[derive(Debug, Default)]
@@ -168,6 +169,8 @@ pub struct MetricsView<'a> {
     pub simulated: bool,
     /// Today's (UTC) eco totals from the ledger, shared with `run` and `chat`.
     pub today: Option<crate::eco::ledger::DayTotals>,
+    /// The telemetry counters and health, when telemetry runs.
+    pub telemetry: Option<(TelemetryStats, TelemetryHealth)>,
 }
 
 /// `label` escaped for a Prometheus label value.
@@ -361,6 +364,9 @@ pub fn render(v: &MetricsView<'_>) -> String {
         "",
         load(&m.energy_uj) as f64 / 1e6,
     );
+    if let Some((stats, health)) = &v.telemetry {
+        render_telemetry(&mut out, stats, health);
+    }
     if let Some(today) = &v.today {
         head(
             &mut out,
@@ -603,6 +609,57 @@ pub fn render(v: &MetricsView<'_>) -> String {
     out
 }
 
+/// The telemetry families: records dropped by reason, queue errors, lost replies and
+/// oversized commands, and whether telemetry is degraded.
+fn render_telemetry(out: &mut String, s: &TelemetryStats, health: &TelemetryHealth) {
+    head(
+        out,
+        "thermo_telemetry_dropped_total",
+        "counter",
+        "Telemetry records dropped, by reason.",
+    );
+    for (reason, n) in [
+        ("channel_full", s.dropped_channel),
+        ("queue_bound", s.dropped_queue),
+        ("queue_unwritable", s.dropped_unwritable),
+    ] {
+        sample(
+            out,
+            "thermo_telemetry_dropped_total",
+            &format!("reason=\"{reason}\""),
+            n as f64,
+        );
+    }
+    for (name, help, n) in [
+        (
+            "thermo_telemetry_queue_errors_total",
+            "Disk queue writes, syncs or compactions that failed.",
+            s.queue_errors,
+        ),
+        (
+            "thermo_telemetry_replies_dropped_total",
+            "Command replies dropped (reply queue full or link lost).",
+            s.replies_dropped,
+        ),
+        (
+            "thermo_telemetry_oversized_commands_total",
+            "Command messages dropped for their size.",
+            s.oversized_commands,
+        ),
+    ] {
+        head(out, name, "counter", help);
+        sample(out, name, "", n as f64);
+    }
+    head(
+        out,
+        "thermo_telemetry_degraded",
+        "gauge",
+        "1 while telemetry drops records because its disk queue cannot be written.",
+    );
+    let degraded = matches!(health, TelemetryHealth::Degraded(_));
+    sample(out, "thermo_telemetry_degraded", "", f64::from(u8::from(degraded)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,6 +710,15 @@ mod tests {
                 requests: 3,
                 ..Default::default()
             }),
+            telemetry: Some((
+                TelemetryStats {
+                    dropped_unwritable: 7,
+                    queue_errors: 2,
+                    replies_dropped: 4,
+                    ..TelemetryStats::default()
+                },
+                TelemetryHealth::Degraded("no space".into()),
+            )),
         });
         for line in [
             "thermo_eco_today{figure=\"joules\"} 12.5",
@@ -666,6 +732,10 @@ mod tests {
             "thermo_requests_total{outcome=\"ok\"} 1",
             "thermo_requests_total{outcome=\"rejected\"} 1",
             "thermo_simulated_soc 1",
+            "thermo_telemetry_dropped_total{reason=\"queue_unwritable\"} 7",
+            "thermo_telemetry_queue_errors_total 2",
+            "thermo_telemetry_replies_dropped_total 4",
+            "thermo_telemetry_degraded 1",
             "thermo_governor_temperature_celsius 55",
             "thermo_governor_limiter{limiter=\"none\",mode=\"regulating\"} 1",
         ] {

@@ -187,6 +187,7 @@ pub fn run(config: &Config) -> Result<()> {
         governed.clone(),
         eco,
         on_done,
+        telemetry.as_ref().map(|t| t.handle().clone()),
         shutdown_signal(),
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -246,6 +247,7 @@ pub async fn serve(
     governed: Arc<Governed>,
     eco: Arc<EcoAccounting>,
     on_done: Option<worker::DoneHook>,
+    telemetry: Option<crate::telemetry::Telemetry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let svc = &config.service;
@@ -310,6 +312,7 @@ pub async fn serve(
         serial: AtomicU64::new(0),
         agent_loop: config.eco.agent_loop().map(http::AgentLoop::new),
         eco: Some(eco.clone()),
+        telemetry,
     });
     let adapter_note = slot
         .current()

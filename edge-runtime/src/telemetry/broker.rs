@@ -13,6 +13,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
+/// Largest packet read from the broker (bytes). A larger one makes rumqttc drop the
+/// connection, so this sits far above any command ([`super::command::MAX_COMMAND_BYTES`]):
+/// commands between the two are received, refused and counted with the link kept. Set the
+/// broker's `max_packet_size` at or below it to keep larger ones from reaching the device.
+pub const MAX_INCOMING_PACKET: usize = 16 << 20;
+/// Largest packet sent (bytes).
+pub const MAX_OUTGOING_PACKET: usize = 1 << 20;
+
 /// Default port of `mqtt://`.
 pub const MQTT_PORT: u16 = 1883;
 /// Default port of `mqtts://`.
@@ -204,7 +212,7 @@ impl BrokerConfig {
         let mut o = MqttOptions::new(&self.client_id, &self.url.host, self.url.port);
         o.set_keep_alive(self.keep_alive.max(Duration::from_secs(5)));
         o.set_clean_session(true);
-        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
         if let Some(w) = will {
             o.set_last_will(w);
         }

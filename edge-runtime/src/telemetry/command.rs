@@ -153,6 +153,9 @@ impl Reply {
     }
 }
 
+/// Largest command payload acted on (bytes); a larger one is refused unread and counted.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
 /// Parses and validates a command against the allow-list and the target's current bounds
 /// (`snapshot`). Returns the command and the request id, or the error reply.
 pub fn parse(

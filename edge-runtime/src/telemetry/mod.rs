@@ -92,6 +92,9 @@ pub struct TelemetryOptions {
     allowed: Vec<CommandName>,
     discovery: bool,
     linger: Duration,
+    /// Bytes the disk queue may still write before it fails like a full disk (tests only).
+    #[cfg(test)]
+    queue_space: Option<Arc<AtomicU64>>,
 }
 
 impl TelemetryOptions {
@@ -109,6 +112,8 @@ impl TelemetryOptions {
             allowed: CommandName::ALL.to_vec(),
             discovery: true,
             linger: Duration::from_secs(2),
+            #[cfg(test)]
+            queue_space: None,
         }
     }
 
@@ -154,6 +159,13 @@ impl TelemetryOptions {
         self
     }
 
+    /// Lets the disk queue write only `space` more bytes before failing like a full disk.
+    #[cfg(test)]
+    pub(crate) fn with_queue_space(mut self, space: Arc<AtomicU64>) -> Self {
+        self.queue_space = Some(space);
+        self
+    }
+
     fn validate(&self) -> Result<Topics, TelemetryError> {
         let topics = Topics::new(&self.device)?;
         if self.channel_capacity == 0 {
@@ -185,6 +197,12 @@ struct Shared {
     connected: AtomicBool,
     connects: AtomicU64,
     training_paused: AtomicBool,
+    dropped_unwritable: AtomicU64,
+    queue_errors: AtomicU64,
+    replies_dropped: AtomicU64,
+    oversized_commands: AtomicU64,
+    /// Why the disk queue cannot be written, while it cannot.
+    degraded: std::sync::Mutex<Option<String>>,
 }
 
 /// What the driver has done so far.
@@ -198,10 +216,27 @@ pub struct TelemetryStats {
     pub dropped_channel: u64,
     /// Telemetry dropped at the disk queue's bound.
     pub dropped_queue: u64,
+    /// Records dropped because the disk queue could not be written (a full disk).
+    pub dropped_unwritable: u64,
+    /// Disk queue writes, syncs or compactions that failed.
+    pub queue_errors: u64,
+    /// Command replies dropped because the reply queue was full or the link went down.
+    pub replies_dropped: u64,
+    /// Command messages dropped for being larger than a command may be.
+    pub oversized_commands: u64,
     /// Whether the driver is connected to the broker.
     pub connected: bool,
     /// Successful connections so far.
     pub connects: u64,
+}
+
+/// Whether telemetry is keeping what it is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TelemetryHealth {
+    /// Records are stored (and sent when a broker is reachable).
+    Ok,
+    /// Records are being dropped (and counted); the reason, e.g. the disk queue's error.
+    Degraded(String),
 }
 
 #[allow(clippy::large_enum_variant)] // nearly every message is a record
@@ -297,8 +332,26 @@ impl Telemetry {
             delivered: s.acked.load(Ordering::Relaxed) + s.written.load(Ordering::Relaxed),
             dropped_channel: s.dropped_channel.load(Ordering::Relaxed),
             dropped_queue: s.dropped_queue.load(Ordering::Relaxed),
+            dropped_unwritable: s.dropped_unwritable.load(Ordering::Relaxed),
+            queue_errors: s.queue_errors.load(Ordering::Relaxed),
+            replies_dropped: s.replies_dropped.load(Ordering::Relaxed),
+            oversized_commands: s.oversized_commands.load(Ordering::Relaxed),
             connected: s.connected.load(Ordering::Relaxed),
             connects: s.connects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether records are being kept; degraded while the disk queue cannot be written.
+    pub fn health(&self) -> TelemetryHealth {
+        let reason = self
+            .shared
+            .degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match reason {
+            None => TelemetryHealth::Ok,
+            Some(r) => TelemetryHealth::Degraded(r),
         }
     }
 
@@ -320,7 +373,9 @@ impl TelemetryDriver {
     }
 
     fn dropped_total(&self, queue_dropped: u64) -> u64 {
-        queue_dropped + self.shared.dropped_channel.load(Ordering::Relaxed)
+        queue_dropped
+            + self.shared.dropped_channel.load(Ordering::Relaxed)
+            + self.shared.dropped_unwritable.load(Ordering::Relaxed)
     }
 }
 
@@ -433,6 +488,68 @@ mod tests {
         assert!(start.elapsed() < Duration::from_millis(200));
         assert_eq!(sent, 2);
         assert_eq!(t.stats().dropped_channel, 98);
+    }
+
+    fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_full_disk_queue_degrades_telemetry_counts_drops_and_resumes_when_room_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        // A loopback port nothing listens on: records stay in the disk queue.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let url: BrokerUrl = format!("mqtt://127.0.0.1:{port}").parse().unwrap();
+        let sink = SinkConfig::Mqtt {
+            broker: BrokerConfig::new(url, "disk-full"),
+            queue_dir: dir.path().join("q"),
+        };
+        let space = Arc::new(AtomicU64::new(0));
+        let opts = TelemetryOptions::new("disk-full", sink)
+            .with_linger(Duration::ZERO)
+            .with_queue_space(space.clone());
+        let (t, d) = Telemetry::new(opts, None).unwrap();
+        let th = std::thread::spawn(move || d.run());
+        let mut sent = 0u64;
+        for n in 0..20 {
+            sent += u64::from(t.send(event(n)));
+        }
+        wait_until("the queue to fail", || t.stats().dropped_unwritable >= sent);
+        let s = t.stats();
+        assert!(s.queue_errors >= 1, "{s:?}");
+        assert_eq!(s.queued, 0);
+        let TelemetryHealth::Degraded(why) = t.health() else {
+            panic!("not degraded: {:?}", t.health());
+        };
+        assert!(why.contains("No space left"), "{why}");
+        // Room again: after the back-off, records are kept and the state is ok.
+        space.store(u64::MAX, Ordering::SeqCst);
+        let mut n = 100;
+        wait_until("telemetry to resume", || {
+            n += 1;
+            t.send(event(n));
+            std::thread::sleep(Duration::from_millis(50));
+            t.health() == TelemetryHealth::Ok && t.stats().queued > 0
+        });
+        let dropped = t.stats().dropped_unwritable;
+        for k in 0..5 {
+            assert!(t.send(event(1000 + k)));
+        }
+        wait_until("the new records to be queued", || t.stats().queued >= 6);
+        assert_eq!(t.stats().dropped_unwritable, dropped);
+        t.stop();
+        th.join().unwrap().unwrap();
+        let q = DiskQueue::open(&dir.path().join("q"), 10_000).unwrap();
+        assert!(q.len() >= 6, "{}", q.len());
+        let last: Record = serde_json::from_slice(&q.iter().last().unwrap().payload).unwrap();
+        assert!(last.dropped_total >= sent, "{}", last.dropped_total);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use rumqttc::{Client, ConnectReturnCode, Event, Incoming, LastWill, Outgoing, Qo
 
 use super::command::{self, Command, Reply, StatusSnapshot};
 use super::discovery;
-use super::queue::{DiskQueue, Pushed};
+use super::queue::{DiskQueue, Pushed, QueueError};
 use super::schema::{self, Body, Encoding, Record, RecordKind, SchemaError};
 use super::topics::{OFFLINE, ONLINE};
 use super::{BrokerConfig, Input, TelemetryDriver, TelemetryError};
@@ -38,20 +38,39 @@ const REQUESTS: usize = 256;
 const IDLE: Duration = Duration::from_millis(200);
 /// Shortest gap between two `telemetry_dropped` events.
 const DROP_EVENT_GAP: Duration = Duration::from_secs(5);
+/// Most command replies waiting for room in rumqttc's request channel; beyond it a reply
+/// is dropped, counted and logged.
+const REPLY_QUEUE: usize = 2048;
+/// Shortest gap between two log lines about dropped replies or oversized commands.
+const DROP_LOG_GAP: Duration = Duration::from_secs(1);
+/// First wait before writing to a disk queue that failed; it doubles up to the maximum.
+const QUEUE_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest wait between two attempts to write to a failing disk queue.
+const QUEUE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 enum Net {
     Event(Event),
     Error(String),
 }
 
+/// What a publish carries, for the acknowledgement bookkeeping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    /// A disk queue entry (its id).
+    Record(u64),
+    /// A command reply.
+    Reply,
+    /// Birth or discovery (published again after every connect).
+    Other,
+}
+
 struct Link {
     client: Client,
     connected: bool,
-    /// Publishes since the last CONNACK not yet seen as `Outgoing::Publish`, in order: the
-    /// queue id, or `None` for birth, discovery and replies.
-    awaiting: VecDeque<Option<u64>>,
-    /// pkid -> queue id of publishes on the wire.
-    inflight: HashMap<u16, Option<u64>>,
+    /// Publishes since the last CONNACK not yet seen as `Outgoing::Publish`, in order.
+    awaiting: VecDeque<Sent>,
+    /// pkid -> what each publish on the wire carries.
+    inflight: HashMap<u16, Sent>,
     /// Queue records among `awaiting` and `inflight`.
     outstanding: usize,
     /// The next queue id to publish.
@@ -59,14 +78,22 @@ struct Link {
 }
 
 impl Link {
-    fn reset(&mut self) {
+    /// Forgets what was on the wire; returns how many replies were not acknowledged.
+    fn reset(&mut self) -> u64 {
+        let lost = self
+            .awaiting
+            .iter()
+            .chain(self.inflight.values())
+            .filter(|s| **s == Sent::Reply)
+            .count() as u64;
         self.awaiting.clear();
         self.inflight.clear();
         self.outstanding = 0;
         self.send_from = 0;
+        lost
     }
 
-    fn publish(&mut self, topic: String, retain: bool, payload: Vec<u8>, id: Option<u64>) -> bool {
+    fn publish(&mut self, topic: String, retain: bool, payload: Vec<u8>, what: Sent) -> bool {
         if !self.connected {
             return false;
         }
@@ -75,8 +102,8 @@ impl Link {
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
         {
             Ok(()) => {
-                self.awaiting.push_back(id);
-                if id.is_some() {
+                self.awaiting.push_back(what);
+                if matches!(what, Sent::Record(_)) {
                     self.outstanding += 1;
                 }
                 true
@@ -132,6 +159,12 @@ struct Driver {
     encoding: Encoding,
     last_drop_event: Option<Instant>,
     drops_announced: u64,
+    /// While the disk queue fails: when to try it again, and the wait after that.
+    queue_retry: Option<(Instant, Duration)>,
+    /// Command replies not yet handed to rumqttc, oldest first (at most [`REPLY_QUEUE`]).
+    replies: VecDeque<(String, Vec<u8>)>,
+    /// When a dropped reply or an oversized command was last logged.
+    drop_log: Option<Instant>,
 }
 
 pub(super) fn run(
@@ -140,6 +173,11 @@ pub(super) fn run(
     queue_dir: &Path,
 ) -> Result<(), TelemetryError> {
     let queue = DiskQueue::open(queue_dir, d.opts.queue_capacity)?;
+    #[cfg(test)]
+    let queue = match d.opts.queue_space.clone() {
+        Some(space) => queue.with_space(space),
+        None => queue,
+    };
     let will = LastWill::new(d.topics.status(), OFFLINE, QoS::AtLeastOnce, true);
     let mut options = broker.mqtt_options(Some(will))?;
     options.set_inflight(INFLIGHT);
@@ -181,12 +219,17 @@ pub(super) fn run(
         encoding,
         last_drop_event: None,
         drops_announced: 0,
+        queue_retry: None,
+        replies: VecDeque::new(),
+        drop_log: None,
     };
     let result = drv.main_loop(&net_rx, &resume_tx);
+    let unsent = drv.replies.len() as u64;
+    drv.drop_replies(unsent, "telemetry stopped before they could be sent");
     stop.store(true, Ordering::Relaxed);
     if drv.link.connected {
         drv.link
-            .publish(drv.d.topics.status(), true, OFFLINE.into(), None);
+            .publish(drv.d.topics.status(), true, OFFLINE.into(), Sent::Other);
         let _ = drv.link.client.try_disconnect();
     }
     drop(drv);
@@ -242,14 +285,19 @@ impl Driver {
                 self.on_net(n, resume)?;
             }
             self.announce_drops()?;
-            self.queue.sync()?;
+            match self.queue.sync() {
+                Ok(()) => {}
+                Err(e) => self.queue_failed(&e),
+            }
+            self.send_replies();
             self.send_backlog();
             self.d
                 .shared
                 .queued
                 .store(self.queue.len() as u64, Ordering::Relaxed);
             if let Some(since) = stopping {
-                let drained = self.queue.is_empty() || !self.link.connected;
+                let drained =
+                    (self.queue.is_empty() && self.replies.is_empty()) || !self.link.connected;
                 if drained || since.elapsed() >= self.d.opts.linger {
                     return Ok(());
                 }
@@ -257,21 +305,65 @@ impl Driver {
         }
     }
 
+    /// Appends a record to the disk queue. While the queue fails (until its next retry) the
+    /// record is dropped and counted; a failure drops and counts it too.
     fn enqueue(&mut self, ts_ms: u64, body: Body) -> Result<(), TelemetryError> {
+        if self.queue_retry.is_some_and(|(at, _)| Instant::now() < at) {
+            self.d
+                .shared
+                .dropped_unwritable
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         let kind = body.kind();
         let mut r = Record::new(self.d.topics.device(), self.queue.next_id(), ts_ms, body);
         r.dropped_total = self.d.dropped_total(self.queue.dropped());
         let payload = r.encode(self.encoding)?;
-        match self.queue.push(kind, payload)? {
-            Pushed::Stored => {}
-            Pushed::DroppedOldest(_) | Pushed::DroppedNew => {
+        match self.queue.push(kind, payload) {
+            Ok(Pushed::Stored) => self.queue_recovered(),
+            Ok(Pushed::DroppedOldest(_) | Pushed::DroppedNew) => {
+                self.queue_recovered();
                 self.d
                     .shared
                     .dropped_queue
                     .store(self.queue.dropped(), Ordering::Relaxed);
             }
+            Err(e) => {
+                self.d
+                    .shared
+                    .dropped_unwritable
+                    .fetch_add(1, Ordering::Relaxed);
+                self.queue_failed(&e);
+            }
         }
         Ok(())
+    }
+
+    /// Counts a failed queue operation, marks telemetry degraded and backs off.
+    fn queue_failed(&mut self, e: &QueueError) {
+        self.d.shared.queue_errors.fetch_add(1, Ordering::Relaxed);
+        let wait = self
+            .queue_retry
+            .map_or(QUEUE_RETRY_MIN, |(_, w)| (w * 2).min(QUEUE_RETRY_MAX));
+        self.queue_retry = Some((Instant::now() + wait, wait));
+        let mut degraded = self.d.shared.degraded.lock().unwrap_or_else(|p| p.into_inner());
+        if degraded.is_none() {
+            log::error!("telemetry degraded, records are dropped and counted until it recovers: {e}");
+        }
+        *degraded = Some(e.to_string());
+    }
+
+    /// Clears the degraded state after a queue write succeeded.
+    fn queue_recovered(&mut self) {
+        if self.queue_retry.take().is_none() {
+            return;
+        }
+        *self.d.shared.degraded.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        log::warn!(
+            "telemetry recovered: the disk queue takes records again ({} dropped while it \
+             could not)",
+            self.d.shared.dropped_unwritable.load(Ordering::Relaxed)
+        );
     }
 
     /// Queues a `telemetry_dropped` event with the running total when it changed, at most
@@ -292,9 +384,11 @@ impl Driver {
             Body::Event(schema::Event {
                 name: "telemetry_dropped".into(),
                 detail: format!(
-                    "{} at the disk queue's bound, {} with the hand-off channel full",
+                    "{} at the disk queue's bound, {} with the hand-off channel full, {} with \
+                     the disk queue unwritable",
                     self.queue.dropped(),
-                    total - self.queue.dropped()
+                    self.d.shared.dropped_channel.load(Ordering::Relaxed),
+                    self.d.shared.dropped_unwritable.load(Ordering::Relaxed)
                 ),
                 count: Some(total),
             }),
@@ -311,7 +405,7 @@ impl Driver {
                 RecordKind::Event => (e.id, self.d.topics.event()),
             };
             let payload = e.payload.clone();
-            if !self.link.publish(topic, false, payload, Some(id)) {
+            if !self.link.publish(topic, false, payload, Sent::Record(id)) {
                 break;
             }
             self.link.send_from = id + 1;
@@ -327,7 +421,8 @@ impl Driver {
                     log::debug!("telemetry: broker unreachable: {e}");
                 }
                 self.link.connected = false;
-                self.link.reset();
+                let lost = self.link.reset();
+                self.drop_replies(lost, "the link went down before the broker acknowledged them");
                 self.d.shared.connected.store(false, Ordering::Relaxed);
                 let _ = resume.try_send(());
             }
@@ -337,7 +432,8 @@ impl Driver {
                     return Ok(());
                 }
                 self.link.connected = true;
-                self.link.reset();
+                let lost = self.link.reset();
+                self.drop_replies(lost, "a new session began before they were acknowledged");
                 // A fresh connection hears the current drop count at once.
                 self.last_drop_event = None;
                 self.d.shared.connected.store(true, Ordering::Relaxed);
@@ -347,27 +443,36 @@ impl Driver {
                     log::warn!("telemetry: subscribing to commands: {e}");
                 }
                 self.link
-                    .publish(self.d.topics.status(), true, ONLINE.into(), None);
+                    .publish(self.d.topics.status(), true, ONLINE.into(), Sent::Other);
                 if self.d.opts.discovery && self.encoding == Encoding::Json {
                     for c in discovery::configs(&self.d.topics) {
                         let payload = serde_json::to_vec(&c.payload).map_err(SchemaError::from)?;
-                        self.link.publish(c.topic, true, payload, None);
+                        self.link.publish(c.topic, true, payload, Sent::Other);
                     }
                 }
                 log::info!("telemetry: connected; {} records to send", self.queue.len());
             }
             Net::Event(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                if let Some(id) = self.link.awaiting.pop_front()
+                if let Some(what) = self.link.awaiting.pop_front()
                     && pkid != 0
                 {
-                    self.link.inflight.insert(pkid, id);
+                    self.link.inflight.insert(pkid, what);
                 }
             }
             Net::Event(Event::Incoming(Incoming::PubAck(ack))) => {
-                if let Some(Some(id)) = self.link.inflight.remove(&ack.pkid) {
+                if let Some(Sent::Record(id)) = self.link.inflight.remove(&ack.pkid) {
                     self.link.outstanding = self.link.outstanding.saturating_sub(1);
-                    if self.queue.remove(id)? {
-                        self.d.shared.acked.fetch_add(1, Ordering::Relaxed);
+                    // A failed removal still leaves the entry acknowledged in memory; after
+                    // a restart it may be sent once more.
+                    match self.queue.remove(id) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            self.d.shared.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            self.d.shared.acked.fetch_add(1, Ordering::Relaxed);
+                            self.queue_failed(&e);
+                        }
                     }
                 }
             }
@@ -398,7 +503,32 @@ impl Driver {
         let Some(name) = self.d.topics.command_name(topic).map(str::to_string) else {
             return Ok(());
         };
-        let reply = if retain {
+        let reply = if payload.len() > command::MAX_COMMAND_BYTES {
+            let n = self
+                .d
+                .shared
+                .oversized_commands
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            if self.drop_log.is_none_or(|t| t.elapsed() >= DROP_LOG_GAP) {
+                self.drop_log = Some(Instant::now());
+                log::warn!(
+                    "telemetry: refused a {} byte {name} command, over the {} byte limit ({n} \
+                     oversized so far)",
+                    payload.len(),
+                    command::MAX_COMMAND_BYTES
+                );
+            }
+            Reply::error(
+                &name,
+                None,
+                format!(
+                    "payload of {} bytes is over the {} byte limit",
+                    payload.len(),
+                    command::MAX_COMMAND_BYTES
+                ),
+            )
+        } else if retain {
             Reply::error(&name, None, "retained commands are refused")
         } else {
             let snap = self.snapshot();
@@ -414,9 +544,43 @@ impl Driver {
             );
         }
         let bytes = serde_json::to_vec(&reply).map_err(SchemaError::from)?;
-        self.link
-            .publish(self.d.topics.reply(&name), false, bytes, None);
+        if self.replies.len() >= REPLY_QUEUE {
+            self.drop_replies(1, "the reply queue is full");
+        } else {
+            self.replies.push_back((self.d.topics.reply(&name), bytes));
+        }
+        self.send_replies();
         Ok(())
+    }
+
+    /// Publishes waiting replies, in order, while rumqttc's request channel has room.
+    fn send_replies(&mut self) {
+        while let Some((topic, bytes)) = self.replies.pop_front() {
+            if !self.link.connected {
+                self.replies.push_front((topic, bytes));
+                return;
+            }
+            // try_publish consumes its arguments; keep a copy to retry after a refusal.
+            if !self
+                .link
+                .publish(topic.clone(), false, bytes.clone(), Sent::Reply)
+            {
+                self.replies.push_front((topic, bytes));
+                return;
+            }
+        }
+    }
+
+    /// Counts `n` lost replies and logs them (at most one line per [`DROP_LOG_GAP`]).
+    fn drop_replies(&mut self, n: u64, why: &str) {
+        if n == 0 {
+            return;
+        }
+        let total = self.d.shared.replies_dropped.fetch_add(n, Ordering::Relaxed) + n;
+        if self.drop_log.is_none_or(|t| t.elapsed() >= DROP_LOG_GAP) {
+            self.drop_log = Some(Instant::now());
+            log::warn!("telemetry: {n} command reply/replies dropped: {why} ({total} so far)");
+        }
     }
 
     fn apply(

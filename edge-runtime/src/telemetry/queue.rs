@@ -10,6 +10,10 @@
 //! the last good one were never synced). When removals outweigh live entries the log is
 //! rewritten to a temporary file, synced and renamed over the old one.
 //!
+//! A write that fails (a full disk) is cut back to the last whole frame before the error is
+//! returned, so later frames never follow a torn one; a failed compaction leaves the log
+//! as it was and is tried again only after as many removals again.
+//!
 //! At the bound, the oldest telemetry entry goes first; events are never dropped (a queue
 //! full of events still takes events, and drops the incoming telemetry instead).
 
@@ -87,6 +91,13 @@ pub struct DiskQueue {
     dead_frames: u64,
     dropped: u64,
     unsynced: bool,
+    /// Length of the log's whole frames (bytes).
+    len: u64,
+    /// Removal frames at the last failed compaction (0: none failed).
+    compact_failed_at: u64,
+    /// Bytes of room left before writes fail with "no space" (tests only).
+    #[cfg(test)]
+    space: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
@@ -137,6 +148,10 @@ impl DiskQueue {
             dead_frames,
             dropped: 0,
             unsynced: false,
+            len: good_len as u64,
+            compact_failed_at: 0,
+            #[cfg(test)]
+            space: None,
         };
         // A smaller bound than the last run's applies at once.
         while q.entries.len() > q.capacity {
@@ -267,18 +282,75 @@ impl DiskQueue {
         frame.extend_from_slice(&crc32(body).to_le_bytes());
         frame.extend_from_slice(body);
         let path = self.dir.join(LOG);
-        self.file.write_all(&frame).map_err(io(&path))?;
+        if let Err(e) = self.append(&frame) {
+            // Cut a partly written frame so the next one follows a whole frame.
+            if let Err(cut) = self.file.set_len(self.len) {
+                log::warn!("telemetry queue {}: {cut}", path.display());
+            }
+            return Err(io(&path)(e));
+        }
+        self.len += frame.len() as u64;
         self.unsynced = true;
         Ok(())
+    }
+
+    #[cfg(not(test))]
+    fn append(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(frame)
+    }
+
+    /// Writes as much of `frame` as the test's room allows, then fails like a full disk.
+    #[cfg(test)]
+    fn append(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        let allowed = self.room(frame.len());
+        self.file.write_all(&frame[..allowed])?;
+        if allowed < frame.len() {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        Ok(())
+    }
+
+    /// Takes up to `want` bytes of the test's room; returns how many were granted.
+    #[cfg(test)]
+    fn room(&self, want: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let Some(space) = &self.space else {
+            return want;
+        };
+        let left = space.load(Ordering::SeqCst);
+        let granted = left.min(want as u64);
+        space.store(left - granted, Ordering::SeqCst);
+        granted as usize
+    }
+
+    /// Limits the bytes this queue may still write to the room in `space` (tests only).
+    #[cfg(test)]
+    pub(crate) fn with_space(
+        mut self,
+        space: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        self.space = Some(space);
+        self
     }
 
     fn maybe_compact(&mut self) -> Result<(), QueueError> {
         let emptied = self.entries.is_empty() && self.dead_frames >= COMPACT_EMPTY_DEAD;
         let mostly_dead = self.dead_frames >= COMPACT_MIN_DEAD
             && self.dead_frames >= 2 * self.entries.len() as u64;
-        if !emptied && !mostly_dead {
+        let retry = self.compact_failed_at == 0 || self.dead_frames >= 2 * self.compact_failed_at;
+        if (!emptied && !mostly_dead) || !retry {
             return Ok(());
         }
+        if let Err(e) = self.compact() {
+            self.compact_failed_at = self.dead_frames.max(1);
+            return Err(e);
+        }
+        self.compact_failed_at = 0;
+        Ok(())
+    }
+
+    /// Rewrites the log with the live entries only (temp file, fsync, rename).
+    fn compact(&mut self) -> Result<(), QueueError> {
         let tmp = self.dir.join(TMP);
         let path = self.dir.join(LOG);
         let mut out = Vec::new();
@@ -294,10 +366,9 @@ impl DiskQueue {
             body.extend_from_slice(&e.payload);
             push_frame(&mut out, &body);
         }
-        {
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&out).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
+        if let Err(e) = self.write_tmp(&tmp, &out) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         if let Ok(d) = File::open(&self.dir) {
@@ -309,7 +380,18 @@ impl DiskQueue {
             .map_err(io(&path))?;
         self.dead_frames = 0;
         self.unsynced = false;
+        self.len = out.len() as u64;
         Ok(())
+    }
+
+    fn write_tmp(&self, tmp: &Path, out: &[u8]) -> Result<(), QueueError> {
+        #[cfg(test)]
+        if self.room(out.len()) < out.len() {
+            return Err(io(tmp)(std::io::Error::from_raw_os_error(28)));
+        }
+        let mut f = File::create(tmp).map_err(io(tmp))?;
+        f.write_all(out).map_err(io(tmp))?;
+        f.sync_all().map_err(io(tmp))
     }
 }
 
@@ -524,6 +606,77 @@ mod tests {
         bytes[second] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(ids(&DiskQueue::open(dir.path(), 10).unwrap()), vec![0]);
+    }
+
+    #[test]
+    fn a_write_on_a_full_disk_fails_cleanly_and_the_queue_resumes_when_room_returns() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let space = Arc::new(AtomicU64::new(100));
+        let mut q = DiskQueue::open(dir.path(), 100)
+            .unwrap()
+            .with_space(space.clone());
+        // Each frame is 8 + 10 + 30 = 48 bytes: two fit, the third is cut after 4 bytes.
+        assert_eq!(q.push(Telemetry, vec![0; 30]).unwrap(), Pushed::Stored);
+        assert_eq!(q.push(Event, vec![1; 30]).unwrap(), Pushed::Stored);
+        let mut failures = 0;
+        for _ in 0..5 {
+            let err = q.push(Telemetry, vec![2; 30]).unwrap_err().to_string();
+            assert!(err.contains("No space left"), "{err}");
+            failures += 1;
+            assert!(q.sync().is_ok());
+        }
+        assert_eq!(failures, 5);
+        assert_eq!(ids(&q), vec![0, 1]);
+        assert_eq!(std::fs::metadata(dir.path().join(LOG)).unwrap().len(), 96);
+        space.store(u64::MAX, Ordering::SeqCst);
+        assert_eq!(q.push(Telemetry, vec![3; 30]).unwrap(), Pushed::Stored);
+        q.sync().unwrap();
+        drop(q);
+        let q = DiskQueue::open(dir.path(), 100).unwrap();
+        assert_eq!(ids(&q), vec![0, 1, 2]);
+        assert_eq!(q.iter().nth(2).unwrap().payload, vec![3; 30]);
+    }
+
+    #[test]
+    fn a_compaction_on_a_full_disk_keeps_the_log_and_is_tried_again_later() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let space = Arc::new(AtomicU64::new(u64::MAX));
+        let mut q = DiskQueue::open(dir.path(), 1000)
+            .unwrap()
+            .with_space(space.clone());
+        for _ in 0..200 {
+            q.push(Telemetry, vec![7; 4]).unwrap();
+        }
+        // Room for the removal frames, not for the compacted copy.
+        let mut compaction_failures = 0;
+        for id in 0..200 {
+            space.store(17, Ordering::SeqCst);
+            if q.remove(id).is_err() {
+                compaction_failures += 1;
+            }
+        }
+        assert!(compaction_failures >= 1);
+        assert!(q.is_empty());
+        assert!(!dir.path().join(TMP).exists());
+        q.sync().unwrap();
+        space.store(u64::MAX, Ordering::SeqCst);
+        for _ in 0..200 {
+            let id = q.next_id();
+            q.push(Telemetry, vec![8; 4]).unwrap();
+            q.remove(id).unwrap();
+        }
+        q.sync().unwrap();
+        let len = std::fs::metadata(dir.path().join(LOG)).unwrap().len();
+        assert!(len < 200 * 17, "never compacted again: {len} bytes");
+        q.push(Telemetry, vec![9; 4]).unwrap();
+        q.sync().unwrap();
+        drop(q);
+        let q = DiskQueue::open(dir.path(), 1000).unwrap();
+        assert_eq!(ids(&q), vec![400]);
     }
 
     #[test]
