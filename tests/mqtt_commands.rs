@@ -304,7 +304,10 @@ fn a_burst_of_commands_gets_every_reply_or_a_counted_drop() -> Result<()> {
     );
     let ids: std::collections::HashSet<String> =
         replies.iter().filter_map(|r| r.id.clone()).collect();
-    ensure!(ids.len() == replies.len(), "a reply came twice or without id");
+    ensure!(
+        ids.len() == replies.len(),
+        "a reply came twice or without id"
+    );
     ensure!(replies.len() as u64 + dropped == 1001);
     let applied = rig
         .device
@@ -312,9 +315,15 @@ fn a_burst_of_commands_gets_every_reply_or_a_counted_drop() -> Result<()> {
         .lock()
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .len();
-    ensure!(applied == 251, "{applied} setpoints applied, 251 were valid");
+    ensure!(
+        applied == 251,
+        "{applied} setpoints applied, 251 were valid"
+    );
     ensure!(replies.iter().filter(|r| r.ok).count() <= 251);
-    ensure!(rig.telemetry.stats().connects == 1, "the device reconnected");
+    ensure!(
+        rig.telemetry.stats().connects == 1,
+        "the device reconnected"
+    );
     Ok(())
 }
 
@@ -342,16 +351,25 @@ fn oversized_commands_are_refused_and_counted_without_dropping_the_link() -> Res
     let answered = rig.replies.wait_for(Duration::from_secs(20), |_| {
         replies_on(&rig, &status_topic).len() >= 5
     });
-    ensure!(answered, "status replies: {:?}", replies_on(&rig, &status_topic));
+    ensure!(
+        answered,
+        "status replies: {:?}",
+        replies_on(&rig, &status_topic)
+    );
     ensure!(replies_on(&rig, &status_topic).iter().all(|r| r.ok));
     let refused = replies_on(&rig, &format!("thermo/{DEVICE}/cmd/setpoint/reply"));
     ensure!(refused.len() == 5, "{refused:?}");
-    ensure!(refused
-        .iter()
-        .all(|r| !r.ok && r.error.as_deref().unwrap_or("").contains("byte limit")));
+    ensure!(
+        refused
+            .iter()
+            .all(|r| !r.ok && r.error.as_deref().unwrap_or("").contains("byte limit"))
+    );
     let stats = rig.telemetry.stats();
     ensure!(stats.oversized_commands == 5, "{stats:?}");
-    ensure!(stats.connects == 1 && stats.connected, "the link flapped: {stats:?}");
+    ensure!(
+        stats.connects == 1 && stats.connected,
+        "the link flapped: {stats:?}"
+    );
     let offline = rig
         .replies
         .messages()

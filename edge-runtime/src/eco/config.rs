@@ -271,7 +271,12 @@ impl EcoConfig {
             Some(MAX_LIFETIME_YEARS),
         );
         c.number("activation_ev", self.activation_ev, 0.0, Some(5.0));
-        c.number("wear_reference_c", self.wear_reference_c, -273.15, Some(200.0));
+        c.number(
+            "wear_reference_c",
+            self.wear_reference_c,
+            -273.15,
+            Some(200.0),
+        );
         let o = &self.overrides;
         c.optional("grid_g_co2e_per_kwh", o.grid_g_co2e_per_kwh, 0.0, 5000.0);
         c.optional("water_l_per_kwh", o.water_l_per_kwh, 0.0, 1000.0);
@@ -406,33 +411,102 @@ mod tests {
     #[test]
     fn rejects_tiny_huge_and_non_finite_values_that_would_make_a_figure_infinite() {
         let hostile: [(&str, EcoConfig); 12] = [
-            ("eco.lifetime_years", EcoConfig { lifetime_years: 1e-320, ..EcoConfig::default() }),
-            ("eco.lifetime_years", EcoConfig { lifetime_years: 0.0, ..EcoConfig::default() }),
-            ("eco.lifetime_years", EcoConfig { lifetime_years: -1.0, ..EcoConfig::default() }),
-            ("eco.lifetime_years", EcoConfig { lifetime_years: 1e308, ..EcoConfig::default() }),
-            ("eco.lifetime_years", EcoConfig { lifetime_years: f64::INFINITY, ..EcoConfig::default() }),
-            ("eco.wear_reference_c", EcoConfig { wear_reference_c: 1e300, ..EcoConfig::default() }),
-            ("eco.activation_ev", EcoConfig { activation_ev: f64::NEG_INFINITY, ..EcoConfig::default() }),
-            ("eco.diesel_fraction", EcoConfig { diesel_fraction: f64::NAN, ..EcoConfig::default() }),
-            ("eco.pue", EcoConfig {
-                overrides: FactorOverrides { pue: Some(1e308), ..FactorOverrides::default() },
-                ..EcoConfig::default()
-            }),
-            ("eco.grid_g_co2e_per_kwh", EcoConfig {
-                overrides: FactorOverrides {
-                    grid_g_co2e_per_kwh: Some(f64::MAX),
-                    ..FactorOverrides::default()
+            (
+                "eco.lifetime_years",
+                EcoConfig {
+                    lifetime_years: 1e-320,
+                    ..EcoConfig::default()
                 },
-                ..EcoConfig::default()
-            }),
-            ("eco.embodied_kg_co2e", EcoConfig {
-                overrides: FactorOverrides { embodied_kg_co2e: Some(1e300), ..FactorOverrides::default() },
-                ..EcoConfig::default()
-            }),
-            ("eco.water_l_per_kwh", EcoConfig {
-                overrides: FactorOverrides { water_l_per_kwh: Some(1e300), ..FactorOverrides::default() },
-                ..EcoConfig::default()
-            }),
+            ),
+            (
+                "eco.lifetime_years",
+                EcoConfig {
+                    lifetime_years: 0.0,
+                    ..EcoConfig::default()
+                },
+            ),
+            (
+                "eco.lifetime_years",
+                EcoConfig {
+                    lifetime_years: -1.0,
+                    ..EcoConfig::default()
+                },
+            ),
+            (
+                "eco.lifetime_years",
+                EcoConfig {
+                    lifetime_years: 1e308,
+                    ..EcoConfig::default()
+                },
+            ),
+            (
+                "eco.lifetime_years",
+                EcoConfig {
+                    lifetime_years: f64::INFINITY,
+                    ..EcoConfig::default()
+                },
+            ),
+            (
+                "eco.wear_reference_c",
+                EcoConfig {
+                    wear_reference_c: 1e300,
+                    ..EcoConfig::default()
+                },
+            ),
+            (
+                "eco.activation_ev",
+                EcoConfig {
+                    activation_ev: f64::NEG_INFINITY,
+                    ..EcoConfig::default()
+                },
+            ),
+            (
+                "eco.diesel_fraction",
+                EcoConfig {
+                    diesel_fraction: f64::NAN,
+                    ..EcoConfig::default()
+                },
+            ),
+            (
+                "eco.pue",
+                EcoConfig {
+                    overrides: FactorOverrides {
+                        pue: Some(1e308),
+                        ..FactorOverrides::default()
+                    },
+                    ..EcoConfig::default()
+                },
+            ),
+            (
+                "eco.grid_g_co2e_per_kwh",
+                EcoConfig {
+                    overrides: FactorOverrides {
+                        grid_g_co2e_per_kwh: Some(f64::MAX),
+                        ..FactorOverrides::default()
+                    },
+                    ..EcoConfig::default()
+                },
+            ),
+            (
+                "eco.embodied_kg_co2e",
+                EcoConfig {
+                    overrides: FactorOverrides {
+                        embodied_kg_co2e: Some(1e300),
+                        ..FactorOverrides::default()
+                    },
+                    ..EcoConfig::default()
+                },
+            ),
+            (
+                "eco.water_l_per_kwh",
+                EcoConfig {
+                    overrides: FactorOverrides {
+                        water_l_per_kwh: Some(1e300),
+                        ..FactorOverrides::default()
+                    },
+                    ..EcoConfig::default()
+                },
+            ),
         ];
         for (path, c) in &hostile {
             let p = problems(c);

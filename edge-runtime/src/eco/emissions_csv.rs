@@ -325,7 +325,13 @@ mod tests {
             ..good
         };
         let err = append(&path, &RunInfo::now("thermo"), &bad, &f).err();
-        assert!(matches!(err, Some(CsvError::NonFinite { figure: "embodied_g_co2e", .. })));
+        assert!(matches!(
+            err,
+            Some(CsvError::NonFinite {
+                figure: "embodied_g_co2e",
+                ..
+            })
+        ));
         assert_eq!(std::fs::read(&path)?, before);
         Ok(())
     }

@@ -198,7 +198,11 @@ impl Ledger {
             Err(e) => return Err(io(e)),
         };
         let problem = match serde_json::from_str::<File>(&text) {
-            Ok(file) => match file.days.iter().find_map(|(d, t)| Some((d, t.non_finite()?))) {
+            Ok(file) => match file
+                .days
+                .iter()
+                .find_map(|(d, t)| Some((d, t.non_finite()?)))
+            {
                 None => return Ok(file),
                 Some((day, (figure, v))) => format!("{day}: {figure} is {v}"),
             },
@@ -435,7 +439,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         for h in &hostile {
             let err = l.record("2026-11-29", h).err().map(|e| e.to_string());
-            assert!(err.as_deref().is_some_and(|e| e.contains("not finite")), "{err:?}");
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("not finite")),
+                "{err:?}"
+            );
             let err = l.record_training("2026-11-29", h, 3).err();
             assert!(err.is_some());
         }

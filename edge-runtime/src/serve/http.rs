@@ -650,7 +650,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         let h = telemetry_health(Some(&t));
-        assert!(h["reason"].as_str().is_some_and(|r| r.contains("No space")), "{h}");
+        assert!(
+            h["reason"].as_str().is_some_and(|r| r.contains("No space")),
+            "{h}"
+        );
         assert!(h["dropped"].as_u64().is_some_and(|n| n >= 1), "{h}");
         t.stop();
         assert!(th.join().is_ok_and(|r| r.is_ok()));

@@ -657,7 +657,12 @@ fn render_telemetry(out: &mut String, s: &TelemetryStats, health: &TelemetryHeal
         "1 while telemetry drops records because its disk queue cannot be written.",
     );
     let degraded = matches!(health, TelemetryHealth::Degraded(_));
-    sample(out, "thermo_telemetry_degraded", "", f64::from(u8::from(degraded)));
+    sample(
+        out,
+        "thermo_telemetry_degraded",
+        "",
+        f64::from(u8::from(degraded)),
+    );
 }
 
 #[cfg(test)]

@@ -493,7 +493,10 @@ mod tests {
     fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
         let end = std::time::Instant::now() + Duration::from_secs(10);
         while !ok() {
-            assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+            assert!(
+                std::time::Instant::now() < end,
+                "timed out waiting for {what}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -346,9 +346,16 @@ impl Driver {
             .queue_retry
             .map_or(QUEUE_RETRY_MIN, |(_, w)| (w * 2).min(QUEUE_RETRY_MAX));
         self.queue_retry = Some((Instant::now() + wait, wait));
-        let mut degraded = self.d.shared.degraded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut degraded = self
+            .d
+            .shared
+            .degraded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if degraded.is_none() {
-            log::error!("telemetry degraded, records are dropped and counted until it recovers: {e}");
+            log::error!(
+                "telemetry degraded, records are dropped and counted until it recovers: {e}"
+            );
         }
         *degraded = Some(e.to_string());
     }
@@ -358,7 +365,12 @@ impl Driver {
         if self.queue_retry.take().is_none() {
             return;
         }
-        *self.d.shared.degraded.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .d
+            .shared
+            .degraded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         log::warn!(
             "telemetry recovered: the disk queue takes records again ({} dropped while it \
              could not)",
@@ -422,7 +434,10 @@ impl Driver {
                 }
                 self.link.connected = false;
                 let lost = self.link.reset();
-                self.drop_replies(lost, "the link went down before the broker acknowledged them");
+                self.drop_replies(
+                    lost,
+                    "the link went down before the broker acknowledged them",
+                );
                 self.d.shared.connected.store(false, Ordering::Relaxed);
                 let _ = resume.try_send(());
             }
@@ -576,7 +591,12 @@ impl Driver {
         if n == 0 {
             return;
         }
-        let total = self.d.shared.replies_dropped.fetch_add(n, Ordering::Relaxed) + n;
+        let total = self
+            .d
+            .shared
+            .replies_dropped
+            .fetch_add(n, Ordering::Relaxed)
+            + n;
         if self.drop_log.is_none_or(|t| t.elapsed() >= DROP_LOG_GAP) {
             self.drop_log = Some(Instant::now());
             log::warn!("telemetry: {n} command reply/replies dropped: {why} ({total} so far)");

@@ -647,7 +647,10 @@ mod tests {
         let good = std::fs::read(dir.path().join(ADAPTER_WEIGHTS)).expect("read");
         let clean = a.tensors().expect("t");
         let names: Vec<String> = clean.keys().cloned().collect();
-        for (k, bad) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY].into_iter().enumerate() {
+        for (k, bad) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY]
+            .into_iter()
+            .enumerate()
+        {
             let mut t = clean.clone();
             let name = &names[k % names.len()];
             if let Some((_, v)) = t.get_mut(name) {
@@ -674,11 +677,17 @@ mod tests {
         let (tensors, _) = read_safetensors(&good).expect("parse");
         let mut tried = 0;
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            for at in [header, good.len() - 4, header + (good.len() - header) / 8 * 4] {
+            for at in [
+                header,
+                good.len() - 4,
+                header + (good.len() - header) / 8 * 4,
+            ] {
                 let mut bytes = good.clone();
                 bytes[at..at + 4].copy_from_slice(&bad.to_le_bytes());
                 std::fs::write(&path, &bytes).expect("write");
-                let err = LoraAdapter::load_peft(dir.path(), &c).err().expect("must refuse");
+                let err = LoraAdapter::load_peft(dir.path(), &c)
+                    .err()
+                    .expect("must refuse");
                 let text = format!("{err:#}");
                 assert!(text.contains("non-finite"), "{text}");
                 assert!(tensors.keys().any(|n| text.contains(n.as_str())), "{text}");

@@ -209,7 +209,10 @@ fn a_checkpoint_with_flipped_bits_is_refused_on_resume() {
     let good = t.checkpoint_bytes().expect("checkpoint");
     let header = 8 + u64::from_le_bytes(good[..8].try_into().expect("8 bytes")) as usize;
     let fresh = || Trainer::new(&model, options(2, None, 8, 0.0), data.clone(), vec![]);
-    fresh().expect("t").restore(&good).expect("the good checkpoint restores");
+    fresh()
+        .expect("t")
+        .restore(&good)
+        .expect("the good checkpoint restores");
     // 200 flips in one go, as in the report, then single flips, all in the tensor data.
     let mut cases: Vec<Vec<usize>> = vec![positions(1, 200, header..good.len())];
     cases.extend((2..42).map(|seed| positions(seed, 1, header..good.len())));
@@ -221,7 +224,10 @@ fn a_checkpoint_with_flipped_bits_is_refused_on_resume() {
         if bytes == good {
             continue;
         }
-        let err = fresh().expect("t").restore(&bytes).expect_err("must refuse");
+        let err = fresh()
+            .expect("t")
+            .restore(&bytes)
+            .expect_err("must refuse");
         let text = format!("{err:#}");
         assert!(
             text.contains("corrupt") || text.contains("non-finite"),

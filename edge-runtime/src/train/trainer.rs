@@ -441,8 +441,8 @@ impl<'m> Trainer<'m> {
             "the checkpoint is corrupt: its SHA-256 does not match its content; the adapter \
              beside it is untouched"
         );
-        let meta: CheckpointMeta = serde_json::from_str(meta_text)
-            .context("parsing the checkpoint's training state")?;
+        let meta: CheckpointMeta =
+            serde_json::from_str(meta_text).context("parsing the checkpoint's training state")?;
         ensure!(
             meta.options == self.options,
             "the checkpoint was written with other options ({}); resume with the same flags",
