@@ -297,6 +297,10 @@ fn a_burst_of_commands_gets_every_reply_or_a_counted_drop() -> Result<()> {
     });
     let replies = replies_on(&rig, &reply_topic);
     let dropped = rig.telemetry.stats().replies_dropped;
+    eprintln!(
+        "burst of 1001: {} replies, {dropped} counted drops",
+        replies.len()
+    );
     ensure!(
         settled,
         "{} replies and {dropped} counted drops for 1001 commands",

@@ -200,13 +200,13 @@ impl Checker {
     /// A finite number >= `min` (and <= `max` when given).
     fn number(&mut self, path: &str, v: f64, min: f64, max: Option<f64>) {
         if !v.is_finite() {
-            self.push(path, format!("must be a finite number, got {v}"));
+            self.push(path, format!("must be a finite number, got {v:?}"));
         } else if v < min {
-            self.push(path, format!("must be at least {min}, got {v}"));
+            self.push(path, format!("must be at least {min}, got {v:?}"));
         } else if let Some(max) = max
             && v > max
         {
-            self.push(path, format!("must be at most {max}, got {v}"));
+            self.push(path, format!("must be at most {max}, got {v:?}"));
         }
     }
 
