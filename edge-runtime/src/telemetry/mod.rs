@@ -92,7 +92,8 @@ pub struct TelemetryOptions {
     allowed: Vec<CommandName>,
     discovery: bool,
     linger: Duration,
-    /// Bytes the disk queue may still write before it fails like a full disk (tests only).
+    /// Bytes the disk queue or the telemetry file may still take before writes fail like a
+    /// full disk (tests only).
     #[cfg(test)]
     queue_space: Option<Arc<AtomicU64>>,
 }
@@ -203,6 +204,25 @@ struct Shared {
     oversized_commands: AtomicU64,
     /// Why the disk queue cannot be written, while it cannot.
     degraded: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Marks telemetry degraded for `why`; true when it was not degraded before.
+    fn degrade(&self, why: String) -> bool {
+        let mut degraded = self.degraded.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = degraded.is_none();
+        *degraded = Some(why);
+        fresh
+    }
+
+    /// Clears the degraded state; true when it was degraded.
+    fn recover(&self) -> bool {
+        self.degraded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some()
+    }
 }
 
 /// What the driver has done so far.
@@ -341,7 +361,8 @@ impl Telemetry {
         }
     }
 
-    /// Whether records are being kept; degraded while the disk queue cannot be written.
+    /// Whether records are being kept; degraded while the disk queue or the file cannot be
+    /// written.
     pub fn health(&self) -> TelemetryHealth {
         let reason = self
             .shared
@@ -415,6 +436,7 @@ fn run_file(d: TelemetryDriver, path: &std::path::Path) -> Result<(), TelemetryE
         let mut batch = vec![first];
         batch.extend(d.rx.try_iter());
         let mut out = Vec::new();
+        let mut lines = 0u64;
         let mut stop = false;
         for input in batch {
             match input {
@@ -425,16 +447,75 @@ fn run_file(d: TelemetryDriver, path: &std::path::Path) -> Result<(), TelemetryE
                     seq += 1;
                     out.extend(r.encode(Encoding::Json)?);
                     out.push(b'\n');
-                    d.shared.written.fetch_add(1, Ordering::Relaxed);
+                    lines += 1;
                 }
             }
         }
-        file.write_all(&out).map_err(ferr)?;
-        file.sync_data().map_err(ferr)?;
+        if !out.is_empty() {
+            append_lines(&d, &mut file, &out, lines, path);
+        }
         if stop {
             return Ok(());
         }
     }
+}
+
+/// Appends whole lines to the telemetry file. A failed write (a full disk) is cut back to the
+/// last whole line, its records are counted as dropped and telemetry is degraded until a later
+/// write succeeds; the driver keeps running.
+fn append_lines(
+    d: &TelemetryDriver,
+    file: &mut std::fs::File,
+    out: &[u8],
+    lines: u64,
+    path: &std::path::Path,
+) {
+    let before = file.metadata().map(|m| m.len()).ok();
+    let written = write_room(d, file, out).and_then(|()| file.sync_data());
+    match written {
+        Ok(()) => {
+            d.shared.written.fetch_add(lines, Ordering::Relaxed);
+            if d.shared.recover() {
+                log::warn!(
+                    "telemetry recovered: {} takes records again ({} dropped while it could not)",
+                    path.display(),
+                    d.shared.dropped_unwritable.load(Ordering::Relaxed)
+                );
+            }
+        }
+        Err(e) => {
+            if let Some(len) = before {
+                // A partial line would make the next record unreadable.
+                let _ = file.set_len(len);
+            }
+            d.shared
+                .dropped_unwritable
+                .fetch_add(lines, Ordering::Relaxed);
+            d.shared.queue_errors.fetch_add(1, Ordering::Relaxed);
+            let why = format!("telemetry file {}: {e}", path.display());
+            if d.shared.degrade(why.clone()) {
+                log::error!("{why}; records are dropped and counted until it recovers");
+            }
+        }
+    }
+}
+
+/// Writes `out`, failing like a full disk past the test's room.
+fn write_room(d: &TelemetryDriver, file: &mut std::fs::File, out: &[u8]) -> std::io::Result<()> {
+    #[cfg(test)]
+    if let Some(space) = &d.opts.queue_space {
+        let left = space.load(Ordering::SeqCst);
+        let granted = left.min(out.len() as u64);
+        space.store(left - granted, Ordering::SeqCst);
+        file.write_all(&out[..granted as usize])?;
+        if (granted as usize) < out.len() {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        return Ok(());
+    }
+    #[cfg(not(test))]
+    let _ = d;
+    file.write_all(out)
 }
 
 #[cfg(test)]
@@ -553,6 +634,44 @@ mod tests {
         assert!(q.len() >= 6, "{}", q.len());
         let last: Record = serde_json::from_slice(&q.iter().last().unwrap().payload).unwrap();
         assert!(last.dropped_total >= sent, "{}", last.dropped_total);
+    }
+
+    #[test]
+    fn a_full_disk_under_the_file_sink_drops_and_counts_records_and_resumes_when_room_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let space = Arc::new(AtomicU64::new(0));
+        let opts = TelemetryOptions::new("dev-1", SinkConfig::File(path.clone()))
+            .with_queue_space(space.clone());
+        let (t, d) = Telemetry::new(opts, None).unwrap();
+        let th = std::thread::spawn(move || d.run());
+        for n in 0..3 {
+            assert!(t.send(event(n)));
+        }
+        wait_until("the writes to fail", || t.stats().dropped_unwritable >= 3);
+        let TelemetryHealth::Degraded(why) = t.health() else {
+            panic!("not degraded: {:?}", t.health());
+        };
+        assert!(why.contains("No space left"), "{why}");
+        // Room for half a line: the partial line is cut back, not left in the file.
+        space.store(20, Ordering::SeqCst);
+        assert!(t.send(event(3)));
+        wait_until("the partial write to fail", || {
+            t.stats().dropped_unwritable >= 4
+        });
+        space.store(u64::MAX, Ordering::SeqCst);
+        assert!(t.send(event(4)));
+        wait_until("telemetry to recover", || t.health() == TelemetryHealth::Ok);
+        t.stop();
+        th.join().unwrap().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let records: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 1, "{text}");
+        assert_eq!(records[0].dropped_total, 4);
+        assert_eq!(t.stats().delivered, 1);
     }
 
     #[test]

@@ -346,18 +346,11 @@ impl Driver {
             .queue_retry
             .map_or(QUEUE_RETRY_MIN, |(_, w)| (w * 2).min(QUEUE_RETRY_MAX));
         self.queue_retry = Some((Instant::now() + wait, wait));
-        let mut degraded = self
-            .d
-            .shared
-            .degraded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if degraded.is_none() {
+        if self.d.shared.degrade(e.to_string()) {
             log::error!(
                 "telemetry degraded, records are dropped and counted until it recovers: {e}"
             );
         }
-        *degraded = Some(e.to_string());
     }
 
     /// Clears the degraded state after a queue write succeeded.
@@ -365,12 +358,7 @@ impl Driver {
         if self.queue_retry.take().is_none() {
             return;
         }
-        *self
-            .d
-            .shared
-            .degraded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.d.shared.recover();
         log::warn!(
             "telemetry recovered: the disk queue takes records again ({} dropped while it \
              could not)",
