@@ -499,16 +499,6 @@ async fn tokenize(
     if ids.is_empty() {
         return Err(ApiError::invalid(Some("messages"), "The prompt is empty."));
     }
-    if ids.len() >= context {
-        return Err(ApiError::invalid(
-            Some("messages"),
-            format!(
-                "The prompt has {} tokens; the model's context holds {context} (prompt plus answer).",
-                ids.len()
-            ),
-        )
-        .with_code("context_length_exceeded"));
-    }
     if ids.len() > max_prompt_tokens {
         return Err(ApiError::invalid(
             Some("messages"),
@@ -519,6 +509,16 @@ async fn tokenize(
             ),
         )
         .with_code("prompt_too_long"));
+    }
+    if ids.len() >= context {
+        return Err(ApiError::invalid(
+            Some("messages"),
+            format!(
+                "The prompt has {} tokens; the model's context holds {context} (prompt plus answer).",
+                ids.len()
+            ),
+        )
+        .with_code("context_length_exceeded"));
     }
     Ok(ids)
 }
