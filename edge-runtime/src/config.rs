@@ -587,7 +587,10 @@ impl ServiceConfig {
                 .iter()
                 .find(|v| v.is_empty() || v.len() > 253 || v.chars().any(|c| c.is_whitespace()))
             {
-                p.push(key, format!("entries must be non-empty names without spaces, got {bad:?}"));
+                p.push(
+                    key,
+                    format!("entries must be non-empty names without spaces, got {bad:?}"),
+                );
             }
         }
     }

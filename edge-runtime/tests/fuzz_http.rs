@@ -233,9 +233,7 @@ fn random_and_mutated_requests_give_a_result_or_a_clean_4xx_within_bounded_memor
             |(method, path, pairs)| {
                 let mut headers = HeaderMap::new();
                 for (k, v) in pairs {
-                    if let (Ok(k), Ok(v)) =
-                        (HeaderName::try_from(k), HeaderValue::from_bytes(&v))
-                    {
+                    if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::from_bytes(&v)) {
                         headers.append(k, v);
                     }
                 }
@@ -246,7 +244,9 @@ fn random_and_mutated_requests_give_a_result_or_a_clean_4xx_within_bounded_memor
                         headers
                             .get("content-type")
                             .and_then(|v| v.to_str().ok())
-                            .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"))
+                            .is_some_and(|v| v
+                                .to_ascii_lowercase()
+                                .starts_with("application/json"))
                     );
                 }
                 Ok(())

@@ -57,7 +57,12 @@ fn a_folder_of_symlinked_adapter_files_is_refused_and_the_base_keeps_serving() {
         ..Opts::default()
     });
     let auth = format!("{LOCAL_JSON}Authorization: Bearer {TOKEN}\r\n");
-    for path in ["filelink", "dirlink", "../outside", "filelink/../../outside"] {
+    for path in [
+        "filelink",
+        "dirlink",
+        "../outside",
+        "filelink/../../outside",
+    ] {
         let (status, v) = send(
             server.port,
             "POST",
@@ -160,7 +165,7 @@ fn cross_site_and_rebinding_requests_are_refused_on_the_default_loopback_service
         (
             "GET",
             "/metrics",
-            format!("Host: attacker.example\r\n"),
+            "Host: attacker.example\r\n".to_string(),
             "",
             403,
         ),
@@ -188,7 +193,9 @@ fn cross_site_and_rebinding_requests_are_refused_on_the_default_loopback_service
         port,
         "POST",
         "/v1/chat/completions",
-        &format!("{host_port}Content-Type: application/json\r\nOrigin: http://127.0.0.1:{port}\r\n"),
+        &format!(
+            "{host_port}Content-Type: application/json\r\nOrigin: http://127.0.0.1:{port}\r\n"
+        ),
         &chat_body,
     );
     assert_eq!(status, 200, "{v}");
@@ -301,7 +308,10 @@ fn silent_connections_are_capped_and_closed_after_the_header_timeout() {
     );
     let t = Instant::now();
     while get(port, "/healthz").is_none_or(|(s, _)| s != 200) {
-        assert!(t.elapsed() < Duration::from_secs(10), "/healthz unreachable");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "/healthz unreachable"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
@@ -310,20 +320,41 @@ fn silent_connections_are_capped_and_closed_after_the_header_timeout() {
 #[test]
 fn a_prompt_over_max_prompt_tokens_and_unimplemented_fields_are_refused_by_name() {
     let server = Server::start(Opts {
-        sets: vec!["service.max_prompt_tokens=120", "eco.agent_loop_max_errors=0"],
+        sets: vec![
+            "service.max_prompt_tokens=120",
+            "eco.agent_loop_max_errors=0",
+        ],
         ..Opts::default()
     });
     let port = server.port;
     // Over the limit but within the tiny model's context of 256 tokens.
     let long = "word ".repeat(30);
-    let (status, v) = send(port, "POST", "/v1/chat/completions", LOCAL_JSON, &chat(&long));
+    let (status, v) = send(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        LOCAL_JSON,
+        &chat(&long),
+    );
     assert_eq!(status, 400, "{v}");
     let msg = v["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("at most 120") && msg.contains("max_prompt_tokens"), "{msg}");
-    let (status, _) = send(port, "POST", "/v1/chat/completions", LOCAL_JSON, &chat("hi"));
+    assert!(
+        msg.contains("at most 120") && msg.contains("max_prompt_tokens"),
+        "{msg}"
+    );
+    let (status, _) = send(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        LOCAL_JSON,
+        &chat("hi"),
+    );
     assert_eq!(status, 200);
     for (field, value) in [
-        ("tools", json!([{"type": "function", "function": {"name": "f"}}])),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "f"}}]),
+        ),
         ("response_format", json!({"type": "json_object"})),
         ("tool_choice", json!("required")),
         ("logprobs", json!(true)),
@@ -343,6 +374,12 @@ fn a_prompt_over_max_prompt_tokens_and_unimplemented_fields_are_refused_by_name(
     }
     let mut body: Value = serde_json::from_str(&chat("hi")).expect("json");
     body["response_format"] = json!({"type": "text"});
-    let (status, v) = send(port, "POST", "/v1/chat/completions", LOCAL_JSON, &body.to_string());
+    let (status, v) = send(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        LOCAL_JSON,
+        &body.to_string(),
+    );
     assert_eq!(status, 200, "{v}");
 }

@@ -303,7 +303,10 @@ mod tests {
         let many = prefill(&mut chunked, &prompt, 16, &mut go)
             .expect("prefill")
             .expect("not stopped");
-        assert_eq!(asked, 6, "asked before each of the 6 chunks after the first");
+        assert_eq!(
+            asked, 6,
+            "asked before each of the 6 chunks after the first"
+        );
         assert_eq!(chunked.tokens(), prompt.as_slice());
         let worst = one
             .iter()

@@ -294,10 +294,15 @@ fn read_files(
             )));
         }
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        std::io::Read::read_to_end(&mut std::io::Read::take(&file_handle, limit + 1), &mut bytes)
-            .map_err(|e| invalid(format!("cannot read {file}: {e}")))?;
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&file_handle, limit + 1),
+            &mut bytes,
+        )
+        .map_err(|e| invalid(format!("cannot read {file}: {e}")))?;
         if bytes.len() as u64 > limit {
-            return Err(invalid(format!("{file} grew beyond {limit} bytes while read")));
+            return Err(invalid(format!(
+                "{file} grew beyond {limit} bytes while read"
+            )));
         }
         Ok(bytes)
     };
@@ -795,8 +800,14 @@ mod tests {
         }
         stop.store(true, Ordering::Relaxed);
         let swaps = swapper.join().expect("swapper");
-        assert_eq!(outside, 0, "outside files read ({inside} inside, {refused} refused)");
-        assert!(swaps > 0 && inside > 0 && refused > 0, "{swaps} swaps, {inside}/{refused}");
+        assert_eq!(
+            outside, 0,
+            "outside files read ({inside} inside, {refused} refused)"
+        );
+        assert!(
+            swaps > 0 && inside > 0 && refused > 0,
+            "{swaps} swaps, {inside}/{refused}"
+        );
     }
 
     #[test]

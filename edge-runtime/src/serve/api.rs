@@ -999,7 +999,10 @@ mod tests {
         let refused = [
             ("tools", r#"[{"type":"function","function":{"name":"f"}}]"#),
             ("tool_choice", r#""auto""#),
-            ("tool_choice", r#"{"type":"function","function":{"name":"f"}}"#),
+            (
+                "tool_choice",
+                r#"{"type":"function","function":{"name":"f"}}"#,
+            ),
             ("functions", r#"[{"name":"f"}]"#),
             ("function_call", r#""auto""#),
             ("response_format", r#"{"type":"json_object"}"#),

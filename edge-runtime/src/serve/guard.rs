@@ -179,6 +179,9 @@ mod tests {
         h
     }
 
+    /// Header name and value pairs of one request.
+    type Pairs = Vec<(&'static str, &'static str)>;
+
     fn loopback(token: bool, admin_open: bool) -> Policy {
         let listen: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
         Policy::new(
@@ -196,8 +199,13 @@ mod tests {
         let p = loopback(false, false);
         let post = Method::POST;
         let chat = "/v1/chat/completions";
-        let refused: &[(&Method, &str, Vec<(&'static str, &str)>, u16)] = &[
-            (&post, chat, vec![("host", "attacker.example:8080"), JSON], 403),
+        let refused: &[(&Method, &str, Pairs, u16)] = &[
+            (
+                &post,
+                chat,
+                vec![("host", "attacker.example:8080"), JSON],
+                403,
+            ),
             (&post, chat, vec![("host", "attacker.example"), JSON], 403),
             (&post, chat, vec![("host", "127.0.0.1:9999"), JSON], 403),
             (
@@ -251,9 +259,16 @@ mod tests {
                 .expect_err(&format!("{method} {path} {h:?}"));
             assert_eq!(e.status, *status, "{method} {path} {h:?}: {e:?}");
         }
-        let accepted: &[(&Method, &str, Vec<(&'static str, &str)>)] = &[
+        let accepted: &[(&Method, &str, Pairs)] = &[
             (&post, chat, vec![("host", "127.0.0.1:8080"), JSON]),
-            (&post, chat, vec![("host", "LOCALHOST"), ("content-type", "Application/JSON; charset=utf-8")]),
+            (
+                &post,
+                chat,
+                vec![
+                    ("host", "LOCALHOST"),
+                    ("content-type", "Application/JSON; charset=utf-8"),
+                ],
+            ),
             (&post, chat, vec![("host", "[::1]:8080"), JSON]),
             (&post, chat, vec![("host", "thermo.lan:8080"), JSON]),
             (
@@ -286,7 +301,10 @@ mod tests {
 
     #[test]
     fn adapter_swaps_need_a_token_or_the_explicit_key() {
-        let h = headers(&[("host", "127.0.0.1:8080"), ("content-type", "application/json")]);
+        let h = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("content-type", "application/json"),
+        ]);
         for (token, open, ok) in [
             (false, false, false),
             (true, false, true),
@@ -294,7 +312,11 @@ mod tests {
         ] {
             let p = loopback(token, open);
             for m in [Method::POST, Method::DELETE] {
-                assert_eq!(p.check(&m, ADAPTER_PATH, &h).is_ok(), ok, "{m} {token} {open}");
+                assert_eq!(
+                    p.check(&m, ADAPTER_PATH, &h).is_ok(),
+                    ok,
+                    "{m} {token} {open}"
+                );
             }
         }
     }
@@ -304,13 +326,17 @@ mod tests {
         let listen: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
         let h = headers(&[("host", "192.168.1.7:8080")]);
         let open = Policy::new(listen, &[], &[], true, false);
-        open.check(&Method::GET, "/v1/models", &h).expect("any host");
+        open.check(&Method::GET, "/v1/models", &h)
+            .expect("any host");
         let listed = Policy::new(listen, &["thermo.lan".into()], &[], true, false);
         let e = listed
             .check(&Method::GET, "/v1/models", &h)
             .expect_err("unlisted host");
         assert_eq!(e.status, 403);
-        let cross = headers(&[("host", "192.168.1.7:8080"), ("origin", "http://evil.example")]);
+        let cross = headers(&[
+            ("host", "192.168.1.7:8080"),
+            ("origin", "http://evil.example"),
+        ]);
         assert_eq!(
             open.check(&Method::GET, "/v1/models", &cross)
                 .expect_err("foreign origin")
