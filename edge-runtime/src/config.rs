@@ -1095,6 +1095,27 @@ mod tests {
     }
 
     #[test]
+    fn connection_and_prompt_limits_out_of_range_are_reported_by_key() {
+        let text = "[service]\nheader_timeout_s = 0.0\nidle_timeout_s = inf\n\
+                    max_connections = 0\nmax_prompt_tokens = 0\nallowed_hosts = [\"\"]\n\
+                    allowed_origins = [\"http://a b\"]\n";
+        let found = problems(Config::from_toml_str(text));
+        let paths: Vec<&str> = found.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "service.header_timeout_s",
+            "service.idle_timeout_s",
+            "service.max_connections",
+            "service.max_prompt_tokens",
+            "service.allowed_hosts",
+            "service.allowed_origins",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {found:?}");
+        }
+        let cap = ServiceConfig::default().connection_cap();
+        assert!((8..=16_384).contains(&cap), "{cap}");
+    }
+
+    #[test]
     fn listening_off_loopback_needs_a_token() {
         let found = problems(Config::from_toml_str(
             "[service]\nlisten = \"0.0.0.0:8080\"\n",
