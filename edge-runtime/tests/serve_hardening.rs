@@ -342,6 +342,11 @@ fn a_prompt_over_max_prompt_tokens_and_unimplemented_fields_are_refused_by_name(
         msg.contains("at most 120") && msg.contains("max_prompt_tokens"),
         "{msg}"
     );
+    assert_eq!(v["error"]["param"], "messages", "{v}");
+    let completion = json!({"model": MODEL, "prompt": long, "max_tokens": 2}).to_string();
+    let (status, v) = send(port, "POST", "/v1/completions", LOCAL_JSON, &completion);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "prompt", "{v}");
     let (status, _) = send(
         port,
         "POST",

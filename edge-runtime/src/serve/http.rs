@@ -500,8 +500,12 @@ async fn tokenize(
         return Err(ApiError::invalid(Some("messages"), "The prompt is empty."));
     }
     if ids.len() > max_prompt_tokens {
+        let param = match req.prompt {
+            PromptSpec::Chat(_) => "messages",
+            PromptSpec::Raw(_) => "prompt",
+        };
         return Err(ApiError::invalid(
-            Some("messages"),
+            Some(param),
             format!(
                 "The prompt has {} tokens; this server accepts at most {max_prompt_tokens} \
                  (service.max_prompt_tokens).",
