@@ -34,6 +34,7 @@ check_score() {
   }
 }
 
+grep -q "^LimitNOFILE=[0-9]" "$tmp/thermo.service" || { echo "thermo.service sets no LimitNOFILE=" >&2; exit 1; }
 systemd-analyze verify "$tmp/thermo.service"
 echo "systemd-analyze verify: ok"
 check_score "thermo.service" "$(score_of "$tmp/thermo.service")"

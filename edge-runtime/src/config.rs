@@ -340,6 +340,36 @@ pub struct ServiceConfig {
     pub default_max_tokens: usize,
     /// On SIGTERM, in-flight generations get this long to finish before they are cancelled, s.
     pub shutdown_grace_s: f64,
+    /// Most prompt tokens a request may have (after the chat template).
+    pub max_prompt_tokens: usize,
+    /// `Origin`s besides the service's own allowed to call it (e.g. `http://localhost:3000`).
+    pub allowed_origins: Vec<String>,
+    /// `Host` names (optionally `:PORT`) accepted besides the listen address and loopback.
+    pub allowed_hosts: Vec<String>,
+    /// Allow `POST`/`DELETE /v1/adapter` without `api_token` (off: only with a token).
+    pub admin_without_token: bool,
+    /// Time a client has to send a request's headers, counted from the connection's opening
+    /// or from the end of the previous answer, s.
+    pub header_timeout_s: f64,
+    /// A keep-alive connection with no request in flight is closed after this long, s.
+    pub idle_timeout_s: f64,
+    /// Most open client connections; more are closed at once. Unset: the soft open-files
+    /// limit minus a reserve for the governor, sensors, model files and telemetry.
+    pub max_connections: Option<usize>,
+}
+
+/// File descriptors kept back from client connections for the governor, sensors, model
+/// files, telemetry and the process itself.
+pub const FD_RESERVE: u64 = 128;
+
+/// `service.max_connections` when it is unset: the soft `RLIMIT_NOFILE` minus
+/// [`FD_RESERVE`], at least 8 and at most 16384.
+pub fn default_max_connections() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let n = soft.saturating_sub(FD_RESERVE).clamp(8, 16_384);
+    usize::try_from(n).unwrap_or(16_384)
 }
 
 impl Default for ServiceConfig {
@@ -353,6 +383,13 @@ impl Default for ServiceConfig {
             max_tokens_limit: 2048,
             default_max_tokens: 256,
             shutdown_grace_s: 10.0,
+            max_prompt_tokens: 2048,
+            allowed_origins: vec![],
+            allowed_hosts: vec![],
+            admin_without_token: false,
+            header_timeout_s: 10.0,
+            idle_timeout_s: 5.0,
+            max_connections: None,
         }
     }
 }
@@ -361,6 +398,11 @@ impl ServiceConfig {
     /// The listen address, when it parses.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.parse().ok()
+    }
+
+    /// `max_connections`, or its default from the open-files limit.
+    pub fn connection_cap(&self) -> usize {
+        self.max_connections.unwrap_or_else(default_max_connections)
     }
 }
 
@@ -402,6 +444,45 @@ impl Section for ServiceConfig {
             "shutdown_grace_s",
             "On SIGTERM/SIGINT, seconds in-flight requests get to finish before they are \
              cancelled (0..=300).",
+        ),
+        doc(
+            "max_prompt_tokens",
+            "Most prompt tokens a request may have after the chat template; a longer prompt \
+             gets 400 (1..=1048576). Bounds the memory and time one prefill takes.",
+        ),
+        doc(
+            "allowed_origins",
+            "Browser origins (scheme://host:port) allowed to call the API besides the \
+             service's own; a request with any other Origin header gets 403.",
+        ),
+        doc(
+            "allowed_hosts",
+            "Host header values (name or name:port) accepted besides the listen address, \
+             localhost, 127.0.0.1 and [::1]; any other Host gets 403 (DNS rebinding). Not \
+             checked when listening on 0.0.0.0 or [::] with this list empty.",
+        ),
+        doc(
+            "admin_without_token",
+            "Allow POST and DELETE /v1/adapter (adapter swaps) without api_token. Off: they \
+             get 403 unless api_token is set.",
+        ),
+        doc(
+            "header_timeout_s",
+            "Seconds a client has to send a request's headers, counted from the connection's \
+             opening or from the end of the previous answer; then the connection is closed \
+             (0.1..=300).",
+        ),
+        doc(
+            "idle_timeout_s",
+            "Seconds a keep-alive connection may wait with no request in flight before it is \
+             closed (0.1..=3600); header_timeout_s also applies, whichever ends first.",
+        ),
+        doc_eg(
+            "max_connections",
+            "Most open client connections; more are closed at once (1..=1048576). Unset: the \
+             soft open-files limit (LimitNOFILE=) minus 128 kept for the governor, sensors, \
+             model files and telemetry.",
+            "512",
         ),
     ];
 
@@ -469,6 +550,48 @@ impl Section for ServiceConfig {
                 "service.shutdown_grace_s",
                 format!("must be in 0..=300 s, got {}", self.shutdown_grace_s),
             );
+        }
+        self.check_connections(p);
+    }
+}
+
+impl ServiceConfig {
+    fn check_connections(&self, p: &mut Problems) {
+        if !(1..=1 << 20).contains(&self.max_prompt_tokens) {
+            p.push(
+                "service.max_prompt_tokens",
+                format!("must be in 1..=1048576, got {}", self.max_prompt_tokens),
+            );
+        }
+        for (key, v, max) in [
+            ("service.header_timeout_s", self.header_timeout_s, 300.0),
+            ("service.idle_timeout_s", self.idle_timeout_s, 3600.0),
+        ] {
+            if !(v.is_finite() && (0.1..=max).contains(&v)) {
+                p.push(key, format!("must be in 0.1..={max} s, got {v}"));
+            }
+        }
+        if let Some(n) = self.max_connections
+            && !(1..=1 << 20).contains(&n)
+        {
+            p.push(
+                "service.max_connections",
+                format!("must be in 1..=1048576, got {n}"),
+            );
+        }
+        for (key, list) in [
+            ("service.allowed_origins", &self.allowed_origins),
+            ("service.allowed_hosts", &self.allowed_hosts),
+        ] {
+            if let Some(bad) = list
+                .iter()
+                .find(|v| v.is_empty() || v.len() > 253 || v.chars().any(|c| c.is_whitespace()))
+            {
+                p.push(
+                    key,
+                    format!("entries must be non-empty names without spaces, got {bad:?}"),
+                );
+            }
         }
     }
 }
@@ -969,6 +1092,27 @@ mod tests {
         // Range problems of the same section as a type error are in the same report.
         assert!(paths.contains(&"service.workers"), "{found:?}");
         assert!(paths.contains(&"service.listen"), "{found:?}");
+    }
+
+    #[test]
+    fn connection_and_prompt_limits_out_of_range_are_reported_by_key() {
+        let text = "[service]\nheader_timeout_s = 0.0\nidle_timeout_s = inf\n\
+                    max_connections = 0\nmax_prompt_tokens = 0\nallowed_hosts = [\"\"]\n\
+                    allowed_origins = [\"http://a b\"]\n";
+        let found = problems(Config::from_toml_str(text));
+        let paths: Vec<&str> = found.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "service.header_timeout_s",
+            "service.idle_timeout_s",
+            "service.max_connections",
+            "service.max_prompt_tokens",
+            "service.allowed_hosts",
+            "service.allowed_origins",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {found:?}");
+        }
+        let cap = ServiceConfig::default().connection_cap();
+        assert!((8..=16_384).contains(&cap), "{cap}");
     }
 
     #[test]

@@ -266,7 +266,7 @@ fn stream_admitted(port: u16) -> std::thread::JoinHandle<(String, Instant)> {
         let body = completion_body(true).to_string();
         write!(
             s,
-            "POST /v1/completions HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+            "POST /v1/completions HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )

@@ -233,7 +233,7 @@ fn bad_input_gets_a_4xx_with_an_openai_error_object_and_never_a_500() {
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         big.len()
     );
@@ -254,7 +254,7 @@ fn bad_input_gets_a_4xx_with_an_openai_error_object_and_never_a_500() {
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     s.write_all(
-        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
     )
     .expect("headers");
     let mut w = s.try_clone().expect("clone");
@@ -312,7 +312,7 @@ fn a_full_queue_answers_429_with_retry_after() {
                 let body = body.clone();
                 scope.spawn(move || {
                     let raw = format!(
-                        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -400,7 +400,7 @@ fn a_client_that_disconnects_mid_stream_stops_its_generation_within_one_token() 
         let body = json!({"model": MODEL, "prompt": prompt, "max_tokens": 2000, "temperature": 0, "stream": true}).to_string();
         write!(
             s,
-            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .expect("request");
@@ -551,7 +551,7 @@ fn sigterm_lets_the_answer_in_flight_finish_then_exits_cleanly() {
     let body = json!({"model": MODEL, "prompt": "a", "max_tokens": 2000, "temperature": 0, "stream": true}).to_string();
     write!(
         s,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("request");
@@ -649,7 +649,7 @@ fn a_client_that_hangs_up_on_a_whole_answer_stops_its_generation_too() {
         let body = json!({"model": MODEL, "prompt": format!("whole {attempt}"), "max_tokens": 2000, "temperature": 0}).to_string();
         write!(
             s,
-            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .expect("request");

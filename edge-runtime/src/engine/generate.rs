@@ -126,8 +126,36 @@ pub fn reuse_prefix(state: &mut KvState, prompt: &[u32]) -> Result<usize> {
     Ok(keep)
 }
 
+/// Most prompt tokens run through the model in one pass: a longer prompt is prefilled in
+/// chunks, which bounds the memory of one pass and lets the gate stop it between chunks.
+pub const PREFILL_CHUNK: usize = 256;
+
+/// Runs `tokens` through the model in chunks of at most `chunk`, asking `gate` before every
+/// chunk but the first; the last position's logits, or why the gate stopped it.
+fn prefill(
+    state: &mut KvState,
+    tokens: &[u32],
+    chunk: usize,
+    gate: &mut dyn FnMut(TokenEvent<'_>) -> Gate,
+) -> Result<std::result::Result<Vec<f32>, String>> {
+    let mut logits = vec![];
+    for (i, part) in tokens.chunks(chunk.max(1)).enumerate() {
+        if i > 0
+            && let Gate::Stop(why) = gate(TokenEvent {
+                generated: &[],
+                logits: None,
+            })
+        {
+            return Ok(Err(why));
+        }
+        logits = state.forward(part)?;
+    }
+    Ok(Ok(logits))
+}
+
 /// Generates an answer to `prompt` (token ids, already templated) into `state`, calling
-/// `gate` before each token and `on_text` with each new piece of text.
+/// `gate` before each token and before each prefill chunk after the first, and `on_text`
+/// with each new piece of text.
 pub fn generate(
     state: &mut KvState,
     prompt: &[u32],
@@ -162,8 +190,15 @@ pub fn generate(
         return Ok(stats);
     }
     let t0 = Instant::now();
-    let mut logits = state.forward(&prompt[cached..])?;
+    let prefilled = prefill(state, &prompt[cached..], PREFILL_CHUNK, gate)?;
     stats.prefill_time = t0.elapsed();
+    let mut logits = match prefilled {
+        Ok(logits) => logits,
+        Err(why) => {
+            stats.stop = StopReason::Stopped(why);
+            return Ok(stats);
+        }
+    };
 
     let mut decoder = StreamDecoder::new();
     let mut text = String::new();
@@ -244,6 +279,55 @@ mod tests {
             Some((3, "\n\n".to_string()))
         );
         assert_eq!(find_stop("abc", &stops), None);
+    }
+
+    #[test]
+    fn a_long_prompt_is_prefilled_in_chunks_and_stops_between_them() {
+        use crate::engine::WeightFormat;
+        use crate::engine::import::write_tiny_model;
+        use crate::engine::model::LoadedModel;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("tiny");
+        write_tiny_model(&dir, 7, WeightFormat::F32).expect("tiny model");
+        let model = LoadedModel::load(&dir).expect("load");
+        let prompt: Vec<u32> = (0..100u32).map(|i| 65 + i % 26).collect();
+        // In one pass and in chunks of 16: the same last logits.
+        let mut whole = KvState::new(model.clone()).expect("state");
+        let one = whole.forward(&prompt).expect("one pass");
+        let mut chunked = KvState::new(model.clone()).expect("state");
+        let mut asked = 0;
+        let mut go = |_: TokenEvent<'_>| {
+            asked += 1;
+            Gate::Continue
+        };
+        let many = prefill(&mut chunked, &prompt, 16, &mut go)
+            .expect("prefill")
+            .expect("not stopped");
+        assert_eq!(
+            asked, 6,
+            "asked before each of the 6 chunks after the first"
+        );
+        assert_eq!(chunked.tokens(), prompt.as_slice());
+        let worst = one
+            .iter()
+            .zip(&many)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "logits differ by {worst}");
+        // A hang-up seen at the third chunk: two chunks ran, nothing more.
+        let mut state = KvState::new(model).expect("state");
+        let mut calls = 0;
+        let mut hang_up = |_: TokenEvent<'_>| {
+            calls += 1;
+            if calls == 2 {
+                Gate::Stop("client disconnected".into())
+            } else {
+                Gate::Continue
+            }
+        };
+        let stopped = prefill(&mut state, &prompt, 16, &mut hang_up).expect("prefill");
+        assert_eq!(stopped, Err("client disconnected".to_string()));
+        assert_eq!(state.tokens().len(), 32);
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! `DELETE /v1/adapter`) loads the new model on a blocking thread while the old one keeps
 //! serving, and installs it only when it loaded; a folder that is missing, outside the
 //! configured adapters folder, or does not fit the model leaves the slot unchanged. Swaps are
-//! serialised: one at a time. The adapter is applied by `train::serve::load_adapted`; this
-//! module only decides where it comes from, when it is installed and how it is reported.
+//! serialised: one at a time. A swapped-in adapter's files are opened beneath the adapters
+//! folder without following symlinks and read through those handles, so a folder swapped
+//! for a symlink while the swap runs cannot lead outside. The adapter is applied by
+//! `train::serve::load_adapted_with`; this module only decides where it comes from, when it
+//! is installed and how it is reported.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +26,8 @@ use serde_json::{Value, json};
 use super::api::ApiError;
 use super::http::{App, error_response};
 use crate::engine::model::LoadedModel;
-use crate::train::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
-use crate::train::serve::{ServeMode, load_adapted};
+use crate::train::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraAdapter};
+use crate::train::serve::{ServeMode, load_adapted, load_adapted_with};
 
 /// The adapter applied to the served model.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,24 +136,42 @@ impl SwapError {
     }
 }
 
-/// The folder a swap request names and how it is reported: under `adapters_dir` when one is
-/// configured (relative paths are taken from it, and no path may leave it, also not through
-/// a symlink), else the path as given.
-pub fn resolve(
+/// Largest `adapter_config.json` read, bytes.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Largest `adapter_model.safetensors` read, bytes.
+pub const MAX_WEIGHTS_BYTES: u64 = 2 << 30;
+
+/// An adapter folder opened for a swap: where it is, how it is reported, and its two files'
+/// bytes, read through the handles that were checked (never re-opened by path).
+#[derive(Debug)]
+pub struct OpenedAdapter {
+    /// The folder (canonical root joined with the checked relative path).
+    pub path: PathBuf,
+    /// How clients see it: the path under the adapters folder, or the folder's name.
+    pub name: String,
+    /// `adapter_config.json`.
+    pub config: Vec<u8>,
+    /// `adapter_model.safetensors`.
+    pub weights: Vec<u8>,
+}
+
+/// Opens the folder a swap request names and reads its adapter files. With `adapters_dir`
+/// the folder is resolved beneath it one component at a time without following any symlink
+/// (a symlinked folder or file is refused as outside, also one swapped in while this runs);
+/// relative paths are taken from it and `..` is refused. Without it, the path as given.
+pub fn open_adapter(
     adapters_dir: Option<&Path>,
     requested: &Path,
-) -> Result<(PathBuf, String), SwapError> {
+) -> Result<OpenedAdapter, SwapError> {
     let Some(root) = adapters_dir else {
         let path = std::fs::canonicalize(requested)
             .map_err(|_| SwapError::NotFound(requested.to_path_buf()))?;
-        if !path.is_dir() {
-            return Err(SwapError::NotFound(requested.to_path_buf()));
-        }
+        let dir = open_dir(&path, true).map_err(|_| SwapError::NotFound(requested.into()))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        return Ok((path, name));
+        return read_files(&dir, requested, path, name, true);
     };
     // Refused before touching the file system, so a 404 says nothing about the outside.
     let escapes = requested
@@ -159,18 +180,164 @@ pub fn resolve(
     if escapes || (requested.is_absolute() && !requested.starts_with(root)) {
         return Err(SwapError::Outside(requested.to_path_buf()));
     }
-    let root =
-        std::fs::canonicalize(root).map_err(|_| SwapError::NotFound(requested.to_path_buf()))?;
-    let path = std::fs::canonicalize(root.join(requested))
-        .map_err(|_| SwapError::NotFound(requested.to_path_buf()))?;
-    let Ok(rel) = path.strip_prefix(&root) else {
-        return Err(SwapError::Outside(requested.to_path_buf()));
-    };
-    if rel.as_os_str().is_empty() || !path.is_dir() {
+    let rel = requested.strip_prefix(root).unwrap_or(requested);
+    let parts: Vec<&std::ffi::OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
         return Err(SwapError::NotFound(requested.to_path_buf()));
     }
-    let name = rel.display().to_string();
-    Ok((path, name))
+    let canonical_root =
+        std::fs::canonicalize(root).map_err(|_| SwapError::NotFound(requested.to_path_buf()))?;
+    let mut dir =
+        open_dir(&canonical_root, true).map_err(|_| SwapError::NotFound(requested.into()))?;
+    let mut path = canonical_root;
+    for part in &parts {
+        dir = open_beneath(&dir, part, true).map_err(|e| refusal(e, requested))?;
+        path.push(part);
+    }
+    let name = parts
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    read_files(&dir, requested, path, name, false)
+}
+
+/// How an `openat` failure under the adapters folder is answered: a symlink is outside.
+fn refusal(e: rustix::io::Errno, requested: &Path) -> SwapError {
+    if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
+        SwapError::Outside(requested.to_path_buf())
+    } else {
+        SwapError::NotFound(requested.to_path_buf())
+    }
+}
+
+fn open_dir(path: &Path, follow: bool) -> rustix::io::Result<rustix::fd::OwnedFd> {
+    rustix::fs::open(path, dir_flags(follow), rustix::fs::Mode::empty())
+}
+
+fn dir_flags(follow: bool) -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if follow {
+        flags
+    } else {
+        flags | OFlags::NOFOLLOW
+    }
+}
+
+/// Opens `name` in the directory `dir`, as a directory when `is_dir`; never follows a
+/// symlink in the last component, and a FIFO does not block the open.
+fn open_beneath(
+    dir: &rustix::fd::OwnedFd,
+    name: &std::ffi::OsStr,
+    is_dir: bool,
+) -> rustix::io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::OFlags;
+    let flags = if is_dir {
+        dir_flags(false)
+    } else {
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK
+    };
+    rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty())
+}
+
+/// Reads the adapter's two files from the opened folder `dir` (following symlinks only when
+/// `follow`), each a regular file within its size bound.
+fn read_files(
+    dir: &rustix::fd::OwnedFd,
+    requested: &Path,
+    path: PathBuf,
+    name: String,
+    follow: bool,
+) -> Result<OpenedAdapter, SwapError> {
+    let invalid = |message: String| SwapError::Invalid {
+        path: requested.to_path_buf(),
+        message,
+    };
+    let read = |file: &str, limit: u64| -> Result<Vec<u8>, SwapError> {
+        use rustix::fs::OFlags;
+        let opened = if follow {
+            let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+            rustix::fs::openat(dir, file, flags, rustix::fs::Mode::empty())
+        } else {
+            open_beneath(dir, std::ffi::OsStr::new(file), false)
+        };
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(e) if !follow && e == rustix::io::Errno::LOOP => {
+                return Err(SwapError::Outside(requested.join(file)));
+            }
+            Err(rustix::io::Errno::NOENT) => {
+                return Err(invalid(format!(
+                    "it has no {file}; is it a folder from `thermo train`?"
+                )));
+            }
+            Err(e) => return Err(invalid(format!("cannot open {file}: {e}"))),
+        };
+        let file_handle = std::fs::File::from(fd);
+        let meta = file_handle
+            .metadata()
+            .map_err(|e| invalid(format!("cannot read {file}: {e}")))?;
+        if !meta.is_file() {
+            return Err(invalid(format!("{file} is not a regular file")));
+        }
+        if meta.len() > limit {
+            return Err(invalid(format!(
+                "{file} has {} bytes; at most {limit} are read",
+                meta.len()
+            )));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&file_handle, limit + 1),
+            &mut bytes,
+        )
+        .map_err(|e| invalid(format!("cannot read {file}: {e}")))?;
+        if bytes.len() as u64 > limit {
+            return Err(invalid(format!(
+                "{file} grew beyond {limit} bytes while read"
+            )));
+        }
+        Ok(bytes)
+    };
+    let config = read(ADAPTER_CONFIG, MAX_CONFIG_BYTES)?;
+    let weights = read(ADAPTER_WEIGHTS, MAX_WEIGHTS_BYTES)?;
+    Ok(OpenedAdapter {
+        path,
+        name,
+        config,
+        weights,
+    })
+}
+
+/// Loads the model folder `base_dir` with the adapter `opened` applied, from its bytes.
+pub fn load_opened(base_dir: &Path, opened: OpenedAdapter) -> Result<Served> {
+    let t = Instant::now();
+    let OpenedAdapter {
+        path,
+        name,
+        config,
+        weights,
+    } = opened;
+    let (model, mode) = load_adapted_with(base_dir, None, |model| {
+        LoraAdapter::from_peft_bytes(&config, &weights, &path, model)
+    })
+    .with_context(|| format!("applying the adapter in {}", path.display()))?;
+    Ok(Served {
+        model,
+        adapter: Some(AdapterInfo {
+            name,
+            path,
+            mode,
+            load_s: t.elapsed().as_secs_f64(),
+        }),
+    })
 }
 
 /// What a swap did: installed a new model, or found the asked-for base model served.
@@ -297,22 +464,11 @@ impl ModelSlot {
                 load_served(&self.base_dir, None).map_err(|e| SwapError::Base(format!("{e:#}")))?
             }
             Some(p) => {
-                let (path, name) = resolve(self.adapters_dir.as_deref(), p)?;
-                // Checked before the base weights are read, which takes seconds on a board.
-                if let Some(f) = [ADAPTER_CONFIG, ADAPTER_WEIGHTS]
-                    .into_iter()
-                    .find(|f| !path.join(f).is_file())
-                {
-                    return Err(SwapError::Invalid {
-                        path: p.to_path_buf(),
-                        message: format!("it has no {f}; is it a folder from `thermo train`?"),
-                    });
-                }
-                load_served(&self.base_dir, Some((&path, name))).map_err(|e| {
-                    SwapError::Invalid {
-                        path: p.to_path_buf(),
-                        message: format!("{e:#}"),
-                    }
+                // Opened and read before the base weights are, which takes seconds on a board.
+                let opened = open_adapter(self.adapters_dir.as_deref(), p)?;
+                load_opened(&self.base_dir, opened).map_err(|e| SwapError::Invalid {
+                    path: p.to_path_buf(),
+                    message: format!("{e:#}"),
                 })?
             }
         };
@@ -530,34 +686,128 @@ mod tests {
         );
     }
 
+    /// Writes stand-in adapter files whose bytes say `tag`.
+    fn fake_adapter(dir: &Path, tag: &str) {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        std::fs::write(dir.join(ADAPTER_CONFIG), tag).expect("config");
+        std::fs::write(dir.join(ADAPTER_WEIGHTS), tag).expect("weights");
+    }
+
     #[test]
     fn adapters_outside_the_adapters_folder_are_refused_also_through_symlinks() {
         let tmp = tempfile::tempdir().expect("tmp");
         let root = tmp.path().join("adapters");
-        std::fs::create_dir_all(root.join("team/support-v2")).expect("mkdir");
-        std::fs::create_dir_all(tmp.path().join("secret")).expect("mkdir");
+        fake_adapter(&root.join("team/support-v2"), "inside");
+        fake_adapter(&tmp.path().join("secret"), "outside");
         std::os::unix::fs::symlink(tmp.path().join("secret"), root.join("link")).expect("link");
+        std::fs::create_dir(root.join("team/deep")).expect("mkdir");
+        std::os::unix::fs::symlink(tmp.path().join("secret"), root.join("team/deep/link"))
+            .expect("nested link");
         let r = Some(root.as_path());
-        let (path, name) = resolve(r, Path::new("team/support-v2")).expect("inside");
-        assert_eq!(name, "team/support-v2");
-        assert!(path.ends_with("adapters/team/support-v2"));
-        let (_, name) = resolve(r, &root.join("team/support-v2")).expect("absolute inside");
-        assert_eq!(name, "team/support-v2");
+        let opened = open_adapter(r, Path::new("team/support-v2")).expect("inside");
+        assert_eq!(opened.name, "team/support-v2");
+        assert!(opened.path.ends_with("adapters/team/support-v2"));
+        assert_eq!(opened.config, b"inside");
+        let opened = open_adapter(r, &root.join("team/support-v2")).expect("absolute inside");
+        assert_eq!(opened.name, "team/support-v2");
         for (asked, status) in [
             (PathBuf::from("../secret"), 403),
             (PathBuf::from("team/../../secret"), 403),
             (tmp.path().join("secret"), 403),
             (PathBuf::from("link"), 403),
+            (PathBuf::from("team/deep/link"), 403),
             (PathBuf::from("missing"), 404),
             (PathBuf::from("."), 404),
         ] {
-            let e = resolve(r, &asked).expect_err("refused");
+            let e = open_adapter(r, &asked).expect_err("refused");
             assert_eq!(e.status(), status, "{asked:?}: {e}");
         }
-        let (_, name) = resolve(None, &tmp.path().join("secret")).expect("unconfined");
-        assert_eq!(name, "secret");
-        let e = resolve(None, &tmp.path().join("nothing")).expect_err("missing");
+        let opened = open_adapter(None, &tmp.path().join("secret")).expect("unconfined");
+        assert_eq!(opened.name, "secret");
+        let e = open_adapter(None, &tmp.path().join("nothing")).expect_err("missing");
         assert_eq!(e.status(), 404);
+    }
+
+    #[test]
+    fn refuses_a_symlinked_adapter_file() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("adapters");
+        let outside = tmp.path().join("outside");
+        fake_adapter(&outside, "outside");
+        std::fs::create_dir_all(root.join("filelink")).expect("mkdir");
+        for f in [ADAPTER_CONFIG, ADAPTER_WEIGHTS] {
+            std::os::unix::fs::symlink(outside.join(f), root.join("filelink").join(f))
+                .expect("file link");
+        }
+        let e = open_adapter(Some(&root), Path::new("filelink")).expect_err("file symlinks");
+        assert_eq!(e.status(), 403, "{e}");
+        // Only the weights linked: refused as well.
+        fake_adapter(&root.join("half"), "inside");
+        std::fs::remove_file(root.join("half").join(ADAPTER_WEIGHTS)).expect("rm");
+        std::os::unix::fs::symlink(
+            outside.join(ADAPTER_WEIGHTS),
+            root.join("half").join(ADAPTER_WEIGHTS),
+        )
+        .expect("weights link");
+        let e = open_adapter(Some(&root), Path::new("half")).expect_err("weights symlink");
+        assert_eq!(e.status(), 403, "{e}");
+        // A FIFO in place of a file is refused, without blocking.
+        fake_adapter(&root.join("fifo"), "inside");
+        std::fs::remove_file(root.join("fifo").join(ADAPTER_CONFIG)).expect("rm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.join("fifo").join(ADAPTER_CONFIG))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if made {
+            let e = open_adapter(Some(&root), Path::new("fifo")).expect_err("fifo");
+            assert_eq!(e.status(), 422, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_symlink_while_it_is_opened_never_yields_the_outside_files() {
+        use std::sync::atomic::AtomicBool;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("adapters");
+        fake_adapter(&root.join("race"), "inside");
+        fake_adapter(&tmp.path().join("outside"), "outside");
+        std::os::unix::fs::symlink(tmp.path().join("outside"), root.join("spare"))
+            .expect("spare link");
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, root) = (stop.clone(), root.clone());
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                // race <-> spare through a third name, as fast as it goes.
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = std::fs::rename(root.join("race"), root.join("tmp")).is_ok()
+                        && std::fs::rename(root.join("spare"), root.join("race")).is_ok()
+                        && std::fs::rename(root.join("tmp"), root.join("spare")).is_ok();
+                    swaps += u64::from(ok);
+                }
+                swaps
+            })
+        };
+        let t = Instant::now();
+        let (mut inside, mut refused, mut outside) = (0u64, 0u64, 0u64);
+        while t.elapsed() < std::time::Duration::from_secs(3) {
+            match open_adapter(Some(&root), Path::new("race")) {
+                Ok(a) if a.config == b"inside" && a.weights == b"inside" => inside += 1,
+                Ok(_) => outside += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().expect("swapper");
+        assert_eq!(
+            outside, 0,
+            "outside files read ({inside} inside, {refused} refused)"
+        );
+        assert!(
+            swaps > 0 && inside > 0 && refused > 0,
+            "{swaps} swaps, {inside}/{refused}"
+        );
     }
 
     #[test]

@@ -15,8 +15,6 @@ use crate::engine::sampling::SamplingParams;
 pub const MAX_STOP_STRINGS: usize = 4;
 /// Longest stop string, in bytes.
 pub const MAX_STOP_BYTES: usize = 256;
-/// `max_tokens` of a `/v1/completions` request that names none (OpenAI's default).
-pub const COMPLETIONS_DEFAULT_MAX_TOKENS: usize = 16;
 
 /// An error the API answers with: HTTP status plus OpenAI's `{"error": {...}}` object.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,6 +232,83 @@ struct Common {
     presence_penalty: Option<f32>,
     #[serde(default)]
     logprobs: Option<Value>,
+    /// OpenAI fields the service does not implement: refused unless they ask for nothing.
+    #[serde(default)]
+    tools: Option<Value>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    parallel_tool_calls: Option<Value>,
+    #[serde(default)]
+    functions: Option<Value>,
+    #[serde(default)]
+    function_call: Option<Value>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    logit_bias: Option<Value>,
+    #[serde(default)]
+    top_logprobs: Option<Value>,
+    #[serde(default)]
+    modalities: Option<Value>,
+    #[serde(default)]
+    audio: Option<Value>,
+    #[serde(default)]
+    best_of: Option<Value>,
+}
+
+impl Common {
+    /// The unimplemented OpenAI fields, by name.
+    fn unimplemented(&self) -> [(&'static str, &Option<Value>); 11] {
+        [
+            ("tools", &self.tools),
+            ("tool_choice", &self.tool_choice),
+            ("parallel_tool_calls", &self.parallel_tool_calls),
+            ("functions", &self.functions),
+            ("function_call", &self.function_call),
+            ("response_format", &self.response_format),
+            ("logit_bias", &self.logit_bias),
+            ("top_logprobs", &self.top_logprobs),
+            ("modalities", &self.modalities),
+            ("audio", &self.audio),
+            ("best_of", &self.best_of),
+        ]
+    }
+}
+
+/// Whether `value` of the unimplemented field `field` asks for nothing the service skips
+/// (absent, null, empty, `{"type": "text"}`, `"none"`, a single text modality, one try).
+fn asks_for_nothing(field: &str, value: &Value) -> bool {
+    match (field, value) {
+        (_, Value::Null) => true,
+        ("tools" | "functions", Value::Array(a)) => a.is_empty(),
+        ("tool_choice" | "function_call", Value::String(s)) => s == "none",
+        ("parallel_tool_calls", Value::Bool(_)) => true,
+        ("response_format", Value::Object(o)) => {
+            o.len() == 1 && o.get("type").and_then(Value::as_str) == Some("text")
+        }
+        ("logit_bias", Value::Object(o)) => o.is_empty(),
+        ("top_logprobs", v) => v.as_u64() == Some(0),
+        ("best_of", v) => v.as_u64() == Some(1),
+        ("modalities", Value::Array(a)) => a.iter().all(|m| m.as_str() == Some("text")),
+        _ => false,
+    }
+}
+
+/// Refuses the first unimplemented field that asks for something, naming it.
+fn refuse_unimplemented(c: &Common) -> Result<(), ApiError> {
+    for (field, value) in c.unimplemented() {
+        if let Some(v) = value
+            && !asks_for_nothing(field, v)
+        {
+            return Err(ApiError::invalid(
+                Some(field),
+                format!("{field} is not supported by this server; remove it from the request"),
+            )
+            .with_code("unsupported_parameter"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,8 +373,10 @@ pub struct GenRequest {
 pub struct Limits {
     /// Largest `max_tokens`.
     pub max_tokens_limit: usize,
-    /// `max_tokens` of a chat request that names none.
+    /// `max_tokens` of a request that names none (chat and completions alike).
     pub default_max_tokens: usize,
+    /// Most prompt tokens, after the chat template.
+    pub max_prompt_tokens: usize,
 }
 
 fn parse_error(e: &serde_json::Error) -> ApiError {
@@ -317,13 +394,10 @@ fn parse_error(e: &serde_json::Error) -> ApiError {
     })
 }
 
-fn common_options(
-    c: &Common,
-    default_max_tokens: usize,
-    limits: &Limits,
-) -> Result<(GenerateOptions, bool, bool), ApiError> {
+fn common_options(c: &Common, limits: &Limits) -> Result<(GenerateOptions, bool, bool), ApiError> {
+    refuse_unimplemented(c)?;
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
-        None => default_max_tokens.min(limits.max_tokens_limit),
+        None => limits.default_max_tokens.min(limits.max_tokens_limit),
         Some(n) if n >= 1 && (n as u64) <= limits.max_tokens_limit as u64 => n as usize,
         Some(n) => {
             let param = if c.max_completion_tokens.is_some() {
@@ -512,8 +586,7 @@ pub fn parse_chat(
         };
         messages.push(Message::new(role, text));
     }
-    let (options, stream, include_usage) =
-        common_options(&req.common, limits.default_max_tokens, limits)?;
+    let (options, stream, include_usage) = common_options(&req.common, limits)?;
     Ok(GenRequest {
         endpoint: Endpoint::Chat,
         model: req.model,
@@ -555,8 +628,8 @@ pub fn parse_completion(
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid(Some("suffix"), "suffix is not supported"));
     }
-    let (options, stream, include_usage) =
-        common_options(&req.common, COMPLETIONS_DEFAULT_MAX_TOKENS, limits)?;
+    // The configured default, not OpenAI's 16: the service documents one default for both.
+    let (options, stream, include_usage) = common_options(&req.common, limits)?;
     Ok(GenRequest {
         endpoint: Endpoint::Completions,
         model: req.model,
@@ -763,6 +836,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_tokens_limit: 512,
         default_max_tokens: 100,
+        max_prompt_tokens: 2048,
     };
 
     fn chat(body: &str) -> Result<GenRequest, ApiError> {
@@ -902,11 +976,11 @@ mod tests {
     }
 
     #[test]
-    fn completions_default_to_sixteen_tokens_and_take_one_prompt() {
+    fn completions_without_max_tokens_get_the_configured_default_and_take_one_prompt() {
         let r = parse_completion(br#"{"model":"tiny","prompt":["abc"]}"#, "tiny", &LIMITS)
             .expect("valid");
         assert_eq!(r.prompt, PromptSpec::Raw("abc".into()));
-        assert_eq!(r.options.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS);
+        assert_eq!(r.options.max_tokens, LIMITS.default_max_tokens);
         let e = parse_completion(br#"{"model":"tiny","prompt":["a","b"]}"#, "tiny", &LIMITS)
             .expect_err("two prompts");
         assert_eq!(e.param.as_deref(), Some("prompt"));
@@ -917,6 +991,62 @@ mod tests {
         )
         .expect_err("echo");
         assert_eq!(e.param.as_deref(), Some("echo"));
+    }
+
+    #[test]
+    fn unimplemented_openai_fields_are_refused_naming_the_field() {
+        const BASE: &str = r#""model":"tiny","messages":[{"role":"user","content":"x"}]"#;
+        let refused = [
+            ("tools", r#"[{"type":"function","function":{"name":"f"}}]"#),
+            ("tool_choice", r#""auto""#),
+            (
+                "tool_choice",
+                r#"{"type":"function","function":{"name":"f"}}"#,
+            ),
+            ("functions", r#"[{"name":"f"}]"#),
+            ("function_call", r#""auto""#),
+            ("response_format", r#"{"type":"json_object"}"#),
+            (
+                "response_format",
+                r#"{"type":"json_schema","json_schema":{"name":"x"}}"#,
+            ),
+            ("logit_bias", r#"{"50256":-100}"#),
+            ("top_logprobs", "3"),
+            ("modalities", r#"["text","audio"]"#),
+            ("audio", r#"{"voice":"alloy"}"#),
+            ("n", "2"),
+            ("logprobs", "true"),
+        ];
+        for (field, value) in refused {
+            let body = format!("{{{BASE},\"{field}\":{value}}}");
+            let e = chat(&body).expect_err(&body);
+            assert_eq!(e.status, 400, "{body}: {e:?}");
+            assert_eq!(e.param.as_deref(), Some(field), "{body}: {e:?}");
+            assert!(e.message.contains(field), "{body}: {e:?}");
+        }
+        let no_ops = [
+            ("response_format", r#"{"type":"text"}"#),
+            ("tools", "[]"),
+            ("tools", "null"),
+            ("tool_choice", r#""none""#),
+            ("logit_bias", "{}"),
+            ("top_logprobs", "0"),
+            ("modalities", r#"["text"]"#),
+            ("n", "1"),
+            ("logprobs", "false"),
+            ("parallel_tool_calls", "true"),
+        ];
+        for (field, value) in no_ops {
+            let body = format!("{{{BASE},\"{field}\":{value}}}");
+            chat(&body).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        }
+        let e = parse_completion(
+            br#"{"model":"tiny","prompt":"a","best_of":3}"#,
+            "tiny",
+            &LIMITS,
+        )
+        .expect_err("best_of");
+        assert_eq!(e.param.as_deref(), Some("best_of"));
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub struct App {
     pub eco: Option<Arc<super::footprint::EcoAccounting>>,
     /// The telemetry handle, for its health on `/healthz` and counters on `/metrics`.
     pub telemetry: Option<crate::telemetry::Telemetry>,
+    /// Which hosts, origins and content types are accepted (checked before every handler).
+    pub policy: super::guard::Policy,
 }
 
 /// The agent-loop detector of the API: clients are told apart by address and `user`.
@@ -196,7 +198,31 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
+}
+
+/// Refuses what the [`super::guard::Policy`] refuses, before any handler runs.
+async fn guard(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match app
+        .policy
+        .check(req.method(), req.uri().path(), req.headers())
+    {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            log::info!(
+                "refused {} {}: {}",
+                req.method(),
+                req.uri().path(),
+                e.message
+            );
+            app.reject(e)
+        }
+    }
 }
 
 fn unix_now() -> u64 {
@@ -431,7 +457,7 @@ async fn handle_admitted(
         Err(e) => return app.reject(e),
     };
     let served = app.slot.current();
-    let ids = match tokenize(&served.model, &req).await {
+    let ids = match tokenize(&served.model, &req, app.limits.max_prompt_tokens).await {
         Ok(ids) => ids,
         Err(e) => return app.reject(e),
     };
@@ -468,8 +494,13 @@ async fn handle_admitted(
     }
 }
 
-/// Renders and tokenizes the prompt off the async threads, and checks it fits the context.
-async fn tokenize(model: &Arc<LoadedModel>, req: &GenRequest) -> Result<Vec<u32>, ApiError> {
+/// Renders and tokenizes the prompt off the async threads, and checks it fits the context
+/// and `max_prompt_tokens`.
+async fn tokenize(
+    model: &Arc<LoadedModel>,
+    req: &GenRequest,
+    max_prompt_tokens: usize,
+) -> Result<Vec<u32>, ApiError> {
     let context = model.context_length();
     let model = model.clone();
     let prompt = req.prompt.clone();
@@ -487,6 +518,21 @@ async fn tokenize(model: &Arc<LoadedModel>, req: &GenRequest) -> Result<Vec<u32>
     })?;
     if ids.is_empty() {
         return Err(ApiError::invalid(Some("messages"), "The prompt is empty."));
+    }
+    if ids.len() > max_prompt_tokens {
+        let param = match req.prompt {
+            PromptSpec::Chat(_) => "messages",
+            PromptSpec::Raw(_) => "prompt",
+        };
+        return Err(ApiError::invalid(
+            Some(param),
+            format!(
+                "The prompt has {} tokens; this server accepts at most {max_prompt_tokens} \
+                 (service.max_prompt_tokens).",
+                ids.len()
+            ),
+        )
+        .with_code("prompt_too_long"));
     }
     if ids.len() >= context {
         return Err(ApiError::invalid(

@@ -10,7 +10,9 @@
 
 pub mod adapter;
 pub mod api;
+pub mod conn;
 pub mod footprint;
+pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod notify;
@@ -296,6 +298,7 @@ pub async fn serve(
         limits: api::Limits {
             max_tokens_limit: svc.max_tokens_limit,
             default_max_tokens: svc.default_max_tokens,
+            max_prompt_tokens: svc.max_prompt_tokens,
         },
         api_token: svc.api_token.clone(),
         max_body_bytes: svc.max_body_bytes,
@@ -313,6 +316,13 @@ pub async fn serve(
         agent_loop: config.eco.agent_loop().map(http::AgentLoop::new),
         eco: Some(eco.clone()),
         telemetry,
+        policy: guard::Policy::new(
+            local,
+            &svc.allowed_hosts,
+            &svc.allowed_origins,
+            svc.api_token.is_some(),
+            svc.admin_without_token,
+        ),
     });
     let adapter_note = slot
         .current()
@@ -368,25 +378,26 @@ pub async fn serve(
             drain_cancel.store(true, Ordering::Release);
         }
     });
-    let mut graceful_rx = stop_rx.clone();
     let router = http::router(app);
-    let server = async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = graceful_rx.wait_for(|s| *s).await;
-        })
-        .await
+    let limits = conn::ConnLimits {
+        header_timeout: Duration::from_secs_f64(svc.header_timeout_s),
+        idle_timeout: Duration::from_secs_f64(svc.idle_timeout_s),
+        max_connections: svc.connection_cap(),
     };
+    log::info!(
+        "connections: at most {}, headers within {:.1} s, idle for {:.1} s",
+        limits.max_connections,
+        svc.header_timeout_s,
+        svc.idle_timeout_s
+    );
+    let server = conn::serve(listener, router, limits, stop_rx.clone());
     let mut deadline_rx = stop_rx.clone();
     let deadline = async move {
         let _ = deadline_rx.wait_for(|s| *s).await;
         tokio::time::sleep(grace + CANCEL_DRAIN).await;
     };
     let served = tokio::select! {
-        r = server => r.context("serving HTTP"),
+        () = server => Ok(()),
         () = deadline => {
             log::warn!("connections still open after the shutdown grace; closing them");
             Ok(())

@@ -443,9 +443,25 @@ impl LoraAdapter {
     /// config and every tensor name and shape fit the model.
     pub fn load_peft(dir: &Path, model: &LlamaConfig) -> Result<Self> {
         let cfg_path = dir.join(ADAPTER_CONFIG);
-        let text = std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("reading {}", cfg_path.display()))?;
-        let peft: PeftConfig = serde_json::from_str(&text)
+        let text =
+            std::fs::read(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
+        let w_path = dir.join(ADAPTER_WEIGHTS);
+        let bytes =
+            std::fs::read(&w_path).with_context(|| format!("reading {}", w_path.display()))?;
+        Self::from_peft_bytes(&text, &bytes, dir, model)
+    }
+
+    /// Builds a PEFT adapter from the bytes of its `adapter_config.json` and
+    /// `adapter_model.safetensors` (read from the folder `dir`, which names it in errors),
+    /// checking that the config and every tensor name and shape fit `model`.
+    pub fn from_peft_bytes(
+        config: &[u8],
+        weights: &[u8],
+        dir: &Path,
+        model: &LlamaConfig,
+    ) -> Result<Self> {
+        let cfg_path = dir.join(ADAPTER_CONFIG);
+        let peft: PeftConfig = serde_json::from_slice(config)
             .with_context(|| format!("parsing {}", cfg_path.display()))?;
         ensure!(
             peft.peft_type == "LORA",
@@ -459,10 +475,8 @@ impl LoraAdapter {
             cfg_path.display()
         );
         let w_path = dir.join(ADAPTER_WEIGHTS);
-        let bytes =
-            std::fs::read(&w_path).with_context(|| format!("reading {}", w_path.display()))?;
         let (tensors, _) =
-            read_safetensors(&bytes).with_context(|| format!("reading {}", w_path.display()))?;
+            read_safetensors(weights).with_context(|| format!("reading {}", w_path.display()))?;
         Self::from_tensors(&peft, tensors, model)
             .with_context(|| format!("the adapter in {} does not fit this model", dir.display()))
     }

@@ -73,9 +73,21 @@ pub fn load_adapted(
     adapter_dir: &Path,
     gguf: Option<&Path>,
 ) -> Result<(Arc<LoadedModel>, ServeMode)> {
+    load_adapted_with(model_dir, gguf, |config| {
+        LoraAdapter::load_peft(adapter_dir, config)
+    })
+}
+
+/// Like [`load_adapted`], with the adapter built by `adapter` from the model's config (from
+/// bytes already read, say), so that nothing is read from the adapter's folder again.
+pub fn load_adapted_with(
+    model_dir: &Path,
+    gguf: Option<&Path>,
+    adapter: impl FnOnce(&crate::engine::llama::LlamaConfig) -> Result<LoraAdapter>,
+) -> Result<(Arc<LoadedModel>, ServeMode)> {
     let origin = source::locate(model_dir, gguf)?;
     let mut weights = source::load(&origin)?;
-    let adapter = LoraAdapter::load_peft(adapter_dir, &weights.config)?;
+    let adapter = adapter(&weights.config)?;
     let format = folder_format(model_dir);
     let tmp = TempFolder(std::env::temp_dir().join(format!(
         "thermo-adapted-{}-{}",
