@@ -302,7 +302,7 @@ impl Section for SensingConfig {
         ),
         doc(
             "time_scale",
-            "Simulated seconds per wall second for the simulated SoC.",
+            "Simulated seconds per wall second for the simulated SoC: above 0, at most 1000.",
         ),
         doc_eg(
             "i2c",

@@ -129,6 +129,18 @@ impl ApiError {
         }
     }
 
+    /// 503: the governor's control loop has stopped, so nothing is generated ungoverned.
+    pub fn governor_stopped() -> Self {
+        ApiError {
+            status: 503,
+            kind: "server_error",
+            message: "The thermal governor has stopped; generation is refused.".into(),
+            param: None,
+            code: Some("governor_stopped"),
+            retry_after_s: Some(5),
+        }
+    }
+
     /// 500 for a failure inside the engine (never for a client's input).
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError {
