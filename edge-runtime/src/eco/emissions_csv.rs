@@ -75,12 +75,12 @@ pub enum CsvError {
         path: String,
     },
     /// I/O.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {cause}")]
     Io {
         /// The file.
         path: String,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -237,9 +237,9 @@ pub fn append(
     fp: &Footprint,
     factors: &Factors,
 ) -> Result<(), CsvError> {
-    let io = |source| CsvError::Io {
+    let io = |cause| CsvError::Io {
         path: path.display().to_string(),
-        source,
+        cause,
     };
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => Some(text),

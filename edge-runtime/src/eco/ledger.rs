@@ -119,12 +119,12 @@ impl DayTotals {
 #[derive(Debug, Error)]
 pub enum LedgerError {
     /// Reading or writing the file failed.
-    #[error("eco ledger {path}: {source}")]
+    #[error("eco ledger {path}: {cause}")]
     Io {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a ledger.
     #[error("eco ledger {path} is not valid: {message}")]
@@ -178,7 +178,7 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(File::default()),
             Err(source) => Err(LedgerError::Io {
                 path: shown(),
-                source,
+                cause: source,
             }),
         }
     }
@@ -209,9 +209,9 @@ impl Ledger {
         let day = file.days.entry(date.to_string()).or_default();
         change(day);
         let totals = *day;
-        let io = |source| LedgerError::Io {
+        let io = |cause| LedgerError::Io {
             path: self.path.display().to_string(),
-            source,
+            cause,
         };
         if let Some(dir) = self.path.parent()
             && !dir.as_os_str().is_empty()
