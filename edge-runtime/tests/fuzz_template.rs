@@ -33,6 +33,11 @@ fn piece() -> impl Strategy<Value = String> {
         "{%",
         "}}",
         "text",
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{% set b = 'y' * 99999 %}{% for i in range(999) %}{{ b }}{% endfor %}",
+        "{% set ns = namespace(s='ab') %}{% for i in range(30) %}{% set ns.s = ns.s ~ 'c' %}{% endfor %}{{ ns.s }}",
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}",
     ];
     prop_oneof![
         (0..pieces.len()).prop_map(move |i| pieces[i].to_owned()),
