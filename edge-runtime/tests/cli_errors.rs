@@ -188,8 +188,11 @@ fn a_toml_profile_file_named_with_its_suffix_runs_the_simulated_soc() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = tiny(dir.path());
     let template = sensor_drivers::sim::Profile::builtin_toml("rpi4").expect("rpi4 template");
+    // A name that is neither built in nor a file: the profile must be used as loaded.
+    let custom = template.replacen("name = \"rpi4\"", "name = \"my-board\"", 1);
+    assert_ne!(custom, template);
     let profile = dir.path().join("board.toml");
-    std::fs::write(&profile, template).expect("writing the profile");
+    std::fs::write(&profile, custom).expect("writing the profile");
     let out = thermo(&[
         "run",
         "--model",

@@ -420,13 +420,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("board.toml");
         let toml = sensor_drivers::sim::Profile::builtin_toml("rpi4").expect("rpi4 template");
+        // A name that is neither built in nor a file: the profile must be used as loaded.
+        let toml = toml.replacen("name = \"rpi4\"", "name = \"my-board\"", 1);
         std::fs::write(&path, toml).expect("writing the profile");
         let args = GovernorArgs {
             sim: Some(path.display().to_string()),
             ..GovernorArgs::default()
         };
         let governed = Governed::start(&args, 1).expect("a TOML profile file is accepted");
-        assert!(matches!(governed.source(), Source::Simulated { profile } if profile == "rpi4"));
+        assert!(
+            matches!(governed.source(), Source::Simulated { profile } if profile == "my-board")
+        );
         assert!(governed.probe().ambient_c.is_some());
     }
 }
