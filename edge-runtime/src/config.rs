@@ -90,12 +90,12 @@ impl Problems {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not TOML.
     #[error("{origin} is not valid TOML: {message}")]
@@ -302,7 +302,7 @@ impl Section for SensingConfig {
         ),
         doc(
             "time_scale",
-            "Simulated seconds per wall second for the simulated SoC.",
+            "Simulated seconds per wall second for the simulated SoC: above 0, at most 1000.",
         ),
         doc_eg(
             "i2c",
@@ -807,9 +807,9 @@ impl Layers {
 }
 
 fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     Ok((text, path.display().to_string()))
 }
@@ -860,10 +860,17 @@ impl Config {
                     .map(|(k, v)| (k.clone(), v.clone(), k.clone())),
             );
         for (path, raw, origin) in overrides {
+            // A problem is listed under its key path: name the source only when it differs
+            // (an environment variable), so a `--set` key is not said twice.
+            let from = if origin == path {
+                String::new()
+            } else {
+                format!("{origin}: ")
+            };
             if !SECTIONS.contains(&path.split('.').next().unwrap_or_default()) {
                 p.push(
                     path.clone(),
-                    format!("{origin}: unknown section (known: {})", SECTIONS.join(", ")),
+                    format!("{from}unknown section (known: {})", SECTIONS.join(", ")),
                 );
                 continue;
             }
@@ -878,7 +885,7 @@ impl Config {
                 value = toml::Value::String(raw.clone());
             }
             if let Err(e) = set_path(&mut merged, &path, value) {
-                p.push(path.clone(), format!("{origin}: {e}"));
+                p.push(path.clone(), format!("{from}{e}"));
             }
         }
         merged.retain(|k, _| SECTIONS.contains(&k));

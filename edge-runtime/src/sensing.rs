@@ -60,6 +60,34 @@ pub struct SensingConfig {
     pub i2c: Vec<I2cSensorConfig>,
 }
 
+/// Fastest simulated time the live twin and the governor honour, in simulated seconds per
+/// wall second: above it a control period shrinks below the scheduler's resolution.
+pub const MAX_TIME_SCALE: f64 = 1000.0;
+
+/// Checks a time scale: finite, above 0 and at most [`MAX_TIME_SCALE`]. The error says what
+/// was given and the accepted range.
+pub fn check_time_scale(scale: f64) -> std::result::Result<f64, String> {
+    if scale.is_finite() && scale > 0.0 && scale <= MAX_TIME_SCALE {
+        Ok(scale)
+    } else {
+        Err(format!(
+            "must be above 0 and at most {MAX_TIME_SCALE}, got {scale}"
+        ))
+    }
+}
+
+/// Parses a `--sim-time-scale`/`--time-scale` flag value with [`check_time_scale`], keeping
+/// the text as given in the message.
+pub fn parse_time_scale(text: &str) -> std::result::Result<f64, String> {
+    let scale: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    check_time_scale(scale).map_err(|_| {
+        format!("{text} is out of range: must be above 0 and at most {MAX_TIME_SCALE}")
+    })
+}
+
 impl Default for SensingConfig {
     fn default() -> Self {
         SensingConfig {
@@ -97,11 +125,8 @@ impl SensingConfig {
 
     /// Checks every field without touching any file or bus.
     pub fn validate(&self) -> Result<()> {
-        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
-            bail!(
-                "sensors.time_scale must be a positive number, got {}",
-                self.time_scale
-            );
+        if let Err(e) = check_time_scale(self.time_scale) {
+            bail!("sensors.time_scale {e}");
         }
         if self.zone.as_deref().is_some_and(|z| z.trim().is_empty()) {
             bail!("sensors.zone must not be empty");
@@ -371,6 +396,13 @@ impl Board {
     /// The twin itself (ground truth, workload, ambient), when this is the simulated SoC.
     pub fn sim_board(&self) -> Option<&SimBoard> {
         self.live.as_ref().map(LiveDriver::board)
+    }
+
+    /// The profile the simulated SoC runs, when the board is the twin (whichever way it was
+    /// named: built-in or a TOML file).
+    pub fn sim_profile(&self) -> Option<sensor_drivers::sim::Profile> {
+        self.sim_board()
+            .and_then(|twin| twin.with(|soc| soc.profile().clone()))
     }
 
     /// The configured I2C sensors and whether each opened.

@@ -100,3 +100,148 @@ fn import_with_an_unknown_format_fails_cleanly() {
     ]);
     assert_clean_failure(&out, "unknown weight format");
 }
+
+/// The message's `: `-separated parts, with any two neighbours that say the same thing.
+fn repeated_part(message: &str) -> Option<String> {
+    let parts: Vec<&str> = message.split(": ").map(str::trim).collect();
+    parts
+        .windows(2)
+        .find(|w| !w[0].is_empty() && w[0] == w[1])
+        .map(|w| w[0].to_owned())
+}
+
+#[test]
+fn refuses_out_of_range_and_non_finite_time_scales_before_starting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tiny(dir.path());
+    for scale in [
+        "1e308", "1e40", "1e20", "1e14", "1000.5", "inf", "NaN", "0", "-2",
+    ] {
+        let flag = format!("--sim-time-scale={scale}");
+        let out = thermo(&[
+            "run",
+            "--model",
+            &model,
+            "--sim",
+            "rpi5",
+            &flag,
+            "--max-tokens",
+            "4",
+            "hi",
+        ]);
+        assert_clean_failure(&out, "at most 1000");
+        assert!(out.stdout.is_empty(), "{scale}: answered anyway");
+    }
+}
+
+#[test]
+fn a_config_file_with_an_out_of_range_time_scale_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("thermo.toml");
+    for scale in ["1e40", "1e308", "1e14", "0.0"] {
+        std::fs::write(&file, format!("[sensors]\ntime_scale = {scale}\n")).expect("write");
+        let out = thermo(&["config", "--config", &file.display().to_string()]);
+        assert_clean_failure(&out, "sensors.time_scale");
+    }
+}
+
+#[test]
+fn the_fastest_time_scale_answers_and_exits_promptly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tiny(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_thermo"))
+        .args([
+            "run",
+            "--model",
+            &model,
+            "--sim",
+            "rpi5",
+            "--sim-time-scale",
+            "1000",
+            "--max-tokens",
+            "8",
+            "hi",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning thermo");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting") {
+            break Some(status);
+        }
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let status = status.expect("thermo did not exit within 120 s");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_toml_profile_file_named_with_its_suffix_runs_the_simulated_soc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tiny(dir.path());
+    let template = sensor_drivers::sim::Profile::builtin_toml("rpi4").expect("rpi4 template");
+    // A name that is neither built in nor a file: the profile must be used as loaded.
+    let custom = template.replacen("name = \"rpi4\"", "name = \"my-board\"", 1);
+    assert_ne!(custom, template);
+    let profile = dir.path().join("board.toml");
+    std::fs::write(&profile, custom).expect("writing the profile");
+    let out = thermo(&[
+        "run",
+        "--model",
+        &model,
+        "--sim",
+        &profile.display().to_string(),
+        "--max-tokens",
+        "4",
+        "hi",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("No such file"), "{stderr}");
+}
+
+#[test]
+fn error_messages_do_not_repeat_their_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_utf8 = dir.path().join("binary.toml");
+    std::fs::write(&not_utf8, [0xff, 0xfe, 0x00, 0x80]).expect("write");
+    let not_utf8 = not_utf8.display().to_string();
+    let missing_gguf = dir.path().join("nosuch.gguf").display().to_string();
+    let out_dir = dir.path().join("out").display().to_string();
+    let cases: [(&[&str], &str); 5] = [
+        (&["import-gguf", &missing_gguf, &out_dir], "No such file"),
+        (
+            &["config", "--config", "/nonexistent/thermo.toml"],
+            "No such file",
+        ),
+        (&["config", "--set", "nosuch.key=1"], "unknown section"),
+        (&["config", "--config", &not_utf8], "UTF-8"),
+        (
+            &[
+                "run",
+                "--sim",
+                "/nonexistent/board.toml",
+                "--model",
+                "/nonexistent",
+                "hi",
+            ],
+            "exist",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = thermo(args);
+        assert_clean_failure(&out, needle);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for line in stderr.lines() {
+            assert_eq!(repeated_part(line), None, "{args:?}: {line}");
+        }
+    }
+}

@@ -18,13 +18,25 @@ const DUTY_STEPS: u16 = 1000;
 pub enum RpiError {
     /// GPIO access failed.
     #[error("GPIO: {0}")]
-    Gpio(#[from] rppal::gpio::Error),
+    Gpio(rppal::gpio::Error),
     /// I2C access failed.
     #[error("I2C: {0}")]
-    I2c(#[from] rppal::i2c::Error),
+    I2c(rppal::i2c::Error),
     /// The PWM frequency is not a positive number.
     #[error("PWM frequency must be positive, got {0} Hz")]
     Frequency(f64),
+}
+
+impl From<rppal::i2c::Error> for RpiError {
+    fn from(e: rppal::i2c::Error) -> Self {
+        RpiError::I2c(e)
+    }
+}
+
+impl From<rppal::gpio::Error> for RpiError {
+    fn from(e: rppal::gpio::Error) -> Self {
+        RpiError::Gpio(e)
+    }
 }
 
 /// Opens I2C bus `bus` (1 on the 40-pin header).

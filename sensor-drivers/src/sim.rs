@@ -14,7 +14,7 @@ pub mod realism;
 pub mod sensors;
 pub mod soc;
 
-pub use live::{LiveDriver, LiveTick, ProcCpuClock};
+pub use live::{LiveDriver, LiveTick, MAX_CATCH_UP, MAX_TIME_SCALE, ProcCpuClock};
 pub use offline::{OfflineSummary, run_offline};
 pub use profile::{BUILTIN_PROFILES, Profile, ProfileError};
 pub use realism::SensorRealism;

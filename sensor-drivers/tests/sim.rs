@@ -550,3 +550,67 @@ fn a_real_busy_loop_heats_the_live_twin() {
     let hot = board.with(|soc| soc.truth().die_c).unwrap();
     assert!(hot > idle + 1.0, "{idle} -> {hot}");
 }
+
+#[test]
+fn refuses_time_scales_above_the_maximum_and_non_finite_ones() {
+    let board = SimBoard::builtin("rpi5").unwrap();
+    for scale in [
+        1e308,
+        1e40,
+        1e20,
+        1e14,
+        1000.5,
+        f64::INFINITY,
+        f64::NAN,
+        -1.0,
+    ] {
+        let refused = LiveDriver::with_clocks(
+            board.clone(),
+            FakeCpu(vec![secs(0)]),
+            FakeWall(vec![secs(0)]),
+            scale,
+        );
+        assert!(
+            matches!(refused, Err(LiveError::TimeScale(_))),
+            "scale {scale} accepted"
+        );
+    }
+    let top = sensor_drivers::sim::MAX_TIME_SCALE;
+    assert!(
+        LiveDriver::with_clocks(board, FakeCpu(vec![secs(0)]), FakeWall(vec![secs(0)]), top)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_long_stall_between_live_ticks_advances_the_twin_by_the_catch_up_bound_only() {
+    let board = SimBoard::builtin("rpi5").unwrap();
+    let cpu = FakeCpu(vec![secs(0)]);
+    let wall = FakeWall(vec![secs(0), Duration::from_secs(u64::MAX / 2)]);
+    let mut live = LiveDriver::with_clocks(board.clone(), cpu, wall, 1000.0).unwrap();
+    live.tick().unwrap();
+    let late = live.tick().unwrap();
+    assert_eq!(late.simulated, sensor_drivers::sim::MAX_CATCH_UP);
+    let time = board.with(|soc| soc.time_s()).unwrap();
+    assert!((time - sensor_drivers::sim::MAX_CATCH_UP.as_secs_f64()).abs() < 1e-6);
+}
+
+#[test]
+fn a_step_of_the_longest_duration_ends_and_advances_by_the_step_bound() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut soc = SimSoc::builtin("rpi5").unwrap();
+        soc.set_workload(Workload::from_busy_cores(4.0));
+        soc.step(Duration::MAX);
+        let _ = tx.send((soc.time_s(), soc.die_temp()));
+    });
+    let (time, die) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("step(Duration::MAX) did not return");
+    assert!(
+        time <= sensor_drivers::sim::soc::MAX_STEP_S + 1e-6,
+        "{time}"
+    );
+    assert!(time > 0.0);
+    assert!(die.celsius().is_finite());
+}

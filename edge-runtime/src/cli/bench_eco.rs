@@ -50,7 +50,7 @@ pub struct EcoBenchArgs {
     #[arg(long, default_value = "rpi5")]
     pub sim: String,
     /// Simulated seconds per wall second (heats the twin faster than real time).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = crate::sensing::parse_time_scale)]
     pub sim_time_scale: f64,
     /// Leave out SmolLM2 (only the tiny model: a quick smoke run).
     #[arg(long)]

@@ -9,17 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::governed::Governed;
+use super::governed::{GOVERNOR_STOPPED, Governed};
 use crate::config::{Config, EcoSection, Layers};
 use crate::eco::emissions_csv::{self, RunInfo};
 use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::eco::guard::{GuardConfig, GuardStop, ZombieGuard};
 use crate::eco::ledger::{DayTotals, Ledger, utc_date};
 use crate::eco::{Factors, Footprint};
-use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, generate};
+use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, StopReason, generate};
 use crate::engine::model::KvState;
 use crate::governor::platform::Platform;
 use crate::shutdown::Shutdown;
@@ -259,6 +259,13 @@ impl Accounting {
             generate(state, prompt, opts, &mut gate, on_text)?
         };
         drop(gov_gate);
+        if stats.stop == StopReason::Stopped(GOVERNOR_STOPPED.to_owned()) {
+            bail!(
+                "{GOVERNOR_STOPPED} during the answer; it was cut off after {} tokens rather \
+                 than generated ungoverned",
+                stats.generated_tokens
+            );
+        }
         self.meter.poll();
         let span = self.meter.since(&start);
         let tokens = stats.generated_tokens as u64;

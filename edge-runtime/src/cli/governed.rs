@@ -15,7 +15,6 @@ use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use sensor_drivers::linux::board::BoardKind;
 use sensor_drivers::sensor_set::Snapshot;
-use sensor_drivers::sim::Profile;
 
 use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::engine::ComputeThreads;
@@ -39,7 +38,8 @@ pub struct GovernorArgs {
     #[arg(long, value_name = "PROFILE")]
     pub sim: Option<String>,
     /// Simulated seconds per wall second for the simulated SoC.
-    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR",
+          value_parser = crate::sensing::parse_time_scale)]
     pub sim_time_scale: f64,
     /// Act through pacing and the thread count alone: leave the CPU frequency ceiling and the
     /// fan to the kernel even where they are writable.
@@ -83,6 +83,10 @@ pub struct Governed {
     latest: Arc<Mutex<Option<Snapshot>>>,
 }
 
+/// Why the token loop stops when the governor's control loop has ended under it: a
+/// generation never goes on ungoverned.
+pub const GOVERNOR_STOPPED: &str = "the governor's control loop stopped";
+
 /// Voltage assumed for every operating point of a real board, whose cpufreq does not publish
 /// voltages: the power model then scales with frequency alone, which the online
 /// identification corrects.
@@ -102,9 +106,9 @@ fn platform_for(
 ) -> Result<(Platform, f32)> {
     let (opps, idle_w, core_w, firmware_c) = match board.source() {
         Source::Simulated { profile } => {
-            let p = Profile::builtin(profile)
-                .or_else(|_| Profile::from_file(std::path::Path::new(profile)))
-                .map_err(|e| anyhow!("simulated SoC profile {profile:?}: {e}"))?;
+            let p = board
+                .sim_profile()
+                .ok_or_else(|| anyhow!("the simulated SoC {profile:?} is unavailable"))?;
             let platform = Platform::from_profile(&p)?;
             (
                 platform.opps().to_vec(),
@@ -216,13 +220,7 @@ impl Governed {
             cfg = cfg.with_setpoint_c(sp);
         }
         let cfg = cfg.build().context("governor configuration")?;
-        let ambient_c = match board.source() {
-            Source::Simulated { profile } => Profile::builtin(profile)
-                .or_else(|_| Profile::from_file(std::path::Path::new(profile)))
-                .ok()
-                .map(|p| p.ambient().celsius()),
-            Source::Real { .. } => None,
-        };
+        let ambient_c = board.sim_profile().map(|p| p.ambient().celsius());
         let (ceiling_c, platform) = (cfg.ceiling_c(), cfg.platform().clone());
         let permits = Permits::new(threads);
         let mut warned = false;
@@ -341,13 +339,22 @@ impl Governed {
         self.probe.clone()
     }
 
+    /// True while the control loop's thread runs.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// A gate for the token loop: waits for an interactive permit before each token and
     /// holds it until the next call, so the permit spans the token's work, and applies the
-    /// governor's thread count to the engine.
+    /// governor's thread count to the engine. Once the control loop has ended (stopped or
+    /// died), it stops the loop with [`GOVERNOR_STOPPED`].
     pub fn gate(&self) -> impl FnMut(TokenEvent<'_>) -> Gate + '_ {
         let mut held: Option<Permit<'_>> = None;
         move |_| {
             drop(held.take());
+            if !self.is_running() {
+                return Gate::Stop(GOVERNOR_STOPPED.to_owned());
+            }
             let _ = held.insert(self.permits.acquire(Priority::Interactive));
             let threads = usize::from(self.permits.threads());
             let mut pools = self.threads.lock().unwrap_or_else(|e| e.into_inner());
@@ -374,5 +381,56 @@ impl Governed {
 impl Drop for Governed {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_tokens_yet() -> TokenEvent<'static> {
+        TokenEvent {
+            generated: &[],
+            logits: None,
+        }
+    }
+
+    #[test]
+    fn the_gate_stops_the_token_loop_once_the_governor_has_stopped() {
+        let args = GovernorArgs {
+            sim: Some("rpi5".into()),
+            ..GovernorArgs::default()
+        };
+        let governed = Governed::start(&args, 1).expect("starting on the simulated SoC");
+        assert_eq!((governed.gate())(no_tokens_yet()), Gate::Continue);
+        governed.handle().stop();
+        let started = std::time::Instant::now();
+        while governed.is_running() && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!governed.is_running());
+        assert_eq!(
+            (governed.gate())(no_tokens_yet()),
+            Gate::Stop(GOVERNOR_STOPPED.to_owned())
+        );
+    }
+
+    #[test]
+    fn a_toml_profile_file_drives_the_simulated_soc() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("board.toml");
+        let toml = sensor_drivers::sim::Profile::builtin_toml("rpi4").expect("rpi4 template");
+        // A name that is neither built in nor a file: the profile must be used as loaded.
+        let toml = toml.replacen("name = \"rpi4\"", "name = \"my-board\"", 1);
+        std::fs::write(&path, toml).expect("writing the profile");
+        let args = GovernorArgs {
+            sim: Some(path.display().to_string()),
+            ..GovernorArgs::default()
+        };
+        let governed = Governed::start(&args, 1).expect("a TOML profile file is accepted");
+        assert!(
+            matches!(governed.source(), Source::Simulated { profile } if profile == "my-board")
+        );
+        assert!(governed.probe().ambient_c.is_some());
     }
 }

@@ -85,12 +85,12 @@ pub enum CsvError {
         value: f64,
     },
     /// I/O.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {cause}")]
     Io {
         /// The file.
         path: String,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -247,9 +247,9 @@ pub fn append(
     fp: &Footprint,
     factors: &Factors,
 ) -> Result<(), CsvError> {
-    let io = |source| CsvError::Io {
+    let io = |cause| CsvError::Io {
         path: path.display().to_string(),
-        source,
+        cause,
     };
     if let Some((figure, value)) = fp.non_finite() {
         return Err(CsvError::NonFinite {

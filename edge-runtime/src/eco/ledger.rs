@@ -124,12 +124,12 @@ impl DayTotals {
 #[derive(Debug, Error)]
 pub enum LedgerError {
     /// Reading or writing the file failed.
-    #[error("eco ledger {path}: {source}")]
+    #[error("eco ledger {path}: {cause}")]
     Io {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A figure to add, or the day's total after adding it, is not a finite number; nothing
     /// was written.
@@ -188,9 +188,9 @@ impl Ledger {
     /// `<name>.corrupt-<unix seconds>` beside it (with a warning naming both paths) and the
     /// ledger starts empty.
     fn read(&self) -> Result<File, LedgerError> {
-        let io = |source| LedgerError::Io {
+        let io = |cause| LedgerError::Io {
             path: self.path.display().to_string(),
-            source,
+            cause,
         };
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
@@ -261,9 +261,9 @@ impl Ledger {
         let day = file.days.entry(date.to_string()).or_default();
         change(day);
         let totals = *day;
-        let io = |source| LedgerError::Io {
+        let io = |cause| LedgerError::Io {
             path: self.path.display().to_string(),
-            source,
+            cause,
         };
         if let Some((figure, value)) = totals.non_finite() {
             return Err(LedgerError::NonFinite {

@@ -29,17 +29,32 @@ pub const MAX_ARRAY_DEPTH: usize = 8;
 /// Initial capacity cap for vectors whose final length comes from the file.
 const MAX_PREALLOC: usize = 1 << 16;
 
+/// Tensors every Llama layer has (two norms, four attention and three MLP projections).
+const TENSORS_PER_LAYER: usize = 9;
+
+/// Largest value accepted for each Llama hyper-parameter, with the GGUF key it comes from:
+/// far above any model this runtime can run, and low enough that what is sized from them
+/// before the tensors are checked stays small.
+const HYPER_PARAMETER_LIMITS: [(&str, usize); 7] = [
+    ("llama.vocab_size", 1 << 22),
+    ("llama.embedding_length", 1 << 16),
+    ("llama.feed_forward_length", 1 << 18),
+    ("llama.block_count", 1 << 10),
+    ("llama.attention.head_count", 1 << 10),
+    ("llama.attention.head_count_kv", 1 << 10),
+    ("llama.context_length", 1 << 22),
+];
+
 /// Failure to read or interpret a GGUF file.
 #[derive(Debug, Error)]
 pub enum GgufError {
     /// An operating-system I/O failure.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done, with the path.
         context: String,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file does not start with `GGUF`.
     #[error("not a GGUF file: magic bytes are {found:02x?}, expected \"GGUF\"")]
@@ -220,13 +235,12 @@ pub enum GgufError {
         value: u64,
     },
     /// A storage-format failure while decoding a tensor.
-    #[error("tensor {name:?}: {source}")]
+    #[error("tensor {name:?}: {cause}")]
     Quant {
         /// Tensor name (GGUF naming).
         name: String,
         /// The decoding failure.
-        #[source]
-        source: QuantError,
+        cause: QuantError,
     },
 }
 
@@ -593,7 +607,7 @@ impl GgufFile {
         let path = path.as_ref().to_path_buf();
         let io = |what: &str| {
             let context = format!("{what} {}", path.display());
-            move |source| GgufError::Io { context, source }
+            move |cause| GgufError::Io { context, cause }
         };
         let file = File::open(&path).map_err(io("cannot open"))?;
         let file_len = file.metadata().map_err(io("cannot stat"))?.len();
@@ -675,9 +689,9 @@ impl GgufFile {
         };
         file.seek(SeekFrom::Start(info.offset))
             .and_then(|_| file.read_exact(&mut buf))
-            .map_err(|source| GgufError::Io {
+            .map_err(|cause| GgufError::Io {
                 context: context(),
-                source,
+                cause,
             })?;
         Ok(buf)
     }
@@ -701,9 +715,9 @@ impl GgufFile {
             value: info.n_values(),
         })?;
         let bytes = self.read_tensor_bytes(info)?;
-        quant::dequantize(kind, &bytes, n_values).map_err(|source| GgufError::Quant {
+        quant::dequantize(kind, &bytes, n_values).map_err(|cause| GgufError::Quant {
             name: info.name.clone(),
-            source,
+            cause,
         })
     }
 
@@ -756,6 +770,14 @@ impl GgufFile {
             eos_token_id: md.get_u32("tokenizer.ggml.eos_token_id")?,
         };
         validate_config(&config, md)?;
+        let needed = config.num_hidden_layers.saturating_mul(TENSORS_PER_LAYER);
+        if needed > self.tensors.len() {
+            return Err(GgufError::InvalidConfig(format!(
+                "llama.block_count {} needs {needed} layer tensors; the file has {} tensors",
+                config.num_hidden_layers,
+                self.tensors.len()
+            )));
+        }
         Ok(config)
     }
 
@@ -957,6 +979,20 @@ fn validate_config(c: &LlamaConfig, md: &Metadata) -> Result<(), GgufError> {
             return bad(format!("{name} is 0"));
         }
     }
+    let values = [
+        c.vocab_size,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.max_position_embeddings,
+    ];
+    for ((key, limit), value) in HYPER_PARAMETER_LIMITS.iter().zip(values) {
+        if value > *limit {
+            return bad(format!("{key} is {value}; at most {limit} is accepted"));
+        }
+    }
     if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
         return bad(format!(
             "hidden_size {} is not a multiple of {} heads",
@@ -1093,9 +1129,9 @@ impl<R: Read> Cursor<R> {
 
     fn fill(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), GgufError> {
         self.need(buf.len() as u64, what)?;
-        self.inner.read_exact(buf).map_err(|source| GgufError::Io {
+        self.inner.read_exact(buf).map_err(|cause| GgufError::Io {
             context: format!("reading {what} at offset {}", self.pos),
-            source,
+            cause,
         })?;
         self.pos += buf.len() as u64;
         Ok(())
@@ -1430,27 +1466,41 @@ fn validate_tensor(
     })
 }
 
-#[cfg(test)]
-pub(crate) mod test_writer {
-    //! A minimal GGUF writer for building synthetic files in tests.
+pub mod test_writer {
+    //! A minimal GGUF writer for synthetic files: the reader's tests and the fuzz targets
+    //! build their inputs with it. It writes what it is told, valid or not.
 
+    #[cfg(test)]
     use std::path::{Path, PathBuf};
 
-    /// Metadata value type ids from the GGUF specification.
+    /// Metadata value type id of `u8` (GGUF specification).
     pub const T_U8: u32 = 0;
+    /// Type id of `i8`.
     pub const T_I8: u32 = 1;
+    /// Type id of `u16`.
     pub const T_U16: u32 = 2;
+    /// Type id of `i16`.
     pub const T_I16: u32 = 3;
+    /// Type id of `u32`.
     pub const T_U32: u32 = 4;
+    /// Type id of `i32`.
     pub const T_I32: u32 = 5;
+    /// Type id of `f32`.
     pub const T_F32: u32 = 6;
+    /// Type id of `bool`.
     pub const T_BOOL: u32 = 7;
+    /// Type id of a string.
     pub const T_STRING: u32 = 8;
+    /// Type id of an array.
     pub const T_ARRAY: u32 = 9;
+    /// Type id of `u64`.
     pub const T_U64: u32 = 10;
+    /// Type id of `i64`.
     pub const T_I64: u32 = 11;
+    /// Type id of `f64`.
     pub const T_F64: u32 = 12;
 
+    /// A GGUF string: its length as u64, then its bytes.
     pub fn string(s: &str) -> Vec<u8> {
         let mut v = (s.len() as u64).to_le_bytes().to_vec();
         v.extend_from_slice(s.as_bytes());
@@ -1459,21 +1509,36 @@ pub(crate) mod test_writer {
 
     /// A tensor entry: name, dims (innermost first), type id, data.
     pub struct RawTensor {
+        /// The tensor's name.
         pub name: String,
+        /// Dimensions, innermost first.
         pub dims: Vec<u64>,
+        /// ggml type id.
         pub type_id: u32,
+        /// The data, written at the next aligned offset.
         pub data: Vec<u8>,
     }
 
+    /// A GGUF file under construction.
     pub struct GgufBuilder {
+        /// Format version written in the header.
         pub version: u32,
+        /// Alignment of tensor data, in bytes.
         pub alignment: u64,
         /// Key and (type id, encoded value) pairs, in order.
         pub kvs: Vec<(String, u32, Vec<u8>)>,
+        /// Tensors, in order.
         pub tensors: Vec<RawTensor>,
     }
 
+    impl Default for GgufBuilder {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl GgufBuilder {
+        /// An empty version-3 file with 32-byte alignment.
         pub fn new() -> Self {
             Self {
                 version: 3,
@@ -1483,29 +1548,35 @@ pub(crate) mod test_writer {
             }
         }
 
+        /// Sets `key` to an encoded value of type `type_id` (replacing an earlier one).
         pub fn kv(mut self, key: &str, type_id: u32, value: Vec<u8>) -> Self {
             self.kvs.retain(|(k, _, _)| k != key);
             self.kvs.push((key.to_owned(), type_id, value));
             self
         }
 
+        /// Removes `key`.
         pub fn without(mut self, key: &str) -> Self {
             self.kvs.retain(|(k, _, _)| k != key);
             self
         }
 
+        /// Sets a string value.
         pub fn str(self, key: &str, v: &str) -> Self {
             self.kv(key, T_STRING, string(v))
         }
 
+        /// Sets a `u32` value.
         pub fn u32(self, key: &str, v: u32) -> Self {
             self.kv(key, T_U32, v.to_le_bytes().to_vec())
         }
 
+        /// Sets an `f32` value.
         pub fn f32(self, key: &str, v: f32) -> Self {
             self.kv(key, T_F32, v.to_le_bytes().to_vec())
         }
 
+        /// Sets an array of strings.
         pub fn str_array(self, key: &str, items: &[&str]) -> Self {
             let mut v = T_STRING.to_le_bytes().to_vec();
             v.extend((items.len() as u64).to_le_bytes());
@@ -1515,6 +1586,7 @@ pub(crate) mod test_writer {
             self.kv(key, T_ARRAY, v)
         }
 
+        /// Sets an array of `i32`.
         pub fn i32_array(self, key: &str, items: &[i32]) -> Self {
             let mut v = T_I32.to_le_bytes().to_vec();
             v.extend((items.len() as u64).to_le_bytes());
@@ -1524,6 +1596,7 @@ pub(crate) mod test_writer {
             self.kv(key, T_ARRAY, v)
         }
 
+        /// Adds (or replaces) a tensor with raw data.
         pub fn tensor(mut self, name: &str, dims: &[u64], type_id: u32, data: Vec<u8>) -> Self {
             self.tensors.retain(|t| t.name != name);
             self.tensors.push(RawTensor {
@@ -1535,11 +1608,13 @@ pub(crate) mod test_writer {
             self
         }
 
+        /// Adds (or replaces) an F32 tensor.
         pub fn tensor_f32(self, name: &str, dims: &[u64], values: &[f32]) -> Self {
             let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             self.tensor(name, dims, 0, data)
         }
 
+        /// Removes a tensor.
         pub fn without_tensor(mut self, name: &str) -> Self {
             self.tensors.retain(|t| t.name != name);
             self
@@ -1584,11 +1659,60 @@ pub(crate) mod test_writer {
             out
         }
 
+        /// Writes the file into `dir`.
+        #[cfg(test)]
         pub fn write(&self, dir: &Path, file_name: &str) -> PathBuf {
             let path = dir.join(file_name);
             std::fs::write(&path, self.build()).expect("write test GGUF");
             path
         }
+    }
+
+    /// A loadable one-layer Llama: hidden 16, two query heads of 8, one key/value head,
+    /// MLP 32, five tokens, F32 weights of small distinct values.
+    pub fn small_llama() -> GgufBuilder {
+        const HIDDEN: u64 = 16;
+        const KV_ROWS: u64 = 8;
+        const INTER: u64 = 32;
+        const VOCAB: u64 = 5;
+        let values = |n: u64| -> Vec<f32> { (0..n).map(|i| (i % 7) as f32 * 0.125).collect() };
+        let tokens = ["<s>", "</s>", "a", "b", "c"];
+        let mut b = GgufBuilder::new()
+            .str("general.architecture", "llama")
+            .u32("llama.block_count", 1)
+            .u32("llama.context_length", 64)
+            .u32("llama.embedding_length", HIDDEN as u32)
+            .u32("llama.feed_forward_length", INTER as u32)
+            .u32("llama.attention.head_count", 2)
+            .u32("llama.attention.head_count_kv", 1)
+            .f32("llama.rope.freq_base", 10_000.0)
+            .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+            .str_array("tokenizer.ggml.tokens", &tokens)
+            .u32("tokenizer.ggml.bos_token_id", 0)
+            .u32("tokenizer.ggml.eos_token_id", 1)
+            .tensor_f32(
+                "token_embd.weight",
+                &[HIDDEN, VOCAB],
+                &values(HIDDEN * VOCAB),
+            )
+            .tensor_f32("output_norm.weight", &[HIDDEN], &values(HIDDEN));
+        let layer: [(&str, [u64; 2]); 7] = [
+            ("attn_q", [HIDDEN, HIDDEN]),
+            ("attn_k", [HIDDEN, KV_ROWS]),
+            ("attn_v", [HIDDEN, KV_ROWS]),
+            ("attn_output", [HIDDEN, HIDDEN]),
+            ("ffn_gate", [HIDDEN, INTER]),
+            ("ffn_up", [HIDDEN, INTER]),
+            ("ffn_down", [INTER, HIDDEN]),
+        ];
+        for norm in ["attn_norm", "ffn_norm"] {
+            b = b.tensor_f32(&format!("blk.0.{norm}.weight"), &[HIDDEN], &values(HIDDEN));
+        }
+        for (name, dims) in layer {
+            let n = dims[0] * dims[1];
+            b = b.tensor_f32(&format!("blk.0.{name}.weight"), &dims, &values(n));
+        }
+        b
     }
 }
 
@@ -2455,6 +2579,40 @@ mod tests {
         assert!(matches!(err, GgufError::InvalidConfig(_)), "{err}");
         let err = load(&tiny_llama().str("llama.block_count", "one")).expect_err("wrong type");
         assert!(matches!(err, GgufError::WrongType { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_writers_small_llama_loads() {
+        let weights = load(&small_llama()).expect("loads");
+        assert_eq!(weights.config.num_hidden_layers, 1);
+        assert_eq!(weights.config.vocab_size, 5);
+    }
+
+    #[test]
+    fn refuses_layer_and_head_counts_the_file_cannot_hold_before_allocating() {
+        let cases: [(&str, u32, &str); 8] = [
+            ("llama.block_count", u32::MAX, "llama.block_count"),
+            ("llama.block_count", 1 << 20, "llama.block_count"),
+            ("llama.block_count", LAYERS + 1, "llama.block_count"),
+            (
+                "llama.attention.head_count",
+                u32::MAX,
+                "llama.attention.head_count",
+            ),
+            (
+                "llama.attention.head_count_kv",
+                1 << 30,
+                "llama.attention.head_count_kv",
+            ),
+            ("llama.vocab_size", u32::MAX, "llama.vocab_size"),
+            ("llama.embedding_length", u32::MAX, "llama.embedding_length"),
+            ("llama.context_length", u32::MAX, "llama.context_length"),
+        ];
+        for (key, value, named) in cases {
+            let err = load(&tiny_llama().u32(key, value)).expect_err(key);
+            assert!(matches!(err, GgufError::InvalidConfig(_)), "{key}: {err}");
+            assert!(err.to_string().contains(named), "{key}: {err}");
+        }
     }
 }
 

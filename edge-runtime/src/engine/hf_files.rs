@@ -81,17 +81,22 @@ pub enum HfFilesError {
         model_vocab: usize,
     },
     /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// JSON serialization failed.
     #[error("cannot serialize JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+impl From<serde_json::Error> for HfFilesError {
+    fn from(e: serde_json::Error) -> Self {
+        HfFilesError::Json(e)
+    }
 }
 
 /// Fails unless a tokenizer with `tokenizer_vocab` tokens matches a model whose embedding has
@@ -415,9 +420,9 @@ pub fn write_hf_files(
     for (name, value) in files {
         let path = dir.join(name);
         let text = serde_json::to_string_pretty(&value)?;
-        std::fs::write(&path, text).map_err(|source| HfFilesError::Io {
+        std::fs::write(&path, text).map_err(|cause| HfFilesError::Io {
             path: path.clone(),
-            source,
+            cause,
         })?;
         written.push(path);
     }

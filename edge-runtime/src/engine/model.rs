@@ -40,6 +40,51 @@ pub struct ModelConfig {
     pub max_position_embeddings: usize,
 }
 
+/// Largest value accepted for each `config.json` size, with its key: far above any model
+/// this runtime can run, and low enough that nothing sized from them explodes.
+const CONFIG_LIMITS: [(&str, usize); 5] = [
+    ("vocab_size", 1 << 22),
+    ("num_hidden_layers", 1 << 10),
+    ("num_attention_heads", 1 << 10),
+    ("hidden_size", 1 << 16),
+    ("max_position_embeddings", 1 << 22),
+];
+
+impl ModelConfig {
+    /// Checks the sizes before a graph is built from them: each is above 0 and within its
+    /// limit, `hidden_size` divides into the query heads, and the key/value heads divide
+    /// the query heads. The error names the key.
+    pub fn validate(&self) -> Result<()> {
+        let values = [
+            self.vocab_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.hidden_size,
+            self.max_position_embeddings,
+        ];
+        for ((key, limit), value) in CONFIG_LIMITS.iter().zip(values) {
+            ensure!(
+                (1..=*limit).contains(&value),
+                "config.json: {key} is {value}; it must be 1 to {limit}"
+            );
+        }
+        let heads = self.num_attention_heads;
+        ensure!(
+            self.hidden_size.is_multiple_of(heads),
+            "config.json: hidden_size {} is not a multiple of num_attention_heads {heads}",
+            self.hidden_size
+        );
+        if let Some(kv) = self.num_key_value_heads {
+            ensure!(
+                kv > 0 && heads.is_multiple_of(kv),
+                "config.json: num_key_value_heads is {kv}; it must be above 0 and divide \
+                 num_attention_heads {heads}"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// `generation_config.json`: which tokens end an answer.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct GenerationConfig {
@@ -214,6 +259,7 @@ impl LoadedModel {
     pub fn load(dir: &Path) -> Result<Arc<Self>> {
         let onnx_path = find_onnx(dir)?;
         let config: ModelConfig = read_json(&dir.join("config.json"))?;
+        config.validate()?;
         let generation: GenerationConfig = {
             let p = dir.join("generation_config.json");
             if p.is_file() {
@@ -598,6 +644,66 @@ mod tests {
             .fold(0.0f32, f32::max);
         assert!(diff < 1e-4, "the caches differ: next logits by {diff}");
         assert_eq!(last.tokens().len(), tokens.len() + 1);
+        Ok(())
+    }
+
+    fn tiny_with(edit: impl FnOnce(&Path)) -> Result<(tempfile::TempDir, PathBuf)> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("tiny");
+        write_tiny_model(&path, 3, WeightFormat::F32)?;
+        edit(&path);
+        Ok((dir, path))
+    }
+
+    fn set_config_key(dir: &Path, key: &str, value: serde_json::Value) {
+        let p = dir.join("config.json");
+        let text = std::fs::read_to_string(&p).expect("config.json");
+        let mut json: serde_json::Value = serde_json::from_str(&text).expect("json");
+        json[key] = value;
+        std::fs::write(&p, json.to_string()).expect("writing config.json");
+    }
+
+    #[test]
+    fn refuses_config_sizes_the_graph_cannot_have_naming_the_key() -> Result<()> {
+        let cases: [(&str, serde_json::Value); 9] = [
+            ("num_key_value_heads", 0.into()),
+            ("num_key_value_heads", 3.into()),
+            ("num_attention_heads", 0.into()),
+            ("num_attention_heads", 7.into()),
+            ("hidden_size", 0.into()),
+            ("vocab_size", 0.into()),
+            ("vocab_size", (1u64 << 40).into()),
+            ("max_position_embeddings", 0.into()),
+            ("num_hidden_layers", 1_000_000.into()),
+        ];
+        for (key, value) in cases {
+            let (_dir, path) = tiny_with(|p| set_config_key(p, key, value.clone()))?;
+            let err = LoadedModel::load(&path).expect_err(key);
+            let text = format!("{err:#}");
+            let named = if key == "num_attention_heads" && value == 7 {
+                "hidden_size"
+            } else {
+                key
+            };
+            assert!(text.contains(named), "{key} = {value}: {text}");
+            assert!(!text.contains("Clashing"), "{key} = {value}: {text}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_a_tokenizer_with_an_empty_vocabulary() -> Result<()> {
+        let (_dir, path) = tiny_with(|p| {
+            let file = p.join("tokenizer.json");
+            let text = std::fs::read_to_string(&file).expect("tokenizer.json");
+            let mut json: serde_json::Value = serde_json::from_str(&text).expect("json");
+            json["model"]["vocab"] = serde_json::json!({});
+            json["model"]["merges"] = serde_json::json!([]);
+            json["added_tokens"] = serde_json::json!([]);
+            std::fs::write(&file, json.to_string()).expect("writing tokenizer.json");
+        })?;
+        let err = LoadedModel::load(&path).expect_err("empty vocabulary");
+        assert!(format!("{err:#}").contains("vocab"), "{err:#}");
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use tokenizers::Tokenizer;
 
 /// A loaded `tokenizer.json`.
@@ -19,9 +19,12 @@ impl TextTokenizer {
         Self::from_bytes(&bytes).with_context(|| format!("loading {}", path.display()))
     }
 
-    /// Parses a `tokenizer.json` held in memory.
+    /// Parses a `tokenizer.json` held in memory; refuses one whose model vocabulary is empty.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let inner = Tokenizer::from_bytes(bytes).map_err(|e| anyhow!("invalid tokenizer: {e}"))?;
+        if inner.get_vocab_size(false) == 0 {
+            bail!("invalid tokenizer: `model.vocab` is empty");
+        }
         Ok(TextTokenizer { inner })
     }
 

@@ -31,11 +31,17 @@ use super::types::{
 };
 use super::{Controller, Governor};
 
+/// Fastest time scale the driver accepts (board seconds per wall second): the simulated
+/// board's own bound, which keeps a 10 ms control period at 10 µs of wall time or more.
+pub use sensor_drivers::sim::MAX_TIME_SCALE;
+
 /// Span over which steps per second (tokens/s) are averaged for the status.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
 /// Longest single sleep of [`GovernorDriver::run`], so a stop request is seen promptly even
 /// with a long control period.
 const STOP_POLL: Duration = Duration::from_millis(50);
+/// Shortest wall time between two ticks of [`GovernorDriver::run`], whatever the time scale.
+const MIN_WALL_PERIOD: Duration = Duration::from_micros(10);
 
 /// A controller the runner can drive: it decides, exposes the configuration it runs with,
 /// and accepts setpoint changes at run time.
@@ -134,17 +140,16 @@ pub enum RunnerError {
     /// An actuator was given that the platform does not let the governor use.
     #[error("a {0} actuator was given but the platform does not let the governor use it")]
     UnusedActuator(&'static str),
-    /// The time scale is not a positive, finite factor.
-    #[error("the time scale must be a positive, finite factor, not {0}")]
+    /// The time scale is not above 0 and at most [`MAX_TIME_SCALE`].
+    #[error("the time scale must be above 0 and at most {MAX_TIME_SCALE}, not {0}")]
     InvalidTimeScale(f64),
     /// Putting an actuator back failed.
-    #[error("restoring the {actuator}: {source}")]
+    #[error("restoring the {actuator}: {cause}")]
     Restore {
         /// Which actuator (`frequency cap` or `fan`).
         actuator: &'static str,
         /// The actuator's error.
-        #[source]
-        source: ActuatorError,
+        cause: ActuatorError,
     },
 }
 
@@ -314,6 +319,12 @@ impl GovernorHandle {
     pub fn is_stop_requested(&self) -> bool {
         self.shared.stop.load(Ordering::Acquire)
     }
+
+    /// False once the driver has stopped, returned or died (its status is marked stopped
+    /// when it is dropped, also while a panic unwinds through it).
+    pub fn is_running(&self) -> bool {
+        lock(&self.shared.status).running
+    }
 }
 
 /// The actuators the driver writes, and which of them it changed (so it restores only those).
@@ -404,7 +415,7 @@ impl Actuators {
                 Err(source) => {
                     first.get_or_insert(RunnerError::Restore {
                         actuator: "frequency cap",
-                        source,
+                        cause: source,
                     });
                 }
             }
@@ -420,7 +431,7 @@ impl Actuators {
                 Err(source) => {
                     first.get_or_insert(RunnerError::Restore {
                         actuator: "fan",
-                        source,
+                        cause: source,
                     });
                 }
             }
@@ -461,6 +472,7 @@ impl GovernorRunner {
     /// Board seconds per wall second, for a simulated board that runs time-compressed:
     /// [`GovernorDriver::run`] then ticks every `period / scale` of wall time and passes the
     /// board's time to the controller, so the control period stays one period of board time.
+    /// [`GovernorRunner::build`] accepts scales above 0 and at most [`MAX_TIME_SCALE`].
     pub fn with_time_scale(mut self, scale: f64) -> Self {
         self.time_scale = scale;
         self
@@ -483,7 +495,10 @@ impl GovernorRunner {
     /// Checks that the actuators match what the controller's platform plans with, and builds
     /// the pair. Nothing is read or written yet.
     pub fn build(self) -> Result<(GovernorHandle, GovernorDriver), RunnerError> {
-        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+        if !(self.time_scale.is_finite()
+            && self.time_scale > 0.0
+            && self.time_scale <= MAX_TIME_SCALE)
+        {
             return Err(RunnerError::InvalidTimeScale(self.time_scale));
         }
         let cfg = self.controller.config();
@@ -680,11 +695,11 @@ impl GovernorDriver {
     pub fn run(mut self, stop: &AtomicBool) -> Result<(), RunnerError> {
         let stopping =
             |shared: &Shared| stop.load(Ordering::Acquire) || shared.stop.load(Ordering::Acquire);
-        let wall_period = self.period.div_f64(self.time_scale);
+        let wall_period = scaled(self.period, 1.0 / self.time_scale).max(MIN_WALL_PERIOD);
         let mut next = Instant::now();
         while !stopping(&self.shared) {
             let tick_at = Instant::now();
-            let now = tick_at.duration_since(self.epoch).mul_f64(self.time_scale);
+            let now = scaled(tick_at.duration_since(self.epoch), self.time_scale);
             self.tick(now);
             // On schedule, the next tick is one period after this one was due; after a late
             // tick, one period after it ran.
@@ -715,6 +730,16 @@ impl GovernorDriver {
             status.last_error = Some(e.to_string());
         }
         result
+    }
+}
+
+/// `d × factor`, saturating at [`Duration::MAX`] (and zero for a factor that is not a
+/// positive number) instead of panicking.
+fn scaled(d: Duration, factor: f64) -> Duration {
+    match Duration::try_from_secs_f64(d.as_secs_f64() * factor) {
+        Ok(d) => d,
+        Err(_) if factor > 0.0 => Duration::MAX,
+        Err(_) => Duration::ZERO,
     }
 }
 

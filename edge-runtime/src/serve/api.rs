@@ -127,6 +127,18 @@ impl ApiError {
         }
     }
 
+    /// 503: the governor's control loop has stopped, so nothing is generated ungoverned.
+    pub fn governor_stopped() -> Self {
+        ApiError {
+            status: 503,
+            kind: "server_error",
+            message: "The thermal governor has stopped; generation is refused.".into(),
+            param: None,
+            code: Some("governor_stopped"),
+            retry_after_s: Some(5),
+        }
+    }
+
     /// 500 for a failure inside the engine (never for a client's input).
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError {
@@ -197,7 +209,8 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// Fields both endpoints share.
+/// Fields both endpoints share. Numbers are read as f64 so that an error reports the value
+/// as given; they are narrowed once checked.
 #[derive(Debug, Clone, Default, Deserialize)]
 struct Common {
     #[serde(default)]
@@ -205,15 +218,15 @@ struct Common {
     #[serde(default)]
     max_completion_tokens: Option<i64>,
     #[serde(default)]
-    temperature: Option<f32>,
+    temperature: Option<f64>,
     #[serde(default)]
-    top_p: Option<f32>,
+    top_p: Option<f64>,
     /// llama.cpp's extension.
     #[serde(default)]
     top_k: Option<u32>,
     /// llama.cpp's extension.
     #[serde(default)]
-    repeat_penalty: Option<f32>,
+    repeat_penalty: Option<f64>,
     #[serde(default)]
     n: Option<i64>,
     #[serde(default)]
@@ -227,9 +240,9 @@ struct Common {
     #[serde(default)]
     user: Option<String>,
     #[serde(default)]
-    frequency_penalty: Option<f32>,
+    frequency_penalty: Option<f64>,
     #[serde(default)]
-    presence_penalty: Option<f32>,
+    presence_penalty: Option<f64>,
     #[serde(default)]
     logprobs: Option<Value>,
     /// OpenAI fields the service does not implement: refused unless they ask for nothing.
@@ -418,21 +431,21 @@ fn common_options(c: &Common, limits: &Limits) -> Result<(GenerateOptions, bool,
     if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
         return Err(ApiError::invalid(
             Some("temperature"),
-            format!("temperature must be in 0..=2, got {temperature}"),
+            format!("temperature must be in 0..=2, got {temperature:?}"),
         ));
     }
     let top_p = c.top_p.unwrap_or(1.0);
     if !(top_p.is_finite() && top_p > 0.0 && top_p <= 1.0) {
         return Err(ApiError::invalid(
             Some("top_p"),
-            format!("top_p must be in (0, 1], got {top_p}"),
+            format!("top_p must be in (0, 1], got {top_p:?}"),
         ));
     }
     let repeat_penalty = c.repeat_penalty.unwrap_or(1.0);
     if !(repeat_penalty.is_finite() && repeat_penalty > 0.0 && repeat_penalty <= 10.0) {
         return Err(ApiError::invalid(
             Some("repeat_penalty"),
-            format!("repeat_penalty must be in (0, 10], got {repeat_penalty}"),
+            format!("repeat_penalty must be in (0, 10], got {repeat_penalty:?}"),
         ));
     }
     if let Some(n) = c.n
@@ -452,7 +465,7 @@ fn common_options(c: &Common, limits: &Limits) -> Result<(GenerateOptions, bool,
         {
             return Err(ApiError::invalid(
                 Some(name),
-                format!("{name} is not supported (only 0), got {v}; use repeat_penalty"),
+                format!("{name} is not supported (only 0), got {v:?}; use repeat_penalty"),
             ));
         }
     }
@@ -498,10 +511,10 @@ fn common_options(c: &Common, limits: &Limits) -> Result<(GenerateOptions, bool,
     let options = GenerateOptions {
         max_tokens,
         sampling: SamplingParams {
-            temperature,
+            temperature: temperature as f32,
             top_k: c.top_k.unwrap_or(0) as usize,
-            top_p,
-            repeat_penalty,
+            top_p: top_p as f32,
+            repeat_penalty: repeat_penalty as f32,
             seed,
             ..SamplingParams::default()
         },
@@ -962,6 +975,25 @@ mod tests {
             assert_eq!(e.status, *status, "{body}: {e:?}");
             assert_eq!(e.param.as_deref(), *param, "{body}: {e:?}");
             assert!(e.body()["error"]["message"].is_string());
+        }
+    }
+
+    #[test]
+    fn an_out_of_range_number_is_reported_as_given_not_as_infinity() {
+        for (field, value, shown) in [
+            ("presence_penalty", "-1e308", "-1e308"),
+            ("frequency_penalty", "1e300", "1e300"),
+            ("temperature", "1e39", "1e39"),
+            ("top_p", "-1e40", "-1e40"),
+            ("repeat_penalty", "1e308", "1e308"),
+        ] {
+            let body = format!(
+                r#"{{"model":"tiny","messages":[{{"role":"user","content":"x"}}],"{field}":{value}}}"#
+            );
+            let e = chat(&body).expect_err(&body);
+            let message = e.body()["error"]["message"].to_string();
+            assert!(message.contains(shown), "{field}: {message}");
+            assert!(!message.contains("inf"), "{field}: {message}");
         }
     }
 

@@ -425,6 +425,9 @@ async fn handle_admitted(
     if let Err(e) = app.authorize(&headers) {
         return app.reject(e);
     }
+    if !app.freshness.governor().is_running() {
+        return app.reject(ApiError::governor_stopped());
+    }
     let body = match body {
         Ok(b) => b,
         Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {

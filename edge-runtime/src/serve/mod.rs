@@ -263,6 +263,7 @@ pub async fn serve(
     let handle = governed.handle().clone();
     let ctx = WorkerContext {
         permits: governed.permits().clone(),
+        governor: governed.handle().clone(),
         metrics: metrics.clone(),
         eco: eco.clone(),
         meter: governed.meter().clone(),

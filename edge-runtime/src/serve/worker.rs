@@ -15,6 +15,7 @@ use super::api::{Usage, finish_reason};
 use super::footprint::{EcoAccounting, Footprint, RequestMeasure};
 use super::metrics::{Metrics, Outcome};
 use super::queue::Scheduler;
+use crate::cli::governed::GOVERNOR_STOPPED;
 use crate::eco::Footprint as EcoFootprint;
 use crate::eco::energy::{EnergySource, MeterHandle};
 use crate::eco::guard::{GuardConfig, ZombieGuard};
@@ -22,6 +23,7 @@ use crate::engine::generate::{
     Gate, GenerateOptions, GenerationStats, StopReason, TokenEvent, generate,
 };
 use crate::engine::model::{KvState, LoadedModel};
+use crate::governor::runner::GovernorHandle;
 use crate::governor::{Permit, Permits, Priority};
 
 /// How often a worker waiting for a permit re-checks for a disconnect, at most.
@@ -149,6 +151,8 @@ pub type DoneHook = Arc<dyn Fn(&GenerationStats, Duration, Option<&EcoFootprint>
 pub struct WorkerContext {
     /// The governor's permits.
     pub permits: Permits,
+    /// The governor: a generation stops once its control loop has stopped.
+    pub governor: GovernorHandle,
     /// The service's counters.
     pub metrics: Arc<Metrics>,
     /// Eco accounting: factors and `emissions.csv`.
@@ -251,6 +255,9 @@ fn run_job(ctx: &WorkerContext, job: Job) {
         }
         if gone() {
             return Gate::Stop("client disconnected".into());
+        }
+        if !ctx.governor.is_running() {
+            return Gate::Stop(GOVERNOR_STOPPED.into());
         }
         if let Some(g) = guard.as_mut() {
             // This request's share of the board's energy so far.

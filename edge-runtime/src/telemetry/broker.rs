@@ -73,13 +73,19 @@ pub enum BrokerError {
     },
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(rustls::Error),
     /// A client certificate without a key or the reverse.
     #[error("a client certificate needs both --mqtt-cert and --mqtt-key")]
     HalfClientAuth,
     /// TLS options on a plain `mqtt://` URL.
     #[error("TLS files were given but the URL is mqtt://; use mqtts://")]
     TlsOnPlain,
+}
+
+impl From<rustls::Error> for BrokerError {
+    fn from(e: rustls::Error) -> Self {
+        BrokerError::Tls(e)
+    }
 }
 
 /// A parsed broker address.

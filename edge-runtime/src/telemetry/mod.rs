@@ -67,13 +67,12 @@ pub enum TelemetryError {
     #[error(transparent)]
     Schema(#[from] SchemaError),
     /// The telemetry file failed.
-    #[error("telemetry file {path}: {source}")]
+    #[error("telemetry file {path}: {cause}")]
     File {
         /// The file.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// An option is out of range.
     #[error("telemetry option: {0}")]
@@ -414,9 +413,9 @@ fn last_seq_in(file: &mut std::fs::File) -> Option<u64> {
 }
 
 fn run_file(d: TelemetryDriver, path: &std::path::Path) -> Result<(), TelemetryError> {
-    let ferr = |source| TelemetryError::File {
+    let ferr = |cause| TelemetryError::File {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(ferr)?;

@@ -45,13 +45,12 @@ const COMPACT_EMPTY_DEAD: u64 = 64;
 #[derive(Debug, Error)]
 pub enum QueueError {
     /// File system error.
-    #[error("telemetry queue {path}: {source}")]
+    #[error("telemetry queue {path}: {cause}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The bound is zero.
     #[error("the telemetry queue's capacity must be at least 1")]
@@ -101,9 +100,9 @@ pub struct DiskQueue {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
-    move |source| QueueError::Io {
+    move |cause| QueueError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

@@ -262,10 +262,10 @@ impl std::str::FromStr for Encoding {
 pub enum SchemaError {
     /// JSON encoding or decoding failed.
     #[error("json: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// postcard encoding or decoding failed.
     #[error("postcard: {0}")]
-    Postcard(#[from] postcard::Error),
+    Postcard(postcard::Error),
     /// The record was written by an incompatible schema version.
     #[error("schema version {found}, this build reads {SCHEMA_VERSION}")]
     Version {
@@ -275,6 +275,18 @@ pub enum SchemaError {
     /// An encoding name that is neither `json` nor `postcard`.
     #[error("unknown encoding {0:?} (json, postcard)")]
     UnknownEncoding(String),
+}
+
+impl From<postcard::Error> for SchemaError {
+    fn from(e: postcard::Error) -> Self {
+        SchemaError::Postcard(e)
+    }
+}
+
+impl From<serde_json::Error> for SchemaError {
+    fn from(e: serde_json::Error) -> Self {
+        SchemaError::Json(e)
+    }
 }
 
 impl Record {

@@ -5,6 +5,7 @@
 //! is scored. Every problem is reported with its file and line, all of them at once.
 
 use std::fmt;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -208,50 +209,139 @@ fn parse_json_line(line: &str) -> std::result::Result<RawExample, String> {
     })
 }
 
-/// Parses a data file into `(line, example)` pairs and the problems found.
+/// Longest line a data file may have, in bytes: far more than any training sequence holds,
+/// and small enough that tokenizing it stays cheap.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Largest data file read, in bytes.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Most problems listed per file; the rest are counted in one last problem.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// Skips the rest of the current line (through its `\n`).
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(pos) => {
+                reader.consume(pos + 1);
+                return Ok(());
+            }
+            None => {
+                let len = chunk.len();
+                reader.consume(len);
+            }
+        }
+    }
+}
+
+/// Reads the next line (without its `\n`) into `buf`, at most [`MAX_LINE_BYTES`]: `Ok(None)`
+/// at the end of the file, `Ok(Some(false))` for a longer line (skipped).
+fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let limit = MAX_LINE_BYTES as u64 + 1;
+    let read = reader.by_ref().take(limit).read_until(b'\n', buf)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Some(true));
+    }
+    if buf.len() > MAX_LINE_BYTES {
+        skip_line(reader)?;
+        return Ok(Some(false));
+    }
+    Ok(Some(true))
+}
+
+/// Parses a data file into `(line, example)` pairs and the problems found. The file may be
+/// at most [`MAX_FILE_BYTES`] and each line at most [`MAX_LINE_BYTES`]; at most
+/// [`MAX_PROBLEMS`] problems are listed.
 pub fn parse_file(path: &Path) -> (Vec<(usize, RawExample)>, Vec<Problem>) {
     let problem = |line: Option<usize>, message: String| Problem {
         file: path.to_path_buf(),
         line,
         message,
     };
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+    let (len, file) = match opened {
+        Ok(opened) => opened,
         Err(e) => return (vec![], vec![problem(None, format!("cannot read: {e}"))]),
     };
+    if len > MAX_FILE_BYTES {
+        let message = format!("the file is {len} bytes; at most {MAX_FILE_BYTES} are read");
+        return (vec![], vec![problem(None, message)]);
+    }
     let jsonl = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
-    let mut examples = vec![];
-    let mut problems = vec![];
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let n = i + 1;
-        let Ok(text) = std::str::from_utf8(raw) else {
-            problems.push(problem(Some(n), "not UTF-8 text (binary data?)".into()));
-            continue;
+    let mut reader = std::io::BufReader::new(file.take(MAX_FILE_BYTES));
+    let (mut examples, mut problems, mut unlisted) = (vec![], vec![], 0usize);
+    let mut report = |problems: &mut Vec<Problem>, p: Problem| {
+        if problems.len() < MAX_PROBLEMS {
+            problems.push(p);
+        } else {
+            unlisted += 1;
+        }
+    };
+    let mut raw = Vec::new();
+    for n in 1.. {
+        let whole = match next_line(&mut reader, &mut raw) {
+            Ok(Some(whole)) => whole,
+            Ok(None) => break,
+            Err(e) => {
+                report(&mut problems, problem(Some(n), format!("cannot read: {e}")));
+                break;
+            }
         };
-        if text.contains('\0') {
-            problems.push(problem(Some(n), "contains NUL bytes (binary data?)".into()));
-            continue;
-        }
-        let text = text.trim_end_matches('\r');
-        if text.trim().is_empty() {
-            continue;
-        }
-        if jsonl {
-            match parse_json_line(text) {
-                Ok(ex) => examples.push((n, ex)),
-                Err(e) => problems.push(problem(Some(n), e)),
+        let message = if whole {
+            match line_example(&raw, jsonl) {
+                Ok(Some(ex)) => {
+                    examples.push((n, ex));
+                    continue;
+                }
+                Ok(None) => continue,
+                Err(message) => message,
             }
         } else {
-            examples.push((n, RawExample::Text(text.to_string())));
-        }
+            format!(
+                "the line is longer than {MAX_LINE_BYTES} bytes (a training example must be shorter)"
+            )
+        };
+        report(&mut problems, problem(Some(n), message));
+    }
+    if unlisted > 0 {
+        problems.push(problem(None, format!("and {unlisted} more problems")));
     }
     if examples.is_empty() && problems.is_empty() {
         problems.push(problem(None, "no examples: the file is empty".into()));
     }
     (examples, problems)
+}
+
+/// The example on one line: `None` for a blank line.
+fn line_example(raw: &[u8], jsonl: bool) -> std::result::Result<Option<RawExample>, String> {
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return Err("not UTF-8 text (binary data?)".into());
+    };
+    if text.contains('\0') {
+        return Err("contains NUL bytes (binary data?)".into());
+    }
+    let text = text.trim_end_matches('\r');
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    if jsonl {
+        parse_json_line(text).map(Some)
+    } else {
+        Ok(Some(RawExample::Text(text.to_string())))
+    }
 }
 
 /// Tokenizes one example; `max_tokens` is the training sequence length.
@@ -479,6 +569,38 @@ mod tests {
         let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![Some(2), Some(4)]);
         assert!(problems[0].to_string().contains("d.jsonl:2: invalid JSON"));
+    }
+
+    #[test]
+    fn refuses_an_over_long_line_naming_it_and_keeps_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut bytes = b"first example\n".to_vec();
+        bytes.extend(std::iter::repeat_n(b'a', 50 << 20));
+        bytes.extend(b"\nthird example\n");
+        let path = write(dir.path(), "long.txt", &bytes);
+        let (examples, problems) = parse_file(&path);
+        let lines: Vec<usize> = examples.iter().map(|(n, _)| *n).collect();
+        assert_eq!(lines, vec![1, 3]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, Some(2));
+        assert!(
+            problems[0].message.contains("longer than"),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn lists_a_bounded_number_of_problems_and_counts_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(dir.path(), "bad.jsonl", &b"{\n".repeat(MAX_PROBLEMS + 50));
+        let (examples, problems) = parse_file(&path);
+        assert!(examples.is_empty());
+        assert_eq!(problems.len(), MAX_PROBLEMS + 1);
+        assert!(
+            problems[MAX_PROBLEMS].message.contains("50 more"),
+            "{problems:?}"
+        );
     }
 
     #[test]

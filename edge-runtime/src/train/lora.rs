@@ -489,6 +489,17 @@ impl LoraAdapter {
     ) -> Result<Self> {
         let rank = peft.r;
         ensure!(rank >= 1, "rank r = 0");
+        let listed = match &peft.layers_to_transform {
+            Some(LayerList::List(layers)) => layers.as_slice(),
+            Some(LayerList::One(layer)) => std::slice::from_ref(layer),
+            None => &[],
+        };
+        if let Some(bad) = listed.iter().find(|&&l| l >= model.num_hidden_layers) {
+            bail!(
+                "layers_to_transform names layer {bad}; the model's layers are 0 to {}",
+                model.num_hidden_layers.saturating_sub(1)
+            );
+        }
         let mut halves: BTreeMap<(usize, Target), [Option<Var>; 2]> = BTreeMap::new();
         for (name, (shape, values)) in tensors {
             let Some((layer, t, is_a)) = parse_peft_name(&name) else {
@@ -722,6 +733,28 @@ mod tests {
             .err()
             .expect("must fail");
         assert!(format!("{err:#}").contains("rank 8"), "{err:#}");
+    }
+
+    #[test]
+    fn refuses_layers_to_transform_outside_the_model_naming_the_field() {
+        let c = tiny_llama_config();
+        let cfg = LoraConfig::new(4, 8.0, 0.0, vec![Target::Q], 2, None).expect("cfg");
+        let a = LoraAdapter::new(cfg, &c, 1).expect("adapter");
+        for layers in [
+            LayerList::List(vec![99, 1_000_000]),
+            LayerList::List(vec![0, 2]),
+            LayerList::One(usize::MAX),
+        ] {
+            let mut peft = a.peft_config(None);
+            peft.layers_to_transform = Some(layers.clone());
+            let err = LoraAdapter::from_tensors(&peft, a.tensors().expect("t"), &c)
+                .err()
+                .expect("must fail");
+            assert!(
+                format!("{err:#}").contains("layers_to_transform"),
+                "{layers:?}: {err:#}"
+            );
+        }
     }
 
     #[test]

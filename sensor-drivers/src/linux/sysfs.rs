@@ -59,12 +59,12 @@ pub enum SysfsError {
         max: i64,
     },
     /// Any other I/O failure.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The attribute.
         path: PathBuf,
         /// The underlying error.
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -93,10 +93,7 @@ impl SysfsError {
             _ => match error.raw_os_error() {
                 // EPERM: sysfs answers it for writes a non-root user may not make.
                 Some(1) => SysfsError::PermissionDenied { path },
-                _ => SysfsError::Io {
-                    path,
-                    source: error,
-                },
+                _ => SysfsError::Io { path, cause: error },
             },
         }
     }

@@ -13,6 +13,13 @@ use super::soc::Workload;
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, fixed at 100 by the kernel ABI).
 const USER_HZ: u64 = 100;
 
+/// Fastest time scale a [`LiveDriver`] accepts, in simulated seconds per wall second.
+pub const MAX_TIME_SCALE: f64 = 1000.0;
+
+/// Most simulated time one [`LiveDriver::tick`] advances the twin by: a longer gap between
+/// ticks (a stalled or suspended process) advances it by this much, so a tick stays bounded.
+pub const MAX_CATCH_UP: Duration = Duration::from_secs(600);
+
 /// Live driving failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -24,8 +31,8 @@ pub enum LiveError {
         /// What went wrong.
         reason: String,
     },
-    /// The time scale is not a positive finite number.
-    #[error("time scale must be a positive number, got {0}")]
+    /// The time scale is not above 0 and at most [`MAX_TIME_SCALE`].
+    #[error("time scale must be above 0 and at most {MAX_TIME_SCALE}, got {0}")]
     TimeScale(f64),
     /// The twin's lock was poisoned by a panicking thread.
     #[error("the simulated SoC is unavailable (a thread panicked while holding it)")]
@@ -156,7 +163,7 @@ impl<C: CpuClock, W: WallClock> LiveDriver<C, W> {
         wall: W,
         time_scale: f64,
     ) -> Result<Self, LiveError> {
-        if !(time_scale.is_finite() && time_scale > 0.0) {
+        if !(time_scale.is_finite() && time_scale > 0.0 && time_scale <= MAX_TIME_SCALE) {
             return Err(LiveError::TimeScale(time_scale));
         }
         Ok(LiveDriver {
@@ -185,7 +192,8 @@ impl<C: CpuClock, W: WallClock> LiveDriver<C, W> {
     }
 
     /// Measures CPU and wall time since the previous tick, sets the twin's workload from their
-    /// ratio and advances it by the scaled wall time. The first tick only takes the baseline.
+    /// ratio and advances it by the scaled wall time, at most [`MAX_CATCH_UP`]. The first tick
+    /// only takes the baseline.
     pub fn tick(&mut self) -> Result<LiveTick, LiveError> {
         let cpu = self.cpu.cpu_time()?;
         let wall = self.wall.now();
@@ -203,7 +211,9 @@ impl<C: CpuClock, W: WallClock> LiveDriver<C, W> {
         } else {
             cpu_dt.as_secs_f64() / wall_dt.as_secs_f64() * self.core_scale
         };
-        let simulated = wall_dt.mul_f64(self.time_scale);
+        let simulated = Duration::try_from_secs_f64(wall_dt.as_secs_f64() * self.time_scale)
+            .unwrap_or(MAX_CATCH_UP)
+            .min(MAX_CATCH_UP);
         self.board
             .with(|soc| {
                 soc.set_workload(Workload::from_busy_cores(busy));

@@ -43,16 +43,16 @@ pub enum ProfileError {
     #[error("unknown simulated board {0:?} (built in: rpi4, rpi5, rpi5-active, jetson-orin-nano)")]
     Unknown(String),
     /// The file could not be read.
-    #[error("reading profile {path}: {source}")]
+    #[error("reading profile {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The TOML did not parse into a profile.
     #[error("parsing profile: {0}")]
-    Toml(#[from] toml::de::Error),
+    Toml(toml::de::Error),
     /// A parameter is out of range or inconsistent with another.
     #[error("invalid profile parameter {field}: {reason}")]
     Invalid {
@@ -61,6 +61,12 @@ pub enum ProfileError {
         /// Why it is invalid.
         reason: &'static str,
     },
+}
+
+impl From<toml::de::Error> for ProfileError {
+    fn from(e: toml::de::Error) -> Self {
+        ProfileError::Toml(e)
+    }
 }
 
 /// The two-node thermal network: die -> board/heatsink -> ambient.
@@ -230,9 +236,9 @@ impl Profile {
 
     /// Reads, parses and validates a profile file.
     pub fn from_file(path: &Path) -> Result<Profile, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| ProfileError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Profile::from_toml_str(&text)
     }

@@ -111,6 +111,12 @@ pub(crate) struct Sample {
 /// Seconds of history kept for sensor latency.
 const HISTORY_S: f64 = 60.0;
 
+/// Most simulated seconds one [`SimSoc::step`] call advances the model by.
+pub const MAX_STEP_S: f64 = 86_400.0;
+
+/// Most substeps one [`SimSoc::step`] call takes.
+pub const MAX_SUBSTEPS: u32 = 10_000_000;
+
 /// A simulated SoC.
 #[derive(Debug, Clone)]
 pub struct SimSoc {
@@ -287,12 +293,16 @@ impl SimSoc {
     }
 
     /// Advances the model by `dt` in fixed substeps no longer than the model's stability limit.
+    /// One call simulates at most [`MAX_STEP_S`] seconds in at most [`MAX_SUBSTEPS`] substeps;
+    /// a longer `dt` advances the model by that much only.
     pub fn step(&mut self, dt: Duration) {
-        let mut remaining = dt.as_secs_f64();
-        while remaining > 1e-12 {
+        let mut remaining = dt.as_secs_f64().min(MAX_STEP_S);
+        let mut substeps = 0;
+        while remaining > 1e-12 && substeps < MAX_SUBSTEPS {
             let h = remaining.min(self.max_substep_s);
             self.substep(h);
             remaining -= h;
+            substeps += 1;
         }
         self.record();
     }

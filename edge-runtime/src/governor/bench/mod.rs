@@ -52,26 +52,31 @@ pub const TRAINING_STEPS_PER_S: f64 = 0.5;
 #[derive(Debug, Error)]
 pub enum BenchError {
     /// Writing an output file failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// No simulated profile has this name.
     #[error("unknown board {0:?} (known: rpi4, rpi5, rpi5-active, jetson-orin-nano)")]
     UnknownBoard(String),
     /// The governor rejected its configuration.
     #[error("governor configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// The simulated SoC could not be built.
     #[error("simulated SoC: {0}")]
     Sim(String),
     /// Nothing to run.
     #[error("no board, scenario or controller selected")]
     Empty,
+}
+
+impl From<ConfigError> for BenchError {
+    fn from(e: ConfigError) -> Self {
+        BenchError::Config(e)
+    }
 }
 
 /// A controller under test.
@@ -516,16 +521,16 @@ fn compare(ours: &RunSummary, other: &RunSummary) -> GoalStatus {
 }
 
 fn create_dir(path: &Path) -> Result<(), BenchError> {
-    std::fs::create_dir_all(path).map_err(|source| BenchError::Io {
+    std::fs::create_dir_all(path).map_err(|cause| BenchError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
 fn write(path: &Path, text: &str) -> Result<(), BenchError> {
-    std::fs::write(path, text).map_err(|source| BenchError::Io {
+    std::fs::write(path, text).map_err(|cause| BenchError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

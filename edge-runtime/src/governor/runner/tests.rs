@@ -706,7 +706,17 @@ fn a_time_compressed_board_is_ticked_once_per_period_of_board_time() {
 
 #[test]
 fn build_rejects_a_time_scale_that_is_not_positive_and_finite() {
-    for scale in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+    for scale in [
+        0.0,
+        -1.0,
+        f64::NAN,
+        f64::INFINITY,
+        1e308,
+        1e40,
+        1e20,
+        1e14,
+        1000.5,
+    ] {
         let board = Board::new(50.0);
         let built = GovernorRunner::new(
             Box::new(Governor::new(config(platform().with_freq_writable(false)))),
@@ -720,4 +730,36 @@ fn build_rejects_a_time_scale_that_is_not_positive_and_finite() {
             "{scale}"
         );
     }
+}
+
+#[test]
+fn the_fastest_accepted_time_scale_ticks_and_stops_on_request() {
+    let board = Board::new(50.0);
+    let (handle, driver) = GovernorRunner::new(
+        Box::new(Governor::new(config(platform().with_freq_writable(false)))),
+        Permits::new(4),
+        board.source(),
+    )
+    .with_time_scale(MAX_TIME_SCALE)
+    .build()
+    .expect("the maximum scale is accepted");
+    let never = AtomicBool::new(false);
+    let worker = std::thread::spawn(move || driver.run(&never));
+    let started = Instant::now();
+    while handle.status().ticks < 3 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.stop();
+    assert!(worker.join().expect("no panic").is_ok());
+    let status = handle.status();
+    assert!(status.ticks >= 3, "{} ticks", status.ticks);
+    assert!(!status.running);
+}
+
+#[test]
+fn scaling_a_duration_saturates_instead_of_panicking() {
+    assert_eq!(scaled(Duration::from_secs(1), 1e308), Duration::MAX);
+    assert_eq!(scaled(Duration::MAX, 2.0), Duration::MAX);
+    assert_eq!(scaled(Duration::from_secs(1), f64::NAN), Duration::ZERO);
+    assert_eq!(scaled(Duration::from_secs(2), 0.5), Duration::from_secs(1));
 }
