@@ -7,6 +7,7 @@ pub mod generate;
 pub mod gguf;
 pub mod hf_files;
 pub mod import;
+pub mod kernels;
 pub mod llama;
 pub mod model;
 pub mod onnx_export;
