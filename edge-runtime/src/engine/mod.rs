@@ -4,6 +4,7 @@
 //! layout. Nothing here knows about temperatures, telemetry or the network.
 pub mod chat;
 pub mod generate;
+pub mod ggml_op;
 pub mod gguf;
 pub mod hf_files;
 pub mod import;
