@@ -215,3 +215,65 @@ impl TypedOp for GgmlMatMul {
 
     as_op!();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::llama::WeightData;
+    use crate::engine::onnx_export::{GgmlBlock, quantize};
+    use crate::engine::quant::dequantize;
+
+    const N: usize = 5;
+    const K: usize = 64;
+
+    fn q4_1_op() -> (GgmlMatMul, Vec<f32>) {
+        let values: Vec<f32> = (0..N * K).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
+        let Ok(WeightData::Q4_1(bytes)) = quantize(&values, GgmlBlock::Q4_1) else {
+            panic!("quantizes")
+        };
+        let dense = dequantize(GgmlType::Q4_1, &bytes, N * K).expect("decodes");
+        let t = Tensor::from_shape(&[N, bytes.len() / N], &bytes).expect("tensor");
+        let op = GgmlMatMul::new(BlockKind::Q4_1, N, K, Arc::new(t)).expect("op");
+        (op, dense)
+    }
+
+    fn run(op: &GgmlMatMul, shape: &[usize], x: &[f32]) -> TractResult<Vec<f32>> {
+        let input = Tensor::from_shape(shape, x)?.into_tvalue();
+        let out = op.eval(&EvalContext::out_of_plan(), tvec![input])?;
+        Ok(out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+    }
+
+    #[test]
+    fn evaluates_batched_rows_exactly_as_one_row_at_a_time() {
+        let (op, dense) = q4_1_op();
+        let x: Vec<f32> = (0..6 * K).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+        let batched = run(&op, &[2, 3, K], &x).expect("runs");
+        assert_eq!(batched.len(), 6 * N);
+        for (r, row) in x.chunks_exact(K).enumerate() {
+            let single = run(&op, &[1, 1, K], row).expect("runs");
+            assert_eq!(single, batched[r * N..(r + 1) * N], "row {r}");
+            for (j, y) in single.iter().enumerate() {
+                let w = &dense[j * K..(j + 1) * K];
+                let exact: f32 = w.iter().zip(row).map(|(a, b)| a * b).sum();
+                let mag: f32 = w.iter().zip(row).map(|(a, b)| (a * b).abs()).sum();
+                assert!((y - exact).abs() <= 0.01 * mag, "row {r} col {j}: {y} vs {exact}");
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_weight_bytes_that_do_not_fit_the_shape() {
+        let t = Tensor::from_shape(&[N, 39], &vec![0u8; N * 39]).expect("tensor");
+        assert!(GgmlMatMul::new(BlockKind::Q4_1, N, K, Arc::new(t)).is_err());
+        let f = Tensor::from_shape(&[N * 10], &vec![0f32; N * 10]).expect("tensor");
+        assert!(GgmlMatMul::new(BlockKind::Q4_1, N, K, Arc::new(f)).is_err());
+    }
+
+    #[test]
+    fn an_input_of_the_wrong_width_is_an_error_not_a_panic() {
+        let (op, _) = q4_1_op();
+        assert!(run(&op, &[1, 32], &[0.5; 32]).is_err());
+        let fact = f32::fact([1usize, 32]);
+        assert!(op.output_facts(&[&fact]).is_err());
+    }
+}

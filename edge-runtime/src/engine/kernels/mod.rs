@@ -226,7 +226,7 @@ impl Q8Rows {
 pub enum Isa {
     /// Portable Rust; the reference every other path is tested against.
     Scalar,
-    /// x86-64 AVX2 + FMA (`maddubs` products).
+    /// x86-64 AVX2 + FMA + F16C (`maddubs` products).
     Avx2,
     /// x86-64 AVX-512 VNNI on 256-bit vectors (`vpdpbusd` products).
     Avx512Vnni,

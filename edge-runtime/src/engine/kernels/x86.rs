@@ -12,12 +12,14 @@ use std::arch::x86_64::*;
 use super::{BlockKind, Isa, Q8Rows, TILE};
 use crate::engine::quant::{self, QK};
 
-/// Whether the CPU has AVX2 and FMA.
+/// Whether the CPU has AVX2, FMA and F16C.
 pub(super) fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
-/// Whether the CPU has AVX2, FMA, AVX-512 VNNI and AVX-512 VL.
+/// Whether the CPU has AVX2, FMA, F16C, AVX-512 VNNI and AVX-512 VL.
 pub(super) fn has_avx512_vnni() -> bool {
     has_avx2() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
 }
@@ -97,6 +99,14 @@ fn mul_sum_vnni(u: __m256i, y: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y)
 }
 
+/// The little-endian f16 at `blk[at..at + 2]` as f32, converted in hardware.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16_at(blk: &[u8], at: usize) -> f32 {
+    let bits = u16::from_le_bytes([blk[at], blk[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
 #[target_feature(enable = "avx2")]
 #[inline]
 fn hsum_ps(v: __m256) -> f32 {
@@ -130,7 +140,7 @@ macro_rules! tile_kernel {
             let mut acc = [_mm256_setzero_ps(); TILE];
             let mut offset = [0f32; TILE];
             for (b, blk) in w_row.chunks_exact(kind.block_bytes()).enumerate() {
-                let dw = quant::f16_at(blk, 0);
+                let dw = f16_at(blk, 0);
                 // SAFETY: `blk` is a whole block (chunks_exact of the checked row).
                 let (u, signs) = unsafe { load_block(kind, blk) };
                 for j in 0..mt {
@@ -141,7 +151,7 @@ macro_rules! tile_kernel {
                     let scale = _mm256_set1_ps(dw * x.d[at]);
                     acc[j] = _mm256_fmadd_ps(scale, dots, acc[j]);
                     if kind == BlockKind::Q4_1 {
-                        offset[j] += quant::f16_at(blk, 2) * x.s[at];
+                        offset[j] += f16_at(blk, 2) * x.s[at];
                     }
                 }
             }
@@ -168,11 +178,11 @@ macro_rules! tile_kernel {
     };
 }
 
-tile_kernel!(tile_avx2, isums_avx2, "avx2,fma", mul_sum_avx2);
+tile_kernel!(tile_avx2, isums_avx2, "avx2,fma,f16c", mul_sum_avx2);
 tile_kernel!(
     tile_vnni,
     isums_vnni,
-    "avx2,fma,avx512vnni,avx512vl",
+    "avx2,fma,f16c,avx512vnni,avx512vl",
     mul_sum_vnni
 );
 
