@@ -28,7 +28,10 @@ pub fn onnx() -> tract_onnx::Onnx {
     onnx
 }
 
-fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn parse(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let k: usize = node.get_attr("K")?;
     let n: usize = node.get_attr("N")?;
     let type_id: i64 = node.get_attr("ggml_type")?;
@@ -141,7 +144,10 @@ impl Op for GgmlMatMul {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?} {}x{} on {:?}", self.kind, self.n, self.k, self.isa)])
+        Ok(vec![format!(
+            "{:?} {}x{} on {:?}",
+            self.kind, self.n, self.k, self.isa
+        )])
     }
 
     op_as_typed_op!();
@@ -171,7 +177,11 @@ impl EvalOp for GgmlMatMul {
                 Ok(matmul_t(isa, &w, row0, &q, chunk)?)
             })?;
         }
-        let out = if m == 1 { out_t } else { transpose(&out_t, self.n, m) };
+        let out = if m == 1 {
+            out_t
+        } else {
+            transpose(&out_t, self.n, m)
+        };
         let mut out_shape: TVec<usize> = shape.into();
         if let Some(last) = out_shape.last_mut() {
             *last = self.n;
@@ -194,7 +204,10 @@ fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 impl TypedOp for GgmlMatMul {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let x = inputs[0];
-        ensure!(x.datum_type == f32::datum_type(), "{OP_TYPE}: input must be f32");
+        ensure!(
+            x.datum_type == f32::datum_type(),
+            "{OP_TYPE}: input must be f32"
+        );
         ensure!(
             x.shape.last() == Some(&self.k.to_dim()),
             "{OP_TYPE}: input {:?} does not end in {}",
@@ -210,7 +223,10 @@ impl TypedOp for GgmlMatMul {
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let rows: TDim = inputs[0].shape.iter().rev().skip(1).product();
-        Ok(tvec![(Cost::FMA(f32::datum_type()), rows * self.n * self.k)])
+        Ok(tvec![(
+            Cost::FMA(f32::datum_type()),
+            rows * self.n * self.k
+        )])
     }
 
     as_op!();
@@ -227,7 +243,9 @@ mod tests {
     const K: usize = 64;
 
     fn q4_1_op() -> (GgmlMatMul, Vec<f32>) {
-        let values: Vec<f32> = (0..N * K).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
+        let values: Vec<f32> = (0..N * K)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
         let Ok(WeightData::Q4_1(bytes)) = quantize(&values, GgmlBlock::Q4_1) else {
             panic!("quantizes")
         };
@@ -246,7 +264,9 @@ mod tests {
     #[test]
     fn evaluates_batched_rows_exactly_as_one_row_at_a_time() {
         let (op, dense) = q4_1_op();
-        let x: Vec<f32> = (0..6 * K).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+        let x: Vec<f32> = (0..6 * K)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+            .collect();
         let batched = run(&op, &[2, 3, K], &x).expect("runs");
         assert_eq!(batched.len(), 6 * N);
         for (r, row) in x.chunks_exact(K).enumerate() {
@@ -256,7 +276,10 @@ mod tests {
                 let w = &dense[j * K..(j + 1) * K];
                 let exact: f32 = w.iter().zip(row).map(|(a, b)| a * b).sum();
                 let mag: f32 = w.iter().zip(row).map(|(a, b)| (a * b).abs()).sum();
-                assert!((y - exact).abs() <= 0.01 * mag, "row {r} col {j}: {y} vs {exact}");
+                assert!(
+                    (y - exact).abs() <= 0.01 * mag,
+                    "row {r} col {j}: {y} vs {exact}"
+                );
             }
         }
     }

@@ -797,8 +797,7 @@ impl<'a> Writer<'a> {
                 bytes.extend_from_slice(b);
             }
         }
-        QuantMatrix::new(kind, n, k, &bytes)
-            .with_context(|| format!("the blocks of {prefix}"))?;
+        QuantMatrix::new(kind, n, k, &bytes).with_context(|| format!("the blocks of {prefix}"))?;
         let row_bytes = k / QK * kind.block_bytes();
         let blocks = self
             .g

@@ -321,7 +321,11 @@ pub(crate) fn split_q4_0(b: &[u8]) -> (f32, [u8; QK]) {
 
 /// Caller guarantees `b.len() == Q4_1_BLOCK_BYTES`.
 pub(crate) fn split_q4_1(b: &[u8]) -> (f32, f32, [u8; QK]) {
-    (f16_at(b, 0), f16_at(b, 2), unpack_nibbles(&b[Q4_1_QS_OFFSET..]))
+    (
+        f16_at(b, 0),
+        f16_at(b, 2),
+        unpack_nibbles(&b[Q4_1_QS_OFFSET..]),
+    )
 }
 
 /// Caller guarantees `b.len() == Q8_0_BLOCK_BYTES`.

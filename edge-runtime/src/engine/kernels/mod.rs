@@ -11,7 +11,10 @@
 //! each weight block is unpacked once per tile.
 
 // SIMD intrinsics and raw block loads need `unsafe`; this module is the only place allowed.
-#![allow(unsafe_code, reason = "SIMD kernels: every block states its SAFETY contract")]
+#![allow(
+    unsafe_code,
+    reason = "SIMD kernels: every block states its SAFETY contract"
+)]
 
 #[cfg(target_arch = "aarch64")]
 mod neon;

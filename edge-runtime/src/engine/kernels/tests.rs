@@ -28,7 +28,13 @@ fn f16_bytes(v: f32) -> [u8; 2] {
     f16::from_f32(v).to_le_bytes()
 }
 
-fn weight_bytes(kind: BlockKind, rows: usize, cols: usize, fill: Fill, rng: &mut StdRng) -> Vec<u8> {
+fn weight_bytes(
+    kind: BlockKind,
+    rows: usize,
+    cols: usize,
+    fill: Fill,
+    rng: &mut StdRng,
+) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..rows * cols / QK {
         let (scale, code): (f32, Option<u8>) = match fill {
@@ -90,7 +96,11 @@ fn scalar_with_magnitude(w: &QuantMatrix<'_>, x: &Q8Rows) -> (Vec<f32>, Vec<f32>
                     let (dw, mw, wq) = unpack_block(w.kind(), &row[b * bb..(b + 1) * bb]);
                     let at = i * nb + b;
                     let a = &x.qs[at * QK..(at + 1) * QK];
-                    let abs: i32 = wq.iter().zip(a).map(|(&p, &q)| (i32::from(p) * i32::from(q)).abs()).sum();
+                    let abs: i32 = wq
+                        .iter()
+                        .zip(a)
+                        .map(|(&p, &q)| (i32::from(p) * i32::from(q)).abs())
+                        .sum();
                     (dw * x.d[at]).abs() * abs as f32 + (mw * x.s[at]).abs()
                 })
                 .sum();

@@ -689,10 +689,7 @@ fn runs_statefully_after_transformers_detect_all() -> Result<()> {
             let mask = tensor(&[1, end], &vec![1i64; end])?;
             let pos = tensor(&[1, s], &(start as i64..end as i64).collect::<Vec<_>>())?;
             let out = state.run(tvec![ids.into(), mask.into(), pos.into()])?;
-            let (diff, _) = max_diff(
-                &floats(&out[0])?,
-                &full.logits[start * vocab..end * vocab],
-            );
+            let (diff, _) = max_diff(&floats(&out[0])?, &full.logits[start * vocab..end * vocab]);
             assert!(
                 diff < 1e-4,
                 "{format:?}: stateful tokens {start}..{end} differ by {diff}"
