@@ -286,9 +286,9 @@ mod tests {
 
     #[test]
     fn refuses_weight_bytes_that_do_not_fit_the_shape() {
-        let t = Tensor::from_shape(&[N, 39], &vec![0u8; N * 39]).expect("tensor");
+        let t = Tensor::from_shape(&[N, 39], &[0u8; N * 39]).expect("tensor");
         assert!(GgmlMatMul::new(BlockKind::Q4_1, N, K, Arc::new(t)).is_err());
-        let f = Tensor::from_shape(&[N * 10], &vec![0f32; N * 10]).expect("tensor");
+        let f = Tensor::from_shape(&[N * 10], &[0f32; N * 10]).expect("tensor");
         assert!(GgmlMatMul::new(BlockKind::Q4_1, N, K, Arc::new(f)).is_err());
     }
 

@@ -144,18 +144,18 @@ type Runnable = std::sync::Arc<TypedSimplePlan>;
 
 /// Parses an exported graph with the engine's ONNX reader (which knows `GgmlMatMul`).
 fn parse(bytes: &[u8]) -> Result<TypedModel> {
-    Ok(ggml_op::onnx()
+    ggml_op::onnx()
         .model_for_read(&mut &bytes[..])?
         .into_typed()?
-        .into_decluttered()?)
+        .into_decluttered()
 }
 
 fn runnable(model: TypedModel) -> Result<Runnable> {
-    Ok(TypedSimplePlan::new(model.into_optimized()?)?)
+    TypedSimplePlan::new(model.into_optimized()?)
 }
 
 fn tensor<T: Datum + Copy>(shape: &[usize], data: &[T]) -> Result<Tensor> {
-    Ok(Tensor::from_shape(shape, data)?)
+    Tensor::from_shape(shape, data)
 }
 
 fn floats(t: &Tensor) -> Result<Vec<f32>> {
