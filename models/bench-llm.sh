@@ -7,7 +7,7 @@
 #
 # llama.cpp comes from its Python binding in PYTHON (default: the venv that
 # `python3 -m venv ~/.cache/thermo/venv-llama && ~/.cache/thermo/venv-llama/bin/pip install
-# llama-cpp-python` makes). FORMATS=q4 f32 adds thermo's other formats.
+# llama-cpp-python` makes). Only the q4 folder is measured (the f32 folder is not compared).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p edge-runtime --bin thermo
