@@ -1,22 +1,70 @@
 #!/usr/bin/env bash
-# Prefill/decode speed and peak RSS of the default model per weight format and thread count,
-# and of llama.cpp on the same GGUF when its Python binding is importable (PYTHON=...).
+# thermo (q4 model) against llama.cpp on the same GGUF, interleaved in one run at 1 and 2
+# threads, best of ROUNDS rounds (default 2): prefill-32/128 and decode-64 tok/s, peak RSS,
+# the thermo/llama.cpp ratios, and for decode the weight bytes read per token (the GGUF's
+# size: every weight, the tied head included, is read once per token) over the time per
+# token, beside the machine's single-thread read bandwidth.
+#
+# llama.cpp comes from its Python binding in PYTHON (default: the venv that
+# `python3 -m venv ~/.cache/thermo/venv-llama && ~/.cache/thermo/venv-llama/bin/pip install
+# llama-cpp-python` makes). Only the q4 folder is measured (the f32 folder is not compared).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p edge-runtime --bin thermo
-thermo=target/release/thermo
+thermo="${CARGO_TARGET_DIR:-target}/release/thermo"
 root="${THERMO_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/thermo}"
-echo "| model | threads | prefill-32 tok/s | prefill-128 tok/s | decode-64 tok/s | peak RSS MB |"
-echo "|---|---|---|---|---|---|"
-for format in q4 f32; do
-  "$thermo" fetch-model --format "$format" >/dev/null 2>&1
+py="${PYTHON:-$root/venv-llama/bin/python}"
+rounds="${ROUNDS:-2}"
+gguf="$root/gguf/SmolLM2-135M-Instruct.gguf"
+"$thermo" fetch-model --format q4 >/dev/null 2>&1
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for round in $(seq "$rounds"); do
   for threads in 1 2; do
-    "$thermo" bench-llm --model "$root/models/SmolLM2-135M-Instruct-$format" --threads "$threads" 2>/dev/null
+    "$thermo" bench-llm --json --model "$root/models/SmolLM2-135M-Instruct-q4" \
+      --threads "$threads" 2>/dev/null | sed 's/^/thermo /' >>"$out"
+    if "$py" -c "import llama_cpp" 2>/dev/null; then
+      "$py" models/bench_llamacpp.py "$gguf" "$threads" --json | sed 's/^/llama /' >>"$out"
+    fi
   done
 done
-py="${PYTHON:-python3}"
-if "$py" -c "import llama_cpp" 2>/dev/null; then
-  for threads in 1 2; do
-    "$py" models/bench_llamacpp.py "$root/gguf/SmolLM2-135M-Instruct.gguf" "$threads"
-  done
-fi
+"$py" - "$out" "$gguf" <<'PY'
+import json, os, sys, time
+import numpy as np
+
+rows = {}
+for line in open(sys.argv[1]):
+    who, obj = line.split(" ", 1)
+    r = json.loads(obj)
+    key = (who, r["threads"])
+    best = rows.setdefault(key, dict(r))
+    for k in ("prefill32_tps", "prefill128_tps", "decode64_tps"):
+        best[k] = max(best[k], r[k])
+    best["peak_rss_mb"] = min(best["peak_rss_mb"], r["peak_rss_mb"])
+
+a = np.ones(64 << 20)  # 512 MB of f64, read end to end
+bw = 0.0
+for _ in range(3):
+    t = time.perf_counter()
+    a.sum()
+    bw = max(bw, a.nbytes / (time.perf_counter() - t) / 1e9)
+weight_gb = os.path.getsize(sys.argv[2]) / 1e9
+
+print("| | threads | prefill-32 tok/s | prefill-128 tok/s | decode-64 tok/s | peak RSS MB | decode GB/s |")
+print("|---|---|---|---|---|---|---|")
+for threads in (1, 2):
+    pair = [rows.get((who, threads)) for who in ("thermo", "llama")]
+    for who, r in zip(("thermo q4", "llama.cpp"), pair):
+        if r:
+            print(f"| {who} | {threads} | {r['prefill32_tps']:.1f} | {r['prefill128_tps']:.1f} | "
+                  f"{r['decode64_tps']:.1f} | {r['peak_rss_mb']:.0f} | "
+                  f"{r['decode64_tps'] * weight_gb:.2f} |")
+    if all(pair):
+        t, l = pair
+        print(f"| ratio | {threads} | {t['prefill32_tps'] / l['prefill32_tps']:.2f}x | "
+              f"{t['prefill128_tps'] / l['prefill128_tps']:.2f}x | "
+              f"{t['decode64_tps'] / l['decode64_tps']:.2f}x | "
+              f"{t['peak_rss_mb'] / l['peak_rss_mb']:.2f}x | |")
+print(f"\nweights read per decoded token: {weight_gb * 1e3:.0f} MB (GGUF size); "
+      f"measured single-thread read bandwidth: {bw:.1f} GB/s")
+PY

@@ -1,6 +1,8 @@
 """llama.cpp peer figures for bench-llm.sh: the same measurements as `thermo bench-llm`
 (prefill on 32- and 128-token prompts, decode over 64 tokens after a 32-token prompt, best of
-3, peak RSS of the process) through the llama_cpp Python binding."""
+3, peak RSS of the process) through the llama_cpp Python binding. With --json, prints one JSON
+object with the same keys as `thermo bench-llm --json`."""
+import json
 import resource
 import sys
 import time
@@ -45,7 +47,11 @@ def main() -> None:
             llm.eval([tok])
         best = max(best, 64 / (time.perf_counter() - t))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
-    print(f"| llama.cpp {path} | {threads} | {p32:.1f} | {p128:.1f} | {best:.1f} | {rss_mb:.0f} |")
+    if "--json" in sys.argv[3:]:
+        print(json.dumps({"model": f"llama.cpp {path}", "threads": threads, "prefill32_tps": p32,
+                          "prefill128_tps": p128, "decode64_tps": best, "peak_rss_mb": rss_mb}))
+    else:
+        print(f"| llama.cpp {path} | {threads} | {p32:.1f} | {p128:.1f} | {best:.1f} | {rss_mb:.0f} |")
 
 
 if __name__ == "__main__":

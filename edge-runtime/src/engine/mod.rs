@@ -4,9 +4,11 @@
 //! layout. Nothing here knows about temperatures, telemetry or the network.
 pub mod chat;
 pub mod generate;
+pub mod ggml_op;
 pub mod gguf;
 pub mod hf_files;
 pub mod import;
+pub mod kernels;
 pub mod llama;
 pub mod model;
 pub mod onnx_export;

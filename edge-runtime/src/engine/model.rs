@@ -314,7 +314,7 @@ impl LoadedModel {
             eos_ids.push(eos);
         }
 
-        let model = tract_onnx::onnx()
+        let model = super::ggml_op::onnx()
             .model_for_path(&onnx_path)
             .with_context(|| format!("loading {}", onnx_path.display()))?;
         let mut io = Self::map_io(&model, &config)?;

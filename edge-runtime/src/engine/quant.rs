@@ -25,6 +25,15 @@ pub const Q4_K_BLOCK_BYTES: usize = 2 + 2 + 12 + QK_K / 2;
 /// 16 signed 8-bit sub-block scales, f16 `d`.
 pub const Q6_K_BLOCK_BYTES: usize = QK_K / 2 + QK_K / 4 + QK_K / 16 + 2;
 
+/// Byte offset of the packed nibbles in a Q4_0 block (after f16 `d`). Byte `j` of the
+/// nibbles holds value `j` in its low nibble and value `j + 16` in its high nibble.
+pub const Q4_0_QS_OFFSET: usize = 2;
+/// Byte offset of the packed nibbles in a Q4_1 block (after f16 `d` and f16 `m`); same
+/// nibble order as Q4_0.
+pub const Q4_1_QS_OFFSET: usize = 4;
+/// Byte offset of the 32 signed values in a Q8_0 block (after f16 `d`).
+pub const Q8_0_QS_OFFSET: usize = 2;
+
 /// Failure to interpret bytes in a ggml storage format.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum QuantError {
@@ -290,7 +299,7 @@ pub fn q8_0_block(bytes: &[u8]) -> Result<(f32, [i8; QK]), QuantError> {
 }
 
 /// Reads the little-endian f16 at `bytes[at..at + 2]` (caller guarantees the range).
-fn f16_at(bytes: &[u8], at: usize) -> f32 {
+pub(crate) fn f16_at(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }
 
@@ -306,19 +315,23 @@ fn unpack_nibbles(packed: &[u8]) -> [u8; QK] {
 }
 
 /// Caller guarantees `b.len() == Q4_0_BLOCK_BYTES`.
-fn split_q4_0(b: &[u8]) -> (f32, [u8; QK]) {
-    (f16_at(b, 0), unpack_nibbles(&b[2..]))
+pub(crate) fn split_q4_0(b: &[u8]) -> (f32, [u8; QK]) {
+    (f16_at(b, 0), unpack_nibbles(&b[Q4_0_QS_OFFSET..]))
 }
 
 /// Caller guarantees `b.len() == Q4_1_BLOCK_BYTES`.
-fn split_q4_1(b: &[u8]) -> (f32, f32, [u8; QK]) {
-    (f16_at(b, 0), f16_at(b, 2), unpack_nibbles(&b[4..]))
+pub(crate) fn split_q4_1(b: &[u8]) -> (f32, f32, [u8; QK]) {
+    (
+        f16_at(b, 0),
+        f16_at(b, 2),
+        unpack_nibbles(&b[Q4_1_QS_OFFSET..]),
+    )
 }
 
 /// Caller guarantees `b.len() == Q8_0_BLOCK_BYTES`.
-fn split_q8_0(b: &[u8]) -> (f32, [i8; QK]) {
+pub(crate) fn split_q8_0(b: &[u8]) -> (f32, [i8; QK]) {
     let mut q = [0i8; QK];
-    for (dst, &src) in q.iter_mut().zip(&b[2..]) {
+    for (dst, &src) in q.iter_mut().zip(&b[Q8_0_QS_OFFSET..]) {
         *dst = i8::from_le_bytes([src]);
     }
     (f16_at(b, 0), q)

@@ -1,9 +1,17 @@
 //! Checks the written graphs in tract against a naive f32 Llama forward pass.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use half::f16;
 use prost::Message;
-use tract::prelude::*;
+use tract_onnx::prelude::{
+    Datum, Framework as _, InferenceModelExt as _, TValue, Tensor, TypedModel, TypedSimplePlan,
+    tvec,
+};
+use tract_onnx::tract_core::transform::get_transform;
+
+use crate::engine::ggml_op;
 
 use super::blocks::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, decompose};
 use super::*;
@@ -132,6 +140,28 @@ impl Reference {
 // ---------------------------------------------------------------------------------------
 // Running the exported graph in tract.
 
+type Runnable = std::sync::Arc<TypedSimplePlan>;
+
+/// Parses an exported graph with the engine's ONNX reader (which knows `GgmlMatMul`).
+fn parse(bytes: &[u8]) -> Result<TypedModel> {
+    ggml_op::onnx()
+        .model_for_read(&mut &bytes[..])?
+        .into_typed()?
+        .into_decluttered()
+}
+
+fn runnable(model: TypedModel) -> Result<Runnable> {
+    TypedSimplePlan::new(model.into_optimized()?)
+}
+
+fn tensor<T: Datum + Copy>(shape: &[usize], data: &[T]) -> Result<Tensor> {
+    Tensor::from_shape(shape, data)
+}
+
+fn floats(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+}
+
 struct Loaded {
     runnable: Runnable,
     cfg: LlamaConfig,
@@ -145,9 +175,8 @@ struct Step {
 }
 
 fn load_bytes(bytes: &[u8], cfg: &LlamaConfig) -> Result<Loaded> {
-    let model = tract::onnx()?.load_buffer(bytes)?.into_model()?;
     Ok(Loaded {
-        runnable: model.into_runnable()?,
+        runnable: runnable(parse(bytes)?)?,
         cfg: cfg.clone(),
     })
 }
@@ -163,7 +192,7 @@ impl Loaded {
     fn empty_cache(&self, batch: usize) -> Result<Vec<Tensor>> {
         let shape = [batch, self.cfg.num_key_value_heads, 0, self.cfg.head_dim()];
         (0..2 * self.cfg.num_hidden_layers)
-            .map(|_| Tensor::from_slice::<f32>(&shape, &[]))
+            .map(|_| tensor::<f32>(&shape, &[]))
             .collect()
     }
 
@@ -176,16 +205,16 @@ impl Loaded {
         past: Vec<Tensor>,
     ) -> Result<Step> {
         let (b, s, t) = (ids.len(), ids[0].len(), mask[0].len());
-        let mut inputs = vec![
-            Tensor::from_slice(&[b, s], &ids.concat())?,
-            Tensor::from_slice(&[b, t], &mask.concat())?,
-            Tensor::from_slice(&[b, s], &positions.concat())?,
+        let mut inputs = tvec![
+            TValue::from(tensor(&[b, s], &ids.concat())?),
+            tensor(&[b, t], &mask.concat())?.into(),
+            tensor(&[b, s], &positions.concat())?.into(),
         ];
-        inputs.extend(past);
-        let mut out = self.runnable.run(inputs)?;
-        let presents = out.split_off(1);
-        let logits = out[0].as_slice::<f32>()?.to_vec();
-        assert_eq!(out[0].shape()?, &[b, s, self.cfg.vocab_size]);
+        inputs.extend(past.into_iter().map(TValue::from));
+        let out = self.runnable.run(inputs)?;
+        let presents = out[1..].iter().map(|v| Tensor::clone(v)).collect();
+        let logits = floats(&out[0])?;
+        assert_eq!(out[0].shape(), &[b, s, self.cfg.vocab_size]);
         Ok(Step { logits, presents })
     }
 }
@@ -213,9 +242,8 @@ fn f32_export_written_to_disk_matches_reference_forward_pass() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("tiny.onnx");
     write_onnx(&weights, WeightFormat::F32, &path)?;
-    let model = tract::onnx()?.load(&path)?.into_model()?.into_runnable()?;
     let loaded = Loaded {
-        runnable: model,
+        runnable: runnable(parse(&std::fs::read(&path)?)?)?,
         cfg: weights.config.clone(),
     };
 
@@ -233,7 +261,7 @@ fn f32_export_written_to_disk_matches_reference_forward_pass() -> Result<()> {
     assert!(scale > 1.0, "reference logits are degenerate (max {scale})");
     assert!(diff < 1e-4, "logits differ by {diff}");
     for (i, present) in step.presents.iter().enumerate() {
-        assert_eq!(present.shape()?, &[1, 2, PROMPT.len(), 16], "present #{i}");
+        assert_eq!(present.shape(), &[1, 2, PROMPT.len(), 16], "present #{i}");
     }
     Ok(())
 }
@@ -264,13 +292,13 @@ fn decoding_token_by_token_with_the_cache_fed_back_matches_the_full_pass() -> Re
             diff < 1e-4,
             "tokens {start}..{end} differ from the full pass by {diff}"
         );
-        assert_eq!(step.presents[0].shape()?, &[1, 2, end, 16]);
+        assert_eq!(step.presents[0].shape(), &[1, 2, end, 16]);
         cache = step.presents;
         start = end;
     }
     // The final cache equals the full pass's.
     for (a, b) in cache.iter().zip(&full.presents) {
-        let (diff, _) = max_diff(a.as_slice::<f32>()?, b.as_slice::<f32>()?);
+        let (diff, _) = max_diff(&floats(a)?, &floats(b)?);
         assert!(diff < 1e-5, "caches differ by {diff}");
     }
     Ok(())
@@ -278,6 +306,11 @@ fn decoding_token_by_token_with_the_cache_fed_back_matches_the_full_pass() -> Re
 
 /// Exports `quantized` as Q4 and checks it against the reference over the same blocks,
 /// for a batch of two different prompts, then one decode step.
+/// `GgmlMatMul` quantizes activations per 32-value block to int8 (as llama.cpp does), so the
+/// Q4 graph tracks the f32 reference to within that rounding, not exactly; a wrong block
+/// layout or scale puts the logits off by their whole scale.
+const INT8_ACTIVATION_TOLERANCE: f32 = 5e-2;
+
 fn check_q4_against_dequantized_reference(quantized: &LlamaWeights) -> Result<()> {
     let loaded = load(quantized, WeightFormat::Q4)?;
     let reference = Reference::new(quantized)?;
@@ -298,7 +331,7 @@ fn check_q4_against_dequantized_reference(quantized: &LlamaWeights) -> Result<()
     .concat();
     let (diff, scale) = max_diff(&step.logits, &expected);
     assert!(
-        diff <= 1e-3 * scale,
+        diff <= INT8_ACTIVATION_TOLERANCE * scale,
         "batched prefill: logits differ by {diff} at scale {scale}"
     );
 
@@ -321,7 +354,7 @@ fn check_q4_against_dequantized_reference(quantized: &LlamaWeights) -> Result<()
     }
     let (diff, scale) = max_diff(&decode.logits, &expected);
     assert!(
-        diff <= 1e-3 * scale,
+        diff <= INT8_ACTIVATION_TOLERANCE * scale,
         "batched decode: logits differ by {diff} at scale {scale}"
     );
     Ok(())
@@ -399,9 +432,9 @@ fn truncated_onnx_file_fails_to_load_with_an_error() -> Result<()> {
     let bytes = std::fs::read(&path)?;
     for keep in [bytes.len() / 2, bytes.len() - 3, 10] {
         std::fs::write(&path, &bytes[..keep])?;
-        let loaded = tract::onnx()
-            .and_then(|onnx| onnx.load(&path))
-            .and_then(|m| m.into_model());
+        let loaded = std::fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| parse(&b));
         assert!(
             loaded.is_err(),
             "a file cut to {keep} of {} bytes loaded",
@@ -523,7 +556,7 @@ fn graph_declares_the_optimum_decoder_interface() -> Result<()> {
         .graph
         .iter()
         .flat_map(|g| &g.node)
-        .filter(|n| n.op_type == "MatMulNBits")
+        .filter(|n| n.op_type == ggml_op::OP_TYPE)
         .count();
     assert_eq!(nbits, 0, "f32 weights must stay f32 in the Q4 format");
     Ok(())
@@ -638,26 +671,25 @@ fn runs_statefully_after_transformers_detect_all() -> Result<()> {
             full.empty_cache(1)?,
         )?;
 
-        let mut model = tract::onnx()?.load_buffer(&bytes)?.into_model()?;
-        model.transform("transformers_detect_all")?;
+        let mut model = parse(&bytes)?;
+        get_transform("transformers_detect_all")?
+            .context("no transformers_detect_all")?
+            .transform(&mut model)?;
         assert_eq!(
-            model.input_count()?,
+            model.inputs.len(),
             3,
             "{format:?}: the KV cache did not move into the state"
         );
-        let mut state = model.into_runnable()?.spawn_state()?;
+        let mut state = runnable(model)?.spawn()?;
         let vocab = weights.config.vocab_size;
         let mut start = 0;
         for end in [3, 4, 5, 6, 7] {
             let s = end - start;
-            let ids = Tensor::from_slice(&[1, s], &PROMPT[start..end])?;
-            let mask = Tensor::from_slice(&[1, end], &vec![1i64; end])?;
-            let pos = Tensor::from_slice(&[1, s], &(start as i64..end as i64).collect::<Vec<_>>())?;
-            let out = state.run(vec![ids, mask, pos])?;
-            let (diff, _) = max_diff(
-                out[0].as_slice::<f32>()?,
-                &full.logits[start * vocab..end * vocab],
-            );
+            let ids = tensor(&[1, s], &PROMPT[start..end])?;
+            let mask = tensor(&[1, end], &vec![1i64; end])?;
+            let pos = tensor(&[1, s], &(start as i64..end as i64).collect::<Vec<_>>())?;
+            let out = state.run(tvec![ids.into(), mask.into(), pos.into()])?;
+            let (diff, _) = max_diff(&floats(&out[0])?, &full.logits[start * vocab..end * vocab]);
             assert!(
                 diff < 1e-4,
                 "{format:?}: stateful tokens {start}..{end} differ by {diff}"
@@ -697,11 +729,11 @@ fn mixed_block_formats_within_a_fused_projection_group_stay_exact() -> Result<()
         .map(|n| n.name.as_str())
         .collect();
     assert!(
-        nodes.contains(&"model.layers.1.self_attn.qkv_proj.matmul_nbits_0"),
+        nodes.contains(&"model.layers.1.self_attn.qkv_proj.ggml_matmul"),
         "layer 1 q/k/v not fused"
     );
     assert!(
-        nodes.contains(&"model.layers.0.self_attn.qkv_proj.v_proj.matmul_nbits_1"),
+        nodes.contains(&"model.layers.0.self_attn.qkv_proj.v_proj.ggml_matmul"),
         "layer 0 v_proj not separate"
     );
     check_q4_against_dequantized_reference(&weights)
@@ -725,8 +757,7 @@ fn tied_f32_head_is_packed_once_at_load_not_on_every_run() -> Result<()> {
         .context("no lm_head initializer")?;
     assert_eq!(head.dims, [cfg.hidden_size as i64, cfg.vocab_size as i64]);
 
-    use tract_onnx::prelude::{Framework as _, InferenceModelExt as _};
-    let optimized = tract_onnx::onnx()
+    let optimized = ggml_op::onnx()
         .model_for_read(&mut &bytes[..])?
         .into_optimized()?;
     let packed_per_run: Vec<&str> = optimized

@@ -1,0 +1,302 @@
+//! `GgmlMatMul`, a tract op computing `x @ Wᵀ` with `W` kept in its stored ggml blocks
+//! (Q4_0, Q4_1, Q8_0): the op quantizes each input row per 32-value block to int8 and runs
+//! the integer-dot [`kernels`](crate::engine::kernels), splitting output rows over tract's
+//! current thread pool (the one [`ComputeThreads`](crate::engine::ComputeThreads) sizes).
+//!
+//! In ONNX it is a node of domain [`DOMAIN`] with inputs `x` (`[.., K]` f32) and the
+//! weight's block bytes (`[N, K/32 · block bytes]` u8 initializer), attributes `K`, `N` and
+//! `ggml_type` (the GGUF type id). [`onnx`] returns a tract ONNX parser that knows it.
+
+use std::sync::Arc;
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use crate::engine::kernels::{BlockKind, Isa, Q8Rows, QuantMatrix, matmul_t};
+use crate::engine::quant::GgmlType;
+
+/// ONNX domain of the node.
+pub const DOMAIN: &str = "org.thermo.ggml";
+/// ONNX op type of the node.
+pub const OP_TYPE: &str = "GgmlMatMul";
+
+/// A tract ONNX parser that also reads [`OP_TYPE`] nodes.
+pub fn onnx() -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    onnx.op_register.insert(OP_TYPE, parse);
+    onnx
+}
+
+fn parse(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let k: usize = node.get_attr("K")?;
+    let n: usize = node.get_attr("N")?;
+    let type_id: i64 = node.get_attr("ggml_type")?;
+    let kind = u32::try_from(type_id)
+        .ok()
+        .and_then(GgmlType::from_id)
+        .with_context(|| format!("{OP_TYPE}: unknown ggml type id {type_id}"))?;
+    let kind = BlockKind::from_ggml(kind)?;
+    Ok((expand(GgmlMatMulSpec { kind, k, n }), vec![]))
+}
+
+/// The parsed node, before its weight constant is known.
+#[derive(Clone, Debug)]
+struct GgmlMatMulSpec {
+    kind: BlockKind,
+    k: usize,
+    n: usize,
+}
+
+impl Expansion for GgmlMatMulSpec {
+    fn name(&self) -> StaticName {
+        OP_TYPE.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        let n = self.n.to_dim();
+        s.given(&inputs[0].rank, move |s, rank| {
+            let rank = rank as usize;
+            s.equals(&outputs[0].rank, rank as i64)?;
+            for ax in 0..rank.saturating_sub(1) {
+                s.equals(&outputs[0].shape[ax], &inputs[0].shape[ax])?;
+            }
+            s.equals(&outputs[0].shape[rank.saturating_sub(1)], n.clone())
+        })?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let weights = model
+            .outlet_fact(inputs[1])?
+            .konst
+            .clone()
+            .with_context(|| format!("{OP_TYPE} {prefix}: the weight must be a constant"))?;
+        let op = GgmlMatMul::new(self.kind, self.n, self.k, weights)?;
+        model.wire_node(prefix, op, &inputs[..1])
+    }
+}
+
+/// `y = x @ Wᵀ` for a `[n, k]` weight held in ggml blocks; `x` is `[.., k]` f32.
+#[derive(Clone, Debug)]
+pub struct GgmlMatMul {
+    kind: BlockKind,
+    n: usize,
+    k: usize,
+    weights: Arc<Tensor>,
+    isa: Isa,
+}
+
+impl GgmlMatMul {
+    /// Wraps `weights` (u8, `n · k/32` blocks of `kind`), checking their size.
+    pub fn new(kind: BlockKind, n: usize, k: usize, weights: Arc<Tensor>) -> TractResult<Self> {
+        ensure!(
+            weights.datum_type() == u8::datum_type(),
+            "{OP_TYPE}: weight bytes are {:?}, not u8",
+            weights.datum_type()
+        );
+        let op = Self {
+            kind,
+            n,
+            k,
+            weights,
+            isa: Isa::detect(),
+        };
+        op.matrix()?;
+        Ok(op)
+    }
+
+    fn matrix(&self) -> TractResult<QuantMatrix<'_>> {
+        let bytes: &[u8] = self.weights.try_as_plain_ram()?.as_slice()?;
+        Ok(QuantMatrix::new(self.kind, self.n, self.k, bytes)?)
+    }
+}
+
+impl PartialEq for GgmlMatMul {
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, self.n, self.k) == (other.kind, other.n, other.k)
+            && Arc::ptr_eq(&self.weights, &other.weights)
+    }
+}
+
+impl Eq for GgmlMatMul {}
+
+impl Op for GgmlMatMul {
+    fn name(&self) -> StaticName {
+        OP_TYPE.into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{:?} {}x{} on {:?}",
+            self.kind, self.n, self.k, self.isa
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for GgmlMatMul {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let x: &[f32] = input.try_as_plain_ram()?.as_slice()?;
+        let shape = input.shape();
+        ensure!(
+            shape.last() == Some(&self.k),
+            "{OP_TYPE}: input shape {shape:?} does not end in {}",
+            self.k
+        );
+        let m = x.len() / self.k;
+        let mut q = Q8Rows::default();
+        q.quantize(x, m, self.k)?;
+        let w = self.matrix()?;
+        let mut out_t = vec![0f32; self.n * m];
+        if m > 0 {
+            let isa = self.isa;
+            let macs = self.n.saturating_mul(self.k).saturating_mul(m);
+            tract_linalg::multithread::par_chunks_mut(&mut out_t, m, macs, |row0, chunk| {
+                Ok(matmul_t(isa, &w, row0, &q, chunk)?)
+            })?;
+        }
+        let out = if m == 1 {
+            out_t
+        } else {
+            transpose(&out_t, self.n, m)
+        };
+        let mut out_shape: TVec<usize> = shape.into();
+        if let Some(last) = out_shape.last_mut() {
+            *last = self.n;
+        }
+        Ok(tvec![Tensor::from_shape(&out_shape, &out)?.into_tvalue()])
+    }
+}
+
+/// `[rows, cols]` to `[cols, rows]`.
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; a.len()];
+    for (r, row) in a.chunks_exact(cols).enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            t[c * rows + r] = *v;
+        }
+    }
+    t
+}
+
+impl TypedOp for GgmlMatMul {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let x = inputs[0];
+        ensure!(
+            x.datum_type == f32::datum_type(),
+            "{OP_TYPE}: input must be f32"
+        );
+        ensure!(
+            x.shape.last() == Some(&self.k.to_dim()),
+            "{OP_TYPE}: input {:?} does not end in {}",
+            x.shape,
+            self.k
+        );
+        let mut shape: TVec<TDim> = x.shape.iter().cloned().collect();
+        if let Some(last) = shape.last_mut() {
+            *last = self.n.to_dim();
+        }
+        Ok(tvec![f32::fact(shape)])
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let rows: TDim = inputs[0].shape.iter().rev().skip(1).product();
+        Ok(tvec![(
+            Cost::FMA(f32::datum_type()),
+            rows * self.n * self.k
+        )])
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::llama::WeightData;
+    use crate::engine::onnx_export::{GgmlBlock, quantize};
+    use crate::engine::quant::dequantize;
+
+    const N: usize = 5;
+    const K: usize = 64;
+
+    fn q4_1_op() -> (GgmlMatMul, Vec<f32>) {
+        let values: Vec<f32> = (0..N * K)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        let Ok(WeightData::Q4_1(bytes)) = quantize(&values, GgmlBlock::Q4_1) else {
+            panic!("quantizes")
+        };
+        let dense = dequantize(GgmlType::Q4_1, &bytes, N * K).expect("decodes");
+        let t = Tensor::from_shape(&[N, bytes.len() / N], &bytes).expect("tensor");
+        let op = GgmlMatMul::new(BlockKind::Q4_1, N, K, Arc::new(t)).expect("op");
+        (op, dense)
+    }
+
+    fn run(op: &GgmlMatMul, shape: &[usize], x: &[f32]) -> TractResult<Vec<f32>> {
+        let input = Tensor::from_shape(shape, x)?.into_tvalue();
+        let out = op.eval(&EvalContext::out_of_plan(), tvec![input])?;
+        Ok(out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+    }
+
+    #[test]
+    fn evaluates_batched_rows_exactly_as_one_row_at_a_time() {
+        let (op, dense) = q4_1_op();
+        let x: Vec<f32> = (0..6 * K)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+            .collect();
+        let batched = run(&op, &[2, 3, K], &x).expect("runs");
+        assert_eq!(batched.len(), 6 * N);
+        for (r, row) in x.chunks_exact(K).enumerate() {
+            let single = run(&op, &[1, 1, K], row).expect("runs");
+            assert_eq!(single, batched[r * N..(r + 1) * N], "row {r}");
+            for (j, y) in single.iter().enumerate() {
+                let w = &dense[j * K..(j + 1) * K];
+                let exact: f32 = w.iter().zip(row).map(|(a, b)| a * b).sum();
+                let mag: f32 = w.iter().zip(row).map(|(a, b)| (a * b).abs()).sum();
+                assert!(
+                    (y - exact).abs() <= 0.01 * mag,
+                    "row {r} col {j}: {y} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_weight_bytes_that_do_not_fit_the_shape() {
+        let t = Tensor::from_shape(&[N, 39], &[0u8; N * 39]).expect("tensor");
+        assert!(GgmlMatMul::new(BlockKind::Q4_1, N, K, Arc::new(t)).is_err());
+        let f = Tensor::from_shape(&[N * 10], &[0f32; N * 10]).expect("tensor");
+        assert!(GgmlMatMul::new(BlockKind::Q4_1, N, K, Arc::new(f)).is_err());
+    }
+
+    #[test]
+    fn an_input_of_the_wrong_width_is_an_error_not_a_panic() {
+        let (op, _) = q4_1_op();
+        assert!(run(&op, &[1, 32], &[0.5; 32]).is_err());
+        let fact = f32::fact([1usize, 32]);
+        assert!(op.output_facts(&[&fact]).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+use half::f16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::engine::quant::dequantize;
+
+const KINDS: [BlockKind; 3] = [BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0];
+
+fn simd_paths() -> Vec<Isa> {
+    [Isa::Avx2, Isa::Avx512Vnni, Isa::Neon]
+        .into_iter()
+        .filter(|isa| isa.is_available())
+        .collect()
+}
+
+/// How a test fills weight blocks.
+#[derive(Clone, Copy, Debug)]
+enum Fill {
+    Random,
+    /// Every nibble 0 (Q4: −8 / 0) or every byte −128, at the largest finite f16 scale.
+    LowestCodes,
+    /// Every nibble 15 (Q4: +7 / 15) or every byte +127, at the largest finite f16 scale.
+    HighestCodes,
+}
+
+fn f16_bytes(v: f32) -> [u8; 2] {
+    f16::from_f32(v).to_le_bytes()
+}
+
+fn weight_bytes(
+    kind: BlockKind,
+    rows: usize,
+    cols: usize,
+    fill: Fill,
+    rng: &mut StdRng,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..rows * cols / QK {
+        let (scale, code): (f32, Option<u8>) = match fill {
+            Fill::Random => (rng.random_range(-0.1..0.1), None),
+            Fill::LowestCodes => (f16::MAX.to_f32(), Some(0x00)),
+            Fill::HighestCodes => (-f16::MAX.to_f32(), Some(0xFF)),
+        };
+        out.extend(f16_bytes(scale));
+        let payload = match kind {
+            BlockKind::Q4_0 => QK / 2,
+            BlockKind::Q4_1 => {
+                let m = match fill {
+                    Fill::Random => rng.random_range(-0.5..0.5),
+                    _ => f16::MAX.to_f32(),
+                };
+                out.extend(f16_bytes(m));
+                QK / 2
+            }
+            BlockKind::Q8_0 => QK,
+        };
+        for _ in 0..payload {
+            let byte = match (code, kind) {
+                (Some(0x00), BlockKind::Q8_0) => 0x80, // −128
+                (Some(_), BlockKind::Q8_0) => 0x7F,    // +127
+                (Some(c), _) => c,
+                (None, _) => rng.random(),
+            };
+            out.push(byte);
+        }
+    }
+    out
+}
+
+fn activations(rows: usize, cols: usize, extreme: bool, rng: &mut StdRng) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|i| {
+            if extreme {
+                if i % 3 == 0 { -1.0e4 } else { 1.0e4 }
+            } else {
+                rng.random_range(-3.0..3.0)
+            }
+        })
+        .collect()
+}
+
+/// The scalar product, and per output the sum of the magnitudes of its value products
+/// (`Σ |dw·da·w·a|` plus the Q4_1 offset terms): the scale of any summation order's error.
+fn scalar_with_magnitude(w: &QuantMatrix<'_>, x: &Q8Rows) -> (Vec<f32>, Vec<f32>) {
+    let mut out = vec![0f32; w.rows() * x.rows()];
+    matmul_t(Isa::Scalar, w, 0, x, &mut out).expect("scalar product");
+    let nb = x.blocks_per_row();
+    let bb = w.kind().block_bytes();
+    let mut mag = vec![0f32; out.len()];
+    for r in 0..w.rows() {
+        let row = w.row(r);
+        for i in 0..x.rows() {
+            mag[r * x.rows() + i] = (0..nb)
+                .map(|b| {
+                    let (dw, mw, wq) = unpack_block(w.kind(), &row[b * bb..(b + 1) * bb]);
+                    let at = i * nb + b;
+                    let a = &x.qs[at * QK..(at + 1) * QK];
+                    let abs: i32 = wq
+                        .iter()
+                        .zip(a)
+                        .map(|(&p, &q)| (i32::from(p) * i32::from(q)).abs())
+                        .sum();
+                    (dw * x.d[at]).abs() * abs as f32 + (mw * x.s[at]).abs()
+                })
+                .sum();
+        }
+    }
+    (out, mag)
+}
+
+fn check_paths_agree(kind: BlockKind, rows: usize, cols: usize, m: usize, fill: Fill, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let bytes = weight_bytes(kind, rows, cols, fill, &mut rng);
+    let w = QuantMatrix::new(kind, rows, cols, &bytes).expect("matrix");
+    let extreme = !matches!(fill, Fill::Random);
+    let mut x = Q8Rows::default();
+    x.quantize(&activations(m, cols, extreme, &mut rng), m, cols)
+        .expect("quantizes");
+    let (want, mag) = scalar_with_magnitude(&w, &x);
+    for isa in simd_paths() {
+        let case = format!("{isa:?} {kind:?} {rows}x{cols} m={m} {fill:?}");
+        for r in 0..rows {
+            for i in 0..m {
+                assert_eq!(
+                    block_isums(isa, &w, r, &x, i).expect("sums"),
+                    block_isums(Isa::Scalar, &w, r, &x, i).expect("sums"),
+                    "{case}: integer sums of row {r}, activation {i}"
+                );
+            }
+        }
+        let mut got = vec![f32::NAN; want.len()];
+        matmul_t(isa, &w, 0, &x, &mut got).expect("product");
+        for (j, ((g, s), mg)) in got.iter().zip(&want).zip(&mag).enumerate() {
+            assert!(g.is_finite(), "{case}: output {j} is {g}");
+            assert!(
+                (g - s).abs() <= 1e-5 * mg.max(f32::MIN_POSITIVE),
+                "{case}: output {j}: {g} vs scalar {s} (term magnitude {mg})"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_simd_path_equals_the_scalar_reference_on_random_blocks() {
+    let mut seed = 0;
+    for kind in KINDS {
+        // Row and activation counts not divisible by the tile size, decode and prefill.
+        for (rows, cols) in [(1, 32), (3, 64), (7, 256), (13, 96)] {
+            for m in [1, 2, 3, 4, 5, 7, 9] {
+                seed += 1;
+                check_paths_agree(kind, rows, cols, m, Fill::Random, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_simd_path_equals_the_scalar_reference_on_extreme_blocks() {
+    for kind in KINDS {
+        for fill in [Fill::LowestCodes, Fill::HighestCodes] {
+            for m in [1, 3, 4, 6] {
+                check_paths_agree(kind, 5, 128, m, fill, 7);
+            }
+        }
+    }
+}
+
+#[test]
+fn scalar_product_is_close_to_the_dequantized_f32_product() {
+    let mut rng = StdRng::seed_from_u64(42);
+    let (rows, cols, m) = (6, 256, 3);
+    for kind in KINDS {
+        let bytes = weight_bytes(kind, rows, cols, Fill::Random, &mut rng);
+        let w = QuantMatrix::new(kind, rows, cols, &bytes).expect("matrix");
+        let wf = dequantize(kind.ggml(), &bytes, rows * cols).expect("decodes");
+        let xf = activations(m, cols, false, &mut rng);
+        let mut x = Q8Rows::default();
+        x.quantize(&xf, m, cols).expect("quantizes");
+        let mut got = vec![0f32; rows * m];
+        matmul_t(Isa::Scalar, &w, 0, &x, &mut got).expect("product");
+        for r in 0..rows {
+            for i in 0..m {
+                let terms = (0..cols).map(|k| wf[r * cols + k] * xf[i * cols + k]);
+                let (exact, mag) = terms.fold((0f32, 0f32), |(s, a), t| (s + t, a + t.abs()));
+                let g = got[r * m + i];
+                // int8 activations carry about 1/254 relative error per value.
+                assert!(
+                    (g - exact).abs() <= 0.01 * mag,
+                    "{kind:?} row {r} act {i}: {g} vs f32 {exact} (magnitude {mag})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_row_range_writes_only_its_own_rows() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let bytes = weight_bytes(BlockKind::Q4_1, 10, 64, Fill::Random, &mut rng);
+    let w = QuantMatrix::new(BlockKind::Q4_1, 10, 64, &bytes).expect("matrix");
+    let mut x = Q8Rows::default();
+    x.quantize(&activations(2, 64, false, &mut rng), 2, 64)
+        .expect("quantizes");
+    let mut all = vec![0f32; 20];
+    matmul_t(Isa::detect(), &w, 0, &x, &mut all).expect("whole");
+    let mut part = vec![0f32; 6];
+    matmul_t(Isa::detect(), &w, 4, &x, &mut part).expect("rows 4..7");
+    assert_eq!(part, all[8..14]);
+}
+
+#[test]
+fn activation_quantization_keeps_minus_128_out_and_survives_non_finite_values() {
+    let mut x = Q8Rows::default();
+    let mut v = vec![0f32; 64];
+    v[0] = -5.0;
+    v[1] = 5.0;
+    v[32] = f32::NAN;
+    v[33] = f32::INFINITY;
+    x.quantize(&v, 1, 64).expect("quantizes");
+    assert_eq!(x.qs[0], -127);
+    assert_eq!(x.qs[1], 127);
+    assert!(x.qs.iter().all(|&q| q != i8::MIN));
+    assert_eq!(x.s[0], 0.0); // −127 + 127
+}
+
+#[test]
+fn refuses_mismatched_shapes_without_panicking() {
+    assert_eq!(
+        QuantMatrix::new(BlockKind::Q4_0, 2, 33, &[0; 36]).err(),
+        Some(KernelError::NotWholeBlocks(33))
+    );
+    assert!(matches!(
+        QuantMatrix::new(BlockKind::Q4_0, 2, 32, &[0; 35]),
+        Err(KernelError::WeightLength { expected: 36, .. })
+    ));
+    assert!(QuantMatrix::new(BlockKind::Q8_0, usize::MAX, 64, &[]).is_err());
+    assert_eq!(
+        BlockKind::from_ggml(GgmlType::Q6K),
+        Err(KernelError::Unsupported(GgmlType::Q6K))
+    );
+    let mut x = Q8Rows::default();
+    assert!(x.quantize(&[0.0; 63], 2, 32).is_err());
+    assert!(x.quantize(&[0.0; 0], 0, 0).is_err());
+    let bytes = vec![0u8; 2 * 18];
+    let w = QuantMatrix::new(BlockKind::Q4_0, 2, 32, &bytes).expect("matrix");
+    x.quantize(&[1.0; 64], 1, 64).expect("quantizes");
+    assert!(matmul_t(Isa::Scalar, &w, 0, &x, &mut [0.0; 2]).is_err()); // 64 vs 32 cols
+    x.quantize(&[1.0; 32], 1, 32).expect("quantizes");
+    assert!(matmul_t(Isa::Scalar, &w, 1, &x, &mut [0.0; 2]).is_err()); // rows 1..3 of 2
+    assert!(matmul_t(Isa::Scalar, &w, usize::MAX, &x, &mut [0.0; 1]).is_err());
+    assert!(block_isums(Isa::Scalar, &w, 2, &x, 0).is_err());
+}
