@@ -26,7 +26,7 @@ impl FromStr for WeightFormat {
 
 /// Version of the folders this importer writes; bumped whenever the graph it writes changes,
 /// so a cached import from an older version is redone instead of reused.
-pub const IMPORTER_VERSION: u32 = 2;
+pub const IMPORTER_VERSION: u32 = 3;
 
 /// Name of the marker file an import leaves in its folder.
 pub const IMPORT_MARKER: &str = "thermo-import.json";
