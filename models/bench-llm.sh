@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# thermo (q4 model) against llama.cpp on the same GGUF, interleaved in one run at 1 and 2
+# thermo (q4 and ggml folders) against llama.cpp on the same GGUF, interleaved in one run at 1 and 2
 # threads, best of ROUNDS rounds (default 2): prefill-32/128 and decode-64 tok/s, peak RSS,
 # the thermo/llama.cpp ratios, and for decode the weight bytes read per token (the GGUF's
 # size: every weight, the tied head included, is read once per token) over the time per
@@ -7,7 +7,7 @@
 #
 # llama.cpp comes from its Python binding in PYTHON (default: the venv that
 # `python3 -m venv ~/.cache/thermo/venv-llama && ~/.cache/thermo/venv-llama/bin/pip install
-# llama-cpp-python` makes). Only the q4 folder is measured (the f32 folder is not compared).
+# llama-cpp-python` makes). The f32 folder is not compared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p edge-runtime --bin thermo
@@ -16,13 +16,17 @@ root="${THERMO_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/thermo}"
 py="${PYTHON:-$root/venv-llama/bin/python}"
 rounds="${ROUNDS:-2}"
 gguf="$root/gguf/SmolLM2-135M-Instruct.gguf"
-"$thermo" fetch-model --format q4 >/dev/null 2>&1
+for format in q4 ggml; do
+  "$thermo" fetch-model --format "$format" >/dev/null 2>&1
+done
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for round in $(seq "$rounds"); do
   for threads in 1 2; do
-    "$thermo" bench-llm --json --model "$root/models/SmolLM2-135M-Instruct-q4" \
-      --threads "$threads" 2>/dev/null | sed 's/^/thermo /' >>"$out"
+    for format in q4 ggml; do
+      "$thermo" bench-llm --json --model "$root/models/SmolLM2-135M-Instruct-$format" \
+        --threads "$threads" 2>/dev/null | sed "s/^/thermo-$format /" >>"$out"
+    done
     if "$py" -c "import llama_cpp" 2>/dev/null; then
       "$py" models/bench_llamacpp.py "$gguf" "$threads" --json | sed 's/^/llama /' >>"$out"
     fi
@@ -53,15 +57,19 @@ weight_gb = os.path.getsize(sys.argv[2]) / 1e9
 print("| | threads | prefill-32 tok/s | prefill-128 tok/s | decode-64 tok/s | peak RSS MB | decode GB/s |")
 print("|---|---|---|---|---|---|---|")
 for threads in (1, 2):
-    pair = [rows.get((who, threads)) for who in ("thermo", "llama")]
-    for who, r in zip(("thermo q4", "llama.cpp"), pair):
+    ours = [("thermo q4", rows.get(("thermo-q4", threads))),
+            ("thermo ggml", rows.get(("thermo-ggml", threads)))]
+    peer = rows.get(("llama", threads))
+    for who, r in ours + [("llama.cpp", peer)]:
         if r:
             print(f"| {who} | {threads} | {r['prefill32_tps']:.1f} | {r['prefill128_tps']:.1f} | "
                   f"{r['decode64_tps']:.1f} | {r['peak_rss_mb']:.0f} | "
                   f"{r['decode64_tps'] * weight_gb:.2f} |")
-    if all(pair):
-        t, l = pair
-        print(f"| ratio | {threads} | {t['prefill32_tps'] / l['prefill32_tps']:.2f}x | "
+    for who, t in ours:
+        if not (t and peer):
+            continue
+        l = peer
+        print(f"| {who} / llama.cpp | {threads} | {t['prefill32_tps'] / l['prefill32_tps']:.2f}x | "
               f"{t['prefill128_tps'] / l['prefill128_tps']:.2f}x | "
               f"{t['decode64_tps'] / l['decode64_tps']:.2f}x | "
               f"{t['peak_rss_mb'] / l['peak_rss_mb']:.2f}x | |")

@@ -16,9 +16,11 @@ pub const TINY_SEED: u64 = 7;
 pub fn tiny_model(format: WeightFormat) -> &'static Path {
     static F32: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     static Q4: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    static GGML: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let cell = match format {
         WeightFormat::F32 => &F32,
         WeightFormat::Q4 => &Q4,
+        WeightFormat::Ggml => &GGML,
     };
     &cell
         .get_or_init(|| {
@@ -38,6 +40,7 @@ pub fn real_model_dir(format: WeightFormat) -> PathBuf {
     let name = match format {
         WeightFormat::F32 => "f32",
         WeightFormat::Q4 => "q4",
+        WeightFormat::Ggml => "ggml",
     };
     let args = edge_runtime::cli::ModelArgs {
         model: None,

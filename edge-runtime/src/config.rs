@@ -171,7 +171,7 @@ impl Section for ModelSection {
         ),
         doc(
             "format",
-            "Weight format of the default model: \"f32\" or \"q4\".",
+            "Weight format of the default model: \"f32\", \"q4\" or \"ggml\".",
         ),
         doc_eg(
             "id",
@@ -194,10 +194,10 @@ impl Section for ModelSection {
     ];
 
     fn check(&self, p: &mut Problems) {
-        if !matches!(self.format.as_str(), "f32" | "q4") {
+        if !matches!(self.format.as_str(), "f32" | "q4" | "ggml") {
             p.push(
                 "model.format",
-                format!("must be \"f32\" or \"q4\", got {:?}", self.format),
+                format!("must be \"f32\", \"q4\" or \"ggml\", got {:?}", self.format),
             );
         }
         if !(1..=64).contains(&self.threads) {

@@ -215,7 +215,7 @@ pub fn bench(args: &EcoBenchArgs) -> Result<()> {
     let tiny_root = args.out.join("tiny-model");
     let mut plan: Vec<(String, PathBuf)> = vec![];
     if !args.tiny_only {
-        for format in ["f32", "q4"] {
+        for format in ["f32", "q4", "ggml"] {
             let dir = resolve_model(&ModelArgs {
                 model: None,
                 format: format.into(),
@@ -224,7 +224,11 @@ pub fn bench(args: &EcoBenchArgs) -> Result<()> {
             plan.push((format!("SmolLM2-135M {format}"), dir));
         }
     }
-    for (label, format) in [("f32", WeightFormat::F32), ("q4", WeightFormat::Q4)] {
+    for (label, format) in [
+        ("f32", WeightFormat::F32),
+        ("q4", WeightFormat::Q4),
+        ("ggml", WeightFormat::Ggml),
+    ] {
         let dir = tiny_root.join(label);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("cleaning {}", dir.display()))?;

@@ -16,7 +16,8 @@ pub struct ImportArgs {
     pub gguf: PathBuf,
     /// The model folder to create (must not exist, or be empty).
     pub out_dir: PathBuf,
-    /// Weight storage: f32 (lossless) or q4 (4-bit blocks kept exact).
+    /// Weight storage: f32 (lossless), q4 (4-bit blocks kept exact) or ggml (GGUF blocks as
+    /// stored, integer-dot products with int8 activations).
     #[arg(long, default_value = "q4")]
     pub format: String,
 }
@@ -24,7 +25,7 @@ pub struct ImportArgs {
 /// Flags of `thermo fetch-model`.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Weight format to import the default model in (f32, q4).
+    /// Weight format to import the default model in (f32, q4, ggml).
     #[arg(long, default_value = "q4")]
     pub format: String,
 }

@@ -69,7 +69,7 @@ pub struct ModelArgs {
     /// Model folder (ONNX + tokenizer); default: the imported default model, fetched if absent.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// Weight format of the default model to use or import (f32, q4).
+    /// Weight format of the default model to use or import (f32, q4, ggml).
     #[arg(long, default_value = "q4", value_name = "FORMAT")]
     pub format: String,
     /// Compute threads.

@@ -23,7 +23,7 @@ pub struct ConfigFlags {
     /// Model folder (ONNX + tokenizer) [model.dir].
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// Weight format of the default model: f32 or q4 [model.format].
+    /// Weight format of the default model: f32, q4 or ggml [model.format].
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
     /// Compute threads [model.threads].

@@ -19,7 +19,8 @@ impl FromStr for WeightFormat {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Ok(WeightFormat::F32),
             "q4" => Ok(WeightFormat::Q4),
-            other => bail!("unknown weight format {other:?} (expected f32 or q4)"),
+            "ggml" => Ok(WeightFormat::Ggml),
+            other => bail!("unknown weight format {other:?} (expected f32, q4 or ggml)"),
         }
     }
 }

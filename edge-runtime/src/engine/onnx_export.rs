@@ -15,10 +15,14 @@
 //! Under tract's `transformers_detect_all` the graph becomes RmsNorm, ApplyRope,
 //! ScaledMaskedSoftmax and DynKeyValueCache ops, and stays exact in that stateful form.
 //!
-//! [`WeightFormat::Q4`] keeps every ggml block as stored: each Q4_0/Q4_1/Q8_0 projection
-//! (the tied Q8_0 head included) is one [`GgmlMatMul`](crate::engine::ggml_op) node of
-//! domain `org.thermo.ggml` whose weight initializer holds the GGUF block bytes unchanged;
-//! the engine multiplies them with int8-quantized activations. Embedding tables are gathered
+//! [`WeightFormat::Q4`] keeps every ggml block exact: Q4_0 projections become
+//! `com.microsoft.MatMulNBits` (4-bit, block 32, zero point 8); Q4_1 becomes the same plus
+//! a block-sum correction (`d·(q−8) + (m+8d)`); Q8_0 becomes two 4-bit halves plus a
+//! block-sum correction (`16d·(hi−8) + d·(lo−8) + 8d`). [`WeightFormat::Ggml`] instead writes
+//! each Q4_0/Q4_1/Q8_0 projection (the tied Q8_0 head included) as one
+//! [`GgmlMatMul`](crate::engine::ggml_op) node of domain `org.thermo.ggml` whose weight
+//! initializer holds the GGUF block bytes unchanged; the engine multiplies them with
+//! int8-quantized activations. In both, embedding tables are gathered
 //! without widening the table: Q4_0/Q4_1 through `GatherBlockQuantized` (plus a gathered
 //! offset for Q4_1), Q8_0 as an int8 table with per-block scales applied after the gather.
 //! f32 tensors stay f32 in both formats, so neither format loses anything against the
@@ -33,7 +37,7 @@ mod proto;
 mod tests;
 pub mod tiny;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -44,7 +48,7 @@ use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 pub use blocks::{GgmlBlock, dequantize, quantize};
 pub use tiny::{quantize_llama, random_llama, random_tiny_llama, tiny_llama_config};
 
-use self::blocks::{QK, decompose, q8_0_codes};
+use self::blocks::{Decomposed, QK, decompose, q8_0_codes};
 use self::proto::{Dim, GraphBuilder, MS_DOMAIN, attr_float, attr_int, attr_ints, value_info};
 use crate::engine::ggml_op;
 use crate::engine::kernels::{BlockKind, QuantMatrix};
@@ -55,9 +59,14 @@ use crate::engine::llama::{LlamaConfig, LlamaWeights, Weight, WeightData};
 pub enum WeightFormat {
     /// Every tensor dequantized to f32: the reference graph, four bytes per weight.
     F32,
-    /// ggml blocks kept as stored: projections as `GgmlMatMul` nodes over the GGUF block
-    /// bytes, embeddings through `GatherBlockQuantized` / an int8 table, f32 tensors as f32.
+    /// ggml blocks kept exact in 4-bit `MatMulNBits` / `GatherBlockQuantized` form (Q8_0 as
+    /// two 4-bit halves, f32 tensors as f32): the compact graph, same values as the source.
     Q4,
+    /// ggml blocks kept as stored and multiplied by the engine's integer-dot kernels: each
+    /// projection (the tied Q8_0 head included) is one `GgmlMatMul` node over the GGUF block
+    /// bytes, with activations quantized per block to int8 as llama.cpp does, so the values
+    /// are close to the source's, not equal; embeddings and f32 tensors as in `Q4`.
+    Ggml,
 }
 
 /// Default-domain operator set the graph is written against.
@@ -103,6 +112,7 @@ pub fn to_model_proto_with(
         weights,
         cfg: &weights.config,
         format,
+        block_sums: HashMap::new(),
         f32_inits: HashSet::new(),
     };
     let (inputs, outputs) = writer.build()?;
@@ -268,6 +278,37 @@ fn block_kind(data: &WeightData) -> Option<BlockKind> {
     }
 }
 
+/// Stacks the decompositions of matrices sharing `in_features` row-wise, when all are
+/// block-quantized the same way (same number of parts, offsets or none).
+fn stack(decomposed: Vec<Option<Decomposed>>) -> Option<Decomposed> {
+    let mut all = decomposed
+        .into_iter()
+        .collect::<Option<Vec<_>>>()?
+        .into_iter();
+    let mut acc = all.next()?;
+    for d in all {
+        if d.parts.len() != acc.parts.len() || d.offsets.is_some() != acc.offsets.is_some() {
+            return None;
+        }
+        for (a, p) in acc.parts.iter_mut().zip(d.parts) {
+            a.packed.extend(p.packed);
+            a.scales.extend(p.scales);
+        }
+        if let (Some(a), Some(o)) = (acc.offsets.as_mut(), d.offsets) {
+            a.extend(o);
+        }
+    }
+    Some(acc)
+}
+
+/// How one quantized product over stacked weights is written.
+enum Product {
+    /// One `GgmlMatMul` over blocks of this format.
+    Ggml(BlockKind),
+    /// `MatMulNBits` parts plus block-sum corrections.
+    Nbits(Decomposed),
+}
+
 struct Writer<'a> {
     /// Low-rank side branches by projection weight name.
     side: &'a BTreeMap<String, LowRank>,
@@ -275,6 +316,8 @@ struct Writer<'a> {
     weights: &'a LlamaWeights,
     cfg: &'a LlamaConfig,
     format: WeightFormat,
+    /// `[.., K/32]` block sums of an activation, by activation name.
+    block_sums: HashMap<String, String>,
     /// f32 weight initializers already written, by tensor name (tied weights share one).
     f32_inits: HashSet<String>,
 }
@@ -732,7 +775,7 @@ impl<'a> Writer<'a> {
         let rows: Vec<usize> = ws.iter().map(|w| w.shape[0]).collect();
         let n: usize = rows.iter().sum();
         let kinds: Vec<Option<BlockKind>> = ws.iter().map(|w| block_kind(&w.data)).collect();
-        let quantized = self.format == WeightFormat::Q4 && kinds.iter().any(Option::is_some);
+        let quantized = self.format != WeightFormat::F32 && kinds.iter().any(Option::is_some);
         let y = if !quantized {
             // Written as W^T, `[in, out]`: the product reads it without a Transpose, and a
             // tied head never holds the same bytes as the embedding table (tract merges
@@ -754,7 +797,21 @@ impl<'a> Writer<'a> {
             self.g
                 .op(&format!("{prefix}.matmul"), "MatMul", &[x, &wt], vec![])
         } else {
-            let Some(kind) = kinds[0].filter(|k| kinds.iter().all(|o| *o == Some(*k))) else {
+            let shared = match self.format {
+                WeightFormat::Ggml => kinds[0]
+                    .filter(|k| kinds.iter().all(|o| *o == Some(*k)))
+                    .map(Product::Ggml),
+                _ => stack(
+                    ws.iter()
+                        .zip(names)
+                        .map(|(w, name)| {
+                            decompose(w).with_context(|| format!("reading the blocks of {name}"))
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                )
+                .map(Product::Nbits),
+            };
+            let Some(product) = shared else {
                 // Formats that cannot share one product: one product each.
                 let mut outs = Vec::new();
                 for name in names {
@@ -763,7 +820,10 @@ impl<'a> Writer<'a> {
                 }
                 return Ok(outs);
             };
-            self.ggml_linear(prefix, x, &ws, kind, n, k)?
+            match product {
+                Product::Ggml(kind) => self.ggml_linear(prefix, x, &ws, kind, n, k)?,
+                Product::Nbits(dec) => self.block_linear(prefix, x, names[0], dec, n, k)?,
+            }
         };
         if names.len() == 1 {
             return Ok(vec![y]);
@@ -815,6 +875,90 @@ impl<'a> Writer<'a> {
         ))
     }
 
+    /// `x @ W^T` for the `[n, k]` weight decomposed into zero-point-8 4-bit parts plus
+    /// per-block offsets: one `MatMulNBits` per part, plus `blocksum(x) @ offsets`.
+    fn block_linear(
+        &mut self,
+        prefix: &str,
+        x: &str,
+        name: &str,
+        dec: Decomposed,
+        n: usize,
+        k: usize,
+    ) -> Result<String> {
+        let blocks = k / QK;
+        let mut terms = Vec::new();
+        for (i, part) in dec.parts.into_iter().enumerate() {
+            let packed =
+                self.g
+                    .init_u8(&format!("{name}.q4_{i}"), &[n, blocks, QK / 2], part.packed);
+            let scales =
+                self.g
+                    .init_f32(&format!("{name}.scales_{i}"), &[n * blocks], &part.scales);
+            terms.push(self.g.op_in(
+                &format!("{prefix}.matmul_nbits_{i}"),
+                MS_DOMAIN,
+                "MatMulNBits",
+                &[x, &packed, &scales],
+                vec![
+                    attr_int("K", k as i64),
+                    attr_int("N", n as i64),
+                    attr_int("bits", 4),
+                    attr_int("block_size", QK as i64),
+                ],
+            ));
+        }
+        if let Some(offsets) = dec.offsets {
+            // Σ_blocks blocksum(x)[b] · offset[n, b], with the offsets stored [K/32, N].
+            let mut by_block = vec![0f32; offsets.len()];
+            for (row, chunk) in offsets.chunks_exact(blocks).enumerate() {
+                for (b, o) in chunk.iter().enumerate() {
+                    by_block[b * n + row] = *o;
+                }
+            }
+            let sums = self.block_sums(x, k)?;
+            let offsets =
+                self.g
+                    .init_f32(&format!("{name}.block_offsets"), &[blocks, n], &by_block);
+            terms.push(self.g.op(
+                &format!("{prefix}.offset_matmul"),
+                "MatMul",
+                &[&sums, &offsets],
+                vec![],
+            ));
+        }
+        let mut acc = terms[0].clone();
+        for (i, t) in terms.iter().enumerate().skip(1) {
+            acc = self
+                .g
+                .op(&format!("{prefix}.sum_{i}"), "Add", &[&acc, t], vec![]);
+        }
+        Ok(acc)
+    }
+
+    /// Sums of `x` over each 32-wide block of its last axis (`[.., K] -> [.., K/32]`).
+    fn block_sums(&mut self, x: &str, k: usize) -> Result<String> {
+        if let Some(s) = self.block_sums.get(x) {
+            return Ok(s.clone());
+        }
+        ensure!(
+            k.is_multiple_of(QK),
+            "in_features {k} is not a multiple of {QK}"
+        );
+        let g = &mut self.g;
+        let shape = g.ints(&[0, 0, (k / QK) as i64, QK as i64]);
+        let blocked = g.op(&format!("{x}.blocked"), "Reshape", &[x, &shape], vec![]);
+        let axis = g.ints(&[-1]);
+        let sums = g.op(
+            &format!("{x}.block_sums"),
+            "ReduceSum",
+            &[&blocked, &axis],
+            vec![attr_int("keepdims", 0)],
+        );
+        self.block_sums.insert(x.to_string(), sums.clone());
+        Ok(sums)
+    }
+
     /// Embedding rows of `ids`: `[batch, seq] -> [batch, seq, hidden]`.
     fn embed(&mut self, ids: &str) -> Result<String> {
         let name = "model.embed_tokens.weight";
@@ -824,11 +968,12 @@ impl<'a> Writer<'a> {
         let gather0 = vec![attr_int("axis", 0)];
         let to_blocks = [0, 0, blocks as i64, QK as i64];
         match (self.format, &w.data) {
-            (WeightFormat::F32, _) | (WeightFormat::Q4, WeightData::F32(_)) => {
+            (WeightFormat::F32, _)
+            | (WeightFormat::Q4 | WeightFormat::Ggml, WeightData::F32(_)) => {
                 let table = self.f32_weight(name)?;
                 Ok(self.g.op("embed.gather", "Gather", &[&table, ids], gather0))
             }
-            (WeightFormat::Q4, WeightData::Q8_0(_)) => {
+            (WeightFormat::Q4 | WeightFormat::Ggml, WeightData::Q8_0(_)) => {
                 let (codes, scales) = q8_0_codes(w)?;
                 let g = &mut self.g;
                 let table = g.init_i8(&format!("{name}.q8"), &[v, h], &codes);
@@ -849,7 +994,7 @@ impl<'a> Writer<'a> {
                 let flat = g.ints(&[0, 0, h as i64]);
                 Ok(g.op("embed.rows", "Reshape", &[&rows, &flat], vec![]))
             }
-            (WeightFormat::Q4, WeightData::Q4_0(_) | WeightData::Q4_1(_)) => {
+            (WeightFormat::Q4 | WeightFormat::Ggml, WeightData::Q4_0(_) | WeightData::Q4_1(_)) => {
                 let Some(mut dec) = decompose(w)? else {
                     bail!("{name} is not block-quantized")
                 };

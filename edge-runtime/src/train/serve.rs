@@ -31,6 +31,8 @@ pub fn folder_format(dir: &Path) -> WeightFormat {
     let marker = std::fs::read_to_string(dir.join(IMPORT_MARKER)).unwrap_or_default();
     if marker.contains("\"Q4\"") {
         WeightFormat::Q4
+    } else if marker.contains("\"Ggml\"") {
+        WeightFormat::Ggml
     } else {
         WeightFormat::F32
     }
@@ -117,8 +119,8 @@ pub fn load_adapted_with(
             write_onnx_with(&weights, WeightFormat::F32, &BTreeMap::new(), &onnx)?;
             ServeMode::Merged
         }
-        WeightFormat::Q4 => {
-            write_onnx_with(&weights, WeightFormat::Q4, &side_branches(&adapter)?, &onnx)?;
+        WeightFormat::Q4 | WeightFormat::Ggml => {
+            write_onnx_with(&weights, format, &side_branches(&adapter)?, &onnx)?;
             ServeMode::SideBranch
         }
     };

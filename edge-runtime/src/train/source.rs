@@ -53,7 +53,7 @@ pub fn locate(dir: &Path, gguf: Option<&Path>) -> Result<WeightsOrigin> {
     if let Ok(root) = cache_root() {
         let canon = |p: &Path| std::fs::canonicalize(p).ok();
         let here = canon(dir);
-        for format in ["f32", "q4"] {
+        for format in ["f32", "q4", "ggml"] {
             if here.is_some() && here == canon(&model_dir(&root, &DEFAULT_MODEL, format)) {
                 let g = gguf_path(&root, &DEFAULT_MODEL);
                 if g.is_file() {

@@ -304,15 +304,26 @@ fn decoding_token_by_token_with_the_cache_fed_back_matches_the_full_pass() -> Re
     Ok(())
 }
 
-/// Exports `quantized` as Q4 and checks it against the reference over the same blocks,
-/// for a batch of two different prompts, then one decode step.
 /// `GgmlMatMul` quantizes activations per 32-value block to int8 (as llama.cpp does), so the
-/// Q4 graph tracks the f32 reference to within that rounding, not exactly; a wrong block
+/// Ggml graph tracks the f32 reference to within that rounding, not exactly; a wrong block
 /// layout or scale puts the logits off by their whole scale.
 const INT8_ACTIVATION_TOLERANCE: f32 = 5e-2;
 
+/// Exports `quantized` as Q4 (exact blocks, logits within 1e-3 of their scale) and as Ggml
+/// (int8 activations) and checks each against the reference over the same blocks.
 fn check_q4_against_dequantized_reference(quantized: &LlamaWeights) -> Result<()> {
-    let loaded = load(quantized, WeightFormat::Q4)?;
+    check_against_dequantized_reference(quantized, WeightFormat::Q4, 1e-3)?;
+    check_against_dequantized_reference(quantized, WeightFormat::Ggml, INT8_ACTIVATION_TOLERANCE)
+}
+
+/// Exports `quantized` as `format` and checks it against the reference over the same blocks,
+/// for a batch of two different prompts, then one decode step.
+fn check_against_dequantized_reference(
+    quantized: &LlamaWeights,
+    format: WeightFormat,
+    tolerance: f32,
+) -> Result<()> {
+    let loaded = load(quantized, format)?;
     let reference = Reference::new(quantized)?;
     let other: Vec<i64> = PROMPT.iter().rev().copied().collect();
     let n = PROMPT.len();
@@ -331,8 +342,8 @@ fn check_q4_against_dequantized_reference(quantized: &LlamaWeights) -> Result<()
     .concat();
     let (diff, scale) = max_diff(&step.logits, &expected);
     assert!(
-        diff <= INT8_ACTIVATION_TOLERANCE * scale,
-        "batched prefill: logits differ by {diff} at scale {scale}"
+        diff <= tolerance * scale,
+        "{format:?} batched prefill: logits differ by {diff} at scale {scale}"
     );
 
     // Decode one more token per row on the returned cache.
@@ -354,8 +365,8 @@ fn check_q4_against_dequantized_reference(quantized: &LlamaWeights) -> Result<()
     }
     let (diff, scale) = max_diff(&decode.logits, &expected);
     assert!(
-        diff <= INT8_ACTIVATION_TOLERANCE * scale,
-        "batched decode: logits differ by {diff} at scale {scale}"
+        diff <= tolerance * scale,
+        "{format:?} batched decode: logits differ by {diff} at scale {scale}"
     );
     Ok(())
 }
@@ -383,9 +394,16 @@ fn q4_export_of_q4_0_embedding_with_untied_q4_1_head_matches_dequantized_referen
 }
 
 #[test]
-fn q4_export_keeps_f32_tensors_exact() -> Result<()> {
+fn q4_and_ggml_exports_keep_f32_tensors_exact() -> Result<()> {
+    for format in [WeightFormat::Q4, WeightFormat::Ggml] {
+        q4_export_keeps_f32_tensors_exact(format)?;
+    }
+    Ok(())
+}
+
+fn q4_export_keeps_f32_tensors_exact(format: WeightFormat) -> Result<()> {
     let weights = random_tiny_llama(6);
-    let loaded = load(&weights, WeightFormat::Q4)?;
+    let loaded = load(&weights, format)?;
     let positions: Vec<i64> = (0..7).collect();
     let step = loaded.step(
         &[PROMPT.to_vec()],
@@ -556,7 +574,7 @@ fn graph_declares_the_optimum_decoder_interface() -> Result<()> {
         .graph
         .iter()
         .flat_map(|g| &g.node)
-        .filter(|n| n.op_type == ggml_op::OP_TYPE)
+        .filter(|n| n.op_type == ggml_op::OP_TYPE || n.op_type == "MatMulNBits")
         .count();
     assert_eq!(nbits, 0, "f32 weights must stay f32 in the Q4 format");
     Ok(())
@@ -721,21 +739,28 @@ fn mixed_block_formats_within_a_fused_projection_group_stay_exact() -> Result<()
     {
         w.data = WeightData::F32(f32_gate);
     }
-    let model = to_model_proto(&weights, WeightFormat::Q4)?;
-    let nodes: Vec<&str> = model
-        .graph
-        .iter()
-        .flat_map(|g| &g.node)
-        .map(|n| n.name.as_str())
-        .collect();
-    assert!(
-        nodes.contains(&"model.layers.1.self_attn.qkv_proj.ggml_matmul"),
-        "layer 1 q/k/v not fused"
-    );
-    assert!(
-        nodes.contains(&"model.layers.0.self_attn.qkv_proj.v_proj.ggml_matmul"),
-        "layer 0 v_proj not separate"
-    );
+    for (format, node) in [
+        (WeightFormat::Q4, "matmul_nbits_0"),
+        (WeightFormat::Ggml, "ggml_matmul"),
+    ] {
+        let model = to_model_proto(&weights, format)?;
+        let nodes: Vec<&str> = model
+            .graph
+            .iter()
+            .flat_map(|g| &g.node)
+            .map(|n| n.name.as_str())
+            .collect();
+        let fused = format!("model.layers.1.self_attn.qkv_proj.{node}");
+        assert!(
+            nodes.contains(&fused.as_str()),
+            "{format:?}: layer 1 q/k/v not fused"
+        );
+        let apart = format!("model.layers.0.self_attn.qkv_proj.v_proj.{node}");
+        assert!(
+            nodes.contains(&apart.as_str()),
+            "{format:?}: layer 0 v_proj not separate"
+        );
+    }
     check_q4_against_dequantized_reference(&weights)
 }
 
