@@ -215,9 +215,16 @@ fn bench_eco_on_the_tiny_model_writes_its_reports() -> anyhow::Result<()> {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("eco.json"))?)?;
     let entries = json.as_array().map(Vec::len).unwrap_or(0);
-    assert_eq!(entries, 2);
+    assert_eq!(entries, 3);
     assert!(std::fs::read_to_string(out_dir.join("eco.svg"))?.contains("<circle"));
-    assert!(std::fs::read_to_string(out_dir.join("eco.md"))?.contains("| tiny (random) f32 |"));
+    let md = std::fs::read_to_string(out_dir.join("eco.md"))?;
+    for row in [
+        "| tiny (random) f32 |",
+        "| tiny (random) q4 |",
+        "| tiny (random) ggml |",
+    ] {
+        assert!(md.contains(row), "no {row} row in\n{md}");
+    }
     for sub in ["perplexity", "bench eco"] {
         let mut args: Vec<&str> = sub.split(' ').collect();
         args.push("--help");
