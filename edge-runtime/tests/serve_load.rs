@@ -142,8 +142,13 @@ async fn thirty_two_streaming_clients_for_a_minute_lose_no_token_and_hold_memory
         ..Opts::default()
     });
     let base = server.base.clone();
+    // The service closes a keep-alive connection idle for `service.idle_timeout_s` (5 s); a
+    // pooled connection kept longer can be closed just as a request is written on it (the
+    // keep-alive race any client of a short-idle server meets), so the pool retires its
+    // connections first.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .expect("client");
 
