@@ -83,9 +83,7 @@ pub struct Governed {
     latest: Arc<Mutex<Option<Snapshot>>>,
 }
 
-/// Why the token loop stops when the governor's control loop has ended under it: a
-/// generation never goes on ungoverned.
-pub const GOVERNOR_STOPPED: &str = "the governor's control loop stopped";
+pub use crate::governor::runner::GOVERNOR_STOPPED;
 
 /// Voltage assumed for every operating point of a real board, whose cpufreq does not publish
 /// voltages: the power model then scales with frequency alone, which the online

@@ -14,6 +14,10 @@
 //! stops, [`Permits`] keep the pacing last applied: the work must stop before the governor.
 //! The driver never touches the kernel's trip points; it writes only the actuators it is given.
 
+/// Why the token loop stops when the governor's control loop has ended under it: a
+/// generation never goes on ungoverned.
+pub const GOVERNOR_STOPPED: &str = "the governor's control loop stopped";
+
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,7 +15,6 @@ use super::api::{Usage, finish_reason};
 use super::footprint::{EcoAccounting, Footprint, RequestMeasure};
 use super::metrics::{Metrics, Outcome};
 use super::queue::Scheduler;
-use crate::cli::governed::GOVERNOR_STOPPED;
 use crate::eco::Footprint as EcoFootprint;
 use crate::eco::energy::{EnergySource, MeterHandle};
 use crate::eco::guard::{GuardConfig, ZombieGuard};
@@ -23,6 +22,7 @@ use crate::engine::generate::{
     Gate, GenerateOptions, GenerationStats, StopReason, TokenEvent, generate,
 };
 use crate::engine::model::{KvState, LoadedModel};
+use crate::governor::runner::GOVERNOR_STOPPED;
 use crate::governor::runner::GovernorHandle;
 use crate::governor::{Permit, Permits, Priority};
 
