@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use e2e_tests::real_model_dir;
-use edge_runtime::cli::run::prompt_ids;
 use edge_runtime::eco::guard::{GuardConfig, GuardStop, ZombieGuard};
 use edge_runtime::eco::perplexity::{bos_if_added, perplexity, tokenize};
 use edge_runtime::engine::WeightFormat;
 use edge_runtime::engine::chat::{Message, Role};
 use edge_runtime::engine::generate::{Gate, GenerateOptions, generate};
 use edge_runtime::engine::model::{KvState, LoadedModel};
+use edge_runtime::session::model::prompt_ids;
 
 const HELDOUT: &str = include_str!("../models/eval/heldout.txt");
 const NORMAL_PROMPTS: &str = include_str!("../models/eval/normal_prompts.txt");

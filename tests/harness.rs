@@ -42,12 +42,8 @@ pub fn real_model_dir(format: WeightFormat) -> PathBuf {
         WeightFormat::Q4 => "q4",
         WeightFormat::Ggml => "ggml",
     };
-    let args = edge_runtime::cli::ModelArgs {
-        model: None,
-        format: name.into(),
-        threads: 2,
-    };
-    edge_runtime::cli::run::resolve_model(&args).expect("fetching and importing the default model")
+    edge_runtime::session::model::resolve_model(None, name)
+        .expect("fetching and importing the default model")
 }
 
 /// The `thermo` binary next to the running test's directory, built first when absent.

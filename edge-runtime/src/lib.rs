@@ -1,8 +1,8 @@
 //! The thermo edge runtime: a governed language-model engine for single-board computers.
 //! `engine` is the only module that touches tract; `governor` is pure control logic and its
-//! actuators; `cli` maps the command line onto the library; `models` knows where models live
-//! and how the default one is fetched.
-pub mod cli;
+//! actuators; `session` is what the jobs share (governed session, telemetry, eco accounting,
+//! model and prompt); `models` knows where models live and how the default one is fetched.
+//! The command line belongs to the `thermo` binary (`src/cli/`): nothing here imports it.
 pub mod config;
 pub mod eco;
 pub mod engine;
@@ -10,6 +10,7 @@ pub mod governor;
 pub mod models;
 pub mod sensing;
 pub mod serve;
+pub mod session;
 pub mod shutdown;
 pub mod telemetry;
 pub mod train;

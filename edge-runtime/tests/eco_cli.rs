@@ -6,11 +6,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use edge_runtime::cli::governed::{Governed, GovernorArgs};
 use edge_runtime::engine::WeightFormat;
 use edge_runtime::engine::generate::{GenerateOptions, generate};
 use edge_runtime::engine::import::write_tiny_model;
 use edge_runtime::engine::model::{KvState, LoadedModel};
+use edge_runtime::session::governed::{Governed, GovernorOptions};
 
 fn thermo(args: &[&str], home: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_thermo"))
@@ -32,11 +32,9 @@ fn the_run_path_meter_matches_the_simulated_socs_ground_truth_within_two_percent
     write_tiny_model(&path, 7, WeightFormat::F32)?;
     let model = LoadedModel::load(&path)?;
     let governed = Governed::start(
-        &GovernorArgs {
-            setpoint: None,
+        &GovernorOptions {
             sim: Some("rpi5".into()),
-            sim_time_scale: 1.0,
-            ..GovernorArgs::default()
+            ..GovernorOptions::default()
         },
         2,
     )?;

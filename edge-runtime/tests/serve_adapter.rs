@@ -13,11 +13,11 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use edge_runtime::cli::run::prompt_ids;
 use edge_runtime::engine::generate::{Gate, GenerateOptions, generate};
 use edge_runtime::engine::import::tiny_weights;
 use edge_runtime::engine::model::{KvState, LoadedModel};
 use edge_runtime::engine::sampling::SamplingParams;
+use edge_runtime::session::model::prompt_ids;
 use edge_runtime::train::model::BaseModel;
 use edge_runtime::train::serve::load_adapted;
 use edge_runtime::train::tiny::train_adapter;

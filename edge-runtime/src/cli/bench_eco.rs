@@ -12,19 +12,18 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::ModelArgs;
 use super::bench_llm::peak_rss_bytes;
-use super::governed::{Governed, GovernorArgs};
-use super::run::{prompt_ids, resolve_model};
-use crate::eco::Factors;
-use crate::eco::bench::{EcoEntry, Rating, markdown, rate, svg};
-use crate::eco::perplexity::{bos_if_added, perplexity, tokenize};
-use crate::engine::chat::{Message, Role};
-use crate::engine::generate::{GenerateOptions, generate};
-use crate::engine::import::write_tiny_model;
-use crate::engine::model::{KvState, LoadedModel};
-use crate::engine::sampling::SamplingParams;
-use crate::engine::{WeightFormat, set_compute_threads};
+use edge_runtime::eco::Factors;
+use edge_runtime::eco::bench::{EcoEntry, Rating, markdown, rate, svg};
+use edge_runtime::eco::perplexity::{bos_if_added, perplexity, tokenize};
+use edge_runtime::engine::chat::{Message, Role};
+use edge_runtime::engine::generate::{GenerateOptions, generate};
+use edge_runtime::engine::import::write_tiny_model;
+use edge_runtime::engine::model::{KvState, LoadedModel};
+use edge_runtime::engine::sampling::SamplingParams;
+use edge_runtime::engine::{WeightFormat, set_compute_threads};
+use edge_runtime::session::governed::{Governed, GovernorOptions};
+use edge_runtime::session::model::{prompt_ids, resolve_model};
 
 /// The held-out text perplexity is measured on (committed under `models/eval/`).
 pub const HELDOUT_TEXT: &str = include_str!("../../../models/eval/heldout.txt");
@@ -50,7 +49,7 @@ pub struct EcoBenchArgs {
     #[arg(long, default_value = "rpi5")]
     pub sim: String,
     /// Simulated seconds per wall second (heats the twin faster than real time).
-    #[arg(long, default_value_t = 10.0, value_parser = crate::sensing::parse_time_scale)]
+    #[arg(long, default_value_t = 10.0, value_parser = edge_runtime::sensing::parse_time_scale)]
     pub sim_time_scale: f64,
     /// Leave out SmolLM2 (only the tiny model: a quick smoke run).
     #[arg(long)]
@@ -135,11 +134,10 @@ fn measure(
     let ppl = perplexity(&mut state, &tokens, ctx, bos, &mut |_, _| {})?;
 
     let governed = Governed::start(
-        &GovernorArgs {
-            setpoint: None,
+        &GovernorOptions {
             sim: Some(args.sim.clone()),
             sim_time_scale: args.sim_time_scale,
-            ..GovernorArgs::default()
+            ..GovernorOptions::default()
         },
         args.threads,
     )?;
@@ -216,11 +214,7 @@ pub fn bench(args: &EcoBenchArgs) -> Result<()> {
     let mut plan: Vec<(String, PathBuf)> = vec![];
     if !args.tiny_only {
         for format in ["f32", "q4", "ggml"] {
-            let dir = resolve_model(&ModelArgs {
-                model: None,
-                format: format.into(),
-                threads: args.threads,
-            })?;
+            let dir = resolve_model(None, format)?;
             plan.push((format!("SmolLM2-135M {format}"), dir));
         }
     }

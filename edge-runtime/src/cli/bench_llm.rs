@@ -10,10 +10,9 @@ use clap::Args;
 use serde::Serialize;
 
 use super::ModelArgs;
-use super::run::resolve_model;
-use crate::engine::model::{KvState, LoadedModel};
-use crate::engine::sampling::argmax;
-use crate::engine::set_compute_threads;
+use edge_runtime::engine::model::{KvState, LoadedModel};
+use edge_runtime::engine::sampling::argmax;
+use edge_runtime::engine::set_compute_threads;
 
 /// Flags of `thermo bench-llm`.
 #[derive(Debug, Args)]
@@ -124,7 +123,7 @@ pub fn measure(
 pub fn bench(args: BenchLlmArgs) -> Result<()> {
     ensure!(args.model.threads >= 1, "--threads must be at least 1");
     set_compute_threads(args.model.threads);
-    let dir = resolve_model(&args.model)?;
+    let dir = args.model.resolve()?;
     let model = LoadedModel::load(&dir)?;
     let r = measure(&model, args.model.threads, args.repeat)?;
     if args.json {

@@ -12,14 +12,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::governed::Governed;
-use crate::eco::Factors;
-use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
-use crate::governor::platform::Platform;
-use crate::train::data::Example;
-use crate::train::lora::LoraConfig;
-use crate::train::model::BaseModel;
-use crate::train::trainer::{TrainOptions, Trainer};
+use edge_runtime::eco::Factors;
+use edge_runtime::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
+use edge_runtime::governor::platform::Platform;
+use edge_runtime::session::governed::Governed;
+use edge_runtime::train::data::Example;
+use edge_runtime::train::lora::LoraConfig;
+use edge_runtime::train::model::BaseModel;
+use edge_runtime::train::trainer::{TrainOptions, Trainer};
 
 /// The energy meter of a training run: the governor's when it runs, else RAPL or the
 /// default board's power model times this process's CPU time (wear per `factors`).
@@ -27,8 +27,9 @@ pub fn energy_meter(governed: Option<&Governed>, factors: &Factors) -> Result<Me
     if let Some(g) = governed {
         return Ok(g.meter().clone());
     }
-    let profile = sensor_drivers::sim::Profile::builtin(crate::sensing::DEFAULT_TWIN_PROFILE)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let profile =
+        sensor_drivers::sim::Profile::builtin(edge_runtime::sensing::DEFAULT_TWIN_PROFILE)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let platform = Platform::from_profile(&profile)?;
     let model = PowerModel::from_platform(&platform, platform.top_level());
     let meter = MeterHandle::new(EnergyMeter::new(

@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use super::telemetry::{TelemetryArgs, broker_config};
-use crate::telemetry::Encoding;
-use crate::telemetry::fleet::{FleetView, watch};
+use edge_runtime::config::TelemetrySection;
+use edge_runtime::session::telemetry::broker_config;
+use edge_runtime::telemetry::Encoding;
+use edge_runtime::telemetry::fleet::{FleetView, watch};
 
 /// Flags of `thermo fleet`.
 #[derive(Debug, Args)]
@@ -65,22 +66,15 @@ pub fn fleet(args: FleetArgs) -> Result<()> {
     };
     let encoding: Encoding = args.encoding.parse()?;
     let t = &args.tls;
-    let as_telemetry = TelemetryArgs {
-        mqtt: None,
-        device_id: None,
-        telemetry_file: None,
-        no_telemetry: false,
-        telemetry_interval: Some(1.0),
-        telemetry_encoding: Some(args.encoding.clone()),
-        telemetry_queue: None,
-        telemetry_queue_capacity: Some(1),
-        mqtt_ca: t.mqtt_ca.clone(),
-        mqtt_cert: t.mqtt_cert.clone(),
-        mqtt_key: t.mqtt_key.clone(),
-        mqtt_username: t.mqtt_username.clone(),
-        mqtt_password_file: t.mqtt_password_file.clone(),
-        mqtt_allow: vec![],
-        no_discovery: true,
+    let as_telemetry = TelemetrySection {
+        encoding: args.encoding.clone(),
+        ca_file: t.mqtt_ca.clone(),
+        cert_file: t.mqtt_cert.clone(),
+        key_file: t.mqtt_key.clone(),
+        username: t.mqtt_username.clone(),
+        password_file: t.mqtt_password_file.clone(),
+        discovery: false,
+        ..TelemetrySection::default()
     };
     let client_id = format!("thermo-fleet-{}", std::process::id());
     let cfg = broker_config(&as_telemetry, &args.broker, &client_id)?;

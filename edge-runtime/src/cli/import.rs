@@ -1,13 +1,14 @@
 //! `thermo import-gguf` and `thermo fetch-model`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::engine::WeightFormat;
-use crate::engine::import::{import_gguf, is_current_import};
-use crate::models::{DEFAULT_MODEL, cache_root, ensure_gguf, model_dir};
+use edge_runtime::engine::WeightFormat;
+use edge_runtime::engine::import::{import_gguf, is_current_import};
+use edge_runtime::models::{DEFAULT_MODEL, cache_root, model_dir};
+use edge_runtime::session::model::fetch_and_import;
 
 /// Flags of `thermo import-gguf`.
 #[derive(Debug, Args)]
@@ -41,22 +42,6 @@ pub fn import(args: ImportArgs) -> Result<()> {
         report.dir.display(),
         report.onnx_bytes as f64 / 1e6,
         format,
-        t.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-/// Fetches (if needed) and imports the default model into `dir`.
-pub fn fetch_and_import(root: &Path, format: WeightFormat, dir: &Path) -> Result<()> {
-    let gguf = ensure_gguf(root, &DEFAULT_MODEL)?;
-    let t = std::time::Instant::now();
-    let report = import_gguf(&gguf, dir, format)?;
-    log::info!(
-        "imported {} ({} license) as {:?} into {} in {:.1} s",
-        DEFAULT_MODEL.name,
-        DEFAULT_MODEL.license,
-        format,
-        report.dir.display(),
         t.elapsed().as_secs_f64()
     );
     Ok(())

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
-use crate::eco::ledger::{DayTotals, Ledger, utc_date};
+use edge_runtime::eco::ledger::{DayTotals, Ledger, utc_date};
 
 /// Flags of `thermo eco`.
 #[derive(Debug, Args)]
@@ -51,7 +51,7 @@ pub struct DayArgs {
 fn open(args: &LedgerArgs) -> Result<Ledger> {
     Ok(Ledger::new(match &args.ledger {
         Some(p) => p.clone(),
-        None => crate::models::cache_root()?.join(crate::serve::LEDGER_FILE),
+        None => edge_runtime::models::cache_root()?.join(edge_runtime::eco::ledger::LEDGER_FILE),
     }))
 }
 

@@ -77,6 +77,13 @@ pub struct ModelArgs {
     pub threads: usize,
 }
 
+impl ModelArgs {
+    /// The model folder these flags name (the default model fetched on first use).
+    pub fn resolve(&self) -> anyhow::Result<PathBuf> {
+        edge_runtime::session::model::resolve_model(self.model.as_deref(), &self.format)
+    }
+}
+
 /// Sampling and length flags shared by `run` and `chat`.
 #[derive(Debug, Clone, Args)]
 pub struct SamplingArgs {

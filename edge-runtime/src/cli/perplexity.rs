@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::ModelArgs;
-use crate::eco::perplexity::{bos_if_added, perplexity, tokenize};
-use crate::engine::model::{KvState, LoadedModel};
-use crate::engine::set_compute_threads;
+use edge_runtime::eco::perplexity::{bos_if_added, perplexity, tokenize};
+use edge_runtime::engine::model::{KvState, LoadedModel};
+use edge_runtime::engine::set_compute_threads;
 
 /// Flags of `thermo perplexity`.
 #[derive(Debug, Args)]
@@ -28,7 +28,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     set_compute_threads(args.model.threads.max(1));
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let dir = super::run::resolve_model(&args.model)?;
+    let dir = args.model.resolve()?;
     let model = LoadedModel::load(&dir)?;
     let bos = bos_if_added(&model)?;
     let tokens = tokenize(&model, &text, bos)?;

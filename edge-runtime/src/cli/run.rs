@@ -10,19 +10,20 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
-use super::footprint::{Accounting, EcoArgs, main_job_config};
-use super::governed::{Governed, GovernorArgs};
-use super::serve::telemetry_args;
-use super::telemetry::{Session, TelemetryArgs};
+use super::footprint::{EcoArgs, main_job_config};
+use super::governed::GovernorArgs;
+use super::telemetry::TelemetryArgs;
 use super::{ModelArgs, SamplingArgs};
-use crate::engine::chat::{Message, Role};
-use crate::engine::generate::{GenerateOptions, GenerationStats};
-use crate::engine::import::is_current_import;
-use crate::engine::model::{KvState, LoadedModel};
-use crate::engine::sampling::SamplingParams;
-use crate::engine::{WeightFormat, set_compute_threads};
-use crate::models::{DEFAULT_MODEL, cache_root, model_dir};
-use crate::shutdown::Shutdown;
+use edge_runtime::engine::chat::{Message, Role};
+use edge_runtime::engine::generate::{GenerateOptions, GenerationStats};
+use edge_runtime::engine::model::{KvState, LoadedModel};
+use edge_runtime::engine::sampling::SamplingParams;
+use edge_runtime::engine::set_compute_threads;
+use edge_runtime::session::accounting::Accounting;
+use edge_runtime::session::governed::Governed;
+use edge_runtime::session::model::prompt_ids;
+use edge_runtime::session::telemetry::Session;
+use edge_runtime::shutdown::Shutdown;
 
 /// Flags of `thermo run`.
 #[derive(Debug, Args)]
@@ -65,43 +66,15 @@ pub struct ChatArgs {
     adapter: Option<PathBuf>,
 }
 
-/// The model folder to use: `--model`, else the default model in `--format`, fetched and
-/// imported on first use.
-pub fn resolve_model(args: &ModelArgs) -> Result<PathBuf> {
-    if let Some(dir) = &args.model {
-        return Ok(dir.clone());
-    }
-    let format: WeightFormat = args.format.parse()?;
-    let root = cache_root()?;
-    let dir = model_dir(&root, &DEFAULT_MODEL, &args.format);
-    if !is_current_import(&dir) {
-        if dir.exists() {
-            log::info!(
-                "{} was imported by another version; importing again",
-                dir.display()
-            );
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        } else {
-            log::info!(
-                "{} ({}) is not imported yet; fetching it",
-                DEFAULT_MODEL.name,
-                args.format
-            );
-        }
-        super::import::fetch_and_import(&root, format, &dir)?;
-    }
-    Ok(dir)
-}
-
 fn load(args: &ModelArgs, adapter: Option<&std::path::Path>) -> Result<Arc<LoadedModel>> {
     ensure!(args.threads >= 1, "--threads must be at least 1");
     set_compute_threads(args.threads);
-    let dir = resolve_model(args)?;
+    let dir = args.resolve()?;
     let t = std::time::Instant::now();
     let model = match adapter {
         None => LoadedModel::load(&dir)?,
         Some(a) => {
-            let (model, mode) = crate::train::serve::load_adapted(&dir, a, None)
+            let (model, mode) = edge_runtime::train::serve::load_adapted(&dir, a, None)
                 .with_context(|| format!("applying the adapter in {}", a.display()))?;
             log::info!("adapter {} applied ({mode:?})", a.display());
             model
@@ -130,35 +103,6 @@ fn options(s: &SamplingArgs) -> GenerateOptions {
     }
 }
 
-fn messages(system: &Option<String>, history: &[Message]) -> Vec<Message> {
-    let mut msgs = vec![];
-    if let Some(sys) = system {
-        msgs.push(Message::new(Role::System, sys.clone()));
-    }
-    msgs.extend_from_slice(history);
-    msgs
-}
-
-/// Renders a prompt into token ids: through the chat template unless `raw`.
-pub fn prompt_ids(
-    model: &LoadedModel,
-    system: &Option<String>,
-    history: &[Message],
-    raw: Option<&str>,
-) -> Result<Vec<u32>> {
-    let text = match raw {
-        Some(text) => text.to_string(),
-        None => {
-            let template = model
-                .chat_template
-                .as_ref()
-                .context("this model has no chat template; use --raw")?;
-            template.render(&messages(system, history), true)?
-        }
-    };
-    model.tokenizer.encode(&text)
-}
-
 fn summary(stats: &GenerationStats) -> String {
     format!(
         "[{} prompt tokens ({} cached), {} generated; prefill {:.1} tok/s, decode {:.1} tok/s; stop: {}]",
@@ -173,13 +117,6 @@ fn summary(stats: &GenerationStats) -> String {
 
 fn energy_j(telemetry: &Option<Session>) -> f64 {
     telemetry.as_ref().map_or(0.0, Session::energy_j)
-}
-
-fn start_governor(args: &GovernorArgs, threads: usize) -> Result<Option<Governed>> {
-    if args.no_governor {
-        return Ok(None);
-    }
-    Governed::start(args, threads).map(Some)
 }
 
 /// `thermo run PROMPT`.
@@ -200,11 +137,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     )?;
     let mut state = KvState::new(model)?;
     let shutdown = Shutdown::install()?;
-    let governed = start_governor(&args.governor, args.model.threads)?;
-    let telemetry = Session::start(
-        &telemetry_args(&config.telemetry),
-        governed.as_ref().map(Governed::probe),
-    )?;
+    let governed = args.governor.start(args.model.threads)?;
+    let telemetry = Session::start(&config.telemetry, governed.as_ref().map(Governed::probe))?;
     let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
     let mut eco = Accounting::start(&config.eco, governed.as_ref())?;
     let stdout = std::io::stdout();
@@ -252,11 +186,8 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let model = load(&args.model, args.adapter.as_deref())?;
     let mut state = KvState::new(model.clone())?;
     let shutdown = Shutdown::install()?;
-    let governed = start_governor(&args.governor, args.model.threads)?;
-    let telemetry = Session::start(
-        &telemetry_args(&config.telemetry),
-        governed.as_ref().map(Governed::probe),
-    )?;
+    let governed = args.governor.start(args.model.threads)?;
+    let telemetry = Session::start(&config.telemetry, governed.as_ref().map(Governed::probe))?;
     let mut eco = Accounting::start(&config.eco, governed.as_ref())?;
     let mut history: Vec<Message> = vec![];
     let lines = stdin_lines();

@@ -18,7 +18,7 @@ use sensor_drivers::sensor_set::{PowerSample, Snapshot, TempSample};
 use sensor_drivers::sim::{BUILTIN_PROFILES, LiveTick};
 use sensor_drivers::{Health, MilliCelsius};
 
-use crate::sensing::{
+use edge_runtime::sensing::{
     Board, DEFAULT_TWIN_PROFILE, Selection, SensingConfig, Source, TwinReason, open_board, select,
 };
 
@@ -47,7 +47,7 @@ pub struct SensorsArgs {
           value_parser = clap::value_parser!(u64).range(10..))]
     pub interval_ms: u64,
     /// Run the simulated SoC this many times faster than real time.
-    #[arg(long, value_name = "FACTOR", value_parser = crate::sensing::parse_time_scale)]
+    #[arg(long, value_name = "FACTOR", value_parser = edge_runtime::sensing::parse_time_scale)]
     pub time_scale: Option<f64>,
     /// Read the `[sensors]` table (root, zone, sim, time_scale, I2C sensors) of this TOML file;
     /// flags override it.

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use super::telemetry::TelemetryArgs;
-use crate::config::{Config, Layers, TelemetrySection};
+use edge_runtime::config::{Config, Layers};
 
 /// Where the configuration comes from and the flags that override it.
 #[derive(Debug, Clone, Args)]
@@ -168,33 +168,12 @@ pub fn telemetry_overrides(t: &TelemetryArgs) -> Vec<(String, String)> {
     out
 }
 
-/// The `[telemetry]` section as the main job's telemetry flags.
-pub fn telemetry_args(s: &TelemetrySection) -> TelemetryArgs {
-    TelemetryArgs {
-        mqtt: s.mqtt.clone(),
-        device_id: s.device_id.clone(),
-        telemetry_file: s.file.clone(),
-        no_telemetry: !s.enabled,
-        telemetry_interval: Some(s.interval_s),
-        telemetry_encoding: Some(s.encoding.clone()),
-        telemetry_queue: s.queue_dir.clone(),
-        telemetry_queue_capacity: Some(s.queue_capacity),
-        mqtt_ca: s.ca_file.clone(),
-        mqtt_cert: s.cert_file.clone(),
-        mqtt_key: s.key_file.clone(),
-        mqtt_username: s.username.clone(),
-        mqtt_password_file: s.password_file.clone(),
-        mqtt_allow: s.allow.clone(),
-        no_discovery: !s.discovery,
-    }
-}
-
 /// `thermo serve`.
 pub fn serve(args: ServeArgs) -> Result<()> {
     let config = args
         .config
         .load_with(&args.listen, telemetry_overrides(&args.telemetry))?;
-    crate::serve::run(&config)
+    edge_runtime::serve::run(&config)
 }
 
 /// `thermo config`: prints the effective configuration (the token redacted), or the example.

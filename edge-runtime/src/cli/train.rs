@@ -18,20 +18,23 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::footprint::{FootprintArgs, cache_ledger, emissions_csv_path, main_job_config};
-use super::governed::{Governed, GovernorArgs};
-use super::serve::telemetry_args;
-use super::telemetry::{Session, TelemetryArgs, day_figures, eco_figures};
-use crate::eco::ledger::utc_date;
-use crate::engine::import::is_current_import;
-use crate::models::{DEFAULT_MODEL, cache_root, model_dir};
-use crate::telemetry::TrainingDone;
-use crate::train::data::{Problem, TextSide, duplicates, load_examples, split};
-use crate::train::lora::{LoraConfig, Target};
-use crate::train::model::BaseModel;
-use crate::train::optim::{AdamWParams, Schedule};
-use crate::train::source;
-use crate::train::trainer::{
+use super::footprint::{FootprintArgs, main_job_config};
+use super::governed::GovernorArgs;
+use super::telemetry::TelemetryArgs;
+use edge_runtime::eco::ledger::utc_date;
+use edge_runtime::engine::import::is_current_import;
+use edge_runtime::models::{DEFAULT_MODEL, cache_root, model_dir};
+use edge_runtime::session::accounting::{cache_ledger, emissions_csv_path};
+use edge_runtime::session::governed::Governed;
+use edge_runtime::session::model::resolve_model;
+use edge_runtime::session::telemetry::{Session, day_figures, eco_figures};
+use edge_runtime::telemetry::TrainingDone;
+use edge_runtime::train::data::{Problem, TextSide, duplicates, load_examples, split};
+use edge_runtime::train::lora::{LoraConfig, Target};
+use edge_runtime::train::model::BaseModel;
+use edge_runtime::train::optim::{AdamWParams, Schedule};
+use edge_runtime::train::source;
+use edge_runtime::train::trainer::{
     CHECKPOINT, Outcome, Progress, RunControl, StepReport, TrainOptions, Trainer, run,
 };
 
@@ -183,12 +186,7 @@ fn model_folder(args: &TrainArgs) -> Result<PathBuf> {
     let root = cache_root()?;
     let dir = model_dir(&root, &DEFAULT_MODEL, &args.format);
     if !is_current_import(&dir) {
-        let margs = super::ModelArgs {
-            model: None,
-            format: args.format.clone(),
-            threads: 1,
-        };
-        return super::run::resolve_model(&margs);
+        return resolve_model(None, &args.format);
     }
     Ok(dir)
 }
@@ -485,15 +483,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
     }
-    let governed = if args.governor.no_governor {
-        None
-    } else {
-        Some(Governed::start(&args.governor, 1)?)
-    };
-    let telemetry = Session::start(
-        &telemetry_args(&config.telemetry),
-        governed.as_ref().map(Governed::probe),
-    )?;
+    let governed = args.governor.start(1)?;
+    let telemetry = Session::start(&config.telemetry, governed.as_ref().map(Governed::probe))?;
     let permits = governed.as_ref().map(Governed::permits);
     let meter = super::bench_train::energy_meter(governed.as_ref(), &factors)?;
     meter.poll();
@@ -571,9 +562,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
     );
     eprintln!("[footprint: {}]", fp.line());
     if let Some(path) = emissions_csv_path(&config.eco)?
-        && let Err(e) = crate::eco::emissions_csv::append(
+        && let Err(e) = edge_runtime::eco::emissions_csv::append(
             &path,
-            &crate::eco::emissions_csv::RunInfo::now("thermo train"),
+            &edge_runtime::eco::emissions_csv::RunInfo::now("thermo train"),
             &fp,
             &factors,
         )
@@ -622,15 +613,11 @@ fn run_bench(
     args: &TrainArgs,
     base: &BaseModel,
     options: &TrainOptions,
-    data: &[crate::train::data::Example],
-    factors: &crate::eco::Factors,
+    data: &[edge_runtime::train::data::Example],
+    factors: &edge_runtime::eco::Factors,
 ) -> Result<()> {
     use super::bench_train::{bench_config, compute_threads, energy_meter, markdown};
-    let governed = if args.governor.no_governor {
-        None
-    } else {
-        Some(Governed::start(&args.governor, compute_threads())?)
-    };
+    let governed = args.governor.start(compute_threads())?;
     let meter = energy_meter(governed.as_ref(), factors)?;
     let layers = base.config.num_hidden_layers;
     let targets = options.lora.targets.clone();

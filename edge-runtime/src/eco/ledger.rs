@@ -17,6 +17,10 @@ use thiserror::Error;
 use super::emissions_csv::iso8601_utc;
 use super::footprint::{Footprint, sig3};
 
+/// The per-day eco ledger's file name in the thermo cache (`$THERMO_HOME`; the state
+/// directory under systemd).
+pub const LEDGER_FILE: &str = "eco-ledger.json";
+
 /// One day's totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -33,10 +33,10 @@ use super::api::{
 use super::metrics::{LoopRefusal, Metrics, MetricsView, Outcome, render};
 use super::queue::{Rejected, Scheduler};
 use super::worker::{ClientGuard, Event, Job};
-use crate::cli::run::prompt_ids;
 use crate::eco::agent_loop::{AgentLoopDetector, Refusal};
 use crate::engine::model::LoadedModel;
 use crate::governor::runner::GovernorHandle;
+use crate::session::model::prompt_ids;
 
 /// Events buffered between a worker and its handler.
 const EVENT_BUFFER: usize = 16;

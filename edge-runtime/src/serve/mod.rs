@@ -29,15 +29,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use sensor_drivers::linux::SysRoot;
 
-use crate::cli::ModelArgs;
-use crate::cli::governed::{Governed, GovernorArgs};
-use crate::cli::run::resolve_model;
-use crate::cli::telemetry::Session;
 use crate::config::Config;
 use crate::eco::Footprint as EcoFootprint;
 use crate::engine::generate::GenerationStats;
 use crate::engine::set_compute_threads;
 use crate::sensing::Source;
+use crate::session::governed::{Governed, GovernorOptions};
+use crate::session::model::resolve_model;
+use crate::session::telemetry::Session;
 use footprint::EcoAccounting;
 use http::{App, Freshness};
 use metrics::Metrics;
@@ -50,11 +49,7 @@ const CANCEL_DRAIN: Duration = Duration::from_secs(3);
 
 /// The model folder `config` names (the default model fetched on first use) and its id.
 pub fn resolve(config: &Config) -> Result<(std::path::PathBuf, String)> {
-    let dir = resolve_model(&ModelArgs {
-        model: config.model.dir.clone(),
-        format: config.model.format.clone(),
-        threads: config.model.threads,
-    })?;
+    let dir = resolve_model(config.model.dir.as_deref(), &config.model.format)?;
     let id = match &config.model.id {
         Some(id) => id.clone(),
         None => dir
@@ -80,10 +75,6 @@ fn zone_index(root: &Path) -> Vec<(String, u32)> {
         .unwrap_or_default()
 }
 
-/// The per-day eco ledger's file name in the thermo cache (`$THERMO_HOME`; the state
-/// directory under systemd).
-pub const LEDGER_FILE: &str = "eco-ledger.json";
-
 /// The eco accounting `config` asks for: its factors, and the `emissions.csv` (the cache's
 /// unless `eco.emissions_csv` names one; none when `eco.write_emissions_csv` is off).
 pub fn eco_accounting(config: &Config) -> Result<EcoAccounting> {
@@ -96,7 +87,9 @@ pub fn eco_accounting(config: &Config) -> Result<EcoAccounting> {
     } else {
         None
     };
-    let ledger = crate::eco::ledger::Ledger::new(crate::models::cache_root()?.join(LEDGER_FILE));
+    let ledger = crate::eco::ledger::Ledger::new(
+        crate::models::cache_root()?.join(crate::eco::ledger::LEDGER_FILE),
+    );
     Ok(EcoAccounting::new(factors, csv).with_ledger(ledger))
 }
 
@@ -145,17 +138,13 @@ pub fn run(config: &Config) -> Result<()> {
     }
     let governed = Arc::new(Governed::start_with(
         &config.sensors,
-        &GovernorArgs {
-            setpoint: config.governor.setpoint_c,
-            ..GovernorArgs::default()
+        &GovernorOptions {
+            setpoint_c: config.governor.setpoint_c,
+            ..GovernorOptions::default()
         },
         config.model.threads,
     )?);
-    let telemetry = Session::start(
-        &crate::cli::serve::telemetry_args(&config.telemetry),
-        Some(governed.probe()),
-    )?
-    .map(Arc::new);
+    let telemetry = Session::start(&config.telemetry, Some(governed.probe()))?.map(Arc::new);
     let on_swap = telemetry.clone().map(|t| {
         adapter::SwapHook(Box::new(move |event: &str, detail: &str| {
             t.event(event, detail)

@@ -1,0 +1,220 @@
+//! Eco accounting of the main job (`run`, `chat`, `train`): the energy meter (the governor's
+//! board meter, or RAPL / the power model sampled on a thread of our own when the governor
+//! is off), the guard in front of the governor's gate, the `[footprint: ...]` summary line,
+//! the `emissions.csv` row and the per-day ledger.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::governed::{GOVERNOR_STOPPED, Governed};
+use crate::config::EcoSection;
+use crate::eco::emissions_csv::{self, RunInfo};
+use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
+use crate::eco::guard::{GuardConfig, GuardStop, ZombieGuard};
+use crate::eco::ledger::{DayTotals, Ledger, utc_date};
+use crate::eco::{Factors, Footprint};
+use crate::engine::generate::{Gate, GenerateOptions, GenerationStats, StopReason, generate};
+use crate::engine::model::KvState;
+use crate::governor::platform::Platform;
+use crate::shutdown::Shutdown;
+
+/// The CSV the footprint rows go to, when `[eco]` asks for them.
+pub fn emissions_csv_path(eco: &EcoSection) -> Result<Option<PathBuf>> {
+    if !eco.write_emissions_csv {
+        return Ok(None);
+    }
+    Ok(Some(match &eco.emissions_csv {
+        Some(p) => p.clone(),
+        None => crate::models::cache_root()?.join("emissions.csv"),
+    }))
+}
+
+/// The per-day ledger of `run`, `chat` and `train`, next to the CSV's default place (the
+/// cache); `None` when there is no cache folder.
+pub fn cache_ledger() -> Option<Ledger> {
+    crate::models::cache_root()
+        .ok()
+        .map(|root| Ledger::new(root.join(crate::eco::ledger::LEDGER_FILE)))
+}
+
+/// Eco accounting over one `run` or `chat` session.
+pub struct Accounting {
+    factors: Factors,
+    meter: MeterHandle,
+    sampler: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    guard: Option<GuardConfig>,
+    csv: Option<PathBuf>,
+    ledger: Option<Ledger>,
+    session: Footprint,
+    today: Option<DayTotals>,
+}
+
+/// Why the gate stops a generation once SIGTERM or SIGINT arrived.
+pub const INTERRUPTED: &str = "interrupted by a signal";
+
+impl Accounting {
+    /// Resolves the factors and the meter: the governor's board meter when it runs, else
+    /// RAPL or the default board's power model, sampled on a thread every 100 ms. Factors,
+    /// guard, budgets and the CSV come from `eco` (the layered `[eco]` section, the flags
+    /// already on top).
+    pub fn start(eco: &EcoSection, governed: Option<&Governed>) -> Result<Self> {
+        let factors = eco.factors()?;
+        let guard = eco.guard_config();
+        let csv = emissions_csv_path(eco)?;
+        let (meter, sampler) = match governed {
+            Some(g) => (g.meter().clone(), None),
+            None => {
+                let profile =
+                    sensor_drivers::sim::Profile::builtin(crate::sensing::DEFAULT_TWIN_PROFILE)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let platform = Platform::from_profile(&profile)?;
+                let model = PowerModel::from_platform(&platform, platform.top_level());
+                let meter = MeterHandle::new(EnergyMeter::new(
+                    Some(Fallback::detect(
+                        std::path::Path::new("/sys/class/powercap"),
+                        model,
+                    )),
+                    factors.wear_reference_c,
+                    factors.activation_ev,
+                ));
+                meter.poll();
+                let stop = Arc::new(AtomicBool::new(false));
+                let (m, s) = (meter.clone(), stop.clone());
+                let thread = std::thread::Builder::new()
+                    .name("energy".into())
+                    .spawn(move || m.sample_until(Duration::from_millis(100), &s))
+                    .context("spawning the energy sampler")?;
+                (meter, Some((stop, thread)))
+            }
+        };
+        Ok(Accounting {
+            factors,
+            meter,
+            sampler,
+            guard,
+            csv,
+            ledger: cache_ledger(),
+            session: Footprint::default(),
+            today: None,
+        })
+    }
+
+    /// The factors in force.
+    pub fn factors(&self) -> &Factors {
+        &self.factors
+    }
+
+    /// Generates one answer under the guard (when on) and the governor's gate (when on),
+    /// stopping at the next token once `shutdown` is requested, then accounts for it: prints
+    /// the footprint line and appends the CSV row.
+    pub fn generate(
+        &mut self,
+        state: &mut KvState,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        governed: Option<&Governed>,
+        shutdown: &Shutdown,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(GenerationStats, Footprint, Option<GuardStop>)> {
+        self.meter.poll();
+        let start = self.meter.mark();
+        let mut guard = self.guard.clone().map(|mut cfg| {
+            cfg.budget.max_tokens = Some(opts.max_tokens);
+            ZombieGuard::new(cfg, self.factors.g_co2e_per_j()[0])
+        });
+        let mut gov_gate = governed.map(|g| g.gate());
+        let stats = {
+            let mut guard_gate = guard
+                .as_mut()
+                .map(|g| g.gate(Some(&self.meter), Some(start)));
+            let mut gate = |ev: crate::engine::generate::TokenEvent<'_>| {
+                if shutdown.is_requested() {
+                    return Gate::Stop(INTERRUPTED.to_owned());
+                }
+                if let Some(g) = guard_gate.as_mut()
+                    && let Gate::Stop(why) = g(ev)
+                {
+                    return Gate::Stop(why);
+                }
+                match gov_gate.as_mut() {
+                    Some(g) => g(ev),
+                    None => Gate::Continue,
+                }
+            };
+            generate(state, prompt, opts, &mut gate, on_text)?
+        };
+        drop(gov_gate);
+        if stats.stop == StopReason::Stopped(GOVERNOR_STOPPED.to_owned()) {
+            bail!(
+                "{GOVERNOR_STOPPED} during the answer; it was cut off after {} tokens rather \
+                 than generated ungoverned",
+                stats.generated_tokens
+            );
+        }
+        self.meter.poll();
+        let span = self.meter.since(&start);
+        let tokens = stats.generated_tokens as u64;
+        let fp = self.factors.footprint(
+            span.energy_j,
+            &span.source.to_string(),
+            span.duration_s,
+            tokens,
+            span.wear_hours,
+        );
+        self.session.add(&fp);
+        if let Some(path) = &self.csv
+            && let Err(e) = emissions_csv::append(path, &RunInfo::now("thermo"), &fp, &self.factors)
+        {
+            log::warn!("{e}");
+        }
+        if let Some(ledger) = &self.ledger {
+            match ledger.record(&utc_date(std::time::SystemTime::now()), &fp) {
+                Ok(today) => self.today = Some(today),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        let stop = guard.and_then(|g| g.stopped().cloned());
+        Ok((stats, fp, stop))
+    }
+
+    /// The footprint of the whole session so far.
+    pub fn session(&self) -> &Footprint {
+        &self.session
+    }
+
+    /// Today's (UTC) totals after the last answer, when the ledger is kept and writable.
+    pub fn today(&self) -> Option<&DayTotals> {
+        self.today.as_ref()
+    }
+
+    /// The `[footprint: ...]` line of one answer.
+    pub fn line(fp: &Footprint, stop: Option<&GuardStop>) -> String {
+        match stop.and_then(|s| s.avoided_j) {
+            Some(j) => format!("[footprint: {}; guard avoided {j:.1} J]", fp.line()),
+            None => format!("[footprint: {}]", fp.line()),
+        }
+    }
+
+    /// Stops the sampler thread.
+    pub fn finish(mut self) {
+        self.stop_sampler();
+    }
+
+    fn stop_sampler(&mut self) {
+        if let Some((stop, thread)) = self.sampler.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        self.stop_sampler();
+    }
+}
