@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use edge_runtime::config::{Config, Layers};
+use edge_runtime::config::{Config, EcoSection, Layers};
+
+use super::merge;
+use super::telemetry::TelemetryArgs;
 
 /// Footprint flags of `run`, `chat` and `train`: the configuration file, the region and the
 /// `emissions.csv` row.
@@ -48,72 +51,41 @@ pub struct EcoArgs {
     pub max_g_co2e: Option<f64>,
 }
 
-/// `eco.<key>` overrides from flags that were given.
-fn push(out: &mut Vec<(String, String)>, key: &str, value: Option<String>) {
-    if let Some(v) = value {
-        out.push((format!("eco.{key}"), v));
-    }
-}
-
 impl FootprintArgs {
-    /// The flags as `[eco]` overrides of the layered configuration.
-    pub fn overrides(&self) -> Vec<(String, String)> {
-        let mut out = vec![];
-        push(
-            &mut out,
-            "region",
-            self.region.as_ref().map(|r| format!("{r:?}")),
+    /// Puts the flags that were given over `[eco]`.
+    pub fn merge_onto(&self, eco: &mut EcoSection) {
+        merge(&mut eco.region, self.region.clone());
+        merge(&mut eco.emissions_csv, self.emissions_csv.clone().map(Some));
+        merge(
+            &mut eco.write_emissions_csv,
+            self.no_emissions_csv.then_some(false),
         );
-        push(
-            &mut out,
-            "emissions_csv",
-            self.emissions_csv
-                .as_ref()
-                .map(|p| format!("{:?}", p.display().to_string())),
-        );
-        push(
-            &mut out,
-            "write_emissions_csv",
-            self.no_emissions_csv.then(|| "false".into()),
-        );
-        out
     }
 }
 
 impl EcoArgs {
-    /// The flags as `[eco]` overrides of the layered configuration.
-    pub fn overrides(&self) -> Vec<(String, String)> {
-        let mut out = self.footprint.overrides();
-        push(&mut out, "guard", self.no_guard.then(|| "false".into()));
-        push(
-            &mut out,
-            "max_seconds",
-            self.max_seconds.map(|v| format!("{v:?}")),
-        );
-        push(
-            &mut out,
-            "max_joules",
-            self.max_joules.map(|v| format!("{v:?}")),
-        );
-        push(
-            &mut out,
-            "max_g_co2e",
-            self.max_g_co2e.map(|v| format!("{v:?}")),
-        );
-        out
+    /// Puts the flags that were given over `[eco]`.
+    pub fn merge_onto(&self, eco: &mut EcoSection) {
+        self.footprint.merge_onto(eco);
+        merge(&mut eco.guard, self.no_guard.then_some(false));
+        merge(&mut eco.max_seconds, self.max_seconds.map(Some));
+        merge(&mut eco.max_joules, self.max_joules.map(Some));
+        merge(&mut eco.max_g_co2e, self.max_g_co2e.map(Some));
     }
 }
 
 /// The main job's configuration: the `--config` file, else `/etc/thermo/thermo.toml` when
-/// it exists (the service's file) < `THERMO_<SECTION>_<KEY>` < the flags (`eco` holds the
-/// `[eco]` overrides). `run`, `chat` and `train` use its `[eco]` and `[telemetry]` sections.
+/// it exists (the service's file) < `THERMO_<SECTION>_<KEY>` < the flags (`eco` puts the
+/// `[eco]` flags over it). `run`, `chat` and `train` use its `[eco]` and `[telemetry]`
+/// sections.
 pub fn main_job_config(
     footprint: &FootprintArgs,
-    eco: Vec<(String, String)>,
-    telemetry: &super::telemetry::TelemetryArgs,
+    eco: impl FnOnce(&mut EcoSection),
+    telemetry: &TelemetryArgs,
 ) -> Result<Config> {
-    let mut overrides = eco;
-    overrides.extend(super::serve::telemetry_overrides(telemetry));
-    let layers = Layers::from_process(footprint.config.as_deref(), overrides)?;
-    Ok(Config::load(&layers)?)
+    let layers = Layers::from_process(footprint.config.as_deref(), vec![])?;
+    Ok(Config::load_with(&layers, |config| {
+        eco(&mut config.eco);
+        telemetry.merge_onto(&mut config.telemetry);
+    })?)
 }

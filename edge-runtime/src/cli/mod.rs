@@ -112,3 +112,10 @@ pub struct SamplingArgs {
     #[arg(long = "stop", value_name = "TEXT")]
     pub stop: Vec<String>,
 }
+
+/// Replaces `field` with the flag's value when the flag was given.
+pub fn merge<T>(field: &mut T, flag: Option<T>) {
+    if let Some(v) = flag {
+        *field = v;
+    }
+}

@@ -126,7 +126,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let opts = options(&args.sampling);
     opts.sampling.validate()?;
-    let config = main_job_config(&args.eco.footprint, args.eco.overrides(), &args.telemetry)?;
+    let config = main_job_config(
+        &args.eco.footprint,
+        |eco| args.eco.merge_onto(eco),
+        &args.telemetry,
+    )?;
     let model = load(&args.model, args.adapter.as_deref())?;
     let history = [Message::new(Role::User, args.prompt.clone())];
     let ids = prompt_ids(
@@ -182,7 +186,11 @@ pub fn run(args: RunArgs) -> Result<()> {
 pub fn chat(args: ChatArgs) -> Result<()> {
     let opts = options(&args.sampling);
     opts.sampling.validate()?;
-    let config = main_job_config(&args.eco.footprint, args.eco.overrides(), &args.telemetry)?;
+    let config = main_job_config(
+        &args.eco.footprint,
+        |eco| args.eco.merge_onto(eco),
+        &args.telemetry,
+    )?;
     let model = load(&args.model, args.adapter.as_deref())?;
     let mut state = KvState::new(model.clone())?;
     let shutdown = Shutdown::install()?;

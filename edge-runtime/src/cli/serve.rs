@@ -1,12 +1,13 @@
-//! `thermo serve` and `thermo config`: map the flags onto the configuration's top layer,
-//! build the effective configuration (defaults < file < `THERMO_*` < flags), then serve it or
-//! print it.
+//! `thermo serve` and `thermo config`: put the flags over the configuration's layers, build
+//! the effective configuration (defaults < file < `THERMO_*` < `--set` < flags), then serve
+//! it or print it.
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
 
+use super::merge;
 use super::telemetry::TelemetryArgs;
 use edge_runtime::config::{Config, Layers};
 
@@ -70,109 +71,46 @@ pub struct ConfigArgs {
 }
 
 impl ConfigFlags {
-    /// The flags as (`section.key`, raw value) overrides, `--set` first so a dedicated flag
-    /// wins over a `--set` of the same key.
-    pub fn overrides(&self, listen: &Option<String>) -> Result<Vec<(String, String)>> {
-        let mut out = vec![];
-        for s in &self.set {
-            match s.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => {
-                    out.push((k.trim().to_string(), v.to_string()));
-                }
+    /// The `--set KEY=VALUE` overrides as (`section.key`, raw value).
+    pub fn set_overrides(&self) -> Result<Vec<(String, String)>> {
+        self.set
+            .iter()
+            .map(|s| match s.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
                 _ => bail!("--set takes KEY=VALUE (e.g. service.queue_bound=4), got {s:?}"),
-            }
-        }
-        let mut push = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                out.push((k.to_string(), v));
-            }
-        };
-        push(
-            "model.dir",
-            self.model
-                .as_ref()
-                .map(|p| format!("{:?}", p.display().to_string())),
-        );
-        push(
-            "model.format",
-            self.format.as_ref().map(|f| format!("{f:?}")),
-        );
-        push("model.threads", self.threads.map(|t| t.to_string()));
-        push("model.adapter", self.adapter.as_deref().map(quoted));
-        push(
-            "governor.setpoint_c",
-            self.setpoint.map(|c| format!("{c:?}")),
-        );
-        push("sensors.sim", self.sim.as_ref().map(|s| format!("{s:?}")));
-        push("service.listen", listen.as_ref().map(|l| format!("{l:?}")));
-        Ok(out)
+            })
+            .collect()
     }
 
-    /// The effective configuration.
-    pub fn load(&self, listen: &Option<String>) -> Result<Config> {
-        self.load_with(listen, vec![])
+    /// Puts the dedicated flags that were given (and `listen`) over `config`, so they win over
+    /// the file, the environment and `--set`.
+    pub fn merge_onto(&self, listen: &Option<String>, config: &mut Config) {
+        let model = &mut config.model;
+        merge(&mut model.dir, self.model.clone().map(Some));
+        merge(&mut model.format, self.format.clone());
+        merge(&mut model.threads, self.threads);
+        merge(&mut model.adapter, self.adapter.clone().map(Some));
+        merge(&mut config.governor.setpoint_c, self.setpoint.map(Some));
+        merge(&mut config.sensors.sim, self.sim.clone().map(Some));
+        merge(&mut config.service.listen, listen.clone());
     }
 
-    /// The effective configuration with `extra` overrides after the flags' own.
-    pub fn load_with(
-        &self,
-        listen: &Option<String>,
-        extra: Vec<(String, String)>,
-    ) -> Result<Config> {
-        let mut overrides = self.overrides(listen)?;
-        overrides.extend(extra);
-        let layers = Layers::from_process(self.config.as_deref(), overrides)?;
-        Ok(Config::load(&layers)?)
+    /// The effective configuration: defaults < file < `THERMO_*` < `--set` < these flags <
+    /// `more` (other flags of the command, merged the same way).
+    pub fn load(&self, listen: &Option<String>, more: impl FnOnce(&mut Config)) -> Result<Config> {
+        let layers = Layers::from_process(self.config.as_deref(), self.set_overrides()?)?;
+        Ok(Config::load_with(&layers, |config| {
+            self.merge_onto(listen, config);
+            more(config);
+        })?)
     }
-}
-
-fn quoted(p: &std::path::Path) -> String {
-    format!("{:?}", p.display().to_string())
-}
-
-/// The telemetry flags given on the command line as `[telemetry]` overrides.
-pub fn telemetry_overrides(t: &TelemetryArgs) -> Vec<(String, String)> {
-    let mut out = vec![];
-    let mut push = |k: &str, v: Option<String>| {
-        if let Some(v) = v {
-            out.push((format!("telemetry.{k}"), v));
-        }
-    };
-    push("mqtt", t.mqtt.as_ref().map(|u| format!("{u:?}")));
-    push("device_id", t.device_id.as_ref().map(|d| format!("{d:?}")));
-    push("file", t.telemetry_file.as_deref().map(quoted));
-    push("enabled", t.no_telemetry.then(|| "false".into()));
-    push("interval_s", t.telemetry_interval.map(|s| format!("{s:?}")));
-    push(
-        "encoding",
-        t.telemetry_encoding.as_ref().map(|e| format!("{e:?}")),
-    );
-    push("queue_dir", t.telemetry_queue.as_deref().map(quoted));
-    push(
-        "queue_capacity",
-        t.telemetry_queue_capacity.map(|n| n.to_string()),
-    );
-    push("ca_file", t.mqtt_ca.as_deref().map(quoted));
-    push("cert_file", t.mqtt_cert.as_deref().map(quoted));
-    push("key_file", t.mqtt_key.as_deref().map(quoted));
-    push(
-        "username",
-        t.mqtt_username.as_ref().map(|u| format!("{u:?}")),
-    );
-    push("password_file", t.mqtt_password_file.as_deref().map(quoted));
-    push(
-        "allow",
-        (!t.mqtt_allow.is_empty()).then(|| format!("{:?}", t.mqtt_allow)),
-    );
-    push("discovery", t.no_discovery.then(|| "false".into()));
-    out
 }
 
 /// `thermo serve`.
 pub fn serve(args: ServeArgs) -> Result<()> {
-    let config = args
-        .config
-        .load_with(&args.listen, telemetry_overrides(&args.telemetry))?;
+    let config = args.config.load(&args.listen, |config| {
+        args.telemetry.merge_onto(&mut config.telemetry);
+    })?;
     edge_runtime::serve::run(&config)
 }
 
@@ -182,7 +120,7 @@ pub fn config(args: ConfigArgs) -> Result<()> {
         print!("{}", Config::example_toml());
         return Ok(());
     }
-    let config = args.config.load(&args.listen)?;
+    let config = args.config.load(&args.listen, |_| {})?;
     if args.systemd_devices {
         print!("{}", systemd_devices_dropin(&config));
     } else {

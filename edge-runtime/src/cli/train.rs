@@ -291,7 +291,11 @@ fn parse_targets(names: &[String], problems: &mut Vec<Problem>) -> Vec<Target> {
 /// `thermo train`.
 pub fn train(args: TrainArgs) -> Result<()> {
     // The configuration first: a bad [eco] or [telemetry] value stops before the model loads.
-    let config = main_job_config(&args.footprint, args.footprint.overrides(), &args.telemetry)?;
+    let config = main_job_config(
+        &args.footprint,
+        |eco| args.footprint.merge_onto(eco),
+        &args.telemetry,
+    )?;
     let factors = config.eco.factors()?;
     let mut problems: Vec<Problem> = vec![];
     let dir = model_folder(&args)?;
