@@ -24,7 +24,7 @@ trap 'rm -f "$out"' EXIT
 for round in $(seq "$rounds"); do
   for threads in 1 2; do
     for format in q4 ggml; do
-      "$thermo" bench-llm --json --model "$root/models/SmolLM2-135M-Instruct-$format" \
+      "$thermo" bench llm --json --model "$root/models/SmolLM2-135M-Instruct-$format" \
         --threads "$threads" 2>/dev/null | sed "s/^/thermo-$format /" >>"$out"
     done
     if "$py" -c "import llama_cpp" 2>/dev/null; then

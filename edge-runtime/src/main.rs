@@ -1,33 +1,42 @@
-//! The `thermo` binary: parse the command line, run the subcommand, report errors.
+//! The `thermo` binary: parse the command line, run the subcommand, report errors. The
+//! command line (`cli`) belongs to the binary; the library knows nothing of it.
 
 mod cli;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{BenchCommand, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    if let Command::Train(args) = &cli.command
+    let parsed = Cli::parse();
+    let train = match &parsed.command {
+        Command::Train(args) => Some(args),
+        Command::Bench(b) => match &b.command {
+            BenchCommand::Train(args) => Some(&**args),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(args) = train
         && let Err(e) = cli::train::ensure_threads(args)
     {
         eprintln!("error: {e:#}");
         return std::process::ExitCode::FAILURE;
     }
-    let result = match cli.command {
+    let result = match parsed.command {
         Command::Run(args) => cli::run::run(args),
         Command::Chat(args) => cli::run::chat(args),
         Command::ImportGguf(args) => cli::import::import(args),
         Command::FetchModel(args) => cli::import::fetch(args),
-        Command::BenchLlm(args) => cli::bench_llm::bench(args),
-        Command::Bench(args) => cli::bench_governor::bench(args),
+        Command::Bench(args) => bench(args.command),
+        Command::BenchLlm(args) => cli::bench::llm::bench(args),
         Command::Sensors(args) => cli::sensors::sensors(args),
         Command::Fleet(args) => cli::fleet::fleet(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
         Command::Serve(args) => cli::serve::serve(args),
-        Command::Config(args) => cli::serve::config(args),
+        Command::Config(args) => cli::config::config(args),
         Command::Train(args) => cli::train::train(args),
-        Command::Eco(args) => cli::ledger::eco(args),
+        Command::Eco(args) => cli::eco::eco(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -35,5 +44,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `thermo bench ...`.
+fn bench(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Llm(args) => cli::bench::llm::bench(args),
+        BenchCommand::Governor(args) => cli::bench::governor::bench(&args),
+        BenchCommand::Eco(args) => cli::bench::eco::bench(&args),
+        BenchCommand::Train(args) => cli::train::bench(*args),
     }
 }

@@ -174,3 +174,32 @@ fn every_subcommand_answers_help() {
         );
     }
 }
+
+#[test]
+fn every_benchmark_is_a_bench_subcommand_and_the_old_spellings_still_work() {
+    for name in ["llm", "governor", "eco", "train"] {
+        let output = thermo(&["bench", name, "--help"]);
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "bench {name}: {stdout}");
+        assert!(
+            stdout.contains(&format!("Usage: thermo bench {name}")),
+            "bench {name}: {stdout}"
+        );
+    }
+    let old = thermo(&["bench-llm", "--help"]);
+    assert!(old.status.success(), "{}", text(&old.stderr));
+    assert!(text(&old.stdout).contains("--repeat"));
+    assert!(!subcommands().iter().any(|n| n == "bench-llm"));
+    let train = thermo(&["train", "--help"]);
+    assert!(train.status.success());
+    let hidden = text(&train.stdout);
+    assert!(
+        !hidden.lines().any(|l| {
+            let flag = l.trim_start();
+            flag == "--bench" || flag.starts_with("--bench ")
+        }),
+        "{hidden}"
+    );
+    let bench_train = thermo(&["bench", "train", "--help"]);
+    assert!(text(&bench_train.stdout).contains("--bench-top"));
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::ModelArgs;
+use super::flags::ModelArgs;
 use edge_runtime::eco::perplexity::{bos_if_added, perplexity, tokenize};
 use edge_runtime::engine::model::{KvState, LoadedModel};
 use edge_runtime::engine::set_compute_threads;

@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
-use super::footprint::{EcoArgs, main_job_config};
-use super::governed::GovernorArgs;
-use super::telemetry::TelemetryArgs;
-use super::{ModelArgs, SamplingArgs};
+use super::flags::accounting::AccountingArgs;
+use super::flags::governor::GovernorArgs;
+use super::flags::telemetry::TelemetryArgs;
+use super::flags::{ModelArgs, SamplingArgs, main_job_config};
 use edge_runtime::engine::chat::{Message, Role};
 use edge_runtime::engine::generate::{GenerateOptions, GenerationStats};
 use edge_runtime::engine::model::{KvState, LoadedModel};
@@ -37,7 +37,7 @@ pub struct RunArgs {
     #[command(flatten)]
     telemetry: TelemetryArgs,
     #[command(flatten)]
-    eco: EcoArgs,
+    eco: AccountingArgs,
     /// Send the prompt to the model verbatim, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -60,7 +60,7 @@ pub struct ChatArgs {
     #[command(flatten)]
     telemetry: TelemetryArgs,
     #[command(flatten)]
-    eco: EcoArgs,
+    eco: AccountingArgs,
     /// Apply the LoRA adapter (PEFT folder) from `thermo train`.
     #[arg(long, value_name = "DIR")]
     adapter: Option<PathBuf>,

@@ -18,18 +18,20 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::footprint::{FootprintArgs, main_job_config};
-use super::governed::GovernorArgs;
-use super::telemetry::TelemetryArgs;
+use super::bench::train::{TrainBench, compute_threads};
+use super::flags::accounting::FootprintArgs;
+use super::flags::governor::GovernorArgs;
+use super::flags::main_job_config;
+use super::flags::telemetry::TelemetryArgs;
 use edge_runtime::eco::ledger::utc_date;
 use edge_runtime::engine::import::is_current_import;
 use edge_runtime::models::{DEFAULT_MODEL, cache_root, model_dir};
-use edge_runtime::session::accounting::{cache_ledger, emissions_csv_path};
+use edge_runtime::session::accounting::{cache_ledger, emissions_csv_path, energy_meter};
 use edge_runtime::session::governed::Governed;
 use edge_runtime::session::model::resolve_model;
 use edge_runtime::session::telemetry::{Session, day_figures, eco_figures};
 use edge_runtime::telemetry::TrainingDone;
-use edge_runtime::train::data::{Problem, TextSide, duplicates, load_examples, split};
+use edge_runtime::train::data::{DataProblem, TextSide, duplicates, load_examples, split};
 use edge_runtime::train::lora::{LoraConfig, Target};
 use edge_runtime::train::model::BaseModel;
 use edge_runtime::train::optim::{AdamWParams, Schedule};
@@ -128,7 +130,7 @@ pub struct TrainArgs {
     pub preflight_only: bool,
     /// Benchmark instead of training: time and energy per optimizer step for adapters on
     /// all layers and on the top `--bench-top` layers, as a Markdown table (writes nothing).
-    #[arg(long)]
+    #[arg(long, hide = true)]
     pub bench: bool,
     /// Measured optimizer steps per benchmark configuration (after one warm-up step).
     #[arg(long, default_value_t = 3, value_name = "N")]
@@ -200,17 +202,6 @@ fn top_layers(flag: Option<usize>, layers: usize) -> Option<usize> {
     }
 }
 
-/// CPU seconds this process has used (user + system), from `/proc/self/stat`.
-pub(crate) fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // USER_HZ is 100 on every Linux target this runs on.
-    Some((utime + stime) / 100.0)
-}
-
 /// Bytes a checkpoint of `params` adapter values takes (adapter + two moments, and the PEFT
 /// copy), with headroom.
 fn checkpoint_bytes(params: usize) -> u64 {
@@ -219,8 +210,8 @@ fn checkpoint_bytes(params: usize) -> u64 {
 
 /// Checks that `out` can take the run's files: writable, with `room` bytes free (probed by
 /// writing and removing a file of that size). Creates nothing that stays.
-fn check_out_dir(out: &Path, room: u64, resume: bool, problems: &mut Vec<Problem>) {
-    let problem = |message: String| Problem {
+fn check_out_dir(out: &Path, room: u64, resume: bool, problems: &mut Vec<DataProblem>) {
+    let problem = |message: String| DataProblem {
         file: out.to_path_buf(),
         line: None,
         message,
@@ -273,12 +264,12 @@ fn check_out_dir(out: &Path, room: u64, resume: bool, problems: &mut Vec<Problem
     }
 }
 
-fn parse_targets(names: &[String], problems: &mut Vec<Problem>) -> Vec<Target> {
+fn parse_targets(names: &[String], problems: &mut Vec<DataProblem>) -> Vec<Target> {
     let mut out = vec![];
     for n in names {
         match Target::from_module(n.trim()) {
             Some(t) => out.push(t),
-            None => problems.push(Problem {
+            None => problems.push(DataProblem {
                 file: PathBuf::from("--targets"),
                 line: None,
                 message: format!("unknown module {n:?}"),
@@ -297,9 +288,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
         &args.telemetry,
     )?;
     let factors = config.eco.factors()?;
-    let mut problems: Vec<Problem> = vec![];
+    let mut problems: Vec<DataProblem> = vec![];
     let dir = model_folder(&args)?;
-    let model_problem = |message: String| Problem {
+    let model_problem = |message: String| DataProblem {
         file: dir.clone(),
         line: None,
         message,
@@ -345,7 +336,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             }
             None => {
                 if !examples.is_empty() {
-                    problems.push(Problem {
+                    problems.push(DataProblem {
                         file: args.data.clone(),
                         line: None,
                         message: "one example cannot be split into train and held-out sets; \
@@ -371,7 +362,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         ) {
             Ok(c) => Some(c),
             Err(e) => {
-                problems.push(Problem {
+                problems.push(DataProblem {
                     file: PathBuf::from("flags"),
                     line: None,
                     message: format!("{e:#}"),
@@ -490,7 +481,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let governed = args.governor.start(1)?;
     let telemetry = Session::start(&config.telemetry, governed.as_ref().map(Governed::probe))?;
     let permits = governed.as_ref().map(Governed::permits);
-    let meter = super::bench_train::energy_meter(governed.as_ref(), &factors)?;
+    let meter = energy_meter(governed.as_ref(), &factors)?;
     meter.poll();
     let run_mark = meter.mark();
     let mut step_mark = run_mark;
@@ -611,8 +602,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `thermo train --bench`: all layers, then the top `--bench-top`, under the governor's
-/// meter (or one of our own with `--no-governor`).
+/// `thermo train --bench` (`thermo bench train`): all layers, then the top `--bench-top`,
+/// under the governor's meter (or one of our own with `--no-governor`).
 fn run_bench(
     args: &TrainArgs,
     base: &BaseModel,
@@ -620,37 +611,26 @@ fn run_bench(
     data: &[edge_runtime::train::data::Example],
     factors: &edge_runtime::eco::Factors,
 ) -> Result<()> {
-    use super::bench_train::{bench_config, compute_threads, energy_meter, markdown};
     let governed = args.governor.start(compute_threads())?;
     let meter = energy_meter(governed.as_ref(), factors)?;
-    let layers = base.config.num_hidden_layers;
-    let targets = options.lora.targets.clone();
-    let mut rows = vec![];
-    // Top-N first: the peak RSS of the second configuration includes what the first left.
-    for top in [Some(args.bench_top.min(layers)), None] {
-        let lora = LoraConfig::new(
-            args.rank,
-            args.alpha,
-            args.dropout,
-            targets.clone(),
-            layers,
-            top,
-        )?;
-        eprintln!("benchmarking {} adapted layer(s) ...", lora.layers.len());
-        rows.push(bench_config(
-            base,
-            options,
-            lora,
-            data,
-            args.bench_steps.max(1),
-            &meter,
-        )?);
-    }
-    print!("{}", markdown(&rows, options.seq_len, compute_threads()));
+    let bench = TrainBench {
+        rank: args.rank,
+        alpha: args.alpha,
+        dropout: args.dropout,
+        top: args.bench_top,
+        steps: args.bench_steps,
+    };
+    super::bench::train::run(&bench, base, options, data, &meter)?;
     if let Some(g) = governed {
         eprintln!("[governor: {}]", g.finish().line());
     }
     Ok(())
+}
+
+/// `thermo bench train`: `thermo train --bench` under the benchmark's name.
+pub fn bench(mut args: TrainArgs) -> Result<()> {
+    args.bench = true;
+    train(args)
 }
 
 #[cfg(test)]

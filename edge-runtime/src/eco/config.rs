@@ -91,7 +91,7 @@ impl Default for EcoConfig {
 
 /// One problem in the `[eco]` section.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
+pub struct FactorProblem {
     /// Key path, e.g. `eco.pue`.
     pub path: String,
     /// What is wrong.
@@ -103,10 +103,10 @@ pub struct Problem {
 pub enum EcoConfigError {
     /// One or more values are out of range; all are listed.
     #[error("invalid [eco] configuration:\n{}", list(.0))]
-    Invalid(Vec<Problem>),
+    Invalid(Vec<FactorProblem>),
 }
 
-fn list(problems: &[Problem]) -> String {
+fn list(problems: &[FactorProblem]) -> String {
     problems
         .iter()
         .map(|p| format!("  {}: {}", p.path, p.message))
@@ -187,11 +187,11 @@ fn pollutants(p: &Pollutants) -> [f64; 3] {
     ]
 }
 
-struct Checker(Vec<Problem>);
+struct Checker(Vec<FactorProblem>);
 
 impl Checker {
     fn push(&mut self, path: &str, message: String) {
-        self.0.push(Problem {
+        self.0.push(FactorProblem {
             path: format!("eco.{path}"),
             message,
         });
@@ -341,7 +341,7 @@ impl EcoConfig {
 mod tests {
     use super::*;
 
-    fn problems(c: &EcoConfig) -> Vec<Problem> {
+    fn problems(c: &EcoConfig) -> Vec<FactorProblem> {
         match c.resolve() {
             Err(EcoConfigError::Invalid(p)) => p,
             other => panic!("expected invalid, got {other:?}"),

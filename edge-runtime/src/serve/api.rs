@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::footprint::Footprint;
+use super::footprint::ResponseFootprint;
 use crate::engine::chat::{Message, Role};
 use crate::engine::generate::{GenerateOptions, StopReason};
 use crate::engine::sampling::SamplingParams;
@@ -737,7 +737,13 @@ impl ResponseId {
     }
 
     /// The whole (non-streamed) response.
-    pub fn response(&self, text: &str, finish: &str, usage: Usage, footprint: &Footprint) -> Value {
+    pub fn response(
+        &self,
+        text: &str,
+        finish: &str,
+        usage: Usage,
+        footprint: &ResponseFootprint,
+    ) -> Value {
         let choice = match self.endpoint {
             Endpoint::Chat => json!({
                 "index": 0,
@@ -782,7 +788,7 @@ impl ResponseId {
     }
 
     /// The chunk that ends the choice, carrying the footprint.
-    pub fn final_chunk(&self, finish: &str, footprint: &Footprint) -> Value {
+    pub fn final_chunk(&self, finish: &str, footprint: &ResponseFootprint) -> Value {
         let choice = match self.endpoint {
             Endpoint::Chat => json!({
                 "index": 0, "delta": {}, "logprobs": null, "finish_reason": finish,
@@ -797,7 +803,7 @@ impl ResponseId {
     }
 
     /// OpenAI's trailing usage chunk (`stream_options.include_usage`): no choices.
-    pub fn usage_chunk(&self, usage: Usage, footprint: &Footprint) -> Value {
+    pub fn usage_chunk(&self, usage: Usage, footprint: &ResponseFootprint) -> Value {
         let mut chunk = self.chunk(vec![]);
         chunk["usage"] = json!(usage);
         chunk["footprint"] = json!(footprint);
@@ -829,7 +835,7 @@ mod tests {
 
     #[test]
     fn responses_and_chunks_name_the_adapter_only_when_one_is_served() {
-        let fp = Footprint::default();
+        let fp = ResponseFootprint::default();
         let base = ResponseId::new(Endpoint::Chat, 1, 2, "tiny");
         let tagged = base.clone().with_adapter(Some("pump"));
         let usage = Usage::new(1, 1);
@@ -1092,7 +1098,7 @@ mod tests {
     #[test]
     fn chunks_and_responses_have_the_openai_shape() {
         let id = ResponseId::new(Endpoint::Chat, 1, 1_700_000_000, "tiny");
-        let fp = Footprint::default();
+        let fp = ResponseFootprint::default();
         let first = id.text_chunk("He", true);
         assert_eq!(first["object"], "chat.completion.chunk");
         assert_eq!(first["choices"][0]["delta"]["role"], "assistant");

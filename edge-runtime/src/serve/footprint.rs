@@ -78,7 +78,7 @@ impl From<&GuardStop> for GuardReport {
 
 /// The `footprint` object of a response. Figures are `null` when the meter had no source.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
-pub struct Footprint {
+pub struct ResponseFootprint {
     /// Tokens processed (prompt plus generated).
     pub tokens: usize,
     /// Energy attributed to the request at the board, J.
@@ -178,7 +178,7 @@ impl EcoAccounting {
         m: &RequestMeasure,
         eco: Option<&EcoFootprint>,
         guard: Option<&GuardStop>,
-    ) -> Footprint {
+    ) -> ResponseFootprint {
         let tokens = m.prompt_tokens + m.completion_tokens;
         let method = match eco {
             Some(_) => format!(
@@ -188,7 +188,7 @@ impl EcoAccounting {
             ),
             None => "no energy source: figures unknown".into(),
         };
-        Footprint {
+        ResponseFootprint {
             tokens,
             energy_j: eco.map(|f| f.energy_j),
             energy_source: m.energy_source.clone(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::api::{Usage, finish_reason};
-use super::footprint::{EcoAccounting, Footprint, RequestMeasure};
+use super::footprint::{EcoAccounting, RequestMeasure, ResponseFootprint};
 use super::metrics::{Metrics, Outcome};
 use super::queue::Scheduler;
 use crate::eco::Footprint as EcoFootprint;
@@ -48,7 +48,7 @@ pub struct Finished {
     /// OpenAI's `finish_reason`.
     pub finish_reason: &'static str,
     /// The request's footprint.
-    pub footprint: Footprint,
+    pub footprint: ResponseFootprint,
 }
 
 /// Progress of one job shared between its worker and its handler.

@@ -42,6 +42,35 @@ pub fn cache_ledger() -> Option<Ledger> {
         .map(|root| Ledger::new(root.join(crate::eco::ledger::LEDGER_FILE)))
 }
 
+/// The board's energy meter when no governor runs: RAPL where the kernel offers it, else the
+/// default board's power model times this process's CPU time (wear per `factors`); polled
+/// once.
+pub fn fallback_meter(factors: &Factors) -> Result<MeterHandle> {
+    let profile = sensor_drivers::sim::Profile::builtin(crate::sensing::DEFAULT_TWIN_PROFILE)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let platform = Platform::from_profile(&profile)?;
+    let model = PowerModel::from_platform(&platform, platform.top_level());
+    let meter = MeterHandle::new(EnergyMeter::new(
+        Some(Fallback::detect(
+            std::path::Path::new("/sys/class/powercap"),
+            model,
+        )),
+        factors.wear_reference_c,
+        factors.activation_ev,
+    ));
+    meter.poll();
+    Ok(meter)
+}
+
+/// The energy meter of a job: the governor's board meter when it runs, else
+/// [`fallback_meter`].
+pub fn energy_meter(governed: Option<&Governed>, factors: &Factors) -> Result<MeterHandle> {
+    match governed {
+        Some(g) => Ok(g.meter().clone()),
+        None => fallback_meter(factors),
+    }
+}
+
 /// Eco accounting over one `run` or `chat` session.
 pub struct Accounting {
     factors: Factors,
@@ -69,20 +98,7 @@ impl Accounting {
         let (meter, sampler) = match governed {
             Some(g) => (g.meter().clone(), None),
             None => {
-                let profile =
-                    sensor_drivers::sim::Profile::builtin(crate::sensing::DEFAULT_TWIN_PROFILE)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let platform = Platform::from_profile(&profile)?;
-                let model = PowerModel::from_platform(&platform, platform.top_level());
-                let meter = MeterHandle::new(EnergyMeter::new(
-                    Some(Fallback::detect(
-                        std::path::Path::new("/sys/class/powercap"),
-                        model,
-                    )),
-                    factors.wear_reference_c,
-                    factors.activation_ev,
-                ));
-                meter.poll();
+                let meter = fallback_meter(&factors)?;
                 let stop = Arc::new(AtomicBool::new(false));
                 let (m, s) = (meter.clone(), stop.clone());
                 let thread = std::thread::Builder::new()

@@ -19,7 +19,7 @@ use crate::engine::tokenizer::TextTokenizer;
 
 /// One problem found in the inputs, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
+pub struct DataProblem {
     /// The file at fault.
     pub file: PathBuf,
     /// 1-based line, when the problem is on one line.
@@ -28,7 +28,7 @@ pub struct Problem {
     pub message: String,
 }
 
-impl fmt::Display for Problem {
+impl fmt::Display for DataProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
             Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
@@ -262,8 +262,8 @@ fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Op
 /// Parses a data file into `(line, example)` pairs and the problems found. The file may be
 /// at most [`MAX_FILE_BYTES`] and each line at most [`MAX_LINE_BYTES`]; at most
 /// [`MAX_PROBLEMS`] problems are listed.
-pub fn parse_file(path: &Path) -> (Vec<(usize, RawExample)>, Vec<Problem>) {
-    let problem = |line: Option<usize>, message: String| Problem {
+pub fn parse_file(path: &Path) -> (Vec<(usize, RawExample)>, Vec<DataProblem>) {
+    let problem = |line: Option<usize>, message: String| DataProblem {
         file: path.to_path_buf(),
         line,
         message,
@@ -283,7 +283,7 @@ pub fn parse_file(path: &Path) -> (Vec<(usize, RawExample)>, Vec<Problem>) {
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
     let mut reader = std::io::BufReader::new(file.take(MAX_FILE_BYTES));
     let (mut examples, mut problems, mut unlisted) = (vec![], vec![], 0usize);
-    let mut report = |problems: &mut Vec<Problem>, p: Problem| {
+    let mut report = |problems: &mut Vec<DataProblem>, p: DataProblem| {
         if problems.len() < MAX_PROBLEMS {
             problems.push(p);
         } else {
@@ -405,7 +405,7 @@ pub fn load_examples(
     path: &Path,
     side: &TextSide,
     max_tokens: usize,
-) -> (Vec<Example>, Vec<Problem>) {
+) -> (Vec<Example>, Vec<DataProblem>) {
     let (raw, mut problems) = parse_file(path);
     let mut out = vec![];
     for (line, ex) in raw {
@@ -417,7 +417,7 @@ pub fn load_examples(
                 scored_from,
                 key,
             }),
-            Err(message) => problems.push(Problem {
+            Err(message) => problems.push(DataProblem {
                 file: path.to_path_buf(),
                 line: Some(line),
                 message,
@@ -448,14 +448,14 @@ pub fn split(examples: Vec<Example>, fraction: f32, seed: u64) -> (Vec<Example>,
 }
 
 /// Problems for examples that appear verbatim in both sets.
-pub fn duplicates(train: &[Example], eval: &[Example]) -> Vec<Problem> {
+pub fn duplicates(train: &[Example], eval: &[Example]) -> Vec<DataProblem> {
     let mut seen = std::collections::HashMap::new();
     for e in train {
         seen.entry(e.key.as_str()).or_insert(e);
     }
     eval.iter()
         .filter_map(|e| {
-            seen.get(e.key.as_str()).map(|t| Problem {
+            seen.get(e.key.as_str()).map(|t| DataProblem {
                 file: e.file.clone(),
                 line: Some(e.line),
                 message: format!(

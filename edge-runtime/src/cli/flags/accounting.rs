@@ -1,16 +1,13 @@
 //! The eco-accounting flags of `run`, `chat` and `train` (the configuration file, the
-//! region, the `emissions.csv` row, the zombie-compute guard's budgets) and the main job's
-//! layered configuration they sit on top of.
+//! region, the `emissions.csv` row, the zombie-compute guard's budgets), put over `[eco]`.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
 use clap::Args;
 
-use edge_runtime::config::{Config, EcoSection, Layers};
+use edge_runtime::config::EcoSection;
 
 use super::merge;
-use super::telemetry::TelemetryArgs;
 
 /// Footprint flags of `run`, `chat` and `train`: the configuration file, the region and the
 /// `emissions.csv` row.
@@ -34,7 +31,7 @@ pub struct FootprintArgs {
 
 /// Eco-accounting and guard flags of `run` and `chat`.
 #[derive(Debug, Clone, Args)]
-pub struct EcoArgs {
+pub struct AccountingArgs {
     #[command(flatten)]
     pub footprint: FootprintArgs,
     /// Do not stop degenerate (looping) answers.
@@ -63,7 +60,7 @@ impl FootprintArgs {
     }
 }
 
-impl EcoArgs {
+impl AccountingArgs {
     /// Puts the flags that were given over `[eco]`.
     pub fn merge_onto(&self, eco: &mut EcoSection) {
         self.footprint.merge_onto(eco);
@@ -72,20 +69,4 @@ impl EcoArgs {
         merge(&mut eco.max_joules, self.max_joules.map(Some));
         merge(&mut eco.max_g_co2e, self.max_g_co2e.map(Some));
     }
-}
-
-/// The main job's configuration: the `--config` file, else `/etc/thermo/thermo.toml` when
-/// it exists (the service's file) < `THERMO_<SECTION>_<KEY>` < the flags (`eco` puts the
-/// `[eco]` flags over it). `run`, `chat` and `train` use its `[eco]` and `[telemetry]`
-/// sections.
-pub fn main_job_config(
-    footprint: &FootprintArgs,
-    eco: impl FnOnce(&mut EcoSection),
-    telemetry: &TelemetryArgs,
-) -> Result<Config> {
-    let layers = Layers::from_process(footprint.config.as_deref(), vec![])?;
-    Ok(Config::load_with(&layers, |config| {
-        eco(&mut config.eco);
-        telemetry.merge_onto(&mut config.telemetry);
-    })?)
 }

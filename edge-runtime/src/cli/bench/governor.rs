@@ -1,38 +1,18 @@
 //! `thermo bench governor`: runs the governor benchmark on the simulated SoC (every board ×
 //! scenario × controller, offline and faster than real time), writes `governor.csv`,
 //! `governor_iso.csv`, `governor.md` and the SVG plots into the output folder, and prints the
-//! Markdown report and the verdict on the goals. `bench` is a command group so that
-//! other benchmarks can sit beside `governor`.
+//! Markdown report and the verdict on the goals.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::Args;
 
 use edge_runtime::governor::bench::{BenchOptions, GoalCheck, GoalStatus, run_governor_bench};
 
 /// Simulated length of each run with `--quick`.
 const QUICK_RUN: Duration = Duration::from_secs(5 * 60);
-
-/// Flags of `thermo bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Which benchmark to run.
-    #[command(subcommand)]
-    pub command: BenchCommand,
-}
-
-/// The benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Compare the governor with the kernel's step_wise and power_allocator governors and with
-    /// firmware throttling alone, on the simulated boards.
-    Governor(GovernorBenchArgs),
-    /// Rate models by quality and footprint: perplexity, exact match, speed, energy per
-    /// token, carbon, water and NOx per 1000 tokens, temperatures under the governor.
-    Eco(super::bench_eco::EcoBenchArgs),
-}
 
 /// Flags of `thermo bench governor`.
 #[derive(Debug, Args)]
@@ -46,14 +26,6 @@ pub struct GovernorBenchArgs {
     pub quick: bool,
 }
 
-/// Runs the chosen benchmark.
-pub fn bench(args: BenchArgs) -> Result<()> {
-    match args.command {
-        BenchCommand::Governor(args) => governor(&args),
-        BenchCommand::Eco(args) => super::bench_eco::bench(&args),
-    }
-}
-
 /// The options `thermo bench governor` runs with.
 pub fn options(args: &GovernorBenchArgs) -> BenchOptions {
     let mut opts = BenchOptions::default();
@@ -64,7 +36,7 @@ pub fn options(args: &GovernorBenchArgs) -> BenchOptions {
 }
 
 /// Runs the governor benchmark, writes its files and prints the report and the verdict.
-pub fn governor(args: &GovernorBenchArgs) -> Result<()> {
+pub fn bench(args: &GovernorBenchArgs) -> Result<()> {
     let opts = options(args);
     let runs = opts.boards.len() * opts.scenarios.len() * opts.controllers.len();
     log::info!(
@@ -157,7 +129,7 @@ mod tests {
     fn a_quick_run_writes_one_csv_row_per_board_scenario_and_controller() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let out = dir.path().join("nested").join("bench");
-        governor(&GovernorBenchArgs {
+        bench(&GovernorBenchArgs {
             out: out.clone(),
             quick: true,
         })?;

@@ -1,4 +1,4 @@
-//! `thermo bench-llm`: prefill speed on 32- and 128-token prompts, decode speed over 64
+//! `thermo bench llm` (also spelt `thermo bench-llm`): prefill speed on 32- and 128-token prompts, decode speed over 64
 //! tokens, and the process's peak resident memory, for one model folder and thread count.
 //! Peak RSS is per process, so compare formats and thread counts by running it once for each
 //! (`models/bench-llm.sh` does that, beside llama.cpp when it is installed).
@@ -9,12 +9,13 @@ use anyhow::{Context, Result, ensure};
 use clap::Args;
 use serde::Serialize;
 
-use super::ModelArgs;
+use super::process::peak_rss_bytes;
+use crate::cli::flags::ModelArgs;
 use edge_runtime::engine::model::{KvState, LoadedModel};
 use edge_runtime::engine::sampling::argmax;
 use edge_runtime::engine::set_compute_threads;
 
-/// Flags of `thermo bench-llm`.
+/// Flags of `thermo bench llm`.
 #[derive(Debug, Args)]
 pub struct BenchLlmArgs {
     #[command(flatten)]
@@ -50,14 +51,6 @@ quiet and draws little power. Running a language model on such a board turns mos
 into heat, and the firmware slows the processor down when the chip gets too hot. A governor that \
 paces the work can keep the temperature steady and the speed predictable, which is what a user \
 of an offline assistant wants. ";
-
-/// Peak resident set size of this process in bytes (`VmHWM`), where the kernel reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
 
 fn prompt_tokens(model: &LoadedModel, n: usize) -> Result<Vec<u32>> {
     let mut ids = vec![];
@@ -119,7 +112,7 @@ pub fn measure(
     })
 }
 
-/// `thermo bench-llm`.
+/// `thermo bench llm`.
 pub fn bench(args: BenchLlmArgs) -> Result<()> {
     ensure!(args.model.threads >= 1, "--threads must be at least 1");
     set_compute_threads(args.model.threads);

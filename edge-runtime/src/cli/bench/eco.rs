@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::bench_llm::peak_rss_bytes;
+use super::process::{peak_rss_bytes, reset_peak_rss};
 use edge_runtime::eco::Factors;
 use edge_runtime::eco::bench::{EcoEntry, Rating, markdown, rate, svg};
 use edge_runtime::eco::perplexity::{bos_if_added, perplexity, tokenize};
@@ -26,9 +26,9 @@ use edge_runtime::session::governed::{Governed, GovernorOptions};
 use edge_runtime::session::model::{prompt_ids, resolve_model};
 
 /// The held-out text perplexity is measured on (committed under `models/eval/`).
-pub const HELDOUT_TEXT: &str = include_str!("../../../models/eval/heldout.txt");
+pub const HELDOUT_TEXT: &str = include_str!("../../../../models/eval/heldout.txt");
 /// The question set, `question<TAB>answer[|answer...]` per line.
-pub const QUESTIONS_TSV: &str = include_str!("../../../models/eval/questions.tsv");
+pub const QUESTIONS_TSV: &str = include_str!("../../../../models/eval/questions.tsv");
 
 /// Flags of `thermo bench eco`.
 #[derive(Debug, Args)]
@@ -108,11 +108,6 @@ pub fn is_exact_match(answer: &str, accepted: &[String]) -> bool {
     })
 }
 
-/// Resets the kernel's peak-RSS counter of this process (Linux `clear_refs` 5).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 struct Measured {
     entry: EcoEntry,
 }
@@ -124,7 +119,7 @@ fn measure(
     factors: &Factors,
     questions: &[Question],
 ) -> Result<Measured> {
-    reset_peak_rss();
+    let _ = reset_peak_rss();
     log::info!("eco bench: {name}");
     let model = LoadedModel::load(dir)?;
     let bos = bos_if_added(&model)?;

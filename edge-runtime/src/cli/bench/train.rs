@@ -1,4 +1,4 @@
-//! `thermo train --bench`: seconds, CPU seconds and estimated joules per optimizer step on
+//! `thermo bench train` (also spelt `thermo train --bench`): seconds, CPU seconds and estimated joules per optimizer step on
 //! the run's model and data, for adapters on all layers against adapters on the top N
 //! layers, with the peak resident memory of each, as a Markdown table. Nothing is written
 //! to the output folder.
@@ -7,59 +7,17 @@
 //! RAPL, or the board's power model times CPU time, whichever the board offers), otherwise
 //! from a meter of the same kind opened here; the table names the source used.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use edge_runtime::eco::Factors;
-use edge_runtime::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
-use edge_runtime::governor::platform::Platform;
-use edge_runtime::session::governed::Governed;
+use super::process::{cpu_seconds, peak_rss_bytes, reset_peak_rss};
+
+use edge_runtime::eco::energy::MeterHandle;
 use edge_runtime::train::data::Example;
 use edge_runtime::train::lora::LoraConfig;
 use edge_runtime::train::model::BaseModel;
 use edge_runtime::train::trainer::{TrainOptions, Trainer};
-
-/// The energy meter of a training run: the governor's when it runs, else RAPL or the
-/// default board's power model times this process's CPU time (wear per `factors`).
-pub fn energy_meter(governed: Option<&Governed>, factors: &Factors) -> Result<MeterHandle> {
-    if let Some(g) = governed {
-        return Ok(g.meter().clone());
-    }
-    let profile =
-        sensor_drivers::sim::Profile::builtin(edge_runtime::sensing::DEFAULT_TWIN_PROFILE)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let platform = Platform::from_profile(&profile)?;
-    let model = PowerModel::from_platform(&platform, platform.top_level());
-    let meter = MeterHandle::new(EnergyMeter::new(
-        Some(Fallback::detect(Path::new("/sys/class/powercap"), model)),
-        factors.wear_reference_c,
-        factors.activation_ev,
-    ));
-    meter.poll();
-    Ok(meter)
-}
-
-/// Peak resident set size of this process in MB (`VmHWM`).
-pub fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
-/// Resets the peak resident set size to the current one (Linux `clear_refs`); returns
-/// whether the kernel took it.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
 
 /// One configuration's figures.
 #[derive(Clone, Debug)]
@@ -110,14 +68,14 @@ pub fn bench_config(
     trainer.step().context("the warm-up step")?;
     meter.poll();
     let mark = meter.mark();
-    let cpu0 = super::train::cpu_seconds();
+    let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let mut tokens = 0usize;
     for _ in 0..steps {
         tokens += trainer.step()?.tokens;
     }
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = match (cpu0, super::train::cpu_seconds()) {
+    let cpu = match (cpu0, cpu_seconds()) {
         (Some(a), Some(b)) => Some((b - a) / steps as f64),
         _ => None,
     };
@@ -131,7 +89,11 @@ pub fn bench_config(
         cpu_seconds_per_step: cpu,
         joules_per_step: span.energy_j / steps as f64,
         energy_source: span.source.to_string(),
-        peak_rss_mb: if rss_reset { peak_rss_mb() } else { None },
+        peak_rss_mb: if rss_reset {
+            peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0))
+        } else {
+            None
+        },
     })
 }
 
@@ -158,6 +120,57 @@ pub fn markdown(rows: &[BenchRow], seq_len: usize, threads: usize) -> String {
         ));
     }
     out
+}
+
+/// The LoRA shape and the length of the training benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainBench {
+    /// LoRA rank.
+    pub rank: usize,
+    /// LoRA alpha.
+    pub alpha: f32,
+    /// Dropout on the adapters' input.
+    pub dropout: f32,
+    /// Top layers of the second configuration.
+    pub top: usize,
+    /// Measured optimizer steps per configuration (after one warm-up step).
+    pub steps: usize,
+}
+
+/// Benchmarks adapters on the top `bench.top` layers, then on all layers, of `base` with
+/// `options` on `data`, metered by `meter`, and prints the table.
+pub fn run(
+    bench: &TrainBench,
+    base: &BaseModel,
+    options: &TrainOptions,
+    data: &[Example],
+    meter: &MeterHandle,
+) -> Result<()> {
+    let layers = base.config.num_hidden_layers;
+    let targets = options.lora.targets.clone();
+    let mut rows = vec![];
+    // Top-N first: the peak RSS of the second configuration includes what the first left.
+    for top in [Some(bench.top.min(layers)), None] {
+        let lora = LoraConfig::new(
+            bench.rank,
+            bench.alpha,
+            bench.dropout,
+            targets.clone(),
+            layers,
+            top,
+        )?;
+        eprintln!("benchmarking {} adapted layer(s) ...", lora.layers.len());
+        rows.push(bench_config(
+            base,
+            options,
+            lora,
+            data,
+            bench.steps.max(1),
+            meter,
+        )?);
+    }
+    print!("{}", markdown(&rows, options.seq_len, compute_threads()));
+    Ok(())
 }
 
 /// Compute threads candle's matrix products use (`RAYON_NUM_THREADS`, else all cores).
