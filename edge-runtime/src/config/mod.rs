@@ -24,7 +24,7 @@ mod sensors;
 mod service;
 mod telemetry;
 
-pub use eco::EcoSection;
+use crate::eco::EcoConfig;
 pub use example::KeyDoc;
 use example::{doc, doc_eg};
 pub use governor::GovernorSection;
@@ -101,7 +101,7 @@ config_sections! {
     governor: GovernorSection,
     sensors: SensingConfig,
     service: ServiceConfig,
-    eco: EcoSection,
+    eco: EcoConfig,
     telemetry: TelemetrySection,
 }
 

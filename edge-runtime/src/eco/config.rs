@@ -1,16 +1,22 @@
-//! The footprint settings: region, site, diesel backup share, wear model and board, with
-//! every factor of [`super::factors`] overridable. They are written in the `[eco]` section of
-//! the configuration file (`crate::config::EcoSection`, flat keys); [`EcoConfig::resolve`]
-//! checks all of them at once and returns either the [`Factors`] in force or every problem
-//! with its key path.
+//! The eco settings, one type for the `[eco]` section of the configuration file (flat keys;
+//! `crate::config` documents and checks it): region, site, diesel backup share, wear model
+//! and board, with every factor of [`super::factors`] overridable, plus the `emissions.csv`
+//! row, the budgets, the guard and the agent-loop detector. [`EcoConfig::resolve`] checks the
+//! factor settings at once and returns either the [`Factors`] in force or every problem with
+//! its key path.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::agent_loop::AgentLoopConfig;
 use super::factors::{
     self, DEFAULT_ACTIVATION_EV, DEFAULT_LIFETIME_YEARS, DEFAULT_WEAR_REFERENCE_C,
     DIESEL_G_CO2E_PER_KWH, DIESEL_TIER2, DIESEL_TIER4, GRID_POLLUTANTS, Pollutants,
 };
+use super::guard::{Budget, GuardConfig};
 
 /// Shortest service life accepted (years): below it the amortised embodied carbon of a
 /// second of work stops being a meaningful figure.
@@ -29,52 +35,77 @@ pub enum DieselTier {
     Tier4,
 }
 
-/// Overrides of single factors; `None` keeps the table's value.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FactorOverrides {
-    /// Grid carbon intensity (g CO2e/kWh).
-    pub grid_g_co2e_per_kwh: Option<f64>,
-    /// Water consumed by generation (L/kWh).
-    pub water_l_per_kwh: Option<f64>,
-    /// Power usage effectiveness (>= 1).
-    pub pue: Option<f64>,
-    /// On-site water usage effectiveness (L per kWh of IT energy).
-    pub wue_l_per_kwh: Option<f64>,
-    /// Grid NOx (g/kWh).
-    pub nox_g_per_kwh: Option<f64>,
-    /// Grid SO2 (g/kWh).
-    pub so2_g_per_kwh: Option<f64>,
-    /// Grid PM2.5 (g/kWh).
-    pub pm25_g_per_kwh: Option<f64>,
-    /// Embodied carbon of the board (kg CO2e).
-    pub embodied_kg_co2e: Option<f64>,
-}
-
-/// The footprint settings of the `[eco]` section, in the form [`EcoConfig::resolve`] checks.
-#[derive(Debug, Clone, PartialEq)]
+/// The `[eco]` section of the configuration file, in flat keys: the footprint settings
+/// [`EcoConfig::resolve`] checks (region, site, diesel share, wear model, board and single-factor
+/// overrides), the `emissions.csv` row, the per-request budgets, the zombie-compute guard and
+/// the agent-loop detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EcoConfig {
-    /// Grid region: `world` or a country code from the factor table.
+    /// Grid region: `world` or a country code of the factor table.
     pub region: String,
-    /// Where the board runs: `board` (PUE 1, no cooling water) or `datacentre`.
+    /// Where the board runs: `board` or `datacentre`.
     pub site: String,
     /// Share of energy from a diesel backup generator, 0 to 1.
     pub diesel_fraction: f64,
     /// The generator's emission tier.
     pub diesel_tier: DieselTier,
-    /// Board whose embodied carbon is amortised (a simulated SoC profile name).
+    /// Board whose embodied carbon is amortised.
     pub board: String,
-    /// Service life over which embodied carbon is spread (years).
+    /// Service life over which embodied carbon is spread, years.
     pub lifetime_years: f64,
-    /// Arrhenius activation energy (eV).
+    /// Arrhenius activation energy, eV.
     pub activation_ev: f64,
-    /// Reference temperature of the wear figure (°C).
+    /// Reference temperature of the wear figure, °C.
     pub wear_reference_c: f64,
-    /// Single-factor overrides.
-    pub overrides: FactorOverrides,
+    /// Grid carbon intensity override, g CO2e/kWh.
+    pub grid_g_co2e_per_kwh: Option<f64>,
+    /// Generation water override, L/kWh.
+    pub water_l_per_kwh: Option<f64>,
+    /// PUE override (>= 1).
+    pub pue: Option<f64>,
+    /// On-site WUE override, L per kWh of IT energy.
+    pub wue_l_per_kwh: Option<f64>,
+    /// Grid NOx override, g/kWh.
+    pub nox_g_per_kwh: Option<f64>,
+    /// Grid SO2 override, g/kWh.
+    pub so2_g_per_kwh: Option<f64>,
+    /// Grid PM2.5 override, g/kWh.
+    pub pm25_g_per_kwh: Option<f64>,
+    /// Embodied carbon override, kg CO2e.
+    pub embodied_kg_co2e: Option<f64>,
+    /// Append a CodeCarbon-compatible row per answer to `emissions_csv`.
+    pub write_emissions_csv: bool,
+    /// Where the rows go; `None`: `emissions.csv` in the thermo cache folder.
+    pub emissions_csv: Option<PathBuf>,
+    /// Stop degenerate (looping) answers; the budgets act either way.
+    pub guard: bool,
+    /// Longest token cycle the guard looks for.
+    pub guard_max_period: usize,
+    /// Tokens over which the guard looks for new 4-grams (0: off).
+    pub guard_novelty_window: usize,
+    /// Tokens over which the guard takes mean entropy (0: off).
+    pub guard_entropy_window: usize,
+    /// Token budget per answer.
+    pub max_tokens: Option<usize>,
+    /// Wall-time budget per answer, s.
+    pub max_seconds: Option<f64>,
+    /// Energy budget per answer, J at the board.
+    pub max_joules: Option<f64>,
+    /// Carbon budget per answer, g CO2e.
+    pub max_g_co2e: Option<f64>,
+    /// Identical requests one client may send within the window; the next gets 429 (0: off).
+    pub agent_loop_max_repeats: usize,
+    /// Identical errors one request may earn within the window before it is refused (0: off).
+    pub agent_loop_max_errors: usize,
+    /// The agent-loop window, s.
+    pub agent_loop_window_s: f64,
 }
 
 impl Default for EcoConfig {
     fn default() -> Self {
+        let g = GuardConfig::default();
+        let a = AgentLoopConfig::default();
         EcoConfig {
             region: "world".into(),
             site: "board".into(),
@@ -84,8 +115,81 @@ impl Default for EcoConfig {
             lifetime_years: DEFAULT_LIFETIME_YEARS,
             activation_ev: DEFAULT_ACTIVATION_EV,
             wear_reference_c: DEFAULT_WEAR_REFERENCE_C,
-            overrides: FactorOverrides::default(),
+            grid_g_co2e_per_kwh: None,
+            water_l_per_kwh: None,
+            pue: None,
+            wue_l_per_kwh: None,
+            nox_g_per_kwh: None,
+            so2_g_per_kwh: None,
+            pm25_g_per_kwh: None,
+            embodied_kg_co2e: None,
+            write_emissions_csv: true,
+            emissions_csv: None,
+            guard: true,
+            guard_max_period: g.max_period,
+            guard_novelty_window: g.novelty_window,
+            guard_entropy_window: g.entropy_window,
+            max_tokens: None,
+            max_seconds: None,
+            max_joules: None,
+            max_g_co2e: None,
+            agent_loop_max_repeats: a.max_repeats,
+            agent_loop_max_errors: a.max_errors,
+            agent_loop_window_s: a.window.as_secs_f64(),
         }
+    }
+}
+
+impl EcoConfig {
+    /// The factors in force (checked: see [`EcoConfig::resolve`]).
+    pub fn factors(&self) -> Result<Factors, EcoConfigError> {
+        self.resolve()
+    }
+
+    /// The budgets.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            max_tokens: self.max_tokens,
+            max_seconds: self.max_seconds,
+            max_joules: self.max_joules,
+            max_g_co2e: self.max_g_co2e,
+        }
+    }
+
+    /// The guard's configuration; `None` when neither the detectors nor a budget is on.
+    pub fn guard_config(&self) -> Option<GuardConfig> {
+        let budget = self.budget();
+        if !self.guard && budget == Budget::default() {
+            return None;
+        }
+        let on = |v: usize| if self.guard { v } else { 0 };
+        Some(GuardConfig {
+            max_period: on(self.guard_max_period),
+            novelty_window: on(self.guard_novelty_window),
+            entropy_window: on(self.guard_entropy_window),
+            budget,
+            ..GuardConfig::default()
+        })
+    }
+
+    /// The agent-loop detector's limits; `None` when both counts are 0.
+    pub fn agent_loop(&self) -> Option<AgentLoopConfig> {
+        if self.agent_loop_max_repeats == 0 && self.agent_loop_max_errors == 0 {
+            return None;
+        }
+        Some(AgentLoopConfig {
+            // 0 switches one detector off: no count can exceed usize::MAX.
+            max_repeats: match self.agent_loop_max_repeats {
+                0 => usize::MAX,
+                n => n,
+            },
+            max_errors: match self.agent_loop_max_errors {
+                0 => usize::MAX,
+                n => n,
+            },
+            window: Duration::try_from_secs_f64(self.agent_loop_window_s)
+                .unwrap_or(Duration::from_secs(300)),
+        })
     }
 }
 
@@ -248,7 +352,7 @@ impl EcoConfig {
             );
         }
         let board = factors::board(&self.board);
-        if board.is_none() && self.overrides.embodied_kg_co2e.is_none() {
+        if board.is_none() && self.embodied_kg_co2e.is_none() {
             c.push(
                 "board",
                 format!(
@@ -277,7 +381,7 @@ impl EcoConfig {
             -273.15,
             Some(200.0),
         );
-        let o = &self.overrides;
+        let o = self;
         c.optional("grid_g_co2e_per_kwh", o.grid_g_co2e_per_kwh, 0.0, 5000.0);
         c.optional("water_l_per_kwh", o.water_l_per_kwh, 0.0, 1000.0);
         c.optional("pue", o.pue, 1.0, 10.0);
@@ -362,11 +466,8 @@ mod tests {
         let c = EcoConfig {
             region: "DE".into(),
             site: "datacentre".into(),
-            overrides: FactorOverrides {
-                grid_g_co2e_per_kwh: Some(100.0),
-                pue: Some(1.2),
-                ..FactorOverrides::default()
-            },
+            grid_g_co2e_per_kwh: Some(100.0),
+            pue: Some(1.2),
             ..EcoConfig::default()
         };
         let f = c.resolve().expect("resolves");
@@ -383,11 +484,8 @@ mod tests {
             region: "atlantis".into(),
             diesel_fraction: 1.5,
             activation_ev: f64::NAN,
-            overrides: FactorOverrides {
-                grid_g_co2e_per_kwh: Some(-3.0),
-                pue: Some(0.8),
-                ..FactorOverrides::default()
-            },
+            grid_g_co2e_per_kwh: Some(-3.0),
+            pue: Some(0.8),
             ..EcoConfig::default()
         });
         let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
@@ -470,40 +568,28 @@ mod tests {
             (
                 "eco.pue",
                 EcoConfig {
-                    overrides: FactorOverrides {
-                        pue: Some(1e308),
-                        ..FactorOverrides::default()
-                    },
+                    pue: Some(1e308),
                     ..EcoConfig::default()
                 },
             ),
             (
                 "eco.grid_g_co2e_per_kwh",
                 EcoConfig {
-                    overrides: FactorOverrides {
-                        grid_g_co2e_per_kwh: Some(f64::MAX),
-                        ..FactorOverrides::default()
-                    },
+                    grid_g_co2e_per_kwh: Some(f64::MAX),
                     ..EcoConfig::default()
                 },
             ),
             (
                 "eco.embodied_kg_co2e",
                 EcoConfig {
-                    overrides: FactorOverrides {
-                        embodied_kg_co2e: Some(1e300),
-                        ..FactorOverrides::default()
-                    },
+                    embodied_kg_co2e: Some(1e300),
                     ..EcoConfig::default()
                 },
             ),
             (
                 "eco.water_l_per_kwh",
                 EcoConfig {
-                    overrides: FactorOverrides {
-                        water_l_per_kwh: Some(1e300),
-                        ..FactorOverrides::default()
-                    },
+                    water_l_per_kwh: Some(1e300),
                     ..EcoConfig::default()
                 },
             ),
@@ -529,7 +615,7 @@ mod tests {
             ..EcoConfig::default()
         };
         assert_eq!(problems(&c)[0].path, "eco.board");
-        c.overrides.embodied_kg_co2e = Some(2.0);
+        c.embodied_kg_co2e = Some(2.0);
         let f = c.resolve().expect("resolves");
         assert_eq!(f.embodied_kg_co2e, [2.0; 3]);
     }

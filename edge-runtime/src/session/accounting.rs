@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::governed::{GOVERNOR_STOPPED, Governed};
-use crate::config::EcoSection;
+use crate::eco::EcoConfig;
 use crate::eco::emissions_csv::{self, RunInfo};
 use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::eco::guard::{GuardConfig, GuardStop, ZombieGuard};
@@ -24,7 +24,7 @@ use crate::governor::platform::Platform;
 use crate::shutdown::Shutdown;
 
 /// The CSV the footprint rows go to, when `[eco]` asks for them.
-pub fn emissions_csv_path(eco: &EcoSection) -> Result<Option<PathBuf>> {
+pub fn emissions_csv_path(eco: &EcoConfig) -> Result<Option<PathBuf>> {
     if !eco.write_emissions_csv {
         return Ok(None);
     }
@@ -91,7 +91,7 @@ impl Accounting {
     /// RAPL or the default board's power model, sampled on a thread every 100 ms. Factors,
     /// guard, budgets and the CSV come from `eco` (the layered `[eco]` section, the flags
     /// already on top).
-    pub fn start(eco: &EcoSection, governed: Option<&Governed>) -> Result<Self> {
+    pub fn start(eco: &EcoConfig, governed: Option<&Governed>) -> Result<Self> {
         let factors = eco.factors()?;
         let guard = eco.guard_config();
         let csv = emissions_csv_path(eco)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use edge_runtime::config::EcoSection;
+use edge_runtime::eco::EcoConfig;
 
 use super::merge;
 
@@ -50,7 +50,7 @@ pub struct AccountingArgs {
 
 impl FootprintArgs {
     /// Puts the flags that were given over `[eco]`.
-    pub fn merge_onto(&self, eco: &mut EcoSection) {
+    pub fn merge_onto(&self, eco: &mut EcoConfig) {
         merge(&mut eco.region, self.region.clone());
         merge(&mut eco.emissions_csv, self.emissions_csv.clone().map(Some));
         merge(
@@ -62,7 +62,7 @@ impl FootprintArgs {
 
 impl AccountingArgs {
     /// Puts the flags that were given over `[eco]`.
-    pub fn merge_onto(&self, eco: &mut EcoSection) {
+    pub fn merge_onto(&self, eco: &mut EcoConfig) {
         self.footprint.merge_onto(eco);
         merge(&mut eco.guard, self.no_guard.then_some(false));
         merge(&mut eco.max_seconds, self.max_seconds.map(Some));

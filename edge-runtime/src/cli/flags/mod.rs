@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use edge_runtime::config::{Config, EcoSection, Layers};
+use edge_runtime::config::{Config, Layers};
+use edge_runtime::eco::EcoConfig;
 
 pub mod accounting;
 pub mod config;
@@ -80,7 +81,7 @@ pub fn merge<T>(field: &mut T, flag: Option<T>) {
 /// sections.
 pub fn main_job_config(
     footprint: &FootprintArgs,
-    eco: impl FnOnce(&mut EcoSection),
+    eco: impl FnOnce(&mut EcoConfig),
     telemetry: &TelemetryArgs,
 ) -> Result<Config> {
     let layers = Layers::from_process(footprint.config.as_deref(), vec![])?;
