@@ -23,15 +23,19 @@ use super::flags::accounting::FootprintArgs;
 use super::flags::governor::GovernorArgs;
 use super::flags::main_job_config;
 use super::flags::telemetry::TelemetryArgs;
+use edge_runtime::config::Config;
+use edge_runtime::eco::Factors;
+use edge_runtime::eco::energy::Span;
 use edge_runtime::eco::ledger::utc_date;
 use edge_runtime::engine::import::is_current_import;
+use edge_runtime::governor::runner::GovernorStatus;
 use edge_runtime::models::{DEFAULT_MODEL, cache_root, model_dir};
 use edge_runtime::session::accounting::{cache_ledger, emissions_csv_path, energy_meter};
 use edge_runtime::session::governed::Governed;
 use edge_runtime::session::model::resolve_model;
 use edge_runtime::session::telemetry::{Session, day_figures, eco_figures};
 use edge_runtime::telemetry::TrainingDone;
-use edge_runtime::train::data::{DataProblem, TextSide, duplicates, load_examples, split};
+use edge_runtime::train::data::{DataProblem, Example, TextSide, duplicates, load_examples, split};
 use edge_runtime::train::lora::{LoraConfig, Target};
 use edge_runtime::train::model::BaseModel;
 use edge_runtime::train::optim::{AdamWParams, Schedule};
@@ -288,136 +292,36 @@ pub fn train(args: TrainArgs) -> Result<()> {
         &args.telemetry,
     )?;
     let factors = config.eco.factors()?;
-    let mut problems: Vec<DataProblem> = vec![];
     let dir = model_folder(&args)?;
-    let model_problem = |message: String| DataProblem {
-        file: dir.clone(),
-        line: None,
-        message,
+    let mut problems: Vec<DataProblem> = vec![];
+    let (base, origin, side) = load_model(&args, &dir, &mut problems);
+    let (train_set, held_set) = match &side {
+        Some(side) => load_data(&args, side, &mut problems),
+        None => (vec![], vec![]),
     };
-
-    // The model: weights and the tokenizer side.
-    let base = source::locate(&dir, args.gguf.as_deref())
-        .and_then(|o| Ok((source::load(&o)?, o)))
-        .and_then(|(w, o)| Ok((BaseModel::from_weights(w)?, o)));
-    let (base, origin) = match base {
-        Ok(b) => (Some(b.0), Some(b.1)),
-        Err(e) => {
-            problems.push(model_problem(format!("the model does not load: {e:#}")));
-            (None, None)
-        }
-    };
-    let context = base
+    let options = base
         .as_ref()
-        .map_or(usize::MAX, |b| b.config.max_position_embeddings);
-    let side = match TextSide::load(&dir, context) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            problems.push(model_problem(format!("the tokenizer does not load: {e:#}")));
+        .and_then(|b| train_options(&args, b, &mut problems));
+    let bench_data = if args.bench {
+        train_set.clone()
+    } else {
+        vec![]
+    };
+    let trainer = match (&base, options) {
+        (Some(base), Some(options)) if !train_set.is_empty() => dry_run(
+            &args,
+            &dir,
+            base,
+            options,
+            train_set,
+            held_set,
+            &mut problems,
+        ),
+        _ => {
+            check_out_dir(&args.out, 1 << 20, args.resume, &mut problems);
             None
         }
     };
-
-    // The data.
-    let mut train_set = vec![];
-    let mut held_set = vec![];
-    if let Some(side) = &side {
-        let (examples, p) = load_examples(&args.data, side, args.seq_len);
-        problems.extend(p);
-        match &args.held_out {
-            Some(h) => {
-                let (eval, p) = load_examples(h, side, args.seq_len);
-                problems.extend(p);
-                train_set = examples;
-                held_set = eval;
-            }
-            None if examples.len() >= 2 => {
-                (train_set, held_set) = split(examples, args.held_out_fraction, args.seed);
-            }
-            None => {
-                if !examples.is_empty() {
-                    problems.push(DataProblem {
-                        file: args.data.clone(),
-                        line: None,
-                        message: "one example cannot be split into train and held-out sets; \
-                                  add examples or pass --held-out"
-                            .into(),
-                    });
-                }
-            }
-        }
-        problems.extend(duplicates(&train_set, &held_set));
-    }
-
-    // The adapter and the options.
-    let targets = parse_targets(&args.targets, &mut problems);
-    let lora = base.as_ref().and_then(|b| {
-        match LoraConfig::new(
-            args.rank,
-            args.alpha,
-            args.dropout,
-            targets.clone(),
-            b.config.num_hidden_layers,
-            top_layers(args.top_layers, b.config.num_hidden_layers),
-        ) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                problems.push(DataProblem {
-                    file: PathBuf::from("flags"),
-                    line: None,
-                    message: format!("{e:#}"),
-                });
-                None
-            }
-        }
-    });
-    let options = lora.map(|lora| TrainOptions {
-        lora,
-        steps: args.steps,
-        lr: args.lr,
-        warmup: args.warmup,
-        schedule: args.schedule,
-        accum: args.accum,
-        seq_len: args.seq_len,
-        adamw: AdamWParams {
-            weight_decay: args.weight_decay,
-            ..AdamWParams::default()
-        },
-        max_grad_norm: 1.0,
-        seed: args.seed,
-    });
-
-    // The output folder and one dry step.
-    let mut trainer = None;
-    let mut bench_data = vec![];
-    if let (Some(base), Some(options)) = (&base, options)
-        && !train_set.is_empty()
-    {
-        if args.bench {
-            bench_data = train_set.clone();
-        }
-        match Trainer::new(base, options, train_set, held_set) {
-            Ok(mut t) => {
-                check_out_dir(
-                    &args.out,
-                    checkpoint_bytes(t.adapter.parameter_count()),
-                    args.resume,
-                    &mut problems,
-                );
-                match t.probe_gradients() {
-                    Ok(g) if g.iter().all(|(_, n)| n.is_finite()) => {}
-                    Ok(_) => problems.push(model_problem(
-                        "the dry step gave non-finite gradients".into(),
-                    )),
-                    Err(e) => problems.push(model_problem(format!("the dry step failed: {e:#}"))),
-                }
-                trainer = Some(t);
-            }
-            Err(e) => problems.push(model_problem(format!("{e:#}"))),
-        }
-    } else {
-        check_out_dir(&args.out, 1 << 20, args.resume, &mut problems);
-    }
     if !problems.is_empty() {
         for p in &problems {
             eprintln!("{p}");
@@ -445,7 +349,173 @@ pub fn train(args: TrainArgs) -> Result<()> {
         };
         return run_bench(&args, base, &trainer.options, &bench_data, &factors);
     }
+    prepare_out(&args, &mut trainer)?;
+    train_governed(&args, &config, &factors, &dir, &mut trainer)
+}
 
+/// A problem with the model folder `dir`.
+fn model_problem(dir: &Path, message: String) -> DataProblem {
+    DataProblem {
+        file: dir.to_path_buf(),
+        line: None,
+        message,
+    }
+}
+
+/// The base model's weights (and where they came from) and its tokenizer side; what does not
+/// load is a problem.
+fn load_model(
+    args: &TrainArgs,
+    dir: &Path,
+    problems: &mut Vec<DataProblem>,
+) -> (
+    Option<BaseModel>,
+    Option<source::WeightsOrigin>,
+    Option<TextSide>,
+) {
+    let base = source::locate(dir, args.gguf.as_deref())
+        .and_then(|o| Ok((source::load(&o)?, o)))
+        .and_then(|(w, o)| Ok((BaseModel::from_weights(w)?, o)));
+    let (base, origin) = match base {
+        Ok(b) => (Some(b.0), Some(b.1)),
+        Err(e) => {
+            problems.push(model_problem(
+                dir,
+                format!("the model does not load: {e:#}"),
+            ));
+            (None, None)
+        }
+    };
+    let context = base
+        .as_ref()
+        .map_or(usize::MAX, |b| b.config.max_position_embeddings);
+    let side = match TextSide::load(dir, context) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(model_problem(
+                dir,
+                format!("the tokenizer does not load: {e:#}"),
+            ));
+            None
+        }
+    };
+    (base, origin, side)
+}
+
+/// The training and held-out examples (`--held-out`, else a split of `--data`), with every
+/// problem of the files and the duplicates between the two sets.
+fn load_data(
+    args: &TrainArgs,
+    side: &TextSide,
+    problems: &mut Vec<DataProblem>,
+) -> (Vec<Example>, Vec<Example>) {
+    let (examples, p) = load_examples(&args.data, side, args.seq_len);
+    problems.extend(p);
+    let (train_set, held_set) = match &args.held_out {
+        Some(h) => {
+            let (eval, p) = load_examples(h, side, args.seq_len);
+            problems.extend(p);
+            (examples, eval)
+        }
+        None if examples.len() >= 2 => split(examples, args.held_out_fraction, args.seed),
+        None => {
+            if !examples.is_empty() {
+                problems.push(DataProblem {
+                    file: args.data.clone(),
+                    line: None,
+                    message: "one example cannot be split into train and held-out sets; \
+                              add examples or pass --held-out"
+                        .into(),
+                });
+            }
+            (vec![], vec![])
+        }
+    };
+    problems.extend(duplicates(&train_set, &held_set));
+    (train_set, held_set)
+}
+
+/// The adapter and optimiser options of the flags for `base`.
+fn train_options(
+    args: &TrainArgs,
+    base: &BaseModel,
+    problems: &mut Vec<DataProblem>,
+) -> Option<TrainOptions> {
+    let targets = parse_targets(&args.targets, problems);
+    let layers = base.config.num_hidden_layers;
+    let lora = match LoraConfig::new(
+        args.rank,
+        args.alpha,
+        args.dropout,
+        targets,
+        layers,
+        top_layers(args.top_layers, layers),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            problems.push(DataProblem {
+                file: PathBuf::from("flags"),
+                line: None,
+                message: format!("{e:#}"),
+            });
+            return None;
+        }
+    };
+    Some(TrainOptions {
+        lora,
+        steps: args.steps,
+        lr: args.lr,
+        warmup: args.warmup,
+        schedule: args.schedule,
+        accum: args.accum,
+        seq_len: args.seq_len,
+        adamw: AdamWParams {
+            weight_decay: args.weight_decay,
+            ..AdamWParams::default()
+        },
+        max_grad_norm: 1.0,
+        seed: args.seed,
+    })
+}
+
+/// The trainer, once the output folder can take its files and one dry step gave finite
+/// gradients; every failure is a problem.
+fn dry_run<'m>(
+    args: &TrainArgs,
+    dir: &Path,
+    base: &'m BaseModel,
+    options: TrainOptions,
+    train_set: Vec<Example>,
+    held_set: Vec<Example>,
+    problems: &mut Vec<DataProblem>,
+) -> Option<Trainer<'m>> {
+    let mut t = match Trainer::new(base, options, train_set, held_set) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(model_problem(dir, format!("{e:#}")));
+            return None;
+        }
+    };
+    check_out_dir(
+        &args.out,
+        checkpoint_bytes(t.adapter.parameter_count()),
+        args.resume,
+        problems,
+    );
+    match t.probe_gradients() {
+        Ok(g) if g.iter().all(|(_, n)| n.is_finite()) => {}
+        Ok(_) => problems.push(model_problem(
+            dir,
+            "the dry step gave non-finite gradients".into(),
+        )),
+        Err(e) => problems.push(model_problem(dir, format!("the dry step failed: {e:#}"))),
+    }
+    Some(t)
+}
+
+/// Creates the output folder; with `--resume`, clears interrupted writes and restores the
+/// checkpoint, else prints the held-out loss before training.
+fn prepare_out(args: &TrainArgs, trainer: &mut Trainer<'_>) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     if args.resume {
@@ -464,29 +534,36 @@ pub fn train(args: TrainArgs) -> Result<()> {
             .restore(&bytes)
             .with_context(|| format!("resuming from {}", p.display()))?;
         eprintln!("resuming at step {}", trainer.progress.step);
-    } else {
-        let before = trainer.eval_loss()?;
-        if let Some(l) = before {
-            eprintln!(
-                "held-out loss before training {l:.4} (perplexity {:.2})",
-                l.exp()
-            );
-        }
+    } else if let Some(l) = trainer.eval_loss()? {
+        eprintln!(
+            "held-out loss before training {l:.4} (perplexity {:.2})",
+            l.exp()
+        );
     }
+    Ok(())
+}
 
+/// Trains under the governor (unless `--no-governor`) and telemetry, printing a line per
+/// step, then accounts for the run.
+fn train_governed(
+    args: &TrainArgs,
+    config: &Config,
+    factors: &Factors,
+    dir: &Path,
+    trainer: &mut Trainer<'_>,
+) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
     }
     let governed = args.governor.start(1)?;
     let telemetry = Session::start(&config.telemetry, governed.as_ref().map(Governed::probe))?;
-    let permits = governed.as_ref().map(Governed::permits);
-    let meter = energy_meter(governed.as_ref(), &factors)?;
+    let meter = energy_meter(governed.as_ref(), factors)?;
     meter.poll();
     let run_mark = meter.mark();
     let mut step_mark = run_mark;
     let steps = trainer.options.steps;
-    let (first_step, first_tokens) = (trainer.progress.step, trainer.progress.tokens);
+    let first = (trainer.progress.step, trainer.progress.tokens);
     let started = Instant::now();
     let mut last_loss = None;
     let mut on_step = |r: &StepReport, p: &Progress| -> f64 {
@@ -495,22 +572,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         let joules = meter.since(&step_mark).energy_j;
         step_mark = meter.mark();
         last_loss = Some(r.loss);
-        let temp = status
-            .as_ref()
-            .and_then(|s| s.temperature_c)
-            .map_or("-- °C".to_string(), |t| format!("{t:.1} °C"));
-        let eval = p
-            .eval_loss
-            .map_or("--".to_string(), |l| format!("{l:.3} (ppl {:.2})", l.exp()));
-        eprintln!(
-            "step {}/{steps} | loss {:.3} | held-out {eval} | {:.0} tok/s | {:.2} s/step | {temp} | {:.1} J/step | {:.1} J",
-            r.step,
-            r.loss,
-            r.tokens as f64 / r.seconds.max(1e-9),
-            r.seconds,
-            joules,
-            p.energy_j + joules
-        );
+        eprintln!("{}", step_line(r, p, steps, status.as_ref(), joules));
         joules
     };
     let base_name = Some(
@@ -519,21 +581,83 @@ pub fn train(args: TrainArgs) -> Result<()> {
             .unwrap_or_default(),
     );
     let mut ctl = RunControl {
-        permits,
+        permits: governed.as_ref().map(Governed::permits),
         stop: &stop,
         checkpoint_every: args.checkpoint_every,
         eval_every: args.eval_every,
         on_step: &mut on_step,
         base_model: base_name,
     };
-    let outcome = run(&mut trainer, &args.out, &mut ctl)?;
-    let p = &trainer.progress;
+    let outcome = run(trainer, &args.out, &mut ctl)?;
     let wall = started.elapsed();
-    match outcome {
+    meter.poll();
+    let span = meter.since(&run_mark);
+    let done = RunEnd {
+        outcome,
+        wall,
+        first,
+        steps,
+        last_loss,
+    };
+    finish_run(args, config, factors, trainer, &done, &span, telemetry)?;
+    if let Some(g) = governed {
+        eprintln!("[governor: {}]", g.finish().line());
+    }
+    Ok(())
+}
+
+/// The progress line of one optimizer step.
+fn step_line(
+    r: &StepReport,
+    p: &Progress,
+    steps: usize,
+    status: Option<&GovernorStatus>,
+    joules: f64,
+) -> String {
+    let temp = status
+        .and_then(|s| s.temperature_c)
+        .map_or("-- °C".to_string(), |t| format!("{t:.1} °C"));
+    let eval = p
+        .eval_loss
+        .map_or("--".to_string(), |l| format!("{l:.3} (ppl {:.2})", l.exp()));
+    format!(
+        "step {}/{steps} | loss {:.3} | held-out {eval} | {:.0} tok/s | {:.2} s/step | {temp} | {:.1} J/step | {:.1} J",
+        r.step,
+        r.loss,
+        r.tokens as f64 / r.seconds.max(1e-9),
+        r.seconds,
+        joules,
+        p.energy_j + joules
+    )
+}
+
+/// How a training run ended: its outcome, wall time, where it started (step, tokens), the
+/// steps planned and the last loss.
+struct RunEnd {
+    outcome: Outcome,
+    wall: std::time::Duration,
+    first: (usize, u64),
+    steps: usize,
+    last_loss: Option<f64>,
+}
+
+/// Prints how the run ended and its footprint, appends the CSV row and the ledger entry,
+/// and sends the training record.
+fn finish_run(
+    args: &TrainArgs,
+    config: &Config,
+    factors: &Factors,
+    trainer: &Trainer<'_>,
+    done: &RunEnd,
+    span: &Span,
+    telemetry: Option<Session>,
+) -> Result<()> {
+    let p = &trainer.progress;
+    match done.outcome {
         Outcome::Finished => eprintln!(
             "done: {} steps in {:.1} s, held-out loss {}, {:.1} J; adapter in {}",
             p.step,
-            wall.as_secs_f64(),
+            done.wall.as_secs_f64(),
             p.eval_loss
                 .map_or("--".into(), |l| format!("{l:.4} (ppl {:.2})", l.exp())),
             p.energy_j,
@@ -545,9 +669,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             args.out.display()
         ),
     }
-    meter.poll();
-    let span = meter.since(&run_mark);
-    let trained_tokens = p.tokens.saturating_sub(first_tokens);
+    let trained_tokens = p.tokens.saturating_sub(done.first.1);
     let fp = factors.footprint(
         span.energy_j,
         &span.source.to_string(),
@@ -561,12 +683,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
             &path,
             &edge_runtime::eco::emissions_csv::RunInfo::now("thermo train"),
             &fp,
-            &factors,
+            factors,
         )
     {
         log::warn!("{e}");
     }
-    let run_steps = (p.step as u64).saturating_sub(first_step as u64);
+    let run_steps = (p.step as u64).saturating_sub(done.first.0 as u64);
     let today = cache_ledger().and_then(|ledger| {
         ledger
             .record_training(&utc_date(std::time::SystemTime::now()), &fp, run_steps)
@@ -578,26 +700,23 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     if let Some(t) = telemetry {
         t.training_done(TrainingDone {
-            outcome: match outcome {
+            outcome: match done.outcome {
                 Outcome::Finished => "finished",
                 Outcome::Stopped => "stopped",
             }
             .into(),
             steps: p.step as u64,
-            steps_planned: steps as u64,
+            steps_planned: done.steps as u64,
             tokens: p.tokens,
-            loss: last_loss.map(|l| l as f32),
+            loss: done.last_loss.map(|l| l as f32),
             eval_loss: p.eval_loss.map(|l| l as f32),
-            tokens_per_s: (trained_tokens as f64 / wall.as_secs_f64().max(1e-9)) as f32,
-            wall_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
+            tokens_per_s: (trained_tokens as f64 / done.wall.as_secs_f64().max(1e-9)) as f32,
+            wall_ms: u64::try_from(done.wall.as_millis()).unwrap_or(u64::MAX),
             energy_j: Some(fp.energy_j),
             eco: Some(eco_figures(&fp)),
             today: today.as_ref().map(day_figures),
         });
         t.finish();
-    }
-    if let Some(g) = governed {
-        eprintln!("[governor: {}]", g.finish().line());
     }
     Ok(())
 }
@@ -608,8 +727,8 @@ fn run_bench(
     args: &TrainArgs,
     base: &BaseModel,
     options: &TrainOptions,
-    data: &[edge_runtime::train::data::Example],
-    factors: &edge_runtime::eco::Factors,
+    data: &[Example],
+    factors: &Factors,
 ) -> Result<()> {
     let governed = args.governor.start(compute_threads())?;
     let meter = energy_meter(governed.as_ref(), factors)?;

@@ -13,8 +13,9 @@ use thiserror::Error;
 
 use super::agent_loop::AgentLoopConfig;
 use super::factors::{
-    self, DEFAULT_ACTIVATION_EV, DEFAULT_LIFETIME_YEARS, DEFAULT_WEAR_REFERENCE_C,
-    DIESEL_G_CO2E_PER_KWH, DIESEL_TIER2, DIESEL_TIER4, GRID_POLLUTANTS, Pollutants,
+    self, BoardEmbodied, DEFAULT_ACTIVATION_EV, DEFAULT_LIFETIME_YEARS, DEFAULT_WEAR_REFERENCE_C,
+    DIESEL_G_CO2E_PER_KWH, DIESEL_TIER2, DIESEL_TIER4, GRID_POLLUTANTS, Pollutants, RegionFactors,
+    SiteFactors,
 };
 use super::guard::{Budget, GuardConfig};
 
@@ -325,6 +326,23 @@ impl EcoConfig {
     /// Checks every value and resolves the factors in force; lists all problems at once.
     pub fn resolve(&self) -> Result<Factors, EcoConfigError> {
         let mut c = Checker(vec![]);
+        let (region, site, board) = self.lookups(&mut c);
+        self.check_numbers(&mut c);
+        let (Some(region), Some(site), true) = (region, site, c.0.is_empty()) else {
+            return Err(EcoConfigError::Invalid(c.0));
+        };
+        Ok(self.factors_for(region, site, board))
+    }
+
+    /// The region, site and board the settings name, each problem recorded in `c`.
+    fn lookups(
+        &self,
+        c: &mut Checker,
+    ) -> (
+        Option<&'static RegionFactors>,
+        Option<&'static SiteFactors>,
+        Option<&'static BoardEmbodied>,
+    ) {
         let region = factors::region(&self.region);
         if region.is_none() {
             c.push(
@@ -367,6 +385,11 @@ impl EcoConfig {
                 ),
             );
         }
+        (region, site, board)
+    }
+
+    /// Records every number out of its range in `c`.
+    fn check_numbers(&self, c: &mut Checker) {
         c.number("diesel_fraction", self.diesel_fraction, 0.0, Some(1.0));
         c.number(
             "lifetime_years",
@@ -381,20 +404,25 @@ impl EcoConfig {
             -273.15,
             Some(200.0),
         );
-        let o = self;
-        c.optional("grid_g_co2e_per_kwh", o.grid_g_co2e_per_kwh, 0.0, 5000.0);
-        c.optional("water_l_per_kwh", o.water_l_per_kwh, 0.0, 1000.0);
-        c.optional("pue", o.pue, 1.0, 10.0);
-        c.optional("wue_l_per_kwh", o.wue_l_per_kwh, 0.0, 1000.0);
-        c.optional("nox_g_per_kwh", o.nox_g_per_kwh, 0.0, 1000.0);
-        c.optional("so2_g_per_kwh", o.so2_g_per_kwh, 0.0, 1000.0);
-        c.optional("pm25_g_per_kwh", o.pm25_g_per_kwh, 0.0, 1000.0);
-        c.optional("embodied_kg_co2e", o.embodied_kg_co2e, 0.0, 1e6);
-        let (Some(region), Some(site), true) = (region, site, c.0.is_empty()) else {
-            return Err(EcoConfigError::Invalid(c.0));
-        };
+        c.optional("grid_g_co2e_per_kwh", self.grid_g_co2e_per_kwh, 0.0, 5000.0);
+        c.optional("water_l_per_kwh", self.water_l_per_kwh, 0.0, 1000.0);
+        c.optional("pue", self.pue, 1.0, 10.0);
+        c.optional("wue_l_per_kwh", self.wue_l_per_kwh, 0.0, 1000.0);
+        c.optional("nox_g_per_kwh", self.nox_g_per_kwh, 0.0, 1000.0);
+        c.optional("so2_g_per_kwh", self.so2_g_per_kwh, 0.0, 1000.0);
+        c.optional("pm25_g_per_kwh", self.pm25_g_per_kwh, 0.0, 1000.0);
+        c.optional("embodied_kg_co2e", self.embodied_kg_co2e, 0.0, 1e6);
+    }
+
+    /// The factors of `region`, `site` and `board` with the overrides applied.
+    fn factors_for(
+        &self,
+        region: &RegionFactors,
+        site: &SiteFactors,
+        board: Option<&BoardEmbodied>,
+    ) -> Factors {
         let g = &region.grid_g_co2e_per_kwh;
-        let grid = match o.grid_g_co2e_per_kwh {
+        let grid = match self.grid_g_co2e_per_kwh {
             Some(v) => [v; 3],
             None => [g.value, g.low(), g.high()],
         };
@@ -403,28 +431,28 @@ impl EcoConfig {
             DieselTier::Tier4 => &DIESEL_TIER4,
         };
         let mut grid_pollutants = pollutants(&GRID_POLLUTANTS);
-        for (slot, v) in
-            grid_pollutants
-                .iter_mut()
-                .zip([o.nox_g_per_kwh, o.so2_g_per_kwh, o.pm25_g_per_kwh])
-        {
+        for (slot, v) in grid_pollutants.iter_mut().zip([
+            self.nox_g_per_kwh,
+            self.so2_g_per_kwh,
+            self.pm25_g_per_kwh,
+        ]) {
             if let Some(v) = v {
                 *slot = v;
             }
         }
-        let embodied = match (o.embodied_kg_co2e, board) {
+        let embodied = match (self.embodied_kg_co2e, board) {
             (Some(v), _) => [v; 3],
             (None, Some(b)) => [b.kg_co2e.value, b.kg_co2e.low(), b.kg_co2e.high()],
             (None, None) => [0.0; 3],
         };
-        Ok(Factors {
+        Factors {
             region: region.code.into(),
             region_name: region.name.into(),
             region_iso3: region.iso3.into(),
             grid_g_co2e_per_kwh: grid,
-            water_l_per_kwh: o.water_l_per_kwh.unwrap_or(region.water_l_per_kwh.value),
-            pue: o.pue.unwrap_or(site.pue.value),
-            wue_l_per_kwh: o.wue_l_per_kwh.unwrap_or(site.wue_l_per_kwh.value),
+            water_l_per_kwh: self.water_l_per_kwh.unwrap_or(region.water_l_per_kwh.value),
+            pue: self.pue.unwrap_or(site.pue.value),
+            wue_l_per_kwh: self.wue_l_per_kwh.unwrap_or(site.wue_l_per_kwh.value),
             diesel_fraction: self.diesel_fraction,
             diesel_g_co2e_per_kwh: [
                 DIESEL_G_CO2E_PER_KWH.value,
@@ -437,7 +465,7 @@ impl EcoConfig {
             lifetime_years: self.lifetime_years,
             activation_ev: self.activation_ev,
             wear_reference_c: self.wear_reference_c,
-        })
+        }
     }
 }
 

@@ -409,24 +409,59 @@ fn parse_error(e: &serde_json::Error) -> ApiError {
 
 fn common_options(c: &Common, limits: &Limits) -> Result<(GenerateOptions, bool, bool), ApiError> {
     refuse_unimplemented(c)?;
-    let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
-        None => limits.default_max_tokens.min(limits.max_tokens_limit),
-        Some(n) if n >= 1 && (n as u64) <= limits.max_tokens_limit as u64 => n as usize,
+    let max_tokens = max_tokens(c, limits)?;
+    let (temperature, top_p, repeat_penalty) = sampling_values(c)?;
+    refuse_unsupported(c)?;
+    let stop = stop_strings(c)?;
+    let seed = match c.seed {
+        None => 42,
+        Some(s) => s as u64,
+    };
+    let options = GenerateOptions {
+        max_tokens,
+        sampling: SamplingParams {
+            temperature: temperature as f32,
+            top_k: c.top_k.unwrap_or(0) as usize,
+            top_p: top_p as f32,
+            repeat_penalty: repeat_penalty as f32,
+            seed,
+            ..SamplingParams::default()
+        },
+        stop,
+    };
+    let stream = c.stream.unwrap_or(false);
+    let include_usage = c
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    Ok((options, stream, include_usage))
+}
+
+/// `max_completion_tokens` (or the older `max_tokens`), within the service's limit.
+fn max_tokens(c: &Common, limits: &Limits) -> Result<usize, ApiError> {
+    match c.max_completion_tokens.or(c.max_tokens) {
+        None => Ok(limits.default_max_tokens.min(limits.max_tokens_limit)),
+        Some(n) if n >= 1 && (n as u64) <= limits.max_tokens_limit as u64 => Ok(n as usize),
         Some(n) => {
             let param = if c.max_completion_tokens.is_some() {
                 "max_completion_tokens"
             } else {
                 "max_tokens"
             };
-            return Err(ApiError::invalid(
+            Err(ApiError::invalid(
                 Some(param),
                 format!(
                     "{param} must be in 1..={}, got {n}",
                     limits.max_tokens_limit
                 ),
-            ));
+            ))
         }
-    };
+    }
+}
+
+/// The temperature, top-p and repeat penalty asked for (or their defaults), each in range.
+fn sampling_values(c: &Common) -> Result<(f64, f64, f64), ApiError> {
     let temperature = c.temperature.unwrap_or(1.0);
     if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
         return Err(ApiError::invalid(
@@ -448,6 +483,12 @@ fn common_options(c: &Common, limits: &Limits) -> Result<(GenerateOptions, bool,
             format!("repeat_penalty must be in (0, 10], got {repeat_penalty:?}"),
         ));
     }
+    Ok((temperature, top_p, repeat_penalty))
+}
+
+/// Refuses the parameters this service does not implement beyond their neutral value: `n`
+/// other than 1, frequency and presence penalties, logprobs.
+fn refuse_unsupported(c: &Common) -> Result<(), ApiError> {
     if let Some(n) = c.n
         && n != 1
     {
@@ -478,6 +519,11 @@ fn common_options(c: &Common, limits: &Limits) -> Result<(GenerateOptions, bool,
             "logprobs are not supported",
         ));
     }
+    Ok(())
+}
+
+/// The stop strings, at most [`MAX_STOP_STRINGS`] of 1 to [`MAX_STOP_BYTES`] bytes each.
+fn stop_strings(c: &Common) -> Result<Vec<String>, ApiError> {
     let stop = match &c.stop {
         None => vec![],
         Some(StopField::One(s)) => vec![s.clone()],
@@ -504,29 +550,7 @@ fn common_options(c: &Common, limits: &Limits) -> Result<(GenerateOptions, bool,
             ),
         ));
     }
-    let seed = match c.seed {
-        None => 42,
-        Some(s) => s as u64,
-    };
-    let options = GenerateOptions {
-        max_tokens,
-        sampling: SamplingParams {
-            temperature: temperature as f32,
-            top_k: c.top_k.unwrap_or(0) as usize,
-            top_p: top_p as f32,
-            repeat_penalty: repeat_penalty as f32,
-            seed,
-            ..SamplingParams::default()
-        },
-        stop,
-    };
-    let stream = c.stream.unwrap_or(false);
-    let include_usage = c
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
-    Ok((options, stream, include_usage))
+    Ok(stop)
 }
 
 fn check_model(asked: &str, served: &str) -> Result<(), ApiError> {

@@ -202,114 +202,106 @@ fn rate(tokens: u64, us: u64) -> f64 {
     }
 }
 
+/// A family with one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    head(out, name, kind, help);
+    sample(out, name, "", value);
+}
+
+fn flag(on: bool) -> f64 {
+    if on { 1.0 } else { 0.0 }
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
 /// The Prometheus text exposition (format 0.0.4) of `v`.
 pub fn render(v: &MetricsView<'_>) -> String {
-    let m = v.metrics;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::new();
+    render_llamacpp(&mut out, v);
+    render_requests(&mut out, v.metrics);
+    if let Some((stats, health)) = &v.telemetry {
+        render_telemetry(&mut out, stats, health);
+    }
+    render_eco(&mut out, v);
+    if let Some(snap) = v.snapshot {
+        render_sensors(&mut out, v, snap);
+    }
+    render_governor(&mut out, v);
+    out
+}
+
+/// The families llama.cpp's server exposes, under its names.
+fn render_llamacpp(out: &mut String, v: &MetricsView<'_>) {
+    let m = v.metrics;
     let (pt, pus) = (load(&m.prompt_tokens), load(&m.prompt_us));
     let (gt, gus) = (load(&m.predicted_tokens), load(&m.predicted_us));
-    head(
-        &mut out,
-        "llamacpp:prompt_tokens_total",
-        "counter",
-        "Number of prompt tokens processed.",
-    );
-    sample(&mut out, "llamacpp:prompt_tokens_total", "", pt as f64);
-    head(
-        &mut out,
-        "llamacpp:prompt_seconds_total",
-        "counter",
-        "Prompt process time",
-    );
-    sample(
-        &mut out,
-        "llamacpp:prompt_seconds_total",
-        "",
-        pus as f64 / 1e6,
-    );
-    head(
-        &mut out,
-        "llamacpp:tokens_predicted_total",
-        "counter",
-        "Number of generation tokens processed.",
-    );
-    sample(&mut out, "llamacpp:tokens_predicted_total", "", gt as f64);
-    head(
-        &mut out,
-        "llamacpp:tokens_predicted_seconds_total",
-        "counter",
-        "Predict process time",
-    );
-    sample(
-        &mut out,
-        "llamacpp:tokens_predicted_seconds_total",
-        "",
-        gus as f64 / 1e6,
-    );
-    head(
-        &mut out,
-        "llamacpp:n_decode_total",
-        "counter",
-        "Total number of llama_decode() calls",
-    );
-    sample(
-        &mut out,
-        "llamacpp:n_decode_total",
-        "",
-        load(&m.decode_passes) as f64,
-    );
-    head(
-        &mut out,
-        "llamacpp:prompt_tokens_seconds",
-        "gauge",
-        "Average prompt throughput in tokens/s.",
-    );
-    sample(
-        &mut out,
-        "llamacpp:prompt_tokens_seconds",
-        "",
-        rate(pt, pus),
-    );
-    head(
-        &mut out,
-        "llamacpp:predicted_tokens_seconds",
-        "gauge",
-        "Average generation throughput in tokens/s.",
-    );
-    sample(
-        &mut out,
-        "llamacpp:predicted_tokens_seconds",
-        "",
-        rate(gt, gus),
-    );
-    head(
-        &mut out,
-        "llamacpp:requests_processing",
-        "gauge",
-        "Number of requests processing.",
-    );
-    sample(
-        &mut out,
-        "llamacpp:requests_processing",
-        "",
-        v.processing as f64,
-    );
-    head(
-        &mut out,
-        "llamacpp:requests_deferred",
-        "gauge",
-        "Number of requests deferred.",
-    );
-    sample(
-        &mut out,
-        "llamacpp:requests_deferred",
-        "",
-        v.deferred as f64,
-    );
+    let families: [(&str, &str, &str, f64); 9] = [
+        (
+            "llamacpp:prompt_tokens_total",
+            "counter",
+            "Number of prompt tokens processed.",
+            pt as f64,
+        ),
+        (
+            "llamacpp:prompt_seconds_total",
+            "counter",
+            "Prompt process time",
+            pus as f64 / 1e6,
+        ),
+        (
+            "llamacpp:tokens_predicted_total",
+            "counter",
+            "Number of generation tokens processed.",
+            gt as f64,
+        ),
+        (
+            "llamacpp:tokens_predicted_seconds_total",
+            "counter",
+            "Predict process time",
+            gus as f64 / 1e6,
+        ),
+        (
+            "llamacpp:n_decode_total",
+            "counter",
+            "Total number of llama_decode() calls",
+            load(&m.decode_passes) as f64,
+        ),
+        (
+            "llamacpp:prompt_tokens_seconds",
+            "gauge",
+            "Average prompt throughput in tokens/s.",
+            rate(pt, pus),
+        ),
+        (
+            "llamacpp:predicted_tokens_seconds",
+            "gauge",
+            "Average generation throughput in tokens/s.",
+            rate(gt, gus),
+        ),
+        (
+            "llamacpp:requests_processing",
+            "gauge",
+            "Number of requests processing.",
+            v.processing as f64,
+        ),
+        (
+            "llamacpp:requests_deferred",
+            "gauge",
+            "Number of requests deferred.",
+            v.deferred as f64,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        single(out, name, kind, help, value);
+    }
+}
 
+/// Requests by outcome, tokens after a disconnect, and the energy of answered requests.
+fn render_requests(out: &mut String, m: &Metrics) {
     head(
-        &mut out,
+        out,
         "thermo_requests_total",
         "counter",
         "Requests by outcome.",
@@ -322,54 +314,41 @@ pub fn render(v: &MetricsView<'_>) -> String {
         ("failed", &m.requests_failed),
     ] {
         sample(
-            &mut out,
+            out,
             "thermo_requests_total",
             &format!("outcome=\"{outcome}\""),
             load(c) as f64,
         );
     }
-    head(
-        &mut out,
+    single(
+        out,
         "thermo_tokens_after_disconnect_total",
         "counter",
         "Tokens generated after the service learnt that the client had gone.",
-    );
-    sample(
-        &mut out,
-        "thermo_tokens_after_disconnect_total",
-        "",
         load(&m.tokens_after_disconnect) as f64,
     );
-    head(
-        &mut out,
+    single(
+        out,
         "thermo_tokens_after_disconnect_max",
         "gauge",
         "Most tokens one generation ran after its client had gone.",
-    );
-    sample(
-        &mut out,
-        "thermo_tokens_after_disconnect_max",
-        "",
         load(&m.tokens_after_disconnect_max) as f64,
     );
-    head(
-        &mut out,
+    single(
+        out,
         "thermo_energy_joules_total",
         "counter",
         "Energy attributed to answered requests, J.",
-    );
-    sample(
-        &mut out,
-        "thermo_energy_joules_total",
-        "",
         load(&m.energy_uj) as f64 / 1e6,
     );
-    if let Some((stats, health)) = &v.telemetry {
-        render_telemetry(&mut out, stats, health);
-    }
+}
+
+/// Today's eco totals, the guard's stops and what they avoided, and the agent-loop refusals.
+fn render_eco(out: &mut String, v: &MetricsView<'_>) {
+    let m = v.metrics;
     if let Some(today) = &v.today {
         head(
-            &mut out,
+            out,
             "thermo_eco_today",
             "gauge",
             "Today's (UTC) totals of every thermo job on this host: joules, g_co2e, ml_water, \
@@ -377,7 +356,7 @@ pub fn render(v: &MetricsView<'_>) -> String {
         );
         for (figure, value) in today.figures() {
             sample(
-                &mut out,
+                out,
                 "thermo_eco_today",
                 &format!("figure=\"{figure}\""),
                 value,
@@ -385,33 +364,28 @@ pub fn render(v: &MetricsView<'_>) -> String {
         }
     }
     head(
-        &mut out,
+        out,
         "thermo_guard_stops_total",
         "counter",
         "Answers the zombie-compute guard stopped, by reason.",
     );
     for (kind, c) in GUARD_KINDS.iter().zip(&m.guard_stops) {
         sample(
-            &mut out,
+            out,
             "thermo_guard_stops_total",
             &format!("reason=\"{kind}\""),
             load(c) as f64,
         );
     }
-    head(
-        &mut out,
+    single(
+        out,
         "thermo_guard_avoided_joules_total",
         "counter",
         "Energy the guard's stops avoided (remaining budget at the observed rate), J.",
-    );
-    sample(
-        &mut out,
-        "thermo_guard_avoided_joules_total",
-        "",
         load(&m.guard_avoided_uj) as f64 / 1e6,
     );
     head(
-        &mut out,
+        out,
         "thermo_agent_loop_refusals_total",
         "counter",
         "Requests refused with 429 because a client resubmitted them in a loop, by reason.",
@@ -421,183 +395,159 @@ pub fn render(v: &MetricsView<'_>) -> String {
         .zip(&m.agent_loop_refusals)
     {
         sample(
-            &mut out,
+            out,
             "thermo_agent_loop_refusals_total",
             &format!("reason=\"{reason}\""),
             load(c) as f64,
         );
     }
+}
 
-    if let Some(snap) = v.snapshot {
-        let zones: Vec<(String, String, f64)> = snap
-            .temps
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                let celsius = f64::from(t.value?.celsius());
-                let index = match v.zone_index.iter().find(|(kind, _)| *kind == t.name) {
-                    Some((_, idx)) => idx.to_string(),
-                    // The simulated SoC models the board's zones; number them in order.
-                    None if v.simulated => i.to_string(),
-                    None => return None,
-                };
-                Some((index, t.name.clone(), celsius))
-            })
-            .collect();
-        if !zones.is_empty() {
-            head(
-                &mut out,
+/// The sensors at the governor's last tick: node_exporter's zone family where the zone's
+/// index is known, and every temperature and power reading by sensor and role.
+fn render_sensors(out: &mut String, v: &MetricsView<'_>, snap: &Snapshot) {
+    let zones: Vec<(String, String, f64)> = snap
+        .temps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let celsius = f64::from(t.value?.celsius());
+            let index = match v.zone_index.iter().find(|(kind, _)| *kind == t.name) {
+                Some((_, idx)) => idx.to_string(),
+                // The simulated SoC models the board's zones; number them in order.
+                None if v.simulated => i.to_string(),
+                None => return None,
+            };
+            Some((index, t.name.clone(), celsius))
+        })
+        .collect();
+    if !zones.is_empty() {
+        head(
+            out,
+            "node_thermal_zone_temp",
+            "gauge",
+            "Zone temperature in Celsius",
+        );
+        for (zone, kind, c) in &zones {
+            sample(
+                out,
                 "node_thermal_zone_temp",
-                "gauge",
-                "Zone temperature in Celsius",
+                &format!("type=\"{}\",zone=\"{zone}\"", escape(kind)),
+                *c,
             );
-            for (zone, kind, c) in &zones {
-                sample(
-                    &mut out,
-                    "node_thermal_zone_temp",
-                    &format!("type=\"{}\",zone=\"{zone}\"", escape(kind)),
-                    *c,
-                );
-            }
-        }
-        head(
-            &mut out,
-            "thermo_sensor_temp_celsius",
-            "gauge",
-            "Every temperature the governor reads, °C.",
-        );
-        for t in &snap.temps {
-            if let Some(mc) = t.value {
-                sample(
-                    &mut out,
-                    "thermo_sensor_temp_celsius",
-                    &format!("sensor=\"{}\",role=\"{}\"", escape(&t.name), t.role),
-                    f64::from(mc.celsius()),
-                );
-            }
-        }
-        head(
-            &mut out,
-            "thermo_sensor_power_watts",
-            "gauge",
-            "Every power reading the governor reads, W.",
-        );
-        for p in &snap.powers {
-            if let Some(r) = &p.value {
-                sample(
-                    &mut out,
-                    "thermo_sensor_power_watts",
-                    &format!("sensor=\"{}\",role=\"{}\"", escape(&p.name), p.role),
-                    r.power.watts(),
-                );
-            }
         }
     }
-
-    let g = v.governor;
     head(
-        &mut out,
+        out,
+        "thermo_sensor_temp_celsius",
+        "gauge",
+        "Every temperature the governor reads, °C.",
+    );
+    for t in &snap.temps {
+        if let Some(mc) = t.value {
+            sample(
+                out,
+                "thermo_sensor_temp_celsius",
+                &format!("sensor=\"{}\",role=\"{}\"", escape(&t.name), t.role),
+                f64::from(mc.celsius()),
+            );
+        }
+    }
+    head(
+        out,
+        "thermo_sensor_power_watts",
+        "gauge",
+        "Every power reading the governor reads, W.",
+    );
+    for p in &snap.powers {
+        if let Some(r) = &p.value {
+            sample(
+                out,
+                "thermo_sensor_power_watts",
+                &format!("sensor=\"{}\",role=\"{}\"", escape(&p.name), p.role),
+                r.power.watts(),
+            );
+        }
+    }
+}
+
+/// The governor: running, ticks and their age, setpoint, temperature, budget, duties and
+/// the active limiter.
+fn render_governor(out: &mut String, v: &MetricsView<'_>) {
+    let g = v.governor;
+    single(
+        out,
         "thermo_simulated_soc",
         "gauge",
         "1 when the readings come from the simulated SoC.",
+        flag(v.simulated),
     );
-    sample(
-        &mut out,
-        "thermo_simulated_soc",
-        "",
-        if v.simulated { 1.0 } else { 0.0 },
-    );
-    head(
-        &mut out,
+    single(
+        out,
         "thermo_governor_running",
         "gauge",
         "1 while the governor's control loop runs.",
+        flag(g.running),
     );
-    sample(
-        &mut out,
-        "thermo_governor_running",
-        "",
-        if g.running { 1.0 } else { 0.0 },
-    );
-    head(
-        &mut out,
+    single(
+        out,
         "thermo_governor_ticks_total",
         "counter",
         "Control periods run.",
+        g.ticks as f64,
     );
-    sample(&mut out, "thermo_governor_ticks_total", "", g.ticks as f64);
-    head(
-        &mut out,
+    single(
+        out,
         "thermo_governor_last_tick_age_seconds",
         "gauge",
         "Seconds since the governor last ticked.",
-    );
-    sample(
-        &mut out,
-        "thermo_governor_last_tick_age_seconds",
-        "",
         v.governor_tick_age_s,
     );
-    head(
-        &mut out,
+    single(
+        out,
         "thermo_governor_setpoint_celsius",
         "gauge",
         "Temperature the governor holds, °C.",
-    );
-    sample(
-        &mut out,
-        "thermo_governor_setpoint_celsius",
-        "",
         f64::from(g.setpoint_c),
     );
     if let Some(t) = g.temperature_c {
-        head(
-            &mut out,
+        single(
+            out,
             "thermo_governor_temperature_celsius",
             "gauge",
             "Governing temperature, °C.",
-        );
-        sample(
-            &mut out,
-            "thermo_governor_temperature_celsius",
-            "",
             f64::from(t),
         );
     }
-    head(
-        &mut out,
+    single(
+        out,
         "thermo_governor_power_budget_watts",
         "gauge",
         "Power budget of the last decision, W.",
-    );
-    sample(
-        &mut out,
-        "thermo_governor_power_budget_watts",
-        "",
         f64::from(g.power_budget_w),
     );
     head(
-        &mut out,
+        out,
         "thermo_governor_duty_ratio",
         "gauge",
         "Duty per work class (1 unpaced, 0 paused).",
     );
     for c in Priority::ALL {
         sample(
-            &mut out,
+            out,
             "thermo_governor_duty_ratio",
             &format!("class=\"{}\"", c.as_str()),
             f64::from(g.duties[c.index()]),
         );
     }
     head(
-        &mut out,
+        out,
         "thermo_governor_limiter",
         "gauge",
         "What limits work now (1 for the active limiter).",
     );
     sample(
-        &mut out,
+        out,
         "thermo_governor_limiter",
         &format!(
             "limiter=\"{}\",mode=\"{}\"",
@@ -606,7 +556,6 @@ pub fn render(v: &MetricsView<'_>) -> String {
         ),
         1.0,
     );
-    out
 }
 
 /// The telemetry families: records dropped by reason, queue errors, lost replies and

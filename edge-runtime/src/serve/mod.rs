@@ -79,14 +79,7 @@ fn zone_index(root: &Path) -> Vec<(String, u32)> {
 /// unless `eco.emissions_csv` names one; none when `eco.write_emissions_csv` is off).
 pub fn eco_accounting(config: &Config) -> Result<EcoAccounting> {
     let factors = config.eco.factors()?;
-    let csv = if config.eco.write_emissions_csv {
-        Some(match &config.eco.emissions_csv {
-            Some(p) => p.clone(),
-            None => crate::models::cache_root()?.join("emissions.csv"),
-        })
-    } else {
-        None
-    };
+    let csv = crate::session::accounting::emissions_csv_path(&config.eco)?;
     let ledger = crate::eco::ledger::Ledger::new(
         crate::models::cache_root()?.join(crate::eco::ledger::LEDGER_FILE),
     );
@@ -104,38 +97,7 @@ pub fn run(config: &Config) -> Result<()> {
     })?;
     set_compute_threads(config.model.threads);
     let (dir, model_id) = resolve(config)?;
-    notify::status(&format!("loading {}", dir.display()));
-    let t = std::time::Instant::now();
-    let adapter = match config.model.adapter.as_deref() {
-        Some(a) => {
-            let path = std::fs::canonicalize(a)
-                .with_context(|| format!("no adapter folder at {}", a.display()))?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| path.display().to_string());
-            Some((path, name))
-        }
-        None => None,
-    };
-    let served = adapter::load_served(
-        &dir,
-        adapter.as_ref().map(|(p, n)| (p.as_path(), n.clone())),
-    )?;
-    match &served.adapter {
-        Some(a) => log::info!(
-            "loaded {} with the adapter {} ({:?}) in {:.2} s",
-            dir.display(),
-            a.path.display(),
-            a.mode,
-            t.elapsed().as_secs_f64()
-        ),
-        None => log::info!(
-            "loaded {} in {:.2} s",
-            dir.display(),
-            t.elapsed().as_secs_f64()
-        ),
-    }
+    let served = load(config, &dir)?;
     let governed = Arc::new(Governed::start_with(
         &config.sensors,
         &GovernorOptions {
@@ -154,16 +116,7 @@ pub fn run(config: &Config) -> Result<()> {
         adapter::ModelSlot::new(dir, config.model.adapters_dir.clone(), served)
             .with_on_swap(on_swap),
     );
-    let on_done: Option<worker::DoneHook> = telemetry.clone().map(|t| {
-        let eco = eco.clone();
-        Arc::new(
-            move |stats: &GenerationStats, wall: Duration, fp: Option<&EcoFootprint>| {
-                // Without a footprint no energy is attributed to the request (0 J since now).
-                let today = fp.and_then(|_| eco.today());
-                t.request_done(stats, wall, t.energy_j(), fp, today.as_ref());
-            },
-        ) as worker::DoneHook
-    });
+    let on_done = telemetry.clone().map(|t| done_hook(t, eco.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -182,7 +135,60 @@ pub fn run(config: &Config) -> Result<()> {
         shutdown_signal(),
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
-    // Flush telemetry (the backlog, then a clean `offline`) while the governor still runs.
+    stop_after_serving(telemetry, governed);
+    served
+}
+
+/// Loads the model in `dir` with the adapter `[model]` names, if any.
+fn load(config: &Config, dir: &Path) -> Result<adapter::Served> {
+    notify::status(&format!("loading {}", dir.display()));
+    let t = std::time::Instant::now();
+    let adapter = match config.model.adapter.as_deref() {
+        Some(a) => {
+            let path = std::fs::canonicalize(a)
+                .with_context(|| format!("no adapter folder at {}", a.display()))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string());
+            Some((path, name))
+        }
+        None => None,
+    };
+    let served =
+        adapter::load_served(dir, adapter.as_ref().map(|(p, n)| (p.as_path(), n.clone())))?;
+    match &served.adapter {
+        Some(a) => log::info!(
+            "loaded {} with the adapter {} ({:?}) in {:.2} s",
+            dir.display(),
+            a.path.display(),
+            a.mode,
+            t.elapsed().as_secs_f64()
+        ),
+        None => log::info!(
+            "loaded {} in {:.2} s",
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        ),
+    }
+    Ok(served)
+}
+
+/// Records every finished request in telemetry, with its footprint and today's totals.
+fn done_hook(t: Arc<Session>, eco: Arc<EcoAccounting>) -> worker::DoneHook {
+    Arc::new(
+        move |stats: &GenerationStats, wall: Duration, fp: Option<&EcoFootprint>| {
+            // Without a footprint no energy is attributed to the request (0 J since now).
+            let today = fp.and_then(|_| eco.today());
+            t.request_done(stats, wall, t.energy_j(), fp, today.as_ref());
+        },
+    )
+}
+
+/// After the server stopped: flushes telemetry (the backlog, then a clean `offline`) while
+/// the governor still runs, then stops the control loop, which restores every actuator it
+/// changed.
+fn stop_after_serving(telemetry: Option<Arc<Session>>, governed: Arc<Governed>) {
     match telemetry.map(Arc::try_unwrap) {
         Some(Ok(t)) => {
             t.finish();
@@ -191,7 +197,6 @@ pub fn run(config: &Config) -> Result<()> {
         Some(Err(_)) => log::warn!("telemetry still in use at shutdown; not flushed"),
         None => {}
     }
-    // Stop the control loop; it restores every actuator it changed.
     match Arc::try_unwrap(governed) {
         Ok(g) => log::info!("governor stopped: {}", g.finish().line()),
         Err(g) => {
@@ -199,7 +204,6 @@ pub fn run(config: &Config) -> Result<()> {
             log::info!("governor stopping: {}", g.status().line());
         }
     }
-    served
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -249,7 +253,6 @@ pub async fn serve(
     let scheduler = Arc::new(Scheduler::<Job>::new(svc.workers, svc.queue_bound));
     let metrics = Arc::new(Metrics::default());
     let cancel_all = Arc::new(AtomicBool::new(false));
-    let handle = governed.handle().clone();
     let ctx = WorkerContext {
         permits: governed.permits().clone(),
         governor: governed.handle().clone(),
@@ -262,58 +265,17 @@ pub async fn serve(
         active: Arc::new(AtomicUsize::new(0)),
         scheduler: scheduler.clone(),
     };
-    let mut workers = vec![];
-    for i in 0..svc.workers {
-        let ctx = ctx.clone();
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("thermo-worker-{i}"))
-                .spawn(move || worker::work(ctx))
-                .context("spawning a worker thread")?,
-        );
-    }
-    let freshness = Arc::new(Freshness::new(
-        handle.clone(),
-        Duration::from_secs_f64(config.governor.stale_after_s),
-    ));
-    let simulated = matches!(governed.source(), Source::Simulated { .. });
-    let snap_gov = governed.clone();
-    let app = Arc::new(App {
-        model_id: model_id.clone(),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        slot: slot.clone(),
-        limits: api::Limits {
-            max_tokens_limit: svc.max_tokens_limit,
-            default_max_tokens: svc.default_max_tokens,
-            max_prompt_tokens: svc.max_prompt_tokens,
-        },
-        api_token: svc.api_token.clone(),
-        max_body_bytes: svc.max_body_bytes,
-        scheduler: scheduler.clone(),
-        metrics: metrics.clone(),
-        freshness: freshness.clone(),
-        snapshot: Arc::new(move || snap_gov.latest_snapshot()),
-        zone_index: if simulated {
-            vec![]
-        } else {
-            zone_index(&config.sensors.root)
-        },
-        simulated,
-        serial: AtomicU64::new(0),
-        agent_loop: config.eco.agent_loop().map(http::AgentLoop::new),
-        eco: Some(eco.clone()),
+    let workers = spawn_workers(&ctx, svc.workers)?;
+    let app = Arc::new(build_app(
+        config,
+        local,
+        &model_id,
+        slot.clone(),
+        &governed,
+        &ctx,
         telemetry,
-        policy: guard::Policy::new(
-            local,
-            &svc.allowed_hosts,
-            &svc.allowed_origins,
-            svc.api_token.is_some(),
-            svc.admin_without_token,
-        ),
-    });
+    ));
+    let freshness = app.freshness.clone();
     let adapter_note = slot
         .current()
         .adapter_name()
@@ -328,73 +290,92 @@ pub async fn serve(
     log::info!("{status_line}");
     notify::ready(&status_line);
     let watchdog = notify::watchdog_interval().map(|every| {
-        let freshness = freshness.clone();
-        let scheduler = scheduler.clone();
-        let metrics = metrics.clone();
         tokio::spawn(notify::pet_while_healthy(
-            every, freshness, scheduler, metrics,
+            every,
+            freshness.clone(),
+            scheduler.clone(),
+            metrics.clone(),
         ))
     });
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        // Before anything else reacts: the server may finish (and abort the drain task)
-        // as soon as the stop is seen.
-        notify::stopping();
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = relay_stop(shutdown);
     let grace = Duration::from_secs_f64(svc.shutdown_grace_s);
-    let drain_sched = scheduler.clone();
-    let drain_cancel = cancel_all.clone();
-    let mut drain_rx = stop_rx.clone();
-    let drained = tokio::spawn(async move {
-        let _ = drain_rx.wait_for(|s| *s).await;
-        // Waiting requests are refused (503); running ones get the grace.
-        let refused = drain_sched.close();
-        if !refused.is_empty() {
-            log::info!("refused {} waiting request(s)", refused.len());
-        }
-        drop(refused);
-        let sched = drain_sched.clone();
-        let idle = tokio::task::spawn_blocking(move || sched.wait_idle(grace))
-            .await
-            .unwrap_or(false);
-        if !idle {
-            log::warn!(
-                "in-flight generations still running after {:.1} s; cancelling them",
-                grace.as_secs_f64()
-            );
-            drain_cancel.store(true, Ordering::Release);
-        }
-    });
-    let router = http::router(app);
-    let limits = conn::ConnLimits {
-        header_timeout: Duration::from_secs_f64(svc.header_timeout_s),
-        idle_timeout: Duration::from_secs_f64(svc.idle_timeout_s),
-        max_connections: svc.connection_cap(),
-    };
-    log::info!(
-        "connections: at most {}, headers within {:.1} s, idle for {:.1} s",
-        limits.max_connections,
-        svc.header_timeout_s,
-        svc.idle_timeout_s
+    let drained = spawn_drain(
+        stop_rx.clone(),
+        scheduler.clone(),
+        cancel_all.clone(),
+        grace,
     );
-    let server = conn::serve(listener, router, limits, stop_rx.clone());
-    let mut deadline_rx = stop_rx.clone();
-    let deadline = async move {
-        let _ = deadline_rx.wait_for(|s| *s).await;
-        tokio::time::sleep(grace + CANCEL_DRAIN).await;
-    };
-    let served = tokio::select! {
-        () = server => Ok(()),
-        () = deadline => {
-            log::warn!("connections still open after the shutdown grace; closing them");
-            Ok(())
-        }
-    };
-    cancel_all.store(true, Ordering::Release);
-    scheduler.close();
+    let served = serve_connections(listener, http::router(app), svc, stop_rx, grace).await;
+    wind_down(&ctx, drained, watchdog, workers).await;
+    served
+}
+
+/// The HTTP application: the model, the limits and token of `[service]`, the queue and
+/// counters the workers share (`ctx`), the governor's freshness and sensors, the eco
+/// accounting and the host and origin policy for `local`.
+fn build_app(
+    config: &Config,
+    local: SocketAddr,
+    model_id: &str,
+    slot: Arc<adapter::ModelSlot>,
+    governed: &Arc<Governed>,
+    ctx: &WorkerContext,
+    telemetry: Option<crate::telemetry::Telemetry>,
+) -> App {
+    let svc = &config.service;
+    let simulated = matches!(governed.source(), Source::Simulated { .. });
+    let snap_gov = governed.clone();
+    App {
+        model_id: model_id.to_string(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        slot,
+        limits: api::Limits {
+            max_tokens_limit: svc.max_tokens_limit,
+            default_max_tokens: svc.default_max_tokens,
+            max_prompt_tokens: svc.max_prompt_tokens,
+        },
+        api_token: svc.api_token.clone(),
+        max_body_bytes: svc.max_body_bytes,
+        scheduler: ctx.scheduler.clone(),
+        metrics: ctx.metrics.clone(),
+        freshness: Arc::new(Freshness::new(
+            governed.handle().clone(),
+            Duration::from_secs_f64(config.governor.stale_after_s),
+        )),
+        snapshot: Arc::new(move || snap_gov.latest_snapshot()),
+        zone_index: if simulated {
+            vec![]
+        } else {
+            zone_index(&config.sensors.root)
+        },
+        simulated,
+        serial: AtomicU64::new(0),
+        agent_loop: config.eco.agent_loop().map(http::AgentLoop::new),
+        eco: Some(ctx.eco.clone()),
+        telemetry,
+        policy: guard::Policy::new(
+            local,
+            &svc.allowed_hosts,
+            &svc.allowed_origins,
+            svc.api_token.is_some(),
+            svc.admin_without_token,
+        ),
+    }
+}
+
+/// After the server stopped: cancels what still runs, closes the queue, stops the drain
+/// and watchdog tasks and joins the workers.
+async fn wind_down(
+    ctx: &WorkerContext,
+    drained: tokio::task::JoinHandle<()>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+) {
+    ctx.cancel_all.store(true, Ordering::Release);
+    ctx.scheduler.close();
     drained.abort();
     if let Some(w) = watchdog {
         w.abort();
@@ -410,7 +391,98 @@ pub async fn serve(
     }
     log::info!(
         "stopped after {} generated tokens",
-        metrics.tokens_predicted()
+        ctx.metrics.tokens_predicted()
     );
-    served
+}
+
+/// Starts `n` worker threads running the token loop on `ctx`.
+fn spawn_workers(ctx: &WorkerContext, n: usize) -> Result<Vec<std::thread::JoinHandle<()>>> {
+    (0..n)
+        .map(|i| {
+            let ctx = ctx.clone();
+            std::thread::Builder::new()
+                .name(format!("thermo-worker-{i}"))
+                .spawn(move || worker::work(ctx))
+                .context("spawning a worker thread")
+        })
+        .collect()
+}
+
+/// A receiver that turns true once `shutdown` resolves (after telling systemd STOPPING).
+fn relay_stop(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        // Before anything else reacts: the server may finish (and abort the drain task)
+        // as soon as the stop is seen.
+        notify::stopping();
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
+/// Once the stop is seen: refuses the waiting requests (503), gives the running ones
+/// `grace`, then cancels what still runs.
+fn spawn_drain(
+    mut stop_rx: tokio::sync::watch::Receiver<bool>,
+    scheduler: Arc<Scheduler<Job>>,
+    cancel_all: Arc<AtomicBool>,
+    grace: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+        let refused = scheduler.close();
+        if !refused.is_empty() {
+            log::info!("refused {} waiting request(s)", refused.len());
+        }
+        drop(refused);
+        let sched = scheduler.clone();
+        let idle = tokio::task::spawn_blocking(move || sched.wait_idle(grace))
+            .await
+            .unwrap_or(false);
+        if !idle {
+            log::warn!(
+                "in-flight generations still running after {:.1} s; cancelling them",
+                grace.as_secs_f64()
+            );
+            cancel_all.store(true, Ordering::Release);
+        }
+    })
+}
+
+/// Serves connections on `listener` until the stop, closing those still open `grace` plus
+/// [`CANCEL_DRAIN`] after it.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    svc: &crate::config::ServiceConfig,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) -> Result<()> {
+    let limits = conn::ConnLimits {
+        header_timeout: Duration::from_secs_f64(svc.header_timeout_s),
+        idle_timeout: Duration::from_secs_f64(svc.idle_timeout_s),
+        max_connections: svc.connection_cap(),
+    };
+    log::info!(
+        "connections: at most {}, headers within {:.1} s, idle for {:.1} s",
+        limits.max_connections,
+        svc.header_timeout_s,
+        svc.idle_timeout_s
+    );
+    let server = conn::serve(listener, router, limits, stop_rx.clone());
+    let mut deadline_rx = stop_rx;
+    let deadline = async move {
+        let _ = deadline_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(grace + CANCEL_DRAIN).await;
+    };
+    tokio::select! {
+        () = server => {}
+        () = deadline => {
+            log::warn!("connections still open after the shutdown grace; closing them");
+        }
+    }
+    Ok(())
 }

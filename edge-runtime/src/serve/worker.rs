@@ -16,8 +16,8 @@ use super::footprint::{EcoAccounting, RequestMeasure, ResponseFootprint};
 use super::metrics::{Metrics, Outcome};
 use super::queue::Scheduler;
 use crate::eco::Footprint as EcoFootprint;
-use crate::eco::energy::{EnergySource, MeterHandle};
-use crate::eco::guard::{GuardConfig, ZombieGuard};
+use crate::eco::energy::{EnergySource, Mark, MeterHandle, Span};
+use crate::eco::guard::{GuardConfig, GuardStop, ZombieGuard};
 use crate::engine::generate::{
     Gate, GenerateOptions, GenerationStats, StopReason, TokenEvent, generate,
 };
@@ -201,14 +201,22 @@ fn acquire<'a>(permits: &'a Permits, stop: &dyn Fn() -> bool) -> Option<Permit<'
     }
 }
 
+/// The guard of one answer: the service's, with the answer's own token limit as a budget so
+/// a stop can count what it avoided; `None` when the guard is off.
+fn job_guard(ctx: &WorkerContext, max_tokens: usize) -> Option<ZombieGuard> {
+    let g_co2e_per_j = ctx.eco.factors().g_co2e_per_j()[0];
+    ctx.guard.clone().map(|mut cfg| {
+        cfg.budget.max_tokens = Some(
+            cfg.budget
+                .max_tokens
+                .map_or(max_tokens, |b| b.min(max_tokens)),
+        );
+        ZombieGuard::new(cfg, g_co2e_per_j)
+    })
+}
+
 fn run_job(ctx: &WorkerContext, job: Job) {
-    let progress = job.progress.clone();
-    let gone = || {
-        progress.dropped().is_some()
-            || job.events.is_closed()
-            || ctx.cancel_all.load(Ordering::Acquire)
-    };
-    if gone() {
+    if job_gone(ctx, &job) {
         ctx.metrics.add_request(Outcome::Disconnected);
         return;
     }
@@ -216,8 +224,6 @@ fn run_job(ctx: &WorkerContext, job: Job) {
     ctx.meter.poll();
     let mark = ctx.meter.mark();
     let active_now = ctx.active.fetch_add(1, Ordering::AcqRel) + 1;
-    let mut concurrency_sum = active_now as f64;
-    let mut concurrency_n = 1.0;
     let mut state = match KvState::new(job.model.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -227,13 +233,40 @@ fn run_job(ctx: &WorkerContext, job: Job) {
             return;
         }
     };
-    let g_co2e_per_j = ctx.eco.factors().g_co2e_per_j()[0];
-    let mut guard = ctx.guard.clone().map(|mut cfg| {
-        // The answer's own limit is its token budget, so a stop can count what it avoided.
-        let limit = job.options.max_tokens;
-        cfg.budget.max_tokens = Some(cfg.budget.max_tokens.map_or(limit, |b| b.min(limit)));
-        ZombieGuard::new(cfg, g_co2e_per_j)
-    });
+    let (result, ran) = generate_job(ctx, &job, &mut state, started, &mark, active_now);
+    match result {
+        Ok(stats) => finish_job(ctx, &job, &stats, &ran),
+        Err(e) => {
+            ctx.metrics.add_request(Outcome::Failed);
+            log::error!("generation failed: {e:#}");
+            let _ = job.events.blocking_send(Event::Failed(format!("{e:#}")));
+        }
+    }
+}
+
+/// True once the job's client has gone or the shutdown cancels every generation.
+fn job_gone(ctx: &WorkerContext, job: &Job) -> bool {
+    job.progress.dropped().is_some()
+        || job.events.is_closed()
+        || ctx.cancel_all.load(Ordering::Acquire)
+}
+
+/// Runs the job's token loop: before each token its gate counts the token, stops for a gone
+/// client, a stopped governor or the guard, and takes an interactive permit. `active_now`
+/// generations (this one included) ran when it started.
+fn generate_job(
+    ctx: &WorkerContext,
+    job: &Job,
+    state: &mut KvState,
+    started: Instant,
+    mark: &Mark,
+    active_now: usize,
+) -> (anyhow::Result<GenerationStats>, Ran) {
+    let progress = &job.progress;
+    let gone = || job_gone(ctx, job);
+    let mut concurrency_sum = active_now as f64;
+    let mut concurrency_n = 1.0;
+    let mut guard = job_guard(ctx, job.options.max_tokens);
     let mut held: Option<Permit<'_>> = None;
     let mut last_gate: Option<Instant> = None;
     let mut counted = 0usize;
@@ -265,7 +298,7 @@ fn run_job(ctx: &WorkerContext, job: Job) {
             concurrency_sum += active;
             concurrency_n += 1.0;
             let share = concurrency_n / concurrency_sum;
-            let energy_j = ctx.meter.since(&mark).energy_j * share;
+            let energy_j = ctx.meter.since(mark).energy_j * share;
             if let Gate::Stop(why) = g.check(&ev, started.elapsed().as_secs_f64(), energy_j) {
                 return Gate::Stop(why);
             }
@@ -284,13 +317,7 @@ fn run_job(ctx: &WorkerContext, job: Job) {
         // A failed send means the handler is gone; the gate stops before the next token.
         let _ = events.blocking_send(Event::Text(text.to_string()));
     };
-    let result = generate(
-        &mut state,
-        &job.prompt,
-        &job.options,
-        &mut gate,
-        &mut on_text,
-    );
+    let result = generate(state, &job.prompt, &job.options, &mut gate, &mut on_text);
     // The last token's permit ends with the generation.
     drop(held.take());
     let active_end = ctx.active.load(Ordering::Acquire).max(1);
@@ -298,77 +325,91 @@ fn run_job(ctx: &WorkerContext, job: Job) {
     concurrency_n += 1.0;
     ctx.active.fetch_sub(1, Ordering::AcqRel);
     ctx.meter.poll();
-    let span = ctx.meter.since(&mark);
-    let guard_stop = guard.as_ref().and_then(|g| g.stopped().cloned());
-    match result {
-        Ok(stats) => {
-            ctx.metrics.add_prompt(
-                stats.prompt_tokens,
-                u64::try_from(stats.prefill_time.as_micros()).unwrap_or(u64::MAX),
-            );
-            // The last token is sampled without a following gate call: count it here.
-            for _ in counted..stats.generated_tokens {
-                ctx.metrics.add_predicted(0);
-            }
-            progress
-                .generated
-                .store(stats.generated_tokens, Ordering::Release);
-            let measure = RequestMeasure {
-                prompt_tokens: stats.prompt_tokens + stats.cached_tokens,
-                completion_tokens: stats.generated_tokens,
-                board_energy_j: (span.source != EnergySource::None).then_some(span.energy_j),
-                energy_source: span.source.to_string(),
-                duration_s: span.duration_s,
-                wear_hours: span.wear_hours,
-                concurrency: concurrency_sum / concurrency_n,
-            };
-            let eco = ctx.eco.account(&measure);
-            if let Some(fp) = &eco {
-                ctx.metrics.add_energy_j(fp.energy_j);
-                ctx.eco.record(fp);
-            }
-            if let Some(stop) = &guard_stop {
-                ctx.metrics.add_guard_stop(
-                    super::footprint::guard_kind_label(stop.kind),
-                    stop.avoided_j,
-                );
-            }
-            if let Some(hook) = &ctx.on_done {
-                hook(&stats, started.elapsed(), eco.as_ref());
-            }
-            if let Some(at) = progress.dropped() {
-                ctx.metrics
-                    .add_disconnect(stats.generated_tokens.saturating_sub(at));
-                ctx.metrics.add_request(Outcome::Disconnected);
-                return;
-            }
-            if ctx.cancel_all.load(Ordering::Acquire) {
-                log::info!("a generation was cancelled by the shutdown");
-            }
-            let usage = Usage::new(measure.prompt_tokens, measure.completion_tokens);
-            let footprint = ctx
-                .eco
-                .response(&measure, eco.as_ref(), guard_stop.as_ref());
-            let done = Event::Done(Box::new(Finished {
-                usage,
-                finish_reason: finish(&stats.stop, guard_stop.as_ref()),
-                footprint,
-            }));
-            if job.events.blocking_send(done).is_err() {
-                ctx.metrics.add_request(Outcome::Disconnected);
-            }
-        }
-        Err(e) => {
-            ctx.metrics.add_request(Outcome::Failed);
-            log::error!("generation failed: {e:#}");
-            let _ = job.events.blocking_send(Event::Failed(format!("{e:#}")));
-        }
+    let ran = Ran {
+        started,
+        span: ctx.meter.since(mark),
+        counted,
+        concurrency: concurrency_sum / concurrency_n,
+        guard_stop: guard.as_ref().and_then(|g| g.stopped().cloned()),
+    };
+    (result, ran)
+}
+
+/// What the token loop of one job leaves for its accounting: when it started, the board's
+/// energy span, the tokens the gate counted, the mean number of generations running beside
+/// it (itself included) and the guard's stop.
+struct Ran {
+    started: Instant,
+    span: Span,
+    counted: usize,
+    concurrency: f64,
+    guard_stop: Option<GuardStop>,
+}
+
+/// Accounts for a finished generation (counters, footprint, guard stop, the done hook) and
+/// sends the client its last event.
+fn finish_job(ctx: &WorkerContext, job: &Job, stats: &GenerationStats, ran: &Ran) {
+    let progress = &job.progress;
+    ctx.metrics.add_prompt(
+        stats.prompt_tokens,
+        u64::try_from(stats.prefill_time.as_micros()).unwrap_or(u64::MAX),
+    );
+    // The last token is sampled without a following gate call: count it here.
+    for _ in ran.counted..stats.generated_tokens {
+        ctx.metrics.add_predicted(0);
+    }
+    progress
+        .generated
+        .store(stats.generated_tokens, Ordering::Release);
+    let span = &ran.span;
+    let measure = RequestMeasure {
+        prompt_tokens: stats.prompt_tokens + stats.cached_tokens,
+        completion_tokens: stats.generated_tokens,
+        board_energy_j: (span.source != EnergySource::None).then_some(span.energy_j),
+        energy_source: span.source.to_string(),
+        duration_s: span.duration_s,
+        wear_hours: span.wear_hours,
+        concurrency: ran.concurrency,
+    };
+    let eco = ctx.eco.account(&measure);
+    if let Some(fp) = &eco {
+        ctx.metrics.add_energy_j(fp.energy_j);
+        ctx.eco.record(fp);
+    }
+    let guard_stop = ran.guard_stop.as_ref();
+    if let Some(stop) = guard_stop {
+        ctx.metrics.add_guard_stop(
+            super::footprint::guard_kind_label(stop.kind),
+            stop.avoided_j,
+        );
+    }
+    if let Some(hook) = &ctx.on_done {
+        hook(stats, ran.started.elapsed(), eco.as_ref());
+    }
+    if let Some(at) = progress.dropped() {
+        ctx.metrics
+            .add_disconnect(stats.generated_tokens.saturating_sub(at));
+        ctx.metrics.add_request(Outcome::Disconnected);
+        return;
+    }
+    if ctx.cancel_all.load(Ordering::Acquire) {
+        log::info!("a generation was cancelled by the shutdown");
+    }
+    let usage = Usage::new(measure.prompt_tokens, measure.completion_tokens);
+    let footprint = ctx.eco.response(&measure, eco.as_ref(), guard_stop);
+    let done = Event::Done(Box::new(Finished {
+        usage,
+        finish_reason: finish(&stats.stop, guard_stop),
+        footprint,
+    }));
+    if job.events.blocking_send(done).is_err() {
+        ctx.metrics.add_request(Outcome::Disconnected);
     }
 }
 
 /// OpenAI's `finish_reason`: a budget the guard enforced ends the answer for `length`, a
 /// degenerate answer it stopped for `stop` (the footprint's `guard` says why either way).
-fn finish(stop: &StopReason, guard: Option<&crate::eco::guard::GuardStop>) -> &'static str {
+fn finish(stop: &StopReason, guard: Option<&GuardStop>) -> &'static str {
     match guard {
         Some(g) if !g.kind.is_degenerate() => "length",
         Some(_) => "stop",

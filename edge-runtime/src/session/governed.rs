@@ -20,7 +20,7 @@ use crate::engine::ComputeThreads;
 use crate::engine::generate::{Gate, TokenEvent};
 use crate::governor::platform::{Opp, Platform};
 use crate::governor::runner::{
-    GovernorHandle, GovernorRunner, GovernorStatus, reading_from_snapshot,
+    GovernorHandle, GovernorRunner, GovernorStatus, SourceReading, reading_from_snapshot,
 };
 use crate::governor::{Governor, GovernorConfig, Permit, Permits, Priority};
 use crate::sensing::{Board, BoardActuators, SensingConfig, Source, open_board};
@@ -135,6 +135,58 @@ fn platform_for(
     Ok((platform, firmware_c))
 }
 
+/// The actuators the governor drives, in words.
+fn describe(actuators: &BoardActuators) -> &'static str {
+    match (actuators.freq_cap.is_some(), actuators.fan.is_some()) {
+        (true, true) => "clock cap, threads, pacing, fan",
+        (true, false) => "clock cap, threads, pacing",
+        (false, true) => "threads, pacing, fan",
+        (false, false) => "threads, pacing",
+    }
+}
+
+/// The board's energy meter: RAPL or the platform's power model at its top level, fed the
+/// board's power sensors by the control loop.
+fn board_meter(platform: &Platform) -> MeterHandle {
+    let model = PowerModel::from_platform(platform, platform.top_level());
+    MeterHandle::new(EnergyMeter::new(
+        Some(Fallback::detect(
+            std::path::Path::new("/sys/class/powercap"),
+            model,
+        )),
+        crate::eco::factors::DEFAULT_WEAR_REFERENCE_C,
+        crate::eco::factors::DEFAULT_ACTIVATION_EV,
+    ))
+}
+
+/// The governor's source of readings: advances the board (the simulated SoC's time), takes
+/// a snapshot, feeds the meter and keeps the snapshot in `latest`.
+fn observe_board(
+    mut board: Board,
+    meter: MeterHandle,
+    latest: Arc<Mutex<Option<Snapshot>>>,
+) -> impl FnMut(Duration) -> SourceReading + Send {
+    let mut warned = false;
+    move |now: Duration| {
+        if let Err(e) = board.advance()
+            && !warned
+        {
+            log::warn!("{e:#}");
+            warned = true;
+        }
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let snapshot = board.snapshot(now_ms);
+        let truth_j = board
+            .sim_board()
+            .and_then(|twin| twin.with(|soc| soc.truth().energy_j));
+        meter.observe_snapshot(&snapshot, truth_j);
+        meter.poll();
+        let reading = reading_from_snapshot(&snapshot, now);
+        *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+        reading
+    }
+}
+
 /// What telemetry reads and steers: the governor's handle and permits, the board's last
 /// snapshot, the hard ceiling, the ambient temperature (simulated boards) and the platform's
 /// power model.
@@ -176,7 +228,6 @@ impl Governed {
         let mut board = open_board(sensing)?;
         let board_source = board.source().clone();
         let latest = Arc::new(Mutex::new(None));
-        let latest_tick = latest.clone();
         let threads = u16::try_from(threads.max(1)).unwrap_or(u16::MAX);
         let mut actuators = board.take_actuators();
         if args.pacing_only {
@@ -186,22 +237,8 @@ impl Governed {
             actuators.fan = None;
         }
         let (platform, firmware_c) = platform_for(&board, threads, &actuators)?;
-        let described = match (actuators.freq_cap.is_some(), actuators.fan.is_some()) {
-            (true, true) => "clock cap, threads, pacing, fan",
-            (true, false) => "clock cap, threads, pacing",
-            (false, true) => "threads, pacing, fan",
-            (false, false) => "threads, pacing",
-        };
-        let model = PowerModel::from_platform(&platform, platform.top_level());
-        let meter = MeterHandle::new(EnergyMeter::new(
-            Some(Fallback::detect(
-                std::path::Path::new("/sys/class/powercap"),
-                model,
-            )),
-            crate::eco::factors::DEFAULT_WEAR_REFERENCE_C,
-            crate::eco::factors::DEFAULT_ACTIVATION_EV,
-        ));
-        let board_meter = meter.clone();
+        let described = describe(&actuators);
+        let meter = board_meter(&platform);
         let mut cfg = GovernorConfig::builder(platform, firmware_c);
         if let Some(sp) = args.setpoint_c {
             cfg = cfg.with_setpoint_c(sp);
@@ -210,30 +247,12 @@ impl Governed {
         let ambient_c = board.sim_profile().map(|p| p.ambient().celsius());
         let (ceiling_c, platform) = (cfg.ceiling_c(), cfg.platform().clone());
         let permits = Permits::new(threads);
-        let mut warned = false;
         let time_scale = if board.is_simulated() {
             sensing.time_scale
         } else {
             1.0
         };
-        let source = move |now: Duration| {
-            if let Err(e) = board.advance()
-                && !warned
-            {
-                log::warn!("{e:#}");
-                warned = true;
-            }
-            let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-            let snapshot = board.snapshot(now_ms);
-            let truth_j = board
-                .sim_board()
-                .and_then(|twin| twin.with(|soc| soc.truth().energy_j));
-            board_meter.observe_snapshot(&snapshot, truth_j);
-            board_meter.poll();
-            let reading = reading_from_snapshot(&snapshot, now);
-            *latest_tick.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
-            reading
-        };
+        let source = observe_board(board, meter.clone(), latest.clone());
         let mut runner = GovernorRunner::new(
             Box::new(Governor::new(cfg)),
             permits.clone(),
