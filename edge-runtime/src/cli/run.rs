@@ -199,24 +199,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let mut eco = Accounting::start(&config.eco, governed.as_ref())?;
     let mut history: Vec<Message> = vec![];
     let lines = stdin_lines();
-    loop {
-        eprint!("> ");
-        let line = match next_line(&lines, &shutdown) {
-            Some(Ok(line)) => line,
-            Some(Err(e)) => return Err(e).context("reading stdin"),
-            None => {
-                // End the prompt's line.
-                eprintln!();
-                break;
-            }
-        };
-        let text = line.trim();
-        if text == "/quit" || text == "/exit" {
-            break;
-        }
-        if text.is_empty() {
-            continue;
-        }
+    while let Some(text) = next_turn(&lines, &shutdown)? {
         history.push(Message::new(Role::User, text));
         let ids = match prompt_ids(&model, &args.sampling.system, &history, None) {
             Ok(ids) => ids,
@@ -278,6 +261,33 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     }
     eco.finish();
     Ok(())
+}
+
+/// The next user turn: `None` at the end of stdin, a stop request, `/quit` or `/exit`;
+/// empty lines are skipped.
+fn next_turn(
+    lines: &mpsc::Receiver<std::io::Result<String>>,
+    shutdown: &Shutdown,
+) -> Result<Option<String>> {
+    loop {
+        eprint!("> ");
+        let line = match next_line(lines, shutdown) {
+            Some(Ok(line)) => line,
+            Some(Err(e)) => return Err(e).context("reading stdin"),
+            None => {
+                // End the prompt's line.
+                eprintln!();
+                return Ok(None);
+            }
+        };
+        let text = line.trim();
+        if text == "/quit" || text == "/exit" {
+            return Ok(None);
+        }
+        if !text.is_empty() {
+            return Ok(Some(text.to_string()));
+        }
+    }
 }
 
 /// Stdin read line by line on a thread of its own, so the chat loop can wait for a line and

@@ -2,7 +2,7 @@
 //! quality (perplexity on the held-out text, exact match on the question set), speed, energy
 //! and footprint per 1000 tokens, temperatures under the governor and peak RSS; the Pareto
 //! rating (quality against energy per token) and the Markdown, JSON and SVG renderings. The
-//! measuring itself is `cli::bench_eco`.
+//! measuring itself is the binary's `thermo bench eco`.
 
 use serde::Serialize;
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::footprint::ResponseFootprint;
+use super::accounting::ResponseFootprint;
 use crate::engine::chat::{Message, Role};
 use crate::engine::generate::{GenerateOptions, StopReason};
 use crate::engine::sampling::SamplingParams;

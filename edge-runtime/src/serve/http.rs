@@ -111,7 +111,7 @@ pub struct App {
     /// The agent-loop detector and the clock it counts on; `None`: off.
     pub agent_loop: Option<AgentLoop>,
     /// The eco accounting, for today's totals on `/metrics`.
-    pub eco: Option<Arc<super::footprint::EcoAccounting>>,
+    pub eco: Option<Arc<super::accounting::EcoAccounting>>,
     /// The telemetry handle, for its health on `/healthz` and counters on `/metrics`.
     pub telemetry: Option<crate::telemetry::Telemetry>,
     /// Which hosts, origins and content types are accepted (checked before every handler).

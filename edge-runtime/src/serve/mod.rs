@@ -5,13 +5,13 @@
 //! STOPPING), and shut down on SIGTERM/SIGINT: stop admitting, give in-flight answers a
 //! bounded grace, cancel the rest, then stop the governor, which restores what it changed.
 //! `api` is the wire format, `queue` admission and fairness, `worker` the token loop,
-//! `metrics` the Prometheus page, `footprint` the per-request eco footprint, `adapter` the
+//! `metrics` the Prometheus page, `accounting` the per-request eco footprint, `adapter` the
 //! slot holding the served model and its LoRA adapter swaps.
 
+pub mod accounting;
 pub mod adapter;
 pub mod api;
 pub mod conn;
-pub mod footprint;
 pub mod guard;
 pub mod http;
 pub mod metrics;
@@ -37,7 +37,7 @@ use crate::sensing::Source;
 use crate::session::governed::{Governed, GovernorOptions};
 use crate::session::model::resolve_model;
 use crate::session::telemetry::Session;
-use footprint::EcoAccounting;
+use accounting::EcoAccounting;
 use http::{App, Freshness};
 use metrics::Metrics;
 use queue::Scheduler;

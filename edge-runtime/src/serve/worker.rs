@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::accounting::{EcoAccounting, RequestMeasure, ResponseFootprint};
 use super::api::{Usage, finish_reason};
-use super::footprint::{EcoAccounting, RequestMeasure, ResponseFootprint};
 use super::metrics::{Metrics, Outcome};
 use super::queue::Scheduler;
 use crate::eco::Footprint as EcoFootprint;
@@ -379,7 +379,7 @@ fn finish_job(ctx: &WorkerContext, job: &Job, stats: &GenerationStats, ran: &Ran
     let guard_stop = ran.guard_stop.as_ref();
     if let Some(stop) = guard_stop {
         ctx.metrics.add_guard_stop(
-            super::footprint::guard_kind_label(stop.kind),
+            super::accounting::guard_kind_label(stop.kind),
             stop.avoided_j,
         );
     }

@@ -1,13 +1,15 @@
 //! Telemetry for the main job: the sink the `[telemetry]` section selects (the broker with a
-//! disk queue, else JSON lines to a file), a thread that turns the
-//! governor's status into a record every telemetry interval, a record per finished request,
-//! and the fleet commands acting on the governor.
+//! disk queue, else JSON lines to a file), a thread that turns the governor's status into a
+//! record every telemetry interval, a record per finished request, and the fleet commands
+//! acting on the governor.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
 
 use super::governed::Probe;
 use crate::config::TelemetrySection;
@@ -20,7 +22,6 @@ use crate::telemetry::{
     Event, GovernorState, Power, PowerSource, RequestDone, Secret, SinkConfig, StatusSnapshot,
     Telemetry, TelemetryOptions, Tick, TrainingDone, ZoneTemp, topics,
 };
-use anyhow::{Context, Result, bail};
 
 /// Environment variable holding the broker password (when no password file is given).
 pub const PASSWORD_ENV: &str = "THERMO_MQTT_PASSWORD";
