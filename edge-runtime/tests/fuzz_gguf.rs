@@ -100,7 +100,9 @@ fn the_gguf_reader_survives_random_and_mutated_files_in_bounded_memory() {
 
     let valid = small_llama().build();
     std::fs::write(&path, &valid).expect("writing the valid file");
-    let loaded = GgufFile::open(&path).and_then(|f| f.load_llama());
+    let loaded = GgufFile::open(&path)
+        .map_err(Into::into)
+        .and_then(|f| f.load_llama());
     assert!(
         loaded.is_ok(),
         "the unmutated file loads: {:?}",

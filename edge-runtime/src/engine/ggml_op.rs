@@ -1,10 +1,12 @@
 //! `GgmlMatMul`, a tract op computing `x @ Wᵀ` with `W` kept in its stored ggml blocks
-//! (Q4_0, Q4_1, Q8_0): the op quantizes each input row per 32-value block to int8 and runs
-//! the integer-dot [`kernels`](crate::engine::kernels), splitting output rows over tract's
-//! current thread pool (the one [`ComputeThreads`](crate::engine::ComputeThreads) sizes).
+//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K): the op quantizes each input row to int8
+//! per block of the weight's size (32 values, or 256 for the K-quants, as llama.cpp does) and
+//! runs the integer-dot [`kernels`](crate::engine::kernels), splitting output rows over
+//! tract's current thread pool (the one [`ComputeThreads`](crate::engine::ComputeThreads)
+//! sizes).
 //!
 //! In ONNX it is a node of domain [`DOMAIN`] with inputs `x` (`[.., K]` f32) and the
-//! weight's block bytes (`[N, K/32 · block bytes]` u8 initializer), attributes `K`, `N` and
+//! weight's block bytes (`[N, K / block values · block bytes]` u8 initializer), attributes `K`, `N` and
 //! `ggml_type` (the GGUF type id). [`onnx`] returns a tract ONNX parser that knows it.
 
 use std::sync::Arc;
@@ -105,7 +107,7 @@ pub struct GgmlMatMul {
 }
 
 impl GgmlMatMul {
-    /// Wraps `weights` (u8, `n · k/32` blocks of `kind`), checking their size.
+    /// Wraps `weights` (u8, `n · k / block values` blocks of `kind`), checking their size.
     pub fn new(kind: BlockKind, n: usize, k: usize, weights: Arc<Tensor>) -> TractResult<Self> {
         ensure!(
             weights.datum_type() == u8::datum_type(),
@@ -167,7 +169,7 @@ impl EvalOp for GgmlMatMul {
         );
         let m = x.len() / self.k;
         let mut q = Q8Rows::default();
-        q.quantize(x, m, self.k)?;
+        q.quantize_for(self.kind, x, m, self.k)?;
         let w = self.matrix()?;
         let mut out_t = vec![0f32; self.n * m];
         if m > 0 {
@@ -236,7 +238,6 @@ impl TypedOp for GgmlMatMul {
 mod tests {
     use super::*;
     use crate::engine::llama::WeightData;
-    use crate::engine::onnx_export::{GgmlBlock, quantize};
     use crate::engine::quant::dequantize;
 
     const N: usize = 5;
@@ -246,7 +247,7 @@ mod tests {
         let values: Vec<f32> = (0..N * K)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
             .collect();
-        let Ok(WeightData::Q4_1(bytes)) = quantize(&values, GgmlBlock::Q4_1) else {
+        let Ok(WeightData::Q4_1(bytes)) = WeightData::quantize(&values, GgmlType::Q4_1) else {
             panic!("quantizes")
         };
         let dense = dequantize(GgmlType::Q4_1, &bytes, N * K).expect("decodes");

@@ -217,7 +217,7 @@ pub fn byte_level_tokenizer_json(extra_special: &[&str]) -> String {
 /// The tokenizer's vocabulary from GGUF metadata: token texts, and for each id whether it is
 /// an added token and whether that is special. bos/eos are always special.
 struct GgufVocab<'a> {
-    tokens: &'a [String],
+    tokens: Vec<&'a str>,
     /// `(id, special)` of every token that Hugging Face lists in `added_tokens`.
     added: Vec<(usize, bool)>,
 }
@@ -276,9 +276,9 @@ pub fn tokenizer_json(md: &Metadata) -> Result<Value, HfFilesError> {
     let v = gguf_vocab(md)?;
     let mut vocab = Map::new();
     for (id, token) in v.tokens.iter().enumerate() {
-        if let Some(first) = vocab.insert(token.clone(), json!(id)) {
+        if let Some(first) = vocab.insert((*token).to_owned(), json!(id)) {
             return Err(HfFilesError::DuplicateToken {
-                token: token.clone(),
+                token: (*token).to_owned(),
                 first: first.as_u64().unwrap_or_default() as usize,
                 second: id,
             });
@@ -292,7 +292,7 @@ pub fn tokenizer_json(md: &Metadata) -> Result<Value, HfFilesError> {
             Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => Ok(json!([a, b])),
             _ => Err(HfFilesError::MalformedMerge {
                 index,
-                merge: merge.clone(),
+                merge: (*merge).to_owned(),
             }),
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -435,7 +435,7 @@ mod tests {
 
     use tokenizers::Tokenizer;
 
-    use super::super::gguf::{MetadataArray, MetadataValue};
+    use super::super::gguf::MetadataValue;
     use super::*;
 
     fn load(json: &str) -> Tokenizer {
@@ -524,9 +524,11 @@ mod tests {
     }
 
     fn strings(v: &[&str]) -> MetadataValue {
-        MetadataValue::Array(MetadataArray::String(
-            v.iter().map(|s| (*s).to_owned()).collect(),
-        ))
+        MetadataValue::Array(
+            v.iter()
+                .map(|s| MetadataValue::String((*s).to_owned()))
+                .collect(),
+        )
     }
 
     /// A small GPT-2-style vocabulary: 3 specials, the 256 byte characters, merged tokens.
@@ -551,7 +553,7 @@ mod tests {
             ("tokenizer.ggml.tokens", strings(&token_refs)),
             (
                 "tokenizer.ggml.token_type",
-                MetadataValue::Array(MetadataArray::I32(types)),
+                MetadataValue::Array(types.into_iter().map(MetadataValue::I32).collect()),
             ),
             (
                 "tokenizer.ggml.merges",
@@ -682,7 +684,7 @@ mod tests {
         set(
             &mut types,
             "tokenizer.ggml.token_type",
-            MetadataValue::Array(MetadataArray::I32(vec![1; 3])),
+            MetadataValue::Array(vec![MetadataValue::I32(1); 3]),
         );
         let err = tokenizer_json(&types.into_iter().collect()).expect_err("short types");
         assert!(matches!(err, HfFilesError::TokenTypeCount { types: 3, .. }));
@@ -692,7 +694,7 @@ mod tests {
         set(
             &mut dup,
             "tokenizer.ggml.token_type",
-            MetadataValue::Array(MetadataArray::I32(vec![1; 3])),
+            MetadataValue::Array(vec![MetadataValue::I32(1); 3]),
         );
         set(
             &mut dup,
@@ -842,7 +844,7 @@ mod real_model {
         let position = |piece: &str| -> u32 {
             let i = gguf_tokens
                 .iter()
-                .position(|t| t == piece)
+                .position(|t| *t == piece)
                 .unwrap_or_else(|| panic!("{piece:?} is not a GGUF token"));
             u32::try_from(i).expect("fits")
         };

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod generate;
 pub mod ggml_op;
 pub mod gguf;
+pub mod gguf_llama;
 pub mod hf_files;
 pub mod import;
 pub mod kernels;

@@ -45,7 +45,6 @@ use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 
-pub use blocks::{GgmlBlock, dequantize, quantize};
 pub use tiny::{quantize_llama, random_llama, random_tiny_llama, tiny_llama_config};
 
 use self::blocks::{Decomposed, QK, decompose, q8_0_codes};
@@ -268,13 +267,17 @@ pub(crate) fn rope_inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
         .collect()
 }
 
-/// The integer-dot block format of `data`, `None` for f32.
-fn block_kind(data: &WeightData) -> Option<BlockKind> {
-    match data {
-        WeightData::F32(_) => None,
-        WeightData::Q4_0(_) => Some(BlockKind::Q4_0),
-        WeightData::Q4_1(_) => Some(BlockKind::Q4_1),
-        WeightData::Q8_0(_) => Some(BlockKind::Q8_0),
+/// The block format `format` keeps `data` in, `None` when it is written as f32: `Ggml` keeps
+/// every format the integer-dot kernels multiply, `Q4` the three that decompose into 4-bit
+/// parts (Q4_0, Q4_1, Q8_0), `F32` none.
+fn kept_kind(format: WeightFormat, data: &WeightData) -> Option<BlockKind> {
+    let kind = BlockKind::from_ggml(data.blocks()?.0).ok()?;
+    match format {
+        WeightFormat::F32 => None,
+        WeightFormat::Q4 => {
+            matches!(kind, BlockKind::Q4_0 | BlockKind::Q4_1 | BlockKind::Q8_0).then_some(kind)
+        }
+        WeightFormat::Ggml => Some(kind),
     }
 }
 
@@ -701,7 +704,9 @@ impl<'a> Writer<'a> {
             return Ok(name.to_string());
         }
         let w = self.tensor(name)?;
-        let values = dequantize(w).with_context(|| format!("dequantizing {name}"))?;
+        let values = w
+            .dequantize()
+            .with_context(|| format!("dequantizing {name}"))?;
         let shape = w.shape.clone();
         let init = self.g.init_f32(name, &shape, &values);
         ensure!(init == name, "initializer name clash: {name}");
@@ -774,8 +779,9 @@ impl<'a> Writer<'a> {
         );
         let rows: Vec<usize> = ws.iter().map(|w| w.shape[0]).collect();
         let n: usize = rows.iter().sum();
-        let kinds: Vec<Option<BlockKind>> = ws.iter().map(|w| block_kind(&w.data)).collect();
-        let quantized = self.format != WeightFormat::F32 && kinds.iter().any(Option::is_some);
+        let kinds: Vec<Option<BlockKind>> =
+            ws.iter().map(|w| kept_kind(self.format, &w.data)).collect();
+        let quantized = kinds.iter().any(Option::is_some);
         let y = if !quantized {
             // Written as W^T, `[in, out]`: the product reads it without a Transpose, and a
             // tied head never holds the same bytes as the embedding table (tract merges
@@ -783,7 +789,9 @@ impl<'a> Writer<'a> {
             let mut values = vec![0f32; n * k];
             let mut row0 = 0;
             for (w, name) in ws.iter().zip(names) {
-                let rows = dequantize(w).with_context(|| format!("dequantizing {name}"))?;
+                let rows = w
+                    .dequantize()
+                    .with_context(|| format!("dequantizing {name}"))?;
                 for (r, row) in rows.chunks_exact(k).enumerate() {
                     for (c, v) in row.iter().enumerate() {
                         values[c * n + row0 + r] = *v;
@@ -853,12 +861,12 @@ impl<'a> Writer<'a> {
     ) -> Result<String> {
         let mut bytes = Vec::new();
         for w in ws {
-            if let WeightData::Q4_0(b) | WeightData::Q4_1(b) | WeightData::Q8_0(b) = &w.data {
+            if let Some((_, b)) = w.data.blocks() {
                 bytes.extend_from_slice(b);
             }
         }
         QuantMatrix::new(kind, n, k, &bytes).with_context(|| format!("the blocks of {prefix}"))?;
-        let row_bytes = k / QK * kind.block_bytes();
+        let row_bytes = k / kind.block_values() * kind.block_bytes();
         let blocks = self
             .g
             .init_u8(&format!("{prefix}.ggml_blocks"), &[n, row_bytes], bytes);
@@ -968,11 +976,6 @@ impl<'a> Writer<'a> {
         let gather0 = vec![attr_int("axis", 0)];
         let to_blocks = [0, 0, blocks as i64, QK as i64];
         match (self.format, &w.data) {
-            (WeightFormat::F32, _)
-            | (WeightFormat::Q4 | WeightFormat::Ggml, WeightData::F32(_)) => {
-                let table = self.f32_weight(name)?;
-                Ok(self.g.op("embed.gather", "Gather", &[&table, ids], gather0))
-            }
             (WeightFormat::Q4 | WeightFormat::Ggml, WeightData::Q8_0(_)) => {
                 let (codes, scales) = q8_0_codes(w)?;
                 let g = &mut self.g;
@@ -1031,6 +1034,12 @@ impl<'a> Writer<'a> {
                 let rows = g.op("embed.recentred", "Add", &[&rows, &row_offsets], vec![]);
                 let flat = g.ints(&[0, 0, h as i64]);
                 Ok(g.op("embed.rows", "Reshape", &[&rows, &flat], vec![]))
+            }
+            // f32 tables, and block formats without a gather of their own (Q5_x, K-quants),
+            // are gathered from an f32 table.
+            _ => {
+                let table = self.f32_weight(name)?;
+                Ok(self.g.op("embed.gather", "Gather", &[&table, ids], gather0))
             }
         }
     }

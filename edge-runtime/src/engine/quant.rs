@@ -1,8 +1,10 @@
-//! ggml tensor storage formats as pure functions: the type ids found in GGUF files, their block
-//! geometry (values per block, bytes per block), decoders to `f32` for the formats this runtime
-//! understands (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K), and helpers that split one
-//! Q4_0/Q4_1/Q8_0 block into its scale, offset and integer values for exporters that keep the
-//! quantization. No I/O and no knowledge of file layout or model structure lives here.
+//! ggml tensor storage formats as pure functions, the one home of the block layouts: the type
+//! ids found in GGUF files, their block geometry (values per block, bytes per block), exact
+//! decoders to `f32` for the formats this runtime understands (F32, F16, BF16, Q4_0, Q4_1,
+//! Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, as ggml's `dequantize_row_*` computes them), the
+//! reference quantizers of Q4_0/Q4_1/Q8_0, and helpers that split one block into its scales,
+//! offsets and integer values for the exporter and the integer-dot kernels. No I/O and no
+//! knowledge of file layout or model structure lives here.
 
 use half::{bf16, f16};
 use thiserror::Error;
@@ -16,11 +18,18 @@ pub const QK_K: usize = 256;
 pub const Q4_0_BLOCK_BYTES: usize = 2 + QK / 2;
 /// Bytes of one Q4_1 block: f16 `d` + f16 `m` + 16 bytes of nibbles.
 pub const Q4_1_BLOCK_BYTES: usize = 2 + 2 + QK / 2;
+/// Bytes of one Q5_0 block: f16 `d`, 4 bytes of fifth bits, 16 bytes of nibbles.
+pub const Q5_0_BLOCK_BYTES: usize = 2 + 4 + QK / 2;
+/// Bytes of one Q5_1 block: f16 `d`, f16 `m`, 4 bytes of fifth bits, 16 bytes of nibbles.
+pub const Q5_1_BLOCK_BYTES: usize = 2 + 2 + 4 + QK / 2;
 /// Bytes of one Q8_0 block: f16 `d` + 32 signed bytes.
 pub const Q8_0_BLOCK_BYTES: usize = 2 + QK;
 /// Bytes of one Q4_K super-block: f16 `d`, f16 `dmin`, 12 bytes of packed 6-bit scales/mins,
 /// 128 bytes of nibbles.
 pub const Q4_K_BLOCK_BYTES: usize = 2 + 2 + 12 + QK_K / 2;
+/// Bytes of one Q5_K super-block: f16 `d`, f16 `dmin`, 12 bytes of packed 6-bit
+/// scales/mins, 32 bytes of fifth bits, 128 bytes of nibbles.
+pub const Q5_K_BLOCK_BYTES: usize = 2 + 2 + 12 + QK_K / 8 + QK_K / 2;
 /// Bytes of one Q6_K super-block: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs,
 /// 16 signed 8-bit sub-block scales, f16 `d`.
 pub const Q6_K_BLOCK_BYTES: usize = QK_K / 2 + QK_K / 4 + QK_K / 16 + 2;
@@ -40,6 +49,12 @@ pub enum QuantError {
     /// The storage type has a known layout but this runtime has no decoder for it.
     #[error("no decoder for ggml type {kind:?}")]
     NoDecoder {
+        /// The storage type.
+        kind: GgmlType,
+    },
+    /// The storage type has a known layout but this runtime has no reference quantizer for it.
+    #[error("no quantizer for ggml type {kind:?}")]
+    NoEncoder {
         /// The storage type.
         kind: GgmlType,
     },
@@ -164,17 +179,15 @@ impl GgmlType {
             Self::I64 | Self::F64 => 8,
             Self::Q4_0 => Q4_0_BLOCK_BYTES,
             Self::Q4_1 => Q4_1_BLOCK_BYTES,
-            // f16 d, 4 bytes of fifth bits, 16 bytes of nibbles (+ f16 m for Q5_1).
-            Self::Q5_0 => 2 + 4 + QK / 2,
-            Self::Q5_1 => 2 + 2 + 4 + QK / 2,
+            Self::Q5_0 => Q5_0_BLOCK_BYTES,
+            Self::Q5_1 => Q5_1_BLOCK_BYTES,
             Self::Q8_0 => Q8_0_BLOCK_BYTES,
             // 16 bytes of 4-bit scales/mins, 64 bytes of 2-bit values, f16 d, f16 dmin.
             Self::Q2K => QK_K / 16 + QK_K / 4 + 2 + 2,
             // 32 bytes of high bits, 64 bytes of 2-bit values, 12 bytes of scales, f16 d.
             Self::Q3K => QK_K / 8 + QK_K / 4 + 12 + 2,
             Self::Q4K => Q4_K_BLOCK_BYTES,
-            // f16 d, f16 dmin, 12 bytes of scales, 32 bytes of high bits, 128 bytes of nibbles.
-            Self::Q5K => 2 + 2 + 12 + QK_K / 8 + QK_K / 2,
+            Self::Q5K => Q5_K_BLOCK_BYTES,
             Self::Q6K => Q6_K_BLOCK_BYTES,
         }
     }
@@ -188,8 +201,11 @@ impl GgmlType {
                 | Self::BF16
                 | Self::Q4_0
                 | Self::Q4_1
+                | Self::Q5_0
+                | Self::Q5_1
                 | Self::Q8_0
                 | Self::Q4K
+                | Self::Q5K
                 | Self::Q6K
         )
     }
@@ -245,15 +261,32 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], n_values: usize) -> Result<Vec<f
                 out.extend(q.iter().map(|&v| d * f32::from(v) + m));
             }
         }
+        GgmlType::Q5_0 => {
+            for b in blocks {
+                let (d, q) = split_q5_0(b);
+                out.extend(q.iter().map(|&v| d * (f32::from(v) - 16.0)));
+            }
+        }
+        GgmlType::Q5_1 => {
+            for b in blocks {
+                let (d, m, q) = split_q5_1(b);
+                out.extend(q.iter().map(|&v| d * f32::from(v) + m));
+            }
+        }
         GgmlType::Q8_0 => {
             for b in blocks {
                 let (d, q) = split_q8_0(b);
                 out.extend(q.iter().map(|&v| d * f32::from(v)));
             }
         }
-        GgmlType::Q4K => {
+        GgmlType::Q4K | GgmlType::Q5K => {
             for b in blocks {
-                decode_q4_k(b, &mut out);
+                let k = split_q45_k(kind, b);
+                for (sub, q) in k.q.chunks_exact(QK).enumerate() {
+                    let scale = k.d * f32::from(k.scales[sub]);
+                    let min = k.dmin * f32::from(k.mins[sub]);
+                    out.extend(q.iter().map(|&v| scale * f32::from(v) - min));
+                }
             }
         }
         GgmlType::Q6K => {
@@ -264,6 +297,184 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], n_values: usize) -> Result<Vec<f
         _ => return Err(QuantError::NoDecoder { kind }),
     }
     Ok(out)
+}
+
+/// Quantizes `values` (a whole number of blocks) into `kind` blocks. Q4_0, Q4_1, Q5_0, Q5_1
+/// and Q8_0 follow ggml's reference rounding (`quantize_row_*_ref`); Q4_K, Q5_K and Q6_K use
+/// a plain choice of scales (each sub-block's range, no search as ggml's quantizer makes), so
+/// their layout is exact and their fidelity somewhat below ggml's.
+pub fn quantize(kind: GgmlType, values: &[f32]) -> Result<Vec<u8>, QuantError> {
+    kind.byte_size(values.len())?;
+    let mut out = Vec::with_capacity(kind.byte_size(values.len())?);
+    for blk in values.chunks_exact(kind.block_values()) {
+        match kind {
+            GgmlType::Q4_0 => {
+                let max = blk
+                    .iter()
+                    .copied()
+                    .fold(0f32, |a, v| if v.abs() > a.abs() { v } else { a });
+                let d = max / -8.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend(f16::from_f32(d).to_le_bytes());
+                let code = |v: f32| ((v * id + 8.5) as i32).clamp(0, 15) as u8;
+                out.extend((0..QK / 2).map(|j| code(blk[j]) | (code(blk[j + QK / 2]) << 4)));
+            }
+            GgmlType::Q4_1 => {
+                let min = blk.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = blk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let d = (max - min) / 15.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend(f16::from_f32(d).to_le_bytes());
+                out.extend(f16::from_f32(min).to_le_bytes());
+                let code = |v: f32| (((v - min) * id + 0.5) as i32).clamp(0, 15) as u8;
+                out.extend((0..QK / 2).map(|j| code(blk[j]) | (code(blk[j + QK / 2]) << 4)));
+            }
+            GgmlType::Q5_0 => encode_q5_0(blk, &mut out),
+            GgmlType::Q5_1 => encode_q5_1(blk, &mut out),
+            GgmlType::Q4K | GgmlType::Q5K => encode_q45_k(kind, blk, &mut out),
+            GgmlType::Q6K => encode_q6_k(blk, &mut out),
+            GgmlType::Q8_0 => {
+                let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend(f16::from_f32(d).to_le_bytes());
+                out.extend(
+                    blk.iter()
+                        .map(|v| ((v * id).round() as i32).clamp(-128, 127) as i8 as u8),
+                );
+            }
+            _ => return Err(QuantError::NoEncoder { kind }),
+        }
+    }
+    Ok(out)
+}
+
+/// Appends the fifth bits (bit `i` of a little-endian `u32` for value `i`) and the nibbles
+/// (byte `j`: value `j` low, value `j + 16` high) of 32 five-bit codes.
+fn push_q5(codes: &[u8; QK], out: &mut Vec<u8>) {
+    let qh = codes
+        .iter()
+        .enumerate()
+        .fold(0u32, |h, (i, &c)| h | (u32::from(c >> 4) << i));
+    out.extend(qh.to_le_bytes());
+    out.extend((0..QK / 2).map(|j| (codes[j] & 0x0F) | ((codes[j + QK / 2] & 0x0F) << 4)));
+}
+
+/// ggml's `quantize_row_q5_0_ref` for one block.
+fn encode_q5_0(blk: &[f32], out: &mut Vec<u8>) {
+    let max = blk
+        .iter()
+        .copied()
+        .fold(0f32, |a, v| if v.abs() > a.abs() { v } else { a });
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out.extend(f16::from_f32(d).to_le_bytes());
+    let codes: [u8; QK] = std::array::from_fn(|i| ((blk[i] * id + 16.5) as i32).clamp(0, 31) as u8);
+    push_q5(&codes, out);
+}
+
+/// ggml's `quantize_row_q5_1_ref` for one block.
+fn encode_q5_1(blk: &[f32], out: &mut Vec<u8>) {
+    let min = blk.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = blk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let d = (max - min) / 31.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out.extend(f16::from_f32(d).to_le_bytes());
+    out.extend(f16::from_f32(min).to_le_bytes());
+    let codes: [u8; QK] =
+        std::array::from_fn(|i| (((blk[i] - min) * id + 0.5) as i32).clamp(0, 31) as u8);
+    push_q5(&codes, out);
+}
+
+/// `v / step` rounded and clamped to `lo..=hi`; 0 when `step` is 0.
+fn code(v: f32, step: f32, lo: i32, hi: i32) -> i32 {
+    if step == 0.0 {
+        0
+    } else {
+        ((v / step).round() as i32).clamp(lo, hi)
+    }
+}
+
+/// One Q4_K or Q5_K super-block: per 32-value sub-block, `min = min(0, values)` and the
+/// range over the top code give a 6-bit scale and min against f16 `d` and `dmin`.
+fn encode_q45_k(kind: GgmlType, blk: &[f32], out: &mut Vec<u8>) {
+    let top = if kind == GgmlType::Q5K { 31.0 } else { 15.0 };
+    let subs: Vec<(f32, f32)> = blk
+        .chunks_exact(QK)
+        .map(|sub| {
+            let min = sub.iter().copied().fold(0f32, f32::min);
+            let max = sub.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            ((max - min) / top, -min)
+        })
+        .collect();
+    let d = f16::from_f32(subs.iter().fold(0f32, |a, s| a.max(s.0)) / 63.0);
+    let dmin = f16::from_f32(subs.iter().fold(0f32, |a, s| a.max(s.1)) / 63.0);
+    let (d, dmin) = (d.to_f32(), dmin.to_f32());
+    let sc: Vec<u8> = subs.iter().map(|s| code(s.0, d, 0, 63) as u8).collect();
+    let mn: Vec<u8> = subs.iter().map(|s| code(s.1, dmin, 0, 63) as u8).collect();
+    out.extend(f16::from_f32(d).to_le_bytes());
+    out.extend(f16::from_f32(dmin).to_le_bytes());
+    for j in 0..4 {
+        out.push((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+    }
+    for j in 0..4 {
+        out.push((mn[j] & 63) | ((mn[j + 4] >> 4) << 6));
+    }
+    for j in 0..4 {
+        out.push((sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4));
+    }
+    let q: Vec<u8> = blk
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let j = i / QK;
+            let step = d * f32::from(sc[j]);
+            code(v + dmin * f32::from(mn[j]), step, 0, top as i32) as u8
+        })
+        .collect();
+    if kind == GgmlType::Q5K {
+        out.extend((0..QK).map(|l| (0..8).fold(0u8, |h, j| h | ((q[j * QK + l] >> 4) << j))));
+    }
+    for chunk in 0..QK_K / 64 {
+        let base = chunk * 64;
+        out.extend((0..QK).map(|l| (q[base + l] & 0x0F) | ((q[base + QK + l] & 0x0F) << 4)));
+    }
+}
+
+/// One Q6_K super-block: per 16-value sub-block a signed 8-bit scale against f16 `d`, values
+/// in `−32..32` stored offset by 32.
+fn encode_q6_k(blk: &[f32], out: &mut Vec<u8>) {
+    let scales: Vec<f32> = blk
+        .chunks_exact(16)
+        .map(|sub| sub.iter().fold(0f32, |a, v| a.max(v.abs())) / 32.0)
+        .collect();
+    let d = f16::from_f32(scales.iter().fold(0f32, |a, &s| a.max(s)) / 127.0).to_f32();
+    let sc: Vec<i8> = scales
+        .iter()
+        .map(|&s| code(s, d, -128, 127) as i8)
+        .collect();
+    let q: Vec<u8> = blk
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (code(v, d * f32::from(sc[i / 16]), -32, 31) + 32) as u8)
+        .collect();
+    let mut ql = [0u8; QK_K / 2];
+    let mut qh = [0u8; QK_K / 4];
+    for half in 0..2 {
+        let (v, l0, h0) = (&q[128 * half..], 64 * half, 32 * half);
+        for l in 0..32 {
+            ql[l0 + l] = (v[l] & 0x0F) | ((v[l + 64] & 0x0F) << 4);
+            ql[l0 + l + 32] = (v[l + 32] & 0x0F) | ((v[l + 96] & 0x0F) << 4);
+            qh[h0 + l] = (v[l] >> 4)
+                | ((v[l + 32] >> 4) << 2)
+                | ((v[l + 64] >> 4) << 4)
+                | ((v[l + 96] >> 4) << 6);
+        }
+    }
+    out.extend(ql);
+    out.extend(qh);
+    out.extend(sc.iter().map(|s| s.to_le_bytes()[0]));
+    out.extend(f16::from_f32(d).to_le_bytes());
 }
 
 fn check_block(kind: GgmlType, bytes: &[u8]) -> Result<(), QuantError> {
@@ -328,6 +539,27 @@ pub(crate) fn split_q4_1(b: &[u8]) -> (f32, f32, [u8; QK]) {
     )
 }
 
+/// The 32 five-bit values of a Q5_0/Q5_1 block whose fifth bits (`u32` little-endian, bit `i`
+/// for value `i`) start at `at`, followed by 16 bytes of nibbles in Q4 order.
+fn unpack_q5(b: &[u8], at: usize) -> [u8; QK] {
+    let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let mut q = unpack_nibbles(&b[at + 4..]);
+    for (i, v) in q.iter_mut().enumerate() {
+        *v |= (((qh >> i) & 1) as u8) << 4;
+    }
+    q
+}
+
+/// Caller guarantees `b.len() == Q5_0_BLOCK_BYTES`; value `i` is `d · (q[i] − 16)`.
+pub(crate) fn split_q5_0(b: &[u8]) -> (f32, [u8; QK]) {
+    (f16_at(b, 0), unpack_q5(b, 2))
+}
+
+/// Caller guarantees `b.len() == Q5_1_BLOCK_BYTES`; value `i` is `d · q[i] + m`.
+pub(crate) fn split_q5_1(b: &[u8]) -> (f32, f32, [u8; QK]) {
+    (f16_at(b, 0), f16_at(b, 2), unpack_q5(b, 4))
+}
+
 /// Caller guarantees `b.len() == Q8_0_BLOCK_BYTES`.
 pub(crate) fn split_q8_0(b: &[u8]) -> (f32, [i8; QK]) {
     let mut q = [0i8; QK];
@@ -341,7 +573,7 @@ pub(crate) fn split_q8_0(b: &[u8]) -> (f32, [i8; QK]) {
 /// sub-blocks 0..4 use the low 6 bits of bytes `j` (scale) and `j + 4` (min); sub-blocks 4..8
 /// take their low 4 bits from byte `j + 4` (scale low nibble, min high nibble) and their high
 /// 2 bits from the top bits of bytes `j − 4` (scale) and `j` (min).
-fn q4_k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+pub(crate) fn q4_k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
@@ -352,45 +584,72 @@ fn q4_k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
-/// Caller guarantees `b.len() == Q4_K_BLOCK_BYTES`. Layout: d, dmin, scales[12], qs[128];
-/// each 64-value chunk uses 32 bytes of `qs`: low nibbles are the first 32 values (sub-block
-/// 2c), high nibbles the next 32 (sub-block 2c + 1); value = d·scale·q − dmin·min.
-fn decode_q4_k(b: &[u8], out: &mut Vec<f32>) {
-    let d = f16_at(b, 0);
-    let dmin = f16_at(b, 2);
-    let scales = &b[4..16];
-    let qs = &b[16..];
-    for chunk in 0..QK_K / 64 {
-        let q = &qs[chunk * 32..chunk * 32 + 32];
-        for (half, shift) in [(0usize, 0u32), (1, 4)] {
-            let (sc, m) = q4_k_scale_min(2 * chunk + half, scales);
-            let scale = d * f32::from(sc);
-            let min = dmin * f32::from(m);
-            out.extend(
-                q.iter()
-                    .map(|&v| scale * f32::from((v >> shift) & 0x0F) - min),
-            );
-        }
-    }
+/// One Q4_K or Q5_K super-block split apart: value `i` of sub-block `j` (32 values each) is
+/// `d·scales[j]·q[32j + i] − dmin·mins[j]`.
+#[derive(Clone, Debug)]
+pub(crate) struct KSplit {
+    /// Super-block scale.
+    pub(crate) d: f32,
+    /// Super-block scale of the mins.
+    pub(crate) dmin: f32,
+    /// 6-bit sub-block scales.
+    pub(crate) scales: [u8; 8],
+    /// 6-bit sub-block mins.
+    pub(crate) mins: [u8; 8],
+    /// Unsigned values in value order (0..16 for Q4_K, 0..32 for Q5_K).
+    pub(crate) q: [u8; QK_K],
 }
 
-/// Caller guarantees `b.len() == Q6_K_BLOCK_BYTES`. Layout: ql[128], qh[64], scales[16] (i8),
-/// d. Each 128-value half `h` uses ql[64h..64h+64], qh[32h..32h+32], scales[8h..8h+8]; for
-/// `l` in 0..32 the four values at `l`, `l+32`, `l+64`, `l+96` take their low nibbles from
-/// ql[l] low, ql[l+32] low, ql[l] high, ql[l+32] high and their top 2 bits from bits 0-1,
-/// 2-3, 4-5, 6-7 of qh[l]; value = d·scale·(q − 32) with scale index `l/16 + 2·quarter`.
-fn decode_q6_k(b: &[u8], out: &mut Vec<f32>) {
-    let ql_all = &b[..128];
-    let qh_all = &b[128..192];
-    let sc_all = &b[192..208];
-    let d = f16_at(b, 208);
+/// Caller guarantees `kind` is Q4_K or Q5_K and `b` one whole super-block of it. Layout: d,
+/// dmin, scales[12], (Q5_K: qh[32]), qs[128]; each 64-value chunk `c` uses 32 bytes of `qs`:
+/// low nibbles are sub-block 2c, high nibbles sub-block 2c + 1; Q5_K's fifth bit of value `l`
+/// of sub-block `j` is bit `j` of `qh[l]`.
+pub(crate) fn split_q45_k(kind: GgmlType, b: &[u8]) -> KSplit {
+    let mut k = KSplit {
+        d: f16_at(b, 0),
+        dmin: f16_at(b, 2),
+        scales: [0; 8],
+        mins: [0; 8],
+        q: [0; QK_K],
+    };
+    for j in 0..8 {
+        (k.scales[j], k.mins[j]) = q4_k_scale_min(j, &b[4..16]);
+    }
+    let (qh, qs) = if kind == GgmlType::Q5K {
+        (Some(&b[16..48]), &b[48..])
+    } else {
+        (None, &b[16..])
+    };
+    for chunk in 0..QK_K / 64 {
+        let bytes = &qs[chunk * 32..chunk * 32 + 32];
+        for (half, shift) in [(0usize, 0u32), (1, 4)] {
+            let sub = 2 * chunk + half;
+            for (l, &byte) in bytes.iter().enumerate() {
+                let high = qh.map_or(0, |h| ((h[l] >> sub) & 1) << 4);
+                k.q[sub * QK + l] = ((byte >> shift) & 0x0F) | high;
+            }
+        }
+    }
+    k
+}
+
+/// Caller guarantees `b.len() == Q6_K_BLOCK_BYTES`. Returns `d`, the 16 signed sub-block
+/// scales and the 256 values `q − 32` (in `−32..32`): value `i` is `d·scales[i / 16]·w[i]`.
+/// Layout: ql[128], qh[64], scales[16] (i8), d. Each 128-value half `h` uses ql[64h..64h+64],
+/// qh[32h..32h+32]; for `l` in 0..32 the four values at `l`, `l+32`, `l+64`, `l+96` take
+/// their low nibbles from ql[l] low, ql[l+32] low, ql[l] high, ql[l+32] high and their top 2
+/// bits from bits 0-1, 2-3, 4-5, 6-7 of qh[l].
+pub(crate) fn split_q6_k(b: &[u8]) -> (f32, [i8; 16], [i8; QK_K]) {
+    let mut scales = [0i8; 16];
+    for (dst, &src) in scales.iter_mut().zip(&b[192..208]) {
+        *dst = i8::from_le_bytes([src]);
+    }
+    let mut w = [0i8; QK_K];
     for half in 0..2 {
-        let ql = &ql_all[64 * half..64 * half + 64];
-        let qh = &qh_all[32 * half..32 * half + 32];
-        let sc = &sc_all[8 * half..8 * half + 8];
-        let mut vals = [0f32; 128];
+        let ql = &b[64 * half..64 * half + 64];
+        let qh = &b[128 + 32 * half..128 + 32 * half + 32];
+        let out = &mut w[128 * half..128 * half + 128];
         for l in 0..32 {
-            let is = l / 16;
             let hi = qh[l];
             let q = [
                 (ql[l] & 0x0F) | ((hi & 3) << 4),
@@ -399,11 +658,19 @@ fn decode_q6_k(b: &[u8], out: &mut Vec<f32>) {
                 (ql[l + 32] >> 4) | (((hi >> 6) & 3) << 4),
             ];
             for (quarter, &qv) in q.iter().enumerate() {
-                let scale = f32::from(i8::from_le_bytes([sc[is + 2 * quarter]]));
-                vals[l + 32 * quarter] = d * scale * (f32::from(qv) - 32.0);
+                // qv < 64, so it fits an i8 before the offset.
+                out[l + 32 * quarter] = qv as i8 - 32;
             }
         }
-        out.extend_from_slice(&vals);
+    }
+    (f16_at(b, 208), scales, w)
+}
+
+/// Caller guarantees `b.len() == Q6_K_BLOCK_BYTES`; value = d·scale·(q − 32).
+fn decode_q6_k(b: &[u8], out: &mut Vec<f32>) {
+    let (d, scales, w) = split_q6_k(b);
+    for (i, &v) in w.iter().enumerate() {
+        out.push(d * f32::from(scales[i / 16]) * f32::from(v));
     }
 }
 
@@ -481,6 +748,39 @@ mod tests {
     }
 
     #[test]
+    fn quantizers_round_trip_within_a_step_of_each_format() {
+        // Smooth values with a negative and a positive range, 2 super-blocks.
+        let values: Vec<f32> = (0..512)
+            .map(|i| ((i * 37 % 101) as f32 - 40.0) / 50.0)
+            .collect();
+        // (format, one step of its codes as a fraction of a block's range): no value may be
+        // off by more than one step of the whole range.
+        let table = [
+            (GgmlType::Q4_0, 1.0 / 8.0),
+            (GgmlType::Q4_1, 1.0 / 15.0),
+            (GgmlType::Q5_0, 1.0 / 16.0),
+            (GgmlType::Q5_1, 1.0 / 31.0),
+            (GgmlType::Q8_0, 1.0 / 127.0),
+            (GgmlType::Q4K, 1.0 / 15.0),
+            (GgmlType::Q5K, 1.0 / 31.0),
+            (GgmlType::Q6K, 1.0 / 32.0),
+        ];
+        let range =
+            values.iter().fold(0f32, |a, &v| a.max(v)) - values.iter().fold(0f32, |a, &v| a.min(v));
+        for (kind, step) in table {
+            let bytes = quantize(kind, &values).expect("quantizes");
+            assert_eq!(bytes.len(), kind.byte_size(values.len()).expect("size"));
+            let back = dequantize(kind, &bytes, values.len()).expect("decodes");
+            let worst = values
+                .iter()
+                .zip(&back)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= range * step, "{kind:?}: worst error {worst}");
+        }
+    }
+
+    #[test]
     fn decodes_plain_float_formats() {
         let f32_bytes: Vec<u8> = [1.5f32, -2.0, 0.0]
             .iter()
@@ -542,6 +842,46 @@ mod tests {
         assert_eq!(values[31], 3.75);
         let (d, q) = q8_0_block(&block).expect("splits");
         assert_eq!((d, q[0], q[31]), (0.25, -16, 15));
+    }
+
+    #[test]
+    fn decodes_q5_0_and_q5_1_blocks_with_their_fifth_bits() {
+        // Q5_0: d = 0.5; fifth bits set for values 0 and 17; byte j = (15 - j) << 4 | j.
+        let mut block = F16_HALF.to_vec();
+        block.extend(((1u32 << 0) | (1 << 17)).to_le_bytes());
+        block.extend((0u8..16).map(|j| ((15 - j) << 4) | j));
+        let v = dequantize(GgmlType::Q5_0, &block, 32).expect("decodes");
+        assert_eq!(v[0], 0.0); // q = 0 | 16
+        assert_eq!(v[1], 0.5 * (1.0 - 16.0));
+        assert_eq!(v[16], 0.5 * (15.0 - 16.0));
+        assert_eq!(v[17], 0.5 * (14.0 + 16.0 - 16.0));
+        // Q5_1: d = 2, m = -3, every fifth bit set, every byte 0x71.
+        let mut block = [F16_TWO, F16_MINUS_THREE].concat();
+        block.extend(u32::MAX.to_le_bytes());
+        block.extend([0x71u8; 16]);
+        let v = dequantize(GgmlType::Q5_1, &block, 32).expect("decodes");
+        assert!(v[..16].iter().all(|&x| x == 2.0 * 17.0 - 3.0));
+        assert!(v[16..].iter().all(|&x| x == 2.0 * 23.0 - 3.0));
+    }
+
+    #[test]
+    fn decodes_a_q5_k_super_block() {
+        let mut block = vec![0u8; 176];
+        block[0..2].copy_from_slice(&F16_HALF); // d
+        block[2..4].copy_from_slice(&F16_ONE); // dmin
+        block[4] = 2; // sub-block 0 scale
+        block[5] = 3; // sub-block 1 scale
+        block[8] = 1; // sub-block 0 min
+        block[9] = 2; // sub-block 1 min
+        // qh at 16..48: value 0 of sub-blocks 0 and 1 (bits 0, 1 of qh[0]) get a fifth bit.
+        block[16] = 0b11;
+        // qs at 48: byte 0 holds value 0 of sub-block 0 (low) and of sub-block 1 (high).
+        block[48] = 0x73;
+        let v = dequantize(GgmlType::Q5K, &block, 256).expect("decodes");
+        assert_eq!(v[0], 0.5 * 2.0 * (3.0 + 16.0) - 1.0);
+        assert_eq!(v[32], 0.5 * 3.0 * (7.0 + 16.0) - 2.0);
+        assert_eq!(v[1], -1.0); // q = 0 leaves -dmin * min
+        assert_eq!(v[64], 0.0); // sub-block 2: scale and min 0
     }
 
     #[test]
@@ -614,9 +954,15 @@ mod tests {
             Err(QuantError::NotWholeBlocks { .. })
         ));
         assert_eq!(
-            dequantize(GgmlType::Q5K, &[0u8; 176], 256),
+            dequantize(GgmlType::Q2K, &[0u8; 84], 256),
             Err(QuantError::NoDecoder {
-                kind: GgmlType::Q5K
+                kind: GgmlType::Q2K
+            })
+        );
+        assert_eq!(
+            quantize(GgmlType::Q2K, &[0.0; 256]),
+            Err(QuantError::NoEncoder {
+                kind: GgmlType::Q2K
             })
         );
         assert!(q4_1_block(&[0u8; 18]).is_err());

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic::write_atomically;
 use crate::engine::llama::{LlamaConfig, LlamaWeights, WeightData};
-use crate::engine::onnx_export::dequantize;
 
 /// Name of the adapter weights file (PEFT).
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -595,7 +594,9 @@ impl LoraAdapter {
                 .with_context(|| format!("the model has no tensor {name}"))?;
             let mut values = match &w.data {
                 WeightData::F32(v) => v.clone(),
-                _ => dequantize(w).with_context(|| format!("dequantizing {name}"))?,
+                _ => w
+                    .dequantize()
+                    .with_context(|| format!("dequantizing {name}"))?,
             };
             let delta = self.delta(l, t)?.unwrap_or_default();
             ensure!(

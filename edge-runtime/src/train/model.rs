@@ -18,7 +18,6 @@ use candle_core::{CpuStorage, CustomOp1, D, DType, Device, Layout, Shape, Tensor
 
 use super::lora::{LoraAdapter, Target};
 use crate::engine::llama::{LlamaConfig, LlamaWeights, Weight, WeightData};
-use crate::engine::onnx_export::dequantize;
 
 /// `x · Wᵀ` for a frozen `W` (`[out, in]`): the backward pass returns `∂L/∂x` only
 /// (candle's own matmul backward would also compute the weight gradient nobody reads).
@@ -102,7 +101,9 @@ fn take(tensors: &mut BTreeMap<String, Weight>, name: &str, shape: &[usize]) -> 
     );
     let values = match w.data {
         WeightData::F32(v) => v,
-        _ => dequantize(&w).with_context(|| format!("dequantizing {name}"))?,
+        _ => w
+            .dequantize()
+            .with_context(|| format!("dequantizing {name}"))?,
     };
     ensure!(
         values.len() == shape.iter().product::<usize>(),

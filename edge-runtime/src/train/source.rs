@@ -73,6 +73,7 @@ pub fn load(origin: &WeightsOrigin) -> Result<LlamaWeights> {
     match origin {
         WeightsOrigin::Tiny(seed) => Ok(tiny_weights(*seed)),
         WeightsOrigin::Gguf(p) => GgufFile::open(p)
+            .map_err(Into::into)
             .and_then(|f| f.load_llama())
             .with_context(|| format!("loading {}", p.display())),
     }

@@ -1,8 +1,10 @@
-//! Integer dot products of ggml weight blocks (Q4_0, Q4_1, Q8_0) against activations
-//! quantized per 32-value block to int8, the way llama.cpp multiplies quantized weights: a
+//! Integer dot products of ggml weight blocks against int8 activations, the way llama.cpp
+//! multiplies quantized weights: the 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) against
+//! activations quantized per 32 values (llama.cpp's Q8_0/Q8_1), the K-quants (Q4_K, Q5_K,
+//! Q6_K) against activations quantized per 256 values with sums per 16 (llama.cpp's Q8_K). A
 //! portable scalar reference, AVX2 and AVX-512 VNNI paths on x86-64, and a small NEON path on
-//! aarch64. Block layouts come from [`crate::engine::quant`]; nothing here reads files or
-//! knows about tract.
+//! aarch64 that plugs into the same generic block loops the scalar path runs. Block layouts
+//! come from [`crate::engine::quant`]; nothing here reads files or knows about tract.
 //!
 //! Shapes: a weight matrix is `[rows, cols]` of blocks along `cols`; activations are
 //! `[m, cols]`; [`matmul_t`] writes the product transposed, `[rows, m]`, so that a range of
@@ -25,7 +27,7 @@ mod x86;
 
 use thiserror::Error;
 
-use crate::engine::quant::{self, GgmlType, QK};
+use crate::engine::quant::{self, GgmlType, QK, QK_K};
 
 /// Activation rows handled together per weight block by the tiled kernels.
 pub const TILE: usize = 4;
@@ -36,9 +38,14 @@ pub enum KernelError {
     /// The ggml type has no integer-dot kernel here.
     #[error("no integer-dot kernel for ggml type {0:?}")]
     Unsupported(GgmlType),
-    /// The inner dimension is not a whole number of 32-value blocks.
-    #[error("inner dimension {0} is not a positive multiple of {QK}")]
-    NotWholeBlocks(usize),
+    /// The inner dimension is not a whole number of blocks.
+    #[error("inner dimension {cols} is not a positive multiple of {block}")]
+    NotWholeBlocks {
+        /// Inner dimension.
+        cols: usize,
+        /// Values per block of the format.
+        block: usize,
+    },
     /// The weight bytes do not match `rows × cols` of the format.
     #[error("{rows}×{cols} {kind:?} needs {expected} bytes, got {actual}")]
     WeightLength {
@@ -65,8 +72,18 @@ pub enum BlockKind {
     Q4_0,
     /// `d·q + m`, 4-bit.
     Q4_1,
+    /// `d·(q − 16)`, 5-bit.
+    Q5_0,
+    /// `d·q + m`, 5-bit.
+    Q5_1,
     /// `d·q`, 8-bit signed.
     Q8_0,
+    /// 4-bit K-quant: `d·scale·q − dmin·min` per 32-value sub-block of 256.
+    Q4K,
+    /// 5-bit K-quant, as Q4_K with a fifth bit.
+    Q5K,
+    /// 6-bit K-quant: `d·scale·(q − 32)` per 16-value sub-block of 256.
+    Q6K,
 }
 
 impl BlockKind {
@@ -75,7 +92,12 @@ impl BlockKind {
         match kind {
             GgmlType::Q4_0 => Ok(Self::Q4_0),
             GgmlType::Q4_1 => Ok(Self::Q4_1),
+            GgmlType::Q5_0 => Ok(Self::Q5_0),
+            GgmlType::Q5_1 => Ok(Self::Q5_1),
             GgmlType::Q8_0 => Ok(Self::Q8_0),
+            GgmlType::Q4K => Ok(Self::Q4K),
+            GgmlType::Q5K => Ok(Self::Q5K),
+            GgmlType::Q6K => Ok(Self::Q6K),
             other => Err(KernelError::Unsupported(other)),
         }
     }
@@ -85,13 +107,29 @@ impl BlockKind {
         match self {
             Self::Q4_0 => GgmlType::Q4_0,
             Self::Q4_1 => GgmlType::Q4_1,
+            Self::Q5_0 => GgmlType::Q5_0,
+            Self::Q5_1 => GgmlType::Q5_1,
             Self::Q8_0 => GgmlType::Q8_0,
+            Self::Q4K => GgmlType::Q4K,
+            Self::Q5K => GgmlType::Q5K,
+            Self::Q6K => GgmlType::Q6K,
         }
     }
 
-    /// Bytes per 32-value block.
+    /// Bytes per block.
     pub fn block_bytes(self) -> usize {
         self.ggml().block_bytes()
+    }
+
+    /// Values per block: 32, or 256 for the K-quants. Activations are quantized in blocks of
+    /// the same size.
+    pub fn block_values(self) -> usize {
+        self.ggml().block_values()
+    }
+
+    /// Whether this is a K-quant (256-value super-blocks, Q8_K activations).
+    pub fn is_k_quant(self) -> bool {
+        matches!(self, Self::Q4K | Self::Q5K | Self::Q6K)
     }
 }
 
@@ -112,10 +150,11 @@ impl<'a> QuantMatrix<'a> {
         cols: usize,
         bytes: &'a [u8],
     ) -> Result<Self, KernelError> {
-        if cols == 0 || !cols.is_multiple_of(QK) {
-            return Err(KernelError::NotWholeBlocks(cols));
+        let block = kind.block_values();
+        if cols == 0 || !cols.is_multiple_of(block) {
+            return Err(KernelError::NotWholeBlocks { cols, block });
         }
-        let expected = (cols / QK)
+        let expected = (cols / block)
             .checked_mul(kind.block_bytes())
             .and_then(|row| row.checked_mul(rows));
         if expected != Some(bytes.len()) {
@@ -151,7 +190,7 @@ impl<'a> QuantMatrix<'a> {
     }
 
     fn row_bytes(&self) -> usize {
-        self.cols / QK * self.kind.block_bytes()
+        self.cols / self.kind.block_values() * self.kind.block_bytes()
     }
 
     fn row(&self, r: usize) -> &'a [u8] {
@@ -160,38 +199,41 @@ impl<'a> QuantMatrix<'a> {
     }
 }
 
-/// Activation rows quantized per 32-value block to int8 in `−127..=127`, with per block the
-/// scale `d` and `s = d · Σ q` (what Q4_1's offset multiplies).
+/// Activation rows quantized to int8 in `−127..=127`, in blocks of 32 values (llama.cpp's
+/// Q8_0/Q8_1: per block the scale `d` and `s = d · Σ q`, what Q4_1/Q5_1's offset multiplies)
+/// or of 256 values (llama.cpp's Q8_K: per block the scale `d` and the integer sum of every 16
+/// values, what the K-quants' mins and Q6_K's offset multiply).
 #[derive(Clone, Debug, Default)]
 pub struct Q8Rows {
     rows: usize,
     cols: usize,
+    block: usize,
     qs: Vec<i8>,
     d: Vec<f32>,
     s: Vec<f32>,
+    bsums: Vec<i32>,
 }
 
 impl Q8Rows {
-    /// Quantizes `x`, `rows × cols` f32 row-major, reusing this value's buffers.
+    /// Quantizes `x` in the activation blocks weights of `kind` multiply with.
+    pub fn quantize_for(
+        &mut self,
+        kind: BlockKind,
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), KernelError> {
+        if kind.is_k_quant() {
+            self.quantize_k(x, rows, cols)
+        } else {
+            self.quantize(x, rows, cols)
+        }
+    }
+
+    /// Quantizes `x`, `rows × cols` f32 row-major, per 32 values (`d = amax / 127`, as
+    /// ggml's `quantize_row_q8_0`), reusing this value's buffers.
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) -> Result<(), KernelError> {
-        if cols == 0 || !cols.is_multiple_of(QK) {
-            return Err(KernelError::NotWholeBlocks(cols));
-        }
-        if rows.checked_mul(cols) != Some(x.len()) {
-            return Err(KernelError::Shape(format!(
-                "{} activations are not {rows}×{cols}",
-                x.len()
-            )));
-        }
-        let blocks = x.len() / QK;
-        self.rows = rows;
-        self.cols = cols;
-        self.qs.clear();
-        self.qs.reserve(x.len());
-        self.d.clear();
-        self.d.reserve(blocks);
-        self.s.clear();
-        self.s.reserve(blocks);
+        self.reset(x, rows, cols, QK)?;
         for blk in x.chunks_exact(QK) {
             let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
             let d = amax / 127.0;
@@ -209,6 +251,66 @@ impl Q8Rows {
         Ok(())
     }
 
+    /// Quantizes `x`, `rows × cols` f32 row-major, per 256 values as ggml's
+    /// `quantize_row_q8_K_ref` does (scale `−127 / max` of the value with the largest
+    /// magnitude, round half to even), with the integer sum of every 16 values.
+    pub fn quantize_k(&mut self, x: &[f32], rows: usize, cols: usize) -> Result<(), KernelError> {
+        self.reset(x, rows, cols, QK_K)?;
+        for blk in x.chunks_exact(QK_K) {
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in blk {
+                if v.abs() > amax {
+                    (amax, max) = (v.abs(), v);
+                }
+            }
+            let iscale = if amax != 0.0 { -127.0 / max } else { 0.0 };
+            let start = self.qs.len();
+            for &v in blk {
+                // `as` saturates and maps NaN to 0; −128 stays out as in `quantize`.
+                let q = ((iscale * v).round_ties_even() as i32).clamp(-127, 127);
+                self.qs.push(q as i8);
+            }
+            for sixteen in self.qs[start..].chunks_exact(16) {
+                self.bsums.push(sixteen.iter().map(|&q| i32::from(q)).sum());
+            }
+            self.d.push(if iscale != 0.0 { 1.0 / iscale } else { 0.0 });
+        }
+        Ok(())
+    }
+
+    /// Checks the shape and empties the buffers for blocks of `block` values.
+    fn reset(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+        block: usize,
+    ) -> Result<(), KernelError> {
+        if cols == 0 || !cols.is_multiple_of(block) {
+            return Err(KernelError::NotWholeBlocks { cols, block });
+        }
+        if rows.checked_mul(cols) != Some(x.len()) {
+            return Err(KernelError::Shape(format!(
+                "{} activations are not {rows}×{cols}",
+                x.len()
+            )));
+        }
+        let blocks = x.len() / block;
+        (self.rows, self.cols, self.block) = (rows, cols, block);
+        self.qs.clear();
+        self.qs.reserve(x.len());
+        self.d.clear();
+        self.d.reserve(blocks);
+        self.s.clear();
+        self.bsums.clear();
+        if block == QK {
+            self.s.reserve(blocks);
+        } else {
+            self.bsums.reserve(x.len() / 16);
+        }
+        Ok(())
+    }
+
     /// Activation rows.
     pub fn rows(&self) -> usize {
         self.rows
@@ -220,7 +322,7 @@ impl Q8Rows {
     }
 
     fn blocks_per_row(&self) -> usize {
-        self.cols / QK
+        self.cols / self.block
     }
 }
 
@@ -273,13 +375,16 @@ pub fn matmul_t(
     out_t: &mut [f32],
 ) -> Result<(), KernelError> {
     let m = x.rows;
-    if x.cols != w.cols || m == 0 || !out_t.len().is_multiple_of(m) {
+    let blocks_fit = x.block == w.kind.block_values();
+    if x.cols != w.cols || !blocks_fit || m == 0 || !out_t.len().is_multiple_of(m) {
         return Err(KernelError::Shape(format!(
-            "{}×{} weights, {}×{} activations, {} outputs",
+            "{}×{} {:?} weights, {}×{} activations in blocks of {}, {} outputs",
             w.rows,
             w.cols,
+            w.kind,
             m,
             x.cols,
+            x.block,
             out_t.len()
         )));
     }
@@ -312,27 +417,41 @@ fn dot_tile(isa: Isa, kind: BlockKind, w_row: &[u8], x: &Q8Rows, i0: usize, out:
         #[cfg(target_arch = "aarch64")]
         Isa::Neon if isa.is_available() => {
             for (j, o) in out.iter_mut().enumerate() {
-                *o = block_loop(kind, w_row, x, i0 + j, neon::isum);
+                *o = generic_loop(kind, w_row, x, i0 + j, neon::isum);
             }
         }
         _ => {
             for (j, o) in out.iter_mut().enumerate() {
-                *o = block_loop(kind, w_row, x, i0 + j, isum_scalar);
+                *o = generic_loop(kind, w_row, x, i0 + j, isum_scalar);
             }
         }
     }
 }
 
-/// Integer sum of one block: `Σ w[i] · a[i]`.
-fn isum_scalar(w: &[i8; QK], a: &[i8]) -> i32 {
+/// The generic loop of `kind`'s block size with `isum` as the integer product.
+fn generic_loop(kind: BlockKind, w_row: &[u8], x: &Q8Rows, i: usize, isum: Isum) -> f32 {
+    if kind.is_k_quant() {
+        k_block_loop(kind, w_row, x, i, isum)
+    } else {
+        block_loop(kind, w_row, x, i, isum)
+    }
+}
+
+/// An integer product `Σ w[i] · a[i]` over the values of `w` (a multiple of 16); `a` holds at
+/// least as many.
+type Isum = fn(&[i8], &[i8]) -> i32;
+
+/// The portable [`Isum`].
+fn isum_scalar(w: &[i8], a: &[i8]) -> i32 {
     w.iter()
         .zip(a)
         .map(|(&w, &a)| i32::from(w) * i32::from(a))
         .sum()
 }
 
-/// The weight block's scale, offset (Q4_1 only, else 0) and values as signed bytes
-/// (`q − 8` for Q4_0, the raw nibble for Q4_1, the stored byte for Q8_0).
+/// A 32-value weight block's scale, offset (Q4_1 and Q5_1, else 0) and values as signed bytes
+/// (`q − 8` for Q4_0, `q − 16` for Q5_0, the raw value for Q4_1 and Q5_1, the stored byte for
+/// Q8_0). Caller guarantees a whole block of a 32-value format.
 fn unpack_block(kind: BlockKind, blk: &[u8]) -> (f32, f32, [i8; QK]) {
     let mut w = [0i8; QK];
     match kind {
@@ -350,22 +469,31 @@ fn unpack_block(kind: BlockKind, blk: &[u8]) -> (f32, f32, [i8; QK]) {
             }
             (d, m, w)
         }
+        BlockKind::Q5_0 => {
+            let (d, q) = quant::split_q5_0(blk);
+            for (o, v) in w.iter_mut().zip(q) {
+                *o = v as i8 - 16;
+            }
+            (d, 0.0, w)
+        }
+        BlockKind::Q5_1 => {
+            let (d, m, q) = quant::split_q5_1(blk);
+            for (o, v) in w.iter_mut().zip(q) {
+                *o = v as i8;
+            }
+            (d, m, w)
+        }
         BlockKind::Q8_0 => {
             let (d, q) = quant::split_q8_0(blk);
             (d, 0.0, q)
         }
+        BlockKind::Q4K | BlockKind::Q5K | BlockKind::Q6K => (0.0, 0.0, w),
     }
 }
 
-/// The generic block loop every non-x86 path runs: per block, the integer sum times both
-/// scales, plus Q4_1's offset times the activation block sum.
-fn block_loop(
-    kind: BlockKind,
-    w_row: &[u8],
-    x: &Q8Rows,
-    i: usize,
-    isum: fn(&[i8; QK], &[i8]) -> i32,
-) -> f32 {
+/// The generic loop over 32-value blocks every non-x86 path runs: per block, the integer sum
+/// times both scales, plus Q4_1/Q5_1's offset times the activation block sum.
+fn block_loop(kind: BlockKind, w_row: &[u8], x: &Q8Rows, i: usize, isum: Isum) -> f32 {
     let nb = x.blocks_per_row();
     let mut acc = 0f32;
     for (b, blk) in w_row.chunks_exact(kind.block_bytes()).enumerate() {
@@ -377,8 +505,84 @@ fn block_loop(
     acc
 }
 
-/// The integer sum of every block of weight row `r` with activation row `i`, on `isa`
-/// (scalar when the CPU lacks it): what tests compare exactly across paths.
+/// A K-quant super-block as the generic loop multiplies it: signed values, one integer scale
+/// per sub-block of `sub` values, and (Q4_K/Q5_K) one integer min per 32 values.
+struct KBlock {
+    d: f32,
+    dmin: f32,
+    w: [i8; QK_K],
+    sub: usize,
+    scales: [i32; 16],
+    mins: [i32; 8],
+}
+
+/// Caller guarantees a whole super-block of a K-quant `kind`.
+fn unpack_k(kind: BlockKind, blk: &[u8]) -> KBlock {
+    let mut k = KBlock {
+        d: 0.0,
+        dmin: 0.0,
+        w: [0; QK_K],
+        sub: QK,
+        scales: [0; 16],
+        mins: [0; 8],
+    };
+    if kind == BlockKind::Q6K {
+        let (d, scales, w) = quant::split_q6_k(blk);
+        (k.d, k.w, k.sub) = (d, w, 16);
+        for (o, s) in k.scales.iter_mut().zip(scales) {
+            *o = i32::from(s);
+        }
+    } else {
+        let s = quant::split_q45_k(kind.ggml(), blk);
+        (k.d, k.dmin) = (s.d, s.dmin);
+        for (o, v) in k.w.iter_mut().zip(s.q) {
+            *o = v as i8; // < 32
+        }
+        for j in 0..8 {
+            (k.scales[j], k.mins[j]) = (i32::from(s.scales[j]), i32::from(s.mins[j]));
+        }
+    }
+    k
+}
+
+/// The two integer sums of one super-block: `Σ_j scale_j · Σ_{sub-block j} w·a`, and
+/// `Σ_j min_j · Σ_{32 values of j} a` (0 for Q6_K), from the activation's sums per 16.
+fn k_isums(k: &KBlock, a: &[i8], bsums: &[i32], isum: Isum) -> (i32, i32) {
+    let sumi = (0..QK_K / k.sub)
+        .map(|j| k.scales[j] * isum(&k.w[j * k.sub..(j + 1) * k.sub], &a[j * k.sub..]))
+        .sum();
+    let summ = if k.sub == QK {
+        (0..8)
+            .map(|j| k.mins[j] * (bsums[2 * j] + bsums[2 * j + 1]))
+            .sum()
+    } else {
+        0
+    };
+    (sumi, summ)
+}
+
+/// One super-block's contribution from its integer sums, the same expression on every path.
+fn k_combine(d: f32, dmin: f32, dy: f32, sumi: i32, summ: i32) -> f32 {
+    (d * dy) * sumi as f32 - (dmin * dy) * summ as f32
+}
+
+/// The generic loop over K-quant super-blocks every non-x86 path runs.
+fn k_block_loop(kind: BlockKind, w_row: &[u8], x: &Q8Rows, i: usize, isum: Isum) -> f32 {
+    let nb = x.blocks_per_row();
+    let mut acc = 0f32;
+    for (b, blk) in w_row.chunks_exact(kind.block_bytes()).enumerate() {
+        let k = unpack_k(kind, blk);
+        let at = i * nb + b;
+        let a = &x.qs[at * QK_K..(at + 1) * QK_K];
+        let (sumi, summ) = k_isums(&k, a, &x.bsums[at * 16..(at + 1) * 16], isum);
+        acc += k_combine(k.d, k.dmin, x.d[at], sumi, summ);
+    }
+    acc
+}
+
+/// The integer sums of every block of weight row `r` with activation row `i`, on `isa`
+/// (scalar when the CPU lacks it): what tests compare exactly across paths. One sum per
+/// 32-value block; two per K-quant super-block (the scaled sum, then the mins' sum).
 pub fn block_isums(
     isa: Isa,
     w: &QuantMatrix<'_>,
@@ -386,7 +590,7 @@ pub fn block_isums(
     x: &Q8Rows,
     i: usize,
 ) -> Result<Vec<i32>, KernelError> {
-    if r >= w.rows || i >= x.rows || w.cols != x.cols {
+    if r >= w.rows || i >= x.rows || w.cols != x.cols || x.block != w.kind.block_values() {
         return Err(KernelError::Shape(format!(
             "row {r} of {}, activation {i} of {}",
             w.rows, x.rows
@@ -395,21 +599,44 @@ pub fn block_isums(
     let nb = x.blocks_per_row();
     let w_row = w.row(r);
     let a_row = &x.qs[i * x.cols..(i + 1) * x.cols];
-    Ok(match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni if isa.is_available() => {
-            x86::block_isums(isa, w.kind, w_row, a_row, nb)
-        }
-        _ => (0..nb)
-            .map(|b| {
-                let blk = &w_row[b * w.kind.block_bytes()..(b + 1) * w.kind.block_bytes()];
-                let (_, _, wq) = unpack_block(w.kind, blk);
-                #[cfg(target_arch = "aarch64")]
-                if isa == Isa::Neon && isa.is_available() {
-                    return neon::isum(&wq, &a_row[b * QK..(b + 1) * QK]);
-                }
-                isum_scalar(&wq, &a_row[b * QK..(b + 1) * QK])
+    let bsums = &x.bsums[(i * x.cols / 16).min(x.bsums.len())..];
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && isa.is_available() {
+        return Ok(x86::block_isums(isa, w.kind, w_row, a_row, bsums, nb));
+    }
+    let isum: Isum = match isa {
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon if isa.is_available() => neon::isum,
+        _ => isum_scalar,
+    };
+    Ok(generic_isums(w.kind, w_row, a_row, bsums, nb, isum))
+}
+
+/// [`block_isums`] through the generic loops' block unpacking and `isum`.
+fn generic_isums(
+    kind: BlockKind,
+    w_row: &[u8],
+    a_row: &[i8],
+    bsums: &[i32],
+    nb: usize,
+    isum: Isum,
+) -> Vec<i32> {
+    let (bb, bv) = (kind.block_bytes(), kind.block_values());
+    let blocks = w_row.chunks_exact(bb).take(nb).enumerate();
+    if kind.is_k_quant() {
+        blocks
+            .flat_map(|(b, blk)| {
+                let k = unpack_k(kind, blk);
+                let (sumi, summ) = k_isums(&k, &a_row[b * bv..], &bsums[b * 16..], isum);
+                [sumi, summ]
             })
-            .collect(),
-    })
+            .collect()
+    } else {
+        blocks
+            .map(|(b, blk)| {
+                let (_, _, wq) = unpack_block(kind, blk);
+                isum(&wq, &a_row[b * QK..(b + 1) * QK])
+            })
+            .collect()
+    }
 }

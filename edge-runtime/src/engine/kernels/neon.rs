@@ -1,26 +1,25 @@
-//! aarch64 NEON integer sum of one block (widening `smull` + pairwise adds), plugged into the
-//! generic block loop. Built and run only on aarch64: untested on this x86 build host (see
-//! `cross/README.md`).
+//! aarch64 NEON integer product of weight and activation bytes (widening `smull` + pairwise
+//! adds), plugged into the generic block loops (the same loops the scalar path runs, so the
+//! x86 and scalar tests exercise everything here but this one function). Built and run only
+//! on aarch64: untested on this x86 build host (see `cross/README.md`).
 
 use std::arch::aarch64::*;
 
-use crate::engine::quant::QK;
-
-/// `Σ w[i] · a[i]` over one 32-value block; `a` holds at least 32 bytes.
-pub(super) fn isum(w: &[i8; QK], a: &[i8]) -> i32 {
-    let a = &a[..QK];
-    // SAFETY: NEON is detected by the caller (`Isa::is_available`); both slices hold 32
-    // bytes, read as two 16-byte vectors each.
-    unsafe {
-        let mut acc = vdupq_n_s32(0);
-        for h in 0..2 {
-            let wv = vld1q_s8(w.as_ptr().add(16 * h));
-            let av = vld1q_s8(a.as_ptr().add(16 * h));
+/// `Σ w[i] · a[i]` over `w.len()` values (a multiple of 16); `a` holds at least as many.
+pub(super) fn isum(w: &[i8], a: &[i8]) -> i32 {
+    let a = &a[..w.len()];
+    let mut acc_total = 0i32;
+    for (wc, ac) in w.chunks_exact(16).zip(a.chunks_exact(16)) {
+        // SAFETY: NEON is detected by the caller (`Isa::is_available`); both chunks hold 16
+        // bytes, read as one vector each.
+        acc_total += unsafe {
+            let wv = vld1q_s8(wc.as_ptr());
+            let av = vld1q_s8(ac.as_ptr());
             let lo = vmull_s8(vget_low_s8(wv), vget_low_s8(av));
             let hi = vmull_s8(vget_high_s8(wv), vget_high_s8(av));
-            acc = vpadalq_s16(acc, lo);
-            acc = vpadalq_s16(acc, hi);
-        }
-        vaddvq_s32(acc)
+            let acc = vpadalq_s16(vdupq_n_s32(0), lo);
+            vaddvq_s32(vpadalq_s16(acc, hi))
+        };
     }
+    acc_total
 }

@@ -5,7 +5,16 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::engine::quant::dequantize;
 
-const KINDS: [BlockKind; 3] = [BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0];
+const KINDS: [BlockKind; 8] = [
+    BlockKind::Q4_0,
+    BlockKind::Q4_1,
+    BlockKind::Q5_0,
+    BlockKind::Q5_1,
+    BlockKind::Q8_0,
+    BlockKind::Q4K,
+    BlockKind::Q5K,
+    BlockKind::Q6K,
+];
 
 fn simd_paths() -> Vec<Isa> {
     [Isa::Avx2, Isa::Avx512Vnni, Isa::Neon]
@@ -36,36 +45,53 @@ fn weight_bytes(
     rng: &mut StdRng,
 ) -> Vec<u8> {
     let mut out = Vec::new();
-    for _ in 0..rows * cols / QK {
-        let (scale, code): (f32, Option<u8>) = match fill {
-            Fill::Random => (rng.random_range(-0.1..0.1), None),
-            Fill::LowestCodes => (f16::MAX.to_f32(), Some(0x00)),
-            Fill::HighestCodes => (-f16::MAX.to_f32(), Some(0xFF)),
-        };
-        out.extend(f16_bytes(scale));
-        let payload = match kind {
-            BlockKind::Q4_0 => QK / 2,
-            BlockKind::Q4_1 => {
-                let m = match fill {
-                    Fill::Random => rng.random_range(-0.5..0.5),
-                    _ => f16::MAX.to_f32(),
-                };
-                out.extend(f16_bytes(m));
-                QK / 2
-            }
-            BlockKind::Q8_0 => QK,
-        };
-        for _ in 0..payload {
-            let byte = match (code, kind) {
+    for _ in 0..rows * cols / kind.block_values() {
+        out.extend(weight_block(kind, fill, rng));
+    }
+    out
+}
+
+/// One block of `kind`: scales (and offsets or mins) in f16, payload bytes random or, for
+/// the extreme fills, all lowest or all highest codes at the largest finite f16 scale.
+fn weight_block(kind: BlockKind, fill: Fill, rng: &mut StdRng) -> Vec<u8> {
+    let (scale, code): (f32, Option<u8>) = match fill {
+        Fill::Random => (rng.random_range(-0.1..0.1), None),
+        Fill::LowestCodes => (f16::MAX.to_f32(), Some(0x00)),
+        Fill::HighestCodes => (-f16::MAX.to_f32(), Some(0xFF)),
+    };
+    let offset = match fill {
+        Fill::Random => rng.random_range(-0.5..0.5),
+        _ => f16::MAX.to_f32(),
+    };
+    let mut payload = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| match (code, kind) {
                 (Some(0x00), BlockKind::Q8_0) => 0x80, // −128
                 (Some(_), BlockKind::Q8_0) => 0x7F,    // +127
                 (Some(c), _) => c,
                 (None, _) => rng.random(),
+            })
+            .collect()
+    };
+    let bb = kind.block_bytes();
+    let with_offset = [f16_bytes(scale), f16_bytes(offset)].concat();
+    match kind {
+        BlockKind::Q4_0 | BlockKind::Q5_0 | BlockKind::Q8_0 => {
+            [&f16_bytes(scale)[..], &payload(bb - 2)].concat()
+        }
+        BlockKind::Q4_1 | BlockKind::Q5_1 | BlockKind::Q4K | BlockKind::Q5K => {
+            [with_offset, payload(bb - 4)].concat()
+        }
+        BlockKind::Q6K => {
+            // Values, then 16 signed scales (−128 or +127 when extreme), then d.
+            let scales = match code {
+                Some(0x00) => vec![0x80; 16],
+                Some(_) => vec![0x7F; 16],
+                None => payload(16),
             };
-            out.push(byte);
+            [payload(192), scales, f16_bytes(scale).to_vec()].concat()
         }
     }
-    out
 }
 
 fn activations(rows: usize, cols: usize, extreme: bool, rng: &mut StdRng) -> Vec<f32> {
@@ -81,27 +107,44 @@ fn activations(rows: usize, cols: usize, extreme: bool, rng: &mut StdRng) -> Vec
 }
 
 /// The scalar product, and per output the sum of the magnitudes of its value products
-/// (`Σ |dw·da·w·a|` plus the Q4_1 offset terms): the scale of any summation order's error.
+/// (`Σ |dw·da·w·a|` plus the offset or min terms): the scale of any summation order's error.
 fn scalar_with_magnitude(w: &QuantMatrix<'_>, x: &Q8Rows) -> (Vec<f32>, Vec<f32>) {
     let mut out = vec![0f32; w.rows() * x.rows()];
     matmul_t(Isa::Scalar, w, 0, x, &mut out).expect("scalar product");
     let nb = x.blocks_per_row();
-    let bb = w.kind().block_bytes();
+    let (bb, bv) = (w.kind().block_bytes(), w.kind().block_values());
+    let abs_isum = |p: &[i8], q: &[i8]| -> i32 {
+        p.iter()
+            .zip(q)
+            .map(|(&p, &q)| (i32::from(p) * i32::from(q)).abs())
+            .sum()
+    };
     let mut mag = vec![0f32; out.len()];
     for r in 0..w.rows() {
         let row = w.row(r);
         for i in 0..x.rows() {
             mag[r * x.rows() + i] = (0..nb)
                 .map(|b| {
-                    let (dw, mw, wq) = unpack_block(w.kind(), &row[b * bb..(b + 1) * bb]);
+                    let blk = &row[b * bb..(b + 1) * bb];
                     let at = i * nb + b;
-                    let a = &x.qs[at * QK..(at + 1) * QK];
-                    let abs: i32 = wq
-                        .iter()
-                        .zip(a)
-                        .map(|(&p, &q)| (i32::from(p) * i32::from(q)).abs())
-                        .sum();
-                    (dw * x.d[at]).abs() * abs as f32 + (mw * x.s[at]).abs()
+                    let a = &x.qs[at * bv..(at + 1) * bv];
+                    if w.kind().is_k_quant() {
+                        let k = unpack_k(w.kind(), blk);
+                        let bs = &x.bsums[at * 16..(at + 1) * 16];
+                        let sumi: i32 = (0..QK_K / k.sub)
+                            .map(|j| {
+                                let s = j * k.sub..(j + 1) * k.sub;
+                                k.scales[j].abs() * abs_isum(&k.w[s.clone()], &a[s])
+                            })
+                            .sum();
+                        let summ: i32 = (0..8)
+                            .map(|j| (k.mins[j] * (bs[2 * j] + bs[2 * j + 1])).abs())
+                            .sum();
+                        (k.d * x.d[at]).abs() * sumi as f32 + (k.dmin * x.d[at]).abs() * summ as f32
+                    } else {
+                        let (dw, mw, wq) = unpack_block(w.kind(), blk);
+                        (dw * x.d[at]).abs() * abs_isum(&wq, a) as f32 + (mw * x.s[at]).abs()
+                    }
                 })
                 .sum();
         }
@@ -115,7 +158,7 @@ fn check_paths_agree(kind: BlockKind, rows: usize, cols: usize, m: usize, fill: 
     let w = QuantMatrix::new(kind, rows, cols, &bytes).expect("matrix");
     let extreme = !matches!(fill, Fill::Random);
     let mut x = Q8Rows::default();
-    x.quantize(&activations(m, cols, extreme, &mut rng), m, cols)
+    x.quantize_for(kind, &activations(m, cols, extreme, &mut rng), m, cols)
         .expect("quantizes");
     let (want, mag) = scalar_with_magnitude(&w, &x);
     for isa in simd_paths() {
@@ -145,8 +188,10 @@ fn check_paths_agree(kind: BlockKind, rows: usize, cols: usize, m: usize, fill: 
 fn every_simd_path_equals_the_scalar_reference_on_random_blocks() {
     let mut seed = 0;
     for kind in KINDS {
-        // Row and activation counts not divisible by the tile size, decode and prefill.
-        for (rows, cols) in [(1, 32), (3, 64), (7, 256), (13, 96)] {
+        // Row and activation counts not divisible by the tile size, decode and prefill; the
+        // inner dimension in 1 to 3 blocks of the format.
+        let bv = kind.block_values();
+        for (rows, cols) in [(1, bv), (3, 2 * bv), (7, 3 * bv), (13, 2 * bv)] {
             for m in [1, 2, 3, 4, 5, 7, 9] {
                 seed += 1;
                 check_paths_agree(kind, rows, cols, m, Fill::Random, seed);
@@ -160,7 +205,7 @@ fn every_simd_path_equals_the_scalar_reference_on_extreme_blocks() {
     for kind in KINDS {
         for fill in [Fill::LowestCodes, Fill::HighestCodes] {
             for m in [1, 3, 4, 6] {
-                check_paths_agree(kind, 5, 128, m, fill, 7);
+                check_paths_agree(kind, 5, 2 * kind.block_values(), m, fill, 7);
             }
         }
     }
@@ -169,14 +214,14 @@ fn every_simd_path_equals_the_scalar_reference_on_extreme_blocks() {
 #[test]
 fn scalar_product_is_close_to_the_dequantized_f32_product() {
     let mut rng = StdRng::seed_from_u64(42);
-    let (rows, cols, m) = (6, 256, 3);
+    let (rows, cols, m) = (6, 512, 3);
     for kind in KINDS {
         let bytes = weight_bytes(kind, rows, cols, Fill::Random, &mut rng);
         let w = QuantMatrix::new(kind, rows, cols, &bytes).expect("matrix");
         let wf = dequantize(kind.ggml(), &bytes, rows * cols).expect("decodes");
         let xf = activations(m, cols, false, &mut rng);
         let mut x = Q8Rows::default();
-        x.quantize(&xf, m, cols).expect("quantizes");
+        x.quantize_for(kind, &xf, m, cols).expect("quantizes");
         let mut got = vec![0f32; rows * m];
         matmul_t(Isa::Scalar, &w, 0, &x, &mut got).expect("product");
         for r in 0..rows {
@@ -228,7 +273,17 @@ fn activation_quantization_keeps_minus_128_out_and_survives_non_finite_values() 
 fn refuses_mismatched_shapes_without_panicking() {
     assert_eq!(
         QuantMatrix::new(BlockKind::Q4_0, 2, 33, &[0; 36]).err(),
-        Some(KernelError::NotWholeBlocks(33))
+        Some(KernelError::NotWholeBlocks {
+            cols: 33,
+            block: 32
+        })
+    );
+    assert_eq!(
+        QuantMatrix::new(BlockKind::Q4K, 1, 96, &[0; 144]).err(),
+        Some(KernelError::NotWholeBlocks {
+            cols: 96,
+            block: 256
+        })
     );
     assert!(matches!(
         QuantMatrix::new(BlockKind::Q4_0, 2, 32, &[0; 35]),
@@ -236,8 +291,8 @@ fn refuses_mismatched_shapes_without_panicking() {
     ));
     assert!(QuantMatrix::new(BlockKind::Q8_0, usize::MAX, 64, &[]).is_err());
     assert_eq!(
-        BlockKind::from_ggml(GgmlType::Q6K),
-        Err(KernelError::Unsupported(GgmlType::Q6K))
+        BlockKind::from_ggml(GgmlType::Q2K),
+        Err(KernelError::Unsupported(GgmlType::Q2K))
     );
     let mut x = Q8Rows::default();
     assert!(x.quantize(&[0.0; 63], 2, 32).is_err());
@@ -250,4 +305,38 @@ fn refuses_mismatched_shapes_without_panicking() {
     assert!(matmul_t(Isa::Scalar, &w, 1, &x, &mut [0.0; 2]).is_err()); // rows 1..3 of 2
     assert!(matmul_t(Isa::Scalar, &w, usize::MAX, &x, &mut [0.0; 1]).is_err());
     assert!(block_isums(Isa::Scalar, &w, 2, &x, 0).is_err());
+}
+
+#[test]
+fn k_quant_weights_refuse_activations_quantized_in_32_value_blocks() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let bytes = weight_bytes(BlockKind::Q6K, 2, 256, Fill::Random, &mut rng);
+    let w = QuantMatrix::new(BlockKind::Q6K, 2, 256, &bytes).expect("matrix");
+    let xf = activations(1, 256, false, &mut rng);
+    let mut x = Q8Rows::default();
+    x.quantize(&xf, 1, 256).expect("quantizes");
+    assert!(matmul_t(Isa::Scalar, &w, 0, &x, &mut [0.0; 2]).is_err());
+    assert!(block_isums(Isa::Scalar, &w, 0, &x, 0).is_err());
+    x.quantize_k(&xf, 1, 256).expect("quantizes");
+    assert!(matmul_t(Isa::detect(), &w, 0, &x, &mut [0.0; 2]).is_ok());
+}
+
+#[test]
+fn q8_k_activations_follow_ggml_reference_quantization() {
+    // The value of largest magnitude, −127/64, maps to −127 through iscale = −127 / max = 64
+    // (exact in f32); halves round to even; every 16 values are summed.
+    let mut v = vec![0f32; 256];
+    v[0] = -127.0 / 64.0;
+    v[1] = 2.5 / 64.0; // 2.5 → 2
+    v[2] = 0.5 / 64.0; // 0.5 → 0
+    v[3] = 1.5 / 64.0; // 1.5 → 2
+    v[17] = -3.5 / 64.0; // −3.5 → −4
+    let mut x = Q8Rows::default();
+    x.quantize_k(&v, 1, 256).expect("quantizes");
+    assert_eq!(&x.qs[..4], &[-127, 2, 0, 2]);
+    assert_eq!(x.qs[17], -4);
+    assert_eq!(x.d[0], 1.0 / 64.0);
+    assert_eq!(x.bsums[0], -127 + 2 + 2);
+    assert_eq!(x.bsums[1], -4);
+    assert_eq!(x.bsums.len(), 16);
 }

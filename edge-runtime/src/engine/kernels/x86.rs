@@ -1,7 +1,10 @@
-//! x86-64 kernels: one block body, instantiated for AVX2 (`maddubs` + `madd` into i32) and
-//! for AVX-512 VNNI on 256-bit vectors (`vpdpbusd`). Both take the product of an unsigned
-//! byte vector with a signed one, so signed weights go through the sign trick
-//! (`|w| · (a · sign w)`), which is exact because activations stay in `−127..=127`.
+//! x86-64 kernels: one 32-value block body, instantiated for AVX2 (`maddubs` + `madd` into
+//! i32) and for AVX-512 VNNI on 256-bit vectors (`vpdpbusd`). Both take the product of an
+//! unsigned byte vector with a signed one, so signed weights go through the sign trick
+//! (`|w| · (a · sign w)`), which is exact because activations stay in `−127..=127`. The
+//! K-quant super-blocks hold unsigned values, so they multiply directly (`maddubs`, then
+//! `madd` by the sub-block scales); Q6_K's offset of 32 comes off through the activation's
+//! sums per 16 values. The K-quant bodies are AVX2 only and also serve the VNNI path.
 //!
 //! Every `#[target_feature]` function here is reached only through [`dot_tile`] and
 //! [`block_isums`], which the caller enters after `Isa::is_available` said yes; both check
@@ -10,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::{BlockKind, Isa, Q8Rows, TILE};
-use crate::engine::quant::{self, QK};
+use crate::engine::quant::{self, QK, QK_K};
 
 /// Whether the CPU has AVX2, FMA and F16C.
 pub(super) fn has_avx2() -> bool {
@@ -41,6 +44,15 @@ unsafe fn load_block(kind: BlockKind, blk: &[u8]) -> (__m256i, Option<__m256i>) 
         }
         // SAFETY: a whole block holds 16 nibble bytes after its scale and offset.
         BlockKind::Q4_1 => (unsafe { load_nibbles(blk, quant::Q4_1_QS_OFFSET) }, None),
+        BlockKind::Q5_0 => {
+            // SAFETY: a whole Q5_0 block holds 4 bytes of fifth bits and 16 nibble bytes
+            // after its scale.
+            let q = unsafe { load_q5(blk, 2) };
+            let w = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+            (_mm256_abs_epi8(w), Some(w))
+        }
+        // SAFETY: a whole Q5_1 block holds fifth bits and nibbles after its scale and offset.
+        BlockKind::Q5_1 => (unsafe { load_q5(blk, 4) }, None),
         BlockKind::Q8_0 => {
             debug_assert!(blk.len() >= quant::Q8_0_QS_OFFSET + QK);
             // SAFETY: a whole Q8_0 block holds 32 value bytes after its scale.
@@ -49,7 +61,35 @@ unsafe fn load_block(kind: BlockKind, blk: &[u8]) -> (__m256i, Option<__m256i>) 
             };
             (_mm256_abs_epi8(w), Some(w))
         }
+        // K-quants never reach the 32-value block body (see `dot_tile`).
+        BlockKind::Q4K | BlockKind::Q5K | BlockKind::Q6K => (_mm256_setzero_si256(), None),
     }
+}
+
+/// The 32 five-bit values of a Q5 block whose fifth bits (`u32` little-endian, bit `i` for
+/// value `i`) start at `blk[at]`, followed by 16 nibble bytes in Q4 order.
+///
+/// # Safety
+/// `blk` must hold 20 bytes at `at`; the CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn load_q5(blk: &[u8], at: usize) -> __m256i {
+    debug_assert!(blk.len() >= at + 4 + QK / 2);
+    let bits = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+    // SAFETY: the caller guarantees 16 nibble bytes after the 4 bytes of bits.
+    let nibbles = unsafe { load_nibbles(blk, at + 4) };
+    // Byte i of `spread` is byte i / 8 of the bits; OR-ing every bit but bit i % 8 and
+    // comparing with all-ones leaves 0xFF exactly where bit i is set.
+    let shuffle = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let spread = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), shuffle);
+    let others = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    let set = _mm256_cmpeq_epi8(others, _mm256_set1_epi64x(-1));
+    _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
 }
 
 /// The 32 nibbles stored at `blk[at..at + 16]` as bytes in value order: values 0..16 are
@@ -150,7 +190,7 @@ macro_rules! tile_kernel {
                     let dots = _mm256_cvtepi32_ps($mul(u, y));
                     let scale = _mm256_set1_ps(dw * x.d[at]);
                     acc[j] = _mm256_fmadd_ps(scale, dots, acc[j]);
-                    if kind == BlockKind::Q4_1 {
+                    if matches!(kind, BlockKind::Q4_1 | BlockKind::Q5_1) {
                         offset[j] += f16_at(blk, 2) * x.s[at];
                     }
                 }
@@ -186,6 +226,171 @@ tile_kernel!(
     mul_sum_vnni
 );
 
+/// The two integer sums of one Q4_K or Q5_K super-block with 256 activation bytes (see
+/// `k_isums`): sub-block products by `maddubs`, scaled by `madd`.
+///
+/// # Safety
+/// `blk` must be a whole super-block of `kind`, `a` hold 256 bytes and `bsums` 16 sums; the
+/// CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn q45k_isums(kind: BlockKind, blk: &[u8], a: &[i8], bsums: &[i32]) -> (i32, i32) {
+    debug_assert!(blk.len() == kind.block_bytes() && a.len() >= QK_K && bsums.len() >= 16);
+    let mut scales = [0i16; 8];
+    let mut summ = 0i32;
+    for j in 0..8 {
+        let (sc, m) = quant::q4_k_scale_min(j, &blk[4..16]);
+        scales[j] = i16::from(sc);
+        summ += i32::from(m) * (bsums[2 * j] + bsums[2 * j + 1]);
+    }
+    let (qh, qs) = if kind == BlockKind::Q5K {
+        (Some(&blk[16..48]), &blk[48..])
+    } else {
+        (None, &blk[16..])
+    };
+    // SAFETY: a Q5_K super-block holds 32 bytes of fifth bits at 16.
+    let high = qh.map(|h| unsafe { _mm256_loadu_si256(h.as_ptr().cast::<__m256i>()) });
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_si256();
+    for chunk in 0..QK_K / 64 {
+        // SAFETY: 128 nibble bytes, 32 per chunk; 256 activation bytes, 64 per chunk.
+        let (raw, y_lo, y_hi) = unsafe {
+            (
+                _mm256_loadu_si256(qs.as_ptr().add(32 * chunk).cast::<__m256i>()),
+                _mm256_loadu_si256(a.as_ptr().add(64 * chunk).cast::<__m256i>()),
+                _mm256_loadu_si256(a.as_ptr().add(64 * chunk + 32).cast::<__m256i>()),
+            )
+        };
+        let mut lo = _mm256_and_si256(raw, m4);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
+        if let Some(h) = high {
+            lo = _mm256_or_si256(lo, fifth_bits(h, 2 * chunk));
+            hi = _mm256_or_si256(hi, fifth_bits(h, 2 * chunk + 1));
+        }
+        let p_lo = _mm256_maddubs_epi16(lo, y_lo);
+        let p_hi = _mm256_maddubs_epi16(hi, y_hi);
+        acc = _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(p_lo, _mm256_set1_epi16(scales[2 * chunk])),
+        );
+        acc = _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(p_hi, _mm256_set1_epi16(scales[2 * chunk + 1])),
+        );
+    }
+    (hsum_epi32(acc), summ)
+}
+
+/// Bit `sub` of every byte of `h`, moved to bit 4 (Q5_K's fifth bit of sub-block `sub`).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn fifth_bits(h: __m256i, sub: usize) -> __m256i {
+    let shifted = _mm256_srl_epi16(h, _mm_cvtsi32_si128(sub as i32));
+    _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, _mm256_set1_epi8(1)))
+}
+
+/// The low two bits of every byte of `bits`, moved to bits 4-5 (Q6_K's top bits).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn top_bits(bits: __m256i) -> __m256i {
+    _mm256_slli_epi16::<4>(_mm256_and_si256(bits, _mm256_set1_epi8(3)))
+}
+
+/// The integer sum of one Q6_K super-block with 256 activation bytes (see `k_isums`):
+/// `Σ scale·q·a` by `maddubs`/`madd`, less `32 · Σ scale·bsum`.
+///
+/// # Safety
+/// As for [`q45k_isums`].
+#[target_feature(enable = "avx2")]
+unsafe fn q6k_isums(blk: &[u8], a: &[i8], bsums: &[i32]) -> (i32, i32) {
+    debug_assert!(blk.len() == quant::Q6_K_BLOCK_BYTES && a.len() >= QK_K && bsums.len() >= 16);
+    let scales: [i16; 16] = std::array::from_fn(|j| i16::from(blk[192 + j] as i8));
+    let offset: i32 = (0..16).map(|j| i32::from(scales[j]) * bsums[j]).sum();
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_si256();
+    for half in 0..2 {
+        // SAFETY: ql holds 128 bytes (64 per half), qh 64 (32 per half) after 128.
+        let (qa, qb, h) = unsafe {
+            let ql = blk.as_ptr().add(64 * half);
+            (
+                _mm256_loadu_si256(ql.cast::<__m256i>()),
+                _mm256_loadu_si256(ql.add(32).cast::<__m256i>()),
+                _mm256_loadu_si256(blk.as_ptr().add(128 + 32 * half).cast::<__m256i>()),
+            )
+        };
+        let quarters = [
+            _mm256_or_si256(_mm256_and_si256(qa, m4), top_bits(h)),
+            _mm256_or_si256(
+                _mm256_and_si256(qb, m4),
+                top_bits(_mm256_srli_epi16::<2>(h)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(qa), m4),
+                top_bits(_mm256_srli_epi16::<4>(h)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(qb), m4),
+                top_bits(_mm256_srli_epi16::<6>(h)),
+            ),
+        ];
+        for (quarter, q) in quarters.into_iter().enumerate() {
+            let at = 128 * half + 32 * quarter;
+            // SAFETY: `at + 32 <= 256` activation bytes.
+            let y = unsafe { _mm256_loadu_si256(a.as_ptr().add(at).cast::<__m256i>()) };
+            let j = at / 16;
+            let sc = _mm256_set_m128i(_mm_set1_epi16(scales[j + 1]), _mm_set1_epi16(scales[j]));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), sc));
+        }
+    }
+    (hsum_epi32(acc) - 32 * offset, 0)
+}
+
+/// The K-quant super-block sums of `kind`.
+///
+/// # Safety
+/// As for [`q45k_isums`].
+#[target_feature(enable = "avx2")]
+unsafe fn k_isums(kind: BlockKind, blk: &[u8], a: &[i8], bsums: &[i32]) -> (i32, i32) {
+    if kind == BlockKind::Q6K {
+        // SAFETY: forwarded contract.
+        unsafe { q6k_isums(blk, a, bsums) }
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { q45k_isums(kind, blk, a, bsums) }
+    }
+}
+
+/// Dots one K-quant weight row with activation rows `i0..i0 + out.len()`.
+///
+/// # Safety
+/// `w_row` must be a whole row of `kind` super-blocks matching `x.cols` and `x` quantized in
+/// 256-value blocks; the CPU must have AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_k_avx2(kind: BlockKind, w_row: &[u8], x: &Q8Rows, i0: usize, out: &mut [f32]) {
+    let nb = x.blocks_per_row();
+    for (j, o) in out.iter_mut().enumerate() {
+        let mut acc = 0f32;
+        for (b, blk) in w_row.chunks_exact(kind.block_bytes()).enumerate() {
+            let at = (i0 + j) * nb + b;
+            let a = &x.qs[at * QK_K..(at + 1) * QK_K];
+            let bsums = &x.bsums[at * 16..(at + 1) * 16];
+            // SAFETY: whole super-block, 256 activation bytes and 16 sums (sliced above).
+            let (sumi, summ) = unsafe { k_isums(kind, blk, a, bsums) };
+            let dmin = if kind == BlockKind::Q6K {
+                0.0
+            } else {
+                f16_at(blk, 2)
+            };
+            let d = if kind == BlockKind::Q6K {
+                f16_at(blk, 208)
+            } else {
+                f16_at(blk, 0)
+            };
+            acc += super::k_combine(d, dmin, x.d[at], sumi, summ);
+        }
+        *o = acc;
+    }
+}
+
 /// Runs the tile kernel of `isa`; the scalar loop when the CPU lacks it.
 pub(super) fn dot_tile(
     isa: Isa,
@@ -196,27 +401,52 @@ pub(super) fn dot_tile(
     out: &mut [f32],
 ) {
     match isa {
+        // SAFETY: features detected on this line; the row is whole and the activations are
+        // in 256-value blocks (`matmul_t` checked both).
+        Isa::Avx2 | Isa::Avx512Vnni if kind.is_k_quant() && has_avx2() => unsafe {
+            tile_k_avx2(kind, w_row, x, i0, out)
+        },
         // SAFETY: features detected on this line; the row is whole (QuantMatrix checked it).
         Isa::Avx512Vnni if has_avx512_vnni() => unsafe { tile_vnni(kind, w_row, x, i0, out) },
         // SAFETY: as above.
         Isa::Avx2 if has_avx2() => unsafe { tile_avx2(kind, w_row, x, i0, out) },
         _ => {
             for (j, o) in out.iter_mut().enumerate() {
-                *o = super::block_loop(kind, w_row, x, i0 + j, super::isum_scalar);
+                *o = super::generic_loop(kind, w_row, x, i0 + j, super::isum_scalar);
             }
         }
     }
 }
 
-/// Per-block integer sums on `isa` (exposed for the exactness tests).
+/// Per-block integer sums on `isa` (exposed for the exactness tests); two per K-quant
+/// super-block.
 pub(super) fn block_isums(
     isa: Isa,
     kind: BlockKind,
     w_row: &[u8],
     a_row: &[i8],
+    bsums: &[i32],
     nb: usize,
 ) -> Vec<i32> {
     match isa {
+        Isa::Avx2 | Isa::Avx512Vnni if kind.is_k_quant() && has_avx2() => {
+            let bb = kind.block_bytes();
+            (0..nb)
+                .flat_map(|b| {
+                    // SAFETY: features detected above; whole super-blocks, 256 activation
+                    // bytes and 16 sums per block (the caller checked the shapes).
+                    let (sumi, summ) = unsafe {
+                        k_isums(
+                            kind,
+                            &w_row[b * bb..(b + 1) * bb],
+                            &a_row[b * QK_K..(b + 1) * QK_K],
+                            &bsums[b * 16..(b + 1) * 16],
+                        )
+                    };
+                    [sumi, summ]
+                })
+                .collect()
+        }
         // SAFETY: features detected on this line; whole rows checked by the caller.
         Isa::Avx512Vnni if has_avx512_vnni() => unsafe { isums_vnni(kind, w_row, a_row, nb) },
         // SAFETY: as above.

@@ -13,8 +13,9 @@ use tract_onnx::tract_core::transform::get_transform;
 
 use crate::engine::ggml_op;
 
-use super::blocks::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, decompose};
+use super::blocks::decompose;
 use super::*;
+use crate::engine::quant::{GgmlType, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
 
 // ---------------------------------------------------------------------------------------
 // Reference forward pass: plain loops over dequantized weights, one sequence at a time.
@@ -28,7 +29,7 @@ impl Reference {
     fn new(w: &LlamaWeights) -> Result<Self> {
         let mut t = HashMap::new();
         for (name, weight) in &w.tensors {
-            t.insert(name.clone(), dequantize(weight)?);
+            t.insert(name.clone(), weight.dequantize()?);
         }
         Ok(Reference {
             cfg: w.config.clone(),
@@ -374,14 +375,14 @@ fn check_against_dequantized_reference(
 #[test]
 fn q4_export_of_q4_1_projections_and_q8_0_tied_embedding_matches_dequantized_reference()
 -> Result<()> {
-    let weights = quantize_llama(&random_tiny_llama(3), GgmlBlock::Q4_1, GgmlBlock::Q8_0)?;
+    let weights = quantize_llama(&random_tiny_llama(3), GgmlType::Q4_1, GgmlType::Q8_0)?;
     check_q4_against_dequantized_reference(&weights)
 }
 
 #[test]
 fn q4_export_of_q4_0_projections_and_q4_1_tied_embedding_matches_dequantized_reference()
 -> Result<()> {
-    let weights = quantize_llama(&random_tiny_llama(4), GgmlBlock::Q4_0, GgmlBlock::Q4_1)?;
+    let weights = quantize_llama(&random_tiny_llama(4), GgmlType::Q4_0, GgmlType::Q4_1)?;
     check_q4_against_dequantized_reference(&weights)
 }
 
@@ -389,7 +390,7 @@ fn q4_export_of_q4_0_projections_and_q4_1_tied_embedding_matches_dequantized_ref
 fn q4_export_of_q4_0_embedding_with_untied_q4_1_head_matches_dequantized_reference() -> Result<()> {
     let mut config = tiny_llama_config();
     config.tie_word_embeddings = false;
-    let weights = quantize_llama(&random_llama(&config, 5), GgmlBlock::Q4_1, GgmlBlock::Q4_0)?;
+    let weights = quantize_llama(&random_llama(&config, 5), GgmlType::Q4_1, GgmlType::Q4_0)?;
     check_q4_against_dequantized_reference(&weights)
 }
 
@@ -488,7 +489,7 @@ fn rejects_weights_whose_shape_disagrees_with_the_config() {
 
 #[test]
 fn rejects_block_data_of_the_wrong_length() {
-    let mut weights = quantize_llama(&random_tiny_llama(2), GgmlBlock::Q4_1, GgmlBlock::Q8_0)
+    let mut weights = quantize_llama(&random_tiny_llama(2), GgmlType::Q4_1, GgmlType::Q8_0)
         .unwrap_or_else(|e| panic!("{e}"));
     if let Some(w) = weights
         .tensors
@@ -605,7 +606,7 @@ fn dequantizes_ggml_blocks_per_their_formulas() -> Result<()> {
         (&q8_0, [(0, -64.0), (16, 0.0), (17, 4.0), (31, 60.0)]),
     ];
     for (w, expected) in cases {
-        let values = dequantize(w)?;
+        let values = w.dequantize()?;
         for (i, v) in expected {
             assert_eq!(
                 values[i],
@@ -615,21 +616,21 @@ fn dequantizes_ggml_blocks_per_their_formulas() -> Result<()> {
             );
         }
     }
-    assert_eq!(Q4_0_BYTES + 2, Q4_1_BYTES);
-    assert_eq!(Q8_0_BYTES, 34);
+    assert_eq!(Q4_0_BLOCK_BYTES + 2, Q4_1_BLOCK_BYTES);
+    assert_eq!(Q8_0_BLOCK_BYTES, 34);
     Ok(())
 }
 
 #[test]
 fn decomposition_reorders_nibbles_and_reproduces_every_value() -> Result<()> {
     let weights = random_tiny_llama(12);
-    let values = dequantize(&weights.tensors["model.layers.0.mlp.down_proj.weight"])?;
-    for kind in [GgmlBlock::Q4_0, GgmlBlock::Q4_1, GgmlBlock::Q8_0] {
+    let values = weights.tensors["model.layers.0.mlp.down_proj.weight"].dequantize()?;
+    for kind in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
         let w = Weight {
             shape: vec![64, 128],
-            data: quantize(&values, kind)?,
+            data: WeightData::quantize(&values, kind)?,
         };
-        let exact = dequantize(&w)?;
+        let exact = w.dequantize()?;
         let Some(dec) = decompose(&w)? else {
             panic!("{kind:?} did not decompose")
         };
@@ -677,7 +678,7 @@ fn random_tiny_llama_is_deterministic_per_seed() {
 fn runs_statefully_after_transformers_detect_all() -> Result<()> {
     // tract's `detect_kv_cache` (part of `transformers_detect_all`) moves past/present K/V
     // into the runnable's state: only input_ids, attention_mask and position_ids remain.
-    let weights = quantize_llama(&random_tiny_llama(13), GgmlBlock::Q4_1, GgmlBlock::Q8_0)?;
+    let weights = quantize_llama(&random_tiny_llama(13), GgmlType::Q4_1, GgmlType::Q8_0)?;
     for format in [WeightFormat::F32, WeightFormat::Q4] {
         let bytes = to_model_proto(&weights, format)?.encode_to_vec();
         let full = load_bytes(&bytes, &weights.config)?;
@@ -721,18 +722,18 @@ fn runs_statefully_after_transformers_detect_all() -> Result<()> {
 #[test]
 fn mixed_block_formats_within_a_fused_projection_group_stay_exact() -> Result<()> {
     // q/k/v and gate/up normally share one product; mixed formats take one product each.
-    let mut weights = quantize_llama(&random_tiny_llama(14), GgmlBlock::Q4_1, GgmlBlock::Q4_0)?;
+    let mut weights = quantize_llama(&random_tiny_llama(14), GgmlType::Q4_1, GgmlType::Q4_0)?;
     let source = random_tiny_llama(14);
     for (name, kind) in [
-        ("model.layers.0.self_attn.k_proj.weight", GgmlBlock::Q4_0),
-        ("model.layers.0.self_attn.v_proj.weight", GgmlBlock::Q8_0),
-        ("model.layers.1.mlp.up_proj.weight", GgmlBlock::Q8_0),
+        ("model.layers.0.self_attn.k_proj.weight", GgmlType::Q4_0),
+        ("model.layers.0.self_attn.v_proj.weight", GgmlType::Q8_0),
+        ("model.layers.1.mlp.up_proj.weight", GgmlType::Q8_0),
     ] {
-        let values = dequantize(&source.tensors[name])?;
+        let values = source.tensors[name].dequantize()?;
         let w = weights.tensors.get_mut(name).context("tensor")?;
-        w.data = quantize(&values, kind)?;
+        w.data = WeightData::quantize(&values, kind)?;
     }
-    let f32_gate = dequantize(&source.tensors["model.layers.0.mlp.gate_proj.weight"])?;
+    let f32_gate = source.tensors["model.layers.0.mlp.gate_proj.weight"].dequantize()?;
     if let Some(w) = weights
         .tensors
         .get_mut("model.layers.0.mlp.gate_proj.weight")
@@ -801,4 +802,43 @@ fn tied_f32_head_is_packed_once_at_load_not_on_every_run() -> Result<()> {
         "a weight is packed on every run by {packed_per_run:?}"
     );
     Ok(())
+}
+
+/// A tiny Llama 256 wide (one K-quant super-block per row) with projections in every
+/// K-quant and Q5 format and a Q6_K tied embedding.
+fn k_quant_llama() -> Result<LlamaWeights> {
+    let mut config = tiny_llama_config();
+    (config.hidden_size, config.intermediate_size) = (256, 512);
+    let mut weights = quantize_llama(&random_llama(&config, 21), GgmlType::Q4K, GgmlType::Q6K)?;
+    for (name, kind) in [
+        ("model.layers.0.self_attn.k_proj.weight", GgmlType::Q5K),
+        ("model.layers.0.mlp.down_proj.weight", GgmlType::Q6K),
+        ("model.layers.1.self_attn.v_proj.weight", GgmlType::Q5_0),
+        ("model.layers.1.mlp.up_proj.weight", GgmlType::Q5_1),
+    ] {
+        let w = weights.tensors.get_mut(name).context(name)?;
+        w.data = WeightData::quantize(&w.dequantize()?, kind)?;
+    }
+    Ok(weights)
+}
+
+#[test]
+fn ggml_export_keeps_k_quant_and_q5_blocks_as_stored_and_matches_the_reference() -> Result<()> {
+    let weights = k_quant_llama()?;
+    let model = to_model_proto(&weights, WeightFormat::Ggml)?;
+    let mut types: Vec<i64> = model
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .filter(|n| n.op_type == ggml_op::OP_TYPE)
+        .flat_map(|n| n.attribute.iter().filter(|a| a.name == "ggml_type"))
+        .map(|a| a.i)
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    // Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (the tied head is one Q6_K product).
+    assert_eq!(types, [6, 7, 12, 13, 14]);
+    check_against_dequantized_reference(&weights, WeightFormat::Ggml, INT8_ACTIVATION_TOLERANCE)?;
+    // Q4 keeps only the formats it decomposes; the rest is exact f32.
+    check_against_dequantized_reference(&weights, WeightFormat::Q4, 1e-3)
 }

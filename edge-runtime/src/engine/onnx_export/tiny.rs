@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::blocks::{GgmlBlock, quantize};
 use crate::engine::llama::{LlamaConfig, LlamaWeights, Weight, WeightData};
+use crate::engine::quant::GgmlType;
 
 /// The tiny test configuration: 2 layers, hidden 64, 4 query heads over 2 KV heads,
 /// intermediate 128, vocabulary 272, tied embeddings.
@@ -144,8 +144,8 @@ pub fn random_tiny_llama(seed: u64) -> LlamaWeights {
 /// stay f32. Tensors must be f32 with a last dimension that is a multiple of 32.
 pub fn quantize_llama(
     weights: &LlamaWeights,
-    projections: GgmlBlock,
-    embedding: GgmlBlock,
+    projections: GgmlType,
+    embedding: GgmlType,
 ) -> Result<LlamaWeights> {
     let mut out = weights.clone();
     for (name, w) in out.tensors.iter_mut() {
@@ -160,7 +160,8 @@ pub fn quantize_llama(
         } else {
             projections
         };
-        w.data = quantize(values, kind).with_context(|| format!("quantizing {name}"))?;
+        w.data =
+            WeightData::quantize(values, kind).with_context(|| format!("quantizing {name}"))?;
     }
     Ok(out)
 }
