@@ -2,9 +2,11 @@
 //! quality (perplexity on the held-out text, exact match on the question set), speed, energy
 //! and footprint per 1000 tokens, temperatures under the governor and peak RSS; the Pareto
 //! rating (quality against energy per token) and the Markdown, JSON and SVG renderings. The
-//! measuring itself is `cli::bench_eco`.
+//! measuring itself is the command line's `bench eco`.
 
 use serde::Serialize;
+
+use super::svg::escape;
 
 /// How an entry rates against the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -132,16 +134,9 @@ pub fn markdown(entries: &[EcoEntry], notes: &str) -> String {
     s
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 /// An SVG scatter of perplexity (log scale, lower is better) against energy per token (log
 /// scale): Pareto entries filled and joined by the front line, dominated ones hollow.
 pub fn svg(entries: &[EcoEntry]) -> String {
-    let (w, h, m) = (720.0, 440.0, 70.0);
     let pts: Vec<(f64, f64)> = entries
         .iter()
         .map(|e| {
@@ -151,65 +146,19 @@ pub fn svg(entries: &[EcoEntry]) -> String {
             )
         })
         .collect();
-    let span = |v: Vec<f64>| {
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if lo.is_finite() && hi > lo {
-            (lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
-        } else if lo.is_finite() {
-            (lo - 0.5, lo + 0.5)
-        } else {
-            (0.0, 1.0)
-        }
+    let chart = Chart {
+        w: 720.0,
+        h: 440.0,
+        m: 70.0,
+        x: span(pts.iter().map(|p| p.0)),
+        y: span(pts.iter().map(|p| p.1)),
     };
-    let (x0, x1) = span(pts.iter().map(|p| p.0).collect());
-    let (y0, y1) = span(pts.iter().map(|p| p.1).collect());
-    let px = |x: f64| m + (x - x0) / (x1 - x0) * (w - 2.0 * m);
-    let py = |y: f64| h - m - (y - y0) / (y1 - y0) * (h - 2.0 * m);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">Quality vs energy per token (lower-left is better)</text>\n\
-         <line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">energy per generated token, J (log)</text>\n\
-         <text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">perplexity on held-out text (log)</text>\n",
-        w / 2.0,
-        h - m,
-        w - m,
-        h - m,
-        h - m,
-        w / 2.0,
-        h - 25.0,
-        h / 2.0,
-        h / 2.0
-    );
-    for (lo, hi, horizontal) in [(x0, x1, true), (y0, y1, false)] {
-        let mut k = lo.ceil() as i32;
-        while f64::from(k) <= hi {
-            let v = f64::from(k);
-            let label = format!("{}", 10f64.powi(k));
-            if horizontal {
-                s.push_str(&format!(
-                    "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
-                    px(v),
-                    h - m + 16.0
-                ));
-            } else {
-                s.push_str(&format!(
-                    "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>\n",
-                    m - 6.0,
-                    py(v) + 4.0
-                ));
-            }
-            k += 1;
-        }
-    }
+    let mut s = chart.frame();
     let mut front: Vec<(f64, f64)> = entries
         .iter()
         .zip(&pts)
         .filter(|(e, _)| e.rating == Rating::Pareto)
-        .map(|(_, p)| (px(p.0), py(p.1)))
+        .map(|(_, p)| (chart.px(p.0), chart.py(p.1)))
         .collect();
     front.sort_by(|a, b| a.0.total_cmp(&b.0));
     if front.len() > 1 {
@@ -223,11 +172,95 @@ pub fn svg(entries: &[EcoEntry]) -> String {
         ));
     }
     for (i, (e, p)) in entries.iter().zip(&pts).enumerate() {
-        let (x, y) = (px(p.0), py(p.1));
+        s.push_str(&chart.point(i, e, (chart.px(p.0), chart.py(p.1))));
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The range of `values` with a tenth of it as margin on each side (one unit around a single
+/// value; `0..1` without any).
+fn span(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let lo = values.clone().fold(f64::INFINITY, f64::min);
+    let hi = values.fold(f64::NEG_INFINITY, f64::max);
+    if lo.is_finite() && hi > lo {
+        (lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
+    } else if lo.is_finite() {
+        (lo - 0.5, lo + 0.5)
+    } else {
+        (0.0, 1.0)
+    }
+}
+
+/// The scatter's size, margin and axis ranges (log10 of J/token across, of perplexity up).
+struct Chart {
+    w: f64,
+    h: f64,
+    m: f64,
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Chart {
+    fn px(&self, x: f64) -> f64 {
+        self.m + (x - self.x.0) / (self.x.1 - self.x.0) * (self.w - 2.0 * self.m)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        self.h - self.m - (y - self.y.0) / (self.y.1 - self.y.0) * (self.h - 2.0 * self.m)
+    }
+
+    /// The opening tag, background, title, axes with their labels and a label per decade.
+    fn frame(&self) -> String {
+        let (w, h, m) = (self.w, self.h, self.m);
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n\
+             <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">Quality vs energy per token (lower-left is better)</text>\n\
+             <line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+             <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">energy per generated token, J (log)</text>\n\
+             <text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">perplexity on held-out text (log)</text>\n",
+            w / 2.0,
+            h - m,
+            w - m,
+            h - m,
+            h - m,
+            w / 2.0,
+            h - 25.0,
+            h / 2.0,
+            h / 2.0
+        );
+        for ((lo, hi), horizontal) in [(self.x, true), (self.y, false)] {
+            let mut k = lo.ceil() as i32;
+            while f64::from(k) <= hi {
+                let v = f64::from(k);
+                let label = format!("{}", 10f64.powi(k));
+                if horizontal {
+                    s.push_str(&format!(
+                        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
+                        self.px(v),
+                        h - m + 16.0
+                    ));
+                } else {
+                    s.push_str(&format!(
+                        "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>\n",
+                        m - 6.0,
+                        self.py(v) + 4.0
+                    ));
+                }
+                k += 1;
+            }
+        }
+        s
+    }
+
+    /// Entry `i` as a circle at `(x, y)` with its name and rating beside it.
+    fn point(&self, i: usize, e: &EcoEntry, (x, y): (f64, f64)) -> String {
         // Alternate labels above and below so neighbours with equal quality stay legible.
-        let label_dy = if i % 2 == 0 { -8.0 } else { 20.0 };
+        let label_dy = if i.is_multiple_of(2) { -8.0 } else { 20.0 };
         // Labels of points in the right half run leftwards so they stay inside the chart.
-        let (label_x, anchor) = if x > w / 2.0 {
+        let (label_x, anchor) = if x > self.w / 2.0 {
             (x - 9.0, "end")
         } else {
             (x + 9.0, "start")
@@ -236,17 +269,15 @@ pub fn svg(entries: &[EcoEntry]) -> String {
             Rating::Pareto => ("seagreen", "seagreen"),
             _ => ("white", "firebrick"),
         };
-        s.push_str(&format!(
+        format!(
             "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"6\" fill=\"{fill}\" stroke=\"{stroke}\" stroke-width=\"2\"/>\n\
              <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{} ({})</text>\n",
             label_x,
             y + label_dy,
             escape(&e.name),
             e.rating.label()
-        ));
+        )
     }
-    s.push_str("</svg>\n");
-    s
 }
 
 #[cfg(test)]

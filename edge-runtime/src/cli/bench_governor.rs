@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::governor::bench::{BenchOptions, GoalCheck, GoalStatus, run_governor_bench};
+use crate::bench::governor::{BenchOptions, GoalCheck, GoalStatus, run_governor_bench};
 
 /// Simulated length of each run with `--quick`.
 const QUICK_RUN: Duration = Duration::from_secs(5 * 60);

@@ -20,10 +20,10 @@ use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::engine::ComputeThreads;
 use crate::engine::generate::{Gate, TokenEvent};
 use crate::governor::platform::{Opp, Platform};
-use crate::governor::runner::{
-    GovernorHandle, GovernorRunner, GovernorStatus, reading_from_snapshot,
+use crate::governor::{Governor, GovernorConfig, Priority};
+use crate::pacing::{
+    GovernorHandle, GovernorRunner, GovernorStatus, Permit, Permits, reading_from_snapshot,
 };
-use crate::governor::{Governor, GovernorConfig, Permit, Permits, Priority};
 use crate::sensing::{Board, BoardActuators, SensingConfig, Source, open_board};
 
 /// Governor flags of the main job.
@@ -83,7 +83,7 @@ pub struct Governed {
     latest: Arc<Mutex<Option<Snapshot>>>,
 }
 
-pub use crate::governor::runner::GOVERNOR_STOPPED;
+pub use crate::pacing::GOVERNOR_STOPPED;
 
 /// Voltage assumed for every operating point of a real board, whose cpufreq does not publish
 /// voltages: the power model then scales with frequency alone, which the online

@@ -36,7 +36,7 @@ use super::worker::{ClientGuard, Event, Job};
 use crate::cli::run::prompt_ids;
 use crate::eco::agent_loop::{AgentLoopDetector, Refusal};
 use crate::engine::model::LoadedModel;
-use crate::governor::runner::GovernorHandle;
+use crate::pacing::GovernorHandle;
 
 /// Events buffered between a worker and its handler.
 const EVENT_BUFFER: usize = 16;
@@ -658,9 +658,9 @@ impl Stream for ChunkStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::governor::runner::{GovernorRunner, SourceReading};
     use crate::governor::types::TempReading;
-    use crate::governor::{Governor, GovernorConfig, Opp, Permits, Platform};
+    use crate::governor::{Governor, GovernorConfig, Opp, Platform};
+    use crate::pacing::{GovernorRunner, Permits, SourceReading};
 
     #[test]
     fn healthz_reports_telemetry_off_ok_then_degraded_on_a_full_disk_queue() {
