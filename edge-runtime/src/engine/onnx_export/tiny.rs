@@ -1,13 +1,12 @@
-//! Deterministic random Llama models for tests: a seeded generator over any config, the
-//! tiny config the engine's tests share, and re-quantization of a model into ggml blocks.
+//! Deterministic random Llama models: a seeded generator over any config and the tiny config
+//! of the tiny model (`import::write_tiny_model`), and, for tests (feature `test-util`),
+//! re-quantization of a model into ggml blocks.
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::blocks::{GgmlBlock, quantize};
 use crate::engine::llama::{LlamaConfig, LlamaWeights, Weight, WeightData};
 
 /// The tiny test configuration: 2 layers, hidden 64, 4 query heads over 2 KV heads,
@@ -142,11 +141,13 @@ pub fn random_tiny_llama(seed: u64) -> LlamaWeights {
 /// A copy of `weights` whose projections (and an untied `lm_head`) are stored as
 /// `projections` blocks and whose embedding table is stored as `embedding` blocks; norms
 /// stay f32. Tensors must be f32 with a last dimension that is a multiple of 32.
+#[cfg(any(test, feature = "test-util"))]
 pub fn quantize_llama(
     weights: &LlamaWeights,
-    projections: GgmlBlock,
-    embedding: GgmlBlock,
-) -> Result<LlamaWeights> {
+    projections: super::GgmlBlock,
+    embedding: super::GgmlBlock,
+) -> anyhow::Result<LlamaWeights> {
+    use anyhow::Context;
     let mut out = weights.clone();
     for (name, w) in out.tensors.iter_mut() {
         if w.shape.len() != 2 {
@@ -160,7 +161,7 @@ pub fn quantize_llama(
         } else {
             projections
         };
-        w.data = quantize(values, kind).with_context(|| format!("quantizing {name}"))?;
+        w.data = super::quantize(values, kind).with_context(|| format!("quantizing {name}"))?;
     }
     Ok(out)
 }
