@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use e2e_tests::tiny_model;
+use edge_runtime::bench::governor::TwinBoard;
+use edge_runtime::bench::governor::sim_boards::SimTwinBoard;
 use edge_runtime::engine::WeightFormat;
 use edge_runtime::engine::generate::{Gate, GenerateOptions, generate};
 use edge_runtime::engine::model::{KvState, LoadedModel};
 use edge_runtime::engine::sampling::SamplingParams;
 use edge_runtime::engine::set_compute_threads;
-use edge_runtime::governor::bench::TwinBoard;
-use edge_runtime::governor::bench::sim_boards::SimTwinBoard;
-use edge_runtime::governor::runner::GovernorRunner;
-use edge_runtime::governor::{Governor, GovernorConfig, Limiter, Mode, Permit, Permits, Priority};
+use edge_runtime::governor::{Governor, GovernorConfig, Limiter, Mode, Priority};
+use edge_runtime::pacing::{GovernorRunner, Permit, Permits};
 use sensor_drivers::sim::live::CpuClock;
 use sensor_drivers::sim::{LiveDriver, ProcCpuClock, Profile, SensorRealism, SimBoard, SimSoc};
 

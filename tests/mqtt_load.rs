@@ -11,7 +11,7 @@ use anyhow::{Result, ensure};
 use e2e_tests::mosquitto::Mosquitto;
 use edge_runtime::telemetry::fleet::{FleetView, watch};
 use edge_runtime::telemetry::{
-    Body, BrokerConfig, Encoding, GovernorState, SinkConfig, Telemetry, TelemetryOptions, Tick,
+    Body, BrokerConfig, Encoding, SinkConfig, Telemetry, TelemetryOptions, Tick, fixtures,
 };
 
 const DEVICES: usize = 200;
@@ -21,27 +21,15 @@ const RUN: Duration = Duration::from_secs(60);
 const CATCH_UP: Duration = Duration::from_secs(15);
 
 fn tick(n: u64) -> Body {
-    Body::Tick(Tick {
-        uptime_ms: n * 250,
+    let mut tick = Tick {
         governing_c: Some(55.0),
-        temps: vec![],
-        power: None,
         freq_khz: Some(1_500_000),
-        governor: GovernorState {
-            mode: "regulating".into(),
-            limiter: "none".into(),
-            setpoint_c: 70.0,
-            reason: "holding".into(),
-            duties: [1.0; 3],
-            training_paused: false,
-        },
         tokens_per_s: Some(12.0),
-        tokens_total: n * 3,
-        steps_total: 0,
         energy_j: n as f64 * 1.5,
-        throttle_events: 0,
-        eco: None,
-    })
+        ..fixtures::tick(n * 250, n * 3)
+    };
+    tick.governor.reason = "holding".into();
+    Body::Tick(tick)
 }
 
 #[test]

@@ -103,7 +103,7 @@ fn every_record_arrives_once_in_order_across_a_30_s_broker_outage() -> Result<()
 #[test]
 fn at_the_queue_bound_the_oldest_telemetry_goes_events_stay_and_the_drop_count_is_published()
 -> Result<()> {
-    use edge_runtime::telemetry::{GovernorState, Record, Tick};
+    use edge_runtime::telemetry::{Record, fixtures};
     const DEV: &str = "bound-dev";
     let mut broker = Mosquitto::start()?;
     let sub = Subscriber::start(broker.port(), "bound-watcher", &["thermo/+/#"], true)?;
@@ -120,29 +120,7 @@ fn at_the_queue_bound_the_oldest_telemetry_goes_events_stay_and_the_drop_count_i
     .with_discovery(false);
     let (t, driver) = Telemetry::new(opts, None)?;
     let th = std::thread::spawn(move || driver.run());
-    let tick = |n: u64| {
-        Body::Tick(Tick {
-            uptime_ms: n,
-            governing_c: Some(50.0),
-            temps: vec![],
-            power: None,
-            freq_khz: None,
-            governor: GovernorState {
-                mode: "regulating".into(),
-                limiter: "none".into(),
-                setpoint_c: 70.0,
-                reason: String::new(),
-                duties: [1.0; 3],
-                training_paused: false,
-            },
-            tokens_per_s: None,
-            tokens_total: n,
-            steps_total: 0,
-            energy_j: 0.0,
-            throttle_events: 0,
-            eco: None,
-        })
-    };
+    let tick = |n: u64| Body::Tick(fixtures::tick(n, n));
     t.send(record(1000));
     for n in 0..30 {
         t.send(tick(n));

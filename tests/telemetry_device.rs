@@ -12,30 +12,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use edge_runtime::telemetry::{
-    Body, BrokerConfig, GovernorState, SinkConfig, Telemetry, TelemetryOptions, Tick,
+    Body, BrokerConfig, SinkConfig, Telemetry, TelemetryOptions, Tick, fixtures,
 };
 
 fn tick(n: u64) -> Body {
     Body::Tick(Tick {
-        uptime_ms: n * 100,
         governing_c: Some(50.0 + (n % 20) as f32 * 0.5),
-        temps: vec![],
-        power: None,
-        freq_khz: None,
-        governor: GovernorState {
-            mode: "regulating".into(),
-            limiter: "none".into(),
-            setpoint_c: 70.0,
-            reason: String::new(),
-            duties: [1.0; 3],
-            training_paused: false,
-        },
         tokens_per_s: Some(10.0),
-        tokens_total: n,
-        steps_total: 0,
         energy_j: n as f64,
-        throttle_events: 0,
-        eco: None,
+        ..fixtures::tick(n * 100, n)
     })
 }
 

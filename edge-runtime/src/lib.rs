@@ -1,13 +1,16 @@
 //! The thermo edge runtime: a governed language-model engine for single-board computers.
-//! `engine` is the only module that touches tract; `governor` is pure control logic and its
-//! actuators; `session` is what the jobs share (governed session, telemetry, eco accounting,
-//! model and prompt); `models` knows where models live and how the default one is fetched.
-//! The command line belongs to the `thermo` binary (`src/cli/`): nothing here imports it.
+//! `engine` is the only module that touches tract; `governor` is pure control logic, `pacing`
+//! drives it on the board (actuators, permits) and `bench` holds the benchmarks; `session` is
+//! what the jobs share (governed session, telemetry, eco accounting, model and prompt);
+//! `models` knows where models live and how the default one is fetched. The command line
+//! belongs to the `thermo` binary (`src/cli/`): nothing here imports it.
+pub mod bench;
 pub mod config;
 pub mod eco;
 pub mod engine;
 pub mod governor;
 pub mod models;
+pub mod pacing;
 pub mod sensing;
 pub mod serve;
 pub mod session;

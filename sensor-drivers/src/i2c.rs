@@ -1,8 +1,9 @@
 //! embedded-hal 1.0 I2C drivers for board temperature and power sensors: TMP102 and LM75
-//! (ambient / heatsink temperature), INA219 and INA226 (supply voltage, current, power). Each
-//! driver is generic over [`embedded_hal::i2c::I2c`], owns its bus until [`release`]d, keeps
-//! register maps private, checks arguments before any bus traffic, and does its unit maths in a
-//! pure `convert` module. This module must stay `no_std` and allocation-free.
+//! (ambient / heatsink temperature), INA219 and INA226 (supply voltage, current, power; the
+//! read path and calibration maths they share are in [`shunt`]). Each driver is generic over
+//! [`embedded_hal::i2c::I2c`], owns its bus until [`release`]d, keeps register maps private,
+//! checks arguments before any bus traffic, and does its unit maths in a pure `convert`
+//! module. This module must stay `no_std` and allocation-free.
 //!
 //! [`release`]: tmp102::Tmp102::release
 
@@ -15,6 +16,7 @@ use crate::error::SensorError;
 pub mod ina219;
 pub mod ina226;
 pub mod lm75;
+pub mod shunt;
 pub mod tmp102;
 
 /// A driver error over the bus error `E`.

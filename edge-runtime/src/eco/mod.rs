@@ -3,9 +3,9 @@
 //! carbon, water, air pollutants, embodied carbon and thermal wear through one sourced factor
 //! table; CodeCarbon-compatible `emissions.csv`; a guard that stops degenerate generation and
 //! enforces per-request budgets; an agent-loop detector; llama.cpp-compatible perplexity and
-//! the eco-benchmark. Nothing here imports tract: models are run through `engine`.
+//! the eco-benchmark's measuring. Nothing here imports tract: models are run through `engine`;
+//! the eco-benchmark's report and its rating live in `crate::bench::eco`.
 pub mod agent_loop;
-pub mod bench;
 pub mod config;
 pub mod emissions_csv;
 pub mod energy;

@@ -45,7 +45,9 @@ use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 
-pub use tiny::{quantize_llama, random_llama, random_tiny_llama, tiny_llama_config};
+#[cfg(any(test, feature = "test-util"))]
+pub use tiny::quantize_llama;
+pub use tiny::{random_llama, random_tiny_llama, tiny_llama_config};
 
 use self::blocks::{Decomposed, QK, decompose, q8_0_codes};
 use self::proto::{Dim, GraphBuilder, MS_DOMAIN, attr_float, attr_int, attr_ints, value_info};

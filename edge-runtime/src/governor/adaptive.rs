@@ -418,28 +418,18 @@ impl Governor {
         }
         Limiter::None
     }
-}
-
-impl Controller for Governor {
-    fn name(&self) -> &'static str {
-        "ours"
-    }
-
-    fn decide(&mut self, o: Observation, now: Duration) -> Decision {
-        let ratio = match self.last_now {
-            Some(t) => (now.saturating_sub(t).as_secs_f64() / self.h_s).clamp(0.05, 40.0),
-            None => 1.0,
-        };
-        self.last_now = Some(now);
-        let u = self.period_power_w(&o);
-        let model = self.id.model();
-        self.obs.predict(model, u, ratio);
-        let verdict = self.judge(&o.temp, now, u);
-        self.prev_u_w = u;
-        let fresh = matches!(verdict, Verdict::Fresh(_));
-
-        let mut fault: Option<String> = None;
-        match &verdict {
+    /// Learns from a fresh reading (observer, noise, model identification) and says what
+    /// forces the coolest mode, if anything: the hard ceiling reached, a faulty reading, or no
+    /// fresh reading for too long.
+    fn learn(
+        &mut self,
+        verdict: &Verdict,
+        o: &Observation,
+        now: Duration,
+        model: ThermalModel,
+        u: f64,
+    ) -> Option<String> {
+        match verdict {
             Verdict::Fresh(y) => {
                 let y = *y;
                 let consecutive = self.last_sample_at.is_some_and(|t| {
@@ -464,56 +454,31 @@ impl Controller for Governor {
                     self.obs.reset(y, u, model, r);
                     self.id.observe(y, u, r);
                 }
-                if y >= f64::from(self.cfg.ceiling_c) {
-                    fault = Some(format!(
+                (y >= f64::from(self.cfg.ceiling_c)).then(|| {
+                    format!(
                         "at the hard ceiling: {y:.1} °C >= {:.1} °C",
                         self.cfg.ceiling_c
-                    ));
-                }
+                    )
+                })
             }
-            Verdict::Fault(reason) => fault = Some(reason.clone()),
+            Verdict::Fault(reason) => Some(reason.clone()),
             Verdict::NotNew(why) => {
                 let age = self
                     .last_sample_at
                     .map(|t| now.saturating_sub(t).as_secs_f64());
                 match age {
-                    Some(a) if a <= self.stale_after_s() => {}
-                    Some(a) => {
-                        fault = Some(format!("stale: no fresh reading for {a:.2} s ({why})"))
-                    }
-                    None => fault = Some(format!("no fresh reading yet ({why})")),
+                    Some(a) if a <= self.stale_after_s() => None,
+                    Some(a) => Some(format!("stale: no fresh reading for {a:.2} s ({why})")),
+                    None => Some(format!("no fresh reading yet ({why})")),
                 }
             }
         }
+    }
 
-        // Fail-safe bookkeeping: enter at once, leave after consecutive fresh readings.
-        if let Some(reason) = fault {
-            self.failsafe = Some(reason);
-            self.recovery = 0;
-        } else if self.failsafe.is_some() && fresh {
-            self.recovery += 1;
-            if self.recovery >= RECOVERY_READINGS {
-                self.failsafe = None;
-            }
-        }
-
-        let budget = if self.obs.is_ready() {
-            self.power_budget_w()
-        } else {
-            0.0
-        };
-        if let Some(reason) = &self.failsafe {
-            self.fan_boost = true;
-            self.fan_changed_at = now;
-            let d = self.coolest(format!("coolest mode: {reason}"), budget);
-            self.prev = d.clone();
-            self.prev_setting = Some(Setting {
-                level: 0,
-                threads: d.threads,
-            });
-            return d;
-        }
-
+    /// Splits the power budget (W) into an operating point and per-class pacing, dithering
+    /// between two points across periods, and keeps the interactive class at the fail-safe
+    /// duty or above.
+    fn split_budget(&mut self, o: &Observation, budget: f64) -> (Setting, [Pace; 3]) {
         let p = &self.cfg.platform;
         let [c0, s] = self.power_cal.theta();
         let dyn_budget = ((budget - c0) / s.max(1e-3)) as f32;
@@ -567,6 +532,76 @@ impl Controller for Governor {
             // A chat that starts before the next tick gets at least the fail-safe pace.
             pacing[i] = Pace { duty: floor };
         }
+        (setting, pacing)
+    }
+
+    /// The decision's reason, for humans.
+    fn reason(&self, verdict: &Verdict, mode: Mode, limiter: Limiter, budget: f64) -> String {
+        let x = self.obs.temperature();
+        match (verdict, mode) {
+            (Verdict::NotNew(why), _) => {
+                format!("holding limits: {why}; estimate {x:.1} °C")
+            }
+            (_, Mode::Unlimited) => format!(
+                "below setpoint {:.1} °C: estimate {x:.1} °C, budget {budget:.1} W",
+                self.cfg.setpoint_c
+            ),
+            _ => format!(
+                "holding {:.1} °C: estimate {x:.1} °C, budget {budget:.1} W, limiting {}",
+                self.cfg.setpoint_c, limiter
+            ),
+        }
+    }
+}
+
+impl Controller for Governor {
+    fn name(&self) -> &'static str {
+        "ours"
+    }
+
+    fn decide(&mut self, o: Observation, now: Duration) -> Decision {
+        let ratio = match self.last_now {
+            Some(t) => (now.saturating_sub(t).as_secs_f64() / self.h_s).clamp(0.05, 40.0),
+            None => 1.0,
+        };
+        self.last_now = Some(now);
+        let u = self.period_power_w(&o);
+        let model = self.id.model();
+        self.obs.predict(model, u, ratio);
+        let verdict = self.judge(&o.temp, now, u);
+        self.prev_u_w = u;
+        let fresh = matches!(verdict, Verdict::Fresh(_));
+        let fault = self.learn(&verdict, &o, now, model, u);
+
+        // Fail-safe bookkeeping: enter at once, leave after consecutive fresh readings.
+        if let Some(reason) = fault {
+            self.failsafe = Some(reason);
+            self.recovery = 0;
+        } else if self.failsafe.is_some() && fresh {
+            self.recovery += 1;
+            if self.recovery >= RECOVERY_READINGS {
+                self.failsafe = None;
+            }
+        }
+
+        let budget = if self.obs.is_ready() {
+            self.power_budget_w()
+        } else {
+            0.0
+        };
+        if let Some(reason) = &self.failsafe {
+            self.fan_boost = true;
+            self.fan_changed_at = now;
+            let d = self.coolest(format!("coolest mode: {reason}"), budget);
+            self.prev = d.clone();
+            self.prev_setting = Some(Setting {
+                level: 0,
+                threads: d.threads,
+            });
+            return d;
+        }
+
+        let (setting, pacing) = self.split_budget(&o, budget);
         if fresh {
             self.update_fan(budget, now);
         }
@@ -592,20 +627,8 @@ impl Controller for Governor {
         if d.mode == Mode::Regulating {
             self.regulating_s += ratio * self.h_s;
         }
-        let x = self.obs.temperature();
-        d.reason = match (&verdict, d.mode) {
-            (Verdict::NotNew(why), _) => {
-                format!("holding limits: {why}; estimate {x:.1} °C")
-            }
-            (_, Mode::Unlimited) => format!(
-                "below setpoint {:.1} °C: estimate {x:.1} °C, budget {budget:.1} W",
-                self.cfg.setpoint_c
-            ),
-            _ => format!(
-                "holding {:.1} °C: estimate {x:.1} °C, budget {budget:.1} W, limiting {}",
-                self.cfg.setpoint_c, d.limiter
-            ),
-        };
+        d.reason = self.reason(&verdict, d.mode, d.limiter, budget);
+        let p = &self.cfg.platform;
         self.prev_setting = Some(Setting {
             level: d
                 .freq_cap_khz

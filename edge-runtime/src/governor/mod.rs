@@ -3,10 +3,14 @@
 //! count and, where it may, driving the fan.
 //!
 //! Everything here is pure control logic: readings and monotonic time in, decisions out
-//! (like rumqttc's `state.rs`). The runtime owns the clock, the sensors and the sysfs writes,
-//! calls [`Controller::decide`] once per period, applies the [`Decision`], and publishes its
-//! pacing through [`Permits`], the cheap handle the engine and the trainer consult before every
-//! token or step. This module must not import the engine, tract, or any I/O.
+//! (like rumqttc's `state.rs`). The runtime side lives in [`crate::pacing`]: it owns the clock,
+//! the sensors and the sysfs writes, calls [`Controller::decide`] once per period, applies the
+//! [`Decision`], and publishes its pacing through `pacing::Permits`, the cheap handle the
+//! engine and the trainer consult before every token or step. The benchmark that runs these
+//! controllers on the simulated SoC is `crate::bench::governor`. This module must not import
+//! the engine, tract, or any I/O (no files, no sleeps, no clock reads); from `sensor_drivers`
+//! it takes plain data only (sensor health, a simulated board's profile), never a reader or an
+//! actuator.
 //!
 //! Controllers sharing the [`Controller`] interface: [`Governor`] (ours, adaptive and
 //! model-predictive) and the baselines in [`baseline`] (the kernel's `step_wise` and
@@ -15,12 +19,9 @@
 pub mod adaptive;
 pub mod allocate;
 pub mod baseline;
-pub mod bench;
 pub mod config;
 pub mod estimator;
-pub mod permit;
 pub mod platform;
-pub mod runner;
 pub mod types;
 
 #[cfg(test)]
@@ -30,7 +31,6 @@ use std::time::Duration;
 
 pub use adaptive::{Estimate, Governor};
 pub use config::{ConfigError, GovernorConfig, GovernorConfigBuilder};
-pub use permit::{Permit, PermitStats, Permits};
 pub use platform::{Opp, Platform};
 pub use types::{
     ActuatorState, Decision, Demand, Health, Limiter, Mode, Observation, Pace, Priority,

@@ -113,10 +113,51 @@ fn tick(k: u32) -> Duration {
     PERIOD * k
 }
 
+/// A governor in closed loop with the compute pool: each period it reads a temperature,
+/// decides, and the pool runs the decision under the demand.
+struct ClosedLoop {
+    g: Governor,
+    p: Platform,
+    /// Power in W, pool utilisation and frequency in kHz over the last period.
+    last: (f32, f32, u32),
+    threads: u16,
+}
+
+impl ClosedLoop {
+    fn new(g: Governor, p: Platform) -> Self {
+        let last = (p.idle_w(), 0.0, p.khz(p.top_level()));
+        ClosedLoop {
+            g,
+            p,
+            last,
+            threads: 4,
+        }
+    }
+
+    /// Decides period `k` on a reading of `t_c` under `demand`.
+    fn decide(&mut self, k: u32, t_c: f32, demand: Demand) -> Decision {
+        let o = observation(t_c, tick(k), self.last, self.threads, demand);
+        self.g.decide(o, tick(k))
+    }
+
+    /// Runs the pool for one period under `d`; returns the power in W.
+    fn run(&mut self, d: &Decision, demand: &Demand) -> f32 {
+        self.last = pool_response(&self.p, d, demand);
+        self.threads = d.threads;
+        self.last.0
+    }
+
+    /// Decides period `k` and runs it; returns the decision and the power in W.
+    fn period(&mut self, k: u32, t_c: f32, demand: Demand) -> (Decision, f32) {
+        let d = self.decide(k, t_c, demand);
+        let power_w = self.run(&d, &demand);
+        (d, power_w)
+    }
+}
+
 #[test]
 fn settles_without_overshoot_on_a_first_order_plant() -> Result<(), ConfigError> {
-    let mut g = governor(70.0)?;
-    let p = platform()?;
+    let mut cl = ClosedLoop::new(governor(70.0)?, platform()?);
     // Unlimited, this plant would settle at 25 + 9 * 7.3 ≈ 91 °C.
     let mut plant = FirstOrder {
         t_c: 30.0,
@@ -125,18 +166,11 @@ fn settles_without_overshoot_on_a_first_order_plant() -> Result<(), ConfigError>
         tau_s: 20.0,
     };
     let demand = Demand::busy(&[Priority::Interactive]);
-    let mut last = (p.idle_w(), 0.0, p.khz(p.top_level()));
-    let mut threads = 4;
     let mut max_c = f32::MIN;
     let mut tail = Vec::new();
     for k in 0..2400 {
-        let d = g.decide(
-            observation(plant.t_c, tick(k), last, threads, demand),
-            tick(k),
-        );
-        last = pool_response(&p, &d, &demand);
-        threads = d.threads;
-        plant.step(last.0, PERIOD.as_secs_f32());
+        let (_, power_w) = cl.period(k, plant.t_c, demand);
+        plant.step(power_w, PERIOD.as_secs_f32());
         max_c = max_c.max(plant.t_c);
         if k >= 2000 {
             tail.push(plant.t_c);
@@ -153,8 +187,7 @@ fn settles_without_overshoot_on_a_first_order_plant() -> Result<(), ConfigError>
 #[test]
 fn holds_the_setpoint_on_an_unseen_two_node_board_through_an_ambient_step()
 -> Result<(), ConfigError> {
-    let mut g = governor(70.0)?;
-    let p = platform()?;
+    let mut cl = ClosedLoop::new(governor(70.0)?, platform()?);
     let mut plant = TwoNode {
         die_c: 25.0,
         sink_c: 25.0,
@@ -165,21 +198,14 @@ fn holds_the_setpoint_on_an_unseen_two_node_board_through_an_ambient_step()
         c_sink_j_per_k: 40.0,
     };
     let demand = Demand::busy(&[Priority::Interactive]);
-    let mut last = (p.idle_w(), 0.0, p.khz(p.top_level()));
-    let mut threads = 4;
     let mut max_c = f32::MIN;
     let mut tail = Vec::new();
     for k in 0..9600 {
         if k == 4800 {
             plant.ambient_c = 40.0;
         }
-        let d = g.decide(
-            observation(plant.die_c, tick(k), last, threads, demand),
-            tick(k),
-        );
-        last = pool_response(&p, &d, &demand);
-        threads = d.threads;
-        plant.step(last.0, PERIOD.as_secs_f32());
+        let (_, power_w) = cl.period(k, plant.die_c, demand);
+        plant.step(power_w, PERIOD.as_secs_f32());
         max_c = max_c.max(plant.die_c);
         if k >= 8800 {
             tail.push(plant.die_c);
@@ -196,8 +222,8 @@ fn holds_the_setpoint_on_an_unseen_two_node_board_through_an_ambient_step()
 
 #[test]
 fn pauses_training_before_slowing_generation() -> Result<(), ConfigError> {
-    let mut g = governor(70.0)?;
     let p = platform()?;
+    let mut cl = ClosedLoop::new(governor(70.0)?, p.clone());
     // Generation alone (half the pool) would settle near 25 + 11 * 4.9 ≈ 79 °C.
     let mut plant = FirstOrder {
         t_c: 40.0,
@@ -208,19 +234,14 @@ fn pauses_training_before_slowing_generation() -> Result<(), ConfigError> {
     let mut demand = Demand::default();
     demand.occupancy[Priority::Interactive.index()] = 0.5;
     demand.occupancy[Priority::Training.index()] = 1.0;
-    let mut last = (p.idle_w(), 0.0, p.khz(p.top_level()));
-    let mut threads = 4;
     let (mut training_paused_at, mut generation_slowed_at) = (None, None);
     let mut training_paced_while_generation_full = false;
     for k in 0..2400 {
-        let d = g.decide(
-            observation(plant.t_c, tick(k), last, threads, demand),
-            tick(k),
-        );
+        let d = cl.decide(k, plant.t_c, demand);
         if d.mode == Mode::FailSafe {
             // Only until the second fresh reading at start-up.
             assert!(k < 2, "fail-safe at tick {k}: {}", d.reason);
-            last = pool_response(&p, &d, &demand);
+            cl.last = pool_response(&p, &d, &demand);
             continue;
         }
         let training = d.pace(Priority::Training).duty;
@@ -243,9 +264,8 @@ fn pauses_training_before_slowing_generation() -> Result<(), ConfigError> {
         } else if training < 1.0 && !generation_slowed {
             training_paced_while_generation_full = true;
         }
-        last = pool_response(&p, &d, &demand);
-        threads = d.threads;
-        plant.step(last.0, PERIOD.as_secs_f32());
+        let power_w = cl.run(&d, &demand);
+        plant.step(power_w, PERIOD.as_secs_f32());
     }
     match (training_paused_at, generation_slowed_at) {
         (Some(paused), Some(slowed)) => assert!(paused <= slowed, "{paused} vs {slowed}"),
@@ -257,8 +277,7 @@ fn pauses_training_before_slowing_generation() -> Result<(), ConfigError> {
 
 /// Brings a governor into regulation on a hot plant; returns it with the last decision.
 fn regulating() -> Result<(Governor, Decision, u32), ConfigError> {
-    let mut g = governor(70.0)?;
-    let p = platform()?;
+    let mut cl = ClosedLoop::new(governor(70.0)?, platform()?);
     let mut plant = FirstOrder {
         t_c: 60.0,
         ambient_c: 25.0,
@@ -266,22 +285,15 @@ fn regulating() -> Result<(Governor, Decision, u32), ConfigError> {
         tau_s: 10.0,
     };
     let demand = Demand::busy(&[Priority::Interactive, Priority::Training]);
-    let mut last = (p.idle_w(), 0.0, p.khz(p.top_level()));
     let mut d = None;
-    let mut threads = 4;
     for k in 0..400 {
-        let dk = g.decide(
-            observation(plant.t_c, tick(k), last, threads, demand),
-            tick(k),
-        );
-        last = pool_response(&p, &dk, &demand);
-        threads = dk.threads;
-        plant.step(last.0, PERIOD.as_secs_f32());
+        let (dk, power_w) = cl.period(k, plant.t_c, demand);
+        plant.step(power_w, PERIOD.as_secs_f32());
         d = Some(dk);
     }
     let d = d.ok_or(ConfigError::NoCores)?;
     assert_eq!(d.mode, Mode::Regulating, "{}", d.reason);
-    Ok((g, d, 400))
+    Ok((cl.g, d, 400))
 }
 
 fn assert_coolest(d: &Decision) {
@@ -360,8 +372,7 @@ fn detects_a_sensor_frozen_while_the_chip_idles() -> Result<(), ConfigError> {
 
 #[test]
 fn a_coarse_sensor_that_holds_its_value_at_steady_state_is_not_stuck() -> Result<(), ConfigError> {
-    let mut g = governor(70.0)?;
-    let p = platform()?;
+    let mut cl = ClosedLoop::new(governor(70.0)?, platform()?);
     let mut plant = FirstOrder {
         t_c: 40.0,
         ambient_c: 25.0,
@@ -371,19 +382,12 @@ fn a_coarse_sensor_that_holds_its_value_at_steady_state_is_not_stuck() -> Result
     // Generation a quarter of the time, so the chip settles below the setpoint.
     let mut demand = Demand::default();
     demand.occupancy[Priority::Interactive.index()] = 0.25;
-    let mut last = (p.idle_w(), 0.0, p.khz(p.top_level()));
-    let mut threads = 4;
     for k in 0..2400 {
         // A sensor with 0.5 °C steps.
         let reading = (plant.t_c * 2.0).round() / 2.0;
-        let d = g.decide(
-            observation(reading, tick(k), last, threads, demand),
-            tick(k),
-        );
+        let (d, power_w) = cl.period(k, reading, demand);
         assert!(k < 2 || d.mode != Mode::FailSafe, "tick {k}: {}", d.reason);
-        last = pool_response(&p, &d, &demand);
-        threads = d.threads;
-        plant.step(last.0, PERIOD.as_secs_f32());
+        plant.step(power_w, PERIOD.as_secs_f32());
     }
     Ok(())
 }
@@ -506,7 +510,7 @@ fn runs_the_fan_flat_out_before_limiting_any_work() -> Result<(), ConfigError> {
     let cfg = GovernorConfig::builder(p.clone(), 80.0)
         .with_setpoint_c(70.0)
         .build()?;
-    let mut g = Governor::new(cfg);
+    let mut cl = ClosedLoop::new(Governor::new(cfg), p);
     // The fan lowers the plant's gain; the plant is still too hot for full speed.
     let mut plant = FirstOrder {
         t_c: 40.0,
@@ -515,14 +519,9 @@ fn runs_the_fan_flat_out_before_limiting_any_work() -> Result<(), ConfigError> {
         tau_s: 15.0,
     };
     let demand = Demand::busy(&[Priority::Interactive]);
-    let mut last = (p.idle_w(), 0.0, p.khz(p.top_level()));
-    let mut threads = 4;
     let mut limited = 0;
     for k in 0..2400 {
-        let d = g.decide(
-            observation(plant.t_c, tick(k), last, threads, demand),
-            tick(k),
-        );
+        let d = cl.decide(k, plant.t_c, demand);
         if d.mode == Mode::Regulating {
             limited += 1;
             assert_eq!(
@@ -533,9 +532,8 @@ fn runs_the_fan_flat_out_before_limiting_any_work() -> Result<(), ConfigError> {
             );
         }
         plant.gain_k_per_w = if d.fan_level == Some(4) { 9.0 } else { 11.0 };
-        last = pool_response(&p, &d, &demand);
-        threads = d.threads;
-        plant.step(last.0, PERIOD.as_secs_f32());
+        let power_w = cl.run(&d, &demand);
+        plant.step(power_w, PERIOD.as_secs_f32());
     }
     assert!(
         limited > 1000,

@@ -35,7 +35,7 @@ use super::queue::{Rejected, Scheduler};
 use super::worker::{ClientGuard, Event, Job};
 use crate::eco::agent_loop::{AgentLoopDetector, Refusal};
 use crate::engine::model::LoadedModel;
-use crate::governor::runner::GovernorHandle;
+use crate::pacing::GovernorHandle;
 use crate::session::model::prompt_ids;
 
 /// Events buffered between a worker and its handler.
@@ -658,9 +658,9 @@ impl Stream for ChunkStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::governor::runner::{GovernorRunner, SourceReading};
     use crate::governor::types::TempReading;
-    use crate::governor::{Governor, GovernorConfig, Opp, Permits, Platform};
+    use crate::governor::{Governor, GovernorConfig, Opp, Platform};
+    use crate::pacing::{GovernorRunner, Permits, SourceReading};
 
     #[test]
     fn healthz_reports_telemetry_off_ok_then_degraded_on_a_full_disk_queue() {

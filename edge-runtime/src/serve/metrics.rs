@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sensor_drivers::sensor_set::Snapshot;
 
 use crate::governor::Priority;
-use crate::governor::runner::GovernorStatus;
+use crate::pacing::GovernorStatus;
 use crate::telemetry::{TelemetryHealth, TelemetryStats};
 
 /// Counters of the service, bumped by workers and handlers.

@@ -22,9 +22,8 @@ use crate::engine::generate::{
     Gate, GenerateOptions, GenerationStats, StopReason, TokenEvent, generate,
 };
 use crate::engine::model::{KvState, LoadedModel};
-use crate::governor::runner::GOVERNOR_STOPPED;
-use crate::governor::runner::GovernorHandle;
-use crate::governor::{Permit, Permits, Priority};
+use crate::governor::Priority;
+use crate::pacing::{GOVERNOR_STOPPED, GovernorHandle, Permit, Permits};
 
 /// How often a worker waiting for a permit re-checks for a disconnect, at most.
 const PERMIT_POLL: Duration = Duration::from_millis(5);

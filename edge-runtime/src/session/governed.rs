@@ -19,10 +19,11 @@ use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::engine::ComputeThreads;
 use crate::engine::generate::{Gate, TokenEvent};
 use crate::governor::platform::{Opp, Platform};
-use crate::governor::runner::{
-    GovernorHandle, GovernorRunner, GovernorStatus, SourceReading, reading_from_snapshot,
+use crate::governor::{Governor, GovernorConfig, Priority};
+use crate::pacing::{
+    GovernorHandle, GovernorRunner, GovernorStatus, Permit, Permits, SourceReading,
+    reading_from_snapshot,
 };
-use crate::governor::{Governor, GovernorConfig, Permit, Permits, Priority};
 use crate::sensing::{Board, BoardActuators, SensingConfig, Source, open_board};
 
 /// How the governor around the main job runs: the setpoint, the board it reads and the
@@ -72,7 +73,7 @@ pub struct Governed {
     latest: Arc<Mutex<Option<Snapshot>>>,
 }
 
-pub use crate::governor::runner::GOVERNOR_STOPPED;
+pub use crate::pacing::GOVERNOR_STOPPED;
 
 /// Voltage assumed for every operating point of a real board, whose cpufreq does not publish
 /// voltages: the power model then scales with frequency alone, which the online

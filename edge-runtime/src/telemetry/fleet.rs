@@ -235,29 +235,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::telemetry::schema::{GovernorState, Tick};
+    use crate::telemetry::fixtures;
+    use crate::telemetry::schema::Tick;
 
     fn tick(dev: &str, seq: u64, temp: f32) -> Vec<u8> {
         let body = Body::Tick(Tick {
-            uptime_ms: 0,
             governing_c: Some(temp),
-            temps: vec![],
-            power: None,
-            freq_khz: None,
-            governor: GovernorState {
-                mode: "regulating".into(),
-                limiter: "none".into(),
-                setpoint_c: 70.0,
-                reason: String::new(),
-                duties: [1.0; 3],
-                training_paused: false,
-            },
             tokens_per_s: Some(10.0),
-            tokens_total: 0,
-            steps_total: 0,
             energy_j: 7200.0,
             throttle_events: 2,
-            eco: None,
+            ..fixtures::tick(0, 0)
         });
         Record::new(dev, seq, 0, body)
             .encode(Encoding::Json)

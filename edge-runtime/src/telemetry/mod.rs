@@ -13,6 +13,8 @@
 pub mod broker;
 pub mod command;
 pub mod discovery;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixtures;
 pub mod fleet;
 mod mqtt;
 pub mod queue;

@@ -10,6 +10,7 @@ pub mod model;
 pub mod optim;
 pub mod serve;
 pub mod source;
+#[cfg(any(test, feature = "test-util"))]
 pub mod tiny;
 pub mod trainer;
 

@@ -23,7 +23,8 @@ use super::data::{Example, common_prefix, epoch_order, pack_all, push_example, r
 use super::lora::{LoraAdapter, LoraConfig, NamedTensors, read_safetensors, safetensors_bytes};
 use super::model::{BaseModel, ForwardOptions, PackedRow};
 use super::optim::{AdamW, AdamWParams, Schedule, learning_rate};
-use crate::governor::{Permits, Priority};
+use crate::governor::Priority;
+use crate::pacing::Permits;
 
 /// Name of the checkpoint file in the output folder.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";

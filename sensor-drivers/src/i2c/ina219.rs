@@ -5,10 +5,9 @@
 
 use embedded_hal::i2c::I2c;
 
-use super::{Error, read_u16, write_u16};
-use crate::error::SensorError;
-use crate::traits::{PowerReading, PowerSensor};
-use crate::units::{MicroVolts, MilliAmps, MilliVolts, MilliWatts};
+use super::shunt::{self, ShuntMonitor};
+use super::{CalibrationError, Error};
+use crate::units::{MicroVolts, MilliAmps, MilliVolts};
 
 pub mod convert;
 
@@ -17,14 +16,6 @@ pub use convert::{Calibration, Gain};
 /// The address with A1 and A0 tied to ground.
 pub const DEFAULT_ADDRESS: u8 = 0b100_0000;
 
-const CONFIGURATION: u8 = 0b000;
-const SHUNT_VOLTAGE: u8 = 0b001;
-const BUS_VOLTAGE: u8 = 0b010;
-const POWER: u8 = 0b011;
-const CURRENT: u8 = 0b100;
-const CALIBRATION: u8 = 0b101;
-
-const RESET: u16 = 0b1000_0000_0000_0000;
 const BUS_RANGE_32V: u16 = 0b0010_0000_0000_0000;
 const GAIN: u16 = 0b0001_1000_0000_0000;
 const BUS_ADC: u16 = 0b0000_0111_1000_0000;
@@ -123,49 +114,57 @@ impl Mode {
     }
 }
 
-/// An INA219 on an I2C bus.
-#[derive(Debug)]
-pub struct Ina219<I2C> {
-    i2c: I2C,
-    address: u8,
-    config: u16,
-    calibration: Option<Calibration>,
+/// An INA219 on an I2C bus: the family's driver ([`ShuntMonitor`]) with the INA219's
+/// configuration fields below.
+pub type Ina219<I2C> = ShuntMonitor<I2C, Chip>;
+
+/// The INA219 as a [`shunt::Chip`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chip;
+
+impl shunt::Chip for Chip {
+    type Calibration = Calibration;
+    const POWER_ON_CONFIG: u16 = POWER_ON_CONFIG;
+    const POWER_PER_CURRENT_LSB: u32 = convert::POWER_PER_CURRENT_LSB;
+
+    fn calibration(
+        shunt_micro_ohms: u32,
+        max_current: MilliAmps,
+    ) -> Result<Calibration, CalibrationError> {
+        Calibration::new(shunt_micro_ohms, max_current)
+    }
+
+    fn register(calibration: &Calibration) -> u16 {
+        calibration.register
+    }
+
+    fn current_lsb_na(calibration: &Calibration) -> u32 {
+        calibration.current_lsb_na
+    }
+
+    /// The gain that covers the shunt voltage at the maximum current.
+    fn config_for(config: u16, calibration: &Calibration) -> Option<u16> {
+        Some((config & !GAIN) | (calibration.gain.code() << 11))
+    }
+
+    fn shunt_microvolts(raw: u16) -> MicroVolts {
+        convert::shunt_microvolts(raw)
+    }
+
+    fn bus_millivolts<E>(raw: u16) -> Result<MilliVolts, Error<E>> {
+        if convert::math_overflow(raw) {
+            return Err(Error::Overflow);
+        }
+        Ok(convert::bus_millivolts(raw))
+    }
 }
 
-impl<I2C: I2c> Ina219<I2C> {
-    /// Takes the bus; assumes the power-on configuration and no calibration. No bus traffic.
-    pub fn new(i2c: I2C, address: u8) -> Self {
-        Ina219 {
-            i2c,
-            address,
-            config: POWER_ON_CONFIG,
-            calibration: None,
-        }
-    }
-
-    /// Gives the bus back.
-    pub fn release(self) -> I2C {
-        self.i2c
-    }
-
-    /// The calibration in force, if any.
-    pub const fn calibration(&self) -> Option<Calibration> {
-        self.calibration
-    }
-
-    /// Resets every register to its power-on value (this clears the calibration).
-    pub fn reset(&mut self) -> Result<(), Error<I2C::Error>> {
-        write_u16(&mut self.i2c, self.address, CONFIGURATION, RESET)?;
-        self.config = POWER_ON_CONFIG;
-        self.calibration = None;
-        Ok(())
-    }
-
+impl<I2C: I2c> ShuntMonitor<I2C, Chip> {
     /// Selects the bus voltage range.
     pub fn set_bus_range(&mut self, range: BusRange) -> Result<(), Error<I2C::Error>> {
         let config = match range {
-            BusRange::V16 => self.config & !BUS_RANGE_32V,
-            BusRange::V32 => self.config | BUS_RANGE_32V,
+            BusRange::V16 => self.config() & !BUS_RANGE_32V,
+            BusRange::V32 => self.config() | BUS_RANGE_32V,
         };
         self.write_config(config)
     }
@@ -173,90 +172,12 @@ impl<I2C: I2c> Ina219<I2C> {
     /// Selects resolution or averaging for the bus and the shunt ADC.
     pub fn set_adc(&mut self, bus: Adc, shunt: Adc) -> Result<(), Error<I2C::Error>> {
         let config =
-            (self.config & !(BUS_ADC | SHUNT_ADC)) | (bus.code() << 7) | (shunt.code() << 3);
+            (self.config() & !(BUS_ADC | SHUNT_ADC)) | (bus.code() << 7) | (shunt.code() << 3);
         self.write_config(config)
     }
 
     /// Selects the operating mode.
     pub fn set_mode(&mut self, mode: Mode) -> Result<(), Error<I2C::Error>> {
-        self.write_config((self.config & !MODE) | mode.code())
-    }
-
-    /// Calibrates for a shunt (µΩ) and a maximum expected current. The parameters are checked
-    /// before any bus traffic; then the gain that covers the shunt voltage is written to the
-    /// configuration and the calibration value to its register.
-    pub fn calibrate(
-        &mut self,
-        shunt_micro_ohms: u32,
-        max_current: MilliAmps,
-    ) -> Result<Calibration, Error<I2C::Error>> {
-        let calibration = Calibration::new(shunt_micro_ohms, max_current)?;
-        self.apply_calibration(calibration)?;
-        Ok(calibration)
-    }
-
-    /// Applies a calibration computed elsewhere (for example with a rounder current LSB).
-    pub fn apply_calibration(&mut self, calibration: Calibration) -> Result<(), Error<I2C::Error>> {
-        self.write_config((self.config & !GAIN) | (calibration.gain.code() << 11))?;
-        write_u16(
-            &mut self.i2c,
-            self.address,
-            CALIBRATION,
-            calibration.register,
-        )?;
-        self.calibration = Some(calibration);
-        Ok(())
-    }
-
-    /// Reads the shunt voltage.
-    pub fn shunt_voltage(&mut self) -> Result<MicroVolts, Error<I2C::Error>> {
-        let raw = read_u16(&mut self.i2c, self.address, SHUNT_VOLTAGE)?;
-        Ok(convert::shunt_microvolts(raw))
-    }
-
-    /// Reads the bus voltage; fails with [`Error::Overflow`] when the chip flags a math overflow.
-    pub fn bus_voltage(&mut self) -> Result<MilliVolts, Error<I2C::Error>> {
-        let raw = read_u16(&mut self.i2c, self.address, BUS_VOLTAGE)?;
-        if convert::math_overflow(raw) {
-            return Err(Error::Overflow);
-        }
-        Ok(convert::bus_millivolts(raw))
-    }
-
-    /// Reads the current; needs a calibration.
-    pub fn current(&mut self) -> Result<MilliAmps, Error<I2C::Error>> {
-        let calibration = self.calibration.ok_or(Error::NotCalibrated)?;
-        let raw = read_u16(&mut self.i2c, self.address, CURRENT)?;
-        Ok(convert::current_milliamps(raw, calibration.current_lsb_na))
-    }
-
-    /// Reads the power; needs a calibration.
-    pub fn power(&mut self) -> Result<MilliWatts, Error<I2C::Error>> {
-        let calibration = self.calibration.ok_or(Error::NotCalibrated)?;
-        let raw = read_u16(&mut self.i2c, self.address, POWER)?;
-        Ok(convert::power_milliwatts(raw, calibration.current_lsb_na))
-    }
-
-    /// The one place the configuration register is written; the cache follows only on success.
-    fn write_config(&mut self, config: u16) -> Result<(), Error<I2C::Error>> {
-        write_u16(&mut self.i2c, self.address, CONFIGURATION, config)?;
-        self.config = config;
-        Ok(())
-    }
-}
-
-impl<I2C: I2c> PowerSensor for Ina219<I2C> {
-    fn read_power(&mut self) -> Result<PowerReading, SensorError> {
-        if self.calibration.is_none() {
-            return Err(SensorError::NotConfigured);
-        }
-        let voltage = self.bus_voltage()?;
-        let current = self.current()?;
-        let power = self.power()?;
-        Ok(PowerReading {
-            power,
-            voltage: Some(voltage),
-            current: Some(current),
-        })
+        self.write_config((self.config() & !MODE) | mode.code())
     }
 }

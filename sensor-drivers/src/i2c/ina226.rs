@@ -5,10 +5,9 @@
 
 use embedded_hal::i2c::I2c;
 
-use super::{Error, read_u16, write_u16};
-use crate::error::SensorError;
-use crate::traits::{PowerReading, PowerSensor};
-use crate::units::{MicroVolts, MilliAmps, MilliVolts, MilliWatts};
+use super::shunt::{self, ShuntMonitor};
+use super::{CalibrationError, Error};
+use crate::units::{MicroVolts, MilliAmps, MilliVolts};
 
 pub mod convert;
 
@@ -17,19 +16,12 @@ pub use convert::Calibration;
 /// The address with A1 and A0 tied to ground.
 pub const DEFAULT_ADDRESS: u8 = 0b100_0000;
 
-const CONFIGURATION: u8 = 0x00;
-const SHUNT_VOLTAGE: u8 = 0x01;
-const BUS_VOLTAGE: u8 = 0x02;
-const POWER: u8 = 0x03;
-const CURRENT: u8 = 0x04;
-const CALIBRATION: u8 = 0x05;
 const MANUFACTURER_ID: u8 = 0xFE;
 const DIE_ID: u8 = 0xFF;
 
 const TEXAS_INSTRUMENTS: u16 = 0x5449;
 const INA226_DIE: u16 = 0x2260;
 
-const RESET: u16 = 0b1000_0000_0000_0000;
 const AVERAGING: u16 = 0b0000_1110_0000_0000;
 const BUS_CONVERSION_TIME: u16 = 0b0000_0001_1100_0000;
 const SHUNT_CONVERSION_TIME: u16 = 0b0000_0000_0011_1000;
@@ -142,40 +134,53 @@ impl Mode {
     }
 }
 
-/// An INA226 on an I2C bus.
-#[derive(Debug)]
-pub struct Ina226<I2C> {
-    i2c: I2C,
-    address: u8,
-    config: u16,
-    calibration: Option<Calibration>,
+/// An INA226 on an I2C bus: the family's driver ([`ShuntMonitor`]) with the INA226's
+/// identity check and configuration fields below.
+pub type Ina226<I2C> = ShuntMonitor<I2C, Chip>;
+
+/// The INA226 as a [`shunt::Chip`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chip;
+
+impl shunt::Chip for Chip {
+    type Calibration = Calibration;
+    const POWER_ON_CONFIG: u16 = POWER_ON_CONFIG;
+    const POWER_PER_CURRENT_LSB: u32 = convert::POWER_PER_CURRENT_LSB;
+
+    fn calibration(
+        shunt_micro_ohms: u32,
+        max_current: MilliAmps,
+    ) -> Result<Calibration, CalibrationError> {
+        Calibration::new(shunt_micro_ohms, max_current)
+    }
+
+    fn register(calibration: &Calibration) -> u16 {
+        calibration.register
+    }
+
+    fn current_lsb_na(calibration: &Calibration) -> u32 {
+        calibration.current_lsb_na
+    }
+
+    /// The INA226's shunt range is fixed: the configuration stays as it is.
+    fn config_for(_config: u16, _calibration: &Calibration) -> Option<u16> {
+        None
+    }
+
+    fn shunt_microvolts(raw: u16) -> MicroVolts {
+        convert::shunt_microvolts(raw)
+    }
+
+    fn bus_millivolts<E>(raw: u16) -> Result<MilliVolts, Error<E>> {
+        Ok(convert::bus_millivolts(raw))
+    }
 }
 
-impl<I2C: I2c> Ina226<I2C> {
-    /// Takes the bus; assumes the power-on configuration and no calibration. No bus traffic.
-    pub fn new(i2c: I2C, address: u8) -> Self {
-        Ina226 {
-            i2c,
-            address,
-            config: POWER_ON_CONFIG,
-            calibration: None,
-        }
-    }
-
-    /// Gives the bus back.
-    pub fn release(self) -> I2C {
-        self.i2c
-    }
-
-    /// The calibration in force, if any.
-    pub const fn calibration(&self) -> Option<Calibration> {
-        self.calibration
-    }
-
+impl<I2C: I2c> ShuntMonitor<I2C, Chip> {
     /// Checks the manufacturer (Texas Instruments) and die (INA226) ID registers.
     pub fn verify_identity(&mut self) -> Result<(), Error<I2C::Error>> {
-        let manufacturer = read_u16(&mut self.i2c, self.address, MANUFACTURER_ID)?;
-        let die = read_u16(&mut self.i2c, self.address, DIE_ID)?;
+        let manufacturer = self.read(MANUFACTURER_ID)?;
+        let die = self.read(DIE_ID)?;
         if manufacturer == TEXAS_INSTRUMENTS && die == INA226_DIE {
             Ok(())
         } else {
@@ -183,17 +188,9 @@ impl<I2C: I2c> Ina226<I2C> {
         }
     }
 
-    /// Resets every register to its power-on value (this clears the calibration).
-    pub fn reset(&mut self) -> Result<(), Error<I2C::Error>> {
-        write_u16(&mut self.i2c, self.address, CONFIGURATION, RESET)?;
-        self.config = POWER_ON_CONFIG;
-        self.calibration = None;
-        Ok(())
-    }
-
     /// Sets how many samples are averaged.
     pub fn set_averaging(&mut self, averaging: Averaging) -> Result<(), Error<I2C::Error>> {
-        self.write_config((self.config & !AVERAGING) | (averaging.code() << 9))
+        self.write_config((self.config() & !AVERAGING) | (averaging.code() << 9))
     }
 
     /// Sets the bus and the shunt conversion times.
@@ -202,7 +199,7 @@ impl<I2C: I2c> Ina226<I2C> {
         bus: ConversionTime,
         shunt: ConversionTime,
     ) -> Result<(), Error<I2C::Error>> {
-        let config = (self.config & !(BUS_CONVERSION_TIME | SHUNT_CONVERSION_TIME))
+        let config = (self.config() & !(BUS_CONVERSION_TIME | SHUNT_CONVERSION_TIME))
             | (bus.code() << 6)
             | (shunt.code() << 3);
         self.write_config(config)
@@ -210,79 +207,6 @@ impl<I2C: I2c> Ina226<I2C> {
 
     /// Selects the operating mode.
     pub fn set_mode(&mut self, mode: Mode) -> Result<(), Error<I2C::Error>> {
-        self.write_config((self.config & !MODE) | mode.code())
-    }
-
-    /// Calibrates for a shunt (µΩ) and a maximum expected current; the parameters are checked
-    /// before any bus traffic.
-    pub fn calibrate(
-        &mut self,
-        shunt_micro_ohms: u32,
-        max_current: MilliAmps,
-    ) -> Result<Calibration, Error<I2C::Error>> {
-        let calibration = Calibration::new(shunt_micro_ohms, max_current)?;
-        self.apply_calibration(calibration)?;
-        Ok(calibration)
-    }
-
-    /// Applies a calibration computed elsewhere (for example with a rounder current LSB).
-    pub fn apply_calibration(&mut self, calibration: Calibration) -> Result<(), Error<I2C::Error>> {
-        write_u16(
-            &mut self.i2c,
-            self.address,
-            CALIBRATION,
-            calibration.register,
-        )?;
-        self.calibration = Some(calibration);
-        Ok(())
-    }
-
-    /// Reads the shunt voltage.
-    pub fn shunt_voltage(&mut self) -> Result<MicroVolts, Error<I2C::Error>> {
-        let raw = read_u16(&mut self.i2c, self.address, SHUNT_VOLTAGE)?;
-        Ok(convert::shunt_microvolts(raw))
-    }
-
-    /// Reads the bus voltage.
-    pub fn bus_voltage(&mut self) -> Result<MilliVolts, Error<I2C::Error>> {
-        let raw = read_u16(&mut self.i2c, self.address, BUS_VOLTAGE)?;
-        Ok(convert::bus_millivolts(raw))
-    }
-
-    /// Reads the current; needs a calibration.
-    pub fn current(&mut self) -> Result<MilliAmps, Error<I2C::Error>> {
-        let calibration = self.calibration.ok_or(Error::NotCalibrated)?;
-        let raw = read_u16(&mut self.i2c, self.address, CURRENT)?;
-        Ok(convert::current_milliamps(raw, calibration.current_lsb_na))
-    }
-
-    /// Reads the power; needs a calibration.
-    pub fn power(&mut self) -> Result<MilliWatts, Error<I2C::Error>> {
-        let calibration = self.calibration.ok_or(Error::NotCalibrated)?;
-        let raw = read_u16(&mut self.i2c, self.address, POWER)?;
-        Ok(convert::power_milliwatts(raw, calibration.current_lsb_na))
-    }
-
-    /// The one place the configuration register is written; the cache follows only on success.
-    fn write_config(&mut self, config: u16) -> Result<(), Error<I2C::Error>> {
-        write_u16(&mut self.i2c, self.address, CONFIGURATION, config)?;
-        self.config = config;
-        Ok(())
-    }
-}
-
-impl<I2C: I2c> PowerSensor for Ina226<I2C> {
-    fn read_power(&mut self) -> Result<PowerReading, SensorError> {
-        if self.calibration.is_none() {
-            return Err(SensorError::NotConfigured);
-        }
-        let voltage = self.bus_voltage()?;
-        let current = self.current()?;
-        let power = self.power()?;
-        Ok(PowerReading {
-            power,
-            voltage: Some(voltage),
-            current: Some(current),
-        })
+        self.write_config((self.config() & !MODE) | mode.code())
     }
 }

@@ -196,20 +196,9 @@ fn celsius(t: MilliCelsius) -> String {
     format!("{:.1} °C", f64::from(t.0) / 1000.0)
 }
 
-impl fmt::Display for Discovery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let model = self
-            .board
-            .model
-            .as_deref()
-            .unwrap_or("no device-tree model");
-        writeln!(f, "board: {} ({model})", self.board.kind)?;
-        if self.is_empty() {
-            return writeln!(
-                f,
-                "no thermal zones, hwmon chips, cooling devices or cpufreq policies found"
-            );
-        }
+impl Discovery {
+    /// The thermal zones, one line each, the governing one marked.
+    fn write_zones(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "thermal zones: {}", self.zones.len())?;
         for zone in &self.zones {
             let marker = if self.governing_zone.as_deref() == Some(zone.kind.as_str()) {
@@ -234,6 +223,11 @@ impl fmt::Display for Discovery {
                 zone.trips.len()
             )?;
         }
+        Ok(())
+    }
+
+    /// The hwmon chips, each with one line per channel.
+    fn write_hwmon(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "hwmon chips: {}", self.hwmon.len())?;
         for chip in &self.hwmon {
             writeln!(f, "  hwmon{} {}", chip.index, chip.name)?;
@@ -250,6 +244,26 @@ impl fmt::Display for Discovery {
                 writeln!(f, "    {}: {value}", channel.display_name())?;
             }
         }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let model = self
+            .board
+            .model
+            .as_deref()
+            .unwrap_or("no device-tree model");
+        writeln!(f, "board: {} ({model})", self.board.kind)?;
+        if self.is_empty() {
+            return writeln!(
+                f,
+                "no thermal zones, hwmon chips, cooling devices or cpufreq policies found"
+            );
+        }
+        self.write_zones(f)?;
+        self.write_hwmon(f)?;
         if !self.power_rails.is_empty() {
             writeln!(f, "power rails: {}", self.power_rails.join(", "))?;
         }

@@ -21,6 +21,18 @@ fn put_all(root: &Path, files: &[(&str, &str)]) -> io::Result<()> {
         .try_for_each(|(relative, contents)| put(root, relative, contents))
 }
 
+/// Writes `trip_point_N_temp`, `_type` and `_hyst` into the zone directory `zone` for each
+/// `(temp m°C, type, hysteresis m°C)` of `trips`, N counting from 0.
+fn put_trips(root: &Path, zone: &str, trips: &[(u32, &str, u32)]) -> io::Result<()> {
+    for (index, (temp, kind, hyst)) in trips.iter().enumerate() {
+        let trip = format!("{zone}/trip_point_{index}");
+        put(root, &format!("{trip}_temp"), &format!("{temp}\n"))?;
+        put(root, &format!("{trip}_type"), &format!("{kind}\n"))?;
+        put(root, &format!("{trip}_hyst"), &format!("{hyst}\n"))?;
+    }
+    Ok(())
+}
+
 fn pi_cpufreq(root: &Path, levels: &[u32]) -> io::Result<()> {
     let list = levels
         .iter()
@@ -65,63 +77,6 @@ pub fn write_pi5_tree(root: &Path) -> io::Result<()> {
             ("sys/class/thermal/thermal_zone0/temp", "52150\n"),
             ("sys/class/thermal/thermal_zone0/mode", "enabled\n"),
             ("sys/class/thermal/thermal_zone0/policy", "step_wise\n"),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_0_temp",
-                "110000\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_0_type",
-                "critical\n",
-            ),
-            ("sys/class/thermal/thermal_zone0/trip_point_0_hyst", "0\n"),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_1_temp",
-                "50000\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_1_type",
-                "active\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_1_hyst",
-                "5000\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_2_temp",
-                "60000\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_2_type",
-                "active\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_2_hyst",
-                "5000\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_3_temp",
-                "67500\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_3_type",
-                "active\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_3_hyst",
-                "5000\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_4_temp",
-                "75000\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_4_type",
-                "active\n",
-            ),
-            (
-                "sys/class/thermal/thermal_zone0/trip_point_4_hyst",
-                "5000\n",
-            ),
             ("sys/class/thermal/cooling_device0/type", "pwm-fan\n"),
             ("sys/class/thermal/cooling_device0/cur_state", "1\n"),
             ("sys/class/thermal/cooling_device0/max_state", "4\n"),
@@ -139,6 +94,17 @@ pub fn write_pi5_tree(root: &Path) -> io::Result<()> {
                 "sys/devices/platform/soc@107c000000/soc@107c000000:firmware/get_throttled",
                 "0\n",
             ),
+        ],
+    )?;
+    put_trips(
+        root,
+        "sys/class/thermal/thermal_zone0",
+        &[
+            (110_000, "critical", 0),
+            (50_000, "active", 5_000),
+            (60_000, "active", 5_000),
+            (67_500, "active", 5_000),
+            (75_000, "active", 5_000),
         ],
     )?;
     pi_cpufreq(
@@ -203,6 +169,13 @@ pub fn write_jetson_orin_nano_tree(root: &Path) -> io::Result<()> {
             ),
         ],
     )?;
+    jetson_thermal_zones(root)?;
+    jetson_fan_and_rails(root)?;
+    jetson_cpufreq(root)
+}
+
+/// The Orin's nine thermal zones, `tj-thermal` with the upstream device tree's trip points.
+fn jetson_thermal_zones(root: &Path) -> io::Result<()> {
     let zones = [
         ("cpu-thermal", 47_218),
         ("gpu-thermal", 45_687),
@@ -220,27 +193,21 @@ pub fn write_jetson_orin_nano_tree(root: &Path) -> io::Result<()> {
         put(root, &format!("{base}/temp"), &format!("{temp}\n"))?;
         put(root, &format!("{base}/mode"), "enabled\n")?;
     }
-    let tj = "sys/class/thermal/thermal_zone8";
-    let trips = [
-        (74_000, "active"),
-        (95_000, "active"),
-        (95_000, "passive"),
-        (99_000, "hot"),
-        (104_500, "critical"),
-    ];
-    for (index, (temp, kind)) in trips.iter().enumerate() {
-        put(
-            root,
-            &format!("{tj}/trip_point_{index}_temp"),
-            &format!("{temp}\n"),
-        )?;
-        put(
-            root,
-            &format!("{tj}/trip_point_{index}_type"),
-            &format!("{kind}\n"),
-        )?;
-        put(root, &format!("{tj}/trip_point_{index}_hyst"), "2000\n")?;
-    }
+    put_trips(
+        root,
+        "sys/class/thermal/thermal_zone8",
+        &[
+            (74_000, "active", 2_000),
+            (95_000, "active", 2_000),
+            (95_000, "passive", 2_000),
+            (99_000, "hot", 2_000),
+            (104_500, "critical", 2_000),
+        ],
+    )
+}
+
+/// The fan as a cooling device and a hwmon PWM, and the INA3221 rails on JetPack 5+.
+fn jetson_fan_and_rails(root: &Path) -> io::Result<()> {
     put_all(
         root,
         &[
@@ -269,7 +236,11 @@ pub fn write_jetson_orin_nano_tree(root: &Path) -> io::Result<()> {
             ("sys/class/hwmon/hwmon2/name", "pwmfan\n"),
             ("sys/class/hwmon/hwmon2/pwm1", "0\n"),
         ],
-    )?;
+    )
+}
+
+/// Two cpufreq policies (cores 0-3 and 4-5) with the Orin Nano's clock table.
+fn jetson_cpufreq(root: &Path) -> io::Result<()> {
     let levels = [
         115_200, 192_000, 268_800, 345_600, 422_400, 499_200, 576_000, 652_800, 729_600, 806_400,
         883_200, 960_000, 1_036_800, 1_113_600, 1_190_400, 1_267_200, 1_344_000, 1_420_800,

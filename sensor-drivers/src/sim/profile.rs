@@ -203,6 +203,119 @@ fn positive(value: f64, field: &'static str) -> Result<(), ProfileError> {
     }
 }
 
+fn validate_thermal(t: &ThermalParams) -> Result<(), ProfileError> {
+    positive(t.die_capacity_j_per_k, "thermal.die_capacity_j_per_k")?;
+    positive(t.board_capacity_j_per_k, "thermal.board_capacity_j_per_k")?;
+    positive(t.die_to_board_k_per_w, "thermal.die_to_board_k_per_w")?;
+    positive(
+        t.board_to_ambient_k_per_w,
+        "thermal.board_to_ambient_k_per_w",
+    )?;
+    if !(0.0..=1.0).contains(&t.die_share_of_idle) {
+        return Err(invalid("thermal.die_share_of_idle", "must be 0 to 1"));
+    }
+    Ok(())
+}
+
+fn validate_power(p: &PowerParams) -> Result<(), ProfileError> {
+    if !(p.idle_mw.is_finite() && p.idle_mw >= 0.0) {
+        return Err(invalid("power.idle_mw", "must be zero or positive"));
+    }
+    positive(p.core_dynamic_mw, "power.core_dynamic_mw")?;
+    if !(p.fan_max_mw.is_finite() && p.fan_max_mw >= 0.0) {
+        return Err(invalid("power.fan_max_mw", "must be zero or positive"));
+    }
+    if p.supply_mv == 0 {
+        return Err(invalid("power.supply_mv", "must be positive"));
+    }
+    if p.dvfs.is_empty() {
+        return Err(invalid("power.dvfs", "needs at least one operating point"));
+    }
+    if p.dvfs.iter().any(|op| op.khz == 0 || op.mv == 0) {
+        return Err(invalid(
+            "power.dvfs",
+            "clocks and voltages must be positive",
+        ));
+    }
+    if p.dvfs
+        .windows(2)
+        .any(|w| w[0].khz >= w[1].khz || w[0].mv > w[1].mv)
+    {
+        return Err(invalid(
+            "power.dvfs",
+            "must ascend in clock with non-decreasing voltage",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the firmware's limits against each other and its clocks against the DVFS table's
+/// `low..=high`.
+fn validate_firmware(
+    f: &FirmwareParams,
+    low: KiloHertz,
+    high: KiloHertz,
+) -> Result<(), ProfileError> {
+    if f.soft_limit_mc >= f.hard_limit_mc {
+        return Err(invalid(
+            "firmware.soft_limit_mc",
+            "must be below hard_limit_mc",
+        ));
+    }
+    if let Some(critical) = f.critical_mc
+        && critical <= f.hard_limit_mc
+    {
+        return Err(invalid(
+            "firmware.critical_mc",
+            "must be above hard_limit_mc",
+        ));
+    }
+    if !(low.0..=high.0).contains(&f.soft_floor_khz) || !(low.0..=high.0).contains(&f.hard_khz) {
+        return Err(invalid(
+            "firmware",
+            "soft_floor_khz and hard_khz must lie within the dvfs table",
+        ));
+    }
+    if f.hard_khz > f.soft_floor_khz {
+        return Err(invalid(
+            "firmware.hard_khz",
+            "must not exceed soft_floor_khz",
+        ));
+    }
+    if f.rearm_hysteresis_mc < 0 {
+        return Err(invalid(
+            "firmware.rearm_hysteresis_mc",
+            "must not be negative",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the fan's curve, and that it cools: its full-speed resistance is at most the
+/// fan-off one of `t`.
+fn validate_fan(fan: &FanParams, t: &ThermalParams) -> Result<(), ProfileError> {
+    positive(
+        fan.full_speed_board_to_ambient_k_per_w,
+        "fan.full_speed_board_to_ambient_k_per_w",
+    )?;
+    if fan.full_speed_board_to_ambient_k_per_w > t.board_to_ambient_k_per_w {
+        return Err(invalid(
+            "fan.full_speed_board_to_ambient_k_per_w",
+            "must not exceed the fan-off resistance",
+        ));
+    }
+    if fan.hysteresis_mc < 0 {
+        return Err(invalid("fan.hysteresis_mc", "must not be negative"));
+    }
+    if fan.points.is_empty() || fan.points.windows(2).any(|w| w[0].on_mc >= w[1].on_mc) {
+        return Err(invalid(
+            "fan.points",
+            "must be non-empty and ascend in temperature",
+        ));
+    }
+    Ok(())
+}
+
 impl Profile {
     /// A built-in profile by name (see [`BUILTIN_PROFILES`]).
     pub fn builtin(name: &str) -> Result<Profile, ProfileError> {
@@ -267,101 +380,11 @@ impl Profile {
         if !(-50_000..=80_000).contains(&self.ambient_mc) {
             return Err(invalid("ambient_mc", "must be -50 °C to 80 °C"));
         }
-        let t = &self.thermal;
-        positive(t.die_capacity_j_per_k, "thermal.die_capacity_j_per_k")?;
-        positive(t.board_capacity_j_per_k, "thermal.board_capacity_j_per_k")?;
-        positive(t.die_to_board_k_per_w, "thermal.die_to_board_k_per_w")?;
-        positive(
-            t.board_to_ambient_k_per_w,
-            "thermal.board_to_ambient_k_per_w",
-        )?;
-        if !(0.0..=1.0).contains(&t.die_share_of_idle) {
-            return Err(invalid("thermal.die_share_of_idle", "must be 0 to 1"));
-        }
-        let p = &self.power;
-        if !(p.idle_mw.is_finite() && p.idle_mw >= 0.0) {
-            return Err(invalid("power.idle_mw", "must be zero or positive"));
-        }
-        positive(p.core_dynamic_mw, "power.core_dynamic_mw")?;
-        if !(p.fan_max_mw.is_finite() && p.fan_max_mw >= 0.0) {
-            return Err(invalid("power.fan_max_mw", "must be zero or positive"));
-        }
-        if p.supply_mv == 0 {
-            return Err(invalid("power.supply_mv", "must be positive"));
-        }
-        if p.dvfs.is_empty() {
-            return Err(invalid("power.dvfs", "needs at least one operating point"));
-        }
-        if p.dvfs.iter().any(|op| op.khz == 0 || op.mv == 0) {
-            return Err(invalid(
-                "power.dvfs",
-                "clocks and voltages must be positive",
-            ));
-        }
-        if p.dvfs
-            .windows(2)
-            .any(|w| w[0].khz >= w[1].khz || w[0].mv > w[1].mv)
-        {
-            return Err(invalid(
-                "power.dvfs",
-                "must ascend in clock with non-decreasing voltage",
-            ));
-        }
-        let f = &self.firmware;
-        if f.soft_limit_mc >= f.hard_limit_mc {
-            return Err(invalid(
-                "firmware.soft_limit_mc",
-                "must be below hard_limit_mc",
-            ));
-        }
-        if let Some(critical) = f.critical_mc
-            && critical <= f.hard_limit_mc
-        {
-            return Err(invalid(
-                "firmware.critical_mc",
-                "must be above hard_limit_mc",
-            ));
-        }
-        let (low, high) = (self.min_khz(), self.max_khz());
-        if !(low.0..=high.0).contains(&f.soft_floor_khz) || !(low.0..=high.0).contains(&f.hard_khz)
-        {
-            return Err(invalid(
-                "firmware",
-                "soft_floor_khz and hard_khz must lie within the dvfs table",
-            ));
-        }
-        if f.hard_khz > f.soft_floor_khz {
-            return Err(invalid(
-                "firmware.hard_khz",
-                "must not exceed soft_floor_khz",
-            ));
-        }
-        if f.rearm_hysteresis_mc < 0 {
-            return Err(invalid(
-                "firmware.rearm_hysteresis_mc",
-                "must not be negative",
-            ));
-        }
+        validate_thermal(&self.thermal)?;
+        validate_power(&self.power)?;
+        validate_firmware(&self.firmware, self.min_khz(), self.max_khz())?;
         if let Some(fan) = &self.fan {
-            positive(
-                fan.full_speed_board_to_ambient_k_per_w,
-                "fan.full_speed_board_to_ambient_k_per_w",
-            )?;
-            if fan.full_speed_board_to_ambient_k_per_w > t.board_to_ambient_k_per_w {
-                return Err(invalid(
-                    "fan.full_speed_board_to_ambient_k_per_w",
-                    "must not exceed the fan-off resistance",
-                ));
-            }
-            if fan.hysteresis_mc < 0 {
-                return Err(invalid("fan.hysteresis_mc", "must not be negative"));
-            }
-            if fan.points.is_empty() || fan.points.windows(2).any(|w| w[0].on_mc >= w[1].on_mc) {
-                return Err(invalid(
-                    "fan.points",
-                    "must be non-empty and ascend in temperature",
-                ));
-            }
+            validate_fan(fan, &self.thermal)?;
         }
         if self.sensor.resolution_mc < 0 {
             return Err(invalid("sensor.resolution_mc", "must not be negative"));

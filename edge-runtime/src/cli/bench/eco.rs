@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::process::{peak_rss_bytes, reset_peak_rss};
+use edge_runtime::bench::eco::{EcoEntry, Rating, markdown, rate, svg};
 use edge_runtime::eco::Factors;
-use edge_runtime::eco::bench::{EcoEntry, Rating, markdown, rate, svg};
 use edge_runtime::eco::perplexity::{bos_if_added, perplexity, tokenize};
 use edge_runtime::engine::chat::{Message, Role};
 use edge_runtime::engine::generate::{GenerateOptions, generate};

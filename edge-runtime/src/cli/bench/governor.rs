@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use edge_runtime::governor::bench::{BenchOptions, GoalCheck, GoalStatus, run_governor_bench};
+use edge_runtime::bench::governor::{BenchOptions, GoalCheck, GoalStatus, run_governor_bench};
 
 /// Simulated length of each run with `--quick`.
 const QUICK_RUN: Duration = Duration::from_secs(5 * 60);

@@ -1,9 +1,9 @@
-//! Deterministic random Llama models for tests: a seeded generator over any config, the
-//! tiny config the engine's tests share, and re-quantization of a model into ggml blocks.
+//! Deterministic random Llama models: a seeded generator over any config and the tiny config
+//! of the tiny model (`import::write_tiny_model`), and, for tests (feature `test-util`),
+//! re-quantization of a model into ggml blocks.
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -142,11 +142,13 @@ pub fn random_tiny_llama(seed: u64) -> LlamaWeights {
 /// A copy of `weights` whose projections (and an untied `lm_head`) are stored as
 /// `projections` blocks and whose embedding table is stored as `embedding` blocks; norms
 /// stay f32. Tensors must be f32 with a last dimension that is a multiple of 32.
+#[cfg(any(test, feature = "test-util"))]
 pub fn quantize_llama(
     weights: &LlamaWeights,
     projections: GgmlType,
     embedding: GgmlType,
-) -> Result<LlamaWeights> {
+) -> anyhow::Result<LlamaWeights> {
+    use anyhow::Context;
     let mut out = weights.clone();
     for (name, w) in out.tensors.iter_mut() {
         if w.shape.len() != 2 {

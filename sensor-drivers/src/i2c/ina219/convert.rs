@@ -4,12 +4,20 @@
 //! `Power_LSB = 20 · Current_LSB`. Currents are carried in nanoamps so the maths stays integer.
 
 use crate::i2c::CalibrationError;
-use crate::units::{MicroVolts, MilliAmps, MilliVolts, MilliWatts, clamp_i32, div_round};
+use crate::i2c::shunt::convert::{self as shunt, CalibrationRegister};
+use crate::units::{MicroVolts, MilliAmps, MilliVolts, MilliWatts};
 
-/// `0.04096` scaled for nanoamp LSBs and micro-ohm shunts: `0.04096 / (1e-9 · 1e-6)`.
-const CAL_SCALE: u64 = 40_960_000_000_000;
-/// The calibration register's bit 0 does not exist.
-const CAL_MAX: u64 = 0xFFFE;
+pub use crate::i2c::shunt::convert::current_milliamps;
+
+/// `0.04096` scaled for nanoamp LSBs and micro-ohm shunts; the register's bit 0 does not
+/// exist.
+const CALIBRATION: CalibrationRegister = CalibrationRegister {
+    scale: 40_960_000_000_000,
+    max: 0xFFFE,
+    has_bit0: false,
+};
+/// The power LSB is 20 current LSBs.
+pub(super) const POWER_PER_CURRENT_LSB: u32 = 20;
 
 /// The programmable gain, i.e. the shunt full-scale range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +83,8 @@ impl Calibration {
     /// The finest calibration for a shunt (µΩ) and a maximum expected current: the current LSB
     /// is `max / 2^15` rounded up to a whole nanoamp.
     pub fn new(shunt_micro_ohms: u32, max_current: MilliAmps) -> Result<Self, CalibrationError> {
-        let max_na = checked_max_na(shunt_micro_ohms, max_current)?;
-        Self::with_current_lsb(
-            shunt_micro_ohms,
-            max_current,
-            max_na.div_ceil(1 << 15) as u32,
-        )
+        let lsb = shunt::finest_current_lsb_na(shunt_micro_ohms, max_current)?;
+        Self::with_current_lsb(shunt_micro_ohms, max_current, lsb)
     }
 
     /// A calibration with a chosen (typically round) current LSB in nanoamps, which must lie in
@@ -90,33 +94,14 @@ impl Calibration {
         max_current: MilliAmps,
         current_lsb_na: u32,
     ) -> Result<Self, CalibrationError> {
-        let max_na = checked_max_na(shunt_micro_ohms, max_current)?;
-        let lsb = u64::from(current_lsb_na);
-        if lsb < max_na.div_ceil(1 << 15) || lsb > max_na / (1 << 12) {
-            return Err(CalibrationError::CurrentLsbOutOfRange);
-        }
-        let shunt_nv = max_na * u64::from(shunt_micro_ohms) / 1_000_000;
+        let shunt_nv = shunt::checked_shunt_nv(shunt_micro_ohms, max_current, current_lsb_na)?;
         let gain = Gain::covering(shunt_nv).ok_or(CalibrationError::ShuntVoltageOverRange)?;
-        let register = (CAL_SCALE / (lsb * u64::from(shunt_micro_ohms))) & !1;
-        if register == 0 || register > CAL_MAX {
-            return Err(CalibrationError::RegisterOutOfRange);
-        }
         Ok(Calibration {
-            register: register as u16,
+            register: CALIBRATION.value(current_lsb_na, shunt_micro_ohms)?,
             current_lsb_na,
             gain,
         })
     }
-}
-
-fn checked_max_na(shunt_micro_ohms: u32, max_current: MilliAmps) -> Result<u64, CalibrationError> {
-    if shunt_micro_ohms == 0 {
-        return Err(CalibrationError::ZeroShunt);
-    }
-    if max_current.0 <= 0 {
-        return Err(CalibrationError::ZeroCurrent);
-    }
-    Ok(max_current.0 as u64 * 1_000_000)
 }
 
 /// Shunt voltage register: two's complement, 10 µV per count.
@@ -139,16 +124,9 @@ pub const fn conversion_ready(raw: u16) -> bool {
     raw & 0b10 != 0
 }
 
-/// Current register: two's complement counts of `current_lsb_na`.
-pub fn current_milliamps(raw: u16, current_lsb_na: u32) -> MilliAmps {
-    let na = i64::from(raw as i16) * i64::from(current_lsb_na);
-    MilliAmps(clamp_i32(div_round(na, 1_000_000)))
-}
-
 /// Power register: unsigned counts of `20 · current_lsb_na` nanowatts.
 pub fn power_milliwatts(raw: u16, current_lsb_na: u32) -> MilliWatts {
-    let nw = i64::from(raw) * 20 * i64::from(current_lsb_na);
-    MilliWatts(clamp_i32(div_round(nw, 1_000_000)))
+    shunt::power_milliwatts(raw, current_lsb_na, POWER_PER_CURRENT_LSB)
 }
 
 #[cfg(test)]

@@ -4,12 +4,19 @@
 //! Currents are carried in nanoamps so the maths stays integer.
 
 use crate::i2c::CalibrationError;
-use crate::units::{MicroVolts, MilliAmps, MilliVolts, MilliWatts, clamp_i32, div_round};
+use crate::i2c::shunt::convert::{self as shunt, CalibrationRegister};
+use crate::units::{MicroVolts, MilliAmps, MilliVolts, MilliWatts, div_round};
 
-/// `0.00512` scaled for nanoamp LSBs and micro-ohm shunts: `0.00512 / (1e-9 · 1e-6)`.
-const CAL_SCALE: u64 = 5_120_000_000_000;
-/// The calibration register's bit 15 is reserved.
-const CAL_MAX: u64 = 0x7FFF;
+pub use crate::i2c::shunt::convert::current_milliamps;
+
+/// `0.00512` scaled for nanoamp LSBs and micro-ohm shunts; the register's bit 15 is reserved.
+const CALIBRATION: CalibrationRegister = CalibrationRegister {
+    scale: 5_120_000_000_000,
+    max: 0x7FFF,
+    has_bit0: true,
+};
+/// The power LSB is 25 current LSBs.
+pub(super) const POWER_PER_CURRENT_LSB: u32 = 25;
 /// Shunt full scale, 81.92 mV, in nanovolts.
 pub const SHUNT_FULL_SCALE_NV: u64 = 81_920_000;
 
@@ -26,12 +33,8 @@ impl Calibration {
     /// The finest calibration for a shunt (µΩ) and a maximum expected current: the current LSB
     /// is `max / 2^15` rounded up to a whole nanoamp.
     pub fn new(shunt_micro_ohms: u32, max_current: MilliAmps) -> Result<Self, CalibrationError> {
-        let max_na = checked_max_na(shunt_micro_ohms, max_current)?;
-        Self::with_current_lsb(
-            shunt_micro_ohms,
-            max_current,
-            max_na.div_ceil(1 << 15) as u32,
-        )
+        let lsb = shunt::finest_current_lsb_na(shunt_micro_ohms, max_current)?;
+        Self::with_current_lsb(shunt_micro_ohms, max_current, lsb)
     }
 
     /// A calibration with a chosen current LSB in nanoamps, which must lie in
@@ -41,33 +44,15 @@ impl Calibration {
         max_current: MilliAmps,
         current_lsb_na: u32,
     ) -> Result<Self, CalibrationError> {
-        let max_na = checked_max_na(shunt_micro_ohms, max_current)?;
-        let lsb = u64::from(current_lsb_na);
-        if lsb < max_na.div_ceil(1 << 15) || lsb > max_na / (1 << 12) {
-            return Err(CalibrationError::CurrentLsbOutOfRange);
-        }
-        if max_na * u64::from(shunt_micro_ohms) / 1_000_000 > SHUNT_FULL_SCALE_NV {
+        let shunt_nv = shunt::checked_shunt_nv(shunt_micro_ohms, max_current, current_lsb_na)?;
+        if shunt_nv > SHUNT_FULL_SCALE_NV {
             return Err(CalibrationError::ShuntVoltageOverRange);
         }
-        let register = CAL_SCALE / (lsb * u64::from(shunt_micro_ohms));
-        if register == 0 || register > CAL_MAX {
-            return Err(CalibrationError::RegisterOutOfRange);
-        }
         Ok(Calibration {
-            register: register as u16,
+            register: CALIBRATION.value(current_lsb_na, shunt_micro_ohms)?,
             current_lsb_na,
         })
     }
-}
-
-fn checked_max_na(shunt_micro_ohms: u32, max_current: MilliAmps) -> Result<u64, CalibrationError> {
-    if shunt_micro_ohms == 0 {
-        return Err(CalibrationError::ZeroShunt);
-    }
-    if max_current.0 <= 0 {
-        return Err(CalibrationError::ZeroCurrent);
-    }
-    Ok(max_current.0 as u64 * 1_000_000)
 }
 
 /// Shunt voltage register: two's complement, 2.5 µV per count (halves round away from zero).
@@ -80,16 +65,9 @@ pub fn bus_millivolts(raw: u16) -> MilliVolts {
     MilliVolts(div_round(i64::from(raw & 0x7FFF) * 5, 4) as i32)
 }
 
-/// Current register: two's complement counts of `current_lsb_na`.
-pub fn current_milliamps(raw: u16, current_lsb_na: u32) -> MilliAmps {
-    let na = i64::from(raw as i16) * i64::from(current_lsb_na);
-    MilliAmps(clamp_i32(div_round(na, 1_000_000)))
-}
-
 /// Power register: unsigned counts of `25 · current_lsb_na` nanowatts.
 pub fn power_milliwatts(raw: u16, current_lsb_na: u32) -> MilliWatts {
-    let nw = i64::from(raw) * 25 * i64::from(current_lsb_na);
-    MilliWatts(clamp_i32(div_round(nw, 1_000_000)))
+    shunt::power_milliwatts(raw, current_lsb_na, POWER_PER_CURRENT_LSB)
 }
 
 #[cfg(test)]

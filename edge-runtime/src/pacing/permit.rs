@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::types::{Decision, Priority};
+use crate::governor::{Decision, Priority};
 
 /// Poll interval while paused or yielding.
 const POLL: Duration = Duration::from_millis(5);

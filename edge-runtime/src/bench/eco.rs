@@ -2,9 +2,11 @@
 //! quality (perplexity on the held-out text, exact match on the question set), speed, energy
 //! and footprint per 1000 tokens, temperatures under the governor and peak RSS; the Pareto
 //! rating (quality against energy per token) and the Markdown, JSON and SVG renderings. The
-//! measuring itself is the binary's `thermo bench eco`.
+//! measuring itself is the command line's `bench eco`.
 
 use serde::Serialize;
+
+use super::svg::escape;
 
 /// How an entry rates against the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -132,15 +134,66 @@ pub fn markdown(entries: &[EcoEntry], notes: &str) -> String {
     s
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// An SVG scatter of perplexity (log scale, lower is better) against energy per token (log
+/// scale): Pareto entries filled and joined by the front line, dominated ones hollow.
+pub fn svg(entries: &[EcoEntry]) -> String {
+    let pts: Vec<(f64, f64)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.j_per_token.max(1e-9).log10(),
+                e.perplexity.max(1.0).log10(),
+            )
+        })
+        .collect();
+    let chart = Chart {
+        w: 720.0,
+        h: 440.0,
+        m: 70.0,
+        x: span(pts.iter().map(|p| p.0)),
+        y: span(pts.iter().map(|p| p.1)),
+    };
+    let mut s = chart.frame();
+    let mut front: Vec<(f64, f64)> = entries
+        .iter()
+        .zip(&pts)
+        .filter(|(e, _)| e.rating == Rating::Pareto)
+        .map(|(_, p)| (chart.px(p.0), chart.py(p.1)))
+        .collect();
+    front.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if front.len() > 1 {
+        let path: Vec<String> = front
+            .iter()
+            .map(|(x, y)| format!("{x:.1},{y:.1}"))
+            .collect();
+        s.push_str(&format!(
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"seagreen\" stroke-width=\"2\" stroke-dasharray=\"6 4\"/>\n",
+            path.join(" ")
+        ));
+    }
+    for (i, (e, p)) in entries.iter().zip(&pts).enumerate() {
+        s.push_str(&chart.point(i, e, (chart.px(p.0), chart.py(p.1))));
+    }
+    s.push_str("</svg>\n");
+    s
 }
 
-/// The chart's geometry: width, height and margin in px, and the data ranges (log10) of the
-/// two axes.
-struct Plot {
+/// The range of `values` with a tenth of it as margin on each side (one unit around a single
+/// value; `0..1` without any).
+fn span(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let lo = values.clone().fold(f64::INFINITY, f64::min);
+    let hi = values.fold(f64::NEG_INFINITY, f64::max);
+    if lo.is_finite() && hi > lo {
+        (lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
+    } else if lo.is_finite() {
+        (lo - 0.5, lo + 0.5)
+    } else {
+        (0.0, 1.0)
+    }
+}
+
+/// The scatter's size, margin and axis ranges (log10 of J/token across, of perplexity up).
+struct Chart {
     w: f64,
     h: f64,
     m: f64,
@@ -148,28 +201,26 @@ struct Plot {
     y: (f64, f64),
 }
 
-impl Plot {
+impl Chart {
     fn px(&self, x: f64) -> f64 {
-        let (x0, x1) = self.x;
-        self.m + (x - x0) / (x1 - x0) * (self.w - 2.0 * self.m)
+        self.m + (x - self.x.0) / (self.x.1 - self.x.0) * (self.w - 2.0 * self.m)
     }
 
     fn py(&self, y: f64) -> f64 {
-        let (y0, y1) = self.y;
-        self.h - self.m - (y - y0) / (y1 - y0) * (self.h - 2.0 * self.m)
+        self.h - self.m - (y - self.y.0) / (self.y.1 - self.y.0) * (self.h - 2.0 * self.m)
     }
 
-    /// The SVG header, the title, the axes and their titles.
+    /// The opening tag, background, title, axes with their labels and a label per decade.
     fn frame(&self) -> String {
         let (w, h, m) = (self.w, self.h, self.m);
-        format!(
+        let mut s = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">Quality vs energy per token (lower-left is better)</text>\n\
-         <line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">energy per generated token, J (log)</text>\n\
-         <text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">perplexity on held-out text (log)</text>\n",
+             <rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n\
+             <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">Quality vs energy per token (lower-left is better)</text>\n\
+             <line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+             <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">energy per generated token, J (log)</text>\n\
+             <text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">perplexity on held-out text (log)</text>\n",
             w / 2.0,
             h - m,
             w - m,
@@ -179,12 +230,7 @@ impl Plot {
             h - 25.0,
             h / 2.0,
             h / 2.0
-        )
-    }
-
-    /// The decade labels of both axes.
-    fn ticks(&self, s: &mut String) {
-        let (h, m) = (self.h, self.m);
+        );
         for ((lo, hi), horizontal) in [(self.x, true), (self.y, false)] {
             let mut k = lo.ceil() as i32;
             while f64::from(k) <= hi {
@@ -206,67 +252,15 @@ impl Plot {
                 k += 1;
             }
         }
+        s
     }
-}
 
-/// The range of `v` with a tenth of it added on either side (a unit around a single value).
-fn padded_span(v: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    let lo = v.clone().fold(f64::INFINITY, f64::min);
-    let hi = v.fold(f64::NEG_INFINITY, f64::max);
-    if lo.is_finite() && hi > lo {
-        (lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
-    } else if lo.is_finite() {
-        (lo - 0.5, lo + 0.5)
-    } else {
-        (0.0, 1.0)
-    }
-}
-
-/// An SVG scatter of perplexity (log scale, lower is better) against energy per token (log
-/// scale): Pareto entries filled and joined by the front line, dominated ones hollow.
-pub fn svg(entries: &[EcoEntry]) -> String {
-    let pts: Vec<(f64, f64)> = entries
-        .iter()
-        .map(|e| {
-            (
-                e.j_per_token.max(1e-9).log10(),
-                e.perplexity.max(1.0).log10(),
-            )
-        })
-        .collect();
-    let plot = Plot {
-        w: 720.0,
-        h: 440.0,
-        m: 70.0,
-        x: padded_span(pts.iter().map(|p| p.0)),
-        y: padded_span(pts.iter().map(|p| p.1)),
-    };
-    let w = plot.w;
-    let mut s = plot.frame();
-    plot.ticks(&mut s);
-    let mut front: Vec<(f64, f64)> = entries
-        .iter()
-        .zip(&pts)
-        .filter(|(e, _)| e.rating == Rating::Pareto)
-        .map(|(_, p)| (plot.px(p.0), plot.py(p.1)))
-        .collect();
-    front.sort_by(|a, b| a.0.total_cmp(&b.0));
-    if front.len() > 1 {
-        let path: Vec<String> = front
-            .iter()
-            .map(|(x, y)| format!("{x:.1},{y:.1}"))
-            .collect();
-        s.push_str(&format!(
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"seagreen\" stroke-width=\"2\" stroke-dasharray=\"6 4\"/>\n",
-            path.join(" ")
-        ));
-    }
-    for (i, (e, p)) in entries.iter().zip(&pts).enumerate() {
-        let (x, y) = (plot.px(p.0), plot.py(p.1));
+    /// Entry `i` as a circle at `(x, y)` with its name and rating beside it.
+    fn point(&self, i: usize, e: &EcoEntry, (x, y): (f64, f64)) -> String {
         // Alternate labels above and below so neighbours with equal quality stay legible.
-        let label_dy = if i % 2 == 0 { -8.0 } else { 20.0 };
+        let label_dy = if i.is_multiple_of(2) { -8.0 } else { 20.0 };
         // Labels of points in the right half run leftwards so they stay inside the chart.
-        let (label_x, anchor) = if x > w / 2.0 {
+        let (label_x, anchor) = if x > self.w / 2.0 {
             (x - 9.0, "end")
         } else {
             (x + 9.0, "start")
@@ -275,17 +269,15 @@ pub fn svg(entries: &[EcoEntry]) -> String {
             Rating::Pareto => ("seagreen", "seagreen"),
             _ => ("white", "firebrick"),
         };
-        s.push_str(&format!(
+        format!(
             "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"6\" fill=\"{fill}\" stroke=\"{stroke}\" stroke-width=\"2\"/>\n\
              <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{} ({})</text>\n",
             label_x,
             y + label_dy,
             escape(&e.name),
             e.rating.label()
-        ));
+        )
     }
-    s.push_str("</svg>\n");
-    s
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! Hand-written SVG plots of one benchmark run: stacked panels sharing the time axis, each a
-//! polyline with optional horizontal reference lines (the setpoint, the firmware throttle
-//! point). No plotting dependency.
+//! Hand-written SVG for the benchmarks' reports, with no plotting dependency: stacked panels
+//! of one run sharing the time axis, each a polyline with optional horizontal reference lines
+//! (the setpoint, the firmware throttle point), and the text escaping every SVG here shares.
 
 use std::fmt::Write as _;
 
@@ -41,62 +41,7 @@ pub fn render(title: &str, duration_s: f64, panels: &[Panel]) -> String {
     let plot_w = WIDTH - LEFT - RIGHT;
     let duration_s = duration_s.max(1e-9);
     for (i, p) in panels.iter().enumerate() {
-        let y0 = TOP + i as f64 * (PANEL_H + GAP);
-        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for &(_, v) in p.points.iter().filter(|(_, v)| v.is_finite()) {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        for &(v, _) in &p.references {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        if !lo.is_finite() {
-            (lo, hi) = (0.0, 1.0);
-        }
-        let pad = ((hi - lo) * 0.08).max(0.5);
-        let (lo, hi) = (lo - pad, hi + pad);
-        let y_of = |v: f64| y0 + PANEL_H - (v - lo) / (hi - lo) * PANEL_H;
-        let x_of = |t: f64| LEFT + t / duration_s * plot_w;
-        let _ = writeln!(
-            s,
-            r##"<rect x="{LEFT}" y="{y0}" width="{plot_w}" height="{PANEL_H}" fill="none" stroke="#888"/>"##
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="8" y="{:.1}">{}</text>"#,
-            y0 + PANEL_H / 2.0,
-            escape(&p.label)
-        );
-        for (v, text) in [(hi, hi), (lo, lo)] {
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{text:.1}</text>"#,
-                LEFT - 4.0,
-                y_of(v) + 4.0
-            );
-        }
-        for (v, text) in &p.references {
-            let y = y_of(*v);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#c33" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" fill="#c33" text-anchor="end">{}</text>"##,
-                LEFT + plot_w,
-                LEFT + plot_w - 4.0,
-                y - 3.0,
-                escape(text)
-            );
-        }
-        let mut pts = String::new();
-        for &(t, v) in p.points.iter().filter(|(_, v)| v.is_finite()) {
-            let _ = write!(pts, "{:.1},{:.1} ", x_of(t), y_of(v));
-        }
-        let _ = writeln!(
-            s,
-            r#"<polyline fill="none" stroke="{}" stroke-width="1.2" points="{}"/>"#,
-            p.colour,
-            pts.trim_end()
-        );
+        draw_panel(&mut s, TOP + i as f64 * (PANEL_H + GAP), p, duration_s);
     }
     let axis_y = TOP + panels.len() as f64 * (PANEL_H + GAP) - GAP + 14.0;
     for k in 0..=6 {
@@ -112,7 +57,68 @@ pub fn render(title: &str, duration_s: f64, panels: &[Panel]) -> String {
     s
 }
 
-fn escape(text: &str) -> String {
+/// Draws panel `p` with its top edge at `y0`; the time axis spans `0..=duration_s`.
+fn draw_panel(s: &mut String, y0: f64, p: &Panel, duration_s: f64) {
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(_, v) in p.points.iter().filter(|(_, v)| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    for &(v, _) in &p.references {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.08).max(0.5);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let y_of = |v: f64| y0 + PANEL_H - (v - lo) / (hi - lo) * PANEL_H;
+    let x_of = |t: f64| LEFT + t / duration_s * plot_w;
+    let _ = writeln!(
+        s,
+        r##"<rect x="{LEFT}" y="{y0}" width="{plot_w}" height="{PANEL_H}" fill="none" stroke="#888"/>"##
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="8" y="{:.1}">{}</text>"#,
+        y0 + PANEL_H / 2.0,
+        escape(&p.label)
+    );
+    for (v, text) in [(hi, hi), (lo, lo)] {
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{text:.1}</text>"#,
+            LEFT - 4.0,
+            y_of(v) + 4.0
+        );
+    }
+    for (v, text) in &p.references {
+        let y = y_of(*v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#c33" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" fill="#c33" text-anchor="end">{}</text>"##,
+            LEFT + plot_w,
+            LEFT + plot_w - 4.0,
+            y - 3.0,
+            escape(text)
+        );
+    }
+    let mut pts = String::new();
+    for &(t, v) in p.points.iter().filter(|(_, v)| v.is_finite()) {
+        let _ = write!(pts, "{:.1},{:.1} ", x_of(t), y_of(v));
+    }
+    let _ = writeln!(
+        s,
+        r#"<polyline fill="none" stroke="{}" stroke-width="1.2" points="{}"/>"#,
+        p.colour,
+        pts.trim_end()
+    );
+}
+
+/// `text` made safe inside an SVG (XML) text node or attribute value.
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -97,16 +97,9 @@ impl TestTwin {
 }
 
 impl Twin for TestTwin {
-    fn step(
-        &mut self,
-        dt_s: f64,
-        cap_khz: u32,
-        threads: u16,
-        duty: f64,
-        _fan: Option<u8>,
-    ) -> TwinSample {
-        let busy_cores = f64::from(threads) * duty.clamp(0.0, 1.0);
-        let power = power_w(&self.platform, self.effective_khz(cap_khz), busy_cores);
+    fn step(&mut self, dt_s: f64, load: Load) -> TwinSample {
+        let busy_cores = f64::from(load.threads) * load.duty.clamp(0.0, 1.0);
+        let power = power_w(&self.platform, self.effective_khz(load.cap_khz), busy_cores);
         let sub = 10;
         let h = dt_s / f64::from(sub);
         for _ in 0..sub {

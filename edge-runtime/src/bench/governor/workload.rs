@@ -1,5 +1,5 @@
 //! The benchmark's workload: scenarios, seeded chat arrivals, and a compute pool that runs
-//! interactive tokens and training steps the way [`Permits`](crate::governor::Permits) paces
+//! interactive tokens and training steps the way [`Permits`](crate::pacing::Permits) paces
 //! them, with exact completion times.
 //!
 //! Throughput model (explicit, shared with the governor's planning model): at effective CPU

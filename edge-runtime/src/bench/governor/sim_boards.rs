@@ -23,8 +23,8 @@ use sensor_drivers::sim::{
 };
 use sensor_drivers::{KiloHertz, MilliCelsius, Percent, PowerSensor, TempSensor};
 
-use super::{AMBIENT_C, BenchError, BoardSpec, Twin, TwinBoard, TwinSample};
-use crate::governor::platform::Platform;
+use super::{AMBIENT_C, BenchError, BoardSpec, Load, Twin, TwinBoard, TwinSample};
+use crate::governor::Platform;
 
 /// Board profiles the benchmark runs by default.
 pub const BOARDS: [&str; 4] = ["rpi4", "rpi5", "rpi5-active", "jetson-orin-nano"];
@@ -137,14 +137,13 @@ struct SimTwin {
 }
 
 impl Twin for SimTwin {
-    fn step(
-        &mut self,
-        dt_s: f64,
-        cap_khz: u32,
-        threads: u16,
-        duty: f64,
-        fan_level: Option<u8>,
-    ) -> TwinSample {
+    fn step(&mut self, dt_s: f64, load: Load) -> TwinSample {
+        let Load {
+            cap_khz,
+            threads,
+            duty,
+            fan_level,
+        } = load;
         let fan = if !self.has_fan {
             None
         } else if self.fan_failed {
@@ -226,8 +225,8 @@ impl Twin for SimTwin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::governor::bench::workload::Scenario;
-    use crate::governor::bench::{BenchOptions, ControllerKind, GoalStatus, run_governor_bench};
+    use crate::bench::governor::workload::Scenario;
+    use crate::bench::governor::{BenchOptions, ControllerKind, GoalStatus, run_governor_bench};
 
     #[test]
     fn the_planning_model_matches_the_simulated_profile() -> Result<(), BenchError> {
@@ -252,7 +251,13 @@ mod tests {
             }
             let mut die = 0.0;
             for _ in 0..(600 * 20) {
-                die = twin.step(0.05, 2_400_000, 4, 1.0, fan).die_c;
+                let load = Load {
+                    cap_khz: 2_400_000,
+                    threads: 4,
+                    duty: 1.0,
+                    fan_level: fan,
+                };
+                die = twin.step(0.05, load).die_c;
             }
             Ok(die)
         };

@@ -13,7 +13,8 @@ use sensor_drivers::{
 
 use super::*;
 use crate::governor::platform::{Opp, Platform};
-use crate::governor::types::Pace;
+use crate::governor::types::{Decision, Limiter, Mode, Pace, TempReading};
+use crate::pacing::SourceReading;
 
 const PERIOD: Duration = Duration::from_millis(250);
 const TOP_KHZ: u32 = 1_500_000;

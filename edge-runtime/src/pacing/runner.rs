@@ -1,4 +1,4 @@
-//! The runtime side of the governor: a handle + driver pair that feeds a pure [`Controller`]
+//! The governor's driver: a handle + driver pair that feeds a pure [`Controller`]
 //! once per control period and carries out its decisions. The driver reads the sensors
 //! through an [`ObservationSource`], builds the [`Observation`] (temperature, power, actuator
 //! read-back, demand and utilisation from the [`Permits`] counters), lets the controller
@@ -19,21 +19,22 @@
 pub const GOVERNOR_STOPPED: &str = "the governor's control loop stopped";
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sensor_drivers::sensor_set::{SensorSet, Snapshot};
-use sensor_drivers::{ActuatorError, Fan, FreqCap, KiloHertz, Percent};
+use sensor_drivers::{ActuatorError, Fan, FreqCap};
 use thiserror::Error;
 
-use super::config::{ConfigError, GovernorConfig, validate_setpoint};
+use super::actuators::Actuators;
 use super::permit::{PermitStats, Permits};
-use super::types::{
-    ActuatorState, Decision, Demand, Health, Limiter, Mode, Observation, Priority, TempReading,
+use super::source::ObservationSource;
+use super::status::GovernorStatus;
+use crate::governor::config::validate_setpoint;
+use crate::governor::{
+    ActuatorState, ConfigError, Controller, Demand, Governor, GovernorConfig, Health, Observation,
+    Priority,
 };
-use super::{Controller, Governor};
 
 /// Fastest time scale the driver accepts (board seconds per wall second): the simulated
 /// board's own bound, which keeps a 10 ms control period at 10 µs of wall time or more.
@@ -67,69 +68,6 @@ impl Regulator for Governor {
     }
 }
 
-/// What a sensor source says at one tick.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SourceReading {
-    /// The governing temperature. A source may leave `sampled_at` at the tick time for a
-    /// reading that is not fresh; the driver replaces it with the last fresh sample's time.
-    pub temp: TempReading,
-    /// Board power in W, when a healthy power sensor answered.
-    pub power_w: Option<f32>,
-}
-
-/// Where the driver gets its readings: a board's [`SensorSet`], or anything that can produce
-/// a [`SourceReading`] (closures `FnMut(Duration) -> SourceReading` qualify).
-pub trait ObservationSource {
-    /// Reads the governing temperature and the board power at `now` (monotonic time since the
-    /// runtime's epoch; the same time base as [`GovernorDriver::tick`]).
-    fn observe(&mut self, now: Duration) -> SourceReading;
-}
-
-impl ObservationSource for SensorSet {
-    /// Takes a snapshot with `now` in whole milliseconds and maps it with
-    /// [`reading_from_snapshot`].
-    fn observe(&mut self, now: Duration) -> SourceReading {
-        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-        reading_from_snapshot(&self.snapshot(now_ms), now)
-    }
-}
-
-impl<F: FnMut(Duration) -> SourceReading> ObservationSource for F {
-    fn observe(&mut self, now: Duration) -> SourceReading {
-        self(now)
-    }
-}
-
-/// Maps a snapshot onto the governor's reading: the governing (`soc_temp`) sample with its
-/// health mapped by [`Health::from`] and its value in °C (the last good value when stale, NaN
-/// when there is none), sampled at `now`; a board without a governing sensor reads as
-/// missing. Power is the first healthy board-power sample, in W.
-pub fn reading_from_snapshot(snapshot: &Snapshot, now: Duration) -> SourceReading {
-    let temp = match snapshot.governing() {
-        None => TempReading::missing(now),
-        Some(sample) => {
-            let health = Health::from(sample.health);
-            match sample.value {
-                Some(mc) => TempReading {
-                    celsius: mc.celsius(),
-                    health,
-                    sampled_at: now,
-                },
-                None if health == Health::Fresh => TempReading::missing(now),
-                None => TempReading {
-                    celsius: f32::NAN,
-                    health,
-                    sampled_at: now,
-                },
-            }
-        }
-    };
-    SourceReading {
-        temp,
-        power_w: snapshot.board_power().map(|p| p.watts() as f32),
-    }
-}
-
 /// Why the runner could not be built, or could not put an actuator back.
 #[derive(Debug, Error)]
 pub enum RunnerError {
@@ -155,124 +93,6 @@ pub enum RunnerError {
         /// The actuator's error.
         cause: ActuatorError,
     },
-}
-
-/// What the governor is doing, as of its last tick.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GovernorStatus {
-    /// The controller's name (`ours`, ...).
-    pub controller: &'static str,
-    /// Ticks run so far.
-    pub ticks: u64,
-    /// Time of the last tick, since the runtime's epoch.
-    pub at: Duration,
-    /// The governing temperature in °C as last read (the last good value while stale);
-    /// `None` when the sensor gave no value.
-    pub temperature_c: Option<f32>,
-    /// Health of that reading.
-    pub health: Health,
-    /// Board power in W, where a power sensor answered.
-    pub power_w: Option<f32>,
-    /// Setpoint in °C in force.
-    pub setpoint_c: f32,
-    /// Operating mode.
-    pub mode: Mode,
-    /// What is limiting work.
-    pub limiter: Limiter,
-    /// The controller's reason, for humans.
-    pub reason: String,
-    /// The power budget in W the decision was sized for.
-    pub power_budget_w: f32,
-    /// The frequency cap in kHz in force (read back from the actuator); `None` without one.
-    pub freq_cap_khz: Option<u32>,
-    /// Compute threads the engine should use.
-    pub threads: u16,
-    /// Duty per class (indexed by [`Priority::index`]): 1 unpaced, 0 paused.
-    pub duties: [f32; 3],
-    /// Fan level the governor forces; `None` when the firmware drives the fan.
-    pub fan_level: Option<u8>,
-    /// Completed permits per second per class over the last couple of seconds.
-    pub steps_per_s: [f32; 3],
-    /// Generated tokens per second (interactive permits per second, one per token); `None`
-    /// until the first interactive permit.
-    pub tokens_per_s: Option<f32>,
-    /// The last actuator or setpoint failure, if any happened since the start.
-    pub last_error: Option<String>,
-    /// Mean wall time of one tick (sensor read, decision, actuator writes).
-    pub tick_mean: Duration,
-    /// Longest tick.
-    pub tick_max: Duration,
-    /// False once the driver has stopped (returned from `run`, shut down or dropped).
-    pub running: bool,
-}
-
-impl GovernorStatus {
-    fn initial(controller: &'static str, setpoint_c: f32) -> Self {
-        Self {
-            controller,
-            ticks: 0,
-            at: Duration::ZERO,
-            temperature_c: None,
-            health: Health::Missing,
-            power_w: None,
-            setpoint_c,
-            mode: Mode::FailSafe,
-            limiter: Limiter::FailSafe,
-            reason: "no tick yet".to_string(),
-            power_budget_w: 0.0,
-            freq_cap_khz: None,
-            threads: 1,
-            duties: [0.0; 3],
-            fan_level: None,
-            steps_per_s: [0.0; 3],
-            tokens_per_s: None,
-            last_error: None,
-            tick_mean: Duration::ZERO,
-            tick_max: Duration::ZERO,
-            running: true,
-        }
-    }
-
-    /// One status line: temperature (with its health when not fresh), setpoint, tokens/s when
-    /// known, and what is limiting work, e.g.
-    /// `62.4 °C / set 70.0 | 31.2 tok/s | limiting: pace training`.
-    pub fn line(&self) -> String {
-        let mut s = match self.temperature_c {
-            Some(t) if t.is_finite() => format!("{t:.1} °C"),
-            _ => "-- °C".to_string(),
-        };
-        if self.health != Health::Fresh {
-            let _ = write!(s, " ({})", self.health.as_str());
-        }
-        let _ = write!(s, " / set {:.1}", self.setpoint_c);
-        if let Some(tps) = self.tokens_per_s {
-            let _ = write!(s, " | {tps:.1} tok/s");
-        }
-        let what = match (self.mode, self.limiter) {
-            (Mode::FailSafe, _) | (_, Limiter::FailSafe) => self.reason.clone(),
-            (_, Limiter::None) => "limiting: nothing".to_string(),
-            (_, Limiter::Fan) => "limiting: nothing (fan boosted)".to_string(),
-            (_, l) => format!("limiting: {}", limiter_words(l)),
-        };
-        let _ = write!(s, " | {what}");
-        if !self.running {
-            s.push_str(" | stopped");
-        }
-        s
-    }
-}
-
-fn limiter_words(l: Limiter) -> &'static str {
-    match l {
-        Limiter::None => "nothing",
-        Limiter::Freq => "cpu frequency",
-        Limiter::Threads => "threads",
-        Limiter::PaceTraining => "pace training",
-        Limiter::PauseTraining => "pause training",
-        Limiter::PaceGeneration => "pace generation",
-        Limiter::Fan => "fan",
-        Limiter::FailSafe => "coolest mode",
-    }
 }
 
 #[derive(Debug)]
@@ -328,119 +148,6 @@ impl GovernorHandle {
     /// when it is dropped, also while a panic unwinds through it).
     pub fn is_running(&self) -> bool {
         lock(&self.shared.status).running
-    }
-}
-
-/// The actuators the driver writes, and which of them it changed (so it restores only those).
-struct Actuators {
-    freq: Option<Box<dyn FreqCap + Send>>,
-    freq_requested_khz: Option<u32>,
-    freq_changed: bool,
-    fan: Option<Box<dyn Fan + Send>>,
-    fan_max_level: u8,
-    fan_level: Option<u8>,
-    fan_changed: bool,
-}
-
-impl Actuators {
-    /// Carries out the frequency cap and fan level of `d`; returns the failures.
-    fn apply(&mut self, d: &Decision) -> Vec<String> {
-        let mut errors = Vec::new();
-        if let Some(freq) = self.freq.as_mut() {
-            match d.freq_cap_khz {
-                Some(khz) if self.freq_requested_khz != Some(khz) => {
-                    self.freq_changed = true;
-                    match freq.set_cap(KiloHertz(khz)) {
-                        Ok(_) => self.freq_requested_khz = Some(khz),
-                        Err(e) => {
-                            // Retried at the next tick.
-                            self.freq_requested_khz = None;
-                            errors.push(format!("frequency cap {khz} kHz: {e}"));
-                        }
-                    }
-                }
-                Some(_) => {}
-                None if self.freq_changed => match freq.restore() {
-                    Ok(()) => {
-                        self.freq_changed = false;
-                        self.freq_requested_khz = None;
-                    }
-                    Err(e) => errors.push(format!("restoring the frequency cap: {e}")),
-                },
-                None => {}
-            }
-        }
-        if let Some(fan) = self.fan.as_mut() {
-            match d.fan_level {
-                Some(level) if self.fan_level != Some(level) => {
-                    self.fan_changed = true;
-                    let max = u32::from(self.fan_max_level.max(1));
-                    let pct = (u32::from(level.min(self.fan_max_level)) * 100 + max / 2) / max;
-                    let duty = Percent::saturating(u8::try_from(pct).unwrap_or(100));
-                    match fan.set_duty(duty) {
-                        Ok(_) => self.fan_level = Some(level),
-                        Err(e) => {
-                            self.fan_level = None;
-                            errors.push(format!("fan level {level} ({duty}): {e}"));
-                        }
-                    }
-                }
-                Some(_) => {}
-                None if self.fan_changed => match fan.restore() {
-                    Ok(()) => {
-                        self.fan_changed = false;
-                        self.fan_level = None;
-                    }
-                    Err(e) => errors.push(format!("handing the fan back: {e}")),
-                },
-                None => {}
-            }
-        }
-        errors
-    }
-
-    /// The cap in force, read back from the actuator.
-    fn freq_khz(&self) -> Option<u32> {
-        self.freq.as_ref().map(|f| f.cap().0)
-    }
-
-    /// Restores every actuator this driver changed; tries all of them and returns the first
-    /// failure.
-    fn restore(&mut self) -> Result<(), RunnerError> {
-        let mut first = None;
-        if self.freq_changed
-            && let Some(freq) = self.freq.as_mut()
-        {
-            match freq.restore() {
-                Ok(()) => {
-                    self.freq_changed = false;
-                    self.freq_requested_khz = None;
-                }
-                Err(source) => {
-                    first.get_or_insert(RunnerError::Restore {
-                        actuator: "frequency cap",
-                        cause: source,
-                    });
-                }
-            }
-        }
-        if self.fan_changed
-            && let Some(fan) = self.fan.as_mut()
-        {
-            match fan.restore() {
-                Ok(()) => {
-                    self.fan_changed = false;
-                    self.fan_level = None;
-                }
-                Err(source) => {
-                    first.get_or_insert(RunnerError::Restore {
-                        actuator: "fan",
-                        cause: source,
-                    });
-                }
-            }
-        }
-        first.map_or(Ok(()), Err)
     }
 }
 
@@ -534,15 +241,7 @@ impl GovernorRunner {
             controller: self.controller,
             permits: self.permits,
             source: self.source,
-            actuators: Actuators {
-                freq: self.freq,
-                freq_requested_khz: None,
-                freq_changed: false,
-                fan: self.fan,
-                fan_max_level,
-                fan_level: None,
-                fan_changed: false,
-            },
+            actuators: Actuators::new(self.freq, self.fan, fan_max_level),
             shared: Arc::clone(&shared),
             period,
             time_scale: self.time_scale,
