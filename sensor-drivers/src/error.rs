@@ -1,11 +1,9 @@
 //! The two error types every sensor and actuator trait speaks: [`SensorError`] for reads and
 //! [`ActuatorError`] for writes. They are small `Copy` enums so that they work without an
 //! allocator; richer, path-carrying errors live with each implementation and convert into these.
-//! Each sensor error maps to the [`Health`] a governor acts on.
+//! Each sensor error maps to the [`Health`](crate::health::Health) a governor acts on.
 
 use core::fmt;
-
-use crate::health::Health;
 
 /// Why a sensor produced no usable value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,25 +42,6 @@ pub enum SensorError {
     Stale,
     /// The sensor is temporarily unavailable (a dropout, a lock held by a crashed thread).
     Unavailable,
-}
-
-impl SensorError {
-    /// The health state this error puts the sensor in.
-    pub const fn health(self) -> Health {
-        match self {
-            SensorError::Missing => Health::Missing,
-            SensorError::Implausible { .. } | SensorError::Overflow => Health::Implausible,
-            SensorError::Stuck => Health::Stuck,
-            SensorError::Stale => Health::Stale,
-            SensorError::Empty
-            | SensorError::Malformed
-            | SensorError::Bus
-            | SensorError::PermissionDenied
-            | SensorError::Io
-            | SensorError::NotConfigured
-            | SensorError::Unavailable => Health::Error,
-        }
-    }
 }
 
 impl fmt::Display for SensorError {

@@ -7,6 +7,25 @@ use core::fmt;
 use crate::error::SensorError;
 use crate::units::MilliCelsius;
 
+impl SensorError {
+    /// The health state this error puts the sensor in.
+    pub const fn health(self) -> Health {
+        match self {
+            SensorError::Missing => Health::Missing,
+            SensorError::Implausible { .. } | SensorError::Overflow => Health::Implausible,
+            SensorError::Stuck => Health::Stuck,
+            SensorError::Stale => Health::Stale,
+            SensorError::Empty
+            | SensorError::Malformed
+            | SensorError::Bus
+            | SensorError::PermissionDenied
+            | SensorError::Io
+            | SensorError::NotConfigured
+            | SensorError::Unavailable => Health::Error,
+        }
+    }
+}
+
 /// How far a sensor's latest value can be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(

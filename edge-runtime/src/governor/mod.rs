@@ -20,6 +20,7 @@ pub mod adaptive;
 pub mod allocate;
 pub mod baseline;
 pub mod config;
+mod error;
 pub mod estimator;
 pub mod platform;
 pub mod types;

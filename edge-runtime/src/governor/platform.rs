@@ -10,7 +10,7 @@
 //! `g(n) = 1 / ((1 − p) + p/n)`, which is sublinear from two threads on. The benchmark uses the
 //! same model to turn the simulated SoC's frequency into tokens.
 
-use super::config::ConfigError;
+use super::error::ConfigError;
 
 /// One CPU operating point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

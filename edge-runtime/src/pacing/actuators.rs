@@ -3,7 +3,7 @@
 
 use sensor_drivers::{Fan, FreqCap, KiloHertz, Percent};
 
-use super::runner::RunnerError;
+use super::error::RunnerError;
 use crate::governor::Decision;
 
 /// The actuators the driver writes, and which of them it changed (so it restores only those).

@@ -9,6 +9,7 @@
 //! import the engine, tract, the trainer or the command line.
 
 mod actuators;
+mod error;
 pub mod permit;
 pub mod runner;
 pub mod source;

@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sensor_drivers::{ActuatorError, Fan, FreqCap};
-use thiserror::Error;
+use sensor_drivers::{Fan, FreqCap};
 
 use super::actuators::Actuators;
 use super::permit::{PermitStats, Permits};
@@ -38,6 +37,7 @@ use crate::governor::{
 
 /// Fastest time scale the driver accepts (board seconds per wall second): the simulated
 /// board's own bound, which keeps a 10 ms control period at 10 µs of wall time or more.
+pub use super::error::RunnerError;
 pub use sensor_drivers::sim::MAX_TIME_SCALE;
 
 /// Span over which steps per second (tokens/s) are averaged for the status.
@@ -66,33 +66,6 @@ impl Regulator for Governor {
     fn set_setpoint_c(&mut self, setpoint_c: f32) -> Result<(), ConfigError> {
         Governor::set_setpoint_c(self, setpoint_c)
     }
-}
-
-/// Why the runner could not be built, or could not put an actuator back.
-#[derive(Debug, Error)]
-pub enum RunnerError {
-    /// The platform lets the governor cap the CPU frequency, but no cap actuator was given.
-    #[error(
-        "the platform declares a writable CPU frequency but no frequency-cap actuator was given"
-    )]
-    MissingFreqCap,
-    /// The platform gives the governor a fan, but no fan actuator was given.
-    #[error("the platform declares a fan with levels 0..={0} but no fan actuator was given")]
-    MissingFan(u8),
-    /// An actuator was given that the platform does not let the governor use.
-    #[error("a {0} actuator was given but the platform does not let the governor use it")]
-    UnusedActuator(&'static str),
-    /// The time scale is not above 0 and at most [`MAX_TIME_SCALE`].
-    #[error("the time scale must be above 0 and at most {MAX_TIME_SCALE}, not {0}")]
-    InvalidTimeScale(f64),
-    /// Putting an actuator back failed.
-    #[error("restoring the {actuator}: {cause}")]
-    Restore {
-        /// Which actuator (`frequency cap` or `fan`).
-        actuator: &'static str,
-        /// The actuator's error.
-        cause: ActuatorError,
-    },
 }
 
 #[derive(Debug)]

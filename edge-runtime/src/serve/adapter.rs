@@ -16,15 +16,9 @@ use std::sync::{Arc, Mutex, RwLock, TryLockError};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::api::ApiError;
-use super::http::{App, error_response};
 use crate::engine::model::LoadedModel;
 use crate::train::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraAdapter};
 use crate::train::serve::{ServeMode, load_adapted, load_adapted_with};
@@ -511,47 +505,6 @@ impl ModelSlot {
     }
 }
 
-/// `GET /v1/adapter`: the adapter served now.
-pub(super) async fn get_adapter(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(e) = app.authorize(&headers) {
-        return error_response(&e);
-    }
-    axum::Json(app.slot.status_json(&app.model_id)).into_response()
-}
-
-/// `DELETE /v1/adapter`: back to the base model.
-pub(super) async fn delete_adapter(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(e) = app.authorize(&headers) {
-        return error_response(&e);
-    }
-    swap_response(app, None).await
-}
-
-/// `POST /v1/adapter` with `{"path": "DIR"}` (swap to that adapter) or `{"path": null}` (back
-/// to the base model).
-pub(super) async fn post_adapter(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(e) = app.authorize(&headers) {
-        return error_response(&e);
-    }
-    let body = match body {
-        Ok(b) => b,
-        Err(rej) => {
-            return error_response(&ApiError {
-                status: rej.status().as_u16(),
-                ..ApiError::invalid(None, format!("The request body could not be read: {rej}"))
-            });
-        }
-    };
-    match parse_swap(&body) {
-        Ok(path) => swap_response(app, path).await,
-        Err(e) => error_response(&e),
-    }
-}
-
 /// The folder a swap body names: `{"path": "DIR"}`, or `{"path": null}` for the base model.
 pub fn parse_swap(body: &[u8]) -> Result<Option<PathBuf>, ApiError> {
     const SHAPE: &str = "The body must be {\"path\": \"DIR\"} or {\"path\": null}.";
@@ -570,31 +523,6 @@ pub fn parse_swap(body: &[u8]) -> Result<Option<PathBuf>, ApiError> {
         Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(PathBuf::from(s))),
         _ => Err(ApiError::invalid(Some("path"), SHAPE)),
-    }
-}
-
-async fn swap_response(app: Arc<App>, path: Option<PathBuf>) -> Response {
-    let slot = app.slot.clone();
-    // The whole swap runs on the blocking thread, so a client that hangs up does not stop it
-    // halfway.
-    let done = tokio::task::spawn_blocking(move || slot.swap(path.as_deref())).await;
-    match done {
-        Ok(Ok(_)) => axum::Json(app.slot.status_json(&app.model_id)).into_response(),
-        Ok(Err(e)) => {
-            let status = e.status();
-            let err = if status >= 500 {
-                ApiError::internal(e.to_string())
-            } else {
-                ApiError {
-                    status,
-                    ..ApiError::invalid(Some("path"), e.to_string())
-                }
-            };
-            error_response(&err)
-        }
-        Err(e) => error_response(&ApiError::internal(format!(
-            "the adapter load failed: {e}; the served model is unchanged"
-        ))),
     }
 }
 

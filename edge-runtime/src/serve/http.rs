@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -190,9 +191,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models", get(models))
         .route(
             "/v1/adapter",
-            get(super::adapter::get_adapter)
-                .post(super::adapter::post_adapter)
-                .delete(super::adapter::delete_adapter),
+            get(get_adapter).post(post_adapter).delete(delete_adapter),
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -652,6 +651,72 @@ impl Stream for ChunkStream {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// `GET /v1/adapter`: the adapter served now.
+async fn get_adapter(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = app.authorize(&headers) {
+        return error_response(&e);
+    }
+    axum::Json(app.slot.status_json(&app.model_id)).into_response()
+}
+
+/// `DELETE /v1/adapter`: back to the base model.
+async fn delete_adapter(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = app.authorize(&headers) {
+        return error_response(&e);
+    }
+    swap_response(app, None).await
+}
+
+/// `POST /v1/adapter` with `{"path": "DIR"}` (swap to that adapter) or `{"path": null}` (back
+/// to the base model).
+async fn post_adapter(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(e) = app.authorize(&headers) {
+        return error_response(&e);
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) => {
+            return error_response(&ApiError {
+                status: rej.status().as_u16(),
+                ..ApiError::invalid(None, format!("The request body could not be read: {rej}"))
+            });
+        }
+    };
+    match super::adapter::parse_swap(&body) {
+        Ok(path) => swap_response(app, path).await,
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn swap_response(app: Arc<App>, path: Option<PathBuf>) -> Response {
+    let slot = app.slot.clone();
+    // The whole swap runs on the blocking thread, so a client that hangs up does not stop it
+    // halfway.
+    let done = tokio::task::spawn_blocking(move || slot.swap(path.as_deref())).await;
+    match done {
+        Ok(Ok(_)) => axum::Json(app.slot.status_json(&app.model_id)).into_response(),
+        Ok(Err(e)) => {
+            let status = e.status();
+            let err = if status >= 500 {
+                ApiError::internal(e.to_string())
+            } else {
+                ApiError {
+                    status,
+                    ..ApiError::invalid(Some("path"), e.to_string())
+                }
+            };
+            error_response(&err)
+        }
+        Err(e) => error_response(&ApiError::internal(format!(
+            "the adapter load failed: {e}; the served model is unchanged"
+        ))),
     }
 }
 

@@ -122,6 +122,8 @@ pub type Ina219<I2C> = ShuntMonitor<I2C, Chip>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chip;
 
+impl shunt::sealed::Sealed for Chip {}
+
 impl shunt::Chip for Chip {
     type Calibration = Calibration;
     const POWER_ON_CONFIG: u16 = POWER_ON_CONFIG;

@@ -26,7 +26,7 @@ const CALIBRATION: u8 = 0x05;
 
 const RESET: u16 = 0b1000_0000_0000_0000;
 
-mod sealed {
+pub(super) mod sealed {
     pub trait Sealed {}
 }
 
@@ -57,9 +57,6 @@ pub trait Chip: sealed::Sealed {
     /// The bus voltage register's value; an error when the register flags one.
     fn bus_millivolts<E>(raw: u16) -> Result<MilliVolts, Error<E>>;
 }
-
-impl sealed::Sealed for super::ina219::Chip {}
-impl sealed::Sealed for super::ina226::Chip {}
 
 /// A shunt monitor of the family `C` on an I2C bus.
 #[derive(Debug)]

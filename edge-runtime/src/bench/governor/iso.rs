@@ -2,7 +2,7 @@
 //! two are compared in the same thermal envelope.
 
 use super::limit::PhysicalLimit;
-use super::report::{SAME_TEMP_C, compare};
+use super::report::{ISO_CEILING_GAP_C, SAME_TEMP_C, compare};
 use super::run::run_one;
 use super::workload::Scenario;
 use super::{BenchError, BenchOptions, BenchRow, ControllerKind, GoalStatus, IsoRun, TwinBoard};
@@ -85,5 +85,3 @@ pub(super) fn iso_runs(case: &CaseRuns<'_>, rows: &[BenchRow]) -> Result<Vec<Iso
 
 /// Setpoint adjustments per iso-temperature comparison.
 const ISO_STEPS: usize = 3;
-/// How far below the hard ceiling an iso-temperature setpoint must stay, in K.
-pub(super) const ISO_CEILING_GAP_C: f64 = 0.5;
