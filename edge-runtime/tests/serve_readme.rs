@@ -1,4 +1,4 @@
-//! The README's curl examples, run verbatim with bash against `thermo serve` on
+//! The service manual's (`docs/service.md`) curl examples, run verbatim with bash against `thermo serve` on
 //! 127.0.0.1:8080 (the tiny model, served under the default model's id).
 
 mod serve_common;
@@ -7,10 +7,11 @@ use std::process::Command;
 
 use serve_common::{Opts, Server};
 
-/// The shell commands of the README's `serve-curl` block, continuation lines joined.
+/// The shell commands of the service manual's `serve-curl` block, continuation lines joined.
 fn readme_commands() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/service.md"))
+            .expect("docs/service.md");
     let start = readme
         .find("<!-- serve-curl:begin")
         .expect("the serve-curl block");
