@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod hf_files;
 pub mod import;
 pub mod kernels;
+pub mod kv_attention;
 pub mod llama;
 pub mod model;
 pub mod onnx_export;
