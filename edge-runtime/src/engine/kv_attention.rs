@@ -389,7 +389,7 @@ pub fn fuse_attention(proto: &mut ModelProto) -> TractResult<bool> {
     let Some(graph) = proto.graph.as_mut() else {
         return Ok(false);
     };
-    let (nkv, hd) = (cfg.num_key_value_heads, cfg.head_dim());
+    let nkv = cfg.num_key_value_heads;
     if nkv == 0 || !cfg.num_attention_heads.is_multiple_of(nkv) {
         return Ok(false);
     }
