@@ -168,39 +168,63 @@ impl EvalOp for GgmlMatMul {
             self.k
         );
         let m = x.len() / self.k;
-        let mut q = Q8Rows::default();
-        q.quantize_for(self.kind, x, m, self.k)?;
-        let w = self.matrix()?;
-        let mut out_t = vec![0f32; self.n * m];
-        if m > 0 {
-            let isa = self.isa;
-            let macs = self.n.saturating_mul(self.k).saturating_mul(m);
-            tract_linalg::multithread::par_chunks_mut(&mut out_t, m, macs, |row0, chunk| {
-                Ok(matmul_t(isa, &w, row0, &q, chunk)?)
-            })?;
-        }
-        let out = if m == 1 {
-            out_t
-        } else {
-            transpose(&out_t, self.n, m)
-        };
         let mut out_shape: TVec<usize> = shape.into();
         if let Some(last) = out_shape.last_mut() {
             *last = self.n;
         }
-        Ok(tvec![Tensor::from_shape(&out_shape, &out)?.into_tvalue()])
+        let mut out = Tensor::zero::<f32>(&out_shape)?;
+        if m == 0 {
+            return Ok(tvec![out.into_tvalue()]);
+        }
+        let mut run = |q: &mut Q8Rows| -> TractResult<()> {
+            q.quantize_for(self.kind, x, m, self.k)?;
+            let mut view = out.try_as_plain_ram_mut()?;
+            let y = view.as_slice_mut::<f32>()?;
+            if m == 1 {
+                // One activation row: the transposed product is the output itself.
+                self.product(q, y)
+            } else {
+                let mut out_t = vec![0f32; self.n * m];
+                self.product(q, &mut out_t)?;
+                transpose_into(&out_t, self.n, m, y);
+                Ok(())
+            }
+        };
+        QUANTIZED.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut q) => run(&mut q),
+            // Re-entered on this thread (a pool thread running another product): a fresh one.
+            Err(_) => run(&mut Q8Rows::default()),
+        })?;
+        Ok(tvec![out.into_tvalue()])
     }
 }
 
-/// `[rows, cols]` to `[cols, rows]`.
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; a.len()];
+thread_local! {
+    /// The quantized activations of the last product run on this thread, reused so that a
+    /// step allocates no quantization buffers.
+    static QUANTIZED: std::cell::RefCell<Q8Rows> = std::cell::RefCell::default();
+}
+
+impl GgmlMatMul {
+    /// `out_t = W · qᵀ` (`[n, m]`), output rows split over tract's thread pool.
+    fn product(&self, q: &Q8Rows, out_t: &mut [f32]) -> TractResult<()> {
+        let w = self.matrix()?;
+        let isa = self.isa;
+        let m = out_t.len() / self.n;
+        let macs = self.n.saturating_mul(self.k).saturating_mul(m);
+        tract_linalg::multithread::par_chunks_mut(out_t, m, macs, |row0, chunk| {
+            Ok(matmul_t(isa, &w, row0, q, chunk)?)
+        })
+    }
+}
+
+/// `[rows, cols]` `a` to `[cols, rows]` in `t`.
+fn transpose_into(a: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
     for (r, row) in a.chunks_exact(cols).enumerate() {
         for (c, v) in row.iter().enumerate() {
             t[c * rows + r] = *v;
         }
     }
-    t
 }
 
 impl TypedOp for GgmlMatMul {

@@ -10,6 +10,7 @@ pub mod gguf_llama;
 pub mod hf_files;
 pub mod import;
 pub mod kernels;
+pub mod kv_attention;
 pub mod llama;
 pub mod model;
 pub mod onnx_export;

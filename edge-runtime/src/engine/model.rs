@@ -15,11 +15,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 use tract_onnx::prelude::{
-    Framework, InferenceModel, InferenceModelExt, TValue, TVec, Tensor, TypedModel, TypedSimplePlan,
+    Framework, InferenceModel, InferenceModelExt, TValue, TVec, Tensor, TypedModel,
+    TypedSimplePlan, TypedSimpleState,
 };
 use tract_onnx::tract_core::transform::get_transform;
 
 use super::chat::ChatTemplate;
+use super::kv_attention::{self, KvAttention, KvAttentionState, LayerCache};
 use super::tokenizer::TextTokenizer;
 
 /// The fields of `config.json` the engine needs.
@@ -174,7 +176,8 @@ struct IoMap {
     input_ids: usize,
     attention_mask: Option<usize>,
     position_ids: Option<usize>,
-    /// (input index, output index) of each cache tensor, in layer order, key before value.
+    /// (input index, output index) of each cache tensor, in layer order, key before value;
+    /// empty when the graph's attention owns its cache ([`KvAttention`]).
     caches: Vec<(usize, usize)>,
     logits: usize,
     n_inputs: usize,
@@ -238,9 +241,13 @@ pub struct LoadedModel {
     pub eos_ids: Vec<u32>,
     /// Computes every output.
     plan: Arc<TypedSimplePlan>,
-    /// Computes only the cache outputs, in `io.caches` order.
+    /// Computes only the cache outputs, in `io.caches` order (or, with [`KvAttention`],
+    /// only as far as the last layer's attention).
     cache_plan: Arc<TypedSimplePlan>,
     io: IoMap,
+    /// Node of each layer's [`KvAttention`], in layer order; empty for a graph with cache
+    /// I/O. The same ids in both plans.
+    attention: Vec<usize>,
 }
 
 fn parse_cache_name(name: &str, prefix: &str) -> Option<(usize, bool)> {
@@ -314,10 +321,8 @@ impl LoadedModel {
             eos_ids.push(eos);
         }
 
-        let model = super::ggml_op::onnx()
-            .model_for_path(&onnx_path)
-            .with_context(|| format!("loading {}", onnx_path.display()))?;
-        let mut io = Self::map_io(&model, &config)?;
+        let (model, fused) = parse_onnx(&onnx_path)?;
+        let mut io = Self::map_io(&model, &config, fused)?;
         let input_names: Vec<String> = model
             .inputs
             .iter()
@@ -327,9 +332,9 @@ impl LoadedModel {
             .into_typed()
             .and_then(|m| m.into_decluttered())
             .context("analysing the ONNX graph")?;
-        // Fused RMSNorm / RoPE / attention; the past->present concatenations become KV-cache
-        // ops, then are unfolded back into explicit inputs (same places) and outputs (after
-        // the regular outputs, in cache-input order).
+        // Fused RMSNorm / RoPE / attention; past->present concatenations (a graph without
+        // KvAttention) become KV-cache ops, then are unfolded back into explicit inputs
+        // (same places) and outputs (after the regular outputs, in cache-input order).
         for (name, what) in [
             ("transformers_detect_all", "detecting transformer patterns"),
             ("unfold-kv-cache", "exposing the KV cache as model I/O"),
@@ -346,14 +351,18 @@ impl LoadedModel {
                 .into_optimized()
                 .context("optimising the model for this CPU")?,
         );
+        let attention = attention_nodes(&model, &config)?;
         let plan = TypedSimplePlan::new(model.clone()).context("planning the model")?;
         let mut cache_model = (*model).clone();
-        let cache_outlets = io
-            .caches
-            .iter()
-            .map(|&(_, o)| model.outputs.get(o).copied())
-            .collect::<Option<Vec<_>>>()
-            .context("a cache output is missing from the optimised model")?;
+        let cache_outlets = if attention.is_empty() {
+            io.caches
+                .iter()
+                .map(|&(_, o)| model.outputs.get(o).copied())
+                .collect::<Option<Vec<_>>>()
+                .context("a cache output is missing from the optimised model")?
+        } else {
+            attention.iter().map(|&n| n.into()).collect()
+        };
         cache_model.select_output_outlets(&cache_outlets)?;
         let cache_plan = TypedSimplePlan::new(cache_model).context("planning the cache pass")?;
         Ok(Arc::new(LoadedModel {
@@ -365,10 +374,11 @@ impl LoadedModel {
             plan,
             cache_plan,
             io,
+            attention,
         }))
     }
 
-    fn map_io(model: &InferenceModel, config: &ModelConfig) -> Result<IoMap> {
+    fn map_io(model: &InferenceModel, config: &ModelConfig, fused: bool) -> Result<IoMap> {
         let n_inputs = model.inputs.len();
         let mut input_ids = None;
         let mut attention_mask = None;
@@ -398,11 +408,12 @@ impl LoadedModel {
         }
         let input_ids = input_ids.context("the model has no `input_ids` input")?;
         let logits = logits.context("the model has no `logits` output")?;
+        let layers = if fused { 0 } else { config.num_hidden_layers };
         ensure!(
-            past.len() == 2 * config.num_hidden_layers,
+            past.len() == 2 * layers,
             "the model has {} past_key_values inputs, config.json says {} layers",
             past.len(),
-            config.num_hidden_layers
+            layers
         );
         past.sort_by_key(|&(layer, is_key, _)| (layer, !is_key));
         present.sort_by_key(|&(layer, is_key, _)| (layer, !is_key));
@@ -449,21 +460,78 @@ impl LoadedModel {
     }
 }
 
+/// Parses the ONNX graph at `path`; a graph written by this crate's exporter gets its
+/// attention fused into [`KvAttention`] nodes (the `bool`).
+fn parse_onnx(path: &Path) -> Result<(InferenceModel, bool)> {
+    let mut onnx = super::ggml_op::onnx();
+    kv_attention::register(&mut onnx);
+    let loading = || format!("loading {}", path.display());
+    let mut proto = onnx.proto_model_for_path(path).with_context(loading)?;
+    let fused = kv_attention::fuse_attention(&mut proto).with_context(loading)?;
+    let dir = path.parent().and_then(Path::to_str);
+    let parsed = onnx.parse(&proto, dir).with_context(loading)?;
+    ensure!(
+        parsed.unresolved_inputs.is_empty(),
+        "loading {}: unresolved inputs {:?}",
+        path.display(),
+        parsed.unresolved_inputs
+    );
+    Ok((parsed.model, fused))
+}
+
+/// The [`KvAttention`] node of every layer, in layer order (empty when there is none).
+fn attention_nodes(model: &TypedModel, config: &ModelConfig) -> Result<Vec<usize>> {
+    let mut found: Vec<(usize, usize)> = model
+        .nodes()
+        .iter()
+        .filter_map(|n| n.op_as::<KvAttention>().map(|op| (op.layer, n.id)))
+        .collect();
+    found.sort_unstable();
+    let layers: Vec<usize> = found.iter().map(|&(l, _)| l).collect();
+    ensure!(
+        layers.is_empty() || layers == (0..config.num_hidden_layers).collect::<Vec<_>>(),
+        "the graph's attention nodes cover layers {layers:?}, config.json says {}",
+        config.num_hidden_layers
+    );
+    Ok(found.into_iter().map(|(_, n)| n).collect())
+}
+
 /// The KV cache of one conversation plus the tokens it holds.
 #[derive(Debug)]
 pub struct KvState {
     model: Arc<LoadedModel>,
+    /// Cache tensors fed in and read back, for a graph with cache I/O.
     caches: Vec<TValue>,
+    /// Per-layer caches lent to the [`KvAttention`] nodes for each run, otherwise.
+    layers: Vec<LayerCache>,
+    /// Run states of the full and the cache-only plan (graphs with [`KvAttention`] only).
+    runs: Option<Box<[TypedSimpleState; 2]>>,
     tokens: Vec<u32>,
+}
+
+/// Which of the two plans a pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// Every output (logits).
+    Full = 0,
+    /// Only as far as the cache.
+    Cache = 1,
 }
 
 impl KvState {
     /// An empty cache for `model`.
     pub fn new(model: Arc<LoadedModel>) -> Result<Self> {
         let caches = Self::empty_caches(&model)?;
+        let runs = if model.attention.is_empty() {
+            None
+        } else {
+            Some(Box::new([model.plan.spawn()?, model.cache_plan.spawn()?]))
+        };
         Ok(KvState {
+            layers: vec![LayerCache::default(); model.attention.len()],
             model,
             caches,
+            runs,
             tokens: vec![],
         })
     }
@@ -486,6 +554,7 @@ impl KvState {
     /// Empties the cache.
     pub fn reset(&mut self) -> Result<()> {
         self.caches = Self::empty_caches(&self.model)?;
+        self.layers.iter_mut().for_each(LayerCache::clear);
         self.tokens.clear();
         Ok(())
     }
@@ -500,6 +569,9 @@ impl KvState {
         }
         for cache in self.caches.iter_mut() {
             *cache = cache.slice(2, 0, len)?.into();
+        }
+        for layer in self.layers.iter_mut() {
+            layer.truncate(len);
         }
         self.tokens.truncate(len);
         Ok(())
@@ -543,18 +615,20 @@ impl KvState {
         let mut caches = self.caches.clone();
         if !head.is_empty() {
             let inputs = self.inputs(head, past, &caches)?;
-            let outputs = model.cache_plan.run(inputs)?;
-            ensure!(
-                outputs.len() == caches.len(),
-                "the cache pass returned {} tensors for {} caches",
-                outputs.len(),
-                caches.len()
-            );
-            caches = outputs.into_vec();
+            let outputs = self.run(Pass::Cache, inputs, past)?;
+            if self.runs.is_none() {
+                ensure!(
+                    outputs.len() == caches.len(),
+                    "the cache pass returned {} tensors for {} caches",
+                    outputs.len(),
+                    caches.len()
+                );
+                caches = outputs.into_vec();
+            }
         }
         let n = last.len();
         let inputs = self.inputs(last, past + head.len(), &caches)?;
-        let outputs = model.plan.run(inputs)?;
+        let outputs = self.run(Pass::Full, inputs, past)?;
         let logits = outputs.get(io.logits).context("no logits output")?;
         let shape = logits.shape();
         let plain = logits.try_as_plain_ram()?;
@@ -582,6 +656,26 @@ impl KvState {
         Ok(logits)
     }
 
+    /// Runs one plan. With [`KvAttention`] the layer caches are moved into the plan's op
+    /// states for the run and back out after it; a failed run leaves them at `past` slots.
+    fn run(&mut self, pass: Pass, inputs: TVec<TValue>, past: usize) -> Result<TVec<TValue>> {
+        let Some(runs) = self.runs.as_mut() else {
+            let plan = match pass {
+                Pass::Full => &self.model.plan,
+                Pass::Cache => &self.model.cache_plan,
+            };
+            return plan.run(inputs);
+        };
+        let state = &mut runs[pass as usize];
+        swap_layers(state, &self.model.attention, &mut self.layers)?;
+        let result = state.run(inputs);
+        swap_layers(state, &self.model.attention, &mut self.layers)?;
+        if result.is_err() {
+            self.layers.iter_mut().for_each(|l| l.truncate(past));
+        }
+        result
+    }
+
     /// The model inputs for `tokens` placed after `past` cached ones, read from `caches`.
     fn inputs(&self, tokens: &[u32], past: usize, caches: &[TValue]) -> Result<TVec<TValue>> {
         let io = &self.model.io;
@@ -606,6 +700,24 @@ impl KvState {
             .map(|(i, t)| t.with_context(|| format!("model input #{i} has no value")))
             .collect()
     }
+}
+
+/// Swaps each layer's cache with the one held by its [`KvAttention`] node's state in `run`.
+fn swap_layers(
+    run: &mut TypedSimpleState,
+    nodes: &[usize],
+    layers: &mut [LayerCache],
+) -> Result<()> {
+    for (&node, layer) in nodes.iter().zip(layers) {
+        let held = run
+            .op_states
+            .get_mut(node)
+            .and_then(Option::as_mut)
+            .and_then(|s| s.downcast_mut::<KvAttentionState>())
+            .with_context(|| format!("node {node} has no attention state"))?;
+        std::mem::swap(&mut held.cache, layer);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
