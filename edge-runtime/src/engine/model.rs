@@ -261,12 +261,45 @@ fn parse_cache_name(name: &str, prefix: &str) -> Option<(usize, bool)> {
     }
 }
 
+/// What [`LoadedModel::load_plans`] builds from the graph.
+struct Plans {
+    plan: Arc<TypedSimplePlan>,
+    cache_plan: Arc<TypedSimplePlan>,
+    io: IoMap,
+    attention: Vec<usize>,
+}
+
 impl LoadedModel {
     /// Loads and optimises the model folder at `dir`.
     pub fn load(dir: &Path) -> Result<Arc<Self>> {
         let onnx_path = find_onnx(dir)?;
         let config: ModelConfig = read_json(&dir.join("config.json"))?;
         config.validate()?;
+        let (tokenizer, chat_template, eos_ids) = Self::load_text(dir, &config)?;
+        let Plans {
+            plan,
+            cache_plan,
+            io,
+            attention,
+        } = Self::load_plans(&onnx_path, &config)?;
+        Ok(Arc::new(LoadedModel {
+            dir: dir.to_path_buf(),
+            config,
+            tokenizer,
+            chat_template,
+            eos_ids,
+            plan,
+            cache_plan,
+            io,
+            attention,
+        }))
+    }
+
+    /// The tokenizer (checked against the vocabulary), the chat template and the end ids.
+    fn load_text(
+        dir: &Path,
+        config: &ModelConfig,
+    ) -> Result<(TextTokenizer, Option<ChatTemplate>, Vec<u32>)> {
         let generation: GenerationConfig = {
             let p = dir.join("generation_config.json");
             if p.is_file() {
@@ -321,8 +354,14 @@ impl LoadedModel {
             eos_ids.push(eos);
         }
 
-        let (model, fused) = parse_onnx(&onnx_path)?;
-        let mut io = Self::map_io(&model, &config, fused)?;
+        Ok((tokenizer, chat_template, eos_ids))
+    }
+
+    /// The graph parsed, fused and optimised for this CPU, planned twice: every output, and
+    /// the cache pass (up to the caches only).
+    fn load_plans(onnx_path: &Path, config: &ModelConfig) -> Result<Plans> {
+        let (model, fused) = parse_onnx(onnx_path)?;
+        let mut io = Self::map_io(&model, config, fused)?;
         let input_names: Vec<String> = model
             .inputs
             .iter()
@@ -351,7 +390,7 @@ impl LoadedModel {
                 .into_optimized()
                 .context("optimising the model for this CPU")?,
         );
-        let attention = attention_nodes(&model, &config)?;
+        let attention = attention_nodes(&model, config)?;
         let plan = TypedSimplePlan::new(model.clone()).context("planning the model")?;
         let mut cache_model = (*model).clone();
         let cache_outlets = if attention.is_empty() {
@@ -365,17 +404,12 @@ impl LoadedModel {
         };
         cache_model.select_output_outlets(&cache_outlets)?;
         let cache_plan = TypedSimplePlan::new(cache_model).context("planning the cache pass")?;
-        Ok(Arc::new(LoadedModel {
-            dir: dir.to_path_buf(),
-            config,
-            tokenizer,
-            chat_template,
-            eos_ids,
+        Ok(Plans {
             plan,
             cache_plan,
             io,
             attention,
-        }))
+        })
     }
 
     fn map_io(model: &InferenceModel, config: &ModelConfig, fused: bool) -> Result<IoMap> {
