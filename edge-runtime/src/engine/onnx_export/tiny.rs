@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::engine::llama::{LlamaConfig, LlamaWeights, Weight, WeightData};
+#[cfg(any(test, feature = "test-util"))]
 use crate::engine::quant::GgmlType;
 
 /// The tiny test configuration: 2 layers, hidden 64, 4 query heads over 2 KV heads,
