@@ -5,13 +5,18 @@
 
 use embedded_hal::i2c::I2c;
 
+use super::Error;
+pub use super::shunt::Mode;
+use super::shunt::convert::CalibrationRegister;
 use super::shunt::{self, ShuntMonitor};
-use super::{CalibrationError, Error};
-use crate::units::{MicroVolts, MilliAmps, MilliVolts};
+use crate::units::{MicroVolts, MilliVolts};
 
 pub mod convert;
 
-pub use convert::{Calibration, Gain};
+pub use convert::Gain;
+
+/// A checked INA219 calibration; its range is the [`Gain`].
+pub type Calibration = shunt::Calibration<Chip>;
 
 /// The address with A1 and A0 tied to ground.
 pub const DEFAULT_ADDRESS: u8 = 0b100_0000;
@@ -20,7 +25,6 @@ const BUS_RANGE_32V: u16 = 0b0010_0000_0000_0000;
 const GAIN: u16 = 0b0001_1000_0000_0000;
 const BUS_ADC: u16 = 0b0000_0111_1000_0000;
 const SHUNT_ADC: u16 = 0b0000_0000_0111_1000;
-const MODE: u16 = 0b0000_0000_0000_0111;
 /// Power-on configuration (0x399F): 32 V, gain /8, 12-bit both, shunt and bus continuous.
 const POWER_ON_CONFIG: u16 = 0b0011_1001_1001_1111;
 
@@ -78,42 +82,6 @@ impl Adc {
     }
 }
 
-/// Operating mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Power-down.
-    PowerDown,
-    /// Shunt voltage, triggered.
-    ShuntTriggered,
-    /// Bus voltage, triggered.
-    BusTriggered,
-    /// Shunt and bus, triggered.
-    ShuntAndBusTriggered,
-    /// ADC off.
-    AdcOff,
-    /// Shunt voltage, continuous.
-    ShuntContinuous,
-    /// Bus voltage, continuous.
-    BusContinuous,
-    /// Shunt and bus, continuous (power-on default).
-    ShuntAndBusContinuous,
-}
-
-impl Mode {
-    const fn code(self) -> u16 {
-        match self {
-            Mode::PowerDown => 0b000,
-            Mode::ShuntTriggered => 0b001,
-            Mode::BusTriggered => 0b010,
-            Mode::ShuntAndBusTriggered => 0b011,
-            Mode::AdcOff => 0b100,
-            Mode::ShuntContinuous => 0b101,
-            Mode::BusContinuous => 0b110,
-            Mode::ShuntAndBusContinuous => 0b111,
-        }
-    }
-}
-
 /// An INA219 on an I2C bus: the family's driver ([`ShuntMonitor`]) with the INA219's
 /// configuration fields below.
 pub type Ina219<I2C> = ShuntMonitor<I2C, Chip>;
@@ -125,28 +93,18 @@ pub struct Chip;
 impl shunt::sealed::Sealed for Chip {}
 
 impl shunt::Chip for Chip {
-    type Calibration = Calibration;
+    type Range = Gain;
     const POWER_ON_CONFIG: u16 = POWER_ON_CONFIG;
     const POWER_PER_CURRENT_LSB: u32 = convert::POWER_PER_CURRENT_LSB;
+    const CALIBRATION: CalibrationRegister = convert::CALIBRATION;
 
-    fn calibration(
-        shunt_micro_ohms: u32,
-        max_current: MilliAmps,
-    ) -> Result<Calibration, CalibrationError> {
-        Calibration::new(shunt_micro_ohms, max_current)
-    }
-
-    fn register(calibration: &Calibration) -> u16 {
-        calibration.register
-    }
-
-    fn current_lsb_na(calibration: &Calibration) -> u32 {
-        calibration.current_lsb_na
+    fn range_covering(shunt_nv: u64) -> Option<Gain> {
+        Gain::covering(shunt_nv)
     }
 
     /// The gain that covers the shunt voltage at the maximum current.
-    fn config_for(config: u16, calibration: &Calibration) -> Option<u16> {
-        Some((config & !GAIN) | (calibration.gain.code() << 11))
+    fn config_for(config: u16, gain: Gain) -> Option<u16> {
+        Some((config & !GAIN) | (gain.code() << 11))
     }
 
     fn shunt_microvolts(raw: u16) -> MicroVolts {
@@ -176,10 +134,5 @@ impl<I2C: I2c> ShuntMonitor<I2C, Chip> {
         let config =
             (self.config() & !(BUS_ADC | SHUNT_ADC)) | (bus.code() << 7) | (shunt.code() << 3);
         self.write_config(config)
-    }
-
-    /// Selects the operating mode.
-    pub fn set_mode(&mut self, mode: Mode) -> Result<(), Error<I2C::Error>> {
-        self.write_config((self.config() & !MODE) | mode.code())
     }
 }

@@ -5,13 +5,18 @@
 
 use embedded_hal::i2c::I2c;
 
+use super::Error;
+pub use super::shunt::Mode;
+use super::shunt::convert::CalibrationRegister;
 use super::shunt::{self, ShuntMonitor};
-use super::{CalibrationError, Error};
-use crate::units::{MicroVolts, MilliAmps, MilliVolts};
+use crate::units::{MicroVolts, MilliVolts};
 
 pub mod convert;
 
-pub use convert::Calibration;
+pub use convert::ShuntRange;
+
+/// A checked INA226 calibration.
+pub type Calibration = shunt::Calibration<Chip>;
 
 /// The address with A1 and A0 tied to ground.
 pub const DEFAULT_ADDRESS: u8 = 0b100_0000;
@@ -25,7 +30,6 @@ const INA226_DIE: u16 = 0x2260;
 const AVERAGING: u16 = 0b0000_1110_0000_0000;
 const BUS_CONVERSION_TIME: u16 = 0b0000_0001_1100_0000;
 const SHUNT_CONVERSION_TIME: u16 = 0b0000_0000_0011_1000;
-const MODE: u16 = 0b0000_0000_0000_0111;
 /// Power-on configuration (0x4127): 1 sample, 1.1 ms conversions, shunt and bus continuous.
 const POWER_ON_CONFIG: u16 = 0b0100_0001_0010_0111;
 
@@ -101,39 +105,6 @@ impl ConversionTime {
     }
 }
 
-/// Operating mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Power-down.
-    PowerDown,
-    /// Shunt voltage, triggered.
-    ShuntTriggered,
-    /// Bus voltage, triggered.
-    BusTriggered,
-    /// Shunt and bus, triggered.
-    ShuntAndBusTriggered,
-    /// Shunt voltage, continuous.
-    ShuntContinuous,
-    /// Bus voltage, continuous.
-    BusContinuous,
-    /// Shunt and bus, continuous (power-on default).
-    ShuntAndBusContinuous,
-}
-
-impl Mode {
-    const fn code(self) -> u16 {
-        match self {
-            Mode::PowerDown => 0b000,
-            Mode::ShuntTriggered => 0b001,
-            Mode::BusTriggered => 0b010,
-            Mode::ShuntAndBusTriggered => 0b011,
-            Mode::ShuntContinuous => 0b101,
-            Mode::BusContinuous => 0b110,
-            Mode::ShuntAndBusContinuous => 0b111,
-        }
-    }
-}
-
 /// An INA226 on an I2C bus: the family's driver ([`ShuntMonitor`]) with the INA226's
 /// identity check and configuration fields below.
 pub type Ina226<I2C> = ShuntMonitor<I2C, Chip>;
@@ -145,27 +116,17 @@ pub struct Chip;
 impl shunt::sealed::Sealed for Chip {}
 
 impl shunt::Chip for Chip {
-    type Calibration = Calibration;
+    type Range = ShuntRange;
     const POWER_ON_CONFIG: u16 = POWER_ON_CONFIG;
     const POWER_PER_CURRENT_LSB: u32 = convert::POWER_PER_CURRENT_LSB;
+    const CALIBRATION: CalibrationRegister = convert::CALIBRATION;
 
-    fn calibration(
-        shunt_micro_ohms: u32,
-        max_current: MilliAmps,
-    ) -> Result<Calibration, CalibrationError> {
-        Calibration::new(shunt_micro_ohms, max_current)
-    }
-
-    fn register(calibration: &Calibration) -> u16 {
-        calibration.register
-    }
-
-    fn current_lsb_na(calibration: &Calibration) -> u32 {
-        calibration.current_lsb_na
+    fn range_covering(shunt_nv: u64) -> Option<ShuntRange> {
+        ShuntRange::covering(shunt_nv)
     }
 
     /// The INA226's shunt range is fixed: the configuration stays as it is.
-    fn config_for(_config: u16, _calibration: &Calibration) -> Option<u16> {
+    fn config_for(_config: u16, _range: ShuntRange) -> Option<u16> {
         None
     }
 
@@ -205,10 +166,5 @@ impl<I2C: I2c> ShuntMonitor<I2C, Chip> {
             | (bus.code() << 6)
             | (shunt.code() << 3);
         self.write_config(config)
-    }
-
-    /// Selects the operating mode.
-    pub fn set_mode(&mut self, mode: Mode) -> Result<(), Error<I2C::Error>> {
-        self.write_config((self.config() & !MODE) | mode.code())
     }
 }

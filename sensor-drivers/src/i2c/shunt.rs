@@ -10,6 +10,7 @@ use core::fmt::Debug;
 
 use embedded_hal::i2c::I2c;
 
+use self::convert::CalibrationRegister;
 use super::{CalibrationError, Error, read_u16, write_u16};
 use crate::error::SensorError;
 use crate::traits::{PowerReading, PowerSensor};
@@ -25,6 +26,43 @@ const CURRENT: u8 = 0x04;
 const CALIBRATION: u8 = 0x05;
 
 const RESET: u16 = 0b1000_0000_0000_0000;
+const MODE: u16 = 0b0000_0000_0000_0111;
+
+/// The operating mode, a field both chips lay out alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Power-down.
+    PowerDown,
+    /// Shunt voltage, triggered.
+    ShuntTriggered,
+    /// Bus voltage, triggered.
+    BusTriggered,
+    /// Shunt and bus, triggered.
+    ShuntAndBusTriggered,
+    /// ADC off (INA219); the INA226 powers down on this code.
+    AdcOff,
+    /// Shunt voltage, continuous.
+    ShuntContinuous,
+    /// Bus voltage, continuous.
+    BusContinuous,
+    /// Shunt and bus, continuous (power-on default).
+    ShuntAndBusContinuous,
+}
+
+impl Mode {
+    const fn code(self) -> u16 {
+        match self {
+            Mode::PowerDown => 0b000,
+            Mode::ShuntTriggered => 0b001,
+            Mode::BusTriggered => 0b010,
+            Mode::ShuntAndBusTriggered => 0b011,
+            Mode::AdcOff => 0b100,
+            Mode::ShuntContinuous => 0b101,
+            Mode::BusContinuous => 0b110,
+            Mode::ShuntAndBusContinuous => 0b111,
+        }
+    }
+}
 
 pub(super) mod sealed {
     pub trait Sealed {}
@@ -32,30 +70,63 @@ pub(super) mod sealed {
 
 /// What one chip of the family brings to the shared driver. Sealed: implemented by the
 /// INA219 and INA226 only.
-pub trait Chip: sealed::Sealed {
-    /// The chip's checked calibration.
-    type Calibration: Copy + Debug + PartialEq;
+pub trait Chip: sealed::Sealed + Copy + Debug + PartialEq + Eq {
+    /// The shunt voltage range a calibration selects (the INA219's gain; the INA226 has one).
+    type Range: Copy + Debug + PartialEq + Eq;
     /// The configuration register after reset.
     const POWER_ON_CONFIG: u16;
     /// The power register's LSB as a multiple of the current LSB.
     const POWER_PER_CURRENT_LSB: u32;
+    /// The calibration register's scale and the values it holds.
+    const CALIBRATION: CalibrationRegister;
 
-    /// The finest calibration for a shunt (µΩ) and a maximum expected current.
-    fn calibration(
-        shunt_micro_ohms: u32,
-        max_current: MilliAmps,
-    ) -> Result<Self::Calibration, CalibrationError>;
-    /// The calibration register value.
-    fn register(calibration: &Self::Calibration) -> u16;
-    /// The current register's LSB in nanoamps.
-    fn current_lsb_na(calibration: &Self::Calibration) -> u32;
-    /// The configuration to write before the calibration, when it changes it (the INA219's
-    /// gain).
-    fn config_for(config: u16, calibration: &Self::Calibration) -> Option<u16>;
+    /// The smallest shunt range that covers a shunt voltage in nV, or `None` above them all.
+    fn range_covering(shunt_nv: u64) -> Option<Self::Range>;
+    /// The configuration to write before the calibration, when its range changes it (the
+    /// INA219's gain).
+    fn config_for(config: u16, range: Self::Range) -> Option<u16>;
     /// The shunt voltage register's value.
     fn shunt_microvolts(raw: u16) -> MicroVolts;
     /// The bus voltage register's value; an error when the register flags one.
     fn bus_millivolts<E>(raw: u16) -> Result<MilliVolts, Error<E>>;
+}
+
+/// A checked calibration of the chip `C`: the register value, the current LSB it gives and
+/// the shunt range that covers the maximum current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Calibration<C: Chip> {
+    /// The calibration register value.
+    pub register: u16,
+    /// The current register's LSB in nanoamps (the power LSB is the chip's multiple of it, in
+    /// nanowatts).
+    pub current_lsb_na: u32,
+    /// The shunt range selected to cover the shunt voltage at the maximum current.
+    pub range: C::Range,
+}
+
+impl<C: Chip> Calibration<C> {
+    /// The finest calibration for a shunt (µΩ) and a maximum expected current: the current LSB
+    /// is `max / 2^15` rounded up to a whole nanoamp.
+    pub fn new(shunt_micro_ohms: u32, max_current: MilliAmps) -> Result<Self, CalibrationError> {
+        let lsb = convert::finest_current_lsb_na(shunt_micro_ohms, max_current)?;
+        Self::with_current_lsb(shunt_micro_ohms, max_current, lsb)
+    }
+
+    /// A calibration with a chosen (typically round) current LSB in nanoamps, which must lie in
+    /// the datasheets' range `max / 2^15 ..= max / 2^12`.
+    pub fn with_current_lsb(
+        shunt_micro_ohms: u32,
+        max_current: MilliAmps,
+        current_lsb_na: u32,
+    ) -> Result<Self, CalibrationError> {
+        let shunt_nv = convert::checked_shunt_nv(shunt_micro_ohms, max_current, current_lsb_na)?;
+        let range = C::range_covering(shunt_nv).ok_or(CalibrationError::ShuntVoltageOverRange)?;
+        Ok(Calibration {
+            register: C::CALIBRATION.value(current_lsb_na, shunt_micro_ohms)?,
+            current_lsb_na,
+            range,
+        })
+    }
 }
 
 /// A shunt monitor of the family `C` on an I2C bus.
@@ -64,7 +135,7 @@ pub struct ShuntMonitor<I2C, C: Chip> {
     i2c: I2C,
     address: u8,
     config: u16,
-    calibration: Option<C::Calibration>,
+    calibration: Option<Calibration<C>>,
 }
 
 impl<I2C: I2c, C: Chip> ShuntMonitor<I2C, C> {
@@ -84,7 +155,7 @@ impl<I2C: I2c, C: Chip> ShuntMonitor<I2C, C> {
     }
 
     /// The calibration in force, if any.
-    pub const fn calibration(&self) -> Option<C::Calibration> {
+    pub const fn calibration(&self) -> Option<Calibration<C>> {
         self.calibration
     }
 
@@ -102,8 +173,8 @@ impl<I2C: I2c, C: Chip> ShuntMonitor<I2C, C> {
         &mut self,
         shunt_micro_ohms: u32,
         max_current: MilliAmps,
-    ) -> Result<C::Calibration, Error<I2C::Error>> {
-        let calibration = C::calibration(shunt_micro_ohms, max_current)?;
+    ) -> Result<Calibration<C>, Error<I2C::Error>> {
+        let calibration = Calibration::new(shunt_micro_ohms, max_current)?;
         self.apply_calibration(calibration)?;
         Ok(calibration)
     }
@@ -112,13 +183,17 @@ impl<I2C: I2c, C: Chip> ShuntMonitor<I2C, C> {
     /// configuration first where the calibration changes it, then the calibration register.
     pub fn apply_calibration(
         &mut self,
-        calibration: C::Calibration,
+        calibration: Calibration<C>,
     ) -> Result<(), Error<I2C::Error>> {
-        if let Some(config) = C::config_for(self.config, &calibration) {
+        if let Some(config) = C::config_for(self.config, calibration.range) {
             self.write_config(config)?;
         }
-        let register = C::register(&calibration);
-        write_u16(&mut self.i2c, self.address, CALIBRATION, register)?;
+        write_u16(
+            &mut self.i2c,
+            self.address,
+            CALIBRATION,
+            calibration.register,
+        )?;
         self.calibration = Some(calibration);
         Ok(())
     }
@@ -140,22 +215,23 @@ impl<I2C: I2c, C: Chip> ShuntMonitor<I2C, C> {
     pub fn current(&mut self) -> Result<MilliAmps, Error<I2C::Error>> {
         let calibration = self.calibration.ok_or(Error::NotCalibrated)?;
         let raw = self.read(CURRENT)?;
-        Ok(convert::current_milliamps(
-            raw,
-            C::current_lsb_na(&calibration),
-        ))
+        Ok(convert::current_milliamps(raw, calibration.current_lsb_na))
     }
 
     /// Reads the power; needs a calibration.
     pub fn power(&mut self) -> Result<MilliWatts, Error<I2C::Error>> {
         let calibration = self.calibration.ok_or(Error::NotCalibrated)?;
         let raw = self.read(POWER)?;
-        let lsb = C::current_lsb_na(&calibration);
         Ok(convert::power_milliwatts(
             raw,
-            lsb,
+            calibration.current_lsb_na,
             C::POWER_PER_CURRENT_LSB,
         ))
+    }
+
+    /// Selects the operating mode.
+    pub fn set_mode(&mut self, mode: Mode) -> Result<(), Error<I2C::Error>> {
+        self.write_config((self.config & !MODE) | mode.code())
     }
 
     /// The configuration register as last written.

@@ -3,15 +3,12 @@
 //! `Current_LSB = Max_Expected_I / 2^15`, `Cal = trunc(0.04096 / (Current_LSB · R_shunt))`,
 //! `Power_LSB = 20 · Current_LSB`. Currents are carried in nanoamps so the maths stays integer.
 
-use crate::i2c::CalibrationError;
-use crate::i2c::shunt::convert::{self as shunt, CalibrationRegister};
-use crate::units::{MicroVolts, MilliAmps, MilliVolts, MilliWatts};
-
-pub use crate::i2c::shunt::convert::current_milliamps;
+use crate::i2c::shunt::convert::CalibrationRegister;
+use crate::units::{MicroVolts, MilliVolts};
 
 /// `0.04096` scaled for nanoamp LSBs and micro-ohm shunts; the register's bit 0 does not
 /// exist.
-const CALIBRATION: CalibrationRegister = CalibrationRegister {
+pub(super) const CALIBRATION: CalibrationRegister = CalibrationRegister {
     scale: 40_960_000_000_000,
     max: 0xFFFE,
     has_bit0: false,
@@ -68,42 +65,6 @@ impl Gain {
     }
 }
 
-/// A checked calibration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Calibration {
-    /// The calibration register value.
-    pub register: u16,
-    /// The current register's LSB in nanoamps (the power LSB is 20 times this, in nanowatts).
-    pub current_lsb_na: u32,
-    /// The gain selected to cover the shunt voltage at maximum current.
-    pub gain: Gain,
-}
-
-impl Calibration {
-    /// The finest calibration for a shunt (µΩ) and a maximum expected current: the current LSB
-    /// is `max / 2^15` rounded up to a whole nanoamp.
-    pub fn new(shunt_micro_ohms: u32, max_current: MilliAmps) -> Result<Self, CalibrationError> {
-        let lsb = shunt::finest_current_lsb_na(shunt_micro_ohms, max_current)?;
-        Self::with_current_lsb(shunt_micro_ohms, max_current, lsb)
-    }
-
-    /// A calibration with a chosen (typically round) current LSB in nanoamps, which must lie in
-    /// the datasheet's range `max / 2^15 ..= max / 2^12`.
-    pub fn with_current_lsb(
-        shunt_micro_ohms: u32,
-        max_current: MilliAmps,
-        current_lsb_na: u32,
-    ) -> Result<Self, CalibrationError> {
-        let shunt_nv = shunt::checked_shunt_nv(shunt_micro_ohms, max_current, current_lsb_na)?;
-        let gain = Gain::covering(shunt_nv).ok_or(CalibrationError::ShuntVoltageOverRange)?;
-        Ok(Calibration {
-            register: CALIBRATION.value(current_lsb_na, shunt_micro_ohms)?,
-            current_lsb_na,
-            gain,
-        })
-    }
-}
-
 /// Shunt voltage register: two's complement, 10 µV per count.
 pub const fn shunt_microvolts(raw: u16) -> MicroVolts {
     MicroVolts(raw as i16 as i32 * 10)
@@ -124,14 +85,13 @@ pub const fn conversion_ready(raw: u16) -> bool {
     raw & 0b10 != 0
 }
 
-/// Power register: unsigned counts of `20 · current_lsb_na` nanowatts.
-pub fn power_milliwatts(raw: u16, current_lsb_na: u32) -> MilliWatts {
-    shunt::power_milliwatts(raw, current_lsb_na, POWER_PER_CURRENT_LSB)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::i2c::CalibrationError;
+    use crate::i2c::ina219::Calibration;
+    use crate::i2c::shunt::convert as shunt;
+    use crate::units::{MilliAmps, MilliWatts};
 
     #[test]
     fn shunt_voltage_follows_the_datasheet_examples() {
@@ -171,7 +131,7 @@ mod tests {
             Ok(Calibration {
                 register: 4096,
                 current_lsb_na: 100_000,
-                gain: Gain::Div8
+                range: Gain::Div8
             })
         );
     }
@@ -184,11 +144,11 @@ mod tests {
             Ok(Calibration {
                 register: 4194,
                 current_lsb_na: 97_657,
-                gain: Gain::Div8
+                range: Gain::Div8
             })
         );
         let small = Calibration::new(100_000, MilliAmps(400));
-        assert_eq!(small.map(|c| c.gain), Ok(Gain::Div1));
+        assert_eq!(small.map(|c| c.range), Ok(Gain::Div1));
     }
 
     #[test]
@@ -226,9 +186,19 @@ mod tests {
             (5, 97_657, 0),
         ];
         for (raw, lsb, ma) in cases {
-            assert_eq!(current_milliamps(raw, lsb), MilliAmps(ma), "{raw:#06x}");
+            assert_eq!(
+                shunt::current_milliamps(raw, lsb),
+                MilliAmps(ma),
+                "{raw:#06x}"
+            );
         }
-        assert_eq!(power_milliwatts(2_500, 100_000), MilliWatts(5_000));
-        assert_eq!(power_milliwatts(0xFFFF, 100_000), MilliWatts(131_070));
+        assert_eq!(
+            shunt::power_milliwatts(2_500, 100_000, POWER_PER_CURRENT_LSB),
+            MilliWatts(5_000)
+        );
+        assert_eq!(
+            shunt::power_milliwatts(0xFFFF, 100_000, POWER_PER_CURRENT_LSB),
+            MilliWatts(131_070)
+        );
     }
 }

@@ -3,14 +3,11 @@
 //! `CAL = trunc(0.00512 / (Current_LSB · R_shunt))`, `Power_LSB = 25 · Current_LSB`.
 //! Currents are carried in nanoamps so the maths stays integer.
 
-use crate::i2c::CalibrationError;
-use crate::i2c::shunt::convert::{self as shunt, CalibrationRegister};
-use crate::units::{MicroVolts, MilliAmps, MilliVolts, MilliWatts, div_round};
-
-pub use crate::i2c::shunt::convert::current_milliamps;
+use crate::i2c::shunt::convert::CalibrationRegister;
+use crate::units::{MicroVolts, MilliVolts, div_round};
 
 /// `0.00512` scaled for nanoamp LSBs and micro-ohm shunts; the register's bit 15 is reserved.
-const CALIBRATION: CalibrationRegister = CalibrationRegister {
+pub(super) const CALIBRATION: CalibrationRegister = CalibrationRegister {
     scale: 5_120_000_000_000,
     max: 0x7FFF,
     has_bit0: true,
@@ -20,38 +17,18 @@ pub(super) const POWER_PER_CURRENT_LSB: u32 = 25;
 /// Shunt full scale, 81.92 mV, in nanovolts.
 pub const SHUNT_FULL_SCALE_NV: u64 = 81_920_000;
 
-/// A checked calibration.
+/// The INA226's one shunt range, ±81.92 mV: its calibration's [`Range`](crate::i2c::shunt::Chip::Range).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Calibration {
-    /// The calibration register value.
-    pub register: u16,
-    /// The current register's LSB in nanoamps (the power LSB is 25 times this, in nanowatts).
-    pub current_lsb_na: u32,
-}
+pub struct ShuntRange;
 
-impl Calibration {
-    /// The finest calibration for a shunt (µΩ) and a maximum expected current: the current LSB
-    /// is `max / 2^15` rounded up to a whole nanoamp.
-    pub fn new(shunt_micro_ohms: u32, max_current: MilliAmps) -> Result<Self, CalibrationError> {
-        let lsb = shunt::finest_current_lsb_na(shunt_micro_ohms, max_current)?;
-        Self::with_current_lsb(shunt_micro_ohms, max_current, lsb)
-    }
-
-    /// A calibration with a chosen current LSB in nanoamps, which must lie in
-    /// `max / 2^15 ..= max / 2^12`.
-    pub fn with_current_lsb(
-        shunt_micro_ohms: u32,
-        max_current: MilliAmps,
-        current_lsb_na: u32,
-    ) -> Result<Self, CalibrationError> {
-        let shunt_nv = shunt::checked_shunt_nv(shunt_micro_ohms, max_current, current_lsb_na)?;
-        if shunt_nv > SHUNT_FULL_SCALE_NV {
-            return Err(CalibrationError::ShuntVoltageOverRange);
+impl ShuntRange {
+    /// The range when it covers `shunt_nv`.
+    pub const fn covering(shunt_nv: u64) -> Option<ShuntRange> {
+        if shunt_nv <= SHUNT_FULL_SCALE_NV {
+            Some(ShuntRange)
+        } else {
+            None
         }
-        Ok(Calibration {
-            register: CALIBRATION.value(current_lsb_na, shunt_micro_ohms)?,
-            current_lsb_na,
-        })
     }
 }
 
@@ -65,14 +42,13 @@ pub fn bus_millivolts(raw: u16) -> MilliVolts {
     MilliVolts(div_round(i64::from(raw & 0x7FFF) * 5, 4) as i32)
 }
 
-/// Power register: unsigned counts of `25 · current_lsb_na` nanowatts.
-pub fn power_milliwatts(raw: u16, current_lsb_na: u32) -> MilliWatts {
-    shunt::power_milliwatts(raw, current_lsb_na, POWER_PER_CURRENT_LSB)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::i2c::CalibrationError;
+    use crate::i2c::ina226::Calibration;
+    use crate::i2c::shunt::convert as shunt;
+    use crate::units::{MilliAmps, MilliWatts};
 
     #[test]
     fn shunt_voltage_has_a_2_5_microvolt_lsb() {
@@ -103,7 +79,8 @@ mod tests {
             Calibration::with_current_lsb(2_000, MilliAmps(15_000), 1_000_000),
             Ok(Calibration {
                 register: 2560,
-                current_lsb_na: 1_000_000
+                current_lsb_na: 1_000_000,
+                range: ShuntRange
             })
         );
     }
@@ -114,7 +91,8 @@ mod tests {
             Calibration::new(10_000, MilliAmps(5_000)),
             Ok(Calibration {
                 register: 3355,
-                current_lsb_na: 152_588
+                current_lsb_na: 152_588,
+                range: ShuntRange
             })
         );
     }
@@ -138,9 +116,18 @@ mod tests {
 
     #[test]
     fn current_and_power_scale_with_the_lsb() {
-        assert_eq!(current_milliamps(1_000, 1_000_000), MilliAmps(1_000));
-        assert_eq!(current_milliamps(0xFC18, 1_000_000), MilliAmps(-1_000));
-        assert_eq!(power_milliwatts(480, 1_000_000), MilliWatts(12_000));
-        assert_eq!(power_milliwatts(0xFFFF, 152_588), MilliWatts(249_996));
+        assert_eq!(shunt::current_milliamps(1_000, 1_000_000), MilliAmps(1_000));
+        assert_eq!(
+            shunt::current_milliamps(0xFC18, 1_000_000),
+            MilliAmps(-1_000)
+        );
+        assert_eq!(
+            shunt::power_milliwatts(480, 1_000_000, POWER_PER_CURRENT_LSB),
+            MilliWatts(12_000)
+        );
+        assert_eq!(
+            shunt::power_milliwatts(0xFFFF, 152_588, POWER_PER_CURRENT_LSB),
+            MilliWatts(249_996)
+        );
     }
 }
