@@ -1,6 +1,6 @@
 //! Measures the CPU time of one control tick's sensor reads: a full snapshot of a fake
 //! Raspberry Pi 5 sysfs tree, of a fake Jetson Orin Nano tree, and of the twin. Run with
-//! `cargo run --release -p sensor-drivers --features linux,sim --example tick_cost`.
+//! `cargo run --release -p sensor-drivers --features test-util,sim --example tick_cost`.
 
 use std::time::{Duration, Instant};
 

@@ -11,6 +11,7 @@ pub mod cooling;
 pub mod cpufreq;
 pub mod discover;
 pub mod firmware;
+#[cfg(feature = "test-util")]
 pub mod fixtures;
 pub mod hwmon;
 pub mod ina3221;

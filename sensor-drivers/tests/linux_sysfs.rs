@@ -1,7 +1,7 @@
 //! Fake-tree tests for the Linux readers and actuators: full Raspberry Pi 5 and Jetson Orin
 //! Nano trees, a Pi 4 tree, a JetPack 4 IIO directory, and every kind of bad file.
 #![allow(clippy::unwrap_used)]
-#![cfg(feature = "linux")]
+#![cfg(feature = "test-util")]
 
 use std::fs;
 use std::os::unix::fs::symlink;

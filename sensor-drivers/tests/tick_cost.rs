@@ -1,6 +1,6 @@
 //! Reading every sensor of a board once per control tick must cost well under 1 ms of CPU.
 //! This file holds a single test so the process's CPU time is this test's alone.
-#![cfg(all(feature = "linux", feature = "sim"))]
+#![cfg(all(feature = "test-util", feature = "sim"))]
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
