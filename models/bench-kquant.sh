@@ -5,13 +5,10 @@
 # (`--ctx 128`, models/eval/heldout.txt) from thermo beside llama.cpp's on the same file and
 # text. A benchmark, not a test: it prints both figures and their relative difference.
 #
-# PYTHON defaults to the venv `models/bench-llm.sh` describes; FTYPES to "Q4_K_M Q6_K".
+# PYTHON defaults to the venv `bench-env.sh` makes; FTYPES to "Q4_K_M Q6_K".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p edge-runtime --bin thermo
-thermo="${CARGO_TARGET_DIR:-target}/release/thermo"
-root="${THERMO_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/thermo}"
-py="${PYTHON:-$root/venv-llama/bin/python}"
+. models/bench-env.sh
 threads="${THREADS:-2}"
 text=models/eval/heldout.txt
 "$thermo" fetch-model --format ggml >/dev/null

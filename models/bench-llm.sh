@@ -5,15 +5,11 @@
 # size: every weight, the tied head included, is read once per token) over the time per
 # token, beside the machine's single-thread read bandwidth.
 #
-# llama.cpp comes from its Python binding in PYTHON (default: the venv that
-# `python3 -m venv ~/.cache/thermo/venv-llama && ~/.cache/thermo/venv-llama/bin/pip install
-# llama-cpp-python` makes). The f32 folder is not compared.
+# llama.cpp comes from its Python binding in PYTHON (default: the venv `bench-env.sh` makes).
+# The f32 folder is not compared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p edge-runtime --bin thermo
-thermo="${CARGO_TARGET_DIR:-target}/release/thermo"
-root="${THERMO_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/thermo}"
-py="${PYTHON:-$root/venv-llama/bin/python}"
+. models/bench-env.sh
 rounds="${ROUNDS:-2}"
 gguf="$root/gguf/SmolLM2-135M-Instruct.gguf"
 for format in q4 ggml; do
@@ -27,9 +23,7 @@ for round in $(seq "$rounds"); do
       "$thermo" bench llm --json --model "$root/models/SmolLM2-135M-Instruct-$format" \
         --threads "$threads" 2>/dev/null | sed "s/^/thermo-$format /" >>"$out"
     done
-    if "$py" -c "import llama_cpp" 2>/dev/null; then
-      "$py" models/bench_llamacpp.py "$gguf" "$threads" --json | sed 's/^/llama /' >>"$out"
-    fi
+    "$py" models/bench_llamacpp.py "$gguf" "$threads" --json | sed 's/^/llama /' >>"$out"
   done
 done
 "$py" - "$out" "$gguf" <<'PY'
