@@ -1,7 +1,7 @@
-"""llama.cpp peer figures for bench-llm.sh: the same measurements as `thermo bench-llm`
+"""llama.cpp peer figures for bench-llm.sh: the same measurements as `thermo bench llm`
 (prefill on 32- and 128-token prompts, decode over 64 tokens after a 32-token prompt, best of
-3, peak RSS of the process) through the llama_cpp Python binding. With --json, prints one JSON
-object with the same keys as `thermo bench-llm --json`."""
+3, peak RSS of the process, seconds to load) through the llama_cpp Python binding. With
+--json, prints one JSON object with the same keys as `thermo bench llm --json`."""
 import json
 import resource
 import sys
@@ -21,8 +21,10 @@ TEXT = (
 
 def main() -> None:
     path, threads = sys.argv[1], int(sys.argv[2])
+    t = time.perf_counter()
     llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=512,
                 n_batch=512, verbose=False)
+    load_s = time.perf_counter() - t
     ids = []
     while len(ids) < 128:
         ids += llm.tokenize(TEXT.encode(), add_bos=False)
@@ -49,9 +51,10 @@ def main() -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
     if "--json" in sys.argv[3:]:
         print(json.dumps({"model": f"llama.cpp {path}", "threads": threads, "prefill32_tps": p32,
-                          "prefill128_tps": p128, "decode64_tps": best, "peak_rss_mb": rss_mb}))
+                          "prefill128_tps": p128, "decode64_tps": best, "peak_rss_mb": rss_mb,
+                          "load_s": load_s}))
     else:
-        print(f"| llama.cpp {path} | {threads} | {p32:.1f} | {p128:.1f} | {best:.1f} | {rss_mb:.0f} |")
+        print(f"| llama.cpp {path} | {threads} | {p32:.1f} | {p128:.1f} | {best:.1f} | {rss_mb:.0f} | {load_s:.2f} |")
 
 
 if __name__ == "__main__":

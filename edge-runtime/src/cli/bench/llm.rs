@@ -43,6 +43,8 @@ pub struct BenchLlmResult {
     pub decode64_tps: f64,
     /// Peak resident set size of the process, MB.
     pub peak_rss_mb: f64,
+    /// Seconds to load the model folder (parse, optimise, plan), this process's one load.
+    pub load_s: f64,
 }
 
 const TEXT: &str = "The Raspberry Pi is a series of small single-board computers developed in the \
@@ -74,6 +76,7 @@ pub fn measure(
     model: &std::sync::Arc<LoadedModel>,
     threads: usize,
     repeat: usize,
+    load_s: f64,
 ) -> Result<BenchLlmResult> {
     let mut state = KvState::new(model.clone())?;
     // Warm-up: first runs allocate and plan.
@@ -109,6 +112,7 @@ pub fn measure(
         prefill128_tps,
         decode64_tps,
         peak_rss_mb,
+        load_s,
     })
 }
 
@@ -117,14 +121,22 @@ pub fn bench(args: BenchLlmArgs) -> Result<()> {
     ensure!(args.model.threads >= 1, "--threads must be at least 1");
     set_compute_threads(args.model.threads);
     let dir = args.model.resolve()?;
+    let t = Instant::now();
     let model = LoadedModel::load(&dir)?;
-    let r = measure(&model, args.model.threads, args.repeat)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let r = measure(&model, args.model.threads, args.repeat, load_s)?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} |",
-            r.model, r.threads, r.prefill32_tps, r.prefill128_tps, r.decode64_tps, r.peak_rss_mb
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
+            r.model,
+            r.threads,
+            r.prefill32_tps,
+            r.prefill128_tps,
+            r.decode64_tps,
+            r.peak_rss_mb,
+            r.load_s
         );
     }
     Ok(())
