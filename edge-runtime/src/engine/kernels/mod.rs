@@ -395,6 +395,10 @@ pub fn matmul_t(
             w.rows
         )));
     }
+    #[cfg(target_arch = "x86_64")]
+    if m == 1 && x86::gemv(isa, w, row0, x, out_t) {
+        return Ok(());
+    }
     for (r, out_row) in out_t.chunks_exact_mut(m).enumerate() {
         let w_row = w.row(row0 + r);
         let mut i0 = 0;

@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BlockKind, Isa, Q8Rows, TILE};
+use super::{BlockKind, Isa, Q8Rows, QuantMatrix, TILE};
 use crate::engine::quant::{self, QK, QK_K};
 
 /// Whether the CPU has AVX2, FMA and F16C.
@@ -167,7 +167,7 @@ fn hsum_epi32(v: __m256i) -> i32 {
 
 /// One tile body per instruction set: `$mul` is the unsigned × signed byte product.
 macro_rules! tile_kernel {
-    ($name:ident, $isums:ident, $features:literal, $mul:ident) => {
+    ($name:ident, $isums:ident, $gemv:ident, $features:literal, $mul:ident) => {
         /// Dots one weight row with activation rows `i0..i0 + out.len()` (≤ TILE).
         ///
         /// # Safety
@@ -215,16 +215,167 @@ macro_rules! tile_kernel {
             }
             sums
         }
+
+        /// Dots `ROWS` weight rows (row pointers `rows`, each `nb` blocks of kind `KIND`)
+        /// with one activation row (decode), sharing each activation block between the rows
+        /// and keeping one accumulator per row.
+        ///
+        /// # Safety
+        /// Every row must hold `nb` whole blocks of `kind_of(KIND)`; `a`, `d` and `s` hold the
+        /// activation row's `nb` blocks; the CPU must have the enabled features.
+        #[target_feature(enable = $features)]
+        unsafe fn $gemv<const KIND: u8, const ROWS: usize>(
+            rows: [&[u8]; ROWS],
+            a: &[i8],
+            d: &[f32],
+            s: &[f32],
+            out: &mut [f32],
+        ) {
+            let kind = kind_of(KIND);
+            let bb = kind.block_bytes();
+            let offset = matches!(kind, BlockKind::Q4_1 | BlockKind::Q5_1);
+            let mut acc = [_mm256_setzero_ps(); ROWS];
+            // Lane 1 gathers Σ m·s for the formats with an offset.
+            let mut off = [_mm_setzero_ps(); ROWS];
+            for (b, (&dx, &sx)) in d.iter().zip(s).enumerate() {
+                // SAFETY: block `b` of the activation row: 32 bytes at `b · 32 < a.len()`.
+                let y = unsafe { _mm256_loadu_si256(a.as_ptr().add(b * QK).cast::<__m256i>()) };
+                let xs = _mm_setr_ps(dx, sx, 0.0, 0.0);
+                for r in 0..ROWS {
+                    // Each row is a short stream the hardware prefetcher meets afresh: ask
+                    // for the same block of the row one pass ahead (rows are contiguous; a
+                    // hint, so an address past the matrix is harmless).
+                    let ahead = rows[r].len() * ROWS + b * bb;
+                    _mm_prefetch::<_MM_HINT_T0>(rows[r].as_ptr().wrapping_add(ahead).cast::<i8>());
+                    // SAFETY: block `b` of a row of `nb` whole blocks.
+                    let blk = unsafe { rows[r].get_unchecked(b * bb..(b + 1) * bb) };
+                    // SAFETY: `blk` is a whole block of `kind`.
+                    let (u, signs) = unsafe { load_block(kind, blk) };
+                    let yr = match signs {
+                        Some(w) => _mm256_sign_epi8(y, w),
+                        None => y,
+                    };
+                    let dots = _mm256_cvtepi32_ps($mul(u, yr));
+                    // The scale and (Q4_1, Q5_1) the offset, both f16, converted together.
+                    let dm = if offset {
+                        let bits = u32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
+                        _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
+                    } else {
+                        let bits = u16::from_le_bytes([blk[0], blk[1]]);
+                        _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
+                    };
+                    let scaled = _mm_mul_ps(dm, xs);
+                    acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scaled), dots, acc[r]);
+                    off[r] = _mm_add_ps(off[r], scaled);
+                }
+            }
+            for r in 0..ROWS {
+                let extra = if offset {
+                    _mm_cvtss_f32(_mm_movehdup_ps(off[r]))
+                } else {
+                    0.0
+                };
+                out[r] = hsum_ps(acc[r]) + extra;
+            }
+        }
     };
 }
 
-tile_kernel!(tile_avx2, isums_avx2, "avx2,fma,f16c", mul_sum_avx2);
+tile_kernel!(
+    tile_avx2,
+    isums_avx2,
+    gemv_avx2,
+    "avx2,fma,f16c",
+    mul_sum_avx2
+);
 tile_kernel!(
     tile_vnni,
     isums_vnni,
+    gemv_vnni,
     "avx2,fma,f16c,avx512vnni,avx512vl",
     mul_sum_vnni
 );
+
+/// The 32-value formats as the decode kernels' const parameter.
+const fn kind_of(code: u8) -> BlockKind {
+    match code {
+        0 => BlockKind::Q4_0,
+        1 => BlockKind::Q4_1,
+        2 => BlockKind::Q5_0,
+        3 => BlockKind::Q5_1,
+        _ => BlockKind::Q8_0,
+    }
+}
+
+/// Rows taken together by the decode kernels.
+const GEMV_ROWS: usize = 4;
+
+/// One activation row (`x` holds exactly one) times weight rows `row0..row0 + out.len()` of a
+/// 32-value format, [`GEMV_ROWS`] rows per pass; `false` (nothing written) when the CPU lacks
+/// `isa` or the format is a K-quant.
+pub(super) fn gemv(
+    isa: Isa,
+    w: &QuantMatrix<'_>,
+    row0: usize,
+    x: &Q8Rows,
+    out: &mut [f32],
+) -> bool {
+    let code = match w.kind() {
+        BlockKind::Q4_0 => 0,
+        BlockKind::Q4_1 => 1,
+        BlockKind::Q5_0 => 2,
+        BlockKind::Q5_1 => 3,
+        BlockKind::Q8_0 => 4,
+        BlockKind::Q4K | BlockKind::Q5K | BlockKind::Q6K => return false,
+    };
+    let vnni = match isa {
+        Isa::Avx512Vnni if has_avx512_vnni() => true,
+        Isa::Avx2 if has_avx2() => false,
+        _ => return false,
+    };
+    let (a, d, s) = (&x.qs[..], &x.d[..], &x.s[..]);
+    macro_rules! run {
+        ($code:literal) => {{
+            let mut r = 0;
+            while r < out.len() {
+                let row = |k: usize| w.row(row0 + r + k);
+                if out.len() - r >= GEMV_ROWS {
+                    let rows: [&[u8]; GEMV_ROWS] = std::array::from_fn(row);
+                    let o = &mut out[r..r + GEMV_ROWS];
+                    // SAFETY: features detected above; `QuantMatrix` checked that every row
+                    // holds whole blocks, as many as `x` (one row, checked by `matmul_t`).
+                    unsafe {
+                        if vnni {
+                            gemv_vnni::<$code, GEMV_ROWS>(rows, a, d, s, o)
+                        } else {
+                            gemv_avx2::<$code, GEMV_ROWS>(rows, a, d, s, o)
+                        }
+                    }
+                    r += GEMV_ROWS;
+                } else {
+                    let o = &mut out[r..r + 1];
+                    // SAFETY: as above, one row.
+                    unsafe {
+                        if vnni {
+                            gemv_vnni::<$code, 1>([row(0)], a, d, s, o)
+                        } else {
+                            gemv_avx2::<$code, 1>([row(0)], a, d, s, o)
+                        }
+                    }
+                    r += 1;
+                }
+            }
+        }};
+    }
+    match code {
+        0 => run!(0),
+        1 => run!(1),
+        2 => run!(2),
+        3 => run!(3),
+        _ => run!(4),
+    }
+    true
+}
 
 /// The two integer sums of one Q4_K or Q5_K super-block with 256 activation bytes (see
 /// `k_isums`): sub-block products by `maddubs`, scaled by `madd`.
