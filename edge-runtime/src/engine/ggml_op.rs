@@ -1,9 +1,9 @@
 //! `GgmlMatMul`, a tract op computing `x @ Wᵀ` with `W` kept in its stored ggml blocks
 //! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K): the op quantizes each input row to int8
 //! per block of the weight's size (32 values, or 256 for the K-quants, as llama.cpp does) and
-//! runs the integer-dot [`kernels`](crate::engine::kernels), splitting output rows over
-//! tract's current thread pool (the one [`ComputeThreads`](crate::engine::ComputeThreads)
-//! sizes).
+//! runs the integer-dot [`kernels`](crate::engine::kernels), splitting output rows over the
+//! [`RowPool`], as many threads as tract's current executor has (the one
+//! [`ComputeThreads`](crate::engine::ComputeThreads) sizes).
 //!
 //! In ONNX it is a node of domain [`DOMAIN`] with inputs `x` (`[.., K]` f32) and the
 //! weight's block bytes (`[N, K / block values · block bytes]` u8 initializer), attributes `K`, `N` and
@@ -15,8 +15,9 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use crate::engine::kernels::{BlockKind, Isa, Q8Rows, QuantMatrix, matmul_t};
+use crate::engine::kernels::{BlockKind, GEMV_ROWS, Isa, Q8Rows, QuantMatrix, matmul_t};
 use crate::engine::quant::GgmlType;
+use crate::engine::row_pool::{self, RowJob, RowPool};
 
 /// ONNX domain of the node.
 pub const DOMAIN: &str = "org.thermo.ggml";
@@ -176,8 +177,9 @@ impl EvalOp for GgmlMatMul {
         if m == 0 {
             return Ok(tvec![out.into_tvalue()]);
         }
-        let mut run = |q: &mut Q8Rows| -> TractResult<()> {
-            q.quantize_for(self.kind, x, m, self.k)?;
+        let mut run = |q: &mut Arc<Q8Rows>| -> TractResult<()> {
+            // The pool's workers have dropped their handles by now; a fresh copy otherwise.
+            Arc::make_mut(q).quantize_for(self.kind, x, m, self.k)?;
             let mut view = out.try_as_plain_ram_mut()?;
             let y = view.as_slice_mut::<f32>()?;
             if m == 1 {
@@ -193,7 +195,7 @@ impl EvalOp for GgmlMatMul {
         QUANTIZED.with(|cell| match cell.try_borrow_mut() {
             Ok(mut q) => run(&mut q),
             // Re-entered on this thread (a pool thread running another product): a fresh one.
-            Err(_) => run(&mut Q8Rows::default()),
+            Err(_) => run(&mut Arc::default()),
         })?;
         Ok(tvec![out.into_tvalue()])
     }
@@ -202,19 +204,36 @@ impl EvalOp for GgmlMatMul {
 thread_local! {
     /// The quantized activations of the last product run on this thread, reused so that a
     /// step allocates no quantization buffers.
-    static QUANTIZED: std::cell::RefCell<Q8Rows> = std::cell::RefCell::default();
+    static QUANTIZED: std::cell::RefCell<Arc<Q8Rows>> = std::cell::RefCell::default();
 }
 
+/// Below this many multiply-adds a product runs on the calling thread alone.
+const SPLIT_MACS: usize = 1 << 16;
+
 impl GgmlMatMul {
-    /// `out_t = W · qᵀ` (`[n, m]`), output rows split over tract's thread pool.
-    fn product(&self, q: &Q8Rows, out_t: &mut [f32]) -> TractResult<()> {
-        let w = self.matrix()?;
-        let isa = self.isa;
+    /// `out_t = W · qᵀ` (`[n, m]`), output rows split over the [`RowPool`] as wide as
+    /// tract's current executor.
+    fn product(&self, q: &Arc<Q8Rows>, out_t: &mut [f32]) -> TractResult<()> {
         let m = out_t.len() / self.n;
         let macs = self.n.saturating_mul(self.k).saturating_mul(m);
-        tract_linalg::multithread::par_chunks_mut(out_t, m, macs, |row0, chunk| {
-            Ok(matmul_t(isa, &w, row0, q, chunk)?)
-        })
+        let threads = if macs < SPLIT_MACS {
+            1
+        } else {
+            row_pool::current_threads()
+        };
+        let (weights, q, isa) = (self.weights.clone(), q.clone(), self.isa);
+        let (kind, n, k) = (self.kind, self.n, self.k);
+        let job: RowJob = Arc::new(move |row0, chunk: &mut [f32]| {
+            let bytes: &[u8] = weights
+                .try_as_plain_ram()
+                .and_then(|w| w.as_slice())
+                .map_err(|e| e.to_string())?;
+            let w = QuantMatrix::new(kind, n, k, bytes).map_err(|e| e.to_string())?;
+            matmul_t(isa, &w, row0, &q, chunk).map_err(|e| e.to_string())
+        });
+        RowPool::global()
+            .run(out_t, m, GEMV_ROWS, threads, job)
+            .map_err(|e| format_err!("{OP_TYPE}: {e}"))
     }
 }
 
@@ -305,6 +324,35 @@ mod tests {
                     (y - exact).abs() <= 0.01 * mag,
                     "row {r} col {j}: {y} vs {exact}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_product_split_over_threads_equals_the_one_thread_product_bit_for_bit() {
+        use tract_linalg::multithread::{Executor, multithread_tract_scope};
+        // 70 rows (not a multiple of the 4-row pass) x 1024: above the split threshold.
+        let (n, k) = (70, 1024);
+        let values: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        let Ok(WeightData::Q4_1(bytes)) = WeightData::quantize(&values, GgmlType::Q4_1) else {
+            panic!("quantizes")
+        };
+        let t = Tensor::from_shape(&[n, bytes.len() / n], &bytes).expect("tensor");
+        let op = GgmlMatMul::new(BlockKind::Q4_1, n, k, Arc::new(t)).expect("op");
+        for m in [1, 3] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
+                .collect();
+            let one = run(&op, &[m, k], &x).expect("runs");
+            for threads in [2, 3] {
+                let split = multithread_tract_scope(Executor::multithread(threads), || {
+                    assert_eq!(row_pool::current_threads(), threads);
+                    run(&op, &[m, k], &x)
+                })
+                .expect("runs");
+                assert_eq!(one, split, "m={m}, {threads} threads");
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod llama;
 pub mod model;
 pub mod onnx_export;
 pub mod quant;
+pub mod row_pool;
 pub mod sampling;
 pub mod tokenizer;
 

@@ -32,6 +32,10 @@ use crate::engine::quant::{self, GgmlType, QK, QK_K};
 /// Activation rows handled together per weight block by the tiled kernels.
 pub const TILE: usize = 4;
 
+/// Weight rows the decode kernels take per pass: a split of a product's rows over threads
+/// should start at multiples of it.
+pub const GEMV_ROWS: usize = 4;
+
 /// Shape or format errors of a quantized product.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum KernelError {

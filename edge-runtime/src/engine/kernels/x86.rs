@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BlockKind, Isa, Q8Rows, QuantMatrix, TILE};
+use super::{BlockKind, GEMV_ROWS, Isa, Q8Rows, QuantMatrix, TILE};
 use crate::engine::quant::{self, QK, QK_K};
 
 /// Whether the CPU has AVX2, FMA and F16C.
@@ -306,9 +306,6 @@ const fn kind_of(code: u8) -> BlockKind {
         _ => BlockKind::Q8_0,
     }
 }
-
-/// Rows taken together by the decode kernels.
-const GEMV_ROWS: usize = 4;
 
 /// One activation row (`x` holds exactly one) times weight rows `row0..row0 + out.len()` of a
 /// 32-value format, [`GEMV_ROWS`] rows per pass; `false` (nothing written) when the CPU lacks
