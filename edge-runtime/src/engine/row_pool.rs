@@ -176,7 +176,7 @@ impl Slot {
             let mut spins = 0u32;
             while self.state.load(Ordering::Acquire) != POSTED {
                 spins = spins.wrapping_add(1);
-                if spins % 64 != 0 || idle_since.elapsed() < SPIN {
+                if !spins.is_multiple_of(64) || idle_since.elapsed() < SPIN {
                     std::hint::spin_loop();
                 } else {
                     thread::park_timeout(Duration::from_millis(100));
@@ -200,7 +200,7 @@ impl Slot {
         let mut spins = 0u32;
         while self.state.load(Ordering::Acquire) != DONE {
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 thread::yield_now();
             } else {
                 std::hint::spin_loop();
