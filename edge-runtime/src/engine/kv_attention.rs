@@ -17,12 +17,14 @@
 //! `past_key_values` / `present` / `attention_mask` I/O goes away with them.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{ModelProto, NodeProto, OperatorSetIdProto};
 use tract_onnx::tract_hir::internal::*;
 
 use crate::engine::llama::LlamaConfig;
+use crate::engine::row_pool::{self, RowJob, RowPool};
 
 /// ONNX domain of the node.
 pub const DOMAIN: &str = "org.thermo.attention";
@@ -175,10 +177,12 @@ impl TypedOp for KvAttention {
 
 /// One layer's cached keys and values, row `t` holding slot `t` of every key/value head
 /// (`[len, kv_heads · head_dim]`, row-major), with room to grow without copying the past.
+/// The buffers are shared with the row pool's workers during a step and with clones of the
+/// cache (a kept chat turn), and copied only when one of those still holds them at a write.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Arc<Vec<f32>>,
+    v: Arc<Vec<f32>>,
     len: usize,
 }
 
@@ -197,8 +201,8 @@ impl LayerCache {
     pub fn truncate(&mut self, len: usize) {
         if len < self.len {
             let row = self.k.len() / self.len;
-            self.k.truncate(len * row);
-            self.v.truncate(len * row);
+            Arc::make_mut(&mut self.k).truncate(len * row);
+            Arc::make_mut(&mut self.v).truncate(len * row);
             self.len = len;
         }
     }
@@ -259,49 +263,56 @@ impl KvAttention {
         );
         let past = cache.len;
         append_heads(
-            &mut cache.k,
+            Arc::make_mut(&mut cache.k),
             k.try_as_plain_ram()?.as_slice::<f32>()?,
             kv,
             seq,
             hd,
         );
         append_heads(
-            &mut cache.v,
+            Arc::make_mut(&mut cache.v),
             v.try_as_plain_ram()?.as_slice::<f32>()?,
             kv,
             seq,
             hd,
         );
         cache.len += seq;
-        let q = q.try_as_plain_ram()?;
-        let q = q.as_slice::<f32>()?;
+        let q = Arc::new(q.try_as_plain_ram()?.as_slice::<f32>()?.to_vec());
         let mut out = vec![0f32; q.len()];
         // One output row per (kv head, group member, query): rows are independent.
         let rows = kv * g * seq;
         let work = rows * (past + seq) * hd * 2;
-        let cache = &*cache;
-        let rows_from = |row0: usize, chunk: &mut [f32]| -> TractResult<()> {
+        let (keys, values, op) = (cache.k.clone(), cache.v.clone(), self.clone());
+        let job: RowJob = Arc::new(move |row0, chunk: &mut [f32]| {
             let mut scores = Vec::with_capacity(past + seq);
             for (r, o) in chunk.chunks_exact_mut(hd).enumerate() {
                 let row = row0 + r;
                 let (head, i) = (row / (g * seq), row % seq);
                 let qrow = &q[row * hd..(row + 1) * hd];
-                self.attend(cache, head, past + i + 1, qrow, &mut scores, o);
+                op.attend(&keys, &values, head, past + i + 1, qrow, &mut scores, o);
             }
             Ok(())
-        };
-        if work < THREADING_WORK {
-            rows_from(0, &mut out)?;
+        });
+        let threads = if work < THREADING_WORK {
+            1
         } else {
-            tract_linalg::multithread::par_chunks_mut(&mut out, hd, work, rows_from)?;
-        }
+            row_pool::current_threads()
+        };
+        RowPool::global()
+            .run(&mut out, hd, 1, threads, job)
+            .map_err(|e| format_err!("{OP_TYPE}: {e}"))?;
         Tensor::from_shape(&expected_q, &out)
     }
 
     /// Softmax-weighted sum of the values of slots `0..slots` of `head` for one query.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one query's slice of the step's data"
+    )]
     fn attend(
         &self,
-        cache: &LayerCache,
+        keys: &[f32],
+        values: &[f32],
         head: usize,
         slots: usize,
         q: &[f32],
@@ -314,7 +325,7 @@ impl KvAttention {
         scores.clear();
         let mut max = f32::NEG_INFINITY;
         for t in 0..slots {
-            let key = &cache.k[t * stride + at..t * stride + at + hd];
+            let key = &keys[t * stride + at..t * stride + at + hd];
             let s = dot(q, key) * self.scale;
             max = max.max(s);
             scores.push(s);
@@ -326,7 +337,7 @@ impl KvAttention {
         }
         out.fill(0.0);
         for (t, p) in scores.iter().enumerate() {
-            let value = &cache.v[t * stride + at..t * stride + at + hd];
+            let value = &values[t * stride + at..t * stride + at + hd];
             for (o, x) in out.iter_mut().zip(value) {
                 *o += p * x;
             }
@@ -558,6 +569,29 @@ mod tests {
     }
 
     #[test]
+    fn two_threads_give_the_one_thread_logits_bit_for_bit() -> TractResult<()> {
+        use tract_linalg::multithread::{Executor, multithread_tract_scope};
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("tiny");
+        write_tiny_model(&dir, 9, WeightFormat::Ggml)?;
+        let model = LoadedModel::load(&dir)?;
+        // 96 tokens: enough work for attention and every product to be split.
+        let ids: Vec<u32> = (0..96u32).map(|i| (i * 37 + 5) % 250).collect();
+        let run = |model: &Arc<LoadedModel>| -> TractResult<Vec<f32>> {
+            let mut state = KvState::new(model.clone())?;
+            let mut logits = state.forward_all(&ids[..90])?;
+            for &t in &ids[90..] {
+                logits.extend(state.forward_all(&[t])?);
+            }
+            Ok(logits)
+        };
+        let one = run(&model)?;
+        let two = multithread_tract_scope(Executor::multithread(2), || run(&model))?;
+        assert!(one == two, "logits differ by up to {}", worst(&one, &two));
+        Ok(())
+    }
+
+    #[test]
     fn a_graph_without_the_exporter_metadata_is_left_as_it_is() -> TractResult<()> {
         let mut proto = to_model_proto(&tiny_weights(2), WeightFormat::F32)?;
         proto.metadata_props.clear();
@@ -587,16 +621,28 @@ mod tests {
     #[test]
     fn a_truncated_layer_cache_keeps_its_first_slots() {
         let mut cache = LayerCache::default();
-        append_heads(&mut cache.k, &[1.0, 2.0, 3.0, 4.0], 2, 1, 2);
-        append_heads(&mut cache.v, &[5.0, 6.0, 7.0, 8.0], 2, 1, 2);
+        append_heads(Arc::make_mut(&mut cache.k), &[1.0, 2.0, 3.0, 4.0], 2, 1, 2);
+        append_heads(Arc::make_mut(&mut cache.v), &[5.0, 6.0, 7.0, 8.0], 2, 1, 2);
         cache.len = 1;
-        append_heads(&mut cache.k, &[9.0, 10.0, 11.0, 12.0], 2, 1, 2);
-        append_heads(&mut cache.v, &[13.0, 14.0, 15.0, 16.0], 2, 1, 2);
+        append_heads(
+            Arc::make_mut(&mut cache.k),
+            &[9.0, 10.0, 11.0, 12.0],
+            2,
+            1,
+            2,
+        );
+        append_heads(
+            Arc::make_mut(&mut cache.v),
+            &[13.0, 14.0, 15.0, 16.0],
+            2,
+            1,
+            2,
+        );
         cache.len = 2;
         cache.truncate(1);
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.k, [1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(cache.v, [5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(*cache.k, [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(*cache.v, [5.0, 6.0, 7.0, 8.0]);
         cache.clear();
         assert!(cache.is_empty() && cache.k.is_empty());
     }
