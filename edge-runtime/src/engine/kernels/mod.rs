@@ -400,7 +400,7 @@ pub fn matmul_t(
         )));
     }
     #[cfg(target_arch = "x86_64")]
-    if m == 1 && x86::gemv(isa, w, row0, x, out_t) {
+    if x86::gemm(isa, w, row0, x, out_t) {
         return Ok(());
     }
     for (r, out_row) in out_t.chunks_exact_mut(m).enumerate() {

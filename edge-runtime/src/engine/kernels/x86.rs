@@ -6,9 +6,10 @@
 //! `madd` by the sub-block scales); Q6_K's offset of 32 comes off through the activation's
 //! sums per 16 values. The K-quant bodies are AVX2 only and also serve the VNNI path.
 //!
-//! Every `#[target_feature]` function here is reached only through [`dot_tile`] and
-//! [`block_isums`], which the caller enters after `Isa::is_available` said yes; both check
-//! again before the first `unsafe` call.
+//! The 32-value formats run through [`gemm`], a micro-kernel over a few weight rows by a few
+//! activation rows with the format fixed at compile time; the K-quants through [`dot_tile`].
+//! Every `#[target_feature]` function here is reached only through those two and
+//! [`block_isums`], which check the CPU's features before the first `unsafe` call.
 
 use std::arch::x86_64::*;
 
@@ -166,44 +167,13 @@ fn hsum_epi32(v: __m256i) -> i32 {
 }
 
 /// One tile body per instruction set: `$mul` is the unsigned × signed byte product.
-macro_rules! tile_kernel {
-    ($name:ident, $isums:ident, $gemv:ident, $features:literal, $mul:ident) => {
-        /// Dots one weight row with activation rows `i0..i0 + out.len()` (≤ TILE).
-        ///
-        /// # Safety
-        /// `w_row` must be a whole row of `kind` blocks matching `x.cols`; the CPU must have
-        /// the enabled features.
-        #[target_feature(enable = $features)]
-        unsafe fn $name(kind: BlockKind, w_row: &[u8], x: &Q8Rows, i0: usize, out: &mut [f32]) {
-            let nb = x.blocks_per_row();
-            let mt = out.len().min(TILE);
-            let mut acc = [_mm256_setzero_ps(); TILE];
-            let mut offset = [0f32; TILE];
-            for (b, blk) in w_row.chunks_exact(kind.block_bytes()).enumerate() {
-                let dw = f16_at(blk, 0);
-                // SAFETY: `blk` is a whole block (chunks_exact of the checked row).
-                let (u, signs) = unsafe { load_block(kind, blk) };
-                for j in 0..mt {
-                    let at = (i0 + j) * nb + b;
-                    // SAFETY: `at` indexes a block of a row < x.rows, 32 bytes in `qs`.
-                    let y = unsafe { load_act(&x.qs[at * QK..], signs) };
-                    let dots = _mm256_cvtepi32_ps($mul(u, y));
-                    let scale = _mm256_set1_ps(dw * x.d[at]);
-                    acc[j] = _mm256_fmadd_ps(scale, dots, acc[j]);
-                    if matches!(kind, BlockKind::Q4_1 | BlockKind::Q5_1) {
-                        offset[j] += f16_at(blk, 2) * x.s[at];
-                    }
-                }
-            }
-            for j in 0..mt {
-                out[j] = hsum_ps(acc[j]) + offset[j];
-            }
-        }
-
+macro_rules! block_kernels {
+    ($isums:ident, $gemm:ident, $features:literal, $mul:ident) => {
         /// Per-block integer sums of one weight row with one activation row.
         ///
         /// # Safety
-        /// As for the tile kernel; `a_row` holds `nb` blocks.
+        /// `w_row` must be a whole row of `kind` blocks, `a_row` hold `nb` blocks; the CPU
+        /// must have the enabled features.
         #[target_feature(enable = $features)]
         unsafe fn $isums(kind: BlockKind, w_row: &[u8], a_row: &[i8], nb: usize) -> Vec<i32> {
             let mut sums = Vec::with_capacity(nb);
@@ -216,46 +186,48 @@ macro_rules! tile_kernel {
             sums
         }
 
-        /// Dots `ROWS` weight rows (row pointers `rows`, each `nb` blocks of kind `KIND`)
-        /// with one activation row (decode), sharing each activation block between the rows
-        /// and keeping one accumulator per row.
+        /// Dots `R` weight rows (each `x.cols` values of the 32-value format `kind_of(KIND)`)
+        /// with the `M` activation rows `acts` of `x`, writing weight row `r` times activation
+        /// `j` to `out[r · stride + j]`. Each weight block is unpacked once for the `M`
+        /// activations and each activation block loaded once for the `R` rows, with one
+        /// register accumulator per pair; the rows one pass ahead are prefetched, since each
+        /// row is a short stream the hardware prefetcher meets afresh.
         ///
         /// # Safety
-        /// Every row must hold `nb` whole blocks of `kind_of(KIND)`; `a`, `d` and `s` hold the
-        /// activation row's `nb` blocks; the CPU must have the enabled features.
+        /// Every row must hold `x.blocks_per_row()` whole blocks; `acts` must be rows of `x`,
+        /// quantized in 32-value blocks; `out` must hold `(R − 1) · stride + M` values; the
+        /// CPU must have the enabled features.
         #[target_feature(enable = $features)]
-        unsafe fn $gemv<const KIND: u8, const ROWS: usize>(
-            rows: [&[u8]; ROWS],
-            a: &[i8],
-            d: &[f32],
-            s: &[f32],
+        unsafe fn $gemm<const KIND: u8, const R: usize, const M: usize>(
+            rows: [&[u8]; R],
+            acts: [usize; M],
+            x: &Q8Rows,
             out: &mut [f32],
+            stride: usize,
         ) {
             let kind = kind_of(KIND);
             let bb = kind.block_bytes();
+            let nb = x.blocks_per_row();
             let offset = matches!(kind, BlockKind::Q4_1 | BlockKind::Q5_1);
-            let mut acc = [_mm256_setzero_ps(); ROWS];
-            // Lane 1 gathers Σ m·s for the formats with an offset.
-            let mut off = [_mm_setzero_ps(); ROWS];
-            for (b, (&dx, &sx)) in d.iter().zip(s).enumerate() {
-                // SAFETY: block `b` of the activation row: 32 bytes at `b · 32 < a.len()`.
-                let y = unsafe { _mm256_loadu_si256(a.as_ptr().add(b * QK).cast::<__m256i>()) };
-                let xs = _mm_setr_ps(dx, sx, 0.0, 0.0);
-                for r in 0..ROWS {
-                    // Each row is a short stream the hardware prefetcher meets afresh: ask
-                    // for the same block of the row one pass ahead (rows are contiguous; a
-                    // hint, so an address past the matrix is harmless).
-                    let ahead = rows[r].len() * ROWS + b * bb;
+            let mut acc = [[_mm256_setzero_ps(); M]; R];
+            let mut off = [[0f32; M]; R];
+            for b in 0..nb {
+                let mut y = [_mm256_setzero_si256(); M];
+                let mut xs = [_mm_setzero_ps(); M];
+                for j in 0..M {
+                    let at = acts[j] * nb + b;
+                    // SAFETY: block `at` of the activations: 32 bytes of `qs`.
+                    y[j] =
+                        unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(at * QK).cast::<__m256i>()) };
+                    xs[j] = _mm_setr_ps(x.d[at], x.s[at], 0.0, 0.0);
+                }
+                for r in 0..R {
+                    let ahead = rows[r].len() * R + b * bb;
                     _mm_prefetch::<_MM_HINT_T0>(rows[r].as_ptr().wrapping_add(ahead).cast::<i8>());
                     // SAFETY: block `b` of a row of `nb` whole blocks.
                     let blk = unsafe { rows[r].get_unchecked(b * bb..(b + 1) * bb) };
                     // SAFETY: `blk` is a whole block of `kind`.
                     let (u, signs) = unsafe { load_block(kind, blk) };
-                    let yr = match signs {
-                        Some(w) => _mm256_sign_epi8(y, w),
-                        None => y,
-                    };
-                    let dots = _mm256_cvtepi32_ps($mul(u, yr));
                     // The scale and (Q4_1, Q5_1) the offset, both f16, converted together.
                     let dm = if offset {
                         let bits = u32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
@@ -264,34 +236,33 @@ macro_rules! tile_kernel {
                         let bits = u16::from_le_bytes([blk[0], blk[1]]);
                         _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
                     };
-                    let scaled = _mm_mul_ps(dm, xs);
-                    acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scaled), dots, acc[r]);
-                    off[r] = _mm_add_ps(off[r], scaled);
+                    for j in 0..M {
+                        let yr = match signs {
+                            Some(w) => _mm256_sign_epi8(y[j], w),
+                            None => y[j],
+                        };
+                        let dots = _mm256_cvtepi32_ps($mul(u, yr));
+                        let scaled = _mm_mul_ps(dm, xs[j]);
+                        acc[r][j] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scaled), dots, acc[r][j]);
+                        if offset {
+                            off[r][j] += _mm_cvtss_f32(_mm_movehdup_ps(scaled));
+                        }
+                    }
                 }
             }
-            for r in 0..ROWS {
-                let extra = if offset {
-                    _mm_cvtss_f32(_mm_movehdup_ps(off[r]))
-                } else {
-                    0.0
-                };
-                out[r] = hsum_ps(acc[r]) + extra;
+            for r in 0..R {
+                for j in 0..M {
+                    out[r * stride + j] = hsum_ps(acc[r][j]) + off[r][j];
+                }
             }
         }
     };
 }
 
-tile_kernel!(
-    tile_avx2,
-    isums_avx2,
-    gemv_avx2,
-    "avx2,fma,f16c",
-    mul_sum_avx2
-);
-tile_kernel!(
-    tile_vnni,
+block_kernels!(isums_avx2, gemm_avx2, "avx2,fma,f16c", mul_sum_avx2);
+block_kernels!(
     isums_vnni,
-    gemv_vnni,
+    gemm_vnni,
     "avx2,fma,f16c,avx512vnni,avx512vl",
     mul_sum_vnni
 );
@@ -307,15 +278,16 @@ const fn kind_of(code: u8) -> BlockKind {
     }
 }
 
-/// One activation row (`x` holds exactly one) times weight rows `row0..row0 + out.len()` of a
-/// 32-value format, [`GEMV_ROWS`] rows per pass; `false` (nothing written) when the CPU lacks
-/// `isa` or the format is a K-quant.
-pub(super) fn gemv(
+/// Weight rows `row0..row0 + out_t.len() / m` of a 32-value format times every activation
+/// row of `x` (`m` of them), written transposed (`out_t[r · m + i]`): decode four weight
+/// rows per pass, prefill two rows by four activations. `false` (nothing written) when the
+/// CPU lacks `isa` or the format is a K-quant.
+pub(super) fn gemm(
     isa: Isa,
     w: &QuantMatrix<'_>,
     row0: usize,
     x: &Q8Rows,
-    out: &mut [f32],
+    out_t: &mut [f32],
 ) -> bool {
     let code = match w.kind() {
         BlockKind::Q4_0 => 0,
@@ -330,37 +302,59 @@ pub(super) fn gemv(
         Isa::Avx2 if has_avx2() => false,
         _ => return false,
     };
-    let (a, d, s) = (&x.qs[..], &x.d[..], &x.s[..]);
+    let m = x.rows();
+    let n = out_t.len() / m;
+    // One pass: `R` rows from `r` by the `M` activations from `i`.
+    macro_rules! pass {
+        ($code:literal, $r:literal, $m:literal, $row:expr, $i:expr) => {{
+            let rows: [&[u8]; $r] = std::array::from_fn(|k| w.row(row0 + $row + k));
+            let acts: [usize; $m] = std::array::from_fn(|j| $i + j);
+            let out = &mut out_t[$row * m + $i..];
+            // SAFETY: features detected above; `QuantMatrix` checked that every row holds
+            // whole blocks and `matmul_t` that `x` has as many per row, in 32-value blocks;
+            // rows `$row..+$r` and activations `$i..+$m` are in range, so `out` holds them.
+            unsafe {
+                if vnni {
+                    gemm_vnni::<$code, $r, $m>(rows, acts, x, out, m)
+                } else {
+                    gemm_avx2::<$code, $r, $m>(rows, acts, x, out, m)
+                }
+            }
+        }};
+    }
     macro_rules! run {
         ($code:literal) => {{
             let mut r = 0;
-            while r < out.len() {
-                let row = |k: usize| w.row(row0 + r + k);
-                if out.len() - r >= GEMV_ROWS {
-                    let rows: [&[u8]; GEMV_ROWS] = std::array::from_fn(row);
-                    let o = &mut out[r..r + GEMV_ROWS];
-                    // SAFETY: features detected above; `QuantMatrix` checked that every row
-                    // holds whole blocks, as many as `x` (one row, checked by `matmul_t`).
-                    unsafe {
-                        if vnni {
-                            gemv_vnni::<$code, GEMV_ROWS>(rows, a, d, s, o)
-                        } else {
-                            gemv_avx2::<$code, GEMV_ROWS>(rows, a, d, s, o)
-                        }
-                    }
+            if m == 1 {
+                while r + GEMV_ROWS <= n {
+                    pass!($code, 4, 1, r, 0);
                     r += GEMV_ROWS;
-                } else {
-                    let o = &mut out[r..r + 1];
-                    // SAFETY: as above, one row.
-                    unsafe {
-                        if vnni {
-                            gemv_vnni::<$code, 1>([row(0)], a, d, s, o)
-                        } else {
-                            gemv_avx2::<$code, 1>([row(0)], a, d, s, o)
-                        }
-                    }
-                    r += 1;
                 }
+            } else {
+                while r + 2 <= n {
+                    let mut i = 0;
+                    while i + TILE <= m {
+                        pass!($code, 2, 4, r, i);
+                        i += TILE;
+                    }
+                    while i < m {
+                        pass!($code, 2, 1, r, i);
+                        i += 1;
+                    }
+                    r += 2;
+                }
+            }
+            while r < n {
+                let mut i = 0;
+                while i + TILE <= m {
+                    pass!($code, 1, 4, r, i);
+                    i += TILE;
+                }
+                while i < m {
+                    pass!($code, 1, 1, r, i);
+                    i += 1;
+                }
+                r += 1;
             }
         }};
     }
@@ -554,10 +548,6 @@ pub(super) fn dot_tile(
         Isa::Avx2 | Isa::Avx512Vnni if kind.is_k_quant() && has_avx2() => unsafe {
             tile_k_avx2(kind, w_row, x, i0, out)
         },
-        // SAFETY: features detected on this line; the row is whole (QuantMatrix checked it).
-        Isa::Avx512Vnni if has_avx512_vnni() => unsafe { tile_vnni(kind, w_row, x, i0, out) },
-        // SAFETY: as above.
-        Isa::Avx2 if has_avx2() => unsafe { tile_avx2(kind, w_row, x, i0, out) },
         _ => {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = super::generic_loop(kind, w_row, x, i0 + j, super::isum_scalar);
