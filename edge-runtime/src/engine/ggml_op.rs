@@ -221,6 +221,10 @@ impl GgmlMatMul {
         } else {
             row_pool::current_threads()
         };
+        if threads == 1 {
+            // On this thread alone: no job to build, nothing shared.
+            return Ok(matmul_t(self.isa, &self.matrix()?, 0, q, out_t)?);
+        }
         let (weights, q, isa) = (self.weights.clone(), q.clone(), self.isa);
         let (kind, n, k) = (self.kind, self.n, self.k);
         let job: RowJob = Arc::new(move |row0, chunk: &mut [f32]| {

@@ -277,31 +277,58 @@ impl KvAttention {
             hd,
         );
         cache.len += seq;
-        let q = Arc::new(q.try_as_plain_ram()?.as_slice::<f32>()?.to_vec());
+        let q = q.try_as_plain_ram()?;
+        let q = q.as_slice::<f32>()?;
         let mut out = vec![0f32; q.len()];
         // One output row per (kv head, group member, query): rows are independent.
         let rows = kv * g * seq;
         let work = rows * (past + seq) * hd * 2;
-        let (keys, values, op) = (cache.k.clone(), cache.v.clone(), self.clone());
-        let job: RowJob = Arc::new(move |row0, chunk: &mut [f32]| {
-            let mut scores = Vec::with_capacity(past + seq);
-            for (r, o) in chunk.chunks_exact_mut(hd).enumerate() {
-                let row = row0 + r;
-                let (head, i) = (row / (g * seq), row % seq);
-                let qrow = &q[row * hd..(row + 1) * hd];
-                op.attend(&keys, &values, head, past + i + 1, qrow, &mut scores, o);
-            }
-            Ok(())
-        });
         let threads = if work < THREADING_WORK {
             1
         } else {
             row_pool::current_threads()
         };
-        RowPool::global()
-            .run(&mut out, hd, 1, threads, job)
-            .map_err(|e| format_err!("{OP_TYPE}: {e}"))?;
+        if threads == 1 {
+            // On this thread alone: nothing to share, so nothing copied.
+            self.attend_rows(&cache.k, &cache.v, q, seq, past, 0, &mut out);
+        } else {
+            let (keys, values, op) = (cache.k.clone(), cache.v.clone(), self.clone());
+            let q = Arc::new(q.to_vec());
+            let job: RowJob = Arc::new(move |row0, chunk: &mut [f32]| {
+                op.attend_rows(&keys, &values, &q, seq, past, row0, chunk);
+                Ok(())
+            });
+            RowPool::global()
+                .run(&mut out, hd, 1, threads, job)
+                .map_err(|e| format_err!("{OP_TYPE}: {e}"))?;
+        }
         Tensor::from_shape(&expected_q, &out)
+    }
+
+    /// Output rows `row0..` (one per kv head, group member and query, `head_dim` wide) of a
+    /// step of `seq` queries over `past` cached slots before them.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one step's data, borrowed or shared"
+    )]
+    fn attend_rows(
+        &self,
+        keys: &[f32],
+        values: &[f32],
+        q: &[f32],
+        seq: usize,
+        past: usize,
+        row0: usize,
+        out: &mut [f32],
+    ) {
+        let (g, hd) = (self.group, self.head_dim);
+        let mut scores = Vec::with_capacity(past + seq);
+        for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+            let row = row0 + r;
+            let (head, i) = (row / (g * seq), row % seq);
+            let qrow = &q[row * hd..(row + 1) * hd];
+            self.attend(keys, values, head, past + i + 1, qrow, &mut scores, o);
+        }
     }
 
     /// Softmax-weighted sum of the values of slots `0..slots` of `head` for one query.

@@ -98,8 +98,12 @@ impl RowPool {
         if threads == 1 {
             return job(0, out);
         }
-        let Ok(_busy) = self.busy.try_lock() else {
-            return job(0, out);
+        // A product that panicked on the caller's side poisons the lock without leaving
+        // anything half-done in it (the workers' shares finish on their own).
+        let _busy = match self.busy.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return job(0, out),
         };
         let share = rows.div_ceil(threads).div_ceil(align) * align;
         let mut posted = 0;

@@ -322,6 +322,20 @@ pub(super) fn gemm(
             }
         }};
     }
+    // Rows `R` from `r` by every activation: four at a time, then one by one.
+    macro_rules! rows {
+        ($code:literal, $r:literal, $row:expr) => {{
+            let mut i = 0;
+            while i + TILE <= m {
+                pass!($code, $r, 4, $row, i);
+                i += TILE;
+            }
+            while i < m {
+                pass!($code, $r, 1, $row, i);
+                i += 1;
+            }
+        }};
+    }
     macro_rules! run {
         ($code:literal) => {{
             let mut r = 0;
@@ -332,28 +346,12 @@ pub(super) fn gemm(
                 }
             } else {
                 while r + 2 <= n {
-                    let mut i = 0;
-                    while i + TILE <= m {
-                        pass!($code, 2, 4, r, i);
-                        i += TILE;
-                    }
-                    while i < m {
-                        pass!($code, 2, 1, r, i);
-                        i += 1;
-                    }
+                    rows!($code, 2, r);
                     r += 2;
                 }
             }
             while r < n {
-                let mut i = 0;
-                while i + TILE <= m {
-                    pass!($code, 1, 4, r, i);
-                    i += TILE;
-                }
-                while i < m {
-                    pass!($code, 1, 1, r, i);
-                    i += 1;
-                }
+                rows!($code, 1, r);
                 r += 1;
             }
         }};
