@@ -15,7 +15,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use crate::engine::kernels::{BlockKind, GEMV_ROWS, Isa, Q8Rows, QuantMatrix, matmul_t};
+use crate::engine::kernels::{BlockKind, GEMV_ROWS, Isa, Q8Rows, QuantMatrix, TILE, matmul_t};
 use crate::engine::quant::GgmlType;
 use crate::engine::row_pool::{self, RowJob, RowPool};
 
@@ -161,14 +161,13 @@ impl EvalOp for GgmlMatMul {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let x: &[f32] = input.try_as_plain_ram()?.as_slice()?;
         let shape = input.shape();
         ensure!(
             shape.last() == Some(&self.k),
             "{OP_TYPE}: input shape {shape:?} does not end in {}",
             self.k
         );
-        let m = x.len() / self.k;
+        let m = input.len() / self.k;
         let mut out_shape: TVec<usize> = shape.into();
         if let Some(last) = out_shape.last_mut() {
             *last = self.n;
@@ -177,26 +176,21 @@ impl EvalOp for GgmlMatMul {
         if m == 0 {
             return Ok(tvec![out.into_tvalue()]);
         }
-        let mut run = |q: &mut Arc<Q8Rows>| -> TractResult<()> {
-            // The pool's workers have dropped their handles by now; a fresh copy otherwise.
-            Arc::make_mut(q).quantize_for(self.kind, x, m, self.k)?;
-            let mut view = out.try_as_plain_ram_mut()?;
-            let y = view.as_slice_mut::<f32>()?;
-            if m == 1 {
-                // One activation row: the transposed product is the output itself.
-                self.product(q, y)
-            } else {
-                let mut out_t = vec![0f32; self.n * m];
-                self.product(q, &mut out_t)?;
-                transpose_into(&out_t, self.n, m, y);
-                Ok(())
-            }
-        };
-        QUANTIZED.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut q) => run(&mut q),
-            // Re-entered on this thread (a pool thread running another product): a fresh one.
-            Err(_) => run(&mut Arc::default()),
-        })?;
+        let threads = self.threads_for(m);
+        let mut view = out.try_as_plain_ram_mut()?;
+        let y = view.as_slice_mut::<f32>()?;
+        if m >= threads * TILE && threads > 1 {
+            // Prefill: each thread quantizes, multiplies and lays out its own activation rows.
+            self.split_activations(input.into_arc_tensor(), y, threads)?;
+        } else {
+            let x: &[f32] = input.try_as_plain_ram()?.as_slice()?;
+            with_quantized(|q| {
+                // The pool's workers have dropped their handles by now; a fresh copy otherwise.
+                Arc::make_mut(q).quantize_for(self.kind, x, m, self.k)?;
+                self.split_rows(q, m, y, threads)
+            })?;
+        }
+        drop(view);
         Ok(tvec![out.into_tvalue()])
     }
 }
@@ -207,20 +201,52 @@ thread_local! {
     static QUANTIZED: std::cell::RefCell<Arc<Q8Rows>> = std::cell::RefCell::default();
 }
 
+/// Runs `f` on this thread's quantization buffer, or on a fresh one when this thread is
+/// already inside a product.
+fn with_quantized<T>(f: impl FnOnce(&mut Arc<Q8Rows>) -> TractResult<T>) -> TractResult<T> {
+    QUANTIZED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut q) => f(&mut q),
+        Err(_) => f(&mut Arc::default()),
+    })
+}
+
 /// Below this many multiply-adds a product runs on the calling thread alone.
 const SPLIT_MACS: usize = 1 << 16;
 
 impl GgmlMatMul {
-    /// `out_t = W · qᵀ` (`[n, m]`), output rows split over the [`RowPool`] as wide as
-    /// tract's current executor.
-    fn product(&self, q: &Arc<Q8Rows>, out_t: &mut [f32]) -> TractResult<()> {
-        let m = out_t.len() / self.n;
+    /// How many threads a product with `m` activation rows is split over: tract's current
+    /// executor's width, or one for a product too small to pay for the hand-over.
+    fn threads_for(&self, m: usize) -> usize {
         let macs = self.n.saturating_mul(self.k).saturating_mul(m);
-        let threads = if macs < SPLIT_MACS {
+        if macs < SPLIT_MACS {
             1
         } else {
             row_pool::current_threads()
-        };
+        }
+    }
+
+    /// `y = x · Wᵀ` (`[m, n]`) from the quantized `q`, the weight rows split over `threads`:
+    /// the split decode takes, where one activation row meets every weight row.
+    fn split_rows(
+        &self,
+        q: &Arc<Q8Rows>,
+        m: usize,
+        y: &mut [f32],
+        threads: usize,
+    ) -> TractResult<()> {
+        if m == 1 {
+            // One activation row: the transposed product is the output itself.
+            return self.product(q, y, threads);
+        }
+        let mut out_t = vec![0f32; self.n * m];
+        self.product(q, &mut out_t, threads)?;
+        transpose_into(&out_t, self.n, m, y);
+        Ok(())
+    }
+
+    /// `out_t = W · qᵀ` (`[n, m]`), output rows split over `threads` of the [`RowPool`].
+    fn product(&self, q: &Arc<Q8Rows>, out_t: &mut [f32], threads: usize) -> TractResult<()> {
+        let m = out_t.len() / self.n;
         if threads == 1 {
             // On this thread alone: no job to build, nothing shared.
             return Ok(matmul_t(self.isa, &self.matrix()?, 0, q, out_t)?);
@@ -228,17 +254,57 @@ impl GgmlMatMul {
         let (weights, q, isa) = (self.weights.clone(), q.clone(), self.isa);
         let (kind, n, k) = (self.kind, self.n, self.k);
         let job: RowJob = Arc::new(move |row0, chunk: &mut [f32]| {
-            let bytes: &[u8] = weights
-                .try_as_plain_ram()
-                .and_then(|w| w.as_slice())
-                .map_err(|e| e.to_string())?;
-            let w = QuantMatrix::new(kind, n, k, bytes).map_err(|e| e.to_string())?;
+            let w = matrix_of(&weights, kind, n, k)?;
             matmul_t(isa, &w, row0, &q, chunk).map_err(|e| e.to_string())
         });
         RowPool::global()
             .run(out_t, m, GEMV_ROWS, threads, job)
             .map_err(|e| format_err!("{OP_TYPE}: {e}"))
     }
+
+    /// `y = x · Wᵀ` with the activation rows of `x` split over `threads`: each share is
+    /// quantized, multiplied by every weight row and transposed into place by the thread that
+    /// owns it, so nothing of a prefill product runs on one thread while the others wait.
+    fn split_activations(&self, x: Arc<Tensor>, y: &mut [f32], threads: usize) -> TractResult<()> {
+        let (weights, isa) = (self.weights.clone(), self.isa);
+        let (kind, n, k) = (self.kind, self.n, self.k);
+        let job: RowJob = Arc::new(move |a0, chunk: &mut [f32]| {
+            let w = matrix_of(&weights, kind, n, k)?;
+            let rows = chunk.len() / n;
+            let x: &[f32] = x
+                .try_as_plain_ram()
+                .and_then(|x| x.as_slice())
+                .map_err(|e| e.to_string())?;
+            let share = x
+                .get(a0 * k..(a0 + rows) * k)
+                .ok_or_else(|| format!("activation rows {a0}..+{rows} out of range"))?;
+            with_quantized(|q| {
+                Arc::make_mut(q).quantize_for(kind, share, rows, k)?;
+                let mut out_t = vec![0f32; n * rows];
+                matmul_t(isa, &w, 0, q, &mut out_t)?;
+                transpose_into(&out_t, n, rows, chunk);
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+        });
+        RowPool::global()
+            .run(y, n, TILE, threads, job)
+            .map_err(|e| format_err!("{OP_TYPE}: {e}"))
+    }
+}
+
+/// The weight matrix a pool job reads.
+fn matrix_of(
+    weights: &Tensor,
+    kind: BlockKind,
+    n: usize,
+    k: usize,
+) -> Result<QuantMatrix<'_>, String> {
+    let bytes: &[u8] = weights
+        .try_as_plain_ram()
+        .and_then(|w| w.as_slice())
+        .map_err(|e| e.to_string())?;
+    QuantMatrix::new(kind, n, k, bytes).map_err(|e| e.to_string())
 }
 
 /// `[rows, cols]` `a` to `[cols, rows]` in `t`.
@@ -345,7 +411,8 @@ mod tests {
         };
         let t = Tensor::from_shape(&[n, bytes.len() / n], &bytes).expect("tensor");
         let op = GgmlMatMul::new(BlockKind::Q4_1, n, k, Arc::new(t)).expect("op");
-        for m in [1, 3] {
+        // One row and three (the weight rows split), nine and sixteen (the activations split).
+        for m in [1, 3, 9, 16] {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
                 .collect();

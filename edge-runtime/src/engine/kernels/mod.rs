@@ -203,6 +203,15 @@ impl<'a> QuantMatrix<'a> {
     }
 }
 
+/// `v` rounded to the nearest integer, ties to even, for `|v| < 2²²` (beyond, a value of the
+/// same sign at least as large, which the quantizers clamp anyway): adding and taking away
+/// 1.5 · 2²³ leaves no fraction bits, and no libm call sits in the quantization loop.
+#[inline]
+fn round_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC) - MAGIC
+}
+
 /// Activation rows quantized to int8 in `−127..=127`, in blocks of 32 values (llama.cpp's
 /// Q8_0/Q8_1: per block the scale `d` and `s = d · Σ q`, what Q4_1/Q5_1's offset multiplies)
 /// or of 256 values (llama.cpp's Q8_K: per block the scale `d` and the integer sum of every 16
@@ -235,7 +244,8 @@ impl Q8Rows {
     }
 
     /// Quantizes `x`, `rows × cols` f32 row-major, per 32 values (`d = amax / 127`, as
-    /// ggml's `quantize_row_q8_0`), reusing this value's buffers.
+    /// ggml's `quantize_row_q8_0`, ties to even as its SIMD paths round), reusing this value's
+    /// buffers.
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) -> Result<(), KernelError> {
         self.reset(x, rows, cols, QK)?;
         for blk in x.chunks_exact(QK) {
@@ -245,7 +255,7 @@ impl Q8Rows {
             let mut sum = 0i32;
             for &v in blk {
                 // `as` saturates and maps NaN to 0; the clamp keeps −128 out (sign trick).
-                let q = ((v * id).round() as i32).clamp(-127, 127);
+                let q = (round_even(v * id) as i32).clamp(-127, 127);
                 sum += q;
                 self.qs.push(q as i8);
             }
@@ -271,7 +281,7 @@ impl Q8Rows {
             let start = self.qs.len();
             for &v in blk {
                 // `as` saturates and maps NaN to 0; −128 stays out as in `quantize`.
-                let q = ((iscale * v).round_ties_even() as i32).clamp(-127, 127);
+                let q = (round_even(iscale * v) as i32).clamp(-127, 127);
                 self.qs.push(q as i8);
             }
             for sixteen in self.qs[start..].chunks_exact(16) {
