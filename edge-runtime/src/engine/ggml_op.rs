@@ -177,20 +177,21 @@ impl EvalOp for GgmlMatMul {
             return Ok(tvec![out.into_tvalue()]);
         }
         let threads = self.threads_for(m);
-        let mut view = out.try_as_plain_ram_mut()?;
-        let y = view.as_slice_mut::<f32>()?;
-        if m >= threads * TILE && threads > 1 {
-            // Prefill: each thread quantizes, multiplies and lays out its own activation rows.
-            self.split_activations(input.into_arc_tensor(), y, threads)?;
-        } else {
-            let x: &[f32] = input.try_as_plain_ram()?.as_slice()?;
-            with_quantized(|q| {
-                // The pool's workers have dropped their handles by now; a fresh copy otherwise.
-                Arc::make_mut(q).quantize_for(self.kind, x, m, self.k)?;
-                self.split_rows(q, m, y, threads)
-            })?;
+        {
+            let mut view = out.try_as_plain_ram_mut()?;
+            let y = view.as_slice_mut::<f32>()?;
+            if m >= threads * TILE && threads > 1 {
+                // Prefill: each thread quantizes, multiplies and lays out its own activation rows.
+                self.split_activations(input.into_arc_tensor(), y, threads)?;
+            } else {
+                let x: &[f32] = input.try_as_plain_ram()?.as_slice()?;
+                with_quantized(|q| {
+                    // The workers have dropped their handles by now; a fresh copy otherwise.
+                    Arc::make_mut(q).quantize_for(self.kind, x, m, self.k)?;
+                    self.split_rows(q, m, y, threads)
+                })?;
+            }
         }
-        drop(view);
         Ok(tvec![out.into_tvalue()])
     }
 }
