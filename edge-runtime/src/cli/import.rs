@@ -37,7 +37,7 @@ pub fn import(args: ImportArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let report = import_gguf(&args.gguf, &args.out_dir, format)?;
     eprintln!(
-        "imported {} parameters into {} ({:.1} MB model.onnx, {:?}) in {:.1} s",
+        "imported {} parameters into {} ({:.1} MB graph and weights, {:?}) in {:.1} s",
         report.parameters,
         report.dir.display(),
         report.onnx_bytes as f64 / 1e6,

@@ -8,6 +8,11 @@
 //! In ONNX it is a node of domain [`DOMAIN`] with inputs `x` (`[.., K]` f32) and the
 //! weight's block bytes (`[N, K / block values · block bytes]` u8 initializer), attributes `K`, `N` and
 //! `ggml_type` (the GGUF type id). [`onnx`] returns a tract ONNX parser that knows it.
+//!
+//! `GgmlGather` ([`GATHER_OP_TYPE`], same domain) looks up embedding rows in such a table:
+//! inputs the table (`[N, row bytes]` u8 initializer, the tied head's own) and the ids,
+//! attributes `K`, `N` and `ggml_type`; each row is decoded as it is gathered, so a model
+//! whose head is its embedding holds that table once, in its stored blocks.
 
 use std::sync::Arc;
 
@@ -16,7 +21,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use crate::engine::kernels::{BlockKind, GEMV_ROWS, Isa, Q8Rows, QuantMatrix, TILE, matmul_t};
-use crate::engine::quant::GgmlType;
+use crate::engine::quant::{GgmlType, dequantize};
 use crate::engine::row_pool::{self, RowJob, RowPool};
 
 /// ONNX domain of the node.
@@ -24,24 +29,34 @@ pub const DOMAIN: &str = "org.thermo.ggml";
 /// ONNX op type of the node.
 pub const OP_TYPE: &str = "GgmlMatMul";
 
-/// A tract ONNX parser that also reads [`OP_TYPE`] nodes.
+/// ONNX op type of the embedding lookup.
+pub const GATHER_OP_TYPE: &str = "GgmlGather";
+
+/// A tract ONNX parser that also reads [`OP_TYPE`] and [`GATHER_OP_TYPE`] nodes.
 pub fn onnx() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
     onnx.op_register.insert(OP_TYPE, parse);
+    onnx.op_register.insert(GATHER_OP_TYPE, parse_gather);
     onnx
 }
 
-fn parse(
-    _ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+/// The `K`, `N` and `ggml_type` attributes both ops carry.
+fn table_attrs(node: &NodeProto) -> TractResult<(usize, usize, GgmlType)> {
     let k: usize = node.get_attr("K")?;
     let n: usize = node.get_attr("N")?;
     let type_id: i64 = node.get_attr("ggml_type")?;
     let kind = u32::try_from(type_id)
         .ok()
         .and_then(GgmlType::from_id)
-        .with_context(|| format!("{OP_TYPE}: unknown ggml type id {type_id}"))?;
+        .with_context(|| format!("{}: unknown ggml type id {type_id}", node.op_type))?;
+    Ok((k, n, kind))
+}
+
+fn parse(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let (k, n, kind) = table_attrs(node)?;
     let kind = BlockKind::from_ggml(kind)?;
     Ok((expand(GgmlMatMulSpec { kind, k, n }), vec![]))
 }
@@ -348,11 +363,156 @@ impl TypedOp for GgmlMatMul {
     as_op!();
 }
 
+fn parse_gather(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let (k, n, kind) = table_attrs(node)?;
+    ensure!(
+        kind.has_decoder(),
+        "{GATHER_OP_TYPE}: no decoder for ggml type {kind:?}"
+    );
+    Ok((expand(GgmlGatherSpec { kind, k, n }), vec![]))
+}
+
+/// The parsed lookup, before its table constant is known.
+#[derive(Clone, Debug)]
+struct GgmlGatherSpec {
+    kind: GgmlType,
+    k: usize,
+    n: usize,
+}
+
+impl Expansion for GgmlGatherSpec {
+    fn name(&self) -> StaticName {
+        GATHER_OP_TYPE.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].rank, inputs[1].rank.bex() + 1)?;
+        let k = self.k.to_dim();
+        s.given(&inputs[1].rank, move |s, rank| {
+            let rank = rank as usize;
+            for ax in 0..rank {
+                s.equals(&outputs[0].shape[ax], &inputs[1].shape[ax])?;
+            }
+            s.equals(&outputs[0].shape[rank], k.clone())
+        })?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let table = model
+            .outlet_fact(inputs[0])?
+            .konst
+            .clone()
+            .with_context(|| format!("{GATHER_OP_TYPE} {prefix}: the table must be a constant"))?;
+        let op = GgmlGather::new(self.kind, self.n, self.k, table)?;
+        model.wire_node(prefix, op, &inputs[1..])
+    }
+}
+
+/// Rows `ids` of an `[n, k]` table held in ggml blocks, decoded to f32: `[..ids, k]`.
+#[derive(Clone, Debug)]
+pub struct GgmlGather {
+    kind: GgmlType,
+    n: usize,
+    k: usize,
+    table: Arc<Tensor>,
+}
+
+impl GgmlGather {
+    /// Wraps `table` (u8, `n` rows of `k` values of `kind`), checking its size.
+    pub fn new(kind: GgmlType, n: usize, k: usize, table: Arc<Tensor>) -> TractResult<Self> {
+        ensure!(
+            table.datum_type() == u8::datum_type(),
+            "{GATHER_OP_TYPE}: table bytes are {:?}, not u8",
+            table.datum_type()
+        );
+        let row_bytes = kind.byte_size(k)?;
+        ensure!(
+            n.checked_mul(row_bytes) == Some(table.len()),
+            "{GATHER_OP_TYPE}: {} table bytes are not {n} rows of {k} {kind:?} values",
+            table.len()
+        );
+        Ok(Self { kind, n, k, table })
+    }
+}
+
+impl PartialEq for GgmlGather {
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, self.n, self.k) == (other.kind, other.n, other.k)
+            && Arc::ptr_eq(&self.table, &other.table)
+    }
+}
+
+impl Eq for GgmlGather {}
+
+impl Op for GgmlGather {
+    fn name(&self) -> StaticName {
+        GATHER_OP_TYPE.into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?} {}x{}", self.kind, self.n, self.k)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for GgmlGather {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let ids = args_1!(inputs);
+        let mut shape: TVec<usize> = ids.shape().into();
+        shape.push(self.k);
+        let ids = ids.cast_to::<i64>()?;
+        let ids: &[i64] = ids.try_as_plain_ram()?.as_slice()?;
+        let table: &[u8] = self.table.try_as_plain_ram()?.as_slice()?;
+        let row_bytes = table.len() / self.n.max(1);
+        let mut out = Vec::with_capacity(ids.len().saturating_mul(self.k));
+        for &id in ids {
+            let row = usize::try_from(id)
+                .ok()
+                .filter(|&r| r < self.n)
+                .with_context(|| {
+                    format!("{GATHER_OP_TYPE}: id {id} outside the {} rows", self.n)
+                })?;
+            let bytes = &table[row * row_bytes..(row + 1) * row_bytes];
+            out.extend(dequantize(self.kind, bytes, self.k)?);
+        }
+        Ok(tvec![Tensor::from_shape(&shape, &out)?.into_tvalue()])
+    }
+}
+
+impl TypedOp for GgmlGather {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let mut shape: TVec<TDim> = inputs[0].shape.iter().cloned().collect();
+        shape.push(self.k.to_dim());
+        Ok(tvec![f32::fact(shape)])
+    }
+
+    as_op!();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::llama::WeightData;
-    use crate::engine::quant::dequantize;
 
     const N: usize = 5;
     const K: usize = 64;
@@ -443,5 +603,40 @@ mod tests {
         assert!(run(&op, &[1, 32], &[0.5; 32]).is_err());
         let fact = f32::fact([1usize, 32]);
         assert!(op.output_facts(&[&fact]).is_err());
+    }
+
+    #[test]
+    fn gathers_the_decoded_rows_and_refuses_ids_outside_the_table() {
+        let values: Vec<f32> = (0..N * K)
+            .map(|i| ((i * 17 % 53) as f32 - 26.0) / 9.0)
+            .collect();
+        let Ok(WeightData::Q8_0(bytes)) = WeightData::quantize(&values, GgmlType::Q8_0) else {
+            panic!("quantizes")
+        };
+        let dense = dequantize(GgmlType::Q8_0, &bytes, N * K).expect("decodes");
+        let table = Tensor::from_shape(&[N, bytes.len() / N], &bytes).expect("tensor");
+        let op = GgmlGather::new(GgmlType::Q8_0, N, K, Arc::new(table)).expect("op");
+        let gather = |ids: &[i64], shape: &[usize]| {
+            let ids = Tensor::from_shape(shape, ids)?.into_tvalue();
+            let out = op.eval(&EvalContext::out_of_plan(), tvec![ids])?;
+            let shape = out[0].shape().to_vec();
+            TractResult::Ok((
+                shape,
+                out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+            ))
+        };
+        let (shape, rows) = gather(&[4, 0, 4], &[1, 3]).expect("gathers");
+        assert_eq!(shape, [1, 3, K]);
+        for (row, id) in rows.chunks_exact(K).zip([4, 0, 4]) {
+            assert_eq!(row, &dense[id * K..(id + 1) * K]);
+        }
+        for bad in [-1, N as i64, i64::MAX] {
+            assert!(gather(&[0, bad], &[1, 2]).is_err(), "id {bad}");
+        }
+        let short = Tensor::from_shape(
+            &[N - 1, bytes.len() / N],
+            &bytes[..bytes.len() / N * (N - 1)],
+        );
+        assert!(GgmlGather::new(GgmlType::Q8_0, N, K, Arc::new(short.expect("tensor"))).is_err());
     }
 }

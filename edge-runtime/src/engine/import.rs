@@ -11,7 +11,7 @@ use serde_json::json;
 use super::gguf::GgufFile;
 use super::hf_files::{byte_level_tokenizer_json, config_json, write_hf_files};
 use super::onnx_export::tiny::random_tiny_llama;
-use super::onnx_export::{WeightFormat, write_onnx};
+use super::onnx_export::{WeightFormat, weights_file, write_onnx};
 
 impl FromStr for WeightFormat {
     type Err = anyhow::Error;
@@ -27,7 +27,7 @@ impl FromStr for WeightFormat {
 
 /// Version of the folders this importer writes; bumped whenever the graph it writes changes,
 /// so a cached import from an older version is redone instead of reused.
-pub const IMPORTER_VERSION: u32 = 3;
+pub const IMPORTER_VERSION: u32 = 4;
 
 /// Name of the marker file an import leaves in its folder.
 pub const IMPORT_MARKER: &str = "thermo-import.json";
@@ -66,7 +66,7 @@ pub fn is_current_import(dir: &Path) -> bool {
 pub struct ImportReport {
     /// The finished model folder.
     pub dir: PathBuf,
-    /// Size of `model.onnx` in bytes.
+    /// Size of `model.onnx` and its weights file in bytes.
     pub onnx_bytes: u64,
     /// Parameters in the model.
     pub parameters: usize,
@@ -130,7 +130,9 @@ pub fn import_gguf(gguf: &Path, out: &Path, format: WeightFormat) -> Result<Impo
         let source = std::path::absolute(gguf).unwrap_or_else(|_| gguf.to_path_buf());
         write_marker(tmp, format, (MARKER_SOURCE_GGUF, json!(source)))
     })?;
-    let onnx_bytes = std::fs::metadata(out.join("model.onnx"))?.len();
+    let graph = out.join("model.onnx");
+    let data = std::fs::metadata(weights_file(&graph)).map_or(0, |m| m.len());
+    let onnx_bytes = std::fs::metadata(&graph)?.len() + data;
     Ok(ImportReport {
         dir: out.to_path_buf(),
         onnx_bytes,

@@ -18,15 +18,18 @@
 //! [`WeightFormat::Q4`] keeps every ggml block exact: Q4_0 projections become
 //! `com.microsoft.MatMulNBits` (4-bit, block 32, zero point 8); Q4_1 becomes the same plus
 //! a block-sum correction (`d·(q−8) + (m+8d)`); Q8_0 becomes two 4-bit halves plus a
-//! block-sum correction (`16d·(hi−8) + d·(lo−8) + 8d`). [`WeightFormat::Ggml`] instead writes
-//! each Q4_0/Q4_1/Q8_0 projection (the tied Q8_0 head included) as one
+//! block-sum correction (`16d·(hi−8) + d·(lo−8) + 8d`), and embedding tables are gathered
+//! without widening them: Q4_0/Q4_1 through `GatherBlockQuantized` (plus a gathered offset
+//! for Q4_1), Q8_0 as an int8 table with per-block scales applied after the gather.
+//! [`WeightFormat::Ggml`] instead writes each block-quantized projection as one
 //! [`GgmlMatMul`](crate::engine::ggml_op) node of domain `org.thermo.ggml` whose weight
-//! initializer holds the GGUF block bytes unchanged; the engine multiplies them with
-//! int8-quantized activations. In both, embedding tables are gathered
-//! without widening the table: Q4_0/Q4_1 through `GatherBlockQuantized` (plus a gathered
-//! offset for Q4_1), Q8_0 as an int8 table with per-block scales applied after the gather.
-//! f32 tensors stay f32 in both formats, so neither format loses anything against the
-//! source blocks.
+//! initializer holds the GGUF block bytes unchanged (the engine multiplies them with
+//! int8-quantized activations), and gathers the embedding with `GgmlGather` from the same
+//! initializer a tied head multiplies, so the table is stored once. f32 tensors stay f32 in
+//! both formats, so neither loses anything against the source blocks.
+//!
+//! Tensors of 64 KiB or more go to a weights file beside the graph ([`weights_file`], ONNX
+//! external data), so that loading reads each one once into its own buffer.
 //!
 //! Symbolic dimensions are `batch`, `sequence_length` and `past_sequence_length`.
 //! Nothing here runs a model; the engine loads the file like any Optimum export.
@@ -42,7 +45,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use prost::Message;
-use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
 use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 
 #[cfg(any(test, feature = "test-util"))]
@@ -115,6 +118,7 @@ pub fn to_model_proto_with(
         format,
         block_sums: HashMap::new(),
         f32_inits: HashSet::new(),
+        ggml_tables: HashMap::new(),
     };
     let (inputs, outputs) = writer.build()?;
     let graph = tract_onnx::pb::GraphProto {
@@ -159,29 +163,91 @@ pub fn to_model_proto_with(
     })
 }
 
-/// Writes the ONNX model for `weights` to `path` (one self-contained file).
+/// Writes the ONNX model for `weights` to `path`, its large tensors to [`weights_file`]`(path)`.
 pub fn write_onnx(weights: &LlamaWeights, format: WeightFormat, path: &Path) -> Result<()> {
     write_onnx_with(weights, format, &BTreeMap::new(), path)
 }
 
 /// Writes the ONNX model for `weights` with low-rank side branches (see
-/// [`to_model_proto_with`]) to `path`.
+/// [`to_model_proto_with`]) to `path`, its large tensors to [`weights_file`]`(path)`.
 pub fn write_onnx_with(
     weights: &LlamaWeights,
     format: WeightFormat,
     side: &BTreeMap<String, LowRank>,
     path: &Path,
 ) -> Result<()> {
-    let model = to_model_proto_with(weights, format, side)?;
+    let mut model = to_model_proto_with(weights, format, side)?;
+    let data = weights_file(path);
+    move_tensors_out(&mut model, &data).with_context(|| format!("writing {}", data.display()))?;
     let len = model.encoded_len();
     ensure!(
         len <= PROTOBUF_LIMIT_BYTES,
-        "the {format:?} graph would take {len} bytes, beyond protobuf's 2 GiB limit; \
-         write it as WeightFormat::Q4"
+        "the {format:?} graph would take {len} bytes, beyond protobuf's 2 GiB limit"
     );
     let bytes = model.encode_to_vec();
     drop(model);
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Initializers of at least this many bytes are written to the weights file.
+const EXTERNAL_MIN_BYTES: usize = 1 << 16;
+/// Where each tensor starts in the weights file: a page boundary.
+const EXTERNAL_ALIGN: u64 = 4096;
+
+/// The file beside the graph `path` that holds its large tensors (ONNX external data):
+/// `model.onnx` → `model.onnx.data`. Loading reads each tensor from it once, into the
+/// engine's own buffer, so a load never holds the weights twice.
+pub fn weights_file(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".data");
+    path.with_file_name(name)
+}
+
+/// Moves every initializer of [`EXTERNAL_MIN_BYTES`] or more into `data` (ONNX external
+/// data, page-aligned), leaving the graph its names, shapes and where to read them; no
+/// file when there is none.
+fn move_tensors_out(model: &mut ModelProto, data: &Path) -> Result<()> {
+    use std::io::Write;
+    let Some(graph) = model.graph.as_mut() else {
+        return Ok(());
+    };
+    let mut large = graph
+        .initializer
+        .iter_mut()
+        .filter(|t| t.raw_data.len() >= EXTERNAL_MIN_BYTES)
+        .peekable();
+    if large.peek().is_none() {
+        return match std::fs::remove_file(data) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        };
+    }
+    let location = data
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the weights file name is not UTF-8")?
+        .to_string();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(data)?);
+    let mut offset = 0u64;
+    let entry = |key: &str, value: String| StringStringEntryProto {
+        key: key.into(),
+        value,
+    };
+    for t in large {
+        let start = offset.next_multiple_of(EXTERNAL_ALIGN);
+        out.write_all(&vec![0; (start - offset) as usize])?;
+        let raw = std::mem::take(&mut t.raw_data);
+        out.write_all(&raw)?;
+        offset = start + raw.len() as u64;
+        t.external_data = vec![
+            entry("location", location.clone()),
+            entry("offset", start.to_string()),
+            entry("length", raw.len().to_string()),
+        ];
+        t.data_location = Some(DataLocation::External as i32);
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
 }
 
 /// Names of the tensors a Llama model must provide, with their `[out, in]` shapes.
@@ -325,6 +391,9 @@ struct Writer<'a> {
     block_sums: HashMap<String, String>,
     /// f32 weight initializers already written, by tensor name (tied weights share one).
     f32_inits: HashSet<String>,
+    /// ggml block initializers of single weights, by tensor name: a tied head multiplies
+    /// the table the embedding gathers from.
+    ggml_tables: HashMap<String, String>,
 }
 
 /// Per-forward tensors every layer reads.
@@ -831,7 +900,7 @@ impl<'a> Writer<'a> {
                 return Ok(outs);
             };
             match product {
-                Product::Ggml(kind) => self.ggml_linear(prefix, x, &ws, kind, n, k)?,
+                Product::Ggml(kind) => self.ggml_linear(prefix, x, names, kind, n, k)?,
                 Product::Nbits(dec) => self.block_linear(prefix, x, names[0], dec, n, k)?,
             }
         };
@@ -850,28 +919,33 @@ impl<'a> Writer<'a> {
         ))
     }
 
-    /// `x @ W^T` for the `[n, k]` rows of `ws` stacked, all stored as `kind` blocks: one
+    /// `x @ W^T` for the `[n, k]` rows of weights `names` stacked, all stored as `kind` blocks: one
     /// `GgmlMatMul` node over the block bytes as they are.
     fn ggml_linear(
         &mut self,
         prefix: &str,
         x: &str,
-        ws: &[&Weight],
+        names: &[&str],
         kind: BlockKind,
         n: usize,
         k: usize,
     ) -> Result<String> {
-        let mut bytes = Vec::new();
-        for w in ws {
-            if let Some((_, b)) = w.data.blocks() {
-                bytes.extend_from_slice(b);
+        let blocks = match names {
+            [name] => self.ggml_table(name, kind)?,
+            _ => {
+                let mut bytes = Vec::new();
+                for name in names {
+                    if let Some((_, b)) = self.tensor(name)?.data.blocks() {
+                        bytes.extend_from_slice(b);
+                    }
+                }
+                QuantMatrix::new(kind, n, k, &bytes)
+                    .with_context(|| format!("the blocks of {prefix}"))?;
+                let row_bytes = k / kind.block_values() * kind.block_bytes();
+                self.g
+                    .init_u8(&format!("{prefix}.ggml_blocks"), &[n, row_bytes], bytes)
             }
-        }
-        QuantMatrix::new(kind, n, k, &bytes).with_context(|| format!("the blocks of {prefix}"))?;
-        let row_bytes = k / kind.block_values() * kind.block_bytes();
-        let blocks = self
-            .g
-            .init_u8(&format!("{prefix}.ggml_blocks"), &[n, row_bytes], bytes);
+        };
         Ok(self.g.op_in(
             &format!("{prefix}.ggml_matmul"),
             ggml_op::DOMAIN,
@@ -969,11 +1043,55 @@ impl<'a> Writer<'a> {
         Ok(sums)
     }
 
+    /// The initializer holding weight `name`'s ggml blocks as they are (`[rows, row bytes]`
+    /// u8), written once however many nodes read it.
+    fn ggml_table(&mut self, name: &str, kind: BlockKind) -> Result<String> {
+        if let Some(init) = self.ggml_tables.get(name) {
+            return Ok(init.clone());
+        }
+        let w = self.tensor(name)?;
+        let (n, k) = (w.shape[0], w.shape[1]);
+        let Some((_, bytes)) = w.data.blocks() else {
+            bail!("{name} is not block-quantized")
+        };
+        let row_bytes = kind
+            .ggml()
+            .byte_size(k)
+            .with_context(|| format!("the rows of {name}"))?;
+        ensure!(
+            bytes.len() == n * row_bytes,
+            "{name}: {} block bytes are not {n} rows of {row_bytes}",
+            bytes.len()
+        );
+        let init = self.g.init_u8(
+            &format!("{name}.ggml_blocks"),
+            &[n, row_bytes],
+            bytes.to_vec(),
+        );
+        self.ggml_tables.insert(name.to_string(), init.clone());
+        Ok(init)
+    }
+
     /// Embedding rows of `ids`: `[batch, seq] -> [batch, seq, hidden]`.
     fn embed(&mut self, ids: &str) -> Result<String> {
         let name = "model.embed_tokens.weight";
         let w = self.tensor(name)?;
         let (v, h) = (w.shape[0], w.shape[1]);
+        if let (WeightFormat::Ggml, Some(kind)) = (self.format, kept_kind(self.format, &w.data)) {
+            // Rows decoded as they are gathered, from the table a tied head multiplies.
+            let table = self.ggml_table(name, kind)?;
+            return Ok(self.g.op_in(
+                "embed.gather",
+                ggml_op::DOMAIN,
+                ggml_op::GATHER_OP_TYPE,
+                &[&table, ids],
+                vec![
+                    attr_int("K", h as i64),
+                    attr_int("N", v as i64),
+                    attr_int("ggml_type", i64::from(kind.ggml().id())),
+                ],
+            ));
+        }
         let blocks = h / QK;
         let gather0 = vec![attr_int("axis", 0)];
         let to_blocks = [0, 0, blocks as i64, QK as i64];

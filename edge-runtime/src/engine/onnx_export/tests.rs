@@ -244,7 +244,12 @@ fn f32_export_written_to_disk_matches_reference_forward_pass() -> Result<()> {
     let path = dir.path().join("tiny.onnx");
     write_onnx(&weights, WeightFormat::F32, &path)?;
     let loaded = Loaded {
-        runnable: runnable(parse(&std::fs::read(&path)?)?)?,
+        runnable: runnable(
+            ggml_op::onnx()
+                .model_for_path(&path)?
+                .into_typed()?
+                .into_decluttered()?,
+        )?,
         cfg: weights.config.clone(),
     };
 
@@ -841,4 +846,84 @@ fn ggml_export_keeps_k_quant_and_q5_blocks_as_stored_and_matches_the_reference()
     check_against_dequantized_reference(&weights, WeightFormat::Ggml, INT8_ACTIVATION_TOLERANCE)?;
     // Q4 keeps only the formats it decomposes; the rest is exact f32.
     check_against_dequantized_reference(&weights, WeightFormat::Q4, 1e-3)
+}
+
+#[test]
+fn large_tensors_go_to_the_weights_file_page_aligned_and_the_graph_keeps_the_rest() -> Result<()> {
+    let weights = random_tiny_llama(7);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("model.onnx");
+    write_onnx(&weights, WeightFormat::F32, &path)?;
+    let data_len = std::fs::metadata(weights_file(&path))?.len();
+    let graph = ModelProto::decode(&std::fs::read(&path)?[..])?
+        .graph
+        .context("no graph")?;
+    let mut moved = 0;
+    for t in &graph.initializer {
+        let entry = |key: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value.clone())
+        };
+        match entry("offset") {
+            None => assert!(t.raw_data.len() < EXTERNAL_MIN_BYTES, "{} stayed", t.name),
+            Some(offset) => {
+                assert!(t.raw_data.is_empty(), "{} is written twice", t.name);
+                assert_eq!(entry("location").as_deref(), Some("model.onnx.data"));
+                let offset: u64 = offset.parse()?;
+                let length: u64 = entry("length").context("no length")?.parse()?;
+                assert_eq!(offset % EXTERNAL_ALIGN, 0, "{} is not page-aligned", t.name);
+                assert!(offset + length <= data_len, "{} runs past the file", t.name);
+                moved += 1;
+            }
+        }
+    }
+    assert!(moved > 0, "the tiny model's f32 embedding is over 64 KiB");
+    // Writing a graph without large tensors to the same place leaves no stale weights file.
+    write_onnx(
+        &quantize_llama(&weights, GgmlType::Q4_0, GgmlType::Q4_0)?,
+        WeightFormat::Ggml,
+        &path,
+    )?;
+    assert!(!weights_file(&path).exists());
+    Ok(())
+}
+
+#[test]
+fn a_ggml_export_gathers_its_embedding_from_the_table_the_tied_head_multiplies() -> Result<()> {
+    for embed in [GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q6K] {
+        let mut config = tiny_llama_config();
+        if embed == GgmlType::Q6K {
+            // K-quants come in blocks of 256 values.
+            config.hidden_size = 256;
+            config.intermediate_size = 512;
+        }
+        let projections = if embed == GgmlType::Q6K {
+            GgmlType::Q4K
+        } else {
+            GgmlType::Q4_0
+        };
+        let weights = quantize_llama(&random_llama(&config, 9), projections, embed)?;
+        let graph = to_model_proto(&weights, WeightFormat::Ggml)?
+            .graph
+            .context("no graph")?;
+        let table = "model.embed_tokens.weight.ggml_blocks";
+        assert_eq!(
+            graph.initializer.iter().filter(|t| t.name == table).count(),
+            1
+        );
+        let readers: Vec<&str> = graph
+            .node
+            .iter()
+            .filter(|n| n.input.iter().any(|i| i == table))
+            .map(|n| n.op_type.as_str())
+            .collect();
+        assert_eq!(
+            readers,
+            [ggml_op::GATHER_OP_TYPE, ggml_op::OP_TYPE],
+            "{embed:?}"
+        );
+    }
+    Ok(())
 }
