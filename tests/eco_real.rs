@@ -120,7 +120,8 @@ fn loop_start(ids: &[u32]) -> Option<usize> {
     })
 }
 
-/// Prompts that make SmolLM2-135M-Instruct (q4) loop at temperature 0.
+/// Prompts that make SmolLM2-135M-Instruct loop at temperature 0 (most of them, in each
+/// weight format: the int8 activations of `ggml` change which ones do).
 const LOOP_PROMPTS: &[&str] = &[
     "Write the word \"the\" one hundred times.",
     "Tell me about the number 7.",
@@ -131,17 +132,25 @@ const LOOP_PROMPTS: &[&str] = &[
     "Write a short poem about the sea.",
 ];
 
+/// Of [`LOOP_PROMPTS`], how many must loop for the test to say anything.
+const MIN_LOOPS: usize = 5;
+
 /// The guard's stop is the one generation would see: the guard runs in shadow mode over a
-/// greedy (deterministic) answer, so the guarded answer is the prefix it stops at.
+/// greedy (deterministic) answer, so the guarded answer is the prefix it stops at. Run on
+/// the default weight format.
 #[test]
 fn the_guard_stops_smollm2_loops_within_64_tokens_of_their_start() {
-    let model = LoadedModel::load(&real_model_dir(WeightFormat::Q4)).expect("model");
+    let model = LoadedModel::load(&real_model_dir(WeightFormat::Ggml)).expect("model");
     let mut state = KvState::new(model.clone()).expect("state");
+    let mut loops = 0;
     for prompt in LOOP_PROMPTS {
         let (free, stop) = shadow(&mut state, &model, prompt, 192);
         let start = loop_start(&free);
         eprintln!("{prompt:?}: {} tokens, loop from {start:?}", free.len());
-        let start = start.unwrap_or_else(|| panic!("{prompt:?} does not loop"));
+        let Some(start) = start else {
+            continue;
+        };
+        loops += 1;
         let (at, stop) = stop.unwrap_or_else(|| panic!("{prompt:?}: the guard did not stop"));
         eprintln!("  stopped at {at}: {}", stop.reason);
         assert!(stop.kind.is_degenerate());
@@ -150,13 +159,18 @@ fn the_guard_stops_smollm2_loops_within_64_tokens_of_their_start() {
             "{prompt:?}: stopped at {at} for a loop from {start}"
         );
     }
+    assert!(
+        loops >= MIN_LOOPS,
+        "only {loops} of {} prompts loop",
+        LOOP_PROMPTS.len()
+    );
 }
 
 /// The committed normal prompts: no answer that does not loop is stopped. An answer that
 /// turns out to loop (by [`loop_start`]) is a true positive and is reported, not counted.
 #[test]
 fn the_guard_never_stops_a_normal_answer() {
-    let model = LoadedModel::load(&real_model_dir(WeightFormat::Q4)).expect("model");
+    let model = LoadedModel::load(&real_model_dir(WeightFormat::Ggml)).expect("model");
     let mut state = KvState::new(model.clone()).expect("state");
     let prompts: Vec<&str> = NORMAL_PROMPTS
         .lines()

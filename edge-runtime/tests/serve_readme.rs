@@ -40,7 +40,7 @@ fn the_readme_curl_examples_work_verbatim() {
     let commands = readme_commands();
     assert!(commands.len() >= 5, "{commands:?}");
     let server = Server::start(Opts {
-        sets: vec!["model.id=\"SmolLM2-135M-Instruct-q4\""],
+        sets: vec!["model.id=\"SmolLM2-135M-Instruct-ggml\""],
         port: Some(8080),
         ..Opts::default()
     });

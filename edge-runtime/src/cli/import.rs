@@ -19,7 +19,7 @@ pub struct ImportArgs {
     pub out_dir: PathBuf,
     /// Weight storage: f32 (lossless), q4 (4-bit blocks kept exact) or ggml (GGUF blocks as
     /// stored, integer-dot products with int8 activations).
-    #[arg(long, default_value = "q4")]
+    #[arg(long, default_value = "ggml")]
     pub format: String,
 }
 
@@ -27,7 +27,7 @@ pub struct ImportArgs {
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// Weight format to import the default model in (f32, q4, ggml).
-    #[arg(long, default_value = "q4")]
+    #[arg(long, default_value = "ggml")]
     pub format: String,
 }
 

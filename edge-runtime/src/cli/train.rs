@@ -51,7 +51,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Format of the default model folder (f32, q4, ggml); the adapter fits each.
-    #[arg(long, default_value = "q4", value_name = "FORMAT")]
+    #[arg(long, default_value = "ggml", value_name = "FORMAT")]
     pub format: String,
     /// GGUF to read the base weights from (default: the one the folder was imported from).
     #[arg(long, value_name = "FILE")]

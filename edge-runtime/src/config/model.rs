@@ -12,7 +12,7 @@ use super::{KeyDoc, Problems, Section, doc, doc_eg};
 pub struct ModelSection {
     /// Model folder (ONNX + tokenizer); `None`: the default model, fetched on first use.
     pub dir: Option<PathBuf>,
-    /// Weight format of the default model (`f32`, `q4`).
+    /// Weight format of the default model (`f32`, `q4`, `ggml`).
     pub format: String,
     /// The id clients name in `model`; `None`: the folder's name.
     pub id: Option<String>,
@@ -29,7 +29,7 @@ impl Default for ModelSection {
     fn default() -> Self {
         ModelSection {
             dir: None,
-            format: "q4".into(),
+            format: "ggml".into(),
             id: None,
             threads: 2,
             adapter: None,
@@ -45,7 +45,7 @@ impl Section for ModelSection {
             "dir",
             "Model folder (ONNX + tokenizer). Unset: the default model (SmolLM2-135M-Instruct) in \
              `format`, fetched and imported into $THERMO_HOME on first use.",
-            "\"/var/lib/thermo/models/SmolLM2-135M-Instruct-q4\"",
+            "\"/var/lib/thermo/models/SmolLM2-135M-Instruct-ggml\"",
         ),
         doc(
             "format",

@@ -25,7 +25,7 @@ pub struct ModelArgs {
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Weight format of the default model to use or import (f32, q4, ggml).
-    #[arg(long, default_value = "q4", value_name = "FORMAT")]
+    #[arg(long, default_value = "ggml", value_name = "FORMAT")]
     pub format: String,
     /// Compute threads.
     #[arg(long, default_value_t = 2)]
