@@ -20,7 +20,9 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use crate::engine::kernels::{BlockKind, GEMV_ROWS, Isa, Q8Rows, QuantMatrix, TILE, matmul_t};
+use crate::engine::kernels::{
+    BlockKind, GEMV_ROWS, Isa, Q8Rows, QuantMatrix, TILE, matmul, matmul_t,
+};
 use crate::engine::quant::{GgmlType, dequantize};
 use crate::engine::row_pool::{self, RowJob, RowPool};
 
@@ -241,8 +243,9 @@ impl GgmlMatMul {
         }
     }
 
-    /// `y = x · Wᵀ` (`[m, n]`) from the quantized `q`, the weight rows split over `threads`:
-    /// the split decode takes, where one activation row meets every weight row.
+    /// `y = x · Wᵀ` (`[m, n]`) from the quantized `q`, the weight rows split over `threads`
+    /// (the split decode takes, where one activation row meets every weight row), or all on
+    /// this thread.
     fn split_rows(
         &self,
         q: &Arc<Q8Rows>,
@@ -253,6 +256,9 @@ impl GgmlMatMul {
         if m == 1 {
             // One activation row: the transposed product is the output itself.
             return self.product(q, y, threads);
+        }
+        if threads == 1 {
+            return Ok(matmul(self.isa, &self.matrix()?, q, y)?);
         }
         let mut out_t = vec![0f32; self.n * m];
         self.product(q, &mut out_t, threads)?;
@@ -279,8 +285,8 @@ impl GgmlMatMul {
     }
 
     /// `y = x · Wᵀ` with the activation rows of `x` split over `threads`: each share is
-    /// quantized, multiplied by every weight row and transposed into place by the thread that
-    /// owns it, so nothing of a prefill product runs on one thread while the others wait.
+    /// quantized and multiplied by every weight row, into place, by the thread that owns it,
+    /// so nothing of a prefill product runs on one thread while the others wait.
     fn split_activations(&self, x: Arc<Tensor>, y: &mut [f32], threads: usize) -> TractResult<()> {
         let (weights, isa) = (self.weights.clone(), self.isa);
         let (kind, n, k) = (self.kind, self.n, self.k);
@@ -296,10 +302,7 @@ impl GgmlMatMul {
                 .ok_or_else(|| format!("activation rows {a0}..+{rows} out of range"))?;
             with_quantized(|q| {
                 Arc::make_mut(q).quantize_for(kind, share, rows, k)?;
-                let mut out_t = vec![0f32; n * rows];
-                matmul_t(isa, &w, 0, q, &mut out_t)?;
-                transpose_into(&out_t, n, rows, chunk);
-                Ok(())
+                Ok(matmul(isa, &w, q, chunk)?)
             })
             .map_err(|e| e.to_string())
         });

@@ -7,9 +7,10 @@
 //! come from [`crate::engine::quant`]; nothing here reads files or knows about tract.
 //!
 //! Shapes: a weight matrix is `[rows, cols]` of blocks along `cols`; activations are
-//! `[m, cols]`; [`matmul_t`] writes the product transposed, `[rows, m]`, so that a range of
-//! weight rows owns a contiguous slice of the output (how the caller splits work over
-//! threads). One activation row is decode; several are prefill, taken [`TILE`] at a time so
+//! `[m, cols]`; [`matmul`] writes the product `[m, rows]`, as a graph's `x · Wᵀ` lays it out
+//! (how the caller splits activation rows over threads), and [`matmul_t`] writes a range of
+//! weight rows transposed, `[rows, m]`, so that the range owns a contiguous slice of the
+//! output (how the caller splits weight rows over threads). One activation row is decode; several are prefill, taken [`TILE`] at a time so
 //! each weight block is unpacked once per tile.
 
 // SIMD intrinsics and raw block loads need `unsafe`; this module is the only place allowed.
@@ -245,23 +246,42 @@ impl Q8Rows {
 
     /// Quantizes `x`, `rows × cols` f32 row-major, per 32 values (`d = amax / 127`, as
     /// ggml's `quantize_row_q8_0`, ties to even as its SIMD paths round), reusing this value's
-    /// buffers.
+    /// buffers; with AVX2 when the CPU has it, to the same bytes.
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) -> Result<(), KernelError> {
+        self.quantize_on(Isa::detect(), x, rows, cols)
+    }
+
+    /// [`Self::quantize`] on `isa` (the scalar path unless `isa` is an x86 one this CPU has).
+    pub fn quantize_on(
+        &mut self,
+        isa: Isa,
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), KernelError> {
         self.reset(x, rows, cols, QK)?;
-        for blk in x.chunks_exact(QK) {
+        self.qs.resize(x.len(), 0);
+        for (blk, q) in x.chunks_exact(QK).zip(self.qs.chunks_exact_mut(QK)) {
+            #[cfg(target_arch = "x86_64")]
+            if let Some((d, sum)) = x86::quantize_block(isa, blk, q) {
+                self.d.push(d);
+                self.s.push(d * sum as f32);
+                continue;
+            }
             let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
             let d = amax / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let mut sum = 0i32;
-            for &v in blk {
+            for (o, &v) in q.iter_mut().zip(blk) {
                 // `as` saturates and maps NaN to 0; the clamp keeps −128 out (sign trick).
-                let q = (round_even(v * id) as i32).clamp(-127, 127);
-                sum += q;
-                self.qs.push(q as i8);
+                let v = (round_even(v * id) as i32).clamp(-127, 127);
+                sum += v;
+                *o = v as i8;
             }
             self.d.push(d);
             self.s.push(d * sum as f32);
         }
+        let _ = isa;
         Ok(())
     }
 
@@ -389,19 +409,7 @@ pub fn matmul_t(
     out_t: &mut [f32],
 ) -> Result<(), KernelError> {
     let m = x.rows;
-    let blocks_fit = x.block == w.kind.block_values();
-    if x.cols != w.cols || !blocks_fit || m == 0 || !out_t.len().is_multiple_of(m) {
-        return Err(KernelError::Shape(format!(
-            "{}×{} {:?} weights, {}×{} activations in blocks of {}, {} outputs",
-            w.rows,
-            w.cols,
-            w.kind,
-            m,
-            x.cols,
-            x.block,
-            out_t.len()
-        )));
-    }
+    check_shapes(w, x, out_t.len())?;
     let n = out_t.len() / m;
     if row0.checked_add(n).is_none_or(|end| end > w.rows) {
         return Err(KernelError::Shape(format!(
@@ -409,20 +417,89 @@ pub fn matmul_t(
             w.rows
         )));
     }
-    #[cfg(target_arch = "x86_64")]
-    if x86::gemm(isa, w, row0, x, out_t) {
-        return Ok(());
+    product(isa, w, row0..row0 + n, x, out_t, Layout { row: m, act: 1 });
+    Ok(())
+}
+
+/// `out[i·rows + r] = Σ_k w[r, k] · x[i, k]`: every weight row with every activation row,
+/// `[m, rows]` row-major, the layout a graph's `x · Wᵀ` has, so nothing is transposed after.
+pub fn matmul(
+    isa: Isa,
+    w: &QuantMatrix<'_>,
+    x: &Q8Rows,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_shapes(w, x, out.len())?;
+    if out.len() != x.rows * w.rows {
+        return Err(KernelError::Shape(format!(
+            "{} outputs for {} activation rows by {} weight rows",
+            out.len(),
+            x.rows,
+            w.rows
+        )));
     }
-    for (r, out_row) in out_t.chunks_exact_mut(m).enumerate() {
-        let w_row = w.row(row0 + r);
+    product(
+        isa,
+        w,
+        0..w.rows,
+        x,
+        out,
+        Layout {
+            row: 1,
+            act: w.rows,
+        },
+    );
+    Ok(())
+}
+
+/// Where the product of weight row `r` (counted from the first row computed) with activation
+/// row `i` goes: `out[r · row + i · act]`.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    row: usize,
+    act: usize,
+}
+
+/// Refuses weights and activations that do not meet, or an output that is not whole rows.
+fn check_shapes(w: &QuantMatrix<'_>, x: &Q8Rows, outputs: usize) -> Result<(), KernelError> {
+    let blocks_fit = x.block == w.kind.block_values();
+    if x.cols != w.cols || !blocks_fit || x.rows == 0 || !outputs.is_multiple_of(x.rows) {
+        return Err(KernelError::Shape(format!(
+            "{}×{} {:?} weights, {}×{} activations in blocks of {}, {} outputs",
+            w.rows, w.cols, w.kind, x.rows, x.cols, x.block, outputs
+        )));
+    }
+    Ok(())
+}
+
+/// Weight rows `rows` times every activation row into `out` laid out as `layout` says; the
+/// caller checked the shapes, and that `out` holds every place the layout names.
+fn product(
+    isa: Isa,
+    w: &QuantMatrix<'_>,
+    rows: std::ops::Range<usize>,
+    x: &Q8Rows,
+    out: &mut [f32],
+    layout: Layout,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::gemm(isa, w, rows.clone(), x, out, layout) {
+        return;
+    }
+    let m = x.rows;
+    for (r, row) in rows.enumerate() {
+        let w_row = w.row(row);
         let mut i0 = 0;
         while i0 < m {
             let mt = (m - i0).min(TILE);
-            dot_tile(isa, w.kind, w_row, x, i0, &mut out_row[i0..i0 + mt]);
+            let mut tile = [0f32; TILE];
+            dot_tile(isa, w.kind, w_row, x, i0, &mut tile[..mt]);
+            for (j, v) in tile[..mt].iter().enumerate() {
+                out[r * layout.row + (i0 + j) * layout.act] = *v;
+            }
             i0 += mt;
         }
     }
-    Ok(())
 }
 
 /// Dots one weight row with activation rows `i0..i0 + out.len()` (at most [`TILE`]).

@@ -161,7 +161,7 @@ fn check_paths_agree(kind: BlockKind, rows: usize, cols: usize, m: usize, fill: 
     x.quantize_for(kind, &activations(m, cols, extreme, &mut rng), m, cols)
         .expect("quantizes");
     let (want, mag) = scalar_with_magnitude(&w, &x);
-    for isa in simd_paths() {
+    for isa in std::iter::once(Isa::Scalar).chain(simd_paths()) {
         let case = format!("{isa:?} {kind:?} {rows}x{cols} m={m} {fill:?}");
         for r in 0..rows {
             for i in 0..m {
@@ -180,6 +180,18 @@ fn check_paths_agree(kind: BlockKind, rows: usize, cols: usize, m: usize, fill: 
                 (g - s).abs() <= 1e-5 * mg.max(f32::MIN_POSITIVE),
                 "{case}: output {j}: {g} vs scalar {s} (term magnitude {mg})"
             );
+        }
+        // The row-major product is the transposed one, value for value.
+        let mut row_major = vec![f32::NAN; want.len()];
+        matmul(isa, &w, &x, &mut row_major).expect("product");
+        for r in 0..rows {
+            for i in 0..m {
+                assert_eq!(
+                    row_major[i * rows + r].to_bits(),
+                    got[r * m + i].to_bits(),
+                    "{case}: row-major output of row {r}, activation {i}"
+                );
+            }
         }
     }
 }
@@ -267,6 +279,35 @@ fn activation_quantization_keeps_minus_128_out_and_survives_non_finite_values() 
     assert_eq!(x.qs[1], 127);
     assert!(x.qs.iter().all(|&q| q != i8::MIN));
     assert_eq!(x.s[0], 0.0); // −127 + 127
+}
+
+#[test]
+fn every_simd_quantizer_writes_the_scalar_bytes_scales_and_sums() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let mut v: Vec<f32> = (0..64 * 32).map(|_| rng.random_range(-3.0..3.0)).collect();
+    // Ties at the rounding point, a zero block, tiny and huge scales, one value per block
+    // much larger than the rest, and the non-finite values the scalar path takes over.
+    v[..32].copy_from_slice(&[0.0; 32]);
+    for (i, x) in v[32..64].iter_mut().enumerate() {
+        *x = (i as f32 - 16.0) * 0.5;
+    }
+    v[64..96].iter_mut().for_each(|x| *x *= 1e-30);
+    v[96..128].iter_mut().for_each(|x| *x *= 1e30);
+    v[130] = -7.0e4;
+    v[160] = f32::NAN;
+    v[200] = f32::NEG_INFINITY;
+    v[230] = f32::MAX;
+    let mut want = Q8Rows::default();
+    want.quantize_on(Isa::Scalar, &v, 64, 32)
+        .expect("quantizes");
+    for isa in simd_paths() {
+        let mut got = Q8Rows::default();
+        got.quantize_on(isa, &v, 64, 32).expect("quantizes");
+        assert_eq!(got.qs, want.qs, "{isa:?} bytes");
+        let bits = |f: &[f32]| f.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.d), bits(&want.d), "{isa:?} scales");
+        assert_eq!(bits(&got.s), bits(&want.s), "{isa:?} sums");
+    }
 }
 
 #[test]

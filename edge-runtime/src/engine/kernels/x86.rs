@@ -13,7 +13,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BlockKind, GEMV_ROWS, Isa, Q8Rows, QuantMatrix, TILE};
+use super::{BlockKind, GEMV_ROWS, Isa, Layout, Q8Rows, QuantMatrix, TILE};
 use crate::engine::quant::{self, QK, QK_K};
 
 /// Whether the CPU has AVX2, FMA and F16C.
@@ -166,6 +166,71 @@ fn hsum_epi32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// One 32-value activation block quantized as the scalar path does (the same `d`, the same
+/// ties-to-even rounding, so the same bytes) into `q`: `Some((d, Σ q))`, or `None` (nothing
+/// written) when `isa` is not an x86 path this CPU has or the block holds a NaN or an
+/// infinity, which the scalar path handles.
+pub(super) fn quantize_block(isa: Isa, blk: &[f32], q: &mut [i8]) -> Option<(f32, i32)> {
+    let usable = match isa {
+        Isa::Avx2 | Isa::Avx512Vnni => has_avx2(),
+        _ => false,
+    };
+    if !usable || blk.len() != QK || q.len() != QK {
+        return None;
+    }
+    // SAFETY: AVX2 detected, 32 values in and 32 bytes out checked above.
+    unsafe { quantize_block_avx2(blk, q) }
+}
+
+/// # Safety
+/// `blk` must hold 32 values and `q` 32 bytes; the CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_block_avx2(blk: &[f32], q: &mut [i8]) -> Option<(f32, i32)> {
+    // SAFETY: 32 readable values, as the caller guarantees.
+    let v: [__m256; 4] =
+        std::array::from_fn(|i| unsafe { _mm256_loadu_ps(blk.as_ptr().add(8 * i)) });
+    let mut bad = 0;
+    for x in v {
+        // Unordered with itself: NaN; the difference of an infinity with itself is NaN too.
+        bad |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(_mm256_sub_ps(x, x), x));
+    }
+    if bad != 0 {
+        return None;
+    }
+    let sign = _mm256_set1_ps(-0.0);
+    let a = v.map(|x| _mm256_andnot_ps(sign, x));
+    let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let lim = _mm256_set1_epi32(127);
+    let i = v.map(|x| {
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, id),
+        );
+        _mm256_max_epi32(
+            _mm256_min_epi32(_mm256_cvtps_epi32(r), lim),
+            _mm256_sub_epi32(_mm256_setzero_si256(), lim),
+        )
+    });
+    let sum = hsum_epi32(_mm256_add_epi32(
+        _mm256_add_epi32(i[0], i[1]),
+        _mm256_add_epi32(i[2], i[3]),
+    ));
+    // Packing works per 128-bit lane: the permutation puts the eight groups of four back in
+    // order.
+    let packed = _mm256_packs_epi16(
+        _mm256_packs_epi32(i[0], i[1]),
+        _mm256_packs_epi32(i[2], i[3]),
+    );
+    let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    // SAFETY: 32 writable bytes, as the caller guarantees.
+    unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast::<__m256i>(), ordered) };
+    Some((d, sum))
+}
+
 /// One tile body per instruction set: `$mul` is the unsigned × signed byte product.
 macro_rules! block_kernels {
     ($isums:ident, $gemm:ident, $features:literal, $mul:ident) => {
@@ -188,22 +253,23 @@ macro_rules! block_kernels {
 
         /// Dots `R` weight rows (each `x.cols` values of the 32-value format `kind_of(KIND)`)
         /// with the `M` activation rows `acts` of `x`, writing weight row `r` times activation
-        /// `j` to `out[r · stride + j]`. Each weight block is unpacked once for the `M`
+        /// `j` to `out[r · rs + j · acs]`. Each weight block is unpacked once for the `M`
         /// activations and each activation block loaded once for the `R` rows, with one
         /// register accumulator per pair; the rows one pass ahead are prefetched, since each
         /// row is a short stream the hardware prefetcher meets afresh.
         ///
         /// # Safety
         /// Every row must hold `x.blocks_per_row()` whole blocks; `acts` must be rows of `x`,
-        /// quantized in 32-value blocks; `out` must hold `(R − 1) · stride + M` values; the
-        /// CPU must have the enabled features.
+        /// quantized in 32-value blocks; `out` must hold `(R − 1) · rs + (M − 1) · acs + 1`
+        /// values; the CPU must have the enabled features.
         #[target_feature(enable = $features)]
         unsafe fn $gemm<const KIND: u8, const R: usize, const M: usize>(
             rows: [&[u8]; R],
             acts: [usize; M],
             x: &Q8Rows,
             out: &mut [f32],
-            stride: usize,
+            rs: usize,
+            acs: usize,
         ) {
             let kind = kind_of(KIND);
             let bb = kind.block_bytes();
@@ -252,7 +318,7 @@ macro_rules! block_kernels {
             }
             for r in 0..R {
                 for j in 0..M {
-                    out[r * stride + j] = hsum_ps(acc[r][j]) + off[r][j];
+                    out[r * rs + j * acs] = hsum_ps(acc[r][j]) + off[r][j];
                 }
             }
         }
@@ -278,16 +344,17 @@ const fn kind_of(code: u8) -> BlockKind {
     }
 }
 
-/// Weight rows `row0..row0 + out_t.len() / m` of a 32-value format times every activation
-/// row of `x` (`m` of them), written transposed (`out_t[r · m + i]`): decode four weight
-/// rows per pass, prefill two rows by four activations. `false` (nothing written) when the
+/// Weight rows `rows` of a 32-value format times every activation row of `x`, the product of
+/// the `r`-th of them with activation `i` written to `out[r · layout.row + i · layout.act]`:
+/// decode four weight rows per pass, prefill two rows by four activations. `false` (nothing written) when the
 /// CPU lacks `isa` or the format is a K-quant.
 pub(super) fn gemm(
     isa: Isa,
     w: &QuantMatrix<'_>,
-    row0: usize,
+    rows: std::ops::Range<usize>,
     x: &Q8Rows,
-    out_t: &mut [f32],
+    out: &mut [f32],
+    layout: Layout,
 ) -> bool {
     let code = match w.kind() {
         BlockKind::Q4_0 => 0,
@@ -303,21 +370,23 @@ pub(super) fn gemm(
         _ => return false,
     };
     let m = x.rows();
-    let n = out_t.len() / m;
+    let (row0, n) = (rows.start, rows.len());
+    let (rs, acs) = (layout.row, layout.act);
     // One pass: `R` rows from `r` by the `M` activations from `i`.
     macro_rules! pass {
         ($code:literal, $r:literal, $m:literal, $row:expr, $i:expr) => {{
             let rows: [&[u8]; $r] = std::array::from_fn(|k| w.row(row0 + $row + k));
             let acts: [usize; $m] = std::array::from_fn(|j| $i + j);
-            let out = &mut out_t[$row * m + $i..];
+            let out = &mut out[$row * rs + $i * acs..];
             // SAFETY: features detected above; `QuantMatrix` checked that every row holds
-            // whole blocks and `matmul_t` that `x` has as many per row, in 32-value blocks;
-            // rows `$row..+$r` and activations `$i..+$m` are in range, so `out` holds them.
+            // whole blocks and the caller that `x` has as many per row, in 32-value blocks;
+            // rows `$row..+$r` and activations `$i..+$m` are in range, so `out` holds their
+            // places under the layout.
             unsafe {
                 if vnni {
-                    gemm_vnni::<$code, $r, $m>(rows, acts, x, out, m)
+                    gemm_vnni::<$code, $r, $m>(rows, acts, x, out, rs, acs)
                 } else {
-                    gemm_avx2::<$code, $r, $m>(rows, acts, x, out, m)
+                    gemm_avx2::<$code, $r, $m>(rows, acts, x, out, rs, acs)
                 }
             }
         }};
