@@ -23,6 +23,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{ModelProto, NodeProto, OperatorSetIdProto};
 use tract_onnx::tract_hir::internal::*;
 
+use crate::engine::kernels::{axpy, dot};
 use crate::engine::llama::LlamaConfig;
 use crate::engine::row_pool::{self, RowJob, RowPool};
 
@@ -365,9 +366,7 @@ impl KvAttention {
         out.fill(0.0);
         for (t, p) in scores.iter().enumerate() {
             let value = &values[t * stride + at..t * stride + at + hd];
-            for (o, x) in out.iter_mut().zip(value) {
-                *o += p * x;
-            }
+            axpy(*p, value, out);
         }
         let inv = 1.0 / sum;
         for o in out.iter_mut() {
@@ -389,24 +388,6 @@ fn append_heads(buf: &mut Vec<f32>, new: &[f32], kv: usize, seq: usize, hd: usiz
             buf.extend_from_slice(&new[at..at + hd]);
         }
     }
-}
-
-/// `Σ a[i]·b[i]` over eight independent lanes, so that it vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for ((l, a), b) in lanes.iter_mut().zip(x).zip(y) {
-            *l += a * b;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Node names the exporter gives one layer's attention, which [`fuse_attention`] replaces.

@@ -398,6 +398,42 @@ impl Isa {
     }
 }
 
+/// `Σ a[i]·b[i]` over the shorter of the two f32 slices (attention's query-key products):
+/// AVX2 with FMA when the CPU has them, else eight independent lanes that vectorise.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = x86::dot_f32(a, b) {
+        return s;
+    }
+    let mut lanes = [0f32; 8];
+    let n = a.len().min(b.len());
+    let (ac, bc) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for ((l, a), b) in lanes.iter_mut().zip(x).zip(y) {
+            *l += a * b;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `y[i] += alpha · x[i]` over the shorter of the two (attention's weighted sum of values):
+/// AVX2 with FMA when the CPU has them.
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::axpy_f32(alpha, x, y) {
+        return;
+    }
+    for (o, v) in y.iter_mut().zip(x) {
+        *o += alpha * v;
+    }
+}
+
 /// `out_t[r·m + i] = Σ_k w[row0 + r, k] · x[i, k]` for `r` in `0..out_t.len() / m`: the
 /// product of weight rows `row0..` with every activation row, written transposed. Runs on
 /// `isa` when this CPU has it, else on the scalar path.

@@ -311,6 +311,39 @@ fn every_simd_quantizer_writes_the_scalar_bytes_scales_and_sums() {
 }
 
 #[test]
+fn the_f32_dot_and_axpy_equal_plain_sums_at_every_length() {
+    let mut rng = StdRng::seed_from_u64(23);
+    for n in [0, 1, 7, 8, 9, 15, 16, 17, 31, 64, 70] {
+        let a: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let b: Vec<f32> = (0..n + 3).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let want: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum();
+        let mag: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| f64::from((x * y).abs()))
+            .sum();
+        let got = dot(&a, &b);
+        assert!(
+            (f64::from(got) - want).abs() <= 1e-5 * mag.max(1e-30),
+            "dot n={n}: {got} vs {want}"
+        );
+        let mut y: Vec<f32> = b.clone();
+        axpy(0.75, &a, &mut y);
+        for (i, v) in y.iter().enumerate() {
+            let expect = if i < n { b[i] + 0.75 * a[i] } else { b[i] };
+            assert!(
+                (v - expect).abs() <= 1e-6 * (1.0 + expect.abs()),
+                "axpy n={n} at {i}"
+            );
+        }
+    }
+}
+
+#[test]
 fn refuses_mismatched_shapes_without_panicking() {
     assert_eq!(
         QuantMatrix::new(BlockKind::Q4_0, 2, 33, &[0; 36]).err(),

@@ -231,6 +231,81 @@ unsafe fn quantize_block_avx2(blk: &[f32], q: &mut [i8]) -> Option<(f32, i32)> {
     Some((d, sum))
 }
 
+/// `Σ a[i]·b[i]` over the shorter of the two with AVX2 and FMA, or `None` without them.
+pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> Option<f32> {
+    if !has_avx2() {
+        return None;
+    }
+    // SAFETY: AVX2 and FMA detected; the kernel reads within both slices' common length.
+    Some(unsafe { dot_f32_avx2(a, b) })
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    // SAFETY (each load below): `i + 8` or `i + 16` is at most `n`, within both slices.
+    while i + 16 <= n {
+        acc0 = _mm256_fmadd_ps(
+            unsafe { _mm256_loadu_ps(pa.add(i)) },
+            unsafe { _mm256_loadu_ps(pb.add(i)) },
+            acc0,
+        );
+        acc1 = _mm256_fmadd_ps(
+            unsafe { _mm256_loadu_ps(pa.add(i + 8)) },
+            unsafe { _mm256_loadu_ps(pb.add(i + 8)) },
+            acc1,
+        );
+        i += 16;
+    }
+    if i + 8 <= n {
+        acc0 = _mm256_fmadd_ps(
+            unsafe { _mm256_loadu_ps(pa.add(i)) },
+            unsafe { _mm256_loadu_ps(pb.add(i)) },
+            acc0,
+        );
+        i += 8;
+    }
+    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
+    hsum_ps(_mm256_add_ps(acc0, acc1)) + tail
+}
+
+/// `y[i] += alpha · x[i]` over the shorter of the two with AVX2 and FMA; `false` (nothing
+/// written) without them.
+pub(super) fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) -> bool {
+    if !has_avx2() {
+        return false;
+    }
+    // SAFETY: AVX2 and FMA detected; the kernel stays within both slices' common length.
+    unsafe { axpy_f32_avx2(alpha, x, y) };
+    true
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_f32_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let a = _mm256_set1_ps(alpha);
+    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`, within both slices; `y` is borrowed mutably, `x` apart.
+        unsafe {
+            let v = _mm256_fmadd_ps(a, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
+            _mm256_storeu_ps(py.add(i), v);
+        }
+        i += 8;
+    }
+    for (o, v) in y[i..n].iter_mut().zip(&x[i..n]) {
+        *o += alpha * v;
+    }
+}
+
 /// One tile body per instruction set: `$mul` is the unsigned × signed byte product.
 macro_rules! block_kernels {
     ($isums:ident, $gemm:ident, $features:literal, $mul:ident) => {
