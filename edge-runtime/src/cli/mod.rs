@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod bench;
 pub mod config;
 pub mod eco;
+pub mod embed;
 pub mod flags;
 pub mod fleet;
 pub mod import;
@@ -49,6 +50,8 @@ pub enum Command {
     Fleet(fleet::FleetArgs),
     /// Compute a text's perplexity the way llama.cpp's llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
+    /// Print sentence vectors (JSON) from the encoder, all-MiniLM-L6-v2 by default.
+    Embed(embed::EmbedArgs),
     /// Serve an OpenAI-compatible HTTP API under the governor (see `thermo config`).
     Serve(serve::ServeArgs),
     /// Print the effective configuration (defaults < file < THERMO_* < flags).

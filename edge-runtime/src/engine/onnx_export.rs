@@ -34,6 +34,7 @@
 //! Symbolic dimensions are `batch`, `sequence_length` and `past_sequence_length`.
 //! Nothing here runs a model; the engine loads the file like any Optimum export.
 
+pub mod bert;
 mod blocks;
 mod proto;
 #[cfg(test)]
