@@ -104,14 +104,24 @@ impl Expansion for GgmlMatMulSpec {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let weights = model
-            .outlet_fact(inputs[1])?
-            .konst
-            .clone()
-            .with_context(|| format!("{OP_TYPE} {prefix}: the weight must be a constant"))?;
+        let weights = block_constant(model, inputs[1], OP_TYPE, prefix)?;
         let op = GgmlMatMul::new(self.kind, self.n, self.k, weights)?;
         model.wire_node(prefix, op, &inputs[..1])
     }
+}
+
+/// The block bytes at `outlet`, which must be a constant (an initializer).
+fn block_constant(
+    model: &TypedModel,
+    outlet: OutletId,
+    op: &str,
+    node: &str,
+) -> TractResult<Arc<Tensor>> {
+    model
+        .outlet_fact(outlet)?
+        .konst
+        .clone()
+        .with_context(|| format!("{op} {node}: the block table must be a constant"))
 }
 
 /// `y = x @ Wᵀ` for a `[n, k]` weight held in ggml blocks; `x` is `[.., k]` f32.
@@ -418,11 +428,7 @@ impl Expansion for GgmlGatherSpec {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let table = model
-            .outlet_fact(inputs[0])?
-            .konst
-            .clone()
-            .with_context(|| format!("{GATHER_OP_TYPE} {prefix}: the table must be a constant"))?;
+        let table = block_constant(model, inputs[0], GATHER_OP_TYPE, prefix)?;
         let op = GgmlGather::new(self.kind, self.n, self.k, table)?;
         model.wire_node(prefix, op, &inputs[1..])
     }

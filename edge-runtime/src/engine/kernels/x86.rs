@@ -421,8 +421,8 @@ const fn kind_of(code: u8) -> BlockKind {
 
 /// Weight rows `rows` of a 32-value format times every activation row of `x`, the product of
 /// the `r`-th of them with activation `i` written to `out[r · layout.row + i · layout.act]`:
-/// decode four weight rows per pass, prefill two rows by four activations. `false` (nothing written) when the
-/// CPU lacks `isa` or the format is a K-quant.
+/// decode four weight rows per pass, prefill two rows by four activations. `false` (nothing
+/// written) when the CPU lacks `isa` or the format is a K-quant.
 pub(super) fn gemm(
     isa: Isa,
     w: &QuantMatrix<'_>,
