@@ -6,8 +6,8 @@
 //! [`ComputeThreads`](crate::engine::ComputeThreads) sizes).
 //!
 //! In ONNX it is a node of domain [`DOMAIN`] with inputs `x` (`[.., K]` f32) and the
-//! weight's block bytes (`[N, K / block values · block bytes]` u8 initializer), attributes `K`, `N` and
-//! `ggml_type` (the GGUF type id). [`onnx`] returns a tract ONNX parser that knows it.
+//! weight's block bytes (`[N, K / block values · block bytes]` u8 initializer), attributes
+//! `K`, `N` and `ggml_type` (the GGUF type id). [`onnx`] returns a tract ONNX parser that knows it.
 //!
 //! `GgmlGather` ([`GATHER_OP_TYPE`], same domain) looks up embedding rows in such a table:
 //! inputs the table (`[N, row bytes]` u8 initializer, the tied head's own) and the ids,

@@ -10,8 +10,9 @@
 //! `[m, cols]`; [`matmul`] writes the product `[m, rows]`, as a graph's `x · Wᵀ` lays it out
 //! (how the caller splits activation rows over threads), and [`matmul_t`] writes a range of
 //! weight rows transposed, `[rows, m]`, so that the range owns a contiguous slice of the
-//! output (how the caller splits weight rows over threads). One activation row is decode; several are prefill, taken [`TILE`] at a time so
-//! each weight block is unpacked once per tile.
+//! output (how the caller splits weight rows over threads). One activation row is decode;
+//! several are prefill, taken [`TILE`] at a time so each weight block is unpacked once per
+//! tile.
 
 // SIMD intrinsics and raw block loads need `unsafe`; this module is the only place allowed.
 #![allow(
