@@ -245,3 +245,16 @@ fn error_messages_do_not_repeat_their_cause() {
         }
     }
 }
+
+#[test]
+fn embed_with_a_folder_that_is_not_an_encoder_fails_cleanly() {
+    let out = thermo(&["embed", "--model", "/nonexistent/encoder", "hello"]);
+    assert_clean_failure(&out, "config.json");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An LLM folder is not a BERT encoder: its config lacks the encoder's fields.
+    let model = tiny(dir.path());
+    let out = thermo(&["embed", "--model", &model, "hello"]);
+    assert_clean_failure(&out, "config.json");
+    let out = thermo(&["embed"]);
+    assert!(!out.status.success(), "no text to embed");
+}
