@@ -124,13 +124,18 @@ fn tract_with_an_adapter_side_branch_matches_the_candle_graph() {
 }
 
 #[test]
-fn a_four_bit_folder_serves_the_adapter_as_a_side_branch() {
+fn a_four_bit_or_ggml_folder_serves_the_adapter_as_a_side_branch() {
+    for format in [WeightFormat::Q4, WeightFormat::Ggml] {
+        side_branch_moves_logits_like_candle(format);
+    }
+}
+
+fn side_branch_moves_logits_like_candle(format: WeightFormat) {
     let model = BaseModel::from_weights(tiny_weights(TINY_SEED)).expect("base");
     let (dir, _adapter) = trained_adapter(&model);
-    let (served, mode) =
-        load_adapted(tiny_model(WeightFormat::Q4), dir.path(), None).expect("served");
-    assert_eq!(mode, ServeMode::SideBranch);
-    let base = LoadedModel::load(tiny_model(WeightFormat::Q4)).expect("q4");
+    let (served, mode) = load_adapted(tiny_model(format), dir.path(), None).expect("served");
+    assert_eq!(mode, ServeMode::SideBranch, "{format:?}");
+    let base = LoadedModel::load(tiny_model(format)).expect("base folder");
     let prompt: Vec<u32> = "pump P-17 has".bytes().map(u32::from).collect();
     let with = KvState::new(served)
         .expect("s")
@@ -140,15 +145,18 @@ fn a_four_bit_folder_serves_the_adapter_as_a_side_branch() {
         .expect("s")
         .forward(&prompt)
         .expect("run");
-    // The update moves the 4-bit model's logits the way it moves the f32 model's.
+    // The update moves this folder's logits the way it moves the f32 model's.
     let f32_base = model.last_logits(&prompt, None).expect("base");
     let (_d, adapter) = trained_adapter(&model);
     let f32_with = model.last_logits(&prompt, Some(&adapter)).expect("with");
-    let delta_q4: Vec<f32> = with.iter().zip(&without).map(|(a, b)| a - b).collect();
+    let delta: Vec<f32> = with.iter().zip(&without).map(|(a, b)| a - b).collect();
     let delta_f32: Vec<f32> = f32_with.iter().zip(&f32_base).map(|(a, b)| a - b).collect();
-    let dot: f32 = delta_q4.iter().zip(&delta_f32).map(|(a, b)| a * b).sum();
+    let dot: f32 = delta.iter().zip(&delta_f32).map(|(a, b)| a * b).sum();
     let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let cos = dot / (n(&delta_q4) * n(&delta_f32));
-    assert!(n(&delta_q4) > 1e-3, "the side branch changed nothing");
-    assert!(cos > 0.9, "cosine of the updates {cos}");
+    let cos = dot / (n(&delta) * n(&delta_f32));
+    assert!(
+        n(&delta) > 1e-3,
+        "{format:?}: the side branch changed nothing"
+    );
+    assert!(cos > 0.9, "{format:?}: cosine of the updates {cos}");
 }
