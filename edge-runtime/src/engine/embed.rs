@@ -26,6 +26,7 @@ pub struct Embedder {
     tokenizer: Tokenizer,
     dim: usize,
     max_tokens: usize,
+    vocab: usize,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -86,6 +87,7 @@ impl Embedder {
             tokenizer,
             dim: config.hidden_size,
             max_tokens,
+            vocab: config.vocab_size,
         })
     }
 
@@ -110,7 +112,9 @@ impl Embedder {
             .tokenizer
             .encode(text, true)
             .map_err(|e| anyhow!("tokenizing: {e}"))?;
-        Ok(enc.get_ids().to_vec())
+        let ids = enc.get_ids().to_vec();
+        check_ids(&ids, self.vocab)?;
+        Ok(ids)
     }
 
     /// The unit vector of one text.
@@ -130,6 +134,17 @@ impl Embedder {
         ensure!(v.len() == self.dim, "the encoder gave {} values", v.len());
         Ok(v)
     }
+}
+
+/// Refuses a token id beyond the encoder's word table (a `tokenizer.json` that does not
+/// belong to the weights), which the graph's lookup would otherwise read out of bounds.
+fn check_ids(ids: &[u32], vocab: usize) -> Result<()> {
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+        anyhow::bail!(
+            "token id {id} is outside the encoder's {vocab} words: tokenizer.json does not match config.json"
+        );
+    }
+    Ok(())
 }
 
 /// Cosine similarity of two vectors (their dot product when both have unit length).
@@ -157,6 +172,15 @@ mod tests {
         assert!(err.contains("config.json"), "{err}");
         std::fs::write(dir.path().join("config.json"), "{\"hidden_size\": 0}").expect("write");
         assert!(Embedder::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_token_id_beyond_the_word_table_is_an_error() {
+        assert!(check_ids(&[0, 5, 9], 10).is_ok());
+        let err = check_ids(&[0, 10], 10)
+            .expect_err("out of range")
+            .to_string();
+        assert!(err.contains("token id 10"), "{err}");
     }
 
     #[test]
