@@ -9,6 +9,7 @@ pub mod config;
 pub mod eco;
 pub mod engine;
 pub mod governor;
+pub mod index;
 pub mod models;
 pub mod pacing;
 pub mod sensing;

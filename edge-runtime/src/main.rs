@@ -34,6 +34,7 @@ fn main() -> std::process::ExitCode {
         Command::Fleet(args) => cli::fleet::fleet(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
         Command::Embed(args) => cli::embed::run(args),
+        Command::Index(args) => cli::index::index(args),
         Command::Serve(args) => cli::serve::serve(args),
         Command::Config(args) => cli::config::config(args),
         Command::Train(args) => cli::train::train(args),

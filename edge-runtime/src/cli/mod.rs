@@ -11,6 +11,7 @@ pub mod embed;
 pub mod flags;
 pub mod fleet;
 pub mod import;
+pub mod index;
 pub mod perplexity;
 pub mod run;
 pub mod sensors;
@@ -52,6 +53,9 @@ pub enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Print sentence vectors (JSON) from the encoder, all-MiniLM-L6-v2 by default.
     Embed(embed::EmbedArgs),
+    /// Index the owner's documents and search them (`add`, `status`, `search`, `remove`,
+    /// `watch`).
+    Index(index::IndexArgs),
     /// Serve an OpenAI-compatible HTTP API under the governor (see `thermo config`).
     Serve(serve::ServeArgs),
     /// Print the effective configuration (defaults < file < THERMO_* < flags).

@@ -1,0 +1,265 @@
+//! Search: dense (the query's vector against every chunk's, exact, on the engine's Q8_0
+//! integer kernels), keyword (FTS5's BM25 over the query's words), and both fused by
+//! reciprocal rank.
+
+use std::collections::HashMap;
+
+use crate::engine::kernels::{BlockKind, Isa, Q8Rows, QuantMatrix, matmul};
+use crate::engine::quant::{GgmlType, QK, quantize};
+
+use super::IndexError;
+
+/// Which ranking a search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Cosine of the sentence vectors.
+    Dense,
+    /// FTS5 BM25 over the words.
+    Keyword,
+    /// Both, fused by reciprocal rank.
+    Hybrid,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dense" => Ok(Mode::Dense),
+            "keyword" => Ok(Mode::Keyword),
+            "hybrid" => Ok(Mode::Hybrid),
+            _ => Err(format!("{s:?}: expected dense, keyword or hybrid")),
+        }
+    }
+}
+
+impl Mode {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Dense => "dense",
+            Mode::Keyword => "keyword",
+            Mode::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// Reciprocal-rank fusion's constant: a hit at rank `r` (1-based) scores `1 / (RRF_K + r)`.
+pub const RRF_K: f64 = 60.0;
+
+/// Words that carry no meaning for a keyword search.
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from",
+    "how", "i", "in", "is", "it", "its", "many", "much", "of", "on", "or", "that", "the", "this",
+    "to", "was", "what", "when", "where", "which", "who", "why", "will", "with", "you",
+];
+
+/// Most words of a query the keyword search uses.
+const MAX_QUERY_WORDS: usize = 32;
+
+/// The FTS5 expression for a user's query: its words (letters and digits), lower-cased,
+/// without stop words, each quoted so that no FTS5 syntax comes from the user, joined by OR.
+pub fn fts_query(text: &str) -> String {
+    let mut seen = Vec::new();
+    for w in text.split(|c: char| !c.is_alphanumeric()) {
+        let w = w.to_lowercase();
+        if w.is_empty() || STOP_WORDS.contains(&w.as_str()) || seen.contains(&w) {
+            continue;
+        }
+        seen.push(w);
+        if seen.len() == MAX_QUERY_WORDS {
+            break;
+        }
+    }
+    seen.iter()
+        .map(|w| format!("\"{w}\""))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// A vector in the Q8_0 blocks the index stores.
+pub fn vector_q8(v: &[f32]) -> Result<Vec<u8>, IndexError> {
+    if v.is_empty() || !v.len().is_multiple_of(QK) {
+        return Err(IndexError::Embed(format!(
+            "a vector of {} values is not whole blocks of {QK}",
+            v.len()
+        )));
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(IndexError::Embed(
+            "the encoder gave a non-finite value".into(),
+        ));
+    }
+    quantize(GgmlType::Q8_0, v).map_err(|e| IndexError::Embed(e.to_string()))
+}
+
+/// Every chunk's vector in memory, one Q8_0 matrix, for exact dense search.
+#[derive(Debug, Clone, Default)]
+pub struct DenseTable {
+    ids: Vec<i64>,
+    q8: Vec<u8>,
+    dim: usize,
+}
+
+impl DenseTable {
+    /// The table of `ids` (chunk row ids) and their vectors concatenated, `dim` wide.
+    pub fn new(ids: Vec<i64>, q8: Vec<u8>, dim: usize) -> Result<Self, IndexError> {
+        let table = DenseTable { ids, q8, dim };
+        table.matrix()?;
+        Ok(table)
+    }
+
+    fn matrix(&self) -> Result<QuantMatrix<'_>, IndexError> {
+        let kind =
+            BlockKind::from_ggml(GgmlType::Q8_0).map_err(|e| IndexError::Embed(e.to_string()))?;
+        QuantMatrix::new(kind, self.ids.len(), self.dim.max(1), &self.q8)
+            .map_err(|e| IndexError::Corrupt(format!("vectors table: {e}")))
+    }
+
+    /// Chunks held.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// No chunks.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Bytes resident.
+    pub fn resident_bytes(&self) -> usize {
+        self.q8.len() + self.ids.len() * std::mem::size_of::<i64>()
+    }
+
+    /// The `k` chunks nearest `query` (a unit vector), best first, with their cosines.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(i64, f64)>, IndexError> {
+        if self.ids.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        if query.len() != self.dim {
+            return Err(IndexError::Embed(format!(
+                "a query of {} values against vectors of {}",
+                query.len(),
+                self.dim
+            )));
+        }
+        let mut q = Q8Rows::default();
+        q.quantize(query, 1, self.dim)
+            .map_err(|e| IndexError::Embed(e.to_string()))?;
+        let mut scores = vec![0f32; self.ids.len()];
+        matmul(Isa::detect(), &self.matrix()?, &q, &mut scores)
+            .map_err(|e| IndexError::Embed(e.to_string()))?;
+        let mut order: Vec<u32> = (0..scores.len() as u32).collect();
+        let k = k.min(order.len());
+        let by_score = |a: &u32, b: &u32| scores[*b as usize].total_cmp(&scores[*a as usize]);
+        if k < order.len() {
+            order.select_nth_unstable_by(k, by_score);
+            order.truncate(k);
+        }
+        order.sort_by(by_score);
+        Ok(order
+            .into_iter()
+            .map(|i| (self.ids[i as usize], f64::from(scores[i as usize])))
+            .collect())
+    }
+}
+
+/// Fuses ranked lists by reciprocal rank: each id scores the sum over the lists of
+/// `1 / (RRF_K + rank)`; best first, ties by id, at most `k`.
+pub fn fuse(lists: &[&[(i64, f64)]], k: usize) -> Vec<(i64, f64)> {
+    let mut score: HashMap<i64, f64> = HashMap::new();
+    for list in lists {
+        for (rank, (id, _)) in list.iter().enumerate() {
+            *score.entry(*id).or_default() += 1.0 / (RRF_K + rank as f64 + 1.0);
+        }
+    }
+    let mut out: Vec<(i64, f64)> = score.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out.truncate(k);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &mut [f32]) {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+
+    #[test]
+    fn dense_search_ranks_by_cosine_like_the_exact_f32_product() {
+        let dim = 64;
+        let mut rng = 12345u64;
+        let mut next = || {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((rng >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let vecs: Vec<Vec<f32>> = (0..300)
+            .map(|_| {
+                let mut v: Vec<f32> = (0..dim).map(|_| next()).collect();
+                unit(&mut v);
+                v
+            })
+            .collect();
+        let mut q8 = Vec::new();
+        for v in &vecs {
+            q8.extend(vector_q8(v).expect("q8"));
+        }
+        let table = DenseTable::new((100..400).collect(), q8, dim).expect("table");
+        let query = vecs[42].clone();
+        let hits = table.search(&query, 5).expect("search");
+        assert_eq!(hits.len(), 5);
+        assert_eq!(hits[0].0, 142);
+        assert!((hits[0].1 - 1.0).abs() < 0.02, "{hits:?}");
+        let mut exact: Vec<(i64, f32)> = vecs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    100 + i as i64,
+                    v.iter().zip(&query).map(|(a, b)| a * b).sum(),
+                )
+            })
+            .collect();
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (hit, ex) in hits.iter().zip(&exact) {
+            assert!((hit.1 - f64::from(ex.1)).abs() < 0.02, "{hit:?} {ex:?}");
+        }
+        assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert!(table.search(&query[..32], 5).is_err());
+    }
+
+    #[test]
+    fn a_table_whose_bytes_do_not_make_whole_vectors_is_refused() {
+        assert!(DenseTable::new(vec![1, 2], vec![0; 34 * 3], 64).is_err());
+        assert!(vector_q8(&[0.5; 40]).is_err());
+        assert!(vector_q8(&[f32::NAN; 32]).is_err());
+    }
+
+    #[test]
+    fn reciprocal_rank_fusion_rewards_agreement() {
+        let dense = [(1, 0.9), (2, 0.8), (3, 0.7)];
+        let keyword = [(3, 5.0), (4, 4.0), (1, 3.0)];
+        let fused = fuse(&[&dense, &keyword], 10);
+        assert_eq!(fused[0].0, 1, "{fused:?}");
+        assert_eq!(fused[1].0, 3);
+        assert_eq!(fused.len(), 4);
+        let expect = 1.0 / 61.0 + 1.0 / 63.0;
+        assert!((fused[0].1 - expect).abs() < 1e-12);
+        assert_eq!(fuse(&[&dense, &keyword], 2).len(), 2);
+    }
+
+    #[test]
+    fn a_query_becomes_quoted_words_without_fts_syntax_or_stop_words() {
+        assert_eq!(
+            fts_query("What is the NEAR(x) \"default\" setpoint? OR -port*"),
+            "\"near\" OR \"x\" OR \"default\" OR \"setpoint\" OR \"port\""
+        );
+        assert_eq!(fts_query("the of a"), "");
+        assert_eq!(fts_query(&"w ".repeat(100)), "\"w\"");
+    }
+}
