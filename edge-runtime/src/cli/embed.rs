@@ -2,7 +2,7 @@
 //! (all-MiniLM-L6-v2 unless `--model` names another folder), printed as JSON in the layout of
 //! OpenAI's embeddings response.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
@@ -27,21 +27,27 @@ pub struct EmbedArgs {
     texts: Vec<String>,
 }
 
-/// Runs `thermo embed`.
-pub fn run(args: EmbedArgs) -> Result<()> {
-    set_compute_threads(args.threads.max(1));
-    let (dir, name) = match args.model {
+/// The encoder folder `model` names (else the default, fetched and checked on first use)
+/// and its name.
+pub fn encoder_folder(model: Option<&Path>) -> Result<(PathBuf, String)> {
+    Ok(match model {
         Some(dir) => {
             let name = dir
                 .file_name()
                 .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into());
-            (dir, name)
+            (dir.to_path_buf(), name)
         }
         None => (
             ensure_embed_model(&cache_root()?, &EMBED_MODEL)?,
             EMBED_MODEL.name.to_string(),
         ),
-    };
+    })
+}
+
+/// Runs `thermo embed`.
+pub fn run(args: EmbedArgs) -> Result<()> {
+    set_compute_threads(args.threads.max(1));
+    let (dir, name) = encoder_folder(args.model.as_deref())?;
     let encoder = Embedder::load(&dir)?;
     let mut data = Vec::with_capacity(args.texts.len());
     let mut tokens = 0;

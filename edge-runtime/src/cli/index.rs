@@ -18,11 +18,12 @@ use edge_runtime::index::{
     AddReport, DEFAULT_INDEX_FILE, Encoder, Index, Mode, NamedEncoder, Progress, Store, add,
     watch_once,
 };
-use edge_runtime::models::{EMBED_MODEL, cache_root, ensure_embed_model};
+use edge_runtime::models::cache_root;
 use edge_runtime::session::accounting::energy_meter;
 use edge_runtime::session::governed::Governed;
 use edge_runtime::shutdown::Shutdown;
 
+use super::embed::encoder_folder;
 use super::flags::governor::GovernorArgs;
 
 /// Flags of `thermo index`.
@@ -66,18 +67,12 @@ impl EncoderArgs {
     /// Loads the encoder, returning it with its name.
     pub fn load(&self) -> Result<(Embedder, String)> {
         set_compute_threads(self.threads.max(1));
-        let (dir, name) = match &self.encoder {
-            Some(dir) => (dir.clone(), folder_name(dir)),
-            None => (
-                ensure_embed_model(&cache_root()?, &EMBED_MODEL)?,
-                EMBED_MODEL.name.to_string(),
-            ),
-        };
+        let (dir, name) = encoder_folder(self.encoder.as_deref())?;
         Ok((Embedder::load(&dir)?, name))
     }
 }
 
-fn folder_name(dir: &Path) -> String {
+fn display_name(dir: &Path) -> String {
     dir.file_name()
         .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into())
 }
@@ -180,6 +175,17 @@ struct Job {
 }
 
 impl Job {
+    /// Opens (or creates) the index for `encoder`, then starts the job that fills it.
+    fn open(
+        path: &Path,
+        encoder: &dyn Encoder,
+        governor: &GovernorArgs,
+        threads: usize,
+    ) -> Result<(Store, Job)> {
+        let store = Store::open(path, &encoder.id())?;
+        Ok((store, Job::start(governor, threads)?))
+    }
+
     fn start(governor: &GovernorArgs, threads: usize) -> Result<Job> {
         let shutdown = Shutdown::install()?;
         let governed = governor.start(threads.max(1))?;
@@ -233,8 +239,7 @@ fn add_cmd(path: &Path, args: AddArgs) -> Result<()> {
         embedder: &embedder,
         name: &name,
     };
-    let mut store = Store::open(path, &encoder.id())?;
-    let job = Job::start(&args.governor, args.encoder.threads)?;
+    let (mut store, job) = Job::open(path, &encoder, &args.governor, args.encoder.threads)?;
     let opts = AddOptions {
         max_file_bytes: args.max_file_mb.saturating_mul(1 << 20),
         count_unchanged: true,
@@ -255,7 +260,7 @@ fn add_cmd(path: &Path, args: AddArgs) -> Result<()> {
             Progress::Files(n) => bar.set_length(n as u64),
             Progress::Done(f) => {
                 bar.inc(1);
-                bar.set_message(folder_name(f));
+                bar.set_message(display_name(f));
             }
         },
     );
@@ -394,8 +399,7 @@ fn watch(path: &Path, args: WatchArgs) -> Result<()> {
         embedder: &embedder,
         name: &name,
     };
-    let mut store = Store::open(path, &encoder.id())?;
-    let job = Job::start(&args.governor, args.encoder.threads)?;
+    let (mut store, job) = Job::open(path, &encoder, &args.governor, args.encoder.threads)?;
     let opts = AddOptions {
         max_file_bytes: args.max_file_mb.saturating_mul(1 << 20),
         count_unchanged: false,

@@ -204,7 +204,8 @@ pub fn html_to_text(html: &str) -> String {
 
 /// The character an entity at the start of `s` stands for, and the entity's length.
 fn entity(s: &str) -> Option<(char, usize)> {
-    let end = s[..s.len().min(12)].find(';')?;
+    // Byte positions: `;` is ASCII, so slicing at it never cuts a character.
+    let end = s.bytes().take(12).position(|b| b == b';')?;
     let name = &s[1..end];
     let c = match name {
         "amp" => '&',
@@ -293,5 +294,6 @@ mod tests {
     #[test]
     fn a_lone_ampersand_or_angle_bracket_is_text() {
         assert_eq!(html_to_text("a < b & c"), "a < b & c");
+        assert_eq!(html_to_text("&éééééééé;"), "&éééééééé;");
     }
 }
