@@ -2,7 +2,7 @@
 //! (all-MiniLM-L6-v2 unless `--model` names another folder), printed as JSON in the layout of
 //! OpenAI's embeddings response.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
@@ -10,7 +10,7 @@ use serde_json::json;
 
 use edge_runtime::engine::embed::Embedder;
 use edge_runtime::engine::set_compute_threads;
-use edge_runtime::models::{EMBED_MODEL, cache_root, ensure_embed_model};
+use edge_runtime::session::rag::encoder_folder;
 
 /// Flags of `thermo embed`.
 #[derive(Debug, Args)]
@@ -25,23 +25,6 @@ pub struct EmbedArgs {
     /// The texts to embed, one vector each.
     #[arg(required = true, value_name = "TEXT")]
     texts: Vec<String>,
-}
-
-/// The encoder folder `model` names (else the default, fetched and checked on first use)
-/// and its name.
-pub fn encoder_folder(model: Option<&Path>) -> Result<(PathBuf, String)> {
-    Ok(match model {
-        Some(dir) => {
-            let name = dir
-                .file_name()
-                .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into());
-            (dir.to_path_buf(), name)
-        }
-        None => (
-            ensure_embed_model(&cache_root()?, &EMBED_MODEL)?,
-            EMBED_MODEL.name.to_string(),
-        ),
-    })
 }
 
 /// Runs `thermo embed`.

@@ -10,20 +10,18 @@ use clap::{Args, Subcommand};
 
 use edge_runtime::eco::EcoConfig;
 use edge_runtime::eco::energy::MeterHandle;
-use edge_runtime::engine::embed::Embedder;
 use edge_runtime::engine::set_compute_threads;
 use edge_runtime::governor::Priority;
 use edge_runtime::index::build::{AddOptions, DEFAULT_MAX_FILE_BYTES};
 use edge_runtime::index::{
-    AddReport, DEFAULT_INDEX_FILE, Encoder, Index, Mode, NamedEncoder, Progress, Store, add,
-    watch_once,
+    AddReport, Encoder, Index, Mode, NamedEncoder, Progress, RetrievalOptions, Retriever, Store,
+    add, watch_once,
 };
-use edge_runtime::models::cache_root;
 use edge_runtime::session::accounting::energy_meter;
 use edge_runtime::session::governed::Governed;
+use edge_runtime::session::rag::{index_path, load_encoder};
 use edge_runtime::shutdown::Shutdown;
 
-use super::embed::encoder_folder;
 use super::flags::governor::GovernorArgs;
 
 /// Flags of `thermo index`.
@@ -65,10 +63,9 @@ pub struct EncoderArgs {
 
 impl EncoderArgs {
     /// Loads the encoder, returning it with its name.
-    pub fn load(&self) -> Result<(Embedder, String)> {
+    pub fn load(&self) -> Result<NamedEncoder> {
         set_compute_threads(self.threads.max(1));
-        let (dir, name) = encoder_folder(self.encoder.as_deref())?;
-        Ok((Embedder::load(&dir)?, name))
+        load_encoder(self.encoder.as_deref())
     }
 }
 
@@ -153,10 +150,7 @@ pub struct WatchArgs {
 
 /// Runs `thermo index`.
 pub fn index(args: IndexArgs) -> Result<()> {
-    let path = match args.index {
-        Some(p) => p,
-        None => cache_root()?.join(DEFAULT_INDEX_FILE),
-    };
+    let path = index_path(args.index.as_deref())?;
     match args.command {
         IndexCommand::Add(a) => add_cmd(&path, a),
         IndexCommand::Status(a) => status(&path, &a),
@@ -234,11 +228,7 @@ impl Job {
 }
 
 fn add_cmd(path: &Path, args: AddArgs) -> Result<()> {
-    let (embedder, name) = args.encoder.load()?;
-    let encoder = NamedEncoder {
-        embedder: &embedder,
-        name: &name,
-    };
+    let encoder = args.encoder.load()?;
     let (mut store, job) = Job::open(path, &encoder, &args.governor, args.encoder.threads)?;
     let opts = AddOptions {
         max_file_bytes: args.max_file_mb.saturating_mul(1 << 20),
@@ -336,24 +326,14 @@ fn status(path: &Path, args: &StatusArgs) -> Result<()> {
 }
 
 fn search(path: &Path, args: &SearchArgs) -> Result<()> {
-    let index = Index::open(path)?;
-    let vector = if args.mode == Mode::Keyword {
-        None
-    } else {
-        let (embedder, name) = args.encoder.load()?;
-        let want = index.store().encoder();
-        if name != want.name || embedder.dim() != want.dim {
-            bail!(
-                "{} was built with the encoder {}; pass it with --encoder",
-                path.display(),
-                want.name
-            );
-        }
-        Some(embedder.embed(&args.query)?)
+    let options = RetrievalOptions {
+        mode: args.mode,
+        k: args.k,
+        ..RetrievalOptions::default()
     };
-    let t = Instant::now();
-    let hits = index.search(&args.query, vector.as_deref(), args.mode, args.k)?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let retriever = Retriever::open(path, options, || args.encoder.load())?;
+    let found = retriever.retrieve(&args.query, &mut || 0.0)?;
+    let (hits, ms) = (found.hits, found.search_s * 1e3);
     if args.json {
         println!(
             "{}",
@@ -394,11 +374,7 @@ fn watch(path: &Path, args: WatchArgs) -> Result<()> {
     if !(args.interval.is_finite() && args.interval > 0.0) {
         bail!("--interval must be a positive number of seconds");
     }
-    let (embedder, name) = args.encoder.load()?;
-    let encoder = NamedEncoder {
-        embedder: &embedder,
-        name: &name,
-    };
+    let encoder = args.encoder.load()?;
     let (mut store, job) = Job::open(path, &encoder, &args.governor, args.encoder.threads)?;
     let opts = AddOptions {
         max_file_bytes: args.max_file_mb.saturating_mul(1 << 20),

@@ -12,6 +12,7 @@ use clap::Args;
 
 use super::flags::accounting::AccountingArgs;
 use super::flags::governor::GovernorArgs;
+use super::flags::rag::RagArgs;
 use super::flags::telemetry::TelemetryArgs;
 use super::flags::{ModelArgs, SamplingArgs, main_job_config};
 use edge_runtime::engine::chat::{Message, Role};
@@ -19,9 +20,11 @@ use edge_runtime::engine::generate::{GenerateOptions, GenerationStats};
 use edge_runtime::engine::model::{KvState, LoadedModel};
 use edge_runtime::engine::sampling::SamplingParams;
 use edge_runtime::engine::set_compute_threads;
+use edge_runtime::index::Retriever;
 use edge_runtime::session::accounting::Accounting;
 use edge_runtime::session::governed::Governed;
 use edge_runtime::session::model::prompt_ids;
+use edge_runtime::session::rag::{Augmented, augment, sources_block};
 use edge_runtime::session::telemetry::Session;
 use edge_runtime::shutdown::Shutdown;
 
@@ -38,6 +41,8 @@ pub struct RunArgs {
     telemetry: TelemetryArgs,
     #[command(flatten)]
     eco: AccountingArgs,
+    #[command(flatten)]
+    rag: RagArgs,
     /// Send the prompt to the model verbatim, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -61,6 +66,8 @@ pub struct ChatArgs {
     telemetry: TelemetryArgs,
     #[command(flatten)]
     eco: AccountingArgs,
+    #[command(flatten)]
+    rag: RagArgs,
     /// Apply the LoRA adapter (PEFT folder) from `thermo train`.
     #[arg(long, value_name = "DIR")]
     adapter: Option<PathBuf>,
@@ -119,6 +126,32 @@ fn energy_j(telemetry: &Option<Session>) -> f64 {
     telemetry.as_ref().map_or(0.0, Session::energy_j)
 }
 
+/// Retrieves passages for `question`, the next user turn after `history`, within the room
+/// the model's context leaves once the answer's `--max-tokens` and the chat template are
+/// counted.
+fn retrieve_for(
+    retriever: &Retriever,
+    model: &LoadedModel,
+    sampling: &SamplingArgs,
+    history: &[Message],
+    question: &str,
+    eco: &Accounting,
+) -> Result<Augmented> {
+    let mut turn = history.to_vec();
+    turn.push(Message::new(Role::User, question.to_string()));
+    let (base, asked) = (
+        prompt_ids(model, &sampling.system, &turn, None).map_or(0, |ids| ids.len()),
+        model.tokenizer.encode(question)?.len(),
+    );
+    let room = model
+        .context_length()
+        .saturating_sub(sampling.max_tokens + base)
+        + asked;
+    augment(retriever, question, &model.tokenizer, room, &mut || {
+        eco.energy_j()
+    })
+}
+
 /// `thermo run PROMPT`.
 pub fn run(args: RunArgs) -> Result<()> {
     if args.prompt.trim().is_empty() {
@@ -132,19 +165,32 @@ pub fn run(args: RunArgs) -> Result<()> {
         &args.telemetry,
     )?;
     let model = load(&args.model, args.adapter.as_deref())?;
-    let history = [Message::new(Role::User, args.prompt.clone())];
-    let ids = prompt_ids(
-        &model,
-        &args.sampling.system,
-        &history,
-        args.raw.then_some(args.prompt.as_str()),
-    )?;
-    let mut state = KvState::new(model)?;
+    let retriever = args.rag.open()?;
     let shutdown = Shutdown::install()?;
     let governed = args.governor.start(args.model.threads)?;
     let telemetry = Session::start(&config.telemetry, governed.as_ref().map(Governed::probe))?;
     let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
     let mut eco = Accounting::start(&config.eco, governed.as_ref())?;
+    let augmented = match &retriever {
+        Some(r) => Some(retrieve_for(
+            r,
+            &model,
+            &args.sampling,
+            &[],
+            &args.prompt,
+            &eco,
+        )?),
+        None => None,
+    };
+    let question = augmented.as_ref().map_or(&args.prompt, |a| &a.prompt);
+    let history = [Message::new(Role::User, question.clone())];
+    let ids = prompt_ids(
+        &model,
+        &args.sampling.system,
+        &history,
+        args.raw.then_some(question.as_str()),
+    )?;
+    let mut state = KvState::new(model)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut on_text = |text: &str| {
@@ -160,6 +206,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         &mut on_text,
     )?;
     let _ = writeln!(out);
+    if let Some(a) = &augmented {
+        let sources = sources_block(&a.used);
+        if !sources.is_empty() {
+            let _ = writeln!(out, "\n{sources}");
+        }
+        eprintln!("{}", a.line());
+    }
     eprintln!("{}", summary(&stats));
     eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
     if let Some(today) = eco.today() {
@@ -192,6 +245,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         &args.telemetry,
     )?;
     let model = load(&args.model, args.adapter.as_deref())?;
+    let retriever = args.rag.open()?;
     let mut state = KvState::new(model.clone())?;
     let shutdown = Shutdown::install()?;
     let governed = args.governor.start(args.model.threads)?;
@@ -200,7 +254,19 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let mut history: Vec<Message> = vec![];
     let lines = stdin_lines();
     while let Some(text) = next_turn(&lines, &shutdown)? {
-        history.push(Message::new(Role::User, text));
+        let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
+        let augmented = match &retriever {
+            Some(r) => match retrieve_for(r, &model, &args.sampling, &history, &text, &eco) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let turn = augmented.as_ref().map_or(&text, |a| &a.prompt);
+        history.push(Message::new(Role::User, turn.clone()));
         let ids = match prompt_ids(&model, &args.sampling.system, &history, None) {
             Ok(ids) => ids,
             Err(e) => {
@@ -209,7 +275,11 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 continue;
             }
         };
-        let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
+        // Later turns keep the question, not the passages, so the context does not fill
+        // with old sources.
+        if let Some(last) = history.last_mut() {
+            *last = Message::new(Role::User, text);
+        }
         let mut answer = String::new();
         let mut on_text = |t: &str| {
             answer.push_str(t);
@@ -227,6 +297,13 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         println!();
         match result {
             Ok((stats, footprint, guard_stop)) => {
+                if let Some(a) = &augmented {
+                    let sources = sources_block(&a.used);
+                    if !sources.is_empty() {
+                        println!("\n{sources}");
+                    }
+                    eprintln!("{}", a.line());
+                }
                 eprintln!("{}", summary(&stats));
                 eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
                 if let Some(t) = &telemetry {

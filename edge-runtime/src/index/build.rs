@@ -318,7 +318,7 @@ fn note_unchanged(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::index::store::EncoderId;
     use crate::index::{Index, Mode};

@@ -9,12 +9,14 @@ pub mod build;
 pub mod chunk;
 pub mod extract;
 pub mod rag;
+pub mod retrieve;
 pub mod search;
 pub mod store;
 
 use std::path::PathBuf;
 
 pub use build::{AddOptions, AddReport, Progress, add, watch_once};
+pub use retrieve::{RetrievalOptions, Retrieved, Retriever};
 pub use search::Mode;
 pub use store::{ChunkRow, EncoderId, Status, Store};
 
@@ -53,6 +55,9 @@ pub enum IndexError {
     /// The encoder failed or gave vectors that do not fit.
     #[error("embedding: {0}")]
     Embed(String),
+    /// Options that cannot work.
+    #[error("{0}")]
+    Options(String),
 }
 
 /// A sentence encoder: unit vectors for texts.
@@ -65,17 +70,17 @@ pub trait Encoder {
 
 /// The engine's sentence encoder under the name its index records.
 #[derive(Debug)]
-pub struct NamedEncoder<'a> {
+pub struct NamedEncoder {
     /// The loaded encoder.
-    pub embedder: &'a crate::engine::embed::Embedder,
+    pub embedder: crate::engine::embed::Embedder,
     /// Its name (the model folder's).
-    pub name: &'a str,
+    pub name: String,
 }
 
-impl Encoder for NamedEncoder<'_> {
+impl Encoder for NamedEncoder {
     fn id(&self) -> EncoderId {
         EncoderId {
-            name: self.name.to_string(),
+            name: self.name.clone(),
             dim: self.embedder.dim(),
         }
     }

@@ -125,6 +125,12 @@ impl Accounting {
         &self.factors
     }
 
+    /// Joules the meter has counted since it started, read now.
+    pub fn energy_j(&self) -> f64 {
+        self.meter.poll();
+        self.meter.mark().energy_j
+    }
+
     /// Generates one answer under the guard (when on) and the governor's gate (when on),
     /// stopping at the next token once `shutdown` is requested, then accounts for it: prints
     /// the footprint line and appends the CSV row.

@@ -1,7 +1,8 @@
 //! Flag groups several commands share, each mapped onto the library's plain options or
 //! merged onto a configuration section: the model and sampling flags here, the governor
-//! (`governor`), telemetry (`telemetry`), eco accounting (`accounting`) and configuration
-//! (`config`) flags in their files. Commands import these; these import no command.
+//! (`governor`), telemetry (`telemetry`), eco accounting (`accounting`), retrieval (`rag`)
+//! and configuration (`config`) flags in their files. Commands import these; these import no
+//! command.
 
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ use edge_runtime::eco::EcoConfig;
 pub mod accounting;
 pub mod config;
 pub mod governor;
+pub mod rag;
 pub mod telemetry;
 
 use accounting::FootprintArgs;

@@ -1,0 +1,121 @@
+//! Retrieval in an answer, as `run`, `chat` and `serve` share it: the document index and its
+//! encoder opened from plain paths, the question's best passages put into the prompt within
+//! the room the model's context leaves, and what that cost in joules and prompt tokens.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::engine::embed::Embedder;
+use crate::engine::tokenizer::TextTokenizer;
+use crate::index::{DEFAULT_INDEX_FILE, Hit, NamedEncoder, RetrievalOptions, Retrieved, Retriever};
+use crate::models::{EMBED_MODEL, cache_root, ensure_embed_model};
+
+/// The encoder folder `dir` names (else the default, fetched and checked on first use) and
+/// the name an index records for it.
+pub fn encoder_folder(dir: Option<&Path>) -> Result<(PathBuf, String)> {
+    Ok(match dir {
+        Some(dir) => {
+            let name = dir
+                .file_name()
+                .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into());
+            (dir.to_path_buf(), name)
+        }
+        None => (
+            ensure_embed_model(&cache_root()?, &EMBED_MODEL)?,
+            EMBED_MODEL.name.to_string(),
+        ),
+    })
+}
+
+/// Loads the encoder in `dir` (else the default) under its index name.
+pub fn load_encoder(dir: Option<&Path>) -> Result<NamedEncoder> {
+    let (dir, name) = encoder_folder(dir)?;
+    Ok(NamedEncoder {
+        embedder: Embedder::load(&dir)?,
+        name,
+    })
+}
+
+/// The index file `path` names, else `index.sqlite` in the thermo home.
+pub fn index_path(path: Option<&Path>) -> Result<PathBuf> {
+    match path {
+        Some(p) => Ok(p.to_path_buf()),
+        None => Ok(cache_root()?.join(DEFAULT_INDEX_FILE)),
+    }
+}
+
+/// Opens the index at `index` (else the default) with the encoder in `encoder` (else the
+/// default) for `options`.
+pub fn open_retriever(
+    index: Option<&Path>,
+    encoder: Option<&Path>,
+    options: RetrievalOptions,
+) -> Result<Retriever> {
+    let path = index_path(index)?;
+    Retriever::open(&path, options, || load_encoder(encoder))
+        .with_context(|| format!("opening the document index {}", path.display()))
+}
+
+/// A question with its retrieved passages.
+#[derive(Debug, Clone)]
+pub struct Augmented {
+    /// The user turn to send: the instruction, the numbered passages and the question (the
+    /// question alone when nothing was found or nothing fits).
+    pub prompt: String,
+    /// The passages in the prompt, numbered from 1 in this order.
+    pub used: Vec<Hit>,
+    /// What the search found and what it cost.
+    pub retrieved: Retrieved,
+    /// Tokens the passages and the instruction added to the question.
+    pub extra_tokens: usize,
+}
+
+impl Augmented {
+    /// `[retrieval: ...]`: passages, added tokens and the joules of each step.
+    pub fn line(&self) -> String {
+        format!(
+            "[retrieval: {} of {} passages, +{} prompt tokens; query embedded in {:.0} ms ({:.2} J), searched in {:.1} ms ({:.3} J)]",
+            self.used.len(),
+            self.retrieved.hits.len(),
+            self.extra_tokens,
+            self.retrieved.embed_s * 1e3,
+            self.retrieved.embed_j,
+            self.retrieved.search_s * 1e3,
+            self.retrieved.search_j,
+        )
+    }
+}
+
+/// Retrieves for `question` and builds its prompt within the retriever's budget and `room`,
+/// the tokens the model's context has left for the user turn; `energy_j` reads the job's
+/// meter.
+pub fn augment(
+    retriever: &Retriever,
+    question: &str,
+    tokenizer: &TextTokenizer,
+    room: usize,
+    energy_j: &mut dyn FnMut() -> f64,
+) -> Result<Augmented> {
+    let retrieved = retriever.retrieve(question, energy_j)?;
+    // A text the tokenizer refuses is counted by its bytes, which is never fewer tokens.
+    let count = |t: &str| tokenizer.encode(t).map_or(t.len(), |ids| ids.len());
+    let asked = count(question);
+    let budget = room.min(asked + retriever.options().budget_tokens);
+    let (prompt, used) = crate::index::rag::prompt(question, &retrieved.hits, budget, &count);
+    let extra_tokens = count(&prompt).saturating_sub(asked);
+    Ok(Augmented {
+        prompt,
+        used,
+        retrieved,
+        extra_tokens,
+    })
+}
+
+/// The sources list printed after an answer, headed `Sources:`; empty without passages.
+pub fn sources_block(used: &[Hit]) -> String {
+    if used.is_empty() {
+        return String::new();
+    }
+    format!("Sources:\n{}", crate::index::rag::sources(used))
+}
