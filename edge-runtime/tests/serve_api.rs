@@ -213,7 +213,7 @@ fn bad_input_gets_a_4xx_with_an_openai_error_object_and_never_a_500() {
         ),
         (
             "unknown endpoint",
-            "/v1/embeddings",
+            "/v1/audio/speech",
             ok.as_bytes().to_vec(),
             404,
         ),

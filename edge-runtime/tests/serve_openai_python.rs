@@ -4,59 +4,9 @@
 
 mod serve_common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use serve_common::{Opts, Server};
-
-/// The openai package version the tests pin.
-const OPENAI_VERSION: &str = "3.57.0";
-
-fn venv() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/root".into());
-    home.join(".cache/thermo/venv-openai")
-}
-
-/// The venv's python with the pinned `openai` importable, installing it when needed.
-fn python_with_openai() -> PathBuf {
-    let venv = venv();
-    let python = venv.join("bin/python");
-    let has = |python: &PathBuf| {
-        Command::new(python)
-            .args([
-                "-c",
-                &format!("import openai, sys; sys.exit(openai.__version__ != {OPENAI_VERSION:?})"),
-            ])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if has(&python) {
-        return python;
-    }
-    if !python.exists() {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "python3 -m venv {} failed (install python3-venv)",
-            venv.display()
-        );
-    }
-    let ok = Command::new(venv.join("bin/pip"))
-        .args(["install", "-q", &format!("openai=={OPENAI_VERSION}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok && has(&python),
-        "pip install openai=={OPENAI_VERSION} failed"
-    );
-    python
-}
+use serve_common::{Opts, Server, python_with_openai};
 
 const SCRIPT: &str = r#"
 import json, os, sys

@@ -20,6 +20,7 @@ mod governor;
 mod layers;
 mod model;
 mod problems;
+mod rag;
 mod sensors;
 mod service;
 mod telemetry;
@@ -32,6 +33,7 @@ pub use layers::{Layers, env_key};
 use layers::{default_table, probe, section_from};
 pub use model::ModelSection;
 pub use problems::{ConfigError, Problem, Problems};
+pub use rag::{RAG_MODES, RagSection};
 pub use service::{FD_RESERVE, ServiceConfig, default_max_connections};
 pub use telemetry::TelemetrySection;
 
@@ -101,6 +103,7 @@ config_sections! {
     governor: GovernorSection,
     sensors: SensingConfig,
     service: ServiceConfig,
+    rag: RagSection,
     eco: EcoConfig,
     telemetry: TelemetrySection,
 }

@@ -68,6 +68,16 @@ pub trait Encoder {
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, IndexError>;
 }
 
+impl<E: Encoder + ?Sized> Encoder for std::sync::Arc<E> {
+    fn id(&self) -> EncoderId {
+        (**self).id()
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, IndexError> {
+        (**self).embed_batch(texts)
+    }
+}
+
 /// The engine's sentence encoder under the name its index records.
 #[derive(Debug)]
 pub struct NamedEncoder {
@@ -133,6 +143,7 @@ const CANDIDATES: usize = 50;
 pub struct Index {
     store: Store,
     dense: DenseTable,
+    version: i64,
 }
 
 impl Index {
@@ -144,9 +155,27 @@ impl Index {
 
     /// Loads the vectors of an open store.
     pub fn from_store(store: Store) -> Result<Index, IndexError> {
+        let version = store.data_version()?;
         let (ids, q8) = store.vectors()?;
         let dense = DenseTable::new(ids, q8, store.encoder().dim)?;
-        Ok(Index { store, dense })
+        Ok(Index {
+            store,
+            dense,
+            version,
+        })
+    }
+
+    /// Loads the vectors again when another process (`thermo index add` or `watch`) has
+    /// committed to the file since they were loaded; true when it did.
+    pub fn refresh(&mut self) -> Result<bool, IndexError> {
+        let version = self.store.data_version()?;
+        if version == self.version {
+            return Ok(false);
+        }
+        let (ids, q8) = self.store.vectors()?;
+        self.dense = DenseTable::new(ids, q8, self.store.encoder().dim)?;
+        self.version = version;
+        Ok(true)
     }
 
     /// The store.

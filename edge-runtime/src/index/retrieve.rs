@@ -109,6 +109,11 @@ impl Retriever {
         &self.index
     }
 
+    /// Picks up what another process committed to the index since it was opened.
+    pub fn refresh(&mut self) -> Result<bool, IndexError> {
+        self.index.refresh()
+    }
+
     /// The chunks for `question`; `energy_j` reads the job's meter (cumulative joules).
     pub fn retrieve(
         &self,
@@ -214,6 +219,42 @@ mod tests {
             assert!(got.hits[0].path.ends_with("valve.txt"), "{mode:?}: {got:?}");
             assert_eq!((got.embed_j, got.search_j), (1.0, 1.0), "{mode:?}");
         }
+    }
+
+    #[test]
+    fn a_document_added_by_another_connection_is_found_after_a_refresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = built(dir.path());
+        let options = RetrievalOptions {
+            mode: Mode::Dense,
+            k: 1,
+            ..RetrievalOptions::default()
+        };
+        let mut r = Retriever::open(&path, options, || Ok(Words("words", 64))).expect("open");
+        assert!(!r.refresh().expect("refresh"), "nothing changed yet");
+        let more = dir.path().join("fan.txt");
+        std::fs::write(&more, "The fan spins at 3000 rpm when the chip is hot.").expect("w");
+        let enc = Words("words", 64);
+        let mut store = Store::open(&path, &enc.id()).expect("open");
+        add(
+            &mut store,
+            &enc,
+            &[more],
+            &AddOptions::default(),
+            &mut |work| {
+                work();
+                true
+            },
+            &|| 0.0,
+            &mut |_| {},
+        )
+        .expect("add");
+        assert!(
+            r.refresh().expect("refresh"),
+            "another connection committed"
+        );
+        let got = r.retrieve("fan rpm chip hot", &mut || 0.0).expect("search");
+        assert!(got.hits[0].path.ends_with("fan.txt"), "{got:?}");
     }
 
     #[test]

@@ -546,6 +546,13 @@ impl Store {
         })
     }
 
+    /// SQLite's `data_version`: it changes when another connection commits to the file.
+    pub fn data_version(&self) -> Result<i64, IndexError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     /// `PRAGMA integrity_check` says `ok`.
     pub fn integrity_ok(&self) -> Result<bool, IndexError> {
         let s: String = self

@@ -245,6 +245,9 @@ struct Common {
     presence_penalty: Option<f64>,
     #[serde(default)]
     logprobs: Option<Value>,
+    /// Retrieval from the document index: `true`, `false`, or `null` for the `[rag]` default.
+    #[serde(default)]
+    rag: Option<Value>,
     /// OpenAI fields the service does not implement: refused unless they ask for nothing.
     #[serde(default)]
     tools: Option<Value>,
@@ -379,6 +382,8 @@ pub struct GenRequest {
     pub include_usage: bool,
     /// Who asked (`user`), the fair queue's key; `None`: anonymous.
     pub user: Option<String>,
+    /// Retrieval asked for (`rag`): `None` leaves it to `[rag] chat_default`.
+    pub rag: Option<bool>,
 }
 
 /// The limits a request is checked against.
@@ -553,6 +558,18 @@ fn stop_strings(c: &Common) -> Result<Vec<String>, ApiError> {
     Ok(stop)
 }
 
+/// The `rag` field: a boolean or null.
+fn rag_field(c: &Common) -> Result<Option<bool>, ApiError> {
+    match &c.rag {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(ApiError::invalid(
+            Some("rag"),
+            format!("rag must be true, false or null, got {other}"),
+        )),
+    }
+}
+
 fn check_model(asked: &str, served: &str) -> Result<(), ApiError> {
     if asked == served {
         Ok(())
@@ -632,6 +649,7 @@ pub fn parse_chat(
         stream,
         include_usage,
         user: check_user(&req.common.user)?,
+        rag: rag_field(&req.common)?,
     })
 }
 
@@ -675,6 +693,15 @@ pub fn parse_completion(
         stream,
         include_usage,
         user: check_user(&req.common.user)?,
+        rag: match rag_field(&req.common)? {
+            Some(true) => {
+                return Err(ApiError::invalid(
+                    Some("rag"),
+                    "retrieval is served on /v1/chat/completions",
+                ));
+            }
+            _ => None,
+        },
     })
 }
 

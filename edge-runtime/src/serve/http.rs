@@ -115,6 +115,8 @@ pub struct App {
     pub eco: Option<Arc<super::accounting::EcoAccounting>>,
     /// The telemetry handle, for its health on `/healthz` and counters on `/metrics`.
     pub telemetry: Option<crate::telemetry::Telemetry>,
+    /// The document index and the sentence encoder (`[rag]`); `None`: neither is served.
+    pub knowledge: Option<Arc<super::rag::Knowledge>>,
     /// Which hosts, origins and content types are accepted (checked before every handler).
     pub policy: super::guard::Policy,
 }
@@ -189,6 +191,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route("/v1/embeddings", post(embeddings))
         .route(
             "/v1/adapter",
             get(get_adapter).post(post_adapter).delete(delete_adapter),
@@ -454,11 +457,16 @@ async fn handle_admitted(
         Endpoint::Chat => parse_chat(&body, &app.model_id, &app.limits),
         Endpoint::Completions => parse_completion(&body, &app.model_id, &app.limits),
     };
-    let req = match parsed {
+    let mut req = match parsed {
         Ok(r) => r,
         Err(e) => return app.reject(e),
     };
     let served = app.slot.current();
+    let augmented = match retrieve(&app, &served.model, &mut req).await {
+        Ok(a) => a,
+        Err(e) => return app.reject(e),
+    };
+    let citations = augmented.as_ref().map(|a| super::rag::citations(&a.used));
     let ids = match tokenize(&served.model, &req, app.limits.max_prompt_tokens).await {
         Ok(ids) => ids,
         Err(e) => return app.reject(e),
@@ -481,6 +489,7 @@ async fn handle_admitted(
             rx,
             guard,
             rid,
+            citations,
             app: app.clone(),
             include_usage: req.include_usage,
             first: true,
@@ -492,7 +501,123 @@ async fn handle_admitted(
             .keep_alive(KeepAlive::default())
             .into_response()
     } else {
-        whole(app, rx, guard, rid).await
+        whole(app, rx, guard, rid, citations).await
+    }
+}
+
+/// When the request (or `[rag] chat_default`) asks for it, retrieves passages for the last
+/// user message and puts them into it, off the async threads; the passages used, or `None`.
+async fn retrieve(
+    app: &Arc<App>,
+    model: &Arc<LoadedModel>,
+    req: &mut GenRequest,
+) -> Result<Option<crate::session::rag::Augmented>, ApiError> {
+    let Some(knowledge) = &app.knowledge else {
+        return match req.rag {
+            Some(true) => Err(ApiError::invalid(
+                Some("rag"),
+                "this server has no document index",
+            )),
+            _ => Ok(None),
+        };
+    };
+    if !req.rag.unwrap_or(knowledge.chat_default()) {
+        return Ok(None);
+    }
+    let PromptSpec::Chat(messages) = &req.prompt else {
+        return Ok(None);
+    };
+    let Some(question) = messages
+        .last()
+        .filter(|m| m.role == crate::engine::chat::Role::User)
+        .map(|m| m.content.clone())
+    else {
+        return Err(ApiError::invalid(
+            Some("messages"),
+            "retrieval needs the last message to be the user's question",
+        ));
+    };
+    let (knowledge, model, history) = (knowledge.clone(), model.clone(), messages.clone());
+    let (max_tokens, max_prompt) = (req.options.max_tokens, app.limits.max_prompt_tokens);
+    let augmented = tokio::task::spawn_blocking(move || {
+        // Room for the user turn: the context and the prompt limit, less the answer and the
+        // chat template around the question.
+        let base = prompt_ids(&model, &None, &history, None)
+            .map_err(|e| ApiError::invalid(Some("messages"), format!("{e:#}")))?
+            .len();
+        let asked = model
+            .tokenizer
+            .encode(&question)
+            .map_err(|e| ApiError::invalid(Some("messages"), format!("{e:#}")))?
+            .len();
+        let template = base.saturating_sub(asked);
+        let room = model
+            .context_length()
+            .saturating_sub(max_tokens + template)
+            .min(max_prompt.saturating_sub(template));
+        knowledge.augment(&question, &model.tokenizer, room)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("retrieval task failed: {e}")))??;
+    if let PromptSpec::Chat(messages) = &mut req.prompt
+        && let Some(last) = messages.last_mut()
+    {
+        last.content = augmented.prompt.clone();
+    }
+    log::info!("{}", augmented.line());
+    Ok(Some(augmented))
+}
+
+/// `POST /v1/embeddings`: unit vectors of the texts from the sentence encoder.
+async fn embeddings(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(e) = app.authorize(&headers) {
+        return app.reject(e);
+    }
+    let Some(knowledge) = app.knowledge.clone().filter(|k| k.embeddings_enabled()) else {
+        return app.reject(ApiError {
+            status: 404,
+            ..ApiError::invalid(
+                None,
+                "Embeddings are off on this server ([rag] embeddings).",
+            )
+        });
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return app.reject(ApiError::too_large(app.max_body_bytes));
+        }
+        Err(rej) => {
+            return app.reject(ApiError::invalid(
+                None,
+                format!("The request body could not be read: {rej}"),
+            ));
+        }
+    };
+    let model = knowledge.encoder_id();
+    let req = match super::rag::parse_embeddings(&body, &model) {
+        Ok(r) => r,
+        Err(e) => return app.reject(e),
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        req.check_dimensions(knowledge.dim()?)?;
+        let (vectors, tokens) = knowledge.embed(&req.input)?;
+        Ok::<_, ApiError>(super::rag::embeddings_response(
+            &model, &vectors, tokens, req.base64,
+        ))
+    })
+    .await;
+    match done {
+        Ok(Ok(v)) => {
+            app.metrics.add_request(Outcome::Ok);
+            axum::Json(v).into_response()
+        }
+        Ok(Err(e)) => app.reject(e),
+        Err(e) => app.reject(ApiError::internal(format!("embedding task failed: {e}"))),
     }
 }
 
@@ -556,6 +681,7 @@ async fn whole(
     mut rx: mpsc::Receiver<Event>,
     guard: ClientGuard,
     rid: ResponseId,
+    citations: Option<Value>,
 ) -> Response {
     let mut text = String::new();
     loop {
@@ -564,8 +690,11 @@ async fn whole(
             Some(Event::Done(f)) => {
                 guard.delivered();
                 app.metrics.add_request(Outcome::Ok);
-                return axum::Json(rid.response(&text, f.finish_reason, f.usage, &f.footprint))
-                    .into_response();
+                let mut body = rid.response(&text, f.finish_reason, f.usage, &f.footprint);
+                if let Some(c) = citations {
+                    body["citations"] = c;
+                }
+                return axum::Json(body).into_response();
             }
             Some(Event::Failed(m)) => {
                 guard.delivered();
@@ -584,6 +713,7 @@ struct ChunkStream {
     rx: mpsc::Receiver<Event>,
     guard: ClientGuard,
     rid: ResponseId,
+    citations: Option<Value>,
     app: Arc<App>,
     include_usage: bool,
     first: bool,
@@ -604,8 +734,11 @@ impl ChunkStream {
                     self.pending.push_back(self.rid.text_chunk("", true));
                     self.first = false;
                 }
-                self.pending
-                    .push_back(self.rid.final_chunk(f.finish_reason, &f.footprint));
+                let mut last = self.rid.final_chunk(f.finish_reason, &f.footprint);
+                if let Some(c) = self.citations.take() {
+                    last["citations"] = c;
+                }
+                self.pending.push_back(last);
                 if self.include_usage {
                     self.pending
                         .push_back(self.rid.usage_chunk(f.usage, &f.footprint));

@@ -6,7 +6,8 @@
 //! bounded grace, cancel the rest, then stop the governor, which restores what it changed.
 //! `api` is the wire format, `queue` admission and fairness, `worker` the token loop,
 //! `metrics` the Prometheus page, `accounting` the per-request eco footprint, `adapter` the
-//! slot holding the served model and its LoRA adapter swaps.
+//! slot holding the served model and its LoRA adapter swaps, `rag` the document index and
+//! the sentence encoder (retrieval for chat, `/v1/embeddings`).
 
 pub mod accounting;
 pub mod adapter;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod queue;
+pub mod rag;
 pub mod worker;
 
 use std::future::Future;
@@ -356,6 +358,10 @@ fn build_app(
         agent_loop: config.eco.agent_loop().map(http::AgentLoop::new),
         eco: Some(ctx.eco.clone()),
         telemetry,
+        knowledge: Some(Arc::new(rag::Knowledge::new(
+            config.rag.clone(),
+            ctx.meter.clone(),
+        ))),
         policy: guard::Policy::new(
             local,
             &svc.allowed_hosts,
