@@ -55,6 +55,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Llm(args) => cli::bench::llm::bench(args),
         BenchCommand::Governor(args) => cli::bench::governor::bench(&args),
         BenchCommand::Eco(args) => cli::bench::eco::bench(&args),
+        BenchCommand::Rag(args) => cli::bench::rag::bench(&args),
         BenchCommand::Train(args) => cli::train::bench(*args),
     }
 }

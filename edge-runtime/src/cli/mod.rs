@@ -85,6 +85,9 @@ pub enum BenchCommand {
     /// Rate models by quality and footprint: perplexity, exact match, speed, energy per
     /// token, carbon, water and NOx per 1000 tokens, temperatures under the governor.
     Eco(bench::eco::EcoBenchArgs),
+    /// Does retrieval pay off? Recall@5, answer accuracy and joules per answer without
+    /// retrieval and with dense, keyword and hybrid search, and when the index is repaid.
+    Rag(bench::rag::RagBenchArgs),
     /// Time and energy per optimizer step for adapters on all layers and on the top
     /// `--bench-top` layers, as a Markdown table (writes nothing).
     Train(Box<train::TrainArgs>),

@@ -1,4 +1,4 @@
-//! `thermo bench llm|governor|eco|train`: one module per benchmark, and what they read about
+//! `thermo bench llm|governor|eco|rag|train`: one module per benchmark, and what they read about
 //! the process (`process`). The command group itself is declared with the other commands in
 //! `cli/mod.rs`, so that `bench train` can run `thermo train`'s preparation without this
 //! module importing the `train` command.
@@ -7,4 +7,5 @@ pub mod eco;
 pub mod governor;
 pub mod llm;
 pub mod process;
+pub mod rag;
 pub mod train;
