@@ -161,7 +161,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     )?;
     let _ = writeln!(out);
     eprintln!("{}", summary(&stats));
-    eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
+    eprintln!("{}", eco.answer_line(&footprint, guard_stop.as_ref()));
     if let Some(today) = eco.today() {
         eprintln!("[today: {}]", today.line());
     }
@@ -172,6 +172,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             energy_before,
             Some(&footprint),
             eco.today(),
+            Some(eco.layers()),
         );
         t.finish();
     }
@@ -228,7 +229,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         match result {
             Ok((stats, footprint, guard_stop)) => {
                 eprintln!("{}", summary(&stats));
-                eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
+                eprintln!("{}", eco.answer_line(&footprint, guard_stop.as_ref()));
                 if let Some(t) = &telemetry {
                     t.request_done(
                         &stats,
@@ -236,6 +237,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                         energy_before,
                         Some(&footprint),
                         eco.today(),
+                        Some(eco.layers()),
                     );
                 }
                 if let Some(g) = &governed {
