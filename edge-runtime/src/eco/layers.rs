@@ -31,12 +31,34 @@ pub struct MemoryCost {
     pub search_j: f64,
     /// Prompt tokens the retrieved text added to the answer's prompt.
     pub extra_prompt_tokens: u64,
-    /// Prefill energy per prompt token, J (e.g. the answer's prefill joules over its prompt
-    /// tokens, or a benchmark's figure); the extra tokens are costed at this rate.
+    /// Prefill energy per prompt token, J, at which the extra tokens are costed (e.g. a
+    /// benchmark's figure); 0: estimated from the answer itself by
+    /// [`MemoryCost::with_answer_prefill`] when the accounting takes it.
     pub prefill_j_per_token: f64,
 }
 
 impl MemoryCost {
+    /// The same cost, with a `prefill_j_per_token` of 0 replaced by the answer's own rate:
+    /// its energy `answer_j` times the prefill's share of its time (`prefill_s` of
+    /// `prefill_s + decode_s`) over its `prompt_tokens`. Unchanged when the answer gives no
+    /// such rate (no prompt tokens, no time).
+    pub fn with_answer_prefill(
+        mut self,
+        answer_j: f64,
+        prefill_s: f64,
+        decode_s: f64,
+        prompt_tokens: usize,
+    ) -> MemoryCost {
+        let total_s = prefill_s + decode_s;
+        if self.prefill_j_per_token == 0.0 && prompt_tokens > 0 && total_s > 0.0 {
+            let rate = answer_j * (prefill_s / total_s) / prompt_tokens as f64;
+            if rate.is_finite() && rate >= 0.0 {
+                self.prefill_j_per_token = rate;
+            }
+        }
+        self
+    }
+
     /// Estimated prefill energy of the extra prompt tokens, J (a part of the answer's energy).
     pub fn extra_prompt_j(&self) -> f64 {
         self.extra_prompt_tokens as f64 * self.prefill_j_per_token
@@ -490,6 +512,24 @@ mod tests {
         assert!(close(m.g_co2e, 0.75 / 3.6e6 * 473.0), "{m:?}");
         assert_eq!(m.storage_embodied_g_co2e, 0.0);
         assert!(m.index.is_none());
+    }
+
+    #[test]
+    fn a_zero_prefill_rate_is_taken_from_the_answer_itself() {
+        let cost = MemoryCost {
+            extra_prompt_tokens: 50,
+            ..MemoryCost::default()
+        };
+        // 30 J over 1 s prefill + 2 s decode: 10 J of prefill over 100 prompt tokens.
+        let c = cost.with_answer_prefill(30.0, 1.0, 2.0, 100);
+        assert!(close(c.prefill_j_per_token, 0.1), "{c:?}");
+        assert!(close(c.extra_prompt_j(), 5.0), "{c:?}");
+        let given = MemoryCost {
+            prefill_j_per_token: 0.5,
+            ..cost
+        };
+        assert_eq!(given.with_answer_prefill(30.0, 1.0, 2.0, 100), given);
+        assert_eq!(cost.with_answer_prefill(30.0, 0.0, 0.0, 100), cost);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct RequestMeasure {
     pub wear_hours: f64,
     /// Mean number of generations running at once while this one ran (>= 1).
     pub concurrency: f64,
+    /// Prefill and decode time of the generation, s (the memory layer's prefill rate when the
+    /// retrieval code gave none).
+    pub prefill_decode_s: (f64, f64),
     /// The served model's folder name (the upstream layer's model card is matched on it).
     pub model: String,
     /// What retrieval cost the request and the searched index's footprint, when the request
@@ -213,7 +216,13 @@ impl EcoAccounting {
                 if let Some((name, v)) = cost.invalid() {
                     log::warn!("retrieval reported {name} = {v}; counted as 0");
                 }
-                self.factors.memory(cost, index.as_ref(), duration_s)
+                let cost = cost.with_answer_prefill(
+                    eco.map_or(0.0, |f| f.energy_j),
+                    m.prefill_decode_s.0,
+                    m.prefill_decode_s.1,
+                    m.prompt_tokens,
+                );
+                self.factors.memory(&cost, index.as_ref(), duration_s)
             }),
             upstream: Some(
                 self.upstream
@@ -301,6 +310,7 @@ mod tests {
             duration_s: 3600.0,
             wear_hours: 2.0,
             concurrency,
+            prefill_decode_s: (1.0, 3.0),
             model: "SmolLM2-135M-Instruct".into(),
             memory: None,
         }

@@ -383,6 +383,10 @@ fn finish_job(ctx: &WorkerContext, job: &Job, stats: &GenerationStats, ran: &Ran
         duration_s: span.duration_s,
         wear_hours: span.wear_hours,
         concurrency: ran.concurrency,
+        prefill_decode_s: (
+            stats.prefill_time.as_secs_f64(),
+            stats.decode_time.as_secs_f64(),
+        ),
         model: job
             .model
             .dir

@@ -157,6 +157,7 @@ impl Accounting {
     fn answer_layers(
         &mut self,
         fp: &Footprint,
+        stats: &GenerationStats,
         model: &std::path::Path,
         stop: Option<&GuardStop>,
     ) -> Layers {
@@ -165,10 +166,15 @@ impl Accounting {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Layers {
-            memory: self
-                .memory
-                .take()
-                .map(|(cost, index)| self.factors.memory(&cost, index.as_ref(), fp.duration_s)),
+            memory: self.memory.take().map(|(cost, index)| {
+                let cost = cost.with_answer_prefill(
+                    fp.energy_j,
+                    stats.prefill_time.as_secs_f64(),
+                    stats.decode_time.as_secs_f64(),
+                    stats.prompt_tokens,
+                );
+                self.factors.memory(&cost, index.as_ref(), fp.duration_s)
+            }),
             upstream: Some(self.upstream.resolve(&name).share(fp.tokens)),
             waste: Waste::of_answer(fp, stop),
         }
@@ -233,7 +239,7 @@ impl Accounting {
         );
         self.session.add(&fp);
         let stop = guard.and_then(|g| g.stopped().cloned());
-        let layers = self.answer_layers(&fp, &state.model().dir, stop.as_ref());
+        let layers = self.answer_layers(&fp, &stats, &state.model().dir, stop.as_ref());
         if let Some(path) = &self.csv
             && let Err(e) = emissions_csv::append_with_layers(
                 path,
