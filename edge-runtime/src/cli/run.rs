@@ -77,6 +77,7 @@ fn load(args: &ModelArgs, adapter: Option<&std::path::Path>) -> Result<Arc<Loade
             let (model, mode) = edge_runtime::train::serve::load_adapted(&dir, a, None)
                 .with_context(|| format!("applying the adapter in {}", a.display()))?;
             log::info!("adapter {} applied ({mode:?})", a.display());
+            edge_runtime::session::accounting::note_adapter_served(a);
             model
         }
     };

@@ -31,7 +31,9 @@ use edge_runtime::eco::ledger::utc_date;
 use edge_runtime::engine::import::is_current_import;
 use edge_runtime::models::{DEFAULT_MODEL, cache_root, model_dir};
 use edge_runtime::pacing::GovernorStatus;
-use edge_runtime::session::accounting::{cache_ledger, emissions_csv_path, energy_meter};
+use edge_runtime::session::accounting::{
+    adapter_key, cache_ledger, emissions_csv_path, energy_meter,
+};
 use edge_runtime::session::governed::Governed;
 use edge_runtime::session::model::resolve_model;
 use edge_runtime::session::telemetry::{Session, day_figures, eco_figures};
@@ -740,6 +742,17 @@ fn finish_run(
             .map_err(|e| log::warn!("{e}"))
             .ok()
     });
+    if done.failed.is_none()
+        && run_steps > 0
+        && let Some(ledger) = cache_ledger()
+        && let Err(e) = ledger.adapter_trained(
+            &adapter_key(&args.out),
+            &utc_date(std::time::SystemTime::now()),
+            &fp,
+        )
+    {
+        log::warn!("{e}");
+    }
     if let Some(today) = &today {
         eprintln!("[today: {}]", today.line());
     }

@@ -3,7 +3,9 @@
 //! mg NOx/SO2/PM2.5, wear hours, tokens, answers, training runs and their steps, and apart
 //! from those the hidden layers' totals: retrieval's memory, the declared upstream share and
 //! wasted work. Every answer of `run`, `chat` and `serve` and every `train` run adds to
-//! today's entry: read, add, write to a temporary file, rename. Writers in one process are
+//! today's entry: read, add, write to a temporary file, rename. Beside the days it keeps
+//! each trained adapter's training energy until the adapter is first served, so
+//! `thermo eco` can show what adapters never served cost. Writers in one process are
 //! serialised by the ledger's lock; two processes writing in the same instant may lose one
 //! of the two updates (there is no cross-process lock).
 
@@ -271,10 +273,27 @@ pub enum LedgerError {
     },
 }
 
+/// A trained adapter's training cost not yet followed by serving it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdapterEntry {
+    /// The UTC day it was last trained.
+    pub trained: String,
+    /// Training energy since it was last served (or since it was first trained), J.
+    pub unserved_j: f64,
+    /// Its operational carbon, g CO2e.
+    pub unserved_g_co2e: f64,
+    /// The UTC day it was last served, when it was.
+    pub served: Option<String>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct File {
     #[serde(default)]
     days: BTreeMap<String, DayTotals>,
+    /// Trained adapters by their folder's canonical path.
+    #[serde(default)]
+    adapters: BTreeMap<String, AdapterEntry>,
 }
 
 /// The ledger file and the lock its writers in this process share.
@@ -320,8 +339,18 @@ impl Ledger {
             Ok(file) => match file
                 .days
                 .iter()
-                .find_map(|(d, t)| Some((d, t.non_finite()?)))
-            {
+                .find_map(|(d, t)| Some((d.as_str(), t.non_finite()?)))
+                .or_else(|| {
+                    file.adapters.iter().find_map(|(a, e)| {
+                        [
+                            ("unserved_j", e.unserved_j),
+                            ("unserved_g_co2e", e.unserved_g_co2e),
+                        ]
+                        .into_iter()
+                        .find(|(_, v)| !v.is_finite())
+                        .map(|f| (a.as_str(), f))
+                    })
+                }) {
                 None => return Ok(file),
                 Some((day, (figure, v))) => format!("{day}: {figure} is {v}"),
             },
@@ -411,6 +440,59 @@ impl Ledger {
         self.update(date, |day| day.add_training(fp, steps))
     }
 
+    /// Records that the adapter in `folder` (its canonical path) was trained on `date` at the
+    /// cost of `fp`: its unserved energy grows until [`Ledger::adapter_served`].
+    pub fn adapter_trained(
+        &self,
+        folder: &str,
+        date: &str,
+        fp: &Footprint,
+    ) -> Result<(), LedgerError> {
+        if let Some((figure, value)) = fp.non_finite() {
+            return Err(LedgerError::NonFinite {
+                path: self.path.display().to_string(),
+                figure,
+                value,
+            });
+        }
+        let _one_writer = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.read()?;
+        let entry = file.adapters.entry(folder.to_string()).or_default();
+        entry.trained = date.to_string();
+        entry.unserved_j += fp.energy_j;
+        entry.unserved_g_co2e += fp.g_co2e;
+        self.write(&file)
+    }
+
+    /// Records that the adapter in `folder` is served from `date` on; `false` (and nothing
+    /// written) when the ledger holds no unserved training of it.
+    pub fn adapter_served(&self, folder: &str, date: &str) -> Result<bool, LedgerError> {
+        let _one_writer = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.read()?;
+        let Some(entry) = file.adapters.get_mut(folder) else {
+            return Ok(false);
+        };
+        if entry.unserved_j == 0.0 && entry.served.as_deref() == Some(date) {
+            return Ok(false);
+        }
+        entry.unserved_j = 0.0;
+        entry.unserved_g_co2e = 0.0;
+        entry.served = Some(date.to_string());
+        self.write(&file)?;
+        Ok(true)
+    }
+
+    /// Adapters trained and not served since, with their unserved training cost.
+    pub fn unserved_adapters(&self) -> Result<Vec<(String, AdapterEntry)>, LedgerError> {
+        let _one_writer = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(self
+            .read()?
+            .adapters
+            .into_iter()
+            .filter(|(_, e)| e.unserved_j > 0.0 || e.unserved_g_co2e > 0.0)
+            .collect())
+    }
+
     fn update(
         &self,
         date: &str,
@@ -421,10 +503,6 @@ impl Ledger {
         let day = file.days.entry(date.to_string()).or_default();
         change(day);
         let totals = *day;
-        let io = |cause| LedgerError::Io {
-            path: self.path.display().to_string(),
-            cause,
-        };
         if let Some((figure, value)) = totals.non_finite() {
             return Err(LedgerError::NonFinite {
                 path: self.path.display().to_string(),
@@ -432,19 +510,28 @@ impl Ledger {
                 value,
             });
         }
+        self.write(&file)?;
+        Ok(totals)
+    }
+
+    /// Writes `file` to a temporary file beside the ledger and renames it over the ledger.
+    fn write(&self, file: &File) -> Result<(), LedgerError> {
+        let io = |cause| LedgerError::Io {
+            path: self.path.display().to_string(),
+            cause,
+        };
         if let Some(dir) = self.path.parent()
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let text = serde_json::to_string_pretty(&file).map_err(|e| LedgerError::Invalid {
+        let text = serde_json::to_string_pretty(file).map_err(|e| LedgerError::Invalid {
             path: self.path.display().to_string(),
             message: e.to_string(),
         })?;
         let tmp = self.path.with_extension("json.tmp");
         std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        Ok(totals)
+        std::fs::rename(&tmp, &self.path).map_err(io)
     }
 
     /// The totals of `date` (zero when nothing was recorded).
@@ -667,6 +754,34 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((t.wasted_j, t.wasted_training_runs), (60.0, 1));
         assert_eq!(DayTotals::default().layers_line(), None);
+    }
+
+    #[test]
+    fn an_adapter_costs_unserved_energy_until_it_is_served_and_again_after_retraining() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let l = Ledger::new(dir.path().join("eco-ledger.json"));
+        l.record("2026-11-29", &fp(1.0, 1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!l.adapter_served("/a", "2026-11-29").unwrap_or(true));
+        for (folder, j) in [("/a", 100.0), ("/b", 40.0), ("/a", 20.0)] {
+            l.adapter_trained(folder, "2026-11-29", &fp(j, 0))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let pending = l.unserved_adapters().unwrap_or_default();
+        let a = pending
+            .iter()
+            .find(|(f, _)| f == "/a")
+            .map(|(_, e)| e.unserved_j);
+        assert_eq!((pending.len(), a), (2, Some(120.0)));
+        assert!(l.adapter_served("/a", "2026-11-30").unwrap_or(false));
+        let pending = l.unserved_adapters().unwrap_or_default();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0, "/b");
+        l.adapter_trained("/a", "2026-12-01", &fp(5.0, 0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(l.unserved_adapters().map(|p| p.len()).ok(), Some(2));
+        // The days are untouched by the adapter entries.
+        assert_eq!(l.day("2026-11-29").map(|d| d.requests).ok(), Some(1));
     }
 
     #[test]

@@ -116,7 +116,10 @@ pub fn run(config: &Config) -> Result<()> {
     });
     let slot = Arc::new(
         adapter::ModelSlot::new(dir, config.model.adapters_dir.clone(), served)
-            .with_on_swap(on_swap),
+            .with_on_swap(on_swap)
+            .with_on_served(adapter::ServedHook(Box::new(
+                crate::session::accounting::note_adapter_served,
+            ))),
     );
     let on_done = telemetry.clone().map(|t| done_hook(t, eco.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -45,6 +45,28 @@ pub fn cache_ledger() -> Option<Ledger> {
         .map(|root| Ledger::new(root.join(crate::eco::ledger::LEDGER_FILE)))
 }
 
+/// The ledger key of an adapter folder: its canonical path (the path as given when it cannot
+/// be resolved).
+pub fn adapter_key(folder: &std::path::Path) -> String {
+    std::fs::canonicalize(folder)
+        .unwrap_or_else(|_| folder.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Notes in the cache's ledger that the adapter in `folder` is served from today on, so its
+/// training no longer counts as unserved (a failure is logged, never fatal).
+pub fn note_adapter_served(folder: &std::path::Path) {
+    if let Some(ledger) = cache_ledger()
+        && let Err(e) = ledger.adapter_served(
+            &adapter_key(folder),
+            &utc_date(std::time::SystemTime::now()),
+        )
+    {
+        log::warn!("{e}");
+    }
+}
+
 /// The board's energy meter when no governor runs: RAPL where the kernel offers it, else the
 /// default board's power model times this process's CPU time (wear per `factors`); polled
 /// once.
