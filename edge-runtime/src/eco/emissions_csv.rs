@@ -383,8 +383,7 @@ pub fn append_with_layers(
     if columns == usize::MAX {
         text.push_str(&row);
     } else {
-        // Every cell that holds a comma is one of CodeCarbon's or ours before the layers'
-        // (names are quoted), so cutting at the n-th unquoted comma keeps whole cells.
+        // Quoted cells may hold commas: the cut counts only the commas between cells.
         text.push_str(&first_cells(&row, columns));
     }
     text.push('\n');

@@ -174,10 +174,11 @@ impl Accounting {
         &self.layers
     }
 
-    /// The layers of an answer of `fp` that ran on `model` and ended with `stop`, taking the
-    /// memory [`Accounting::set_memory`] reported.
+    /// The layers of an answer of `fp` that ran on `model` and ended with `stop`, with the
+    /// `memory` [`Accounting::set_memory`] reported for it.
     fn answer_layers(
-        &mut self,
+        &self,
+        memory: Option<(MemoryCost, Option<IndexFootprint>)>,
         fp: &Footprint,
         stats: &GenerationStats,
         model: &std::path::Path,
@@ -188,7 +189,7 @@ impl Accounting {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Layers {
-            memory: self.memory.take().map(|(cost, index)| {
+            memory: memory.map(|(cost, index)| {
                 let cost = cost.with_answer_prefill(
                     fp.energy_j,
                     stats.prefill_time.as_secs_f64(),
@@ -214,6 +215,8 @@ impl Accounting {
         shutdown: &Shutdown,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<(GenerationStats, Footprint, Option<GuardStop>)> {
+        // Retrieval's cost belongs to this answer only, even when it fails.
+        let memory = self.memory.take();
         self.meter.poll();
         let start = self.meter.mark();
         let mut guard = self.guard.clone().map(|mut cfg| {
@@ -261,7 +264,7 @@ impl Accounting {
         );
         self.session.add(&fp);
         let stop = guard.and_then(|g| g.stopped().cloned());
-        let layers = self.answer_layers(&fp, &stats, &state.model().dir, stop.as_ref());
+        let layers = self.answer_layers(memory, &fp, &stats, &state.model().dir, stop.as_ref());
         if let Some(path) = &self.csv
             && let Err(e) = emissions_csv::append_with_layers(
                 path,
