@@ -78,6 +78,7 @@ fn decode_intervals(model: &Arc<LoadedModel>, t: &Telemetry) -> Result<Vec<f64>>
         energy_j: None,
         eco: None,
         today: None,
+        layers: None,
     }));
     stop.store(true, Ordering::Relaxed);
     let _ = ticker.join();

@@ -103,6 +103,15 @@ fn thermo_run_publishes_ticks_a_request_record_and_a_clean_offline() -> Result<(
         "{:?}",
         requests[0]
     );
+    // Its hidden layers travel apart: the tiny model declares no training figures.
+    let layers = requests[0]
+        .layers
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no layers: {:?}", requests[0]))?;
+    ensure!(
+        !layers.upstream_declared && layers.upstream_model.is_some(),
+        "{layers:?}"
+    );
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
     ensure!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 

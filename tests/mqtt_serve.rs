@@ -99,6 +99,14 @@ fn a_served_request_is_published_with_its_footprint_and_sigterm_flushes_telemetr
     let joules = answer["footprint"]["energy_j"]
         .as_f64()
         .context("no energy in the response")?;
+    // The hidden layers ride apart from the measured figures: the tiny model's card publishes
+    // nothing (not declared, not zero) and the request used no retrieval.
+    let upstream = &answer["footprint"]["upstream"];
+    ensure!(
+        upstream["declared"] == false && upstream["training_j"].is_null(),
+        "{answer}"
+    );
+    ensure!(answer["footprint"]["memory"].is_null(), "{answer}");
 
     let topic = format!("thermo/{DEVICE}/telemetry");
     let decoded = |m: &[(String, Vec<u8>, bool)]| -> Vec<Record> {
@@ -126,6 +134,14 @@ fn a_served_request_is_published_with_its_footprint_and_sigterm_flushes_telemetr
         })
         .context("request record vanished")?;
     ensure!(request.generated_tokens > 0, "{request:?}");
+    let layers = request
+        .layers
+        .as_ref()
+        .context("no layers in the request record")?;
+    ensure!(
+        !layers.upstream_declared && layers.upstream_j.is_none() && layers.memory_j.is_none(),
+        "{layers:?}"
+    );
     let eco = request.eco.as_ref().context("no eco figures")?;
     ensure!(
         (eco.joules - joules).abs() < 1e-9 && eco.g_co2e > 0.0 && eco.ml_water > 0.0,

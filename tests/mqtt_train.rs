@@ -141,6 +141,8 @@ fn a_training_run_reports_its_steps_obeys_pause_and_resume_and_sends_its_record(
     );
     let rec = training_record(&sub.messages()).context("training record vanished")?;
     ensure!(rec.outcome == "stopped", "{rec:?}");
+    // Stopped after its steps were saved: nothing of it is waste.
+    ensure!(rec.wasted_j.is_none(), "{rec:?}");
     ensure!(
         rec.steps >= later + 3 && rec.steps_planned == 1_000_000,
         "{rec:?}"
@@ -177,5 +179,17 @@ fn a_training_run_reports_its_steps_obeys_pause_and_resume_and_sends_its_record(
         "{v}"
     );
     ensure!(v["date"] == today.date.as_str(), "{v}");
+    ensure!(v["wasted_j"] == 0.0, "{v}");
+
+    // The adapter it saved has not been served yet: `thermo eco today` lists its cost.
+    let shown = Command::new(thermo()?)
+        .args(["eco", "today"])
+        .env("THERMO_HOME", home.path())
+        .output()?;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    ensure!(
+        text.contains("adapters trained and never served since: 1 "),
+        "{text}"
+    );
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! `thermo eco`: the per-day eco ledger that every answer of `run`, `chat` and `serve` and
 //! every `train` run adds to — today's totals (or one day's, or every day's) as a line for
-//! people or as JSON for scripts.
+//! people or as JSON for scripts, with the hidden layers' totals (memory, declared upstream,
+//! wasted) and the training cost of adapters trained and not served since.
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
+use edge_runtime::eco::footprint::sig3;
 use edge_runtime::eco::ledger::{DayTotals, Ledger, utc_date};
 
 /// Flags of `thermo eco`.
@@ -76,6 +78,24 @@ fn json_day(date: &str, t: &DayTotals) -> serde_json::Value {
     v.into()
 }
 
+/// The line of adapters trained and not served since, `None` when there is none.
+fn unserved_line(ledger: &Ledger) -> Result<Option<String>> {
+    let pending = ledger.unserved_adapters()?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let j: f64 = pending.iter().map(|(_, e)| e.unserved_j).sum();
+    let g: f64 = pending.iter().map(|(_, e)| e.unserved_g_co2e).sum();
+    let names: Vec<&str> = pending.iter().map(|(f, _)| f.as_str()).collect();
+    Ok(Some(format!(
+        "adapters trained and never served since: {} ({} J, {} g CO2e): {}",
+        pending.len(),
+        sig3(j),
+        sig3(g),
+        names.join(", ")
+    )))
+}
+
 /// `thermo eco`.
 pub fn eco(args: EcoArgs) -> Result<()> {
     match args.command {
@@ -91,6 +111,9 @@ pub fn eco(args: EcoArgs) -> Result<()> {
                 println!("{}", json_day(&date, &t));
             } else {
                 println!("{date} (UTC): {}", t.line());
+                if let Some(line) = unserved_line(&ledger)? {
+                    println!("{line}");
+                }
             }
         }
         EcoCommand::Days(a) => {
@@ -105,6 +128,9 @@ pub fn eco(args: EcoArgs) -> Result<()> {
             } else {
                 for (d, t) in &days {
                     println!("{d} (UTC): {}", t.line());
+                }
+                if let Some(line) = unserved_line(&ledger)? {
+                    println!("{line}");
                 }
             }
         }
@@ -132,6 +158,26 @@ mod tests {
     }
 
     #[test]
+    fn unserved_adapters_are_summed_and_named() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let ledger = Ledger::new(dir.path().join("eco-ledger.json"));
+        assert_eq!(unserved_line(&ledger)?, None);
+        let fp = |j: f64| edge_runtime::eco::Footprint {
+            energy_j: j,
+            g_co2e: j / 100.0,
+            ..Default::default()
+        };
+        ledger.adapter_trained("/out/a", "2026-11-29", &fp(30.0))?;
+        ledger.adapter_trained("/out/b", "2026-11-29", &fp(12.0))?;
+        let line = unserved_line(&ledger)?.unwrap_or_default();
+        assert!(
+            line.contains(": 2 (42.0 J, 0.420 g CO2e): /out/a, /out/b"),
+            "{line}"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn json_names_every_figure_and_the_date() {
         let t = DayTotals {
             joules: 36.0,
@@ -142,6 +188,6 @@ mod tests {
         assert_eq!(v["date"], "2026-11-29");
         assert_eq!(v["joules"], 36.0);
         assert_eq!(v["training_steps"], 5.0);
-        assert_eq!(v.as_object().map(|o| o.len()), Some(13));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(24));
     }
 }

@@ -24,7 +24,7 @@ use edge_runtime::index::Retriever;
 use edge_runtime::session::accounting::Accounting;
 use edge_runtime::session::governed::Governed;
 use edge_runtime::session::model::prompt_ids;
-use edge_runtime::session::rag::{Augmented, augment, sources_block};
+use edge_runtime::session::rag::{Augmented, augment, index_footprint, sources_block};
 use edge_runtime::session::telemetry::Session;
 use edge_runtime::shutdown::Shutdown;
 
@@ -84,6 +84,7 @@ fn load(args: &ModelArgs, adapter: Option<&std::path::Path>) -> Result<Arc<Loade
             let (model, mode) = edge_runtime::train::serve::load_adapted(&dir, a, None)
                 .with_context(|| format!("applying the adapter in {}", a.display()))?;
             log::info!("adapter {} applied ({mode:?})", a.display());
+            edge_runtime::session::accounting::note_adapter_served(a);
             model
         }
     };
@@ -135,7 +136,7 @@ fn retrieve_for(
     sampling: &SamplingArgs,
     history: &[Message],
     question: &str,
-    eco: &Accounting,
+    eco: &mut Accounting,
 ) -> Result<Augmented> {
     let mut turn = history.to_vec();
     turn.push(Message::new(Role::User, question.to_string()));
@@ -147,9 +148,11 @@ fn retrieve_for(
         .context_length()
         .saturating_sub(sampling.max_tokens + base)
         + asked;
-    augment(retriever, question, &model.tokenizer, room, &mut || {
+    let augmented = augment(retriever, question, &model.tokenizer, room, &mut || {
         eco.energy_j()
-    })
+    })?;
+    eco.set_memory(augmented.memory_cost(), index_footprint(retriever));
+    Ok(augmented)
 }
 
 /// `thermo run PROMPT`.
@@ -178,7 +181,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             &args.sampling,
             &[],
             &args.prompt,
-            &eco,
+            &mut eco,
         )?),
         None => None,
     };
@@ -214,7 +217,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         eprintln!("{}", a.line());
     }
     eprintln!("{}", summary(&stats));
-    eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
+    eprintln!("{}", eco.answer_line(&footprint, guard_stop.as_ref()));
     if let Some(today) = eco.today() {
         eprintln!("[today: {}]", today.line());
     }
@@ -225,6 +228,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             energy_before,
             Some(&footprint),
             eco.today(),
+            Some(eco.layers()),
         );
         t.finish();
     }
@@ -256,7 +260,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     while let Some(text) = next_turn(&lines, &shutdown)? {
         let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
         let augmented = match &retriever {
-            Some(r) => match retrieve_for(r, &model, &args.sampling, &history, &text, &eco) {
+            Some(r) => match retrieve_for(r, &model, &args.sampling, &history, &text, &mut eco) {
                 Ok(a) => Some(a),
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -305,7 +309,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                     eprintln!("{}", a.line());
                 }
                 eprintln!("{}", summary(&stats));
-                eprintln!("{}", Accounting::line(&footprint, guard_stop.as_ref()));
+                eprintln!("{}", eco.answer_line(&footprint, guard_stop.as_ref()));
                 if let Some(t) = &telemetry {
                     t.request_done(
                         &stats,
@@ -313,6 +317,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                         energy_before,
                         Some(&footprint),
                         eco.today(),
+                        Some(eco.layers()),
                     );
                 }
                 if let Some(g) = &governed {

@@ -26,11 +26,14 @@ use super::flags::telemetry::TelemetryArgs;
 use edge_runtime::config::Config;
 use edge_runtime::eco::Factors;
 use edge_runtime::eco::energy::Span;
+use edge_runtime::eco::layers::{Layers, Waste, WasteKind};
 use edge_runtime::eco::ledger::utc_date;
 use edge_runtime::engine::import::is_current_import;
 use edge_runtime::models::{DEFAULT_MODEL, cache_root, model_dir};
 use edge_runtime::pacing::GovernorStatus;
-use edge_runtime::session::accounting::{cache_ledger, emissions_csv_path, energy_meter};
+use edge_runtime::session::accounting::{
+    adapter_key, cache_ledger, emissions_csv_path, energy_meter,
+};
 use edge_runtime::session::governed::Governed;
 use edge_runtime::session::model::resolve_model;
 use edge_runtime::session::telemetry::{Session, day_figures, eco_figures};
@@ -566,11 +569,19 @@ fn train_governed(
     let first = (trainer.progress.step, trainer.progress.tokens);
     let started = Instant::now();
     let mut last_loss = None;
+    // Energy of this process's steps up to the last one a checkpoint saved (the run saves
+    // after every `checkpoint_every`-th step and the last): what a failure cannot lose.
+    let (mut run_j, mut saved_j) = (0.0f64, 0.0f64);
+    let checkpoint_every = args.checkpoint_every;
     let mut on_step = |r: &StepReport, p: &Progress| -> f64 {
         let status = governed.as_ref().map(Governed::status);
         meter.poll();
         let joules = meter.since(&step_mark).energy_j;
         step_mark = meter.mark();
+        run_j += joules;
+        if (checkpoint_every > 0 && r.step.is_multiple_of(checkpoint_every)) || r.step == steps {
+            saved_j = run_j;
+        }
         last_loss = Some(r.loss);
         eprintln!("{}", step_line(r, p, steps, status.as_ref(), joules));
         joules
@@ -588,18 +599,22 @@ fn train_governed(
         on_step: &mut on_step,
         base_model: base_name,
     };
-    let outcome = run(trainer, &args.out, &mut ctl)?;
+    let result = run(trainer, &args.out, &mut ctl);
     let wall = started.elapsed();
     meter.poll();
     let span = meter.since(&run_mark);
+    let failed = result.as_ref().err().map(|e| format!("{e:#}"));
     let done = RunEnd {
-        outcome,
+        outcome: *result.as_ref().unwrap_or(&Outcome::Stopped),
         wall,
         first,
         steps,
         last_loss,
+        failed,
+        saved_j,
     };
     finish_run(args, config, factors, trainer, &done, &span, telemetry)?;
+    result?;
     if let Some(g) = governed {
         eprintln!("[governor: {}]", g.finish().line());
     }
@@ -632,13 +647,31 @@ fn step_line(
 }
 
 /// How a training run ended: its outcome, wall time, where it started (step, tokens), the
-/// steps planned and the last loss.
+/// steps planned, the last loss, the error when it failed, and the energy of its steps up to
+/// the last checkpoint it saved.
 struct RunEnd {
     outcome: Outcome,
     wall: std::time::Duration,
     first: (usize, u64),
     steps: usize,
     last_loss: Option<f64>,
+    failed: Option<String>,
+    saved_j: f64,
+}
+
+/// The waste of a run: a failed run loses its energy after its last checkpoint; a run that
+/// stopped before finishing a step saved nothing new; otherwise none.
+fn run_waste(done: &RunEnd, fp: &edge_runtime::eco::Footprint, run_steps: u64) -> Option<Waste> {
+    if done.failed.is_some() {
+        let share = if fp.energy_j > 0.0 {
+            (fp.energy_j - done.saved_j).max(0.0) / fp.energy_j
+        } else {
+            1.0
+        };
+        return Some(Waste::of_run(fp, WasteKind::TrainingFailed, share));
+    }
+    (done.outcome == Outcome::Stopped && run_steps == 0)
+        .then(|| Waste::of_run(fp, WasteKind::TrainingStoppedEarly, 1.0))
 }
 
 /// Prints how the run ended and its footprint, appends the CSV row and the ledger entry,
@@ -653,8 +686,9 @@ fn finish_run(
     telemetry: Option<Session>,
 ) -> Result<()> {
     let p = &trainer.progress;
-    match done.outcome {
-        Outcome::Finished => eprintln!(
+    match (&done.failed, done.outcome) {
+        (Some(e), _) => eprintln!("failed at step {}: {e}", p.step),
+        (None, Outcome::Finished) => eprintln!(
             "done: {} steps in {:.1} s, held-out loss {}, {:.1} J; adapter in {}",
             p.step,
             done.wall.as_secs_f64(),
@@ -663,7 +697,7 @@ fn finish_run(
             p.energy_j,
             args.out.display()
         ),
-        Outcome::Stopped => eprintln!(
+        (None, Outcome::Stopped) => eprintln!(
             "stopped at step {}; checkpoint in {} (continue with --resume)",
             p.step,
             args.out.display()
@@ -677,32 +711,57 @@ fn finish_run(
         trained_tokens,
         span.wear_hours,
     );
-    eprintln!("[footprint: {}]", fp.line());
+    let run_steps = (p.step as u64).saturating_sub(done.first.0 as u64);
+    let layers = Layers {
+        waste: run_waste(done, &fp, run_steps),
+        ..Layers::default()
+    };
+    match layers.line() {
+        Some(l) => eprintln!("[footprint: {} | {l}]", fp.line()),
+        None => eprintln!("[footprint: {}]", fp.line()),
+    }
     if let Some(path) = emissions_csv_path(&config.eco)?
-        && let Err(e) = edge_runtime::eco::emissions_csv::append(
+        && let Err(e) = edge_runtime::eco::emissions_csv::append_with_layers(
             &path,
             &edge_runtime::eco::emissions_csv::RunInfo::now("thermo train"),
             &fp,
+            &layers,
             factors,
         )
     {
         log::warn!("{e}");
     }
-    let run_steps = (p.step as u64).saturating_sub(done.first.0 as u64);
     let today = cache_ledger().and_then(|ledger| {
         ledger
-            .record_training(&utc_date(std::time::SystemTime::now()), &fp, run_steps)
+            .record_training_with_layers(
+                &utc_date(std::time::SystemTime::now()),
+                &fp,
+                run_steps,
+                &layers,
+            )
             .map_err(|e| log::warn!("{e}"))
             .ok()
     });
+    if done.failed.is_none()
+        && run_steps > 0
+        && let Some(ledger) = cache_ledger()
+        && let Err(e) = ledger.adapter_trained(
+            &adapter_key(&args.out),
+            &utc_date(std::time::SystemTime::now()),
+            &fp,
+        )
+    {
+        log::warn!("{e}");
+    }
     if let Some(today) = &today {
         eprintln!("[today: {}]", today.line());
     }
     if let Some(t) = telemetry {
         t.training_done(TrainingDone {
-            outcome: match done.outcome {
-                Outcome::Finished => "finished",
-                Outcome::Stopped => "stopped",
+            outcome: match (&done.failed, done.outcome) {
+                (Some(_), _) => "failed",
+                (None, Outcome::Finished) => "finished",
+                (None, Outcome::Stopped) => "stopped",
             }
             .into(),
             steps: p.step as u64,
@@ -715,6 +774,7 @@ fn finish_run(
             energy_j: Some(fp.energy_j),
             eco: Some(eco_figures(&fp)),
             today: today.as_ref().map(day_figures),
+            wasted_j: layers.waste.map(|w| w.energy_j),
         });
         t.finish();
     }

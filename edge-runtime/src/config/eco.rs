@@ -91,6 +91,47 @@ impl Section for EcoConfig {
             "Override the board's embodied carbon, kg CO2e (0..=1e6).",
             "8.0",
         ),
+        doc_eg(
+            "flash_kg_co2e_per_gb",
+            "Override the embodied carbon of flash storage, kg CO2e per GB (0..=100); an \
+             index's share of it is amortised over lifetime_years.",
+            "0.16",
+        ),
+        doc_eg(
+            "upstream_model",
+            "The model card row whose declared training figures apply (llama-2-7b, \
+             llama-2-13b, llama-2-70b, llama-3.2-1b, llama-3.2-3b, smollm2). Unset: the row \
+             the model folder's name matches; none matched reads \"not declared\".",
+            "\"llama-3.2-1b\"",
+        ),
+        doc_eg(
+            "upstream_training_kwh",
+            "Declared training energy of the model, kWh (0..=1e12), for a model whose card \
+             is not tabled; shown as declared, never as measured.",
+            "50000.0",
+        ),
+        doc_eg(
+            "upstream_training_t_co2e",
+            "Declared training emissions of the model, t CO2e (0..=1e9).",
+            "20.0",
+        ),
+        doc_eg(
+            "upstream_teacher_kwh",
+            "Declared energy of the teacher model or synthetic data it was trained on, kWh \
+             (0..=1e12).",
+            "1000.0",
+        ),
+        doc_eg(
+            "upstream_teacher_t_co2e",
+            "Declared emissions of the teacher model or synthetic data, t CO2e (0..=1e9).",
+            "0.5",
+        ),
+        doc(
+            "upstream_amortise_tokens",
+            "Tokens served over which declared upstream figures are spread per token \
+             (1..=1e18). The default, one trillion, is a convention, not a measurement: the \
+             per-token share scales inversely with it.",
+        ),
         doc(
             "write_emissions_csv",
             "Append a CodeCarbon-compatible emissions.csv row per answer.",

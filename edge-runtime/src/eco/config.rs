@@ -13,8 +13,9 @@ use thiserror::Error;
 
 use super::agent_loop::AgentLoopConfig;
 use super::factors::{
-    self, BoardEmbodied, DEFAULT_ACTIVATION_EV, DEFAULT_LIFETIME_YEARS, DEFAULT_WEAR_REFERENCE_C,
-    DIESEL_G_CO2E_PER_KWH, DIESEL_TIER2, DIESEL_TIER4, GRID_POLLUTANTS, Pollutants, RegionFactors,
+    self, BoardEmbodied, DEFAULT_ACTIVATION_EV, DEFAULT_LIFETIME_YEARS,
+    DEFAULT_UPSTREAM_AMORTISE_TOKENS, DEFAULT_WEAR_REFERENCE_C, DIESEL_G_CO2E_PER_KWH,
+    DIESEL_TIER2, DIESEL_TIER4, FLASH_KG_CO2E_PER_GB, GRID_POLLUTANTS, Pollutants, RegionFactors,
     SiteFactors,
 };
 use super::guard::{Budget, GuardConfig};
@@ -75,6 +76,21 @@ pub struct EcoConfig {
     pub pm25_g_per_kwh: Option<f64>,
     /// Embodied carbon override, kg CO2e.
     pub embodied_kg_co2e: Option<f64>,
+    /// Embodied carbon of flash storage override, kg CO2e per GB.
+    pub flash_kg_co2e_per_gb: Option<f64>,
+    /// The model card row whose declared figures apply (e.g. `llama-2-7b`); `None`: the row
+    /// the model folder's name matches.
+    pub upstream_model: Option<String>,
+    /// Declared training energy of the model, kWh (declared, not measured).
+    pub upstream_training_kwh: Option<f64>,
+    /// Declared training emissions of the model, t CO2e (declared, not measured).
+    pub upstream_training_t_co2e: Option<f64>,
+    /// Declared energy of the teacher or synthetic data, kWh.
+    pub upstream_teacher_kwh: Option<f64>,
+    /// Declared emissions of the teacher or synthetic data, t CO2e.
+    pub upstream_teacher_t_co2e: Option<f64>,
+    /// Tokens served over which declared upstream figures are spread.
+    pub upstream_amortise_tokens: f64,
     /// Append a CodeCarbon-compatible row per answer to `emissions_csv`.
     pub write_emissions_csv: bool,
     /// Where the rows go; `None`: `emissions.csv` in the thermo cache folder.
@@ -124,6 +140,13 @@ impl Default for EcoConfig {
             so2_g_per_kwh: None,
             pm25_g_per_kwh: None,
             embodied_kg_co2e: None,
+            flash_kg_co2e_per_gb: None,
+            upstream_model: None,
+            upstream_training_kwh: None,
+            upstream_training_t_co2e: None,
+            upstream_teacher_kwh: None,
+            upstream_teacher_t_co2e: None,
+            upstream_amortise_tokens: DEFAULT_UPSTREAM_AMORTISE_TOKENS,
             write_emissions_csv: true,
             emissions_csv: None,
             guard: true,
@@ -246,6 +269,8 @@ pub struct Factors {
     pub diesel_pollutants_g_per_kwh: [f64; 3],
     /// Embodied carbon of the board (kg CO2e): central, low, high.
     pub embodied_kg_co2e: [f64; 3],
+    /// Embodied carbon of flash storage (kg CO2e per GB).
+    pub flash_kg_co2e_per_gb: f64,
     /// Service life (years).
     pub lifetime_years: f64,
     /// Arrhenius activation energy (eV).
@@ -278,6 +303,7 @@ fn unreachable_defaults() -> Factors {
         grid_pollutants_g_per_kwh: [0.0; 3],
         diesel_pollutants_g_per_kwh: [0.0; 3],
         embodied_kg_co2e: [0.0; 3],
+        flash_kg_co2e_per_gb: FLASH_KG_CO2E_PER_GB.value,
         lifetime_years: DEFAULT_LIFETIME_YEARS,
         activation_ev: DEFAULT_ACTIVATION_EV,
         wear_reference_c: DEFAULT_WEAR_REFERENCE_C,
@@ -412,6 +438,52 @@ impl EcoConfig {
         c.optional("so2_g_per_kwh", self.so2_g_per_kwh, 0.0, 1000.0);
         c.optional("pm25_g_per_kwh", self.pm25_g_per_kwh, 0.0, 1000.0);
         c.optional("embodied_kg_co2e", self.embodied_kg_co2e, 0.0, 1e6);
+        c.optional(
+            "flash_kg_co2e_per_gb",
+            self.flash_kg_co2e_per_gb,
+            0.0,
+            100.0,
+        );
+        c.optional(
+            "upstream_training_kwh",
+            self.upstream_training_kwh,
+            0.0,
+            1e12,
+        );
+        c.optional(
+            "upstream_training_t_co2e",
+            self.upstream_training_t_co2e,
+            0.0,
+            1e9,
+        );
+        c.optional("upstream_teacher_kwh", self.upstream_teacher_kwh, 0.0, 1e12);
+        c.optional(
+            "upstream_teacher_t_co2e",
+            self.upstream_teacher_t_co2e,
+            0.0,
+            1e9,
+        );
+        c.number(
+            "upstream_amortise_tokens",
+            self.upstream_amortise_tokens,
+            1.0,
+            Some(1e18),
+        );
+        if let Some(m) = &self.upstream_model
+            && factors::upstream_card(m).is_none()
+        {
+            c.push(
+                "upstream_model",
+                format!(
+                    "no model card row matches {m:?}; known: {}",
+                    factors::UPSTREAM_CARDS
+                        .iter()
+                        .map(|c| c.pattern)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
     }
 
     /// The factors of `region`, `site` and `board` with the overrides applied.
@@ -462,6 +534,9 @@ impl EcoConfig {
             grid_pollutants_g_per_kwh: grid_pollutants,
             diesel_pollutants_g_per_kwh: pollutants(diesel),
             embodied_kg_co2e: embodied,
+            flash_kg_co2e_per_gb: self
+                .flash_kg_co2e_per_gb
+                .unwrap_or(FLASH_KG_CO2E_PER_GB.value),
             lifetime_years: self.lifetime_years,
             activation_ev: self.activation_ev,
             wear_reference_c: self.wear_reference_c,
@@ -634,6 +709,34 @@ mod tests {
         let f = edge.resolve().expect("the shortest life resolves");
         let fp = f.footprint(1e6, "t", 1e6, 1, 0.0);
         assert!(fp.embodied_g_co2e.is_finite() && fp.embodied_g_co2e > 0.0);
+    }
+
+    #[test]
+    fn upstream_and_flash_settings_are_checked_with_their_key_paths() {
+        let p = problems(&EcoConfig {
+            upstream_amortise_tokens: 0.0,
+            upstream_training_t_co2e: Some(f64::NAN),
+            upstream_model: Some("gpt-9".into()),
+            flash_kg_co2e_per_gb: Some(-0.1),
+            ..EcoConfig::default()
+        });
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        for key in [
+            "eco.upstream_amortise_tokens",
+            "eco.upstream_training_t_co2e",
+            "eco.upstream_model",
+            "eco.flash_kg_co2e_per_gb",
+        ] {
+            assert!(paths.contains(&key), "{key} missing from {paths:?}");
+        }
+        let f = EcoConfig {
+            flash_kg_co2e_per_gb: Some(0.05),
+            ..EcoConfig::default()
+        }
+        .resolve()
+        .expect("resolves");
+        assert_eq!(f.flash_kg_co2e_per_gb, 0.05);
+        assert_eq!(Factors::default().flash_kg_co2e_per_gb, 0.16);
     }
 
     #[test]

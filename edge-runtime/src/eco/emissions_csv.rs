@@ -1,9 +1,12 @@
 //! A CodeCarbon-compatible `emissions.csv`: CodeCarbon's columns in CodeCarbon's order and
 //! units (duration s, emissions kg CO2e, emissions_rate kg/s, power W, energy kWh) so
 //! dashboards that read its files read ours, followed by columns CodeCarbon does not have
-//! (energy source, tokens, water, pollutants, wear, embodied carbon, carbon range). Columns
-//! whose meaning has no equivalent here (python_version, cloud, GPU, coordinates) are empty.
-//! Rows are appended; a file with another header is refused rather than corrupted.
+//! (energy source, tokens, water, pollutants, wear, embodied carbon, carbon range), then the
+//! hidden layers' columns (memory, declared upstream, waste; empty where a layer does not
+//! apply or nothing is declared). Columns whose meaning has no equivalent here
+//! (python_version, cloud, GPU, coordinates) are empty. Rows are appended; a file written
+//! before the layer columns existed (its header a leading part of ours) gets rows cut to its
+//! columns; a file with another header is refused rather than corrupted.
 
 use std::io::Write;
 use std::path::Path;
@@ -13,6 +16,7 @@ use thiserror::Error;
 
 use super::config::Factors;
 use super::footprint::{Footprint, J_PER_KWH};
+use super::layers::Layers;
 
 /// CodeCarbon's columns, in its order.
 pub const CODECARBON_COLUMNS: [&str; 31] = [
@@ -63,6 +67,28 @@ pub const EXTRA_COLUMNS: [&str; 12] = [
     "pm25_mg",
     "wear_hours",
     "wear_reference_c",
+];
+
+/// The hidden layers' columns, after [`EXTRA_COLUMNS`]: memory (J, tokens, bytes; emissions
+/// in kg CO2e like CodeCarbon's), the declared upstream share and wasted energy.
+pub const LAYER_COLUMNS: [&str; 17] = [
+    "memory_query_embed_j",
+    "memory_search_j",
+    "memory_extra_prompt_tokens",
+    "memory_extra_prompt_j",
+    "index_indexing_j",
+    "index_disk_bytes",
+    "index_resident_bytes",
+    "storage_embodied_emissions",
+    "upstream_model",
+    "upstream_declared",
+    "upstream_amortise_tokens",
+    "upstream_training_j",
+    "upstream_training_emissions",
+    "upstream_teacher_j",
+    "upstream_teacher_emissions",
+    "wasted_j",
+    "waste_kind",
 ];
 
 /// Writing the file failed.
@@ -171,13 +197,53 @@ pub fn header() -> String {
     CODECARBON_COLUMNS
         .iter()
         .chain(EXTRA_COLUMNS.iter())
+        .chain(LAYER_COLUMNS.iter())
         .copied()
         .collect::<Vec<_>>()
         .join(",")
 }
 
-/// One row for `fp` under `factors`.
+/// One row for `fp` under `factors`, its layer columns empty.
 pub fn row(info: &RunInfo, fp: &Footprint, factors: &Factors) -> String {
+    row_with_layers(info, fp, &Layers::default(), factors)
+}
+
+/// The layer cells of a row, in [`LAYER_COLUMNS`] order.
+fn layer_cells(layers: &Layers) -> Vec<String> {
+    let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
+    let kg = |v: Option<f64>| v.map_or(String::new(), |v| format!("{:e}", v / 1000.0));
+    let m = layers.memory.as_ref();
+    let i = m.and_then(|m| m.index.as_ref());
+    let u = layers.upstream.as_ref();
+    let w = layers.waste.as_ref();
+    vec![
+        num(m.map(|m| m.query_embed_j)),
+        num(m.map(|m| m.search_j)),
+        m.map_or(String::new(), |m| m.extra_prompt_tokens.to_string()),
+        num(m.map(|m| m.extra_prompt_j)),
+        num(i.map(|i| i.indexing_j)),
+        i.map_or(String::new(), |i| i.disk_bytes.to_string()),
+        i.map_or(String::new(), |i| i.resident_bytes.to_string()),
+        kg(m.map(|m| m.storage_embodied_g_co2e)),
+        u.map_or(String::new(), |u| field(&u.model)),
+        u.map_or(String::new(), |u| if u.declared { "Y" } else { "N" }.into()),
+        num(u.map(|u| u.amortise_tokens)),
+        num(u.and_then(|u| u.training_j)),
+        kg(u.and_then(|u| u.training_g_co2e)),
+        num(u.and_then(|u| u.teacher_j)),
+        kg(u.and_then(|u| u.teacher_g_co2e)),
+        num(w.map(|w| w.energy_j)),
+        w.map_or(String::new(), |w| w.kind.as_str().into()),
+    ]
+}
+
+/// One row for `fp` and its hidden `layers` under `factors`.
+pub fn row_with_layers(
+    info: &RunInfo,
+    fp: &Footprint,
+    layers: &Layers,
+    factors: &Factors,
+) -> String {
     let kg = fp.g_co2e / 1000.0;
     let kwh = fp.energy_j / J_PER_KWH;
     let rate = if fp.duration_s > 0.0 {
@@ -237,7 +303,21 @@ pub fn row(info: &RunInfo, fp: &Footprint, factors: &Factors) -> String {
         format!("{}", fp.wear_hours),
         format!("{}", fp.wear_reference_c),
     ];
+    let mut cells = cells;
+    cells.extend(layer_cells(layers));
     cells.join(",")
+}
+
+/// How many columns a file with header `first` takes: all of ours for our header, fewer for
+/// the header of a file written before the later columns existed (a leading part of ours
+/// that ends at a group boundary), `None` for anything else.
+fn columns_of(first: &str) -> Option<usize> {
+    let ours = header();
+    if first == ours {
+        return Some(ours.split(',').count());
+    }
+    let older = CODECARBON_COLUMNS.len() + EXTRA_COLUMNS.len();
+    (ours.split(',').take(older).collect::<Vec<_>>().join(",") == first).then_some(older)
 }
 
 /// Appends a row to `path`, writing the header first when the file is new or empty.
@@ -247,11 +327,23 @@ pub fn append(
     fp: &Footprint,
     factors: &Factors,
 ) -> Result<(), CsvError> {
+    append_with_layers(path, info, fp, &Layers::default(), factors)
+}
+
+/// Appends a row with the hidden `layers` to `path`, writing the header first when the file
+/// is new or empty; a file of an earlier header gets the row cut to its columns.
+pub fn append_with_layers(
+    path: &Path,
+    info: &RunInfo,
+    fp: &Footprint,
+    layers: &Layers,
+    factors: &Factors,
+) -> Result<(), CsvError> {
     let io = |cause| CsvError::Io {
         path: path.display().to_string(),
         cause,
     };
-    if let Some((figure, value)) = fp.non_finite() {
+    if let Some((figure, value)) = fp.non_finite().or_else(|| layers.non_finite()) {
         return Err(CsvError::NonFinite {
             path: path.display().to_string(),
             figure,
@@ -263,14 +355,16 @@ pub fn append(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io(e)),
     };
-    let needs_header = match existing.as_deref().and_then(|t| t.lines().next()) {
-        Some(first) if first == header() => false,
-        Some(_) => {
-            return Err(CsvError::HeaderMismatch {
-                path: path.display().to_string(),
-            });
-        }
-        None => true,
+    let (needs_header, columns) = match existing.as_deref().and_then(|t| t.lines().next()) {
+        Some(first) => match columns_of(first) {
+            Some(n) => (false, n),
+            None => {
+                return Err(CsvError::HeaderMismatch {
+                    path: path.display().to_string(),
+                });
+            }
+        },
+        None => (true, usize::MAX),
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
@@ -285,9 +379,34 @@ pub fn append(
         text.push_str(&header());
         text.push('\n');
     }
-    text.push_str(&row(info, fp, factors));
+    let row = row_with_layers(info, fp, layers, factors);
+    if columns == usize::MAX {
+        text.push_str(&row);
+    } else {
+        // Quoted cells may hold commas: the cut counts only the commas between cells.
+        text.push_str(&first_cells(&row, columns));
+    }
     text.push('\n');
     f.write_all(text.as_bytes()).map_err(io)
+}
+
+/// The first `n` cells of a CSV `row` (commas inside quotes do not split).
+fn first_cells(row: &str, n: usize) -> String {
+    let mut quoted = false;
+    let mut seen = 0;
+    for (i, c) in row.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                seen += 1;
+                if seen == n {
+                    return row[..i].to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    row.to_string()
 }
 
 #[cfg(test)]
@@ -372,6 +491,77 @@ mod tests {
             append(&path, &RunInfo::now("thermo"), &fp, &f),
             Err(CsvError::HeaderMismatch { .. })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn layer_columns_follow_ours_and_are_empty_without_layers()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use crate::eco::layers::{UpstreamSettings, Waste, WasteKind};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("emissions.csv");
+        let f = Factors::default();
+        let fp = f.footprint(36.0, "t", 1.0, 10, 0.0);
+        append(&path, &RunInfo::now("thermo"), &fp, &f)?;
+        let layers = Layers {
+            upstream: Some(
+                UpstreamSettings {
+                    amortise_tokens: 1e9,
+                    ..UpstreamSettings::default()
+                }
+                .resolve("llama-2-13b")
+                .share(10),
+            ),
+            waste: Some(Waste::of_run(&fp, WasteKind::TrainingFailed, 1.0)),
+            ..Layers::default()
+        };
+        append_with_layers(&path, &RunInfo::now("thermo, test"), &fp, &layers, &f)?;
+        let text = std::fs::read_to_string(&path)?;
+        let lines: Vec<&str> = text.lines().collect();
+        let cols: Vec<&str> = lines[0].split(',').collect();
+        let n = CODECARBON_COLUMNS.len() + EXTRA_COLUMNS.len();
+        assert_eq!(&cols[n..], &LAYER_COLUMNS[..]);
+        let plain: Vec<&str> = lines[1].split(',').collect();
+        assert_eq!(plain.len(), cols.len());
+        assert!(plain[n..].iter().all(|c| c.is_empty()), "{}", lines[1]);
+        let cells: Vec<&str> = lines[2].split(',').collect();
+        // The quoted project name holds a comma: one more split piece.
+        assert_eq!(cells.len(), cols.len() + 1);
+        let get = |name: &str| {
+            cols.iter()
+                .position(|c| *c == name)
+                .and_then(|i| cells.get(i + 1))
+                .copied()
+                .unwrap_or("?")
+        };
+        assert_eq!(get("upstream_model"), "Llama 2 13B");
+        assert_eq!(get("upstream_declared"), "Y");
+        assert_eq!(get("waste_kind"), "training_failed");
+        // 62.44 t over 1e9 tokens x 10 = 0.6244 g = 6.244e-4 kg.
+        let kg: f64 = get("upstream_training_emissions").parse()?;
+        assert!((kg - 6.244e-4).abs() < 1e-12, "{kg}");
+        assert_eq!(get("memory_search_j"), "");
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_with_the_header_before_the_layer_columns_keeps_its_width()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("emissions.csv");
+        let old: Vec<&str> = CODECARBON_COLUMNS
+            .iter()
+            .chain(EXTRA_COLUMNS.iter())
+            .copied()
+            .collect();
+        std::fs::write(&path, format!("{}\n", old.join(",")))?;
+        let f = Factors::default();
+        let fp = f.footprint(36.0, "power sensor, board", 1.0, 1, 0.0);
+        append_with_layers(&path, &RunInfo::now("a,b"), &fp, &Layers::default(), &f)?;
+        let text = std::fs::read_to_string(&path)?;
+        let row = text.lines().nth(1).unwrap_or_default();
+        assert!(row.ends_with(&format!(",{}", fp.wear_reference_c)), "{row}");
+        assert_eq!(first_cells("a,\"b,c\",d", 2), "a,\"b,c\"");
         Ok(())
     }
 }

@@ -303,6 +303,167 @@ pub fn board(code: &str) -> Option<&'static BoardEmbodied> {
     BOARDS.iter().find(|b| b.code.eq_ignore_ascii_case(code))
 }
 
+/// Manufacturing (embodied) carbon of flash storage per GB of capacity: the "storage embodied
+/// factor" Tannu & Nair derive from 94 published SSD life-cycle assessments (embodied carbon
+/// grows near-linearly with capacity). Newer enterprise drives' own declarations come out
+/// lower; the factor is for consumer flash such as a board's SD card or SSD, and
+/// `eco.flash_kg_co2e_per_gb` overrides it.
+pub const FLASH_KG_CO2E_PER_GB: Factor = Factor::new(
+    0.16,
+    "kg CO2e/GB",
+    "Tannu & Nair, The Dirty Secret of SSDs: Embodied Carbon (HotCarbon 2022, arXiv 2207.10793)",
+    2022,
+);
+
+/// Bytes per GB (decimal, as drive capacities are stated).
+pub const BYTES_PER_GB: f64 = 1e9;
+
+/// Tokens served over which a model's declared training energy and emissions are spread when
+/// `eco.upstream_amortise_tokens` is not set: one trillion. A convention, not a measurement:
+/// no publisher states how many tokens its model will serve, and the per-token figure scales
+/// inversely with this number, so it is printed next to every upstream figure.
+pub const DEFAULT_UPSTREAM_AMORTISE_TOKENS: f64 = 1e12;
+
+/// What a model card declares about the energy and emissions of training the model, and of
+/// the teacher or synthetic data it was trained on. Declared by the publisher, never measured
+/// here; `None` where the card publishes nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpstreamCard {
+    /// Lower-case text the model folder's name must contain, e.g. `llama-2-7b`.
+    pub pattern: &'static str,
+    /// The model as its card names it.
+    pub name: &'static str,
+    /// Training energy (kWh): GPU hours x the card's power per GPU (peak, PUE-adjusted).
+    pub training_kwh: Option<Factor>,
+    /// Training emissions (t CO2e, location-based where the card distinguishes).
+    pub training_t_co2e: Option<Factor>,
+    /// Energy of the teacher or synthetic data (kWh), when the card states it.
+    pub teacher_kwh: Option<Factor>,
+    /// Emissions of the teacher or synthetic data (t CO2e), when the card states them.
+    pub teacher_t_co2e: Option<Factor>,
+}
+
+const LLAMA2_CARD: &str = "Llama 2 model card, Carbon Footprint table (A100-80GB, 400 W per GPU)";
+const LLAMA32_CARD: &str = "Llama 3.2 model card, Training Energy Use table (H100-80GB, 700 W \
+                            per GPU; location-based emissions)";
+const SMOLLM2_CARD: &str = "SmolLM2 model cards: hardware named, no energy or emissions \
+                            published";
+
+/// kWh of `gpu_hours` at `watts` per GPU.
+const fn gpu_kwh(gpu_hours: f64, watts: f64) -> f64 {
+    gpu_hours * watts / 1000.0
+}
+
+/// Logit generation with Llama 3.1 8B and 70B as teachers, stated once for Llama 3.2 1B and
+/// 3B together (86k GPU hours at 700 W); each model carries half, an assumption, as the card
+/// does not split it. The card states no emissions for it.
+const LLAMA32_TEACHER_KWH_EACH: f64 = gpu_kwh(86_000.0, 700.0) / 2.0;
+
+/// Declared upstream figures of the models whose cards were checked. A model that matches no
+/// row, or a row without figures, is "not declared" (never zero) unless `[eco]` sets them.
+pub const UPSTREAM_CARDS: &[UpstreamCard] = &[
+    UpstreamCard {
+        pattern: "llama-2-7b",
+        name: "Llama 2 7B",
+        training_kwh: Some(Factor::new(
+            gpu_kwh(184_320.0, 400.0),
+            "kWh",
+            LLAMA2_CARD,
+            2023,
+        )),
+        training_t_co2e: Some(Factor::new(31.22, "t CO2e", LLAMA2_CARD, 2023)),
+        teacher_kwh: None,
+        teacher_t_co2e: None,
+    },
+    UpstreamCard {
+        pattern: "llama-2-13b",
+        name: "Llama 2 13B",
+        training_kwh: Some(Factor::new(
+            gpu_kwh(368_640.0, 400.0),
+            "kWh",
+            LLAMA2_CARD,
+            2023,
+        )),
+        training_t_co2e: Some(Factor::new(62.44, "t CO2e", LLAMA2_CARD, 2023)),
+        teacher_kwh: None,
+        teacher_t_co2e: None,
+    },
+    UpstreamCard {
+        pattern: "llama-2-70b",
+        name: "Llama 2 70B",
+        training_kwh: Some(Factor::new(
+            gpu_kwh(1_720_320.0, 400.0),
+            "kWh",
+            LLAMA2_CARD,
+            2023,
+        )),
+        training_t_co2e: Some(Factor::new(291.42, "t CO2e", LLAMA2_CARD, 2023)),
+        teacher_kwh: None,
+        teacher_t_co2e: None,
+    },
+    UpstreamCard {
+        pattern: "llama-3.2-1b",
+        name: "Llama 3.2 1B",
+        training_kwh: Some(Factor::new(
+            gpu_kwh(370_000.0, 700.0),
+            "kWh",
+            LLAMA32_CARD,
+            2024,
+        )),
+        training_t_co2e: Some(Factor::new(107.0, "t CO2e", LLAMA32_CARD, 2024)),
+        teacher_kwh: Some(Factor::new(
+            LLAMA32_TEACHER_KWH_EACH,
+            "kWh",
+            LLAMA32_CARD,
+            2024,
+        )),
+        teacher_t_co2e: None,
+    },
+    UpstreamCard {
+        pattern: "llama-3.2-3b",
+        name: "Llama 3.2 3B",
+        training_kwh: Some(Factor::new(
+            gpu_kwh(460_000.0, 700.0),
+            "kWh",
+            LLAMA32_CARD,
+            2024,
+        )),
+        training_t_co2e: Some(Factor::new(133.0, "t CO2e", LLAMA32_CARD, 2024)),
+        teacher_kwh: Some(Factor::new(
+            LLAMA32_TEACHER_KWH_EACH,
+            "kWh",
+            LLAMA32_CARD,
+            2024,
+        )),
+        teacher_t_co2e: None,
+    },
+    UpstreamCard {
+        pattern: "smollm2",
+        name: "SmolLM2",
+        training_kwh: None,
+        training_t_co2e: None,
+        teacher_kwh: None,
+        teacher_t_co2e: None,
+    },
+];
+
+/// The source every card row without figures cites.
+pub const UPSTREAM_NOT_DECLARED: &str = SMOLLM2_CARD;
+
+/// The card row whose pattern the model name `name` contains (case-insensitive; `_` and
+/// spaces read as `-`), the longest pattern first so `llama-2-70b` is not taken for another.
+pub fn upstream_card(name: &str) -> Option<&'static UpstreamCard> {
+    let name: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c == '_' || c == ' ' { '-' } else { c })
+        .collect();
+    UPSTREAM_CARDS
+        .iter()
+        .filter(|c| name.contains(c.pattern))
+        .max_by_key(|c| c.pattern.len())
+}
+
 /// Default service life over which embodied carbon is amortised (years).
 pub const DEFAULT_LIFETIME_YEARS: f64 = 5.0;
 
@@ -334,6 +495,19 @@ mod tests {
         }
         all.extend(BOARDS.iter().map(|b| b.kg_co2e));
         all.push(DIESEL_G_CO2E_PER_KWH);
+        all.push(FLASH_KG_CO2E_PER_GB);
+        for c in UPSTREAM_CARDS {
+            all.extend(
+                [
+                    c.training_kwh,
+                    c.training_t_co2e,
+                    c.teacher_kwh,
+                    c.teacher_t_co2e,
+                ]
+                .into_iter()
+                .flatten(),
+            );
+        }
         for f in all {
             assert!(f.low() <= f.value && f.value <= f.high(), "{f:?}");
             assert!(!f.source.is_empty() && f.year >= 2000, "{f:?}");
@@ -366,5 +540,63 @@ mod tests {
     fn lb_per_mwh_converts_to_grams_per_kwh() {
         // 1 lb = 453.59237 g and 1 MWh = 1000 kWh.
         assert!((G_PER_KWH_PER_LB_PER_MWH - 453.592_37 / 1000.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn flash_storage_is_pinned_to_tannu_and_nair() {
+        // 0.16 kg CO2e per GB of flash (arXiv 2207.10793).
+        assert_eq!(FLASH_KG_CO2E_PER_GB.value, 0.16);
+        assert_eq!(FLASH_KG_CO2E_PER_GB.unit, "kg CO2e/GB");
+        assert!(FLASH_KG_CO2E_PER_GB.source.contains("2207.10793"));
+    }
+
+    #[test]
+    fn llama_2_cards_are_pinned_to_their_gpu_hours_and_tonnes() {
+        // The card: 7B 184320 h, 13B 368640 h, 70B 1720320 h at 400 W; 31.22 + 62.44 +
+        // 291.42 t; with the 34B (not released) the family totals 3311616 h and 539.00 t.
+        for (name, hours, tonnes) in [
+            ("Llama-2-7b-chat-hf", 184_320.0, 31.22),
+            ("llama_2_13b", 368_640.0, 62.44),
+            ("Llama-2-70B-GGUF", 1_720_320.0, 291.42),
+        ] {
+            let card = upstream_card(name).unwrap_or_else(|| panic!("{name}: no card"));
+            let kwh = card.training_kwh.map(|f| f.value);
+            assert_eq!(kwh, Some(hours * 0.4), "{name}");
+            assert_eq!(
+                card.training_t_co2e.map(|f| f.value),
+                Some(tonnes),
+                "{name}"
+            );
+            assert!(card.teacher_kwh.is_none() && card.teacher_t_co2e.is_none());
+        }
+        assert!((1_720_320.0f64 + 368_640.0 + 184_320.0 + 1_038_336.0 - 3_311_616.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn llama_3_2_cards_carry_half_the_stated_logit_generation_each() {
+        let one = upstream_card("Llama-3.2-1B-Instruct").map(|c| c.name);
+        assert_eq!(one, Some("Llama 3.2 1B"));
+        let three = upstream_card("llama-3.2-3b-instruct-q4");
+        assert_eq!(
+            three.and_then(|c| c.training_kwh).map(|f| f.value),
+            Some(322_000.0)
+        );
+        assert_eq!(
+            three.and_then(|c| c.training_t_co2e).map(|f| f.value),
+            Some(133.0)
+        );
+        // 86k GPU hours at 700 W = 60200 kWh for both models.
+        assert_eq!(
+            three.and_then(|c| c.teacher_kwh).map(|f| f.value),
+            Some(30_100.0)
+        );
+    }
+
+    #[test]
+    fn smollm2_and_unknown_models_declare_nothing() {
+        let smol = upstream_card("SmolLM2-135M-Instruct-q4");
+        assert!(smol.is_some_and(|c| c.training_kwh.is_none() && c.training_t_co2e.is_none()));
+        assert!(upstream_card("phi-2").is_none());
+        assert_eq!(DEFAULT_UPSTREAM_AMORTISE_TOKENS, 1e12);
     }
 }

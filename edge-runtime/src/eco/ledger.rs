@@ -1,8 +1,11 @@
 //! Per-day eco totals: a small JSON file (`eco-ledger.json` in the thermo cache or state
 //! folder) keyed by UTC date, holding joules, g CO2e (operational and embodied), mL water,
-//! mg NOx/SO2/PM2.5, wear hours, tokens, answers, training runs and their steps. Every answer
-//! of `run`, `chat` and `serve` and every `train` run adds to today's entry: read, add, write
-//! to a temporary file, rename. Writers in one process are
+//! mg NOx/SO2/PM2.5, wear hours, tokens, answers, training runs and their steps, and apart
+//! from those the hidden layers' totals: retrieval's memory, the declared upstream share and
+//! wasted work. Every answer of `run`, `chat` and `serve` and every `train` run adds to
+//! today's entry: read, add, write to a temporary file, rename. Beside the days it keeps
+//! each trained adapter's training energy until the adapter is first served, so
+//! `thermo eco` can show what adapters never served cost. Writers in one process are
 //! serialised by the ledger's lock; two processes writing in the same instant may lose one
 //! of the two updates (there is no cross-process lock).
 
@@ -16,6 +19,7 @@ use thiserror::Error;
 
 use super::emissions_csv::iso8601_utc;
 use super::footprint::{Footprint, sig3};
+use super::layers::{Layers, WasteKind};
 
 /// The per-day eco ledger's file name in the thermo cache (`$THERMO_HOME`; the state
 /// directory under systemd).
@@ -49,6 +53,28 @@ pub struct DayTotals {
     pub training_runs: u64,
     /// Optimizer steps of those runs.
     pub training_steps: u64,
+    /// Memory: query embedding and search, J (spent outside the answers' spans).
+    pub memory_j: f64,
+    /// Memory: estimated prefill of retrieved prompt tokens, J (a part of `joules`).
+    pub memory_prompt_j: f64,
+    /// Memory: embodied carbon share of the indexes' flash storage, g CO2e.
+    pub memory_storage_g_co2e: f64,
+    /// Answers that used retrieval.
+    pub memory_answers: u64,
+    /// Upstream: declared training and teacher energy amortised over the day's tokens, J.
+    pub upstream_declared_j: f64,
+    /// Upstream: declared emissions amortised over the day's tokens, g CO2e.
+    pub upstream_declared_g_co2e: f64,
+    /// Upstream: tokens of models that declare nothing (not counted as zero).
+    pub upstream_undeclared_tokens: u64,
+    /// Waste: energy of guard-stopped answers and lost training, J (a part of `joules`).
+    pub wasted_j: f64,
+    /// Waste: its operational carbon, g CO2e (a part of `g_co2e`).
+    pub wasted_g_co2e: f64,
+    /// Answers the guard stopped as degenerate.
+    pub wasted_answers: u64,
+    /// Training runs that failed or stopped before saving a step.
+    pub wasted_training_runs: u64,
 }
 
 impl DayTotals {
@@ -65,6 +91,40 @@ impl DayTotals {
         self.add_figures(fp);
         self.training_runs = self.training_runs.saturating_add(1);
         self.training_steps = self.training_steps.saturating_add(steps);
+    }
+
+    /// Adds one answer's or run's hidden layers.
+    pub fn add_layers(&mut self, layers: &Layers) {
+        if let Some(m) = &layers.memory {
+            self.memory_j += m.query_embed_j + m.search_j;
+            self.memory_prompt_j += m.extra_prompt_j;
+            self.memory_storage_g_co2e += m.storage_embodied_g_co2e;
+            self.memory_answers = self.memory_answers.saturating_add(1);
+        }
+        if let Some(u) = &layers.upstream {
+            match (u.energy_j(), u.g_co2e()) {
+                (None, None) => {
+                    self.upstream_undeclared_tokens =
+                        self.upstream_undeclared_tokens.saturating_add(u.tokens)
+                }
+                (j, g) => {
+                    self.upstream_declared_j += j.unwrap_or(0.0);
+                    self.upstream_declared_g_co2e += g.unwrap_or(0.0);
+                }
+            }
+        }
+        if let Some(w) = &layers.waste {
+            self.wasted_j += w.energy_j;
+            self.wasted_g_co2e += w.g_co2e;
+            match w.kind {
+                WasteKind::GuardStopped => {
+                    self.wasted_answers = self.wasted_answers.saturating_add(1)
+                }
+                WasteKind::TrainingFailed | WasteKind::TrainingStoppedEarly => {
+                    self.wasted_training_runs = self.wasted_training_runs.saturating_add(1)
+                }
+            }
+        }
     }
 
     fn add_figures(&mut self, fp: &Footprint) {
@@ -84,7 +144,7 @@ impl DayTotals {
     }
 
     /// The figures with their names and units, for printing and metrics.
-    pub fn figures(&self) -> [(&'static str, f64); 12] {
+    pub fn figures(&self) -> [(&'static str, f64); 23] {
         [
             ("joules", self.joules),
             ("g_co2e", self.g_co2e),
@@ -98,12 +158,65 @@ impl DayTotals {
             ("requests", self.requests as f64),
             ("training_runs", self.training_runs as f64),
             ("training_steps", self.training_steps as f64),
+            ("memory_j", self.memory_j),
+            ("memory_prompt_j", self.memory_prompt_j),
+            ("memory_storage_g_co2e", self.memory_storage_g_co2e),
+            ("memory_answers", self.memory_answers as f64),
+            ("upstream_declared_j", self.upstream_declared_j),
+            ("upstream_declared_g_co2e", self.upstream_declared_g_co2e),
+            (
+                "upstream_undeclared_tokens",
+                self.upstream_undeclared_tokens as f64,
+            ),
+            ("wasted_j", self.wasted_j),
+            ("wasted_g_co2e", self.wasted_g_co2e),
+            ("wasted_answers", self.wasted_answers as f64),
+            ("wasted_training_runs", self.wasted_training_runs as f64),
         ]
     }
 
-    /// The day's totals as one summary line.
+    /// The hidden layers' totals as one line, `None` when none was recorded.
+    pub fn layers_line(&self) -> Option<String> {
+        let mut parts = vec![];
+        if self.memory_answers > 0 {
+            parts.push(format!(
+                "memory {} J embed+search outside answers, ~{} J of retrieved prompt inside \
+                 them, {} g embodied storage share over {} answer(s)",
+                sig3(self.memory_j),
+                sig3(self.memory_prompt_j),
+                sig3(self.memory_storage_g_co2e),
+                self.memory_answers
+            ));
+        }
+        if self.upstream_declared_j > 0.0 || self.upstream_declared_g_co2e > 0.0 {
+            parts.push(format!(
+                "upstream (declared) {} J, {} g CO2e",
+                sig3(self.upstream_declared_j),
+                sig3(self.upstream_declared_g_co2e)
+            ));
+        }
+        if self.upstream_undeclared_tokens > 0 {
+            parts.push(format!(
+                "upstream not declared for {} token(s)",
+                self.upstream_undeclared_tokens
+            ));
+        }
+        if self.wasted_answers > 0 || self.wasted_training_runs > 0 {
+            parts.push(format!(
+                "wasted {} J, {} g CO2e ({} guard-stopped answer(s), {} lost training run(s))",
+                sig3(self.wasted_j),
+                sig3(self.wasted_g_co2e),
+                self.wasted_answers,
+                self.wasted_training_runs
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    /// The day's totals as one summary line; the hidden layers' totals, when any, follow a
+    /// `|`, apart from the measured figures.
     pub fn line(&self) -> String {
-        format!(
+        let measured = format!(
             "{} J ({} Wh), {} g CO2e + {} g embodied, {} mL water, {} mg NOx, {} mg SO2, \
              {} mg PM2.5, aged like {} h; {} answer(s), {} token(s), {} training run(s), \
              {} step(s)",
@@ -120,7 +233,11 @@ impl DayTotals {
             self.tokens,
             self.training_runs,
             self.training_steps,
-        )
+        );
+        match self.layers_line() {
+            Some(layers) => format!("{measured} | {layers}"),
+            None => measured,
+        }
     }
 }
 
@@ -156,10 +273,27 @@ pub enum LedgerError {
     },
 }
 
+/// A trained adapter's training cost not yet followed by serving it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdapterEntry {
+    /// The UTC day it was last trained.
+    pub trained: String,
+    /// Training energy since it was last served (or since it was first trained), J.
+    pub unserved_j: f64,
+    /// Its operational carbon, g CO2e.
+    pub unserved_g_co2e: f64,
+    /// The UTC day it was last served, when it was.
+    pub served: Option<String>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct File {
     #[serde(default)]
     days: BTreeMap<String, DayTotals>,
+    /// Trained adapters by their folder's canonical path.
+    #[serde(default)]
+    adapters: BTreeMap<String, AdapterEntry>,
 }
 
 /// The ledger file and the lock its writers in this process share.
@@ -205,8 +339,18 @@ impl Ledger {
             Ok(file) => match file
                 .days
                 .iter()
-                .find_map(|(d, t)| Some((d, t.non_finite()?)))
-            {
+                .find_map(|(d, t)| Some((d.as_str(), t.non_finite()?)))
+                .or_else(|| {
+                    file.adapters.iter().find_map(|(a, e)| {
+                        [
+                            ("unserved_j", e.unserved_j),
+                            ("unserved_g_co2e", e.unserved_g_co2e),
+                        ]
+                        .into_iter()
+                        .find(|(_, v)| !v.is_finite())
+                        .map(|f| (a.as_str(), f))
+                    })
+                }) {
                 None => return Ok(file),
                 Some((day, (figure, v))) => format!("{day}: {figure} is {v}"),
             },
@@ -244,6 +388,47 @@ impl Ledger {
         self.update(date, |day| day.add(fp))
     }
 
+    /// Adds one answer's `fp` and its hidden `layers` to the totals of `date` and returns
+    /// them; a non-finite layer figure is refused like a non-finite footprint.
+    pub fn record_with_layers(
+        &self,
+        date: &str,
+        fp: &Footprint,
+        layers: &Layers,
+    ) -> Result<DayTotals, LedgerError> {
+        self.refuse_non_finite(layers)?;
+        self.update(date, |day| {
+            day.add(fp);
+            day.add_layers(layers);
+        })
+    }
+
+    /// Adds one training run with its `layers` (its waste) to the totals of `date`.
+    pub fn record_training_with_layers(
+        &self,
+        date: &str,
+        fp: &Footprint,
+        steps: u64,
+        layers: &Layers,
+    ) -> Result<DayTotals, LedgerError> {
+        self.refuse_non_finite(layers)?;
+        self.update(date, |day| {
+            day.add_training(fp, steps);
+            day.add_layers(layers);
+        })
+    }
+
+    fn refuse_non_finite(&self, layers: &Layers) -> Result<(), LedgerError> {
+        match layers.non_finite() {
+            Some((figure, value)) => Err(LedgerError::NonFinite {
+                path: self.path.display().to_string(),
+                figure,
+                value,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Adds one training run of `steps` optimizer steps to the totals of `date` and returns
     /// them.
     pub fn record_training(
@@ -253,6 +438,59 @@ impl Ledger {
         steps: u64,
     ) -> Result<DayTotals, LedgerError> {
         self.update(date, |day| day.add_training(fp, steps))
+    }
+
+    /// Records that the adapter in `folder` (its canonical path) was trained on `date` at the
+    /// cost of `fp`: its unserved energy grows until [`Ledger::adapter_served`].
+    pub fn adapter_trained(
+        &self,
+        folder: &str,
+        date: &str,
+        fp: &Footprint,
+    ) -> Result<(), LedgerError> {
+        if let Some((figure, value)) = fp.non_finite() {
+            return Err(LedgerError::NonFinite {
+                path: self.path.display().to_string(),
+                figure,
+                value,
+            });
+        }
+        let _one_writer = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.read()?;
+        let entry = file.adapters.entry(folder.to_string()).or_default();
+        entry.trained = date.to_string();
+        entry.unserved_j += fp.energy_j;
+        entry.unserved_g_co2e += fp.g_co2e;
+        self.write(&file)
+    }
+
+    /// Records that the adapter in `folder` is served from `date` on; `false` (and nothing
+    /// written) when the ledger holds no unserved training of it.
+    pub fn adapter_served(&self, folder: &str, date: &str) -> Result<bool, LedgerError> {
+        let _one_writer = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.read()?;
+        let Some(entry) = file.adapters.get_mut(folder) else {
+            return Ok(false);
+        };
+        if entry.unserved_j == 0.0 && entry.served.as_deref() == Some(date) {
+            return Ok(false);
+        }
+        entry.unserved_j = 0.0;
+        entry.unserved_g_co2e = 0.0;
+        entry.served = Some(date.to_string());
+        self.write(&file)?;
+        Ok(true)
+    }
+
+    /// Adapters trained and not served since, with their unserved training cost.
+    pub fn unserved_adapters(&self) -> Result<Vec<(String, AdapterEntry)>, LedgerError> {
+        let _one_writer = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(self
+            .read()?
+            .adapters
+            .into_iter()
+            .filter(|(_, e)| e.unserved_j > 0.0 || e.unserved_g_co2e > 0.0)
+            .collect())
     }
 
     fn update(
@@ -265,10 +503,6 @@ impl Ledger {
         let day = file.days.entry(date.to_string()).or_default();
         change(day);
         let totals = *day;
-        let io = |cause| LedgerError::Io {
-            path: self.path.display().to_string(),
-            cause,
-        };
         if let Some((figure, value)) = totals.non_finite() {
             return Err(LedgerError::NonFinite {
                 path: self.path.display().to_string(),
@@ -276,19 +510,28 @@ impl Ledger {
                 value,
             });
         }
+        self.write(&file)?;
+        Ok(totals)
+    }
+
+    /// Writes `file` to a temporary file beside the ledger and renames it over the ledger.
+    fn write(&self, file: &File) -> Result<(), LedgerError> {
+        let io = |cause| LedgerError::Io {
+            path: self.path.display().to_string(),
+            cause,
+        };
         if let Some(dir) = self.path.parent()
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let text = serde_json::to_string_pretty(&file).map_err(|e| LedgerError::Invalid {
+        let text = serde_json::to_string_pretty(file).map_err(|e| LedgerError::Invalid {
             path: self.path.display().to_string(),
             message: e.to_string(),
         })?;
         let tmp = self.path.with_extension("json.tmp");
         std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        Ok(totals)
+        std::fs::rename(&tmp, &self.path).map_err(io)
     }
 
     /// The totals of `date` (zero when nothing was recorded).
@@ -456,6 +699,108 @@ mod tests {
             .record("2026-11-29", &fp(1.0, 1))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((t.joules, t.requests), (3.0, 3));
+    }
+
+    #[test]
+    fn hidden_layers_are_kept_apart_per_day_and_an_old_ledger_reads_them_as_zero() {
+        use crate::eco::layers::{MemoryFootprint, UpstreamSettings, Waste};
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("eco-ledger.json");
+        std::fs::write(
+            &path,
+            r#"{"days":{"2026-11-29":{"joules":5.0,"requests":1}}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let l = Ledger::new(&path);
+        let answer = fp(10.0, 4);
+        let layers = Layers {
+            memory: Some(MemoryFootprint {
+                query_embed_j: 0.5,
+                search_j: 0.25,
+                extra_prompt_j: 2.0,
+                storage_embodied_g_co2e: 0.001,
+                ..MemoryFootprint::default()
+            }),
+            upstream: Some(UpstreamSettings::default().resolve("SmolLM2").share(4)),
+            waste: Waste::of_answer(
+                &answer,
+                Some(&crate::eco::guard::GuardStop {
+                    kind: crate::eco::guard::GuardKind::StuckToken,
+                    reason: String::new(),
+                    at_token: 4,
+                    loop_start: Some(0),
+                    avoided_j: None,
+                }),
+            ),
+        };
+        let t = l
+            .record_with_layers("2026-11-29", &answer, &layers)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.joules, t.requests), (15.0, 2));
+        assert!((t.memory_j - 0.75).abs() < 1e-12 && (t.memory_prompt_j - 2.0).abs() < 1e-12);
+        assert_eq!((t.memory_answers, t.upstream_undeclared_tokens), (1, 4));
+        assert_eq!(t.upstream_declared_j, 0.0);
+        assert_eq!((t.wasted_j, t.wasted_answers), (10.0, 1));
+        let line = t.layers_line().unwrap_or_default();
+        assert!(line.contains("not declared for 4 token(s)"), "{line}");
+        assert!(line.contains("1 guard-stopped answer(s)"), "{line}");
+        let run = fp(100.0, 0);
+        let lost = Layers {
+            waste: Some(Waste::of_run(&run, WasteKind::TrainingFailed, 0.5)),
+            ..Layers::default()
+        };
+        let t = l
+            .record_training_with_layers("2026-11-29", &run, 3, &lost)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.wasted_j, t.wasted_training_runs), (60.0, 1));
+        assert_eq!(DayTotals::default().layers_line(), None);
+    }
+
+    #[test]
+    fn an_adapter_costs_unserved_energy_until_it_is_served_and_again_after_retraining() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let l = Ledger::new(dir.path().join("eco-ledger.json"));
+        l.record("2026-11-29", &fp(1.0, 1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!l.adapter_served("/a", "2026-11-29").unwrap_or(true));
+        for (folder, j) in [("/a", 100.0), ("/b", 40.0), ("/a", 20.0)] {
+            l.adapter_trained(folder, "2026-11-29", &fp(j, 0))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let pending = l.unserved_adapters().unwrap_or_default();
+        let a = pending
+            .iter()
+            .find(|(f, _)| f == "/a")
+            .map(|(_, e)| e.unserved_j);
+        assert_eq!((pending.len(), a), (2, Some(120.0)));
+        assert!(l.adapter_served("/a", "2026-11-30").unwrap_or(false));
+        let pending = l.unserved_adapters().unwrap_or_default();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0, "/b");
+        l.adapter_trained("/a", "2026-12-01", &fp(5.0, 0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(l.unserved_adapters().map(|p| p.len()).ok(), Some(2));
+        // The days are untouched by the adapter entries.
+        assert_eq!(l.day("2026-11-29").map(|d| d.requests).ok(), Some(1));
+    }
+
+    #[test]
+    fn a_non_finite_layer_figure_is_refused_and_nothing_written() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let l = Ledger::new(dir.path().join("eco-ledger.json"));
+        let layers = Layers {
+            waste: Some(crate::eco::layers::Waste {
+                kind: WasteKind::GuardStopped,
+                energy_j: f64::INFINITY,
+                g_co2e: 0.0,
+            }),
+            ..Layers::default()
+        };
+        let err = l
+            .record_with_layers("2026-11-29", &fp(1.0, 1), &layers)
+            .err();
+        assert!(err.is_some_and(|e| e.to_string().contains("waste.energy_j")));
+        assert_eq!(l.day("2026-11-29").map(|d| d.requests).ok(), Some(0));
     }
 
     #[test]

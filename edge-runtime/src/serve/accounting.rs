@@ -2,8 +2,10 @@
 //! energy over the request (the governor's meter: power sensor, RAPL or the power model,
 //! named), shared among the generations that ran at once, turned into carbon, water, air
 //! pollutants and wear by the configured [`Factors`]; plus, when the zombie-compute guard
-//! stopped the answer, why and how much energy the stop avoided. [`EcoAccounting`] also
-//! appends the CodeCarbon-compatible `emissions.csv` row of each answer.
+//! stopped the answer, why and how much energy the stop avoided; and apart from those figures
+//! the hidden layers (retrieval's memory when the job carried it, the model's declared
+//! upstream share, waste). [`EcoAccounting`] also appends the CodeCarbon-compatible
+//! `emissions.csv` row of each answer.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -12,6 +14,9 @@ use serde::Serialize;
 
 use crate::eco::emissions_csv::{self, RunInfo};
 use crate::eco::guard::{GuardKind, GuardStop};
+use crate::eco::layers::{
+    IndexFootprint, Layers, MemoryCost, MemoryFootprint, UpstreamFootprint, UpstreamSettings, Waste,
+};
 use crate::eco::ledger::{DayTotals, Ledger, utc_date};
 use crate::eco::{Factors, Footprint as EcoFootprint};
 
@@ -32,6 +37,14 @@ pub struct RequestMeasure {
     pub wear_hours: f64,
     /// Mean number of generations running at once while this one ran (>= 1).
     pub concurrency: f64,
+    /// Prefill and decode time of the generation, s (the memory layer's prefill rate when the
+    /// retrieval code gave none).
+    pub prefill_decode_s: (f64, f64),
+    /// The served model's folder name (the upstream layer's model card is matched on it).
+    pub model: String,
+    /// What retrieval cost the request and the searched index's footprint, when the request
+    /// used retrieval (`None` today: see `serve::worker::Job::with_memory`).
+    pub memory: Option<(MemoryCost, Option<IndexFootprint>)>,
 }
 
 /// Why the zombie-compute guard stopped an answer, as the response shows it.
@@ -109,6 +122,14 @@ pub struct ResponseFootprint {
     pub method: String,
     /// Set when the zombie-compute guard stopped the answer.
     pub guard: Option<GuardReport>,
+    /// What retrieval cost, apart from the figures above (requests with retrieval only).
+    pub memory: Option<MemoryFootprint>,
+    /// The model's declared training share (declared, not measured; `declared: false` reads
+    /// "not declared"), apart from the figures above.
+    pub upstream: Option<UpstreamFootprint>,
+    /// Energy of this answer that bought nothing (a degenerate answer the guard stopped): a
+    /// part of `energy_j`, not more of it.
+    pub wasted: Option<Waste>,
 }
 
 /// Eco accounting of the service: the factors in force and the `emissions.csv` it appends to.
@@ -117,6 +138,7 @@ pub struct EcoAccounting {
     factors: Factors,
     csv: Option<(PathBuf, Mutex<()>)>,
     ledger: Option<Ledger>,
+    upstream: UpstreamSettings,
 }
 
 impl EcoAccounting {
@@ -126,7 +148,14 @@ impl EcoAccounting {
             factors,
             csv: csv.map(|p| (p, Mutex::new(()))),
             ledger: None,
+            upstream: UpstreamSettings::default(),
         }
+    }
+
+    /// The same, with the upstream settings of `[eco]`.
+    pub fn with_upstream(mut self, upstream: UpstreamSettings) -> Self {
+        self.upstream = upstream;
+        self
     }
 
     /// The same, adding every answer to the per-day totals of `ledger`.
@@ -172,12 +201,45 @@ impl EcoAccounting {
         ))
     }
 
+    /// The hidden layers of a measured request: memory when it carried one (storage share
+    /// over its share of the time), the upstream share of its tokens, and its waste. Memory
+    /// and upstream are known without energy; waste needs the footprint.
+    pub fn layers(
+        &self,
+        m: &RequestMeasure,
+        eco: Option<&EcoFootprint>,
+        guard: Option<&GuardStop>,
+    ) -> Layers {
+        let duration_s = eco.map_or(m.duration_s, |f| f.duration_s);
+        Layers {
+            memory: m.memory.as_ref().map(|(cost, index)| {
+                if let Some((name, v)) = cost.invalid() {
+                    log::warn!("retrieval reported {name} = {v}; counted as 0");
+                }
+                let cost = cost.with_answer_prefill(
+                    eco.map_or(0.0, |f| f.energy_j),
+                    m.prefill_decode_s.0,
+                    m.prefill_decode_s.1,
+                    m.prompt_tokens,
+                );
+                self.factors.memory(&cost, index.as_ref(), duration_s)
+            }),
+            upstream: Some(
+                self.upstream
+                    .resolve(&m.model)
+                    .share((m.prompt_tokens + m.completion_tokens) as u64),
+            ),
+            waste: eco.and_then(|f| Waste::of_answer(f, guard)),
+        }
+    }
+
     /// The response's `footprint` object.
     pub fn response(
         &self,
         m: &RequestMeasure,
         eco: Option<&EcoFootprint>,
         guard: Option<&GuardStop>,
+        layers: &Layers,
     ) -> ResponseFootprint {
         let tokens = m.prompt_tokens + m.completion_tokens;
         let method = match eco {
@@ -204,14 +266,18 @@ impl EcoAccounting {
             region: self.factors.region.clone(),
             method,
             guard: guard.map(GuardReport::from),
+            memory: layers.memory.clone(),
+            upstream: layers.upstream.clone(),
+            wasted: layers.waste,
         }
     }
 
-    /// Appends the answer's `emissions.csv` row and adds it to today's totals (a failure is
-    /// logged, never fatal).
-    pub fn record(&self, fp: &EcoFootprint) {
+    /// Appends the answer's `emissions.csv` row and adds it with its hidden `layers` to
+    /// today's totals (a failure is logged, never fatal).
+    pub fn record(&self, fp: &EcoFootprint, layers: &Layers) {
         if let Some(ledger) = &self.ledger
-            && let Err(e) = ledger.record(&utc_date(std::time::SystemTime::now()), fp)
+            && let Err(e) =
+                ledger.record_with_layers(&utc_date(std::time::SystemTime::now()), fp, layers)
         {
             log::warn!("{e}");
         }
@@ -219,9 +285,13 @@ impl EcoAccounting {
             return;
         };
         let _one_writer = lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) =
-            emissions_csv::append(path, &RunInfo::now("thermo-serve"), fp, &self.factors)
-        {
+        if let Err(e) = emissions_csv::append_with_layers(
+            path,
+            &RunInfo::now("thermo-serve"),
+            fp,
+            layers,
+            &self.factors,
+        ) {
             log::warn!("{e}");
         }
     }
@@ -240,6 +310,9 @@ mod tests {
             duration_s: 3600.0,
             wear_hours: 2.0,
             concurrency,
+            prefill_decode_s: (1.0, 3.0),
+            model: "SmolLM2-135M-Instruct".into(),
+            memory: None,
         }
     }
 
@@ -248,7 +321,7 @@ mod tests {
         let acc = EcoAccounting::new(Factors::default(), None);
         let m = measure(Some(3600.0), 1.0);
         let eco = acc.account(&m);
-        let fp = acc.response(&m, eco.as_ref(), None);
+        let fp = acc.response(&m, eco.as_ref(), None, &Layers::default());
         assert_eq!(fp.tokens, 15);
         assert_eq!(fp.energy_j, Some(3600.0));
         // 1 Wh = 0.001 kWh: 0.473 g CO2e and 4.81 mL of water on the world grid, on a board.
@@ -278,7 +351,7 @@ mod tests {
     fn without_an_energy_source_the_figures_are_null() {
         let acc = EcoAccounting::new(Factors::default(), None);
         let m = measure(None, 1.0);
-        let fp = acc.response(&m, acc.account(&m).as_ref(), None);
+        let fp = acc.response(&m, acc.account(&m).as_ref(), None, &Layers::default());
         assert_eq!((fp.energy_j, fp.co2e_g, fp.water_ml), (None, None, None));
         let v = serde_json::to_value(&fp).unwrap_or_default();
         assert!(v["energy_j"].is_null());
@@ -296,7 +369,12 @@ mod tests {
             avoided_j: Some(12.5),
         };
         let m = measure(Some(1.0), 1.0);
-        let fp = acc.response(&m, acc.account(&m).as_ref(), Some(&stop));
+        let fp = acc.response(
+            &m,
+            acc.account(&m).as_ref(),
+            Some(&stop),
+            &Layers::default(),
+        );
         let v = serde_json::to_value(&fp).unwrap_or_default();
         assert_eq!(v["guard"]["kind"], "cycle");
         assert_eq!(v["guard"]["avoided_j"], 12.5);
@@ -311,7 +389,7 @@ mod tests {
         for _ in 0..2 {
             let fp = acc.account(&measure(Some(36.0), 1.0));
             if let Some(fp) = fp {
-                acc.record(&fp);
+                acc.record(&fp, &Layers::default());
             }
         }
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -319,5 +397,53 @@ mod tests {
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].contains("emissions") && lines[0].contains("energy_consumed"));
         assert!(lines[1].contains("thermo-serve"));
+    }
+
+    #[test]
+    fn a_request_with_retrieval_shows_its_memory_upstream_and_waste_apart() {
+        let acc = EcoAccounting::new(Factors::default(), None).with_upstream(UpstreamSettings {
+            amortise_tokens: 1e9,
+            ..UpstreamSettings::default()
+        });
+        let mut m = measure(Some(36.0), 1.0);
+        m.model = "Llama-2-7b-chat".into();
+        m.memory = Some((
+            MemoryCost {
+                query_embed_j: 1.0,
+                search_j: 0.5,
+                extra_prompt_tokens: 200,
+                prefill_j_per_token: 0.01,
+            },
+            Some(IndexFootprint {
+                indexing_j: 50.0,
+                disk_bytes: 1_000_000,
+                resident_bytes: 0,
+            }),
+        ));
+        let stop = GuardStop {
+            kind: GuardKind::StuckToken,
+            reason: String::new(),
+            at_token: 5,
+            loop_start: Some(1),
+            avoided_j: None,
+        };
+        let eco = acc.account(&m);
+        let layers = acc.layers(&m, eco.as_ref(), Some(&stop));
+        let v = serde_json::to_value(acc.response(&m, eco.as_ref(), Some(&stop), &layers))
+            .unwrap_or_default();
+        assert_eq!(v["energy_j"], 36.0);
+        assert_eq!(v["memory"]["extra_prompt_j"], 2.0);
+        assert_eq!(v["memory"]["index"]["disk_bytes"], 1_000_000);
+        assert_eq!(v["upstream"]["declared"], true);
+        // 31.22 t over 1e9 tokens x 15 tokens = 0.4683 g.
+        let g = v["upstream"]["training_g_co2e"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        assert!((g - 0.4683).abs() < 1e-9, "{v}");
+        assert_eq!(v["wasted"]["kind"], "guard_stopped");
+        assert_eq!(v["wasted"]["energy_j"], 36.0);
+        let none = acc.layers(&measure(Some(1.0), 1.0), None, None);
+        assert!(none.memory.is_none() && none.waste.is_none());
+        assert_eq!(none.upstream.map(|u| u.declared), Some(false));
     }
 }

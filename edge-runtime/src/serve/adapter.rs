@@ -350,6 +350,17 @@ pub struct ModelSlot {
     swaps: AtomicU64,
     failures: AtomicU64,
     on_swap: Option<SwapHook>,
+    on_served: Option<ServedHook>,
+}
+
+/// Told of the folder of every adapter the slot starts serving (the eco ledger's
+/// never-served count).
+pub struct ServedHook(pub Box<dyn Fn(&Path) + Send + Sync>);
+
+impl std::fmt::Debug for ServedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServedHook")
+    }
 }
 
 /// Told of every swap and every refused swap: an event name (`adapter_swapped`,
@@ -377,6 +388,7 @@ impl ModelSlot {
             swaps: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             on_swap: None,
+            on_served: None,
         }
     }
 
@@ -384,6 +396,18 @@ impl ModelSlot {
     pub fn with_on_swap(mut self, hook: Option<SwapHook>) -> Self {
         self.on_swap = hook;
         self
+    }
+
+    /// The same, telling `hook` the folder of every adapter it starts serving, the one it
+    /// starts with included.
+    pub fn with_on_served(self, hook: ServedHook) -> Self {
+        if let Some(a) = &self.current().adapter {
+            (hook.0)(&a.path);
+        }
+        ModelSlot {
+            on_served: Some(hook),
+            ..self
+        }
     }
 
     fn tell(&self, event: &str, detail: &str) {
@@ -421,6 +445,9 @@ impl ModelSlot {
             Ok(Changed::No(_)) => log::info!("adapter swap: the base model is served already"),
             Ok(Changed::Yes(now)) => {
                 self.swaps.fetch_add(1, Ordering::Relaxed);
+                if let (Some(hook), Some(a)) = (&self.on_served, &now.adapter) {
+                    (hook.0)(&a.path);
+                }
                 let detail = match &now.adapter {
                     Some(a) => format!(
                         "now serving adapter {} from {} ({:?}, loaded in {:.2} s)",

@@ -466,13 +466,18 @@ async fn handle_admitted(
         Ok(a) => a,
         Err(e) => return app.reject(e),
     };
-    let citations = augmented.as_ref().map(|a| super::rag::citations(&a.used));
+    let citations = augmented
+        .as_ref()
+        .map(|(a, _)| super::rag::citations(&a.used));
     let ids = match tokenize(&served.model, &req, app.limits.max_prompt_tokens).await {
         Ok(ids) => ids,
         Err(e) => return app.reject(e),
     };
     let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-    let (job, guard) = Job::new(ids, req.options.clone(), tx, served.model.clone());
+    let (mut job, guard) = Job::new(ids, req.options.clone(), tx, served.model.clone());
+    if let Some((a, index)) = augmented {
+        job = job.with_memory(a.memory_cost(), index);
+    }
     let client = req.user.clone().unwrap_or_default();
     match app.scheduler.submit(&client, job) {
         Ok(()) => {}
@@ -511,7 +516,13 @@ async fn retrieve(
     app: &Arc<App>,
     model: &Arc<LoadedModel>,
     req: &mut GenRequest,
-) -> Result<Option<crate::session::rag::Augmented>, ApiError> {
+) -> Result<
+    Option<(
+        crate::session::rag::Augmented,
+        Option<crate::eco::IndexFootprint>,
+    )>,
+    ApiError,
+> {
     let Some(knowledge) = &app.knowledge else {
         return match req.rag {
             Some(true) => Err(ApiError::invalid(
@@ -562,9 +573,9 @@ async fn retrieve(
     if let PromptSpec::Chat(messages) = &mut req.prompt
         && let Some(last) = messages.last_mut()
     {
-        last.content = augmented.prompt.clone();
+        last.content = augmented.0.prompt.clone();
     }
-    log::info!("{}", augmented.line());
+    log::info!("{}", augmented.0.line());
     Ok(Some(augmented))
 }
 

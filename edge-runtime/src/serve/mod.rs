@@ -85,7 +85,9 @@ pub fn eco_accounting(config: &Config) -> Result<EcoAccounting> {
     let ledger = crate::eco::ledger::Ledger::new(
         crate::models::cache_root()?.join(crate::eco::ledger::LEDGER_FILE),
     );
-    Ok(EcoAccounting::new(factors, csv).with_ledger(ledger))
+    Ok(EcoAccounting::new(factors, csv)
+        .with_ledger(ledger)
+        .with_upstream(crate::eco::layers::UpstreamSettings::from(&config.eco)))
 }
 
 /// Runs the service until SIGTERM or SIGINT.
@@ -116,7 +118,10 @@ pub fn run(config: &Config) -> Result<()> {
     });
     let slot = Arc::new(
         adapter::ModelSlot::new(dir, config.model.adapters_dir.clone(), served)
-            .with_on_swap(on_swap),
+            .with_on_swap(on_swap)
+            .with_on_served(adapter::ServedHook(Box::new(
+                crate::session::accounting::note_adapter_served,
+            ))),
     );
     let on_done = telemetry.clone().map(|t| done_hook(t, eco.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -179,10 +184,13 @@ fn load(config: &Config, dir: &Path) -> Result<adapter::Served> {
 /// Records every finished request in telemetry, with its footprint and today's totals.
 fn done_hook(t: Arc<Session>, eco: Arc<EcoAccounting>) -> worker::DoneHook {
     Arc::new(
-        move |stats: &GenerationStats, wall: Duration, fp: Option<&EcoFootprint>| {
+        move |stats: &GenerationStats,
+              wall: Duration,
+              fp: Option<&EcoFootprint>,
+              layers: &crate::eco::layers::Layers| {
             // Without a footprint no energy is attributed to the request (0 J since now).
             let today = fp.and_then(|_| eco.today());
-            t.request_done(stats, wall, t.energy_j(), fp, today.as_ref());
+            t.request_done(stats, wall, t.energy_j(), fp, today.as_ref(), Some(layers));
         },
     )
 }

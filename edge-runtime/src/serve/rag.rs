@@ -12,11 +12,12 @@ use serde_json::{Value, json};
 
 use super::api::ApiError;
 use crate::config::RagSection;
+use crate::eco::IndexFootprint;
 use crate::eco::energy::MeterHandle;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::index::{Hit, Mode, NamedEncoder, RetrievalOptions, Retriever};
 use crate::models::EMBED_MODEL;
-use crate::session::rag::{Augmented, augment, index_path, load_encoder};
+use crate::session::rag::{Augmented, augment, index_footprint, index_path, load_encoder};
 
 /// Most texts one `/v1/embeddings` request may send.
 pub const MAX_EMBED_INPUTS: usize = 2048;
@@ -108,13 +109,13 @@ impl Knowledge {
     }
 
     /// Retrieves for `question` and builds its prompt within `room` tokens (see
-    /// [`augment`]); blocking.
+    /// [`augment`]), with the index's own footprint; blocking.
     pub fn augment(
         &self,
         question: &str,
         tokenizer: &TextTokenizer,
         room: usize,
-    ) -> Result<Augmented, ApiError> {
+    ) -> Result<(Augmented, Option<IndexFootprint>), ApiError> {
         let mut slot = lock(&self.retriever);
         if slot.is_none() {
             *slot = Some(self.open_retriever()?);
@@ -125,10 +126,11 @@ impl Knowledge {
         retriever
             .refresh()
             .map_err(|e| unavailable("the document index", e))?;
-        augment(retriever, question, tokenizer, room, &mut || {
+        let augmented = augment(retriever, question, tokenizer, room, &mut || {
             self.energy_j()
         })
-        .map_err(|e| ApiError::internal(format!("retrieval failed: {e:#}")))
+        .map_err(|e| ApiError::internal(format!("retrieval failed: {e:#}")))?;
+        Ok((augmented, index_footprint(retriever)))
     }
 
     fn open_retriever(&self) -> Result<Retriever, ApiError> {

@@ -18,6 +18,7 @@ use super::queue::Scheduler;
 use crate::eco::Footprint as EcoFootprint;
 use crate::eco::energy::{EnergySource, Mark, MeterHandle, Span};
 use crate::eco::guard::{GuardConfig, GuardStop, ZombieGuard};
+use crate::eco::layers::{IndexFootprint, Layers, MemoryCost};
 use crate::engine::generate::{
     Gate, GenerateOptions, GenerationStats, StopReason, TokenEvent, generate,
 };
@@ -116,6 +117,8 @@ pub struct Job {
     pub events: mpsc::Sender<Event>,
     /// The model it runs on, read from the service's slot when the request was admitted.
     pub model: Arc<LoadedModel>,
+    /// What retrieval cost this request, when it used retrieval ([`Job::with_memory`]).
+    pub memory: Option<(MemoryCost, Option<IndexFootprint>)>,
     progress: Arc<Progress>,
 }
 
@@ -134,16 +137,27 @@ impl Job {
                 options,
                 events,
                 model,
+                memory: None,
                 progress: progress.clone(),
             },
             ClientGuard { progress },
         )
     }
+
+    /// The same job, carrying what retrieval cost it: the query embedding's and the search's
+    /// joules, the extra prompt tokens and their prefill rate, and the searched index's own
+    /// footprint when known. The worker puts it into the response's `footprint.memory`, the
+    /// CSV row, the ledger and telemetry.
+    pub fn with_memory(mut self, cost: MemoryCost, index: Option<IndexFootprint>) -> Self {
+        self.memory = Some((cost, index));
+        self
+    }
 }
 
 /// What a finished request reports to telemetry: the engine's figures, the wall time from
-/// the worker's start, and the eco footprint when energy was known.
-pub type DoneHook = Arc<dyn Fn(&GenerationStats, Duration, Option<&EcoFootprint>) + Send + Sync>;
+/// the worker's start, the eco footprint when energy was known, and the hidden layers.
+pub type DoneHook =
+    Arc<dyn Fn(&GenerationStats, Duration, Option<&EcoFootprint>, &Layers) + Send + Sync>;
 
 /// What every worker shares.
 #[derive(Clone)]
@@ -369,13 +383,25 @@ fn finish_job(ctx: &WorkerContext, job: &Job, stats: &GenerationStats, ran: &Ran
         duration_s: span.duration_s,
         wear_hours: span.wear_hours,
         concurrency: ran.concurrency,
+        prefill_decode_s: (
+            stats.prefill_time.as_secs_f64(),
+            stats.decode_time.as_secs_f64(),
+        ),
+        model: job
+            .model
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        memory: job.memory,
     };
     let eco = ctx.eco.account(&measure);
+    let guard_stop = ran.guard_stop.as_ref();
+    let layers = ctx.eco.layers(&measure, eco.as_ref(), guard_stop);
     if let Some(fp) = &eco {
         ctx.metrics.add_energy_j(fp.energy_j);
-        ctx.eco.record(fp);
+        ctx.eco.record(fp, &layers);
     }
-    let guard_stop = ran.guard_stop.as_ref();
     if let Some(stop) = guard_stop {
         ctx.metrics.add_guard_stop(
             super::accounting::guard_kind_label(stop.kind),
@@ -383,7 +409,7 @@ fn finish_job(ctx: &WorkerContext, job: &Job, stats: &GenerationStats, ran: &Ran
         );
     }
     if let Some(hook) = &ctx.on_done {
-        hook(stats, ran.started.elapsed(), eco.as_ref());
+        hook(stats, ran.started.elapsed(), eco.as_ref(), &layers);
     }
     if let Some(at) = progress.dropped() {
         ctx.metrics
@@ -395,7 +421,9 @@ fn finish_job(ctx: &WorkerContext, job: &Job, stats: &GenerationStats, ran: &Ran
         log::info!("a generation was cancelled by the shutdown");
     }
     let usage = Usage::new(measure.prompt_tokens, measure.completion_tokens);
-    let footprint = ctx.eco.response(&measure, eco.as_ref(), guard_stop);
+    let footprint = ctx
+        .eco
+        .response(&measure, eco.as_ref(), guard_stop, &layers);
     let done = Event::Done(Box::new(Finished {
         usage,
         finish_reason: finish(&stats.stop, guard_stop),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::eco::{IndexFootprint, MemoryCost};
 use crate::engine::embed::Embedder;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::index::{DEFAULT_INDEX_FILE, Hit, NamedEncoder, RetrievalOptions, Retrieved, Retriever};
@@ -72,6 +73,17 @@ pub struct Augmented {
 }
 
 impl Augmented {
+    /// What retrieval cost the answer, for the footprint's memory layer (the extra prompt
+    /// tokens are costed at the answer's own prefill rate).
+    pub fn memory_cost(&self) -> MemoryCost {
+        MemoryCost {
+            query_embed_j: self.retrieved.embed_j,
+            search_j: self.retrieved.search_j,
+            extra_prompt_tokens: self.extra_tokens as u64,
+            prefill_j_per_token: 0.0,
+        }
+    }
+
     /// `[retrieval: ...]`: passages, added tokens and the joules of each step.
     pub fn line(&self) -> String {
         format!(
@@ -84,6 +96,23 @@ impl Augmented {
             self.retrieved.search_s * 1e3,
             self.retrieved.search_j,
         )
+    }
+}
+
+/// The index's own footprint: the joules spent building it, its file's bytes and the bytes
+/// its search holds in memory; `None` when its status cannot be read.
+pub fn index_footprint(retriever: &Retriever) -> Option<IndexFootprint> {
+    let index = retriever.index();
+    match index.store().status() {
+        Ok(s) => Some(IndexFootprint {
+            indexing_j: s.indexing_j,
+            disk_bytes: s.disk_bytes,
+            resident_bytes: index.resident_bytes() as u64,
+        }),
+        Err(e) => {
+            log::warn!("reading the index's status: {e}");
+            None
+        }
     }
 }
 

@@ -14,13 +14,15 @@ use anyhow::{Context, Result, bail};
 use super::governed::Probe;
 use crate::config::TelemetrySection;
 use crate::eco::footprint::Footprint;
+use crate::eco::layers::Layers;
 use crate::eco::ledger::{DayTotals, utc_date};
 use crate::engine::generate::GenerationStats;
 use crate::governor::Priority;
 use crate::telemetry::{
-    Body, BrokerConfig, BrokerUrl, CommandName, CommandTarget, DayFigures, EcoFigures, Encoding,
-    Event, GovernorState, Power, PowerSource, RequestDone, Secret, SinkConfig, StatusSnapshot,
-    Telemetry, TelemetryOptions, Tick, TrainingDone, ZoneTemp, topics,
+    Body, BrokerConfig, BrokerUrl, CommandName, CommandTarget, DayFigures, DayLayerFigures,
+    EcoFigures, Encoding, Event, GovernorState, LayerFigures, Power, PowerSource, RequestDone,
+    Secret, SinkConfig, StatusSnapshot, Telemetry, TelemetryOptions, Tick, TrainingDone, ZoneTemp,
+    topics,
 };
 
 /// Environment variable holding the broker password (when no password file is given).
@@ -230,7 +232,7 @@ impl Session {
     /// Records a finished request; `energy_before_j` is [`Session::energy_j`] at its start.
     ///
     /// `footprint`, when the eco accounting measured the answer, supplies its energy and the
-    /// eco figures; `today`, the day's totals including it.
+    /// eco figures; `today`, the day's totals including it; `layers`, its hidden layers.
     pub fn request_done(
         &self,
         stats: &GenerationStats,
@@ -238,6 +240,7 @@ impl Session {
         energy_before_j: f64,
         footprint: Option<&Footprint>,
         today: Option<&DayTotals>,
+        layers: Option<&Layers>,
     ) {
         let energy = footprint.map_or(self.energy_j() - energy_before_j, |f| f.energy_j);
         let measured = footprint.is_some() || self.poller.is_some();
@@ -251,6 +254,7 @@ impl Session {
             energy_j: measured.then_some(energy.max(0.0)),
             eco: footprint.map(eco_figures),
             today: today.map(day_figures),
+            layers: layers.map(layer_figures),
         }));
     }
 
@@ -323,6 +327,43 @@ pub fn day_figures(t: &DayTotals) -> DayFigures {
         requests: t.requests,
         training_runs: t.training_runs,
         training_steps: t.training_steps,
+        layers: DayLayerFigures {
+            memory_j: t.memory_j,
+            memory_prompt_j: t.memory_prompt_j,
+            memory_storage_g_co2e: t.memory_storage_g_co2e,
+            upstream_declared_j: t.upstream_declared_j,
+            upstream_declared_g_co2e: t.upstream_declared_g_co2e,
+            upstream_undeclared_tokens: t.upstream_undeclared_tokens,
+            wasted_j: t.wasted_j,
+            wasted_g_co2e: t.wasted_g_co2e,
+            wasted_answers: t.wasted_answers,
+            wasted_training_runs: t.wasted_training_runs,
+        },
+    }
+}
+
+/// The telemetry form of an answer's or a run's hidden layers.
+pub fn layer_figures(l: &Layers) -> LayerFigures {
+    let m = l.memory.as_ref();
+    let index = m.and_then(|m| m.index.as_ref());
+    let u = l.upstream.as_ref();
+    LayerFigures {
+        memory_j: m.map(|m| m.query_embed_j + m.search_j),
+        memory_extra_prompt_tokens: m.map(|m| m.extra_prompt_tokens),
+        memory_extra_prompt_j: m.map(|m| m.extra_prompt_j),
+        index_indexing_j: index.map(|i| i.indexing_j),
+        index_disk_bytes: index.map(|i| i.disk_bytes),
+        index_resident_bytes: index.map(|i| i.resident_bytes),
+        storage_embodied_g_co2e: m
+            .filter(|m| m.index.is_some())
+            .map(|m| m.storage_embodied_g_co2e),
+        upstream_model: u.map(|u| u.model.clone()),
+        upstream_declared: u.is_some_and(|u| u.declared),
+        upstream_amortise_tokens: u.map(|u| u.amortise_tokens),
+        upstream_j: u.and_then(|u| u.energy_j()),
+        upstream_g_co2e: u.and_then(|u| u.g_co2e()),
+        wasted_j: l.waste.map(|w| w.energy_j),
+        waste_kind: l.waste.map(|w| w.kind.as_str().to_string()),
     }
 }
 

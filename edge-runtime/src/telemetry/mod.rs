@@ -33,8 +33,8 @@ pub use broker::{BrokerConfig, BrokerError, BrokerUrl, Secret};
 pub use command::{CommandName, CommandTarget, Reply, StatusSnapshot};
 pub use queue::{DiskQueue, QueueError};
 pub use schema::{
-    Body, DayFigures, EcoFigures, Encoding, Event, GovernorState, Power, PowerSource, Record,
-    RecordKind, RequestDone, SchemaError, Tick, TrainingDone, ZoneTemp,
+    Body, DayFigures, DayLayerFigures, EcoFigures, Encoding, Event, GovernorState, LayerFigures,
+    Power, PowerSource, Record, RecordKind, RequestDone, SchemaError, Tick, TrainingDone, ZoneTemp,
 };
 pub use topics::{BadDeviceId, Topics};
 

@@ -656,6 +656,7 @@ impl Driver {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // nearly every wake is an input, and inputs are records
 enum Wake {
     Input(Input),
     InputsGone,

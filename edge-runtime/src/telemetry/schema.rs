@@ -6,8 +6,10 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Version of the record schema; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u16 = 2;
+/// Version of the record schema; bumped on any incompatible change. Version 3 added the
+/// footprint's hidden layers (memory, declared upstream, waste) to requests, training runs and
+/// day totals.
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// One telemetry message: an envelope with the device, its sequence number and time, and
 /// what happened.
@@ -177,6 +179,69 @@ pub struct RequestDone {
     pub eco: Option<EcoFigures>,
     /// The day's totals including this request, when the per-day ledger is kept.
     pub today: Option<DayFigures>,
+    /// The request's hidden layers, apart from `eco`, when the accounting runs.
+    pub layers: Option<LayerFigures>,
+}
+
+/// The hidden layers of one answer or run, kept apart from its measured figures: what
+/// retrieval cost (memory), the model's declared training share (upstream: declared by its
+/// publisher or the user, never measured; `None` figures are "not declared", not zero) and
+/// energy that bought nothing (waste: a part of the measured figures, not added to them).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayerFigures {
+    /// Query embedding plus search, J (outside the answer's measured energy).
+    pub memory_j: Option<f64>,
+    /// Prompt tokens the retrieved text added.
+    pub memory_extra_prompt_tokens: Option<u64>,
+    /// Their estimated prefill energy, J (a part of the answer's energy).
+    pub memory_extra_prompt_j: Option<f64>,
+    /// Joules spent indexing over the searched index's life.
+    pub index_indexing_j: Option<f64>,
+    /// The index's bytes on disk.
+    pub index_disk_bytes: Option<u64>,
+    /// The index's bytes resident in memory.
+    pub index_resident_bytes: Option<u64>,
+    /// Embodied carbon share of the index's flash storage, g CO2e.
+    pub storage_embodied_g_co2e: Option<f64>,
+    /// The model the upstream figures are for.
+    pub upstream_model: Option<String>,
+    /// Whether the model's upstream figures are declared.
+    pub upstream_declared: bool,
+    /// Tokens served the declared totals are spread over.
+    pub upstream_amortise_tokens: Option<f64>,
+    /// Declared training and teacher energy's share, J.
+    pub upstream_j: Option<f64>,
+    /// Declared training and teacher emissions' share, g CO2e.
+    pub upstream_g_co2e: Option<f64>,
+    /// Wasted energy, J.
+    pub wasted_j: Option<f64>,
+    /// Why it was wasted (`guard_stopped`, `training_failed`, `training_stopped_early`).
+    pub waste_kind: Option<String>,
+}
+
+/// The hidden layers' totals of one UTC day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DayLayerFigures {
+    /// Query embedding and search, J (outside the answers).
+    pub memory_j: f64,
+    /// Estimated prefill of retrieved prompt tokens, J (inside the answers).
+    pub memory_prompt_j: f64,
+    /// Embodied carbon share of the indexes' flash storage, g CO2e.
+    pub memory_storage_g_co2e: f64,
+    /// Declared upstream energy amortised over the day's tokens, J.
+    pub upstream_declared_j: f64,
+    /// Declared upstream emissions amortised over the day's tokens, g CO2e.
+    pub upstream_declared_g_co2e: f64,
+    /// Tokens of models that declare nothing.
+    pub upstream_undeclared_tokens: u64,
+    /// Wasted energy (a part of the day's energy), J.
+    pub wasted_j: f64,
+    /// Its carbon, g CO2e.
+    pub wasted_g_co2e: f64,
+    /// Answers the guard stopped as degenerate.
+    pub wasted_answers: u64,
+    /// Training runs that failed or stopped before saving a step.
+    pub wasted_training_runs: u64,
 }
 
 /// A finished (or stopped) training run.
@@ -204,6 +269,9 @@ pub struct TrainingDone {
     pub eco: Option<EcoFigures>,
     /// The day's totals including this run, when the per-day ledger is kept.
     pub today: Option<DayFigures>,
+    /// Energy of the run that bought nothing (a failed run's, or one stopped before it
+    /// saved a step), J.
+    pub wasted_j: Option<f64>,
 }
 
 /// One UTC day's running totals on this device (the per-day eco ledger).
@@ -223,6 +291,8 @@ pub struct DayFigures {
     pub training_runs: u64,
     /// Optimizer steps of those runs.
     pub training_steps: u64,
+    /// The hidden layers' totals, apart from `eco`.
+    pub layers: DayLayerFigures,
 }
 
 /// A one-off event.
@@ -403,7 +473,19 @@ mod tests {
                         },
                         tokens: 640,
                         requests: 10,
+                        layers: DayLayerFigures {
+                            wasted_j: 12.5,
+                            wasted_answers: 1,
+                            ..DayLayerFigures::default()
+                        },
                         ..DayFigures::default()
+                    }),
+                    layers: Some(LayerFigures {
+                        memory_j: Some(0.75),
+                        index_disk_bytes: Some(4096),
+                        upstream_model: Some("SmolLM2".into()),
+                        waste_kind: Some("guard_stopped".into()),
+                        ..LayerFigures::default()
                     }),
                 }),
             ),
@@ -423,6 +505,7 @@ mod tests {
                     energy_j: Some(40.0),
                     eco: None,
                     today: None,
+                    wasted_j: Some(40.0),
                 }),
             ),
             Record::new(
@@ -460,7 +543,7 @@ mod tests {
     fn json_names_fields_for_humans() {
         let json = String::from_utf8(samples()[0].encode(Encoding::Json).unwrap()).unwrap();
         for needle in [
-            "\"v\":2",
+            "\"v\":3",
             "\"device\":\"pi-1\"",
             "\"tick\":",
             "\"source\":\"modelled\"",
