@@ -56,5 +56,6 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Governor(args) => cli::bench::governor::bench(&args),
         BenchCommand::Eco(args) => cli::bench::eco::bench(&args),
         BenchCommand::Train(args) => cli::train::bench(*args),
+        BenchCommand::Index(args) => cli::bench::index::bench(&args),
     }
 }
