@@ -48,7 +48,7 @@ impl Mode {
 pub const RRF_K: f64 = 60.0;
 
 /// Words that carry no meaning for a keyword search.
-const STOP_WORDS: &[&str] = &[
+pub const STOP_WORDS: &[&str] = &[
     "a", "about", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from",
     "how", "i", "in", "is", "it", "its", "many", "much", "of", "on", "or", "that", "the", "this",
     "to", "was", "what", "when", "where", "which", "who", "why", "will", "with", "you",
@@ -57,9 +57,14 @@ const STOP_WORDS: &[&str] = &[
 /// Most words of a query the keyword search uses.
 const MAX_QUERY_WORDS: usize = 32;
 
-/// The FTS5 expression for a user's query: its words (letters and digits), lower-cased,
-/// without stop words, each quoted so that no FTS5 syntax comes from the user, joined by OR.
-pub fn fts_query(text: &str) -> String {
+/// Postings (chunks holding a word, summed over the words) a keyword search reads beyond its
+/// rarest word. FTS5 reads every posting of every word it is given, so a word found in a large
+/// share of a large index would cost far more than it changes the ranking.
+pub const KEYWORD_POSTINGS: u64 = 4096;
+
+/// A user's query as the words a keyword search looks for: letters and digits, lower-cased,
+/// without stop words or repeats, at most [`MAX_QUERY_WORDS`].
+pub fn query_words(text: &str) -> Vec<String> {
     let mut seen = Vec::new();
     for w in text.split(|c: char| !c.is_alphanumeric()) {
         let w = w.to_lowercase();
@@ -71,10 +76,39 @@ pub fn fts_query(text: &str) -> String {
             break;
         }
     }
-    seen.iter()
+    seen
+}
+
+/// The FTS5 expression for `words`: each quoted, so that no FTS5 syntax comes from the user,
+/// joined by OR.
+pub fn fts_query(words: &[String]) -> String {
+    words
+        .iter()
         .map(|w| format!("\"{w}\""))
         .collect::<Vec<_>>()
         .join(" OR ")
+}
+
+/// The words worth reading, given each word with the number of chunks holding it, out of
+/// `chunks`: rarest first, as long as the postings read stay within [`KEYWORD_POSTINGS`].
+/// The rarest word is kept beyond that unless it is in more than half the chunks, where BM25
+/// gives it no weight. Words in no chunk are dropped. Below [`KEYWORD_POSTINGS`] chunks in
+/// all, every word the index holds is kept.
+pub fn selective_words(mut words: Vec<(String, u64)>, chunks: u64) -> Vec<String> {
+    words.retain(|(_, n)| *n > 0);
+    words.sort_by_key(|(_, n)| *n);
+    let mut read = 0u64;
+    let mut kept = Vec::new();
+    for (w, n) in words {
+        let within = read + n <= KEYWORD_POSTINGS;
+        let rarest_with_weight = kept.is_empty() && n.saturating_mul(2) <= chunks;
+        if !(within || rarest_with_weight) {
+            break;
+        }
+        read += n;
+        kept.push(w);
+    }
+    kept
 }
 
 /// A vector in the Q8_0 blocks the index stores.
@@ -255,11 +289,44 @@ mod tests {
 
     #[test]
     fn a_query_becomes_quoted_words_without_fts_syntax_or_stop_words() {
+        let q = |t: &str| fts_query(&query_words(t));
         assert_eq!(
-            fts_query("What is the NEAR(x) \"default\" setpoint? OR -port*"),
+            q("What is the NEAR(x) \"default\" setpoint? OR -port*"),
             "\"near\" OR \"x\" OR \"default\" OR \"setpoint\" OR \"port\""
         );
-        assert_eq!(fts_query("the of a"), "");
-        assert_eq!(fts_query(&"w ".repeat(100)), "\"w\"");
+        assert_eq!(q("the of a"), "");
+        assert_eq!(q(&"w ".repeat(100)), "\"w\"");
+    }
+
+    #[test]
+    fn common_words_are_left_out_once_the_rarer_ones_fill_the_postings_budget() {
+        let words = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+            pairs.iter().map(|(w, n)| (w.to_string(), *n)).collect()
+        };
+        let b = KEYWORD_POSTINGS;
+        // A small index: every word it holds is read.
+        assert_eq!(
+            selective_words(words(&[("pump", 900), ("flow", 3), ("none", 0)]), 1000),
+            ["flow", "pump"]
+        );
+        // A large one: rarest first while the budget lasts.
+        assert_eq!(
+            selective_words(
+                words(&[
+                    ("common", b),
+                    ("rare", 10),
+                    ("middling", b - 20),
+                    ("odd", 5)
+                ]),
+                100 * b
+            ),
+            ["odd", "rare", "middling"]
+        );
+        // The rarest word is read even beyond the budget, unless BM25 gives it no weight.
+        assert_eq!(
+            selective_words(words(&[("a", 3 * b), ("b", 5 * b)]), 10 * b),
+            ["a"]
+        );
+        assert!(selective_words(words(&[("a", 6 * b), ("b", 7 * b)]), 10 * b).is_empty());
     }
 }

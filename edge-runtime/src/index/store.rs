@@ -467,6 +467,45 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// For each of `words`, the number of chunks holding it, the word tokenized as the
+    /// keyword index tokenizes text (so `running` counts the chunks holding `run`). The counts
+    /// come from FTS5's vocabulary, through temporary tables of this connection.
+    pub fn term_docs(&self, words: &[String]) -> Result<Vec<u64>, IndexError> {
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.conn.execute_batch(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_words
+                 USING fts5(word, tokenize='porter unicode61');
+             CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_terms
+                 USING fts5vocab(temp, query_words, instance);
+             CREATE VIRTUAL TABLE IF NOT EXISTS temp.index_terms
+                 USING fts5vocab(main, chunks_fts, row);
+             DELETE FROM temp.query_words;",
+        )?;
+        let mut insert = self
+            .conn
+            .prepare("INSERT INTO temp.query_words(rowid, word) VALUES (?1, ?2)")?;
+        for (i, w) in words.iter().enumerate() {
+            insert.execute(params![i as i64, w])?;
+        }
+        // A word the tokenizer splits reads the postings of each of its terms.
+        let mut q = self.conn.prepare(
+            "SELECT q.doc, sum(coalesce((SELECT v.doc FROM temp.index_terms v
+                                         WHERE v.term = q.term), 0))
+             FROM temp.query_terms q GROUP BY q.doc",
+        )?;
+        let mut docs = vec![0u64; words.len()];
+        let rows = q.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (i, n) = row?;
+            if let Some(d) = usize::try_from(i).ok().and_then(|i| docs.get_mut(i)) {
+                *d = n.max(0) as u64;
+            }
+        }
+        Ok(docs)
+    }
+
     /// The chunk with row id `id`.
     pub fn chunk(&self, id: i64) -> Result<ChunkRow, IndexError> {
         Ok(self.conn.query_row(
@@ -663,6 +702,27 @@ mod tests {
         assert_eq!(s.vectors().expect("vectors").0.len(), 4);
         assert!((st.indexing_j - 3.0).abs() < 1e-9 && st.embedded_chunks == 1);
         assert!(s.integrity_ok().expect("check"));
+    }
+
+    #[test]
+    fn a_word_counts_the_chunks_holding_its_stem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::open(&dir.path().join("i.sqlite"), &enc()).expect("open");
+        s.replace(
+            &doc("/a.txt", &["pumps running", "the pump runs", "a valve"]),
+            0.0,
+            0,
+            0.0,
+        )
+        .expect("add");
+        let words: Vec<String> = ["run", "pumping", "valve", "absent"]
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        assert_eq!(s.term_docs(&words).expect("docs"), [2, 2, 1, 0]);
+        // Asked again, with other words: the temporary tables start afresh.
+        assert_eq!(s.term_docs(&words[2..]).expect("docs"), [1, 0]);
+        assert!(s.term_docs(&[]).expect("docs").is_empty());
     }
 
     #[test]
