@@ -1,11 +1,14 @@
 //! Search: dense (the query's vector against every chunk's, exact, on the engine's Q8_0
-//! integer kernels), keyword (FTS5's BM25 over the query's words), and both fused by
-//! reciprocal rank.
+//! integer kernels, split over the compute threads), keyword (FTS5's BM25 over the query's
+//! words), and both fused by reciprocal rank.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
-use crate::engine::kernels::{BlockKind, Isa, Q8Rows, QuantMatrix, matmul};
+use crate::engine::kernels::{BlockKind, Isa, Q8Rows, QuantMatrix, matmul_t};
 use crate::engine::quant::{GgmlType, QK, quantize};
+use crate::engine::row_pool::{RowJob, RowPool, current_threads};
 
 use super::IndexError;
 
@@ -131,23 +134,20 @@ pub fn vector_q8(v: &[f32]) -> Result<Vec<u8>, IndexError> {
 #[derive(Debug, Clone, Default)]
 pub struct DenseTable {
     ids: Vec<i64>,
-    q8: Vec<u8>,
+    q8: Arc<[u8]>,
     dim: usize,
 }
 
 impl DenseTable {
     /// The table of `ids` (chunk row ids) and their vectors concatenated, `dim` wide.
     pub fn new(ids: Vec<i64>, q8: Vec<u8>, dim: usize) -> Result<Self, IndexError> {
-        let table = DenseTable { ids, q8, dim };
-        table.matrix()?;
+        let table = DenseTable {
+            ids,
+            q8: q8.into(),
+            dim,
+        };
+        matrix(&table.q8, table.ids.len(), table.dim).map_err(IndexError::Corrupt)?;
         Ok(table)
-    }
-
-    fn matrix(&self) -> Result<QuantMatrix<'_>, IndexError> {
-        let kind =
-            BlockKind::from_ggml(GgmlType::Q8_0).map_err(|e| IndexError::Embed(e.to_string()))?;
-        QuantMatrix::new(kind, self.ids.len(), self.dim.max(1), &self.q8)
-            .map_err(|e| IndexError::Corrupt(format!("vectors table: {e}")))
     }
 
     /// Chunks held.
@@ -165,7 +165,8 @@ impl DenseTable {
         self.q8.len() + self.ids.len() * std::mem::size_of::<i64>()
     }
 
-    /// The `k` chunks nearest `query` (a unit vector), best first, with their cosines.
+    /// The `k` chunks nearest `query` (a unit vector), best first, with their cosines; equal
+    /// cosines rank by row order.
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(i64, f64)>, IndexError> {
         if self.ids.is_empty() || k == 0 {
             return Ok(Vec::new());
@@ -180,22 +181,64 @@ impl DenseTable {
         let mut q = Q8Rows::default();
         q.quantize(query, 1, self.dim)
             .map_err(|e| IndexError::Embed(e.to_string()))?;
-        let mut scores = vec![0f32; self.ids.len()];
-        matmul(Isa::detect(), &self.matrix()?, &q, &mut scores)
-            .map_err(|e| IndexError::Embed(e.to_string()))?;
-        let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-        let k = k.min(order.len());
-        let by_score = |a: &u32, b: &u32| scores[*b as usize].total_cmp(&scores[*a as usize]);
-        if k < order.len() {
-            order.select_nth_unstable_by(k, by_score);
-            order.truncate(k);
-        }
-        order.sort_by(by_score);
-        Ok(order
+        let (q, table, rows, dim) = (Arc::new(q), Arc::clone(&self.q8), self.ids.len(), self.dim);
+        // Each share of the rows is the product of those rows with the query.
+        let job: RowJob = Arc::new(move |first, out: &mut [f32]| {
+            let w = matrix(&table, rows, dim)?;
+            matmul_t(Isa::detect(), &w, first, &q, out).map_err(|e| e.to_string())
+        });
+        let mut scores = vec![0f32; rows];
+        RowPool::global()
+            .run(&mut scores, 1, 1, current_threads(), job)
+            .map_err(IndexError::Embed)?;
+        Ok(top_k(&scores, k)
             .into_iter()
-            .map(|i| (self.ids[i as usize], f64::from(scores[i as usize])))
+            .map(|(i, s)| (self.ids[i], f64::from(s)))
             .collect())
     }
+}
+
+/// The Q8_0 matrix of `rows` vectors `dim` wide in `q8`.
+fn matrix(q8: &[u8], rows: usize, dim: usize) -> Result<QuantMatrix<'_>, String> {
+    let kind = BlockKind::from_ggml(GgmlType::Q8_0).map_err(|e| e.to_string())?;
+    QuantMatrix::new(kind, rows, dim.max(1), q8).map_err(|e| format!("vectors table: {e}"))
+}
+
+/// A score in a min-heap of the best: the lowest score (the later row among equals) on top.
+#[derive(Debug, PartialEq)]
+struct Kept(f32, usize);
+
+impl Eq for Kept {}
+
+impl Ord for Kept {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
+}
+
+impl PartialOrd for Kept {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The positions and values of the `k` highest `scores`, highest first, the earlier
+/// position first among equals: one pass with a heap of `k`.
+fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut heap: BinaryHeap<Kept> = BinaryHeap::with_capacity(k + 1);
+    for (i, &s) in scores.iter().enumerate() {
+        if heap.len() < k {
+            heap.push(Kept(s, i));
+        } else if let Some(mut worst) = heap.peek_mut()
+            && s.total_cmp(&worst.0) == Ordering::Greater
+        {
+            *worst = Kept(s, i);
+        }
+    }
+    heap.into_sorted_vec()
+        .into_iter()
+        .map(|Kept(s, i)| (i, s))
+        .collect()
 }
 
 /// Fuses ranked lists by reciprocal rank: each id scores the sum over the lists of
@@ -265,6 +308,45 @@ mod tests {
         }
         assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1));
         assert!(table.search(&query[..32], 5).is_err());
+    }
+
+    #[test]
+    fn the_top_k_are_the_highest_scores_in_order_with_ties_by_position() {
+        let scores = [0.1, 0.9, -0.5, 0.9, 0.3, f32::NEG_INFINITY, 0.7];
+        assert_eq!(top_k(&scores, 3), vec![(1, 0.9), (3, 0.9), (6, 0.7)]);
+        assert_eq!(top_k(&scores, 1), vec![(1, 0.9)]);
+        let all = top_k(&scores, 10);
+        assert_eq!(all.len(), scores.len());
+        assert_eq!(all.last(), Some(&(5, f32::NEG_INFINITY)));
+        assert!(top_k(&scores, 0).is_empty());
+    }
+
+    #[test]
+    fn dense_search_gives_the_same_hits_on_one_thread_and_on_several() {
+        let dim = 64;
+        let mut rng = 99u64;
+        let mut vecs: Vec<f32> = (0..5000 * dim)
+            .map(|_| {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((rng >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        vecs.chunks_mut(dim).for_each(unit);
+        let q8: Vec<u8> = vecs
+            .chunks(dim)
+            .flat_map(|v| vector_q8(v).expect("q8"))
+            .collect();
+        let table = DenseTable::new((0..5000).collect(), q8, dim).expect("table");
+        let query = &vecs[1234 * dim..1235 * dim];
+        crate::engine::set_compute_threads(1);
+        let one = table.search(query, 20).expect("search");
+        crate::engine::set_compute_threads(3);
+        let three = table.search(query, 20).expect("search");
+        crate::engine::set_compute_threads(1);
+        assert_eq!(one, three);
+        assert_eq!(one[0].0, 1234, "{one:?}");
     }
 
     #[test]

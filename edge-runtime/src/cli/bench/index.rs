@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::process::{peak_rss_bytes, reset_peak_rss};
+use edge_runtime::engine::set_compute_threads;
 use edge_runtime::index::chunk::Chunk;
 use edge_runtime::index::search::{STOP_WORDS, vector_q8};
 use edge_runtime::index::store::NewDoc;
@@ -45,6 +46,9 @@ pub struct IndexBenchArgs {
     /// Chunks each search returns.
     #[arg(short, default_value_t = 5)]
     pub k: usize,
+    /// Compute threads the dense search is split over.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
     /// Seed of the synthetic vectors, texts and queries.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -75,6 +79,8 @@ pub struct IndexBenchResult {
     pub chunks: u64,
     /// Vector width.
     pub dim: usize,
+    /// Compute threads of the dense search.
+    pub threads: usize,
     /// Seconds to build the synthetic index (one transaction).
     pub build_s: f64,
     /// Seconds to open it for searching (the vectors read into memory).
@@ -105,6 +111,7 @@ pub fn bench(args: &IndexBenchArgs) -> Result<()> {
         args.chunks > 0 && args.queries > 0,
         "--chunks and --queries must be above 0"
     );
+    set_compute_threads(args.threads.max(1));
     let (path, keep) = match &args.index {
         Some(p) if p.exists() => bail!("{} exists: name a new file", p.display()),
         Some(p) => (p.clone(), true),
@@ -181,6 +188,7 @@ fn run(args: &IndexBenchArgs, path: &Path) -> Result<IndexBenchResult> {
     Ok(IndexBenchResult {
         chunks: s.chunks,
         dim: args.dim,
+        threads: args.threads.max(1),
         build_s,
         open_s,
         search,
@@ -337,8 +345,9 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
 
 fn print_table(r: &IndexBenchResult) {
     println!(
-        "{} chunks of {} dimensions: built in {:.1} s, opened in {:.2} s",
-        r.chunks, r.dim, r.build_s, r.open_s
+        "{} chunks of {} dimensions: built in {:.1} s, opened in {:.2} s; dense search on {} \
+         threads",
+        r.chunks, r.dim, r.build_s, r.open_s, r.threads
     );
     println!("| mode | median ms | p95 ms |\n| --- | --- | --- |");
     for t in &r.search {
@@ -382,6 +391,7 @@ mod tests {
             dim: 64,
             queries: 3,
             k: 5,
+            threads: 1,
             seed: 3,
             index: None,
             json: true,
