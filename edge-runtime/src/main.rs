@@ -57,5 +57,6 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Eco(args) => cli::bench::eco::bench(&args),
         BenchCommand::Rag(args) => cli::bench::rag::bench(&args),
         BenchCommand::Train(args) => cli::train::bench(*args),
+        BenchCommand::Index(args) => cli::bench::index::bench(&args),
     }
 }

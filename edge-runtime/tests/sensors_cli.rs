@@ -177,7 +177,7 @@ fn every_subcommand_answers_help() {
 
 #[test]
 fn every_benchmark_is_a_bench_subcommand_and_the_old_spellings_still_work() {
-    for name in ["llm", "governor", "eco", "train"] {
+    for name in ["llm", "governor", "eco", "train", "index"] {
         let output = thermo(&["bench", name, "--help"]);
         let stdout = text(&output.stdout);
         assert!(output.status.success(), "bench {name}: {stdout}");

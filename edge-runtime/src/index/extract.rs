@@ -108,10 +108,19 @@ pub fn extract(path: &Path, limit: u64) -> Result<Extracted, Skip> {
     }
     let file = std::fs::File::open(path).map_err(|e| Skip::Unreadable(e.to_string()))?;
     // The size can change between the stat and the read: read one byte past the limit.
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit + 1)
+    let mut reader = file.take(limit + 1);
+    let unreadable = |e: std::io::Error| Skip::Unreadable(e.to_string());
+    // The head first: a binary file is refused after BINARY_PROBE bytes, not its whole size.
+    let mut bytes = Vec::with_capacity(meta.len().min(BINARY_PROBE as u64) as usize);
+    (&mut reader)
+        .take(BINARY_PROBE as u64)
         .read_to_end(&mut bytes)
-        .map_err(|e| Skip::Unreadable(e.to_string()))?;
+        .map_err(unreadable)?;
+    if let Some(at) = nul_in_head(&bytes) {
+        return Err(Skip::Binary(at));
+    }
+    bytes.reserve(meta.len().saturating_sub(bytes.len() as u64) as usize);
+    reader.read_to_end(&mut bytes).map_err(unreadable)?;
     if bytes.len() as u64 > limit {
         return Err(Skip::TooLarge {
             bytes: bytes.len() as u64,
@@ -124,7 +133,7 @@ pub fn extract(path: &Path, limit: u64) -> Result<Extracted, Skip> {
 /// [`extract`] on bytes already read.
 pub fn from_bytes(kind: Kind, bytes: Vec<u8>) -> Result<Extracted, Skip> {
     use sha2::{Digest, Sha256};
-    if let Some(at) = bytes.iter().take(8192).position(|&b| b == 0) {
+    if let Some(at) = nul_in_head(&bytes) {
         return Err(Skip::Binary(at));
     }
     let sha256: [u8; 32] = Sha256::digest(&bytes).into();
@@ -141,6 +150,14 @@ pub fn from_bytes(kind: Kind, bytes: Vec<u8>) -> Result<Extracted, Skip> {
         sha256,
         bytes: len,
     })
+}
+
+/// Bytes at the head of a file searched for a NUL byte, the sign of a binary file.
+const BINARY_PROBE: usize = 8192;
+
+/// Offset of the first NUL byte in the first [`BINARY_PROBE`] bytes.
+fn nul_in_head(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().take(BINARY_PROBE).position(|&b| b == 0)
 }
 
 /// The visible text of an HTML page with its line breaks where the source had them: tags,
@@ -269,6 +286,21 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("above the 1048576-byte limit"));
+    }
+
+    #[test]
+    fn a_large_binary_file_within_the_limit_is_refused_from_its_head() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("zeros.txt");
+        let f = std::fs::File::create(&p).expect("create");
+        f.set_len(1 << 30).expect("sparse 1 GiB");
+        assert_eq!(extract(&p, 2 << 30), Err(Skip::Binary(0)));
+        let late = dir.path().join("late.txt");
+        let mut bytes = vec![b'a'; BINARY_PROBE + 10];
+        bytes[BINARY_PROBE + 5] = 0;
+        std::fs::write(&late, &bytes).expect("write");
+        let text = extract(&late, 1 << 20).expect("a NUL past the probe is text");
+        assert_eq!(text.bytes, bytes.len() as u64);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use retrieve::{RetrievalOptions, Retrieved, Retriever};
 pub use search::Mode;
 pub use store::{ChunkRow, EncoderId, Status, Store};
 
-use search::{DenseTable, fts_query, fuse};
+use search::{DenseTable, fts_query, fuse, query_words, selective_words};
 
 /// File name of the default index under the thermo home.
 pub const DEFAULT_INDEX_FILE: &str = "index.sqlite";
@@ -188,6 +188,18 @@ impl Index {
         self.dense.resident_bytes()
     }
 
+    /// The `k` chunks that best match `query`'s words by BM25, reading only the words that
+    /// [`selective_words`] keeps.
+    fn keyword(&self, query: &str, k: usize) -> Result<Vec<(i64, f64)>, IndexError> {
+        let words = query_words(query);
+        let docs = self.store.term_docs(&words)?;
+        let words = selective_words(
+            words.into_iter().zip(docs).collect(),
+            self.dense.len() as u64,
+        );
+        self.store.keyword(&fts_query(&words), k)
+    }
+
     /// The `k` best chunks for `query` (its text; `vector`, its unit vector, for the dense
     /// and hybrid modes).
     pub fn search(
@@ -205,11 +217,11 @@ impl Index {
         };
         let ranked = match mode {
             Mode::Dense => dense(k)?,
-            Mode::Keyword => self.store.keyword(&fts_query(query), k)?,
+            Mode::Keyword => self.keyword(query, k)?,
             Mode::Hybrid => {
                 let n = CANDIDATES.max(k);
                 let d = dense(n)?;
-                let w = self.store.keyword(&fts_query(query), n)?;
+                let w = self.keyword(query, n)?;
                 fuse(&[&d, &w], k)
             }
         };

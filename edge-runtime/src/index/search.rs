@@ -1,11 +1,14 @@
 //! Search: dense (the query's vector against every chunk's, exact, on the engine's Q8_0
-//! integer kernels), keyword (FTS5's BM25 over the query's words), and both fused by
-//! reciprocal rank.
+//! integer kernels, split over the compute threads), keyword (FTS5's BM25 over the query's
+//! words), and both fused by reciprocal rank.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
-use crate::engine::kernels::{BlockKind, Isa, Q8Rows, QuantMatrix, matmul};
+use crate::engine::kernels::{BlockKind, Isa, Q8Rows, QuantMatrix, matmul_t};
 use crate::engine::quant::{GgmlType, QK, quantize};
+use crate::engine::row_pool::{RowJob, RowPool, current_threads};
 
 use super::IndexError;
 
@@ -48,7 +51,7 @@ impl Mode {
 pub const RRF_K: f64 = 60.0;
 
 /// Words that carry no meaning for a keyword search.
-const STOP_WORDS: &[&str] = &[
+pub const STOP_WORDS: &[&str] = &[
     "a", "about", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from",
     "how", "i", "in", "is", "it", "its", "many", "much", "of", "on", "or", "that", "the", "this",
     "to", "was", "what", "when", "where", "which", "who", "why", "will", "with", "you",
@@ -57,9 +60,14 @@ const STOP_WORDS: &[&str] = &[
 /// Most words of a query the keyword search uses.
 const MAX_QUERY_WORDS: usize = 32;
 
-/// The FTS5 expression for a user's query: its words (letters and digits), lower-cased,
-/// without stop words, each quoted so that no FTS5 syntax comes from the user, joined by OR.
-pub fn fts_query(text: &str) -> String {
+/// Postings (chunks holding a word, summed over the words) a keyword search reads beyond its
+/// rarest word. FTS5 reads every posting of every word it is given, so a word found in a large
+/// share of a large index would cost far more than it changes the ranking.
+pub const KEYWORD_POSTINGS: u64 = 4096;
+
+/// A user's query as the words a keyword search looks for: letters and digits, lower-cased,
+/// without stop words or repeats, at most [`MAX_QUERY_WORDS`].
+pub fn query_words(text: &str) -> Vec<String> {
     let mut seen = Vec::new();
     for w in text.split(|c: char| !c.is_alphanumeric()) {
         let w = w.to_lowercase();
@@ -71,10 +79,39 @@ pub fn fts_query(text: &str) -> String {
             break;
         }
     }
-    seen.iter()
+    seen
+}
+
+/// The FTS5 expression for `words`: each quoted, so that no FTS5 syntax comes from the user,
+/// joined by OR.
+pub fn fts_query(words: &[String]) -> String {
+    words
+        .iter()
         .map(|w| format!("\"{w}\""))
         .collect::<Vec<_>>()
         .join(" OR ")
+}
+
+/// The words worth reading, given each word with the number of chunks holding it, out of
+/// `chunks`: rarest first, as long as the postings read stay within [`KEYWORD_POSTINGS`].
+/// The rarest word is kept beyond that unless it is in more than half the chunks, where BM25
+/// gives it no weight. Words in no chunk are dropped. Below [`KEYWORD_POSTINGS`] chunks in
+/// all, every word the index holds is kept.
+pub fn selective_words(mut words: Vec<(String, u64)>, chunks: u64) -> Vec<String> {
+    words.retain(|(_, n)| *n > 0);
+    words.sort_by_key(|(_, n)| *n);
+    let mut read = 0u64;
+    let mut kept = Vec::new();
+    for (w, n) in words {
+        let within = read + n <= KEYWORD_POSTINGS;
+        let rarest_with_weight = kept.is_empty() && n.saturating_mul(2) <= chunks;
+        if !(within || rarest_with_weight) {
+            break;
+        }
+        read += n;
+        kept.push(w);
+    }
+    kept
 }
 
 /// A vector in the Q8_0 blocks the index stores.
@@ -97,23 +134,20 @@ pub fn vector_q8(v: &[f32]) -> Result<Vec<u8>, IndexError> {
 #[derive(Debug, Clone, Default)]
 pub struct DenseTable {
     ids: Vec<i64>,
-    q8: Vec<u8>,
+    q8: Arc<[u8]>,
     dim: usize,
 }
 
 impl DenseTable {
     /// The table of `ids` (chunk row ids) and their vectors concatenated, `dim` wide.
     pub fn new(ids: Vec<i64>, q8: Vec<u8>, dim: usize) -> Result<Self, IndexError> {
-        let table = DenseTable { ids, q8, dim };
-        table.matrix()?;
+        let table = DenseTable {
+            ids,
+            q8: q8.into(),
+            dim,
+        };
+        matrix(&table.q8, table.ids.len(), table.dim).map_err(IndexError::Corrupt)?;
         Ok(table)
-    }
-
-    fn matrix(&self) -> Result<QuantMatrix<'_>, IndexError> {
-        let kind =
-            BlockKind::from_ggml(GgmlType::Q8_0).map_err(|e| IndexError::Embed(e.to_string()))?;
-        QuantMatrix::new(kind, self.ids.len(), self.dim.max(1), &self.q8)
-            .map_err(|e| IndexError::Corrupt(format!("vectors table: {e}")))
     }
 
     /// Chunks held.
@@ -131,7 +165,8 @@ impl DenseTable {
         self.q8.len() + self.ids.len() * std::mem::size_of::<i64>()
     }
 
-    /// The `k` chunks nearest `query` (a unit vector), best first, with their cosines.
+    /// The `k` chunks nearest `query` (a unit vector), best first, with their cosines; equal
+    /// cosines rank by row order.
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(i64, f64)>, IndexError> {
         if self.ids.is_empty() || k == 0 {
             return Ok(Vec::new());
@@ -146,22 +181,64 @@ impl DenseTable {
         let mut q = Q8Rows::default();
         q.quantize(query, 1, self.dim)
             .map_err(|e| IndexError::Embed(e.to_string()))?;
-        let mut scores = vec![0f32; self.ids.len()];
-        matmul(Isa::detect(), &self.matrix()?, &q, &mut scores)
-            .map_err(|e| IndexError::Embed(e.to_string()))?;
-        let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-        let k = k.min(order.len());
-        let by_score = |a: &u32, b: &u32| scores[*b as usize].total_cmp(&scores[*a as usize]);
-        if k < order.len() {
-            order.select_nth_unstable_by(k, by_score);
-            order.truncate(k);
-        }
-        order.sort_by(by_score);
-        Ok(order
+        let (q, table, rows, dim) = (Arc::new(q), Arc::clone(&self.q8), self.ids.len(), self.dim);
+        // Each share of the rows is the product of those rows with the query.
+        let job: RowJob = Arc::new(move |first, out: &mut [f32]| {
+            let w = matrix(&table, rows, dim)?;
+            matmul_t(Isa::detect(), &w, first, &q, out).map_err(|e| e.to_string())
+        });
+        let mut scores = vec![0f32; rows];
+        RowPool::global()
+            .run(&mut scores, 1, 1, current_threads(), job)
+            .map_err(IndexError::Embed)?;
+        Ok(top_k(&scores, k)
             .into_iter()
-            .map(|i| (self.ids[i as usize], f64::from(scores[i as usize])))
+            .map(|(i, s)| (self.ids[i], f64::from(s)))
             .collect())
     }
+}
+
+/// The Q8_0 matrix of `rows` vectors `dim` wide in `q8`.
+fn matrix(q8: &[u8], rows: usize, dim: usize) -> Result<QuantMatrix<'_>, String> {
+    let kind = BlockKind::from_ggml(GgmlType::Q8_0).map_err(|e| e.to_string())?;
+    QuantMatrix::new(kind, rows, dim.max(1), q8).map_err(|e| format!("vectors table: {e}"))
+}
+
+/// A score in a min-heap of the best: the lowest score (the later row among equals) on top.
+#[derive(Debug, PartialEq)]
+struct Kept(f32, usize);
+
+impl Eq for Kept {}
+
+impl Ord for Kept {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
+}
+
+impl PartialOrd for Kept {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The positions and values of the `k` highest `scores`, highest first, the earlier
+/// position first among equals: one pass with a heap of `k`.
+fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut heap: BinaryHeap<Kept> = BinaryHeap::with_capacity(k + 1);
+    for (i, &s) in scores.iter().enumerate() {
+        if heap.len() < k {
+            heap.push(Kept(s, i));
+        } else if let Some(mut worst) = heap.peek_mut()
+            && s.total_cmp(&worst.0) == Ordering::Greater
+        {
+            *worst = Kept(s, i);
+        }
+    }
+    heap.into_sorted_vec()
+        .into_iter()
+        .map(|Kept(s, i)| (i, s))
+        .collect()
 }
 
 /// Fuses ranked lists by reciprocal rank: each id scores the sum over the lists of
@@ -234,6 +311,45 @@ mod tests {
     }
 
     #[test]
+    fn the_top_k_are_the_highest_scores_in_order_with_ties_by_position() {
+        let scores = [0.1, 0.9, -0.5, 0.9, 0.3, f32::NEG_INFINITY, 0.7];
+        assert_eq!(top_k(&scores, 3), vec![(1, 0.9), (3, 0.9), (6, 0.7)]);
+        assert_eq!(top_k(&scores, 1), vec![(1, 0.9)]);
+        let all = top_k(&scores, 10);
+        assert_eq!(all.len(), scores.len());
+        assert_eq!(all.last(), Some(&(5, f32::NEG_INFINITY)));
+        assert!(top_k(&scores, 0).is_empty());
+    }
+
+    #[test]
+    fn dense_search_gives_the_same_hits_on_one_thread_and_on_several() {
+        let dim = 64;
+        let mut rng = 99u64;
+        let mut vecs: Vec<f32> = (0..5000 * dim)
+            .map(|_| {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((rng >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        vecs.chunks_mut(dim).for_each(unit);
+        let q8: Vec<u8> = vecs
+            .chunks(dim)
+            .flat_map(|v| vector_q8(v).expect("q8"))
+            .collect();
+        let table = DenseTable::new((0..5000).collect(), q8, dim).expect("table");
+        let query = &vecs[1234 * dim..1235 * dim];
+        crate::engine::set_compute_threads(1);
+        let one = table.search(query, 20).expect("search");
+        crate::engine::set_compute_threads(3);
+        let three = table.search(query, 20).expect("search");
+        crate::engine::set_compute_threads(1);
+        assert_eq!(one, three);
+        assert_eq!(one[0].0, 1234, "{one:?}");
+    }
+
+    #[test]
     fn a_table_whose_bytes_do_not_make_whole_vectors_is_refused() {
         assert!(DenseTable::new(vec![1, 2], vec![0; 34 * 3], 64).is_err());
         assert!(vector_q8(&[0.5; 40]).is_err());
@@ -255,11 +371,44 @@ mod tests {
 
     #[test]
     fn a_query_becomes_quoted_words_without_fts_syntax_or_stop_words() {
+        let q = |t: &str| fts_query(&query_words(t));
         assert_eq!(
-            fts_query("What is the NEAR(x) \"default\" setpoint? OR -port*"),
+            q("What is the NEAR(x) \"default\" setpoint? OR -port*"),
             "\"near\" OR \"x\" OR \"default\" OR \"setpoint\" OR \"port\""
         );
-        assert_eq!(fts_query("the of a"), "");
-        assert_eq!(fts_query(&"w ".repeat(100)), "\"w\"");
+        assert_eq!(q("the of a"), "");
+        assert_eq!(q(&"w ".repeat(100)), "\"w\"");
+    }
+
+    #[test]
+    fn common_words_are_left_out_once_the_rarer_ones_fill_the_postings_budget() {
+        let words = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+            pairs.iter().map(|(w, n)| (w.to_string(), *n)).collect()
+        };
+        let b = KEYWORD_POSTINGS;
+        // A small index: every word it holds is read.
+        assert_eq!(
+            selective_words(words(&[("pump", 900), ("flow", 3), ("none", 0)]), 1000),
+            ["flow", "pump"]
+        );
+        // A large one: rarest first while the budget lasts.
+        assert_eq!(
+            selective_words(
+                words(&[
+                    ("common", b),
+                    ("rare", 10),
+                    ("middling", b - 20),
+                    ("odd", 5)
+                ]),
+                100 * b
+            ),
+            ["odd", "rare", "middling"]
+        );
+        // The rarest word is read even beyond the budget, unless BM25 gives it no weight.
+        assert_eq!(
+            selective_words(words(&[("a", 3 * b), ("b", 5 * b)]), 10 * b),
+            ["a"]
+        );
+        assert!(selective_words(words(&[("a", 6 * b), ("b", 7 * b)]), 10 * b).is_empty());
     }
 }

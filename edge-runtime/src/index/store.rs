@@ -336,42 +336,22 @@ impl Store {
         avoided_j: f64,
     ) -> Result<(), IndexError> {
         let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM documents WHERE path = ?1", [doc.path])?;
-        tx.execute("DELETE FROM skipped WHERE path = ?1", [doc.path])?;
-        tx.execute(
-            "INSERT INTO documents(path, sha256, bytes, mtime_ns, kind, indexed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                doc.path,
-                &doc.sha256[..],
-                doc.bytes as i64,
-                doc.mtime_ns,
-                doc.kind,
-                now_s()
-            ],
-        )?;
-        let doc_id = tx.last_insert_rowid();
-        {
-            let mut chunk = tx.prepare(
-                "INSERT INTO chunks(doc_id, ordinal, line_start, line_end, sha256, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut vector = tx.prepare("INSERT INTO vectors(chunk_id, q8) VALUES (?1, ?2)")?;
-            for (i, (c, h, q8)) in doc.chunks.iter().enumerate() {
-                chunk.execute(params![
-                    doc_id,
-                    i as i64,
-                    c.line_start,
-                    c.line_end,
-                    &h[..],
-                    c.text
-                ])?;
-                vector.execute(params![tx.last_insert_rowid(), q8])?;
-            }
-        }
+        insert_doc(&tx, doc)?;
         add_meta(&tx, "indexing_j", spent_j)?;
         add_meta(&tx, "embedded_chunks", embedded as f64)?;
         add_meta(&tx, "avoided_j", avoided_j)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces the documents of `docs` in one transaction, without touching the joule
+    /// totals: a bulk load (a benchmark's synthetic index, an import), where one commit for
+    /// all is what makes it fast.
+    pub fn replace_all(&mut self, docs: &[NewDoc<'_>]) -> Result<(), IndexError> {
+        let tx = self.conn.transaction()?;
+        for doc in docs {
+            insert_doc(&tx, doc)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -487,6 +467,45 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// For each of `words`, the number of chunks holding it, the word tokenized as the
+    /// keyword index tokenizes text (so `running` counts the chunks holding `run`). The counts
+    /// come from FTS5's vocabulary, through temporary tables of this connection.
+    pub fn term_docs(&self, words: &[String]) -> Result<Vec<u64>, IndexError> {
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.conn.execute_batch(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_words
+                 USING fts5(word, tokenize='porter unicode61');
+             CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_terms
+                 USING fts5vocab(temp, query_words, instance);
+             CREATE VIRTUAL TABLE IF NOT EXISTS temp.index_terms
+                 USING fts5vocab(main, chunks_fts, row);
+             DELETE FROM temp.query_words;",
+        )?;
+        let mut insert = self
+            .conn
+            .prepare("INSERT INTO temp.query_words(rowid, word) VALUES (?1, ?2)")?;
+        for (i, w) in words.iter().enumerate() {
+            insert.execute(params![i as i64, w])?;
+        }
+        // A word the tokenizer splits reads the postings of each of its terms.
+        let mut q = self.conn.prepare(
+            "SELECT q.doc, sum(coalesce((SELECT v.doc FROM temp.index_terms v
+                                         WHERE v.term = q.term), 0))
+             FROM temp.query_terms q GROUP BY q.doc",
+        )?;
+        let mut docs = vec![0u64; words.len()];
+        let rows = q.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (i, n) = row?;
+            if let Some(d) = usize::try_from(i).ok().and_then(|i| docs.get_mut(i)) {
+                *d = n.max(0) as u64;
+            }
+        }
+        Ok(docs)
+    }
+
     /// The chunk with row id `id`.
     pub fn chunk(&self, id: i64) -> Result<ChunkRow, IndexError> {
         Ok(self.conn.query_row(
@@ -562,6 +581,42 @@ impl Store {
     }
 }
 
+/// Puts `doc` in place of any document at its path (and of any skip record), inside `tx`.
+fn insert_doc(tx: &rusqlite::Transaction<'_>, doc: &NewDoc<'_>) -> Result<(), IndexError> {
+    tx.execute("DELETE FROM documents WHERE path = ?1", [doc.path])?;
+    tx.execute("DELETE FROM skipped WHERE path = ?1", [doc.path])?;
+    tx.execute(
+        "INSERT INTO documents(path, sha256, bytes, mtime_ns, kind, indexed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            doc.path,
+            &doc.sha256[..],
+            doc.bytes as i64,
+            doc.mtime_ns,
+            doc.kind,
+            now_s()
+        ],
+    )?;
+    let doc_id = tx.last_insert_rowid();
+    let mut chunk = tx.prepare(
+        "INSERT INTO chunks(doc_id, ordinal, line_start, line_end, sha256, text)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut vector = tx.prepare("INSERT INTO vectors(chunk_id, q8) VALUES (?1, ?2)")?;
+    for (i, (c, h, q8)) in doc.chunks.iter().enumerate() {
+        chunk.execute(params![
+            doc_id,
+            i as i64,
+            c.line_start,
+            c.line_end,
+            &h[..],
+            c.text
+        ])?;
+        vector.execute(params![tx.last_insert_rowid(), q8])?;
+    }
+    Ok(())
+}
+
 fn add_meta(tx: &rusqlite::Transaction<'_>, key: &str, add: f64) -> Result<(), IndexError> {
     if add == 0.0 || !add.is_finite() {
         return Ok(());
@@ -632,6 +687,49 @@ mod tests {
         assert_eq!(st.embedded_chunks, 4);
         assert!((s.j_per_chunk().expect("jpc") - 1.0).abs() < 1e-9);
         assert!(s.integrity_ok().expect("check"));
+    }
+
+    #[test]
+    fn a_bulk_load_replaces_documents_like_one_at_a_time_and_counts_no_joules() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::open(&dir.path().join("i.sqlite"), &enc()).expect("open");
+        s.replace(&doc("/a.txt", &["old apples"]), 3.0, 1, 0.0)
+            .expect("add");
+        s.skip("/c.txt", "binary").expect("skip");
+        s.replace_all(&[
+            doc("/a.txt", &["new pears", "more pears"]),
+            doc("/b.txt", &["plums"]),
+            doc("/c.txt", &["cherries"]),
+        ])
+        .expect("bulk");
+        assert!(s.keyword("apples", 5).expect("kw").is_empty());
+        assert_eq!(s.keyword("pears", 5).expect("kw").len(), 2);
+        let st = s.status().expect("status");
+        assert_eq!((st.documents, st.chunks, st.skipped), (3, 4, 0));
+        assert_eq!(s.vectors().expect("vectors").0.len(), 4);
+        assert!((st.indexing_j - 3.0).abs() < 1e-9 && st.embedded_chunks == 1);
+        assert!(s.integrity_ok().expect("check"));
+    }
+
+    #[test]
+    fn a_word_counts_the_chunks_holding_its_stem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::open(&dir.path().join("i.sqlite"), &enc()).expect("open");
+        s.replace(
+            &doc("/a.txt", &["pumps running", "the pump runs", "a valve"]),
+            0.0,
+            0,
+            0.0,
+        )
+        .expect("add");
+        let words: Vec<String> = ["run", "pumping", "valve", "absent"]
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        assert_eq!(s.term_docs(&words).expect("docs"), [2, 2, 1, 0]);
+        // Asked again, with other words: the temporary tables start afresh.
+        assert_eq!(s.term_docs(&words[2..]).expect("docs"), [1, 0]);
+        assert!(s.term_docs(&[]).expect("docs").is_empty());
     }
 
     #[test]

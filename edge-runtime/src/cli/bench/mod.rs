@@ -1,10 +1,11 @@
-//! `thermo bench llm|governor|eco|rag|train`: one module per benchmark, and what they read about
-//! the process (`process`). The command group itself is declared with the other commands in
-//! `cli/mod.rs`, so that `bench train` can run `thermo train`'s preparation without this
-//! module importing the `train` command.
+//! `thermo bench llm|governor|eco|rag|index|train`: one module per benchmark, and what they
+//! read about the process (`process`). The command group itself is declared with the other
+//! commands in `cli/mod.rs`, so that `bench train` can run `thermo train`'s preparation
+//! without this module importing the `train` command.
 
 pub mod eco;
 pub mod governor;
+pub mod index;
 pub mod llm;
 pub mod process;
 pub mod rag;
