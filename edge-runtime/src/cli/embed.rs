@@ -49,16 +49,20 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     set_compute_threads(args.threads.max(1));
     let (dir, name) = encoder_folder(args.model.as_deref())?;
     let encoder = Embedder::load(&dir)?;
-    let mut data = Vec::with_capacity(args.texts.len());
-    let mut tokens = 0;
-    for (index, text) in args.texts.iter().enumerate() {
-        tokens += encoder.token_ids(text)?.len();
-        data.push(json!({
-            "object": "embedding",
-            "index": index,
-            "embedding": encoder.embed(text)?,
-        }));
-    }
+    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    let ids = texts
+        .iter()
+        .map(|t| encoder.token_ids(t))
+        .collect::<Result<Vec<_>>>()?;
+    let tokens: usize = ids.iter().map(Vec::len).sum();
+    let data: Vec<_> = encoder
+        .embed_ids(&ids)?
+        .into_iter()
+        .enumerate()
+        .map(|(index, embedding)| {
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
     let out = json!({
         "object": "list",
         "model": name,

@@ -121,6 +121,33 @@ impl BertWeights {
         Ok(weights)
     }
 
+    /// Every tensor of `config` filled with small pseudo-random values from `seed` (norm
+    /// scales near 1), for tests that need an encoder without a model file.
+    #[cfg(test)]
+    pub(crate) fn seeded(config: BertConfig, seed: u64) -> Self {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let tensors = expected_tensors(&config)
+            .into_iter()
+            .map(|(name, shape)| {
+                let len: usize = shape.iter().product();
+                let offset = if name.ends_with("LayerNorm.weight") {
+                    1.0
+                } else {
+                    0.0
+                };
+                let values = (0..len).map(|_| offset + 0.2 * next()).collect();
+                (name, (shape, values))
+            })
+            .collect();
+        Self { config, tensors }
+    }
+
     fn get(&self, name: &str) -> Result<&(Vec<usize>, Vec<f32>)> {
         self.tensors
             .get(name)
