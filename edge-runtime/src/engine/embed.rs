@@ -3,15 +3,22 @@
 //! layout of all-MiniLM-L6-v2) imported into the ONNX graph of
 //! [`bert`](crate::engine::onnx_export::bert) when it loads: word pieces in, one unit-length
 //! vector per text out, the mean of the token states as sentence-transformers pools them.
+//! The encoder layers' linear maps run in f32 or on the engine's Q8_0 kernels
+//! ([`EmbedPrecision`]).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use tokenizers::{Tokenizer, TruncationParams};
 use tract_onnx::prelude::*;
 
+use crate::engine::ggml_op;
 use crate::engine::onnx_export::bert::{BertConfig, BertWeights, bert_model_proto};
+
+pub use crate::engine::onnx_export::bert::EmbedPrecision;
 
 /// Largest `model.safetensors` read, bytes.
 pub const MAX_WEIGHTS_BYTES: u64 = 2 << 30;
@@ -49,33 +56,26 @@ impl std::fmt::Debug for Embedder {
 }
 
 impl Embedder {
-    /// Loads the encoder folder at `dir`, building its graph.
+    /// Loads the encoder folder at `dir` with f32 linear maps, building its graph.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with(dir, EmbedPrecision::F32)
+    }
+
+    /// Loads the encoder folder at `dir`, its linear maps in `precision`.
+    pub fn load_with(dir: &Path, precision: EmbedPrecision) -> Result<Self> {
         let read = |name: &str| {
             let p = dir.join(name);
             std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
         };
-        let config: BertConfig =
-            serde_json::from_slice(&read("config.json")?).context("parsing config.json")?;
-        config.validate()?;
+        let weights = read_weights(dir)?;
+        let config = weights.config.clone();
         let max_tokens = std::fs::read(dir.join("sentence_bert_config.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v.get("max_seq_length").and_then(|m| m.as_u64()))
             .map_or(DEFAULT_MAX_TOKENS, |m| m as usize)
             .clamp(2, config.max_position_embeddings);
-        let weights_path = dir.join("model.safetensors");
-        let size = std::fs::metadata(&weights_path)
-            .with_context(|| format!("reading {}", weights_path.display()))?
-            .len();
-        ensure!(
-            size <= MAX_WEIGHTS_BYTES,
-            "{} is {size} bytes, above the {MAX_WEIGHTS_BYTES} an encoder may take",
-            weights_path.display()
-        );
-        let weights = BertWeights::from_safetensors(config.clone(), &read("model.safetensors")?)
-            .with_context(|| format!("loading {}", weights_path.display()))?;
-        let graph = EncoderGraph::build(&weights)?;
+        let graph = EncoderGraph::build(&weights, precision)?;
         drop(weights);
         let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
             .map_err(|e| anyhow!("invalid tokenizer.json: {e}"))?;
@@ -123,7 +123,7 @@ impl Embedder {
     /// The unit vector of one text.
     pub fn embed(&self, text: &str) -> Result<Vec<f32>> {
         let ids = self.token_ids(text)?;
-        let mut out = self.graph.run(&[&ids])?;
+        let mut out = self.graph.run(&[&ids], None)?;
         out.pop().context("the encoder gave no vector")
     }
 
@@ -141,6 +141,23 @@ impl Embedder {
     /// The unit vectors of texts given as word-piece ids ([`Embedder::token_ids`]), batched
     /// as [`Embedder::embed_batch`] does.
     pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        self.check_sequences(ids)?;
+        self.graph.run_batched(ids, None)
+    }
+
+    /// Embeds `ids` as [`Embedder::embed_ids`] does, timing every node of the graph: the
+    /// time spent per op name, longest first.
+    pub fn profile_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<(String, Duration)>> {
+        self.check_sequences(ids)?;
+        let mut times = HashMap::new();
+        self.graph.run_batched(ids, Some(&mut times))?;
+        let mut times: Vec<_> = times.into_iter().collect();
+        times.sort_by_key(|t| std::cmp::Reverse(t.1));
+        Ok(times)
+    }
+
+    /// Refuses an empty sequence, one beyond the window, or an id beyond the word table.
+    fn check_sequences(&self, ids: &[Vec<u32>]) -> Result<()> {
         for seq in ids {
             ensure!(!seq.is_empty(), "a text to embed has no tokens");
             check_ids(seq, self.vocab)?;
@@ -151,15 +168,18 @@ impl Embedder {
                 self.max_tokens
             );
         }
-        self.graph.run_batched(ids)
+        Ok(())
     }
 }
 
+/// Time spent per op name.
+type OpTimes = HashMap<String, Duration>;
+
 impl EncoderGraph {
-    /// Builds and plans the graph of `weights`.
-    fn build(weights: &BertWeights) -> Result<Self> {
-        let proto = bert_model_proto(weights)?;
-        let model = tract_onnx::onnx()
+    /// Builds and plans the graph of `weights`, its linear maps in `precision`.
+    fn build(weights: &BertWeights, precision: EmbedPrecision) -> Result<Self> {
+        let proto = bert_model_proto(weights, precision)?;
+        let model = ggml_op::onnx()
             .model_for_proto_model(&proto)
             .and_then(|m| m.into_optimized())
             .context("building the encoder graph")?;
@@ -172,12 +192,17 @@ impl EncoderGraph {
     }
 
     /// Vectors of `ids` in their order, run in groups of similar length ([`batches`]).
-    fn run_batched(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+    /// With `times`, every node's run time is added to its op's entry.
+    fn run_batched(
+        &self,
+        ids: &[Vec<u32>],
+        mut times: Option<&mut OpTimes>,
+    ) -> Result<Vec<Vec<f32>>> {
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         let mut out = vec![Vec::new(); ids.len()];
         for group in batches(&lengths, BATCH_TEXTS, BATCH_TOKENS) {
             let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-            for (&i, v) in group.iter().zip(self.run(&seqs)?) {
+            for (&i, v) in group.iter().zip(self.run(&seqs, times.as_deref_mut())?) {
                 out[i] = v;
             }
         }
@@ -185,7 +210,7 @@ impl EncoderGraph {
     }
 
     /// One run of the graph over `seqs`, padded to the longest under the attention mask.
-    fn run(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+    fn run(&self, seqs: &[&[u32]], times: Option<&mut OpTimes>) -> Result<Vec<Vec<f32>>> {
         let b = seqs.len();
         let n = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
         ensure!(n > 0, "the tokenizer gave no tokens");
@@ -200,10 +225,19 @@ impl EncoderGraph {
             }
         }
         let input = |v: &[i64]| Tensor::from_shape(&[b, n], v).map(IntoTValue::into_tvalue);
-        let out = self
-            .plan
-            .run(tvec![input(&ids)?, input(&mask)?, input(&positions)?])
-            .context("running the encoder")?;
+        let inputs = tvec![input(&ids)?, input(&mask)?, input(&positions)?];
+        let out = match times {
+            None => self.plan.run(inputs),
+            Some(times) => self.plan.spawn().and_then(|mut state| {
+                state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
+                    let t = Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    *times.entry(node.op().name().to_string()).or_default() += t.elapsed();
+                    out
+                })
+            }),
+        }
+        .context("running the encoder")?;
         let v = out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         ensure!(
             v.len() == b * self.dim,
@@ -234,6 +268,39 @@ fn batches(lengths: &[usize], max_texts: usize, max_tokens: usize) -> Vec<Vec<us
         groups.push(current);
     }
     groups
+}
+
+/// The checked `config.json` and `model.safetensors` of the encoder folder at `dir`.
+fn read_weights(dir: &Path) -> Result<BertWeights> {
+    let config_path = dir.join("config.json");
+    let config: BertConfig = serde_json::from_slice(
+        &std::fs::read(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?,
+    )
+    .context("parsing config.json")?;
+    config.validate()?;
+    let weights_path = dir.join("model.safetensors");
+    let size = std::fs::metadata(&weights_path)
+        .with_context(|| format!("reading {}", weights_path.display()))?
+        .len();
+    ensure!(
+        size <= MAX_WEIGHTS_BYTES,
+        "{} is {size} bytes, above the {MAX_WEIGHTS_BYTES} an encoder may take",
+        weights_path.display()
+    );
+    let bytes = std::fs::read(&weights_path)
+        .with_context(|| format!("reading {}", weights_path.display()))?;
+    BertWeights::from_safetensors(config, &bytes)
+        .with_context(|| format!("loading {}", weights_path.display()))
+}
+
+/// Writes the f32 graph of the encoder folder at `dir` to `out` as a standard ONNX file
+/// (inputs `input_ids`, `attention_mask`, `position_ids`; output `embeddings`), the graph
+/// [`Embedder`] runs, for other runtimes to load.
+pub fn export_onnx(dir: &Path, out: &Path) -> Result<()> {
+    use prost::Message;
+    let proto = bert_model_proto(&read_weights(dir)?, EmbedPrecision::F32)?;
+    std::fs::write(out, proto.encode_to_vec()).with_context(|| format!("writing {}", out.display()))
 }
 
 /// Refuses a token id beyond the encoder's word table (a `tokenizer.json` that does not
@@ -305,8 +372,13 @@ mod tests {
         assert!(batches(&[], 4, 10).is_empty());
     }
 
-    fn tiny_graph() -> EncoderGraph {
-        let config = crate::engine::onnx_export::bert::BertConfig {
+    fn tiny_graph(precision: EmbedPrecision) -> EncoderGraph {
+        let weights = BertWeights::seeded(tiny_config(), 11);
+        EncoderGraph::build(&weights, precision).expect("builds")
+    }
+
+    fn tiny_config() -> BertConfig {
+        BertConfig {
             vocab_size: 50,
             hidden_size: 64,
             num_hidden_layers: 2,
@@ -315,9 +387,7 @@ mod tests {
             max_position_embeddings: 40,
             layer_norm_eps: 1e-12,
             hidden_act: "gelu".into(),
-        };
-        let weights = BertWeights::seeded(config, 11);
-        EncoderGraph::build(&weights).expect("builds")
+        }
     }
 
     fn seqs() -> Vec<Vec<u32>> {
@@ -332,17 +402,60 @@ mod tests {
 
     #[test]
     fn a_padded_batch_gives_each_text_the_vector_it_gets_alone_in_input_order() {
-        let graph = tiny_graph();
+        let graph = tiny_graph(EmbedPrecision::F32);
         let seqs = seqs();
-        let batched = graph.run_batched(&seqs).expect("runs");
+        let batched = graph.run_batched(&seqs, None).expect("runs");
         assert_eq!(batched.len(), seqs.len());
         for (seq, v) in seqs.iter().zip(&batched) {
-            let alone = graph.run(&[seq]).expect("runs").remove(0);
+            let alone = graph.run(&[seq], None).expect("runs").remove(0);
             let c = cosine(v, &alone);
             assert!(c > 0.99999, "{} tokens: cosine {c}", seq.len());
         }
         // Distinct texts give distinct vectors, so an order mix-up would show.
         assert!(cosine(&batched[0], &batched[1]) < 0.999);
+    }
+
+    #[test]
+    fn the_q8_graph_stays_close_to_the_f32_graph_and_batches_as_exactly() {
+        let (f32_graph, q8_graph) = (
+            tiny_graph(EmbedPrecision::F32),
+            tiny_graph(EmbedPrecision::Q8),
+        );
+        let seqs = seqs();
+        let exact = f32_graph.run_batched(&seqs, None).expect("runs");
+        let q8 = q8_graph.run_batched(&seqs, None).expect("runs");
+        for (i, (a, b)) in exact.iter().zip(&q8).enumerate() {
+            let c = cosine(a, b);
+            assert!(c > 0.99, "text {i}: cosine {c}");
+            assert!(
+                c < 1.0 - 1e-7,
+                "text {i}: the Q8 vector is the f32 one ({c})"
+            );
+            let alone = q8_graph.run(&[&seqs[i]], None).expect("runs").remove(0);
+            assert!(cosine(b, &alone) > 0.99999, "text {i} alone");
+        }
+    }
+
+    #[test]
+    fn the_exported_file_is_a_standard_onnx_graph_tract_runs_alike() {
+        use prost::Message;
+        let weights = BertWeights::seeded(tiny_config(), 11);
+        let proto = bert_model_proto(&weights, EmbedPrecision::F32).expect("proto");
+        let bytes = proto.encode_to_vec();
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut bytes.as_slice())
+            .and_then(|m| m.into_optimized())
+            .expect("tract's own parser reads it");
+        let graph = EncoderGraph {
+            plan: TypedSimplePlan::new(model).expect("plans"),
+            dim: 64,
+        };
+        let seqs = seqs();
+        let a = graph.run_batched(&seqs, None).expect("runs");
+        let b = tiny_graph(EmbedPrecision::F32)
+            .run_batched(&seqs, None)
+            .expect("runs");
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //!
 //! Inputs `input_ids`, `attention_mask` and `position_ids` (`[batch, sequence_length]` i64);
 //! output `embeddings` (`[batch, hidden]` f32). Every sequence uses token type 0.
+//!
+//! The encoder layers' linear maps (query, key, value, attention output, both feed-forward
+//! maps) are f32 `MatMul`s in [`EmbedPrecision::F32`], or in [`EmbedPrecision::Q8`] the
+//! engine's [`GgmlMatMul`](crate::engine::ggml_op) over Q8_0 blocks of the same weights (a
+//! graph only the engine's parser, [`ggml_op::onnx`], reads). Embeddings, norms and attention
+//! stay f32 in both.
 
 use std::collections::HashMap;
 
@@ -14,6 +20,19 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{GraphProto, ModelProto, OperatorSetIdProto};
 
 use super::proto::{Dim, GraphBuilder, attr_float, attr_int, attr_ints, value_info};
+use crate::engine::ggml_op;
+use crate::engine::quant::{GgmlType, quantize};
+
+/// How the encoder layers' linear maps hold and multiply their weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EmbedPrecision {
+    /// f32 weights, tract's f32 products.
+    #[default]
+    F32,
+    /// Q8_0 weight blocks (32 values per f16 scale), the engine's integer-dot kernels on
+    /// activations quantized per 32-value block.
+    Q8,
+}
 
 /// The `config.json` fields of a BERT encoder, checked by [`BertConfig::validate`].
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -198,15 +217,19 @@ fn token_type_row(w: &BertWeights) -> Option<Vec<f32>> {
         .then(|| values[..shape[1]].to_vec())
 }
 
-/// Builds the encoder graph for `w`.
-pub fn bert_model_proto(w: &BertWeights) -> Result<ModelProto> {
+/// Builds the encoder graph for `w`, its linear maps in `precision`.
+pub fn bert_model_proto(w: &BertWeights, precision: EmbedPrecision) -> Result<ModelProto> {
     let c = &w.config;
     let mut g = GraphBuilder::default();
     let ids_dims = [Dim::Named("batch"), Dim::Named("sequence_length")];
     let inputs = ["input_ids", "attention_mask", "position_ids"]
         .map(|n| value_info(n, DataType::Int64, &ids_dims))
         .to_vec();
-    let mut b = Builder { g: &mut g, w };
+    let mut b = Builder {
+        g: &mut g,
+        w,
+        precision,
+    };
     let gather0 = vec![attr_int("axis", 0)];
     let words = b.init("embeddings.word_embeddings.weight")?;
     let positions = b.init("embeddings.position_embeddings.weight")?;
@@ -277,10 +300,7 @@ pub fn bert_model_proto(w: &BertWeights) -> Result<ModelProto> {
     )];
     Ok(ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
+        opset_import: opsets(precision),
         producer_name: "thermo-adaptive-pipeline".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(GraphProto {
@@ -295,9 +315,25 @@ pub fn bert_model_proto(w: &BertWeights) -> Result<ModelProto> {
     })
 }
 
+/// The default opset, and the engine's op domain when a node of it is used.
+fn opsets(precision: EmbedPrecision) -> Vec<OperatorSetIdProto> {
+    let mut sets = vec![OperatorSetIdProto {
+        domain: String::new(),
+        version: 17,
+    }];
+    if precision == EmbedPrecision::Q8 {
+        sets.push(OperatorSetIdProto {
+            domain: ggml_op::DOMAIN.into(),
+            version: 1,
+        });
+    }
+    sets
+}
+
 struct Builder<'a> {
     g: &'a mut GraphBuilder,
     w: &'a BertWeights,
+    precision: EmbedPrecision,
 }
 
 impl Builder<'_> {
@@ -307,23 +343,50 @@ impl Builder<'_> {
         Ok(self.g.init_f32(name, shape, values))
     }
 
-    /// `x · Wᵀ + b` for the `[out, in]` weight and bias of `prefix`, `W` written transposed.
+    /// `x · Wᵀ + b` for the `[out, in]` weight and bias of `prefix`: an f32 `MatMul` over `W`
+    /// written transposed, or a `GgmlMatMul` over `W`'s rows in Q8_0 blocks.
     fn dense(&mut self, prefix: &str, x: &str) -> Result<String> {
         let (shape, values) = self.w.get(&format!("{prefix}.weight"))?;
         let (rows, cols) = (shape[0], shape[1]);
-        let mut t = vec![0f32; rows * cols];
-        for (r, row) in values.chunks_exact(cols).enumerate() {
-            for (c, v) in row.iter().enumerate() {
-                t[c * rows + r] = *v;
+        let y = match self.precision {
+            EmbedPrecision::F32 => {
+                let mut t = vec![0f32; rows * cols];
+                for (r, row) in values.chunks_exact(cols).enumerate() {
+                    for (c, v) in row.iter().enumerate() {
+                        t[c * rows + r] = *v;
+                    }
+                }
+                let wt = self
+                    .g
+                    .init_f32(&format!("{prefix}.weight_t"), &[cols, rows], &t);
+                self.g
+                    .op(&format!("{prefix}.matmul"), "MatMul", &[x, &wt], vec![])
             }
-        }
-        let wt = self
-            .g
-            .init_f32(&format!("{prefix}.weight_t"), &[cols, rows], &t);
+            EmbedPrecision::Q8 => {
+                ensure!(
+                    cols.is_multiple_of(GgmlType::Q8_0.block_values()),
+                    "{prefix}: {cols} inputs are not whole Q8_0 blocks"
+                );
+                let blocks = quantize(GgmlType::Q8_0, values)
+                    .with_context(|| format!("quantizing {prefix}"))?;
+                let row_bytes = blocks.len() / rows;
+                let blocks = self
+                    .g
+                    .init_u8(&format!("{prefix}.q8_0"), &[rows, row_bytes], blocks);
+                self.g.op_in(
+                    &format!("{prefix}.matmul"),
+                    ggml_op::DOMAIN,
+                    ggml_op::OP_TYPE,
+                    &[x, &blocks],
+                    vec![
+                        attr_int("K", cols as i64),
+                        attr_int("N", rows as i64),
+                        attr_int("ggml_type", i64::from(GgmlType::Q8_0.id())),
+                    ],
+                )
+            }
+        };
         let bias = self.init(&format!("{prefix}.bias"))?;
-        let y = self
-            .g
-            .op(&format!("{prefix}.matmul"), "MatMul", &[x, &wt], vec![]);
         Ok(self
             .g
             .op(&format!("{prefix}.out"), "Add", &[&y, &bias], vec![]))
