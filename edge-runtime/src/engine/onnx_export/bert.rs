@@ -11,6 +11,11 @@
 //! engine's [`GgmlMatMul`](crate::engine::ggml_op) over Q8_0 blocks of the same weights (a
 //! graph only the engine's parser, [`ggml_op::onnx`], reads). Embeddings, norms and attention
 //! stay f32 in both.
+//!
+//! Self-attention is written either in standard ONNX ops ([`Attention::Onnx`]: reshapes,
+//! transposes, batched `MatMul`s, an additive mask, `Softmax`; what any runtime reads) or as
+//! one [`BertAttention`](crate::engine::bert_attention) node per layer ([`Attention::Fused`],
+//! for the engine).
 
 use std::collections::HashMap;
 
@@ -20,8 +25,17 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{GraphProto, ModelProto, OperatorSetIdProto};
 
 use super::proto::{Dim, GraphBuilder, attr_float, attr_int, attr_ints, value_info};
-use crate::engine::ggml_op;
 use crate::engine::quant::{GgmlType, quantize};
+use crate::engine::{bert_attention, ggml_op};
+
+/// How self-attention is written in the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attention {
+    /// Standard ONNX ops, with the mask as an additive bias.
+    Onnx,
+    /// One engine `BertAttention` node per layer (a mask of ones then zeros).
+    Fused,
+}
 
 /// How the encoder layers' linear maps hold and multiply their weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -217,8 +231,13 @@ fn token_type_row(w: &BertWeights) -> Option<Vec<f32>> {
         .then(|| values[..shape[1]].to_vec())
 }
 
-/// Builds the encoder graph for `w`, its linear maps in `precision`.
-pub fn bert_model_proto(w: &BertWeights, precision: EmbedPrecision) -> Result<ModelProto> {
+/// Builds the encoder graph for `w`, its linear maps in `precision`, its attention written as
+/// `attention` says.
+pub fn bert_model_proto(
+    w: &BertWeights,
+    precision: EmbedPrecision,
+    attention: Attention,
+) -> Result<ModelProto> {
     let c = &w.config;
     let mut g = GraphBuilder::default();
     let ids_dims = [Dim::Named("batch"), Dim::Named("sequence_length")];
@@ -229,6 +248,7 @@ pub fn bert_model_proto(w: &BertWeights, precision: EmbedPrecision) -> Result<Mo
         g: &mut g,
         w,
         precision,
+        attention,
     };
     let gather0 = vec![attr_int("axis", 0)];
     let words = b.init("embeddings.word_embeddings.weight")?;
@@ -259,12 +279,16 @@ pub fn bert_model_proto(w: &BertWeights, precision: EmbedPrecision) -> Result<Mo
         &["attention_mask"],
         vec![attr_int("to", DataType::Float as i64)],
     );
-    let axes12 = g.ints(&[1, 2]);
-    let mask4 = g.op("mask.b11s", "Unsqueeze", &[&mask, &axes12], vec![]);
-    let one = g.float_scalar(1.0);
-    let inv = g.op("mask.inverse", "Sub", &[&one, &mask4], vec![]);
-    let big = g.float_scalar(-10000.0);
-    let bias = g.op("mask.bias", "Mul", &[&inv, &big], vec![]);
+    let bias = if attention == Attention::Onnx {
+        let axes12 = g.ints(&[1, 2]);
+        let mask4 = g.op("mask.b11s", "Unsqueeze", &[&mask, &axes12], vec![]);
+        let one = g.float_scalar(1.0);
+        let inv = g.op("mask.inverse", "Sub", &[&one, &mask4], vec![]);
+        let big = g.float_scalar(-10000.0);
+        g.op("mask.bias", "Mul", &[&inv, &big], vec![])
+    } else {
+        "attention_mask".to_string()
+    };
     for l in 0..c.num_hidden_layers {
         x = b.layer(l, &x, &bias)?;
     }
@@ -300,7 +324,7 @@ pub fn bert_model_proto(w: &BertWeights, precision: EmbedPrecision) -> Result<Mo
     )];
     Ok(ModelProto {
         ir_version: 8,
-        opset_import: opsets(precision),
+        opset_import: opsets(precision, attention),
         producer_name: "thermo-adaptive-pipeline".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(GraphProto {
@@ -315,8 +339,8 @@ pub fn bert_model_proto(w: &BertWeights, precision: EmbedPrecision) -> Result<Mo
     })
 }
 
-/// The default opset, and the engine's op domain when a node of it is used.
-fn opsets(precision: EmbedPrecision) -> Vec<OperatorSetIdProto> {
+/// The default opset, and the engine's op domains the graph uses.
+fn opsets(precision: EmbedPrecision, attention: Attention) -> Vec<OperatorSetIdProto> {
     let mut sets = vec![OperatorSetIdProto {
         domain: String::new(),
         version: 17,
@@ -327,6 +351,12 @@ fn opsets(precision: EmbedPrecision) -> Vec<OperatorSetIdProto> {
             version: 1,
         });
     }
+    if attention == Attention::Fused {
+        sets.push(OperatorSetIdProto {
+            domain: bert_attention::DOMAIN.into(),
+            version: 1,
+        });
+    }
     sets
 }
 
@@ -334,6 +364,7 @@ struct Builder<'a> {
     g: &'a mut GraphBuilder,
     w: &'a BertWeights,
     precision: EmbedPrecision,
+    attention: Attention,
 }
 
 impl Builder<'_> {
@@ -424,16 +455,53 @@ impl Builder<'_> {
         )
     }
 
-    fn layer(&mut self, l: usize, x: &str, bias: &str) -> Result<String> {
+    /// Encoder layer `l` over `x`; `mask` is the additive bias ([`Attention::Onnx`]) or the
+    /// `[b, s]` mask itself ([`Attention::Fused`]).
+    fn layer(&mut self, l: usize, x: &str, mask: &str) -> Result<String> {
         let c = self.w.config.clone();
         let p = format!("encoder.layer.{l}");
         let q = self.dense(&format!("{p}.attention.self.query"), x)?;
         let k = self.dense(&format!("{p}.attention.self.key"), x)?;
         let v = self.dense(&format!("{p}.attention.self.value"), x)?;
+        let ctx = match self.attention {
+            Attention::Fused => self.g.op_in(
+                &format!("{p}.attention"),
+                bert_attention::DOMAIN,
+                bert_attention::OP_TYPE,
+                &[&q, &k, &v, mask],
+                vec![attr_int("heads", c.num_attention_heads as i64)],
+            ),
+            Attention::Onnx => self.onnx_attention(&p, (&q, &k, &v), mask),
+        };
+        let attn = self.dense(&format!("{p}.attention.output.dense"), &ctx)?;
+        let res = self
+            .g
+            .op(&format!("{p}.attn_res"), "Add", &[&attn, x], vec![]);
+        let x = self.layer_norm(
+            &format!("{p}.attn_norm"),
+            &res,
+            &format!("{p}.attention.output.LayerNorm"),
+        )?;
+        let h = self.dense(&format!("{p}.intermediate.dense"), &x)?;
+        let h = self.gelu(&format!("{p}.gelu"), &h);
+        let out = self.dense(&format!("{p}.output.dense"), &h)?;
+        let res = self
+            .g
+            .op(&format!("{p}.ffn_res"), "Add", &[&out, &x], vec![]);
+        self.layer_norm(
+            &format!("{p}.ffn_norm"),
+            &res,
+            &format!("{p}.output.LayerNorm"),
+        )
+    }
+
+    /// Self-attention of layer prefix `p` in standard ONNX ops, `bias` the additive mask.
+    fn onnx_attention(&mut self, p: &str, (q, k, v): (&str, &str, &str), bias: &str) -> String {
+        let c = self.w.config.clone();
         let (q, k, v) = (
-            self.heads(&format!("{p}.q"), &q),
-            self.heads(&format!("{p}.k"), &k),
-            self.heads(&format!("{p}.v"), &v),
+            self.heads(&format!("{p}.q"), q),
+            self.heads(&format!("{p}.k"), k),
+            self.heads(&format!("{p}.v"), v),
         );
         let g = &mut *self.g;
         let kt = g.op(
@@ -461,31 +529,11 @@ impl Builder<'_> {
             vec![attr_ints("perm", &[0, 2, 1, 3])],
         );
         let merged = g.ints(&[0, 0, c.hidden_size as i64]);
-        let ctx = g.op(
+        g.op(
             &format!("{p}.ctx_merged"),
             "Reshape",
             &[&ctx, &merged],
             vec![],
-        );
-        let attn = self.dense(&format!("{p}.attention.output.dense"), &ctx)?;
-        let res = self
-            .g
-            .op(&format!("{p}.attn_res"), "Add", &[&attn, x], vec![]);
-        let x = self.layer_norm(
-            &format!("{p}.attn_norm"),
-            &res,
-            &format!("{p}.attention.output.LayerNorm"),
-        )?;
-        let h = self.dense(&format!("{p}.intermediate.dense"), &x)?;
-        let h = self.gelu(&format!("{p}.gelu"), &h);
-        let out = self.dense(&format!("{p}.output.dense"), &h)?;
-        let res = self
-            .g
-            .op(&format!("{p}.ffn_res"), "Add", &[&out, &x], vec![]);
-        self.layer_norm(
-            &format!("{p}.ffn_norm"),
-            &res,
-            &format!("{p}.output.LayerNorm"),
         )
     }
 
