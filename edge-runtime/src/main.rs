@@ -53,6 +53,7 @@ fn main() -> std::process::ExitCode {
 fn bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Llm(args) => cli::bench::llm::bench(args),
+        BenchCommand::Embed(args) => cli::bench::embed::bench(args),
         BenchCommand::Governor(args) => cli::bench::governor::bench(&args),
         BenchCommand::Eco(args) => cli::bench::eco::bench(&args),
         BenchCommand::Rag(args) => cli::bench::rag::bench(&args),

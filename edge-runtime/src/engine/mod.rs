@@ -2,6 +2,7 @@
 //! transformer from an ONNX model folder (Hugging Face Optimum layout), runs prefill and
 //! incremental decode with the KV cache fed back, samples, and imports GGUF files into that
 //! layout. Nothing here knows about temperatures, telemetry or the network.
+pub mod bert_attention;
 pub mod chat;
 pub mod embed;
 pub mod generate;

@@ -96,14 +96,9 @@ impl Encoder for NamedEncoder {
     }
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, IndexError> {
-        texts
-            .iter()
-            .map(|t| {
-                self.embedder
-                    .embed(t)
-                    .map_err(|e| IndexError::Embed(format!("{e:#}")))
-            })
-            .collect()
+        self.embedder
+            .embed_batch(texts)
+            .map_err(|e| IndexError::Embed(format!("{e:#}")))
     }
 }
 

@@ -20,6 +20,7 @@
     reason = "SIMD kernels: every block states its SAFETY contract"
 )]
 
+pub mod attention;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(test)]

@@ -5,6 +5,17 @@
 //!
 //! Inputs `input_ids`, `attention_mask` and `position_ids` (`[batch, sequence_length]` i64);
 //! output `embeddings` (`[batch, hidden]` f32). Every sequence uses token type 0.
+//!
+//! The encoder layers' linear maps (query, key, value, attention output, both feed-forward
+//! maps) are f32 `MatMul`s in [`EmbedPrecision::F32`], or in [`EmbedPrecision::Q8`] the
+//! engine's [`GgmlMatMul`](crate::engine::ggml_op) over Q8_0 blocks of the same weights (a
+//! graph only the engine's parser, [`ggml_op::onnx`], reads). Embeddings, norms and attention
+//! stay f32 in both.
+//!
+//! Self-attention is written either in standard ONNX ops ([`Attention::Onnx`]: reshapes,
+//! transposes, batched `MatMul`s, an additive mask, `Softmax`; what any runtime reads) or as
+//! one [`BertAttention`](crate::engine::bert_attention) node per layer ([`Attention::Fused`],
+//! for the engine).
 
 use std::collections::HashMap;
 
@@ -14,6 +25,28 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{GraphProto, ModelProto, OperatorSetIdProto};
 
 use super::proto::{Dim, GraphBuilder, attr_float, attr_int, attr_ints, value_info};
+use crate::engine::quant::{GgmlType, quantize};
+use crate::engine::{bert_attention, ggml_op};
+
+/// How self-attention is written in the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attention {
+    /// Standard ONNX ops, with the mask as an additive bias.
+    Onnx,
+    /// One engine `BertAttention` node per layer (a mask of ones then zeros).
+    Fused,
+}
+
+/// How the encoder layers' linear maps hold and multiply their weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EmbedPrecision {
+    /// f32 weights, tract's f32 products.
+    #[default]
+    F32,
+    /// Q8_0 weight blocks (32 values per f16 scale), the engine's integer-dot kernels on
+    /// activations quantized per 32-value block.
+    Q8,
+}
 
 /// The `config.json` fields of a BERT encoder, checked by [`BertConfig::validate`].
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -121,6 +154,33 @@ impl BertWeights {
         Ok(weights)
     }
 
+    /// Every tensor of `config` filled with small pseudo-random values from `seed` (norm
+    /// scales near 1), for tests that need an encoder without a model file.
+    #[cfg(test)]
+    pub(crate) fn seeded(config: BertConfig, seed: u64) -> Self {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let tensors = expected_tensors(&config)
+            .into_iter()
+            .map(|(name, shape)| {
+                let len: usize = shape.iter().product();
+                let offset = if name.ends_with("LayerNorm.weight") {
+                    1.0
+                } else {
+                    0.0
+                };
+                let values = (0..len).map(|_| offset + 0.2 * next()).collect();
+                (name, (shape, values))
+            })
+            .collect();
+        Self { config, tensors }
+    }
+
     fn get(&self, name: &str) -> Result<&(Vec<usize>, Vec<f32>)> {
         self.tensors
             .get(name)
@@ -171,15 +231,25 @@ fn token_type_row(w: &BertWeights) -> Option<Vec<f32>> {
         .then(|| values[..shape[1]].to_vec())
 }
 
-/// Builds the encoder graph for `w`.
-pub fn bert_model_proto(w: &BertWeights) -> Result<ModelProto> {
+/// Builds the encoder graph for `w`, its linear maps in `precision`, its attention written as
+/// `attention` says.
+pub fn bert_model_proto(
+    w: &BertWeights,
+    precision: EmbedPrecision,
+    attention: Attention,
+) -> Result<ModelProto> {
     let c = &w.config;
     let mut g = GraphBuilder::default();
     let ids_dims = [Dim::Named("batch"), Dim::Named("sequence_length")];
     let inputs = ["input_ids", "attention_mask", "position_ids"]
         .map(|n| value_info(n, DataType::Int64, &ids_dims))
         .to_vec();
-    let mut b = Builder { g: &mut g, w };
+    let mut b = Builder {
+        g: &mut g,
+        w,
+        precision,
+        attention,
+    };
     let gather0 = vec![attr_int("axis", 0)];
     let words = b.init("embeddings.word_embeddings.weight")?;
     let positions = b.init("embeddings.position_embeddings.weight")?;
@@ -209,12 +279,16 @@ pub fn bert_model_proto(w: &BertWeights) -> Result<ModelProto> {
         &["attention_mask"],
         vec![attr_int("to", DataType::Float as i64)],
     );
-    let axes12 = g.ints(&[1, 2]);
-    let mask4 = g.op("mask.b11s", "Unsqueeze", &[&mask, &axes12], vec![]);
-    let one = g.float_scalar(1.0);
-    let inv = g.op("mask.inverse", "Sub", &[&one, &mask4], vec![]);
-    let big = g.float_scalar(-10000.0);
-    let bias = g.op("mask.bias", "Mul", &[&inv, &big], vec![]);
+    let bias = if attention == Attention::Onnx {
+        let axes12 = g.ints(&[1, 2]);
+        let mask4 = g.op("mask.b11s", "Unsqueeze", &[&mask, &axes12], vec![]);
+        let one = g.float_scalar(1.0);
+        let inv = g.op("mask.inverse", "Sub", &[&one, &mask4], vec![]);
+        let big = g.float_scalar(-10000.0);
+        g.op("mask.bias", "Mul", &[&inv, &big], vec![])
+    } else {
+        "attention_mask".to_string()
+    };
     for l in 0..c.num_hidden_layers {
         x = b.layer(l, &x, &bias)?;
     }
@@ -250,10 +324,7 @@ pub fn bert_model_proto(w: &BertWeights) -> Result<ModelProto> {
     )];
     Ok(ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
+        opset_import: opsets(precision, attention),
         producer_name: "thermo-adaptive-pipeline".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(GraphProto {
@@ -268,9 +339,32 @@ pub fn bert_model_proto(w: &BertWeights) -> Result<ModelProto> {
     })
 }
 
+/// The default opset, and the engine's op domains the graph uses.
+fn opsets(precision: EmbedPrecision, attention: Attention) -> Vec<OperatorSetIdProto> {
+    let mut sets = vec![OperatorSetIdProto {
+        domain: String::new(),
+        version: 17,
+    }];
+    if precision == EmbedPrecision::Q8 {
+        sets.push(OperatorSetIdProto {
+            domain: ggml_op::DOMAIN.into(),
+            version: 1,
+        });
+    }
+    if attention == Attention::Fused {
+        sets.push(OperatorSetIdProto {
+            domain: bert_attention::DOMAIN.into(),
+            version: 1,
+        });
+    }
+    sets
+}
+
 struct Builder<'a> {
     g: &'a mut GraphBuilder,
     w: &'a BertWeights,
+    precision: EmbedPrecision,
+    attention: Attention,
 }
 
 impl Builder<'_> {
@@ -280,23 +374,50 @@ impl Builder<'_> {
         Ok(self.g.init_f32(name, shape, values))
     }
 
-    /// `x · Wᵀ + b` for the `[out, in]` weight and bias of `prefix`, `W` written transposed.
+    /// `x · Wᵀ + b` for the `[out, in]` weight and bias of `prefix`: an f32 `MatMul` over `W`
+    /// written transposed, or a `GgmlMatMul` over `W`'s rows in Q8_0 blocks.
     fn dense(&mut self, prefix: &str, x: &str) -> Result<String> {
         let (shape, values) = self.w.get(&format!("{prefix}.weight"))?;
         let (rows, cols) = (shape[0], shape[1]);
-        let mut t = vec![0f32; rows * cols];
-        for (r, row) in values.chunks_exact(cols).enumerate() {
-            for (c, v) in row.iter().enumerate() {
-                t[c * rows + r] = *v;
+        let y = match self.precision {
+            EmbedPrecision::F32 => {
+                let mut t = vec![0f32; rows * cols];
+                for (r, row) in values.chunks_exact(cols).enumerate() {
+                    for (c, v) in row.iter().enumerate() {
+                        t[c * rows + r] = *v;
+                    }
+                }
+                let wt = self
+                    .g
+                    .init_f32(&format!("{prefix}.weight_t"), &[cols, rows], &t);
+                self.g
+                    .op(&format!("{prefix}.matmul"), "MatMul", &[x, &wt], vec![])
             }
-        }
-        let wt = self
-            .g
-            .init_f32(&format!("{prefix}.weight_t"), &[cols, rows], &t);
+            EmbedPrecision::Q8 => {
+                ensure!(
+                    cols.is_multiple_of(GgmlType::Q8_0.block_values()),
+                    "{prefix}: {cols} inputs are not whole Q8_0 blocks"
+                );
+                let blocks = quantize(GgmlType::Q8_0, values)
+                    .with_context(|| format!("quantizing {prefix}"))?;
+                let row_bytes = blocks.len() / rows;
+                let blocks = self
+                    .g
+                    .init_u8(&format!("{prefix}.q8_0"), &[rows, row_bytes], blocks);
+                self.g.op_in(
+                    &format!("{prefix}.matmul"),
+                    ggml_op::DOMAIN,
+                    ggml_op::OP_TYPE,
+                    &[x, &blocks],
+                    vec![
+                        attr_int("K", cols as i64),
+                        attr_int("N", rows as i64),
+                        attr_int("ggml_type", i64::from(GgmlType::Q8_0.id())),
+                    ],
+                )
+            }
+        };
         let bias = self.init(&format!("{prefix}.bias"))?;
-        let y = self
-            .g
-            .op(&format!("{prefix}.matmul"), "MatMul", &[x, &wt], vec![]);
         Ok(self
             .g
             .op(&format!("{prefix}.out"), "Add", &[&y, &bias], vec![]))
@@ -334,16 +455,53 @@ impl Builder<'_> {
         )
     }
 
-    fn layer(&mut self, l: usize, x: &str, bias: &str) -> Result<String> {
+    /// Encoder layer `l` over `x`; `mask` is the additive bias ([`Attention::Onnx`]) or the
+    /// `[b, s]` mask itself ([`Attention::Fused`]).
+    fn layer(&mut self, l: usize, x: &str, mask: &str) -> Result<String> {
         let c = self.w.config.clone();
         let p = format!("encoder.layer.{l}");
         let q = self.dense(&format!("{p}.attention.self.query"), x)?;
         let k = self.dense(&format!("{p}.attention.self.key"), x)?;
         let v = self.dense(&format!("{p}.attention.self.value"), x)?;
+        let ctx = match self.attention {
+            Attention::Fused => self.g.op_in(
+                &format!("{p}.attention"),
+                bert_attention::DOMAIN,
+                bert_attention::OP_TYPE,
+                &[&q, &k, &v, mask],
+                vec![attr_int("heads", c.num_attention_heads as i64)],
+            ),
+            Attention::Onnx => self.onnx_attention(&p, (&q, &k, &v), mask),
+        };
+        let attn = self.dense(&format!("{p}.attention.output.dense"), &ctx)?;
+        let res = self
+            .g
+            .op(&format!("{p}.attn_res"), "Add", &[&attn, x], vec![]);
+        let x = self.layer_norm(
+            &format!("{p}.attn_norm"),
+            &res,
+            &format!("{p}.attention.output.LayerNorm"),
+        )?;
+        let h = self.dense(&format!("{p}.intermediate.dense"), &x)?;
+        let h = self.gelu(&format!("{p}.gelu"), &h);
+        let out = self.dense(&format!("{p}.output.dense"), &h)?;
+        let res = self
+            .g
+            .op(&format!("{p}.ffn_res"), "Add", &[&out, &x], vec![]);
+        self.layer_norm(
+            &format!("{p}.ffn_norm"),
+            &res,
+            &format!("{p}.output.LayerNorm"),
+        )
+    }
+
+    /// Self-attention of layer prefix `p` in standard ONNX ops, `bias` the additive mask.
+    fn onnx_attention(&mut self, p: &str, (q, k, v): (&str, &str, &str), bias: &str) -> String {
+        let c = self.w.config.clone();
         let (q, k, v) = (
-            self.heads(&format!("{p}.q"), &q),
-            self.heads(&format!("{p}.k"), &k),
-            self.heads(&format!("{p}.v"), &v),
+            self.heads(&format!("{p}.q"), q),
+            self.heads(&format!("{p}.k"), k),
+            self.heads(&format!("{p}.v"), v),
         );
         let g = &mut *self.g;
         let kt = g.op(
@@ -371,31 +529,11 @@ impl Builder<'_> {
             vec![attr_ints("perm", &[0, 2, 1, 3])],
         );
         let merged = g.ints(&[0, 0, c.hidden_size as i64]);
-        let ctx = g.op(
+        g.op(
             &format!("{p}.ctx_merged"),
             "Reshape",
             &[&ctx, &merged],
             vec![],
-        );
-        let attn = self.dense(&format!("{p}.attention.output.dense"), &ctx)?;
-        let res = self
-            .g
-            .op(&format!("{p}.attn_res"), "Add", &[&attn, x], vec![]);
-        let x = self.layer_norm(
-            &format!("{p}.attn_norm"),
-            &res,
-            &format!("{p}.attention.output.LayerNorm"),
-        )?;
-        let h = self.dense(&format!("{p}.intermediate.dense"), &x)?;
-        let h = self.gelu(&format!("{p}.gelu"), &h);
-        let out = self.dense(&format!("{p}.output.dense"), &h)?;
-        let res = self
-            .g
-            .op(&format!("{p}.ffn_res"), "Add", &[&out, &x], vec![]);
-        self.layer_norm(
-            &format!("{p}.ffn_norm"),
-            &res,
-            &format!("{p}.output.LayerNorm"),
         )
     }
 

@@ -1,0 +1,246 @@
+//! Softmax attention of one head over strided f32 rows, the inner step of the encoder's fused
+//! attention: `out = softmax(scale · Q Kᵀ) V` for the first `len` rows of a sequence, the
+//! products on matrixmultiply's f32 GEMM (read in place through strides, nothing transposed)
+//! and the rows' softmax on tract's vectorised row kernels.
+
+use anyhow::{Result, ensure};
+use tract_linalg::element_wise::ElementWise;
+use tract_linalg::reduce::{MapReduce, Reduce};
+use tract_linalg::routines::Func;
+
+/// tract's f32 row kernels a softmax takes: max, exp-and-sum, scale. Built once, used for
+/// every row.
+pub struct RowSoftmax {
+    max: Box<dyn Reduce<f32>>,
+    exp_sum: Box<dyn MapReduce<f32, f32>>,
+    scale: Box<dyn ElementWise<f32, f32>>,
+}
+
+impl std::fmt::Debug for RowSoftmax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowSoftmax").finish_non_exhaustive()
+    }
+}
+
+impl RowSoftmax {
+    /// The best kernels for this CPU.
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            max: Func::ReduceMax.reduce_f32()?,
+            exp_sum: Func::Softmax2.map_reduce_f32()?,
+            scale: Func::MulByScalar.ew_f32_param()?,
+        })
+    }
+
+    /// Softmax of `row`, in place.
+    fn run(&self, row: &mut [f32]) -> Result<()> {
+        let max = self.max.run(row)?;
+        let sum = self.exp_sum.run_with_params(row, max)?;
+        self.scale.run_with_params(row, sum.recip())
+    }
+}
+
+/// One head's rows: row `i`'s `d` values start at `i · stride + offset` of the buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadRows {
+    /// Where row 0 starts.
+    pub offset: usize,
+    /// Distance between rows.
+    pub stride: usize,
+}
+
+impl HeadRows {
+    /// Whether `rows` rows of `d` values fit in a buffer of `len`.
+    fn fits(self, buffer: usize, rows: usize, d: usize) -> bool {
+        rows == 0
+            || d == 0
+            || (rows - 1)
+                .checked_mul(self.stride)
+                .and_then(|x| x.checked_add(self.offset))
+                .and_then(|x| x.checked_add(d))
+                .is_some_and(|end| end <= buffer)
+    }
+}
+
+/// `out[i] = Σ_j softmax_j(scale · q[i] · k[j]) · v[j]` for `i, j < len`, every row `d`
+/// values read and written at `rows` (the same layout in all four buffers). `scores` is
+/// scratch of at least `len · len` values.
+#[allow(clippy::too_many_arguments, reason = "one head's whole geometry")]
+pub fn attention_head(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    rows: HeadRows,
+    (len, d): (usize, usize),
+    scale: f32,
+    softmax: &RowSoftmax,
+    scores: &mut [f32],
+) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let fits = [q.len(), k.len(), v.len(), out.len()]
+        .iter()
+        .all(|&b| rows.fits(b, len, d));
+    ensure!(
+        fits && d > 0 && scores.len() >= len * len && rows.stride >= d,
+        "attention over {len} rows of {d} at {rows:?} in buffers of {}, {}, {}, {} with {} \
+         scratch",
+        q.len(),
+        k.len(),
+        v.len(),
+        out.len(),
+        scores.len()
+    );
+    let scores = &mut scores[..len * len];
+    let stride = rows.stride as isize;
+    // SAFETY: every pointer is into a live slice; `fits` checked that rows `0..len` of `d`
+    // values at `offset + i · stride` lie inside q, k, v and out, and `scores` holds `len`
+    // rows of `len` values. A: q rows (row stride `stride`, column stride 1); B: kᵀ
+    // (row stride 1, column stride `stride`); C: `len × len` written at row stride `len`.
+    // `out` is the only buffer written and no input aliases it (distinct borrows).
+    unsafe {
+        matrixmultiply::sgemm(
+            len,
+            d,
+            len,
+            scale,
+            q.as_ptr().add(rows.offset),
+            stride,
+            1,
+            k.as_ptr().add(rows.offset),
+            1,
+            stride,
+            0.0,
+            scores.as_mut_ptr(),
+            len as isize,
+            1,
+        );
+    }
+    for row in scores.chunks_exact_mut(len) {
+        softmax.run(row)?;
+    }
+    // SAFETY: as above; A: the `len × len` probabilities at row stride `len`; B: v rows
+    // (row stride `stride`, column stride 1); C: out rows, `len × d` at row stride `stride`,
+    // inside `out` by `fits`.
+    unsafe {
+        matrixmultiply::sgemm(
+            len,
+            len,
+            d,
+            1.0,
+            scores.as_ptr(),
+            len as isize,
+            1,
+            v.as_ptr().add(rows.offset),
+            stride,
+            1,
+            0.0,
+            out.as_mut_ptr().add(rows.offset),
+            stride,
+            1,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain loops: the definition.
+    fn reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        rows: HeadRows,
+        len: usize,
+        d: usize,
+        scale: f32,
+    ) -> Vec<f32> {
+        let at = |b: &[f32], i: usize, c: usize| b[rows.offset + i * rows.stride + c];
+        let mut out = vec![0.0; len * d];
+        for i in 0..len {
+            let s: Vec<f32> = (0..len)
+                .map(|j| scale * (0..d).map(|c| at(q, i, c) * at(k, j, c)).sum::<f32>())
+                .collect();
+            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = s.iter().map(|x| (x - max).exp()).collect();
+            let total: f32 = e.iter().sum();
+            for c in 0..d {
+                out[i * d + c] = (0..len).map(|j| e[j] / total * at(v, j, c)).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn one_head_of_interleaved_rows_matches_the_plain_loops_at_every_length() {
+        let (heads, d) = (3, 8);
+        let stride = heads * d;
+        for len in [1, 2, 3, 5, 8, 13] {
+            let n = len * stride;
+            let fill = |seed: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|i| ((i * 31 + seed * 17) % 23) as f32 / 7.0 - 1.5)
+                    .collect()
+            };
+            let (q, k, v) = (fill(1), fill(2), fill(3));
+            for h in 0..heads {
+                let rows = HeadRows {
+                    offset: h * d,
+                    stride,
+                };
+                let mut out = vec![9.0; n];
+                let mut scores = vec![0.0; len * len];
+                let softmax = RowSoftmax::new().expect("kernels");
+                attention_head(
+                    &q,
+                    &k,
+                    &v,
+                    &mut out,
+                    rows,
+                    (len, d),
+                    0.35,
+                    &softmax,
+                    &mut scores,
+                )
+                .expect("fits");
+                let want = reference(&q, &k, &v, rows, len, d, 0.35);
+                for i in 0..len {
+                    for c in 0..d {
+                        let got = out[h * d + i * stride + c];
+                        assert!(
+                            (got - want[i * d + c]).abs() < 1e-4,
+                            "len {len} head {h} ({i}, {c}): {got} vs {}",
+                            want[i * d + c]
+                        );
+                    }
+                    // The other heads' columns are untouched.
+                    let other = (h + 1) % heads;
+                    assert_eq!(out[other * d + i * stride], 9.0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_beyond_a_buffer_or_short_scratch_are_an_error_not_a_read() {
+        let buf = vec![0.0f32; 40];
+        let mut out = vec![0.0f32; 40];
+        let mut scores = vec![0.0f32; 64];
+        let rows = HeadRows {
+            offset: 4,
+            stride: 8,
+        };
+        let sm = RowSoftmax::new().expect("kernels");
+        let mut run = |len, d, scores: &mut [f32]| {
+            attention_head(&buf, &buf, &buf, &mut out, rows, (len, d), 1.0, &sm, scores)
+        };
+        assert!(run(5, 4, &mut scores).is_ok());
+        assert!(run(5, 5, &mut scores).is_err());
+        assert!(run(6, 4, &mut scores).is_err());
+        assert!(run(5, 4, &mut [0.0; 10]).is_err());
+    }
+}
