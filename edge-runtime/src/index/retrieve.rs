@@ -165,6 +165,25 @@ mod tests {
         }
     }
 
+    /// Adds `file` (a file or folder) to the index at `path` with the bag-of-words encoder.
+    fn index_paths(path: &Path, file: std::path::PathBuf) {
+        let enc = Words("words", 64);
+        let mut store = Store::open(path, &enc.id()).expect("open");
+        add(
+            &mut store,
+            &enc,
+            &[file],
+            &AddOptions::default(),
+            &mut |work| {
+                work();
+                true
+            },
+            &|| 0.0,
+            &mut |_| {},
+        )
+        .expect("add");
+    }
+
     fn built(dir: &Path) -> std::path::PathBuf {
         let docs = dir.join("docs");
         std::fs::create_dir(&docs).expect("mkdir");
@@ -179,21 +198,7 @@ mod tests {
         )
         .expect("write");
         let path = dir.join("index.sqlite");
-        let enc = Words("words", 64);
-        let mut store = Store::open(&path, &enc.id()).expect("open");
-        add(
-            &mut store,
-            &enc,
-            &[docs],
-            &AddOptions::default(),
-            &mut |work| {
-                work();
-                true
-            },
-            &|| 0.0,
-            &mut |_| {},
-        )
-        .expect("add");
+        index_paths(&path, docs);
         path
     }
 
@@ -234,21 +239,7 @@ mod tests {
         assert!(!r.refresh().expect("refresh"), "nothing changed yet");
         let more = dir.path().join("fan.txt");
         std::fs::write(&more, "The fan spins at 3000 rpm when the chip is hot.").expect("w");
-        let enc = Words("words", 64);
-        let mut store = Store::open(&path, &enc.id()).expect("open");
-        add(
-            &mut store,
-            &enc,
-            &[more],
-            &AddOptions::default(),
-            &mut |work| {
-                work();
-                true
-            },
-            &|| 0.0,
-            &mut |_| {},
-        )
-        .expect("add");
+        index_paths(&path, more);
         assert!(
             r.refresh().expect("refresh"),
             "another connection committed"

@@ -430,17 +430,9 @@ async fn handle_admitted(
     if !app.freshness.governor().is_running() {
         return app.reject(ApiError::governor_stopped());
     }
-    let body = match body {
+    let body = match read_body(&app, body) {
         Ok(b) => b,
-        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return app.reject(ApiError::too_large(app.max_body_bytes));
-        }
-        Err(rej) => {
-            return app.reject(ApiError::invalid(
-                None,
-                format!("The request body could not be read: {rej}"),
-            ));
-        }
+        Err(e) => return app.reject(e),
     };
     if let Some(lp) = &app.agent_loop
         && let Err(refusal) = lp.admit(client, &body)
@@ -507,6 +499,20 @@ async fn handle_admitted(
             .into_response()
     } else {
         whole(app, rx, guard, rid, citations).await
+    }
+}
+
+/// The body, or the error for one too large or unreadable.
+fn read_body(app: &App, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    match body {
+        Ok(b) => Ok(b),
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::too_large(app.max_body_bytes))
+        }
+        Err(rej) => Err(ApiError::invalid(
+            None,
+            format!("The request body could not be read: {rej}"),
+        )),
     }
 }
 
@@ -597,17 +603,9 @@ async fn embeddings(
             )
         });
     };
-    let body = match body {
+    let body = match read_body(&app, body) {
         Ok(b) => b,
-        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return app.reject(ApiError::too_large(app.max_body_bytes));
-        }
-        Err(rej) => {
-            return app.reject(ApiError::invalid(
-                None,
-                format!("The request body could not be read: {rej}"),
-            ));
-        }
+        Err(e) => return app.reject(e),
     };
     let model = knowledge.encoder_id();
     let req = match super::rag::parse_embeddings(&body, &model) {
