@@ -60,6 +60,10 @@ pub enum Refusal {
 
 type Key = [u8; 32];
 
+/// Most request and error keys remembered at once: past it, requests of new keys are served
+/// without being remembered (the detector fails open, it never grows without bound).
+pub const MAX_KEYS: usize = 65_536;
+
 fn digest(client: &str, text: &str) -> Key {
     let normalised = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut h = Sha256::new();
@@ -97,7 +101,9 @@ impl AgentLoopDetector {
     pub fn admit(&mut self, client: &str, request: &str, now: Duration) -> Result<(), Refusal> {
         let window = self.cfg.window;
         let key = digest(client, request);
-        self.last_request.insert(client.to_string(), key);
+        if self.last_request.len() < MAX_KEYS || self.last_request.contains_key(client) {
+            self.last_request.insert(client.to_string(), key);
+        }
         if let Some((error, q)) = self.errors.get_mut(&key) {
             Self::prune(q, now, window);
             if q.len() >= self.cfg.max_errors {
@@ -108,9 +114,18 @@ impl AgentLoopDetector {
                 });
             }
         }
+        if self.cfg.max_repeats == usize::MAX
+            || (self.requests.len() >= MAX_KEYS && !self.requests.contains_key(&key))
+        {
+            return Ok(());
+        }
         let q = self.requests.entry(key).or_default();
         Self::prune(q, now, window);
         q.push_back(now);
+        // Only whether more than `max_repeats` fall in the window matters: older ones go.
+        while q.len() > self.cfg.max_repeats.saturating_add(1) {
+            q.pop_front();
+        }
         if q.len() > self.cfg.max_repeats {
             return Err(Refusal::RepeatedRequest {
                 count: q.len(),
@@ -126,6 +141,11 @@ impl AgentLoopDetector {
         let Some(&key) = self.last_request.get(client) else {
             return;
         };
+        if self.cfg.max_errors == usize::MAX
+            || (self.errors.len() >= MAX_KEYS && !self.errors.contains_key(&key))
+        {
+            return;
+        }
         let normalised = error.split_whitespace().collect::<Vec<_>>().join(" ");
         let entry = self
             .errors
@@ -135,6 +155,9 @@ impl AgentLoopDetector {
             *entry = (normalised, VecDeque::new());
         }
         entry.1.push_back(now);
+        while entry.1.len() > self.cfg.max_errors {
+            entry.1.pop_front();
+        }
     }
 
     /// Forgets entries older than the window (call now and then on a long-running server).
@@ -148,6 +171,11 @@ impl AgentLoopDetector {
             Self::prune(q, now, window);
             !q.is_empty()
         });
+        // A client whose last request has expired is forgotten too, so a stream of distinct
+        // `user` names cannot grow the map without bound.
+        let requests = &self.requests;
+        self.last_request
+            .retain(|_, key| requests.contains_key(key));
     }
 }
 
@@ -206,5 +234,47 @@ mod tests {
         // After the window the errors have expired.
         d.expire(s(200));
         assert_eq!(d.admit("a", "call tool X", s(200)), Ok(()));
+    }
+
+    #[test]
+    fn memory_stays_bounded_however_many_requests_arrive() {
+        let mut d = AgentLoopDetector::new(AgentLoopConfig::default());
+        for t in 0..10_000 {
+            let _ = d.admit("agent", "Fix the build", s(t % 100));
+            d.record_error("agent", "it failed", s(t % 100));
+        }
+        assert!(d.requests.values().all(|q| q.len() <= 4));
+        assert!(d.errors.values().all(|(_, q)| q.len() <= 3));
+        // Off (the service's `0`): nothing is remembered.
+        let mut off = AgentLoopDetector::new(AgentLoopConfig {
+            max_repeats: usize::MAX,
+            max_errors: usize::MAX,
+            window: s(300),
+        });
+        for t in 0..1000 {
+            assert_eq!(off.admit("agent", "Fix the build", s(t)), Ok(()));
+            off.record_error("agent", "it failed", s(t));
+        }
+        assert!(off.requests.is_empty() && off.errors.is_empty());
+        // Past MAX_KEYS distinct requests, new ones are served and not remembered.
+        let mut many = AgentLoopDetector::new(AgentLoopConfig::default());
+        for i in 0..MAX_KEYS + 10 {
+            assert_eq!(many.admit(&format!("u{i}"), "hello", s(0)), Ok(()));
+        }
+        assert_eq!(many.requests.len(), MAX_KEYS);
+        assert_eq!(many.last_request.len(), MAX_KEYS);
+    }
+
+    #[test]
+    fn expired_clients_are_forgotten() {
+        let mut d = AgentLoopDetector::new(AgentLoopConfig::default());
+        for i in 0..1000 {
+            let user = format!("user-{i}");
+            assert_eq!(d.admit(&user, "hello", s(0)), Ok(()));
+        }
+        assert_eq!(d.last_request.len(), 1000);
+        d.expire(s(1000));
+        assert!(d.requests.is_empty());
+        assert!(d.last_request.is_empty(), "{}", d.last_request.len());
     }
 }

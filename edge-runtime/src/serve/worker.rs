@@ -192,13 +192,35 @@ impl std::fmt::Debug for WorkerContext {
     }
 }
 
-/// Runs jobs until the scheduler is closed and drained.
+/// Runs jobs until the scheduler is closed and drained. The worker keeps one KV state and
+/// empties it between jobs of the same model (a new model, after an adapter swap, gets a new
+/// one): a job allocates no run state of its own, and a long-running service's memory stays
+/// flat.
 pub fn work(ctx: WorkerContext) {
+    let mut kept: Option<KvState> = None;
     while let Some(job) = ctx.scheduler.next() {
         let t = Instant::now();
-        run_job(&ctx, job);
+        run_job(&ctx, job, &mut kept);
         ctx.scheduler.done(t.elapsed());
     }
+}
+
+/// The worker's state, emptied, for `model`: the kept one when it belongs to `model`, else a
+/// new one (kept for the next job).
+fn state_for<'a>(
+    kept: &'a mut Option<KvState>,
+    model: &Arc<LoadedModel>,
+) -> anyhow::Result<&'a mut KvState> {
+    match kept {
+        Some(s) if Arc::ptr_eq(s.model(), model) => s.reset()?,
+        _ => {
+            // Dropped before the new one is made, so two never coexist.
+            *kept = None;
+            *kept = Some(KvState::new(model.clone())?);
+        }
+    }
+    kept.as_mut()
+        .ok_or_else(|| anyhow::anyhow!("no KV state after making one"))
 }
 
 /// Waits for an interactive permit, giving up (`None`) when `stop` says so.
@@ -228,7 +250,7 @@ fn job_guard(ctx: &WorkerContext, max_tokens: usize) -> Option<ZombieGuard> {
     })
 }
 
-fn run_job(ctx: &WorkerContext, job: Job) {
+fn run_job(ctx: &WorkerContext, job: Job, kept: &mut Option<KvState>) {
     if job_gone(ctx, &job) {
         ctx.metrics.add_request(Outcome::Disconnected);
         return;
@@ -237,16 +259,17 @@ fn run_job(ctx: &WorkerContext, job: Job) {
     ctx.meter.poll();
     let mark = ctx.meter.mark();
     let active_now = ctx.active.fetch_add(1, Ordering::AcqRel) + 1;
-    let mut state = match KvState::new(job.model.clone()) {
+    let state = match state_for(kept, &job.model) {
         Ok(s) => s,
         Err(e) => {
+            *kept = None;
             ctx.active.fetch_sub(1, Ordering::AcqRel);
             ctx.metrics.add_request(Outcome::Failed);
             let _ = job.events.blocking_send(Event::Failed(format!("{e:#}")));
             return;
         }
     };
-    let (result, ran) = generate_job(ctx, &job, &mut state, started, &mark, active_now);
+    let (result, ran) = generate_job(ctx, &job, state, started, &mark, active_now);
     match result {
         Ok(stats) => finish_job(ctx, &job, &stats, &ran),
         Err(e) => {
