@@ -20,10 +20,12 @@ const FILES: usize = 1500;
 /// Bytes of one Q8_0 vector of the tiny encoder (32 values: a 2-byte scale and 32 bytes).
 const TINY_VECTOR_BYTES: i64 = 34;
 
-/// `thermo index --index INDEX add` with the tiny encoder and no governor, as a command.
+/// `thermo index --index INDEX add` with the tiny encoder and no governor, as a command; its
+/// thermo home (and so its day ledger) is the index's folder.
 fn add_cmd(index: &Path, args: &[&str]) -> Result<Command> {
     let mut cmd = Command::new(thermo()?);
-    cmd.arg("index")
+    cmd.env("THERMO_HOME", index.parent().context("index folder")?)
+        .arg("index")
         .arg("--index")
         .arg(index)
         .arg("add")
@@ -221,6 +223,19 @@ fn a_kill_9_during_add_keeps_committed_documents_whole_and_the_next_add_goes_on(
     ensure!(
         rows(&conn)? == clean_rows,
         "the resumed index differs from a clean run's"
+    );
+
+    // The day ledger holds the two runs that ended, not the killed one.
+    let ledger: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        tmp.path().join("eco-ledger.json"),
+    )?)?;
+    let days = ledger["days"].as_object().context("ledger days")?;
+    let runs: u64 = days.values().map(|d| count(d, "indexing_runs")).sum();
+    let chunks: u64 = days.values().map(|d| count(d, "indexing_chunks")).sum();
+    ensure!(runs == 2, "{runs} indexing runs in the ledger: {ledger}");
+    ensure!(
+        chunks == count(&clean, "embedded_chunks") + count(&again, "embedded_chunks"),
+        "{chunks} chunks in the ledger: {ledger}"
     );
     Ok(())
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
-use edge_runtime::eco::EcoConfig;
-use edge_runtime::eco::energy::MeterHandle;
+use edge_runtime::eco::energy::{Mark, MeterHandle};
+use edge_runtime::eco::ledger::utc_date;
+use edge_runtime::eco::{EcoConfig, Factors};
 use edge_runtime::engine::set_compute_threads;
 use edge_runtime::governor::Priority;
 use edge_runtime::index::build::{AddOptions, DEFAULT_MAX_FILE_BYTES};
@@ -17,7 +18,7 @@ use edge_runtime::index::{
     AddReport, Encoder, Index, Mode, NamedEncoder, Progress, RetrievalOptions, Retriever, Store,
     add, watch_once,
 };
-use edge_runtime::session::accounting::energy_meter;
+use edge_runtime::session::accounting::{cache_ledger, energy_meter};
 use edge_runtime::session::governed::Governed;
 use edge_runtime::session::rag::{index_path, load_encoder};
 use edge_runtime::shutdown::Shutdown;
@@ -165,6 +166,7 @@ pub fn index(args: IndexArgs) -> Result<()> {
 struct Job {
     governed: Option<Governed>,
     meter: MeterHandle,
+    factors: Factors,
     shutdown: Shutdown,
 }
 
@@ -188,8 +190,40 @@ impl Job {
         Ok(Job {
             governed,
             meter,
+            factors,
             shutdown,
         })
+    }
+
+    fn mark(&self) -> Mark {
+        self.meter.poll();
+        self.meter.mark()
+    }
+
+    /// The footprint of the work since `from`, added to the day ledger as an indexing run
+    /// (a failure to write the ledger is logged, never fatal); returns its summary lines.
+    fn account(&self, from: &Mark, chunks: u64, avoided_j: f64) -> (String, Option<String>) {
+        self.meter.poll();
+        let span = self.meter.since(from);
+        let fp = self.factors.footprint(
+            span.energy_j,
+            &span.source.to_string(),
+            span.duration_s,
+            0,
+            span.wear_hours,
+        );
+        let today = cache_ledger().and_then(|ledger| {
+            ledger
+                .record_indexing(
+                    &utc_date(std::time::SystemTime::now()),
+                    &fp,
+                    chunks,
+                    avoided_j,
+                )
+                .map_err(|e| log::warn!("{e}"))
+                .ok()
+        });
+        (fp.line(), today.map(|t| t.line()))
     }
 
     fn energy_j(&self) -> f64 {
@@ -234,6 +268,7 @@ fn add_cmd(path: &Path, args: AddArgs) -> Result<()> {
         max_file_bytes: args.max_file_mb.saturating_mul(1 << 20),
         count_unchanged: true,
     };
+    let start = job.mark();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files {wide_msg}")
@@ -255,9 +290,19 @@ fn add_cmd(path: &Path, args: AddArgs) -> Result<()> {
         },
     );
     bar.finish_and_clear();
+    let accounted = report
+        .as_ref()
+        .ok()
+        .map(|r| job.account(&start, r.embedded_chunks, r.avoided_j));
     job.finish();
     let report = report?;
     print_report(&report, args.json)?;
+    if let Some((footprint, today)) = accounted {
+        eprintln!("[footprint: {footprint}]");
+        if let Some(today) = today {
+            eprintln!("[today: {today}]");
+        }
+    }
     if report.stopped {
         bail!(
             "stopped before every file was indexed; what was committed stays, run it again to go on"
@@ -383,6 +428,7 @@ fn watch(path: &Path, args: WatchArgs) -> Result<()> {
     let interval = Duration::from_secs_f64(args.interval);
     log::info!("watching {} path(s) every {:?}", args.paths.len(), interval);
     let result = loop {
+        let start = job.mark();
         let pass = watch_once(
             &mut store,
             &encoder,
@@ -404,6 +450,8 @@ fn watch(path: &Path, args: WatchArgs) -> Result<()> {
                     r.spent_j,
                     r.reused_chunks
                 );
+                let (footprint, _) = job.account(&start, r.embedded_chunks, r.avoided_j);
+                log::info!("footprint: {footprint}");
             }
             Ok(_) => {}
             Err(e) => break Err(e.into()),

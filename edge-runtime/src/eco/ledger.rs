@@ -61,6 +61,15 @@ pub struct DayTotals {
     pub memory_storage_g_co2e: f64,
     /// Answers that used retrieval.
     pub memory_answers: u64,
+    /// Memory: energy of indexing runs (`thermo index add` and `watch`), J (a part of
+    /// `joules`).
+    pub indexing_j: f64,
+    /// Memory: energy that indexing avoided by reusing unchanged chunks, J (not spent).
+    pub indexing_avoided_j: f64,
+    /// Memory: indexing runs counted.
+    pub indexing_runs: u64,
+    /// Memory: chunks those runs embedded.
+    pub indexing_chunks: u64,
     /// Upstream: declared training and teacher energy amortised over the day's tokens, J.
     pub upstream_declared_j: f64,
     /// Upstream: declared emissions amortised over the day's tokens, g CO2e.
@@ -91,6 +100,16 @@ impl DayTotals {
         self.add_figures(fp);
         self.training_runs = self.training_runs.saturating_add(1);
         self.training_steps = self.training_steps.saturating_add(steps);
+    }
+
+    /// Adds one indexing run's footprint: `chunks` embedded, `avoided_j` saved by reusing
+    /// unchanged chunks. Its energy is real board energy (in `joules`) and the memory layer's.
+    pub fn add_indexing(&mut self, fp: &Footprint, chunks: u64, avoided_j: f64) {
+        self.add_figures(fp);
+        self.indexing_j += fp.energy_j;
+        self.indexing_avoided_j += avoided_j.max(0.0);
+        self.indexing_runs = self.indexing_runs.saturating_add(1);
+        self.indexing_chunks = self.indexing_chunks.saturating_add(chunks);
     }
 
     /// Adds one answer's or run's hidden layers.
@@ -144,7 +163,7 @@ impl DayTotals {
     }
 
     /// The figures with their names and units, for printing and metrics.
-    pub fn figures(&self) -> [(&'static str, f64); 23] {
+    pub fn figures(&self) -> [(&'static str, f64); 27] {
         [
             ("joules", self.joules),
             ("g_co2e", self.g_co2e),
@@ -162,6 +181,10 @@ impl DayTotals {
             ("memory_prompt_j", self.memory_prompt_j),
             ("memory_storage_g_co2e", self.memory_storage_g_co2e),
             ("memory_answers", self.memory_answers as f64),
+            ("indexing_j", self.indexing_j),
+            ("indexing_avoided_j", self.indexing_avoided_j),
+            ("indexing_runs", self.indexing_runs as f64),
+            ("indexing_chunks", self.indexing_chunks as f64),
             ("upstream_declared_j", self.upstream_declared_j),
             ("upstream_declared_g_co2e", self.upstream_declared_g_co2e),
             (
@@ -186,6 +209,15 @@ impl DayTotals {
                 sig3(self.memory_prompt_j),
                 sig3(self.memory_storage_g_co2e),
                 self.memory_answers
+            ));
+        }
+        if self.indexing_runs > 0 {
+            parts.push(format!(
+                "indexing {} J over {} run(s), {} chunk(s) embedded, {} J avoided by reuse",
+                sig3(self.indexing_j),
+                self.indexing_runs,
+                self.indexing_chunks,
+                sig3(self.indexing_avoided_j)
             ));
         }
         if self.upstream_declared_j > 0.0 || self.upstream_declared_g_co2e > 0.0 {
@@ -427,6 +459,25 @@ impl Ledger {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Adds one indexing run (`chunks` embedded, `avoided_j` saved by reuse) to the totals of
+    /// `date` and returns them.
+    pub fn record_indexing(
+        &self,
+        date: &str,
+        fp: &Footprint,
+        chunks: u64,
+        avoided_j: f64,
+    ) -> Result<DayTotals, LedgerError> {
+        if !avoided_j.is_finite() {
+            return Err(LedgerError::NonFinite {
+                path: self.path.display().to_string(),
+                figure: "indexing_avoided_j",
+                value: avoided_j,
+            });
+        }
+        self.update(date, |day| day.add_indexing(fp, chunks, avoided_j))
     }
 
     /// Adds one training run of `steps` optimizer steps to the totals of `date` and returns
@@ -699,6 +750,36 @@ mod tests {
             .record("2026-11-29", &fp(1.0, 1))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((t.joules, t.requests), (3.0, 3));
+    }
+
+    #[test]
+    fn an_indexing_run_adds_board_energy_and_the_memory_layers_indexing_totals() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let l = Ledger::new(dir.path().join("eco-ledger.json"));
+        l.record("2026-12-03", &fp(3.0, 4))
+            .unwrap_or_else(|e| panic!("{e}"));
+        l.record_indexing("2026-12-03", &fp(20.0, 0), 150, 5.0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = l
+            .record_indexing("2026-12-03", &fp(2.0, 0), 10, 18.0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Board energy includes indexing; answers and tokens do not.
+        assert_eq!((t.joules, t.requests, t.tokens), (25.0, 1, 4));
+        assert_eq!((t.indexing_j, t.indexing_avoided_j), (22.0, 23.0));
+        assert_eq!((t.indexing_runs, t.indexing_chunks), (2, 160));
+        let line = t.line();
+        assert!(
+            line.contains("indexing 22.0 J over 2 run(s), 160 chunk(s) embedded, 23.0 J avoided"),
+            "{line}"
+        );
+        let figures = t.figures();
+        assert!(figures.contains(&("indexing_j", 22.0)), "{figures:?}");
+        let err = l
+            .record_indexing("2026-12-03", &fp(1.0, 0), 1, f64::NAN)
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("not finite")));
+        assert_eq!(l.day("2026-12-03").map(|d| d.indexing_runs).ok(), Some(2));
     }
 
     #[test]

@@ -351,8 +351,10 @@ fn render_eco(out: &mut String, v: &MetricsView<'_>) {
             out,
             "thermo_eco_today",
             "gauge",
-            "Today's (UTC) totals of every thermo job on this host: joules, g_co2e, ml_water, \
-             mg_nox, mg_so2, mg_pm25, wear_hours, tokens, requests.",
+            "Today's (UTC) totals of every thermo job on this host: the measured figures \
+             (joules, g_co2e, ml_water, mg_nox, ..., requests, training_steps) and apart from \
+             them the hidden layers: memory_* and indexing_* (retrieval and its index), \
+             upstream_* (declared, not measured) and wasted_*.",
         );
         for (figure, value) in today.figures() {
             sample(

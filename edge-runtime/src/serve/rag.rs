@@ -16,8 +16,9 @@ use crate::eco::IndexFootprint;
 use crate::eco::energy::MeterHandle;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::index::{Hit, Mode, NamedEncoder, RetrievalOptions, Retriever};
-use crate::models::EMBED_MODEL;
-use crate::session::rag::{Augmented, augment, index_footprint, index_path, load_encoder};
+use crate::session::rag::{
+    Augmented, augment, encoder_name, index_footprint, index_path, load_encoder,
+};
 
 /// Most texts one `/v1/embeddings` request may send.
 pub const MAX_EMBED_INPUTS: usize = 2048;
@@ -77,12 +78,7 @@ impl Knowledge {
 
     /// The encoder's model id: its folder's name, or the default encoder's.
     pub fn encoder_id(&self) -> String {
-        match &self.config.encoder {
-            Some(dir) => dir
-                .file_name()
-                .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into()),
-            None => EMBED_MODEL.name.to_string(),
-        }
+        encoder_name(self.config.encoder.as_deref())
     }
 
     fn encoder(&self) -> Result<Arc<NamedEncoder>, ApiError> {

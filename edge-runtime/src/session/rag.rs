@@ -15,18 +15,22 @@ use crate::models::{EMBED_MODEL, cache_root, ensure_embed_model};
 /// The encoder folder `dir` names (else the default, fetched and checked on first use) and
 /// the name an index records for it.
 pub fn encoder_folder(dir: Option<&Path>) -> Result<(PathBuf, String)> {
+    let name = encoder_name(dir);
     Ok(match dir {
-        Some(dir) => {
-            let name = dir
-                .file_name()
-                .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into());
-            (dir.to_path_buf(), name)
-        }
-        None => (
-            ensure_embed_model(&cache_root()?, &EMBED_MODEL)?,
-            EMBED_MODEL.name.to_string(),
-        ),
+        Some(dir) => (dir.to_path_buf(), name),
+        None => (ensure_embed_model(&cache_root()?, &EMBED_MODEL)?, name),
     })
+}
+
+/// The name an index records for the encoder in `dir` (its folder's name), or for the
+/// default encoder; nothing is loaded or fetched.
+pub fn encoder_name(dir: Option<&Path>) -> String {
+    match dir {
+        Some(dir) => dir
+            .file_name()
+            .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into()),
+        None => EMBED_MODEL.name.to_string(),
+    }
 }
 
 /// Loads the encoder in `dir` (else the default) under its index name.
