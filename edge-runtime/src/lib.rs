@@ -12,6 +12,7 @@ pub mod governor;
 pub mod index;
 pub mod models;
 pub mod pacing;
+pub mod schedule;
 pub mod sensing;
 pub mod serve;
 pub mod session;

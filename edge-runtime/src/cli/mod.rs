@@ -97,4 +97,7 @@ pub enum BenchCommand {
     /// Time dense, keyword and hybrid searches over a synthetic document index and weigh
     /// its vectors table against the raw vector bytes.
     Index(bench::index::IndexBenchArgs),
+    /// A week of nightly training jobs on the simulated boards, run at once or deferred to
+    /// the hours of least grid carbon and wear before their deadline.
+    Schedule(bench::schedule::ScheduleBenchArgs),
 }

@@ -69,6 +69,9 @@ pub enum BenchError {
     /// Nothing to run.
     #[error("no board, scenario or controller selected")]
     Empty,
+    /// The benchmark's input is not usable.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<ConfigError> for BenchError {

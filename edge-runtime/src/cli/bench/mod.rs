@@ -1,4 +1,4 @@
-//! `thermo bench llm|embed|governor|eco|rag|index|train`: one module per benchmark, and what
+//! `thermo bench llm|embed|governor|eco|rag|index|schedule|train`: one module per benchmark, and what
 //! they read about the process (`process`). The command group itself is declared with the
 //! other commands in `cli/mod.rs`, so that `bench train` can run `thermo train`'s preparation
 //! without this module importing the `train` command.
@@ -10,4 +10,5 @@ pub mod index;
 pub mod llm;
 pub mod process;
 pub mod rag;
+pub mod schedule;
 pub mod train;
