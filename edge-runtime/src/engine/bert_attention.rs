@@ -154,7 +154,7 @@ impl EvalOp for BertAttention {
                 for (i, out_b) in chunk.chunks_exact_mut(per_batch).enumerate() {
                     let b = b0 + i;
                     let len = lens[b];
-                    scores.resize(len * len, 0.0);
+                    scores.resize(len * (len + 1), 0.0);
                     let at = b * per_batch..(b + 1) * per_batch;
                     let (qb, kb, vb) = (&q[at.clone()], &k[at.clone()], &v[at]);
                     for h in 0..self.heads {
