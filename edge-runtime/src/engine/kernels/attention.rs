@@ -57,15 +57,15 @@ impl HeadRows {
 }
 
 /// `out[i] = Σ_j softmax_j(scale · q[i] · k[j]) · v[j]` for `i, j < len`, every row `d`
-/// values read and written at `rows` (the same layout in all four buffers). `scores` is
-/// scratch of at least `len · (len + 1)` values.
+/// values read at `rows` (the same layout in q, k and v) and written at `out_rows`. `scores`
+/// is scratch of at least `len · (len + 1)` values.
 #[allow(clippy::too_many_arguments, reason = "one head's whole geometry")]
 pub fn attention_head(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     out: &mut [f32],
-    rows: HeadRows,
+    (rows, out_rows): (HeadRows, HeadRows),
     (len, d): (usize, usize),
     scale: f32,
     softmax: &RowSoftmax,
@@ -74,13 +74,17 @@ pub fn attention_head(
     if len == 0 {
         return Ok(());
     }
-    let fits = [q.len(), k.len(), v.len(), out.len()]
+    let fits = [q.len(), k.len(), v.len()]
         .iter()
-        .all(|&b| rows.fits(b, len, d));
+        .all(|&b| rows.fits(b, len, d))
+        && out_rows.fits(out.len(), len, d);
     ensure!(
-        fits && d > 0 && scores.len() >= len * (len + 1) && rows.stride >= d,
-        "attention over {len} rows of {d} at {rows:?} in buffers of {}, {}, {}, {} with {} \
-         scratch",
+        fits && d > 0
+            && scores.len() >= len * (len + 1)
+            && rows.stride >= d
+            && out_rows.stride >= d,
+        "attention over {len} rows of {d} at {rows:?} (out {out_rows:?}) in buffers of {}, {}, \
+         {}, {} with {} scratch",
         q.len(),
         k.len(),
         v.len(),
@@ -90,7 +94,8 @@ pub fn attention_head(
     let (scores, inverse) = scores[..len * (len + 1)].split_at_mut(len * len);
     let stride = rows.stride as isize;
     // SAFETY: every pointer is into a live slice; `fits` checked that rows `0..len` of `d`
-    // values at `offset + i · stride` lie inside q, k, v and out, and `scores` holds `len`
+    // values at `offset + i · stride` lie inside q, k, v (`rows`) and out (`out_rows`), and
+    // `scores` holds `len`
     // rows of `len` values. A: q rows (row stride `stride`, column stride 1); B: kᵀ
     // (row stride 1, column stride `stride`); C: `len × len` written at row stride `len`.
     // `out` is the only buffer written and no input aliases it (distinct borrows).
@@ -116,7 +121,7 @@ pub fn attention_head(
         *inv = softmax.exp_sum(row).recip();
     }
     // SAFETY: as above; A: the `len × len` probabilities at row stride `len`; B: v rows
-    // (row stride `stride`, column stride 1); C: out rows, `len × d` at row stride `stride`,
+    // (row stride `stride`, column stride 1); C: out rows, `len × d` at `out_rows`' stride,
     // inside `out` by `fits`.
     unsafe {
         matrixmultiply::sgemm(
@@ -131,13 +136,13 @@ pub fn attention_head(
             stride,
             1,
             0.0,
-            out.as_mut_ptr().add(rows.offset),
-            stride,
+            out.as_mut_ptr().add(out_rows.offset),
+            out_rows.stride as isize,
             1,
         );
     }
     for (i, inv) in inverse.iter().enumerate() {
-        let at = rows.offset + i * rows.stride;
+        let at = out_rows.offset + i * out_rows.stride;
         out[at..at + d].iter_mut().for_each(|o| *o *= inv);
     }
     Ok(())
@@ -198,7 +203,7 @@ mod tests {
                     &k,
                     &v,
                     &mut out,
-                    rows,
+                    (rows, rows),
                     (len, d),
                     0.35,
                     &softmax,
@@ -268,7 +273,17 @@ mod tests {
         };
         let sm = RowSoftmax::new().expect("kernels");
         let mut run = |len, d, scores: &mut [f32]| {
-            attention_head(&buf, &buf, &buf, &mut out, rows, (len, d), 1.0, &sm, scores)
+            attention_head(
+                &buf,
+                &buf,
+                &buf,
+                &mut out,
+                (rows, rows),
+                (len, d),
+                1.0,
+                &sm,
+                scores,
+            )
         };
         assert!(run(5, 4, &mut scores).is_ok());
         assert!(run(5, 5, &mut scores).is_err());
