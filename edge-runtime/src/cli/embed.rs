@@ -24,8 +24,8 @@ pub struct EmbedArgs {
     /// Compute threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Weights of the encoder layers: `f32`, or `q8` (Q8_0 blocks on the integer-dot
-    /// kernels, within cosine 0.995 of f32). The default, f32, is the faster here.
+    /// Weights of the encoder layers: `f32`, or `q8` (Q8_0 blocks, a quarter of the memory,
+    /// decoded to f32 for each product; within cosine 0.995 of f32 at about its speed).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
     /// Print each text's word-piece ids (a JSON array of arrays) instead of its vector.
@@ -45,7 +45,7 @@ pub struct EmbedArgs {
 pub enum Precision {
     /// f32 weights and products.
     F32,
-    /// Q8_0 weight blocks, integer-dot products.
+    /// Q8_0 weight blocks, decoded to f32 for each product.
     Q8,
 }
 

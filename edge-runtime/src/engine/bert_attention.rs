@@ -1,14 +1,15 @@
 //! `BertAttention`, a tract op computing an encoder layer's whole self-attention in one step:
-//! from the query, key and value projections (`[batch, seq, hidden]` f32, heads side by side
-//! in each row, as the linear maps write them) and the `[batch, seq]` attention mask, the
-//! `[batch, seq, hidden]` context, `softmax(Q Kᵀ / √head_dim) V` per head. Each head is read
+//! from the query, key and value projections side by side in each row (`[batch, seq, 3 ·
+//! hidden]` f32: the queries, then the keys, then the values, heads side by side in each, as
+//! one linear map over the three weights writes them) and the `[batch, seq]` attention mask,
+//! the `[batch, seq, hidden]` context, `softmax(Q Kᵀ / √head_dim) V` per head. Each head is read
 //! in place through strides ([`kernels::attention`](crate::engine::kernels::attention)):
 //! no reshape, transpose or broadcast mask is materialised, and only the attended tokens are
 //! computed. The batch is split over tract's current executor.
 //!
 //! The mask must be ones then zeros in every row (padding at the end, as
 //! [`Embedder`](crate::engine::embed::Embedder) pads); the context rows of padding are zero.
-//! In ONNX it is a node of domain [`DOMAIN`], inputs `q`, `k`, `v`, `attention_mask`, attribute
+//! In ONNX it is a node of domain [`DOMAIN`], inputs `qkv`, `attention_mask`, attribute
 //! `heads`; [`register`] teaches a tract ONNX parser to read it.
 
 use tract_onnx::model::ParsingContext;
@@ -47,15 +48,18 @@ impl Expansion for BertAttention {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 4)?;
+        check_input_arity(inputs, 2)?;
         check_output_arity(outputs, 1)?;
-        for input in &inputs[..3] {
-            s.equals(&input.datum_type, f32::datum_type())?;
-            s.equals(&input.shape, &outputs[0].shape)?;
-        }
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&inputs[0].rank, 3)?;
         s.equals(&outputs[0].rank, 3)?;
-        s.equals(&inputs[3].rank, 2)?;
+        s.equals(&inputs[1].rank, 2)?;
+        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+        s.equals(&outputs[0].shape[1], &inputs[0].shape[1])?;
+        s.given(&inputs[0].shape[2], move |s, width| {
+            s.equals(&outputs[0].shape[2], width / 3)
+        })?;
         Ok(())
     }
 
@@ -69,7 +73,8 @@ impl Expansion for BertAttention {
     }
 }
 
-/// Multi-head self-attention over `[batch, seq, hidden]` projections under a padding mask.
+/// Multi-head self-attention over `[batch, seq, 3 · hidden]` projections under a padding
+/// mask.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BertAttention {
     heads: usize,
@@ -112,17 +117,13 @@ impl EvalOp for BertAttention {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let (q, k, v, mask) = args_4!(inputs);
-        let shape: TVec<usize> = q.shape().into();
+        let (qkv, mask) = args_2!(inputs);
+        let shape: TVec<usize> = qkv.shape().into();
         ensure!(
-            shape.len() == 3 && k.shape() == &*shape && v.shape() == &*shape,
-            "{OP_TYPE}: q, k and v must share one [batch, seq, hidden] shape, got {:?}, {:?}, \
-             {:?}",
-            q.shape(),
-            k.shape(),
-            v.shape()
+            shape.len() == 3 && shape[2].is_multiple_of(3),
+            "{OP_TYPE}: qkv must be [batch, seq, 3 · hidden], got {shape:?}"
         );
-        let (batch, seq, hidden) = (shape[0], shape[1], shape[2]);
+        let (batch, seq, hidden) = (shape[0], shape[1], shape[2] / 3);
         ensure!(
             mask.shape() == [batch, seq],
             "{OP_TYPE}: mask {:?} for projections {shape:?}",
@@ -137,12 +138,9 @@ impl EvalOp for BertAttention {
         let scale = 1.0 / (d as f32).sqrt();
         let mask = mask.cast_to::<i64>()?;
         let lens = lengths(mask.try_as_plain_ram()?.as_slice::<i64>()?, seq)?;
-        let (q, k, v) = (
-            q.try_as_plain_ram()?.as_slice::<f32>()?,
-            k.try_as_plain_ram()?.as_slice::<f32>()?,
-            v.try_as_plain_ram()?.as_slice::<f32>()?,
-        );
-        let mut out = Tensor::zero::<f32>(&shape)?;
+        let qkv = qkv.try_as_plain_ram()?;
+        let qkv = qkv.as_slice::<f32>()?;
+        let mut out = Tensor::zero::<f32>(&[batch, seq, hidden])?;
         let per_batch = seq * hidden;
         if per_batch > 0 {
             let mut view = out.try_as_plain_ram_mut()?;
@@ -154,11 +152,15 @@ impl EvalOp for BertAttention {
                 for (i, out_b) in chunk.chunks_exact_mut(per_batch).enumerate() {
                     let b = b0 + i;
                     let len = lens[b];
-                    scores.resize(len * len, 0.0);
-                    let at = b * per_batch..(b + 1) * per_batch;
-                    let (qb, kb, vb) = (&q[at.clone()], &k[at.clone()], &v[at]);
+                    scores.resize(len * (len + 1), 0.0);
+                    let qkv_b = &qkv[3 * b * per_batch..3 * (b + 1) * per_batch];
+                    let (qb, kb, vb) = (qkv_b, &qkv_b[hidden..], &qkv_b[2 * hidden..]);
                     for h in 0..self.heads {
                         let rows = HeadRows {
+                            offset: h * d,
+                            stride: 3 * hidden,
+                        };
+                        let out_rows = HeadRows {
                             offset: h * d,
                             stride: hidden,
                         };
@@ -167,7 +169,7 @@ impl EvalOp for BertAttention {
                             kb,
                             vb,
                             out_b,
-                            rows,
+                            (rows, out_rows),
                             (len, d),
                             scale,
                             &softmax,
@@ -185,13 +187,24 @@ impl EvalOp for BertAttention {
 impl TypedOp for BertAttention {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(
-            inputs.len() == 4
-                && inputs[..3]
-                    .iter()
-                    .all(|f| f.datum_type == f32::datum_type()),
-            "{OP_TYPE}: q, k and v must be f32, with a mask"
+            inputs.len() == 2 && inputs[0].datum_type == f32::datum_type(),
+            "{OP_TYPE}: qkv must be f32, with a mask"
         );
-        Ok(tvec![f32::fact(inputs[0].shape.clone())])
+        let shape = &inputs[0].shape;
+        ensure!(
+            shape.rank() == 3,
+            "{OP_TYPE}: qkv must be [batch, seq, 3 · hidden]"
+        );
+        let width = shape[2].to_usize()?;
+        ensure!(
+            width.is_multiple_of(3),
+            "{OP_TYPE}: qkv width {width} is not 3 · hidden"
+        );
+        Ok(tvec![f32::fact([
+            shape[0].clone(),
+            shape[1].clone(),
+            (width / 3).to_dim()
+        ])])
     }
 
     as_op!();
@@ -218,16 +231,18 @@ mod tests {
             .map(|i| (i % 7) as f32 / 3.0 - 1.0)
             .collect();
         let run = |x: &[f32], mask: &[i64]| {
-            let t = |v: &[f32]| {
-                Tensor::from_shape(&[1, seq, hidden], v)
-                    .expect("t")
-                    .into_tvalue()
-            };
+            let qkv: Vec<f32> = x
+                .chunks_exact(hidden)
+                .flat_map(|row| row.iter().chain(row).chain(row).copied())
+                .collect();
+            let qkv = Tensor::from_shape(&[1, seq, 3 * hidden], &qkv)
+                .expect("t")
+                .into_tvalue();
             let m = Tensor::from_shape(&[1, seq], mask)
                 .expect("m")
                 .into_tvalue();
             let out = op
-                .eval(&EvalContext::out_of_plan(), tvec![t(x), t(x), t(x), m])
+                .eval(&EvalContext::out_of_plan(), tvec![qkv, m])
                 .expect("runs");
             out[0]
                 .try_as_plain_ram()

@@ -3,8 +3,7 @@
 //! layout of all-MiniLM-L6-v2) imported into the ONNX graph of
 //! [`bert`](crate::engine::onnx_export::bert) when it loads: word pieces in, one unit-length
 //! vector per text out, the mean of the token states as sentence-transformers pools them.
-//! The encoder layers' linear maps run in f32 or on the engine's Q8_0 kernels
-//! ([`EmbedPrecision`]).
+//! The encoder layers' linear maps hold f32 or Q8_0 weights ([`EmbedPrecision`]).
 
 use std::collections::HashMap;
 use std::path::Path;

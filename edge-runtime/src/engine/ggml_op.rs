@@ -21,7 +21,8 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use crate::engine::kernels::{
-    BlockKind, GEMV_ROWS, Isa, Q8Rows, QuantMatrix, TILE, matmul, matmul_t,
+    BlockKind, GEMV_ROWS, Isa, Q8Rows, QuantMatrix, TILE, decode_q8_0, matmul, matmul_f32_t,
+    matmul_t,
 };
 use crate::engine::quant::{GgmlType, dequantize};
 use crate::engine::row_pool::{self, RowJob, RowPool};
@@ -60,7 +61,18 @@ fn parse(
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let (k, n, kind) = table_attrs(node)?;
     let kind = BlockKind::from_ggml(kind)?;
-    Ok((expand(GgmlMatMulSpec { kind, k, n }), vec![]))
+    let f32_rows = node.get_attr_opt::<i64>("f32_rows")?.unwrap_or(0);
+    let f32_rows = usize::try_from(f32_rows)
+        .map_err(|_| format_err!("{OP_TYPE}: f32_rows {f32_rows} is below 0"))?;
+    Ok((
+        expand(GgmlMatMulSpec {
+            kind,
+            k,
+            n,
+            f32_rows,
+        }),
+        vec![],
+    ))
 }
 
 /// The parsed node, before its weight constant is known.
@@ -69,6 +81,7 @@ struct GgmlMatMulSpec {
     kind: BlockKind,
     k: usize,
     n: usize,
+    f32_rows: usize,
 }
 
 impl Expansion for GgmlMatMulSpec {
@@ -105,7 +118,7 @@ impl Expansion for GgmlMatMulSpec {
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
         let weights = block_constant(model, inputs[1], OP_TYPE, prefix)?;
-        let op = GgmlMatMul::new(self.kind, self.n, self.k, weights)?;
+        let op = GgmlMatMul::new(self.kind, self.n, self.k, weights)?.with_f32_rows(self.f32_rows);
         model.wire_node(prefix, op, &inputs[..1])
     }
 }
@@ -132,6 +145,7 @@ pub struct GgmlMatMul {
     k: usize,
     weights: Arc<Tensor>,
     isa: Isa,
+    f32_rows: usize,
 }
 
 impl GgmlMatMul {
@@ -148,9 +162,17 @@ impl GgmlMatMul {
             k,
             weights,
             isa: Isa::detect(),
+            f32_rows: 0,
         };
         op.matrix()?;
         Ok(op)
+    }
+
+    /// Multiplies products of at least `rows` activation rows in f32 over the decoded weight
+    /// when it is Q8_0 (0: never); the integer dots otherwise.
+    pub fn with_f32_rows(mut self, rows: usize) -> Self {
+        self.f32_rows = rows;
+        self
     }
 
     fn matrix(&self) -> TractResult<QuantMatrix<'_>> {
@@ -161,7 +183,7 @@ impl GgmlMatMul {
 
 impl PartialEq for GgmlMatMul {
     fn eq(&self, other: &Self) -> bool {
-        (self.kind, self.n, self.k) == (other.kind, other.n, other.k)
+        (self.kind, self.n, self.k, self.f32_rows) == (other.kind, other.n, other.k, other.f32_rows)
             && Arc::ptr_eq(&self.weights, &other.weights)
     }
 }
@@ -207,7 +229,9 @@ impl EvalOp for GgmlMatMul {
         {
             let mut view = out.try_as_plain_ram_mut()?;
             let y = view.as_slice_mut::<f32>()?;
-            if m >= threads * TILE && threads > 1 {
+            if self.f32_rows > 0 && m >= self.f32_rows && self.kind == BlockKind::Q8_0 {
+                self.f32_product(input.into_arc_tensor(), y, threads)?;
+            } else if m >= threads * TILE && threads > 1 {
                 // Prefill: each thread quantizes, multiplies and lays out its own activation rows.
                 self.split_activations(input.into_arc_tensor(), y, threads)?;
             } else {
@@ -227,6 +251,11 @@ thread_local! {
     /// The quantized activations of the last product run on this thread, reused so that a
     /// step allocates no quantization buffers.
     static QUANTIZED: std::cell::RefCell<Arc<Q8Rows>> = std::cell::RefCell::default();
+}
+
+thread_local! {
+    /// The f32 weight of the last product run in f32 on this thread, its buffer reused.
+    static DECODED: std::cell::RefCell<Arc<Vec<f32>>> = std::cell::RefCell::default();
 }
 
 /// Runs `f` on this thread's quantization buffer, or on a fresh one when this thread is
@@ -315,6 +344,39 @@ impl GgmlMatMul {
                 Ok(matmul(isa, &w, q, chunk)?)
             })
             .map_err(|e| e.to_string())
+        });
+        RowPool::global()
+            .run(y, n, TILE, threads, job)
+            .map_err(|e| format_err!("{OP_TYPE}: {e}"))
+    }
+}
+
+impl GgmlMatMul {
+    /// `y = x · Wᵀ` in f32: `W` decoded once into this thread's buffer, then the activation
+    /// rows split over `threads`, each share multiplied on the f32 GEMM by the thread that
+    /// owns it.
+    fn f32_product(&self, x: Arc<Tensor>, y: &mut [f32], threads: usize) -> TractResult<()> {
+        let matrix = self.matrix()?;
+        let decode = |w: &mut Arc<Vec<f32>>| -> TractResult<Arc<Vec<f32>>> {
+            // Pool workers have dropped their handles by now; a fresh copy otherwise.
+            decode_q8_0(&matrix, Arc::make_mut(w))?;
+            Ok(w.clone())
+        };
+        let w = DECODED.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut w) => decode(&mut w),
+            Err(_) => decode(&mut Arc::default()),
+        })?;
+        let (n, k) = (self.n, self.k);
+        let job: RowJob = Arc::new(move |a0, chunk: &mut [f32]| {
+            let rows = chunk.len() / n;
+            let x: &[f32] = x
+                .try_as_plain_ram()
+                .and_then(|x| x.as_slice())
+                .map_err(|e| e.to_string())?;
+            let share = x
+                .get(a0 * k..(a0 + rows) * k)
+                .ok_or_else(|| format!("activation rows {a0}..+{rows} out of range"))?;
+            matmul_f32_t(share, &w, k, chunk).map_err(|e| e.to_string())
         });
         RowPool::global()
             .run(y, n, TILE, threads, job)
@@ -590,6 +652,52 @@ mod tests {
             for threads in [2, 3] {
                 let split = multithread_tract_scope(Executor::multithread(threads), || {
                     assert_eq!(row_pool::current_threads(), threads);
+                    run(&op, &[m, k], &x)
+                })
+                .expect("runs");
+                assert_eq!(one, split, "m={m}, {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn the_f32_mode_multiplies_the_decoded_q8_0_weight_exactly_on_any_thread_count() {
+        use tract_linalg::multithread::{Executor, multithread_tract_scope};
+        let (n, k) = (70, 1024);
+        let values: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        let Ok(WeightData::Q8_0(bytes)) = WeightData::quantize(&values, GgmlType::Q8_0) else {
+            panic!("quantizes")
+        };
+        let dense = dequantize(GgmlType::Q8_0, &bytes, n * k).expect("decodes");
+        let t = Arc::new(Tensor::from_shape(&[n, bytes.len() / n], &bytes).expect("tensor"));
+        let op = GgmlMatMul::new(BlockKind::Q8_0, n, k, t.clone())
+            .expect("op")
+            .with_f32_rows(4);
+        let int8 = GgmlMatMul::new(BlockKind::Q8_0, n, k, t).expect("op");
+        for m in [1, 4, 9, 16] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
+                .collect();
+            let one = run(&op, &[m, k], &x).expect("runs");
+            for (i, row) in x.chunks_exact(k).enumerate() {
+                for (j, y) in one[i * n..(i + 1) * n].iter().enumerate() {
+                    let w = &dense[j * k..(j + 1) * k];
+                    let exact: f32 = w.iter().zip(row).map(|(a, b)| a * b).sum();
+                    let mag: f32 = w.iter().zip(row).map(|(a, b)| (a * b).abs()).sum();
+                    let tol = if m >= 4 { 1e-5 } else { 1e-2 };
+                    assert!((y - exact).abs() <= tol * mag, "m={m} ({i}, {j})");
+                }
+            }
+            // Below `f32_rows` the integer dots run, as without the attribute.
+            assert_eq!(
+                m < 4,
+                one == run(&int8, &[m, k], &x).expect("runs"),
+                "m={m}"
+            );
+            for threads in [2, 3] {
+                let split = multithread_tract_scope(Executor::multithread(threads), || {
                     run(&op, &[m, k], &x)
                 })
                 .expect("runs");

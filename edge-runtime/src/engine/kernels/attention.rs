@@ -1,42 +1,36 @@
 //! Softmax attention of one head over strided f32 rows, the inner step of the encoder's fused
 //! attention: `out = softmax(scale · Q Kᵀ) V` for the first `len` rows of a sequence, the
-//! products on matrixmultiply's f32 GEMM (read in place through strides, nothing transposed)
-//! and the rows' softmax on tract's vectorised row kernels.
+//! products on matrixmultiply's f32 GEMM (read in place through strides, nothing transposed),
+//! the rows' exponentials in one pass (AVX2 when the CPU has it) and each row's division by
+//! its sum applied to its `d` output values rather than to its `len` probabilities.
 
 use anyhow::{Result, ensure};
-use tract_linalg::element_wise::ElementWise;
-use tract_linalg::reduce::{MapReduce, Reduce};
-use tract_linalg::routines::Func;
 
-/// tract's f32 row kernels a softmax takes: max, exp-and-sum, scale. Built once, used for
-/// every row.
+/// The row kernel a softmax takes: the exponentials of a row less its maximum, and their sum.
+#[derive(Debug)]
 pub struct RowSoftmax {
-    max: Box<dyn Reduce<f32>>,
-    exp_sum: Box<dyn MapReduce<f32, f32>>,
-    scale: Box<dyn ElementWise<f32, f32>>,
-}
-
-impl std::fmt::Debug for RowSoftmax {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowSoftmax").finish_non_exhaustive()
-    }
+    _private: (),
 }
 
 impl RowSoftmax {
-    /// The best kernels for this CPU.
+    /// The best kernel for this CPU.
     pub fn new() -> Result<Self> {
-        Ok(Self {
-            max: Func::ReduceMax.reduce_f32()?,
-            exp_sum: Func::Softmax2.map_reduce_f32()?,
-            scale: Func::MulByScalar.ew_f32_param()?,
-        })
+        Ok(Self { _private: () })
     }
 
-    /// Softmax of `row`, in place.
-    fn run(&self, row: &mut [f32]) -> Result<()> {
-        let max = self.max.run(row)?;
-        let sum = self.exp_sum.run_with_params(row, max)?;
-        self.scale.run_with_params(row, sum.recip())
+    /// `row[i] = e^(row[i] − max row)` in place; the sum of the new values.
+    fn exp_sum(&self, row: &mut [f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(sum) = super::x86::softmax_exp_sum(row) {
+            return sum;
+        }
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        sum
     }
 }
 
@@ -63,15 +57,15 @@ impl HeadRows {
 }
 
 /// `out[i] = Σ_j softmax_j(scale · q[i] · k[j]) · v[j]` for `i, j < len`, every row `d`
-/// values read and written at `rows` (the same layout in all four buffers). `scores` is
-/// scratch of at least `len · len` values.
+/// values read at `rows` (the same layout in q, k and v) and written at `out_rows`. `scores`
+/// is scratch of at least `len · (len + 1)` values.
 #[allow(clippy::too_many_arguments, reason = "one head's whole geometry")]
 pub fn attention_head(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     out: &mut [f32],
-    rows: HeadRows,
+    (rows, out_rows): (HeadRows, HeadRows),
     (len, d): (usize, usize),
     scale: f32,
     softmax: &RowSoftmax,
@@ -80,23 +74,28 @@ pub fn attention_head(
     if len == 0 {
         return Ok(());
     }
-    let fits = [q.len(), k.len(), v.len(), out.len()]
+    let fits = [q.len(), k.len(), v.len()]
         .iter()
-        .all(|&b| rows.fits(b, len, d));
+        .all(|&b| rows.fits(b, len, d))
+        && out_rows.fits(out.len(), len, d);
     ensure!(
-        fits && d > 0 && scores.len() >= len * len && rows.stride >= d,
-        "attention over {len} rows of {d} at {rows:?} in buffers of {}, {}, {}, {} with {} \
-         scratch",
+        fits && d > 0
+            && scores.len() >= len * (len + 1)
+            && rows.stride >= d
+            && out_rows.stride >= d,
+        "attention over {len} rows of {d} at {rows:?} (out {out_rows:?}) in buffers of {}, {}, \
+         {}, {} with {} scratch",
         q.len(),
         k.len(),
         v.len(),
         out.len(),
         scores.len()
     );
-    let scores = &mut scores[..len * len];
+    let (scores, inverse) = scores[..len * (len + 1)].split_at_mut(len * len);
     let stride = rows.stride as isize;
     // SAFETY: every pointer is into a live slice; `fits` checked that rows `0..len` of `d`
-    // values at `offset + i · stride` lie inside q, k, v and out, and `scores` holds `len`
+    // values at `offset + i · stride` lie inside q, k, v (`rows`) and out (`out_rows`), and
+    // `scores` holds `len`
     // rows of `len` values. A: q rows (row stride `stride`, column stride 1); B: kᵀ
     // (row stride 1, column stride `stride`); C: `len × len` written at row stride `len`.
     // `out` is the only buffer written and no input aliases it (distinct borrows).
@@ -118,11 +117,11 @@ pub fn attention_head(
             1,
         );
     }
-    for row in scores.chunks_exact_mut(len) {
-        softmax.run(row)?;
+    for (row, inv) in scores.chunks_exact_mut(len).zip(inverse.iter_mut()) {
+        *inv = softmax.exp_sum(row).recip();
     }
     // SAFETY: as above; A: the `len × len` probabilities at row stride `len`; B: v rows
-    // (row stride `stride`, column stride 1); C: out rows, `len × d` at row stride `stride`,
+    // (row stride `stride`, column stride 1); C: out rows, `len × d` at `out_rows`' stride,
     // inside `out` by `fits`.
     unsafe {
         matrixmultiply::sgemm(
@@ -137,10 +136,14 @@ pub fn attention_head(
             stride,
             1,
             0.0,
-            out.as_mut_ptr().add(rows.offset),
-            stride,
+            out.as_mut_ptr().add(out_rows.offset),
+            out_rows.stride as isize,
             1,
         );
+    }
+    for (i, inv) in inverse.iter().enumerate() {
+        let at = out_rows.offset + i * out_rows.stride;
+        out[at..at + d].iter_mut().for_each(|o| *o *= inv);
     }
     Ok(())
 }
@@ -193,14 +196,14 @@ mod tests {
                     stride,
                 };
                 let mut out = vec![9.0; n];
-                let mut scores = vec![0.0; len * len];
+                let mut scores = vec![0.0; len * (len + 1)];
                 let softmax = RowSoftmax::new().expect("kernels");
                 attention_head(
                     &q,
                     &k,
                     &v,
                     &mut out,
-                    rows,
+                    (rows, rows),
                     (len, d),
                     0.35,
                     &softmax,
@@ -226,21 +229,69 @@ mod tests {
     }
 
     #[test]
+    fn row_exponentials_match_libm_at_every_length_and_range() {
+        let sm = RowSoftmax::new().expect("kernels");
+        for len in [1, 7, 8, 9, 31, 256] {
+            for spread in [0.5f32, 20.0, 200.0] {
+                let row: Vec<f32> = (0..len)
+                    .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * spread)
+                    .collect();
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let want: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+                let mut got = row.clone();
+                let sum = sm.exp_sum(&mut got);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w.max(1e-30) || (*w < 1e-37 && *g < 1e-37),
+                        "len {len} spread {spread} at {i}: {g} vs {w}"
+                    );
+                }
+                let total: f32 = want.iter().sum();
+                assert!(
+                    (sum - total).abs() <= 1e-5 * total,
+                    "len {len}: {sum} vs {total}"
+                );
+            }
+        }
+        let mut odd = vec![0.0, f32::INFINITY, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+        let sum = sm.exp_sum(&mut odd);
+        assert!(
+            sum.is_nan(),
+            "an infinite score gives NaN as libm's loop does: {sum}"
+        );
+    }
+
+    #[test]
     fn rows_beyond_a_buffer_or_short_scratch_are_an_error_not_a_read() {
         let buf = vec![0.0f32; 40];
         let mut out = vec![0.0f32; 40];
         let mut scores = vec![0.0f32; 64];
+        let mut short = vec![0.0f32; 25];
         let rows = HeadRows {
             offset: 4,
             stride: 8,
         };
         let sm = RowSoftmax::new().expect("kernels");
         let mut run = |len, d, scores: &mut [f32]| {
-            attention_head(&buf, &buf, &buf, &mut out, rows, (len, d), 1.0, &sm, scores)
+            attention_head(
+                &buf,
+                &buf,
+                &buf,
+                &mut out,
+                (rows, rows),
+                (len, d),
+                1.0,
+                &sm,
+                scores,
+            )
         };
         assert!(run(5, 4, &mut scores).is_ok());
         assert!(run(5, 5, &mut scores).is_err());
         assert!(run(6, 4, &mut scores).is_err());
         assert!(run(5, 4, &mut [0.0; 10]).is_err());
+        assert!(
+            run(5, 4, &mut short).is_err(),
+            "25 values hold the scores, not the sums"
+        );
     }
 }

@@ -436,6 +436,73 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `out[i·n + r] = Σ_c x[i·k + c] · w[r·k + c]`: the f32 product `x · wᵀ` of `[m, k]`
+/// activations with an `[n, k]` weight, written `[m, n]` row-major, on matrixmultiply's GEMM
+/// (which reads `wᵀ` in place through strides).
+pub fn matmul_f32_t(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) -> Result<(), KernelError> {
+    if k == 0 || !x.len().is_multiple_of(k) || !w.len().is_multiple_of(k) {
+        return Err(KernelError::Shape(format!(
+            "{} activations and {} weights are not rows of {k}",
+            x.len(),
+            w.len()
+        )));
+    }
+    let (m, n) = (x.len() / k, w.len() / k);
+    if out.len() != m * n {
+        return Err(KernelError::Shape(format!(
+            "{} outputs for {m} activation rows by {n} weight rows",
+            out.len()
+        )));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let (ki, ni) = (k as isize, n as isize);
+    // SAFETY: A is `x`, `m × k` at row stride `k`; B is `wᵀ`, `k × n` read from the `n × k`
+    // `w` (row stride 1, column stride `k`); C is `out`, `m × n` at row stride `n`. The
+    // lengths were checked above, `out` is the only buffer written and no input aliases it.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            x.as_ptr(),
+            ki,
+            1,
+            w.as_ptr(),
+            1,
+            ki,
+            0.0,
+            out.as_mut_ptr(),
+            ni,
+            1,
+        );
+    }
+    Ok(())
+}
+
+/// Decodes the Q8_0 rows of `w` to f32 into `out` (`rows × cols` values, row-major), reusing
+/// its buffer.
+pub fn decode_q8_0(w: &QuantMatrix<'_>, out: &mut Vec<f32>) -> Result<(), KernelError> {
+    if w.kind != BlockKind::Q8_0 {
+        return Err(KernelError::Shape(format!(
+            "{:?} weights are not Q8_0",
+            w.kind
+        )));
+    }
+    out.clear();
+    out.resize(w.rows * w.cols, 0.0);
+    let bb = w.kind.block_bytes();
+    for (blk, o) in w.bytes.chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
+        let d = quant::f16_at(blk, 0);
+        for (o, &q) in o.iter_mut().zip(&blk[quant::Q8_0_QS_OFFSET..]) {
+            *o = d * f32::from(q as i8);
+        }
+    }
+    Ok(())
+}
+
 /// `out_t[r·m + i] = Σ_k w[row0 + r, k] · x[i, k]` for `r` in `0..out_t.len() / m`: the
 /// product of weight rows `row0..` with every activation row, written transposed. Runs on
 /// `isa` when this CPU has it, else on the scalar path.

@@ -344,6 +344,40 @@ fn the_f32_dot_and_axpy_equal_plain_sums_at_every_length() {
 }
 
 #[test]
+fn the_f32_product_and_the_q8_0_decoder_equal_plain_loops_and_refuse_bad_shapes() {
+    let mut rng = StdRng::seed_from_u64(29);
+    let (n, k) = (13, 64);
+    let values: Vec<f32> = (0..n * k).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let bytes = quant::quantize(GgmlType::Q8_0, &values).expect("quantizes");
+    let w = QuantMatrix::new(BlockKind::Q8_0, n, k, &bytes).expect("matrix");
+    let mut decoded = vec![5.0; 3];
+    decode_q8_0(&w, &mut decoded).expect("decodes");
+    assert_eq!(
+        decoded,
+        dequantize(GgmlType::Q8_0, &bytes, n * k).expect("decodes")
+    );
+    for m in [1, 3, 17] {
+        let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let mut out = vec![0.0; m * n];
+        matmul_f32_t(&x, &decoded, k, &mut out).expect("fits");
+        for i in 0..m {
+            for r in 0..n {
+                let row = &x[i * k..(i + 1) * k];
+                let want: f32 = row.iter().zip(&decoded[r * k..]).map(|(a, b)| a * b).sum();
+                assert!((out[i * n + r] - want).abs() <= 1e-4, "m={m} ({i}, {r})");
+            }
+        }
+    }
+    let mut out = vec![0.0; 2 * n];
+    assert!(matmul_f32_t(&[0.0; 2 * 64], &decoded, 64, &mut out[1..]).is_err());
+    assert!(matmul_f32_t(&[0.0; 2 * 64 + 1], &decoded, 64, &mut out).is_err());
+    assert!(matmul_f32_t(&[], &[], 0, &mut []).is_err());
+    let q4 = quant::quantize(GgmlType::Q4_0, &values).expect("quantizes");
+    let w4 = QuantMatrix::new(BlockKind::Q4_0, n, k, &q4).expect("matrix");
+    assert!(decode_q8_0(&w4, &mut decoded).is_err());
+}
+
+#[test]
 fn refuses_mismatched_shapes_without_panicking() {
     assert_eq!(
         QuantMatrix::new(BlockKind::Q4_0, 2, 33, &[0; 36]).err(),

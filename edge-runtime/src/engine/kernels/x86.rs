@@ -306,6 +306,102 @@ unsafe fn axpy_f32_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `row[i] = e^(row[i] − max row)` in place with AVX2 and FMA, returning the sum of the
+/// new values, or `None` (nothing written) without them or when the row holds a NaN or an
+/// infinity, which the scalar path handles.
+pub(super) fn softmax_exp_sum(row: &mut [f32]) -> Option<f32> {
+    if !has_avx2() || row.is_empty() {
+        return None;
+    }
+    // SAFETY: AVX2 and FMA detected; the kernel stays within `row`.
+    unsafe { softmax_exp_sum_avx2(row) }
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_exp_sum_avx2(row: &mut [f32]) -> Option<f32> {
+    let n = row.len();
+    let p = row.as_mut_ptr();
+    let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut bad = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`, within `row`.
+        let x = unsafe { _mm256_loadu_ps(p.add(i)) };
+        vmax = _mm256_max_ps(vmax, x);
+        // NaN for a NaN or an infinity (see `quantize_block_avx2`).
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps::<_CMP_UNORD_Q>(_mm256_sub_ps(x, x), x));
+        i += 8;
+    }
+    if _mm256_movemask_ps(bad) != 0 || row[i..].iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let m = _mm_max_ps(
+        _mm256_castps256_ps128(vmax),
+        _mm256_extractf128_ps::<1>(vmax),
+    );
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let max = row[i..]
+        .iter()
+        .fold(_mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m))), |a, &v| {
+            a.max(v)
+        });
+    let vm = _mm256_set1_ps(max);
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`, within `row`, which is borrowed mutably.
+        unsafe {
+            let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm));
+            acc = _mm256_add_ps(acc, e);
+            _mm256_storeu_ps(p.add(i), e);
+        }
+        i += 8;
+    }
+    let mut sum = hsum_ps(acc);
+    for v in &mut row[i..] {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    Some(sum)
+}
+
+/// `e^x` per lane for finite `x ≤ 0` (Cephes' `expf`: `2^n · e^r` with `|r| ≤ ln 2 / 2` on a
+/// degree-5 polynomial, within 2 ulp); below −87 it gives about `e^−87`, which a softmax sum
+/// over a row holding `e^0 = 1` never notices.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn exp_ps(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut y = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+    }
+    let y = _mm256_fmadd_ps(
+        y,
+        _mm256_mul_ps(r, r),
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
+}
+
 /// One tile body per instruction set: `$mul` is the unsigned × signed byte product.
 macro_rules! block_kernels {
     ($isums:ident, $gemm:ident, $features:literal, $mul:ident) => {

@@ -8,14 +8,14 @@
 //!
 //! The encoder layers' linear maps (query, key, value, attention output, both feed-forward
 //! maps) are f32 `MatMul`s in [`EmbedPrecision::F32`], or in [`EmbedPrecision::Q8`] the
-//! engine's [`GgmlMatMul`](crate::engine::ggml_op) over Q8_0 blocks of the same weights (a
-//! graph only the engine's parser, [`ggml_op::onnx`], reads). Embeddings, norms and attention
+//! engine's [`GgmlMatMul`](crate::engine::ggml_op) over Q8_0 blocks of the same weights, in
+//! its f32 mode (a graph only the engine's parser, [`ggml_op::onnx`], reads). Embeddings, norms and attention
 //! stay f32 in both.
 //!
 //! Self-attention is written either in standard ONNX ops ([`Attention::Onnx`]: reshapes,
 //! transposes, batched `MatMul`s, an additive mask, `Softmax`; what any runtime reads) or as
-//! one [`BertAttention`](crate::engine::bert_attention) node per layer ([`Attention::Fused`],
-//! for the engine).
+//! one [`BertAttention`](crate::engine::bert_attention) node per layer over one linear map of
+//! the stacked query, key and value weights ([`Attention::Fused`], for the engine).
 
 use std::collections::HashMap;
 
@@ -33,7 +33,8 @@ use crate::engine::{bert_attention, ggml_op};
 pub enum Attention {
     /// Standard ONNX ops, with the mask as an additive bias.
     Onnx,
-    /// One engine `BertAttention` node per layer (a mask of ones then zeros).
+    /// One linear map over the stacked query, key and value weights and one engine
+    /// `BertAttention` node per layer (a mask of ones then zeros).
     Fused,
 }
 
@@ -43,8 +44,10 @@ pub enum EmbedPrecision {
     /// f32 weights, tract's f32 products.
     #[default]
     F32,
-    /// Q8_0 weight blocks (32 values per f16 scale), the engine's integer-dot kernels on
-    /// activations quantized per 32-value block.
+    /// Q8_0 weight blocks (32 values per f16 scale), held in their blocks and decoded to f32
+    /// for each product, which runs on an f32 GEMM: a quarter of the f32 weights' memory at
+    /// about their speed, where the block-scaled integer dots lose to an f32 GEMM on every
+    /// product with more than a few rows (the activations stay f32).
     Q8,
 }
 
@@ -378,7 +381,36 @@ impl Builder<'_> {
     /// written transposed, or a `GgmlMatMul` over `W`'s rows in Q8_0 blocks.
     fn dense(&mut self, prefix: &str, x: &str) -> Result<String> {
         let (shape, values) = self.w.get(&format!("{prefix}.weight"))?;
-        let (rows, cols) = (shape[0], shape[1]);
+        let (_, bias) = self.w.get(&format!("{prefix}.bias"))?;
+        self.dense_of(prefix, x, (shape[0], shape[1]), values, bias)
+    }
+
+    /// The query, key and value maps of layer prefix `p` as one `x · Wᵀ + b` over their
+    /// weights stacked (`[3 · hidden, hidden]`): each row the queries, keys, then values.
+    fn dense_qkv(&mut self, p: &str, x: &str) -> Result<String> {
+        let (mut weights, mut biases) = (Vec::new(), Vec::new());
+        let mut rows = 0;
+        let mut cols = 0;
+        for name in ["query", "key", "value"] {
+            let (shape, values) = self.w.get(&format!("{p}.attention.self.{name}.weight"))?;
+            let (_, bias) = self.w.get(&format!("{p}.attention.self.{name}.bias"))?;
+            weights.extend_from_slice(values);
+            biases.extend_from_slice(bias);
+            (rows, cols) = (rows + shape[0], shape[1]);
+        }
+        let prefix = format!("{p}.attention.self.qkv");
+        self.dense_of(&prefix, x, (rows, cols), &weights, &biases)
+    }
+
+    /// `x · Wᵀ + b` for the `[rows, cols]` weight `values` and the bias, named by `prefix`.
+    fn dense_of(
+        &mut self,
+        prefix: &str,
+        x: &str,
+        (rows, cols): (usize, usize),
+        values: &[f32],
+        bias: &[f32],
+    ) -> Result<String> {
         let y = match self.precision {
             EmbedPrecision::F32 => {
                 let mut t = vec![0f32; rows * cols];
@@ -413,11 +445,14 @@ impl Builder<'_> {
                         attr_int("K", cols as i64),
                         attr_int("N", rows as i64),
                         attr_int("ggml_type", i64::from(GgmlType::Q8_0.id())),
+                        attr_int("f32_rows", 1),
                     ],
                 )
             }
         };
-        let bias = self.init(&format!("{prefix}.bias"))?;
+        let bias = self
+            .g
+            .init_f32(&format!("{prefix}.bias"), &[bias.len()], bias);
         Ok(self
             .g
             .op(&format!("{prefix}.out"), "Add", &[&y, &bias], vec![]))
@@ -460,18 +495,23 @@ impl Builder<'_> {
     fn layer(&mut self, l: usize, x: &str, mask: &str) -> Result<String> {
         let c = self.w.config.clone();
         let p = format!("encoder.layer.{l}");
-        let q = self.dense(&format!("{p}.attention.self.query"), x)?;
-        let k = self.dense(&format!("{p}.attention.self.key"), x)?;
-        let v = self.dense(&format!("{p}.attention.self.value"), x)?;
         let ctx = match self.attention {
-            Attention::Fused => self.g.op_in(
-                &format!("{p}.attention"),
-                bert_attention::DOMAIN,
-                bert_attention::OP_TYPE,
-                &[&q, &k, &v, mask],
-                vec![attr_int("heads", c.num_attention_heads as i64)],
-            ),
-            Attention::Onnx => self.onnx_attention(&p, (&q, &k, &v), mask),
+            Attention::Fused => {
+                let qkv = self.dense_qkv(&p, x)?;
+                self.g.op_in(
+                    &format!("{p}.attention"),
+                    bert_attention::DOMAIN,
+                    bert_attention::OP_TYPE,
+                    &[&qkv, mask],
+                    vec![attr_int("heads", c.num_attention_heads as i64)],
+                )
+            }
+            Attention::Onnx => {
+                let q = self.dense(&format!("{p}.attention.self.query"), x)?;
+                let k = self.dense(&format!("{p}.attention.self.key"), x)?;
+                let v = self.dense(&format!("{p}.attention.self.value"), x)?;
+                self.onnx_attention(&p, (&q, &k, &v), mask)
+            }
         };
         let attn = self.dense(&format!("{p}.attention.output.dense"), &ctx)?;
         let res = self
