@@ -188,6 +188,7 @@ mod tests {
         assert_eq!(v["date"], "2026-11-29");
         assert_eq!(v["joules"], 36.0);
         assert_eq!(v["training_steps"], 5.0);
-        assert_eq!(v.as_object().map(|o| o.len()), Some(24));
+        assert_eq!(v["indexing_chunks"], 0.0);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(28));
     }
 }
