@@ -3,12 +3,6 @@
 
 mod cli;
 
-/// mimalloc, without transparent huge pages, in place of the C library's allocator: under
-/// steady streaming load glibc's arenas kept growing while the memory in use stayed flat
-/// (the service's resident memory rose without bound); mimalloc returns what is freed.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 use cli::{BenchCommand, Cli, Command};
 

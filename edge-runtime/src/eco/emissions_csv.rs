@@ -350,12 +350,12 @@ pub fn append_with_layers(
             value,
         });
     }
-    let existing = match std::fs::read_to_string(path) {
-        Ok(text) => Some(text),
+    let existing = match first_line(path) {
+        Ok(line) => Some(line),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io(e)),
     };
-    let (needs_header, columns) = match existing.as_deref().and_then(|t| t.lines().next()) {
+    let (needs_header, columns) = match existing.as_deref().filter(|l| !l.is_empty()) {
         Some(first) => match columns_of(first) {
             Some(n) => (false, n),
             None => {
@@ -388,6 +388,22 @@ pub fn append_with_layers(
     }
     text.push('\n');
     f.write_all(text.as_bytes()).map_err(io)
+}
+
+/// Longest header line read back from an existing file.
+const MAX_HEADER_BYTES: u64 = 64 << 10;
+
+/// The file's first line (without its line break), read no further than
+/// [`MAX_HEADER_BYTES`]: the file grows by a row per answer and is never read whole.
+fn first_line(path: &Path) -> std::io::Result<String> {
+    use std::io::{BufRead as _, Read as _};
+    let file = std::fs::File::open(path)?;
+    let mut line = Vec::new();
+    std::io::BufReader::new(file)
+        .take(MAX_HEADER_BYTES)
+        .read_until(b'\n', &mut line)?;
+    let text = String::from_utf8_lossy(&line);
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// The first `n` cells of a CSV `row` (commas inside quotes do not split).
