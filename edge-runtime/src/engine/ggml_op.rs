@@ -601,6 +601,20 @@ mod tests {
         (op, dense)
     }
 
+    /// `n × k` test weights (the same values every time) quantized to `ty`: their blocks
+    /// and the `[n, row bytes]` table an op holds.
+    fn block_table(n: usize, k: usize, ty: GgmlType) -> (Vec<u8>, Arc<Tensor>) {
+        let values: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        let bytes = match WeightData::quantize(&values, ty) {
+            Ok(WeightData::Q4_1(b) | WeightData::Q8_0(b)) => b,
+            _ => panic!("{ty:?} quantizes to blocks"),
+        };
+        let t = Tensor::from_shape(&[n, bytes.len() / n], &bytes).expect("tensor");
+        (bytes, Arc::new(t))
+    }
+
     fn run(op: &GgmlMatMul, shape: &[usize], x: &[f32]) -> TractResult<Vec<f32>> {
         let input = Tensor::from_shape(shape, x)?.into_tvalue();
         let out = op.eval(&EvalContext::out_of_plan(), tvec![input])?;
@@ -635,14 +649,8 @@ mod tests {
         use tract_linalg::multithread::{Executor, multithread_tract_scope};
         // 70 rows (not a multiple of the 4-row pass) x 1024: above the split threshold.
         let (n, k) = (70, 1024);
-        let values: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0)
-            .collect();
-        let Ok(WeightData::Q4_1(bytes)) = WeightData::quantize(&values, GgmlType::Q4_1) else {
-            panic!("quantizes")
-        };
-        let t = Tensor::from_shape(&[n, bytes.len() / n], &bytes).expect("tensor");
-        let op = GgmlMatMul::new(BlockKind::Q4_1, n, k, Arc::new(t)).expect("op");
+        let (_, t) = block_table(n, k, GgmlType::Q4_1);
+        let op = GgmlMatMul::new(BlockKind::Q4_1, n, k, t).expect("op");
         // One row and three (the weight rows split), nine and sixteen (the activations split).
         for m in [1, 3, 9, 16] {
             let x: Vec<f32> = (0..m * k)
@@ -664,14 +672,8 @@ mod tests {
     fn the_f32_mode_multiplies_the_decoded_q8_0_weight_exactly_on_any_thread_count() {
         use tract_linalg::multithread::{Executor, multithread_tract_scope};
         let (n, k) = (70, 1024);
-        let values: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 31 % 97) as f32 - 48.0) / 30.0)
-            .collect();
-        let Ok(WeightData::Q8_0(bytes)) = WeightData::quantize(&values, GgmlType::Q8_0) else {
-            panic!("quantizes")
-        };
+        let (bytes, t) = block_table(n, k, GgmlType::Q8_0);
         let dense = dequantize(GgmlType::Q8_0, &bytes, n * k).expect("decodes");
-        let t = Arc::new(Tensor::from_shape(&[n, bytes.len() / n], &bytes).expect("tensor"));
         let op = GgmlMatMul::new(BlockKind::Q8_0, n, k, t.clone())
             .expect("op")
             .with_f32_rows(4);

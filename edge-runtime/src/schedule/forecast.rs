@@ -234,10 +234,14 @@ impl Source {
     }
 }
 
-/// The hours from the one holding `from_s` up to `to_s`, with grid intensity and ambient.
+/// Most hours [`hours`] lays out: a year, whatever deadline it is given.
+pub const MAX_HOURS: usize = 24 * 366;
+
+/// The hours from the one holding `from_s` up to `to_s` (at most [`MAX_HOURS`]), with grid
+/// intensity and ambient.
 pub fn hours(grid: &Source, ambient: &Source, from_s: i64, to_s: i64) -> Vec<Hour> {
     let first = from_s.div_euclid(HOUR_S) * HOUR_S;
-    (0..)
+    (0..MAX_HOURS as i64)
         .map(|i| first + i * HOUR_S)
         .take_while(|&t| t < to_s)
         .map(|t| Hour {
@@ -327,5 +331,7 @@ mod tests {
         assert_eq!(h.len(), 3);
         assert_eq!((h[0].start_s, h[0].g_per_kwh), (0, 100.0));
         assert_eq!((h[2].g_per_kwh, h[2].ambient_c), (50.0, 21.0));
+        // A far deadline lays out a year, not an endless list.
+        assert_eq!(hours(&grid, &grid, 0, i64::MAX).len(), MAX_HOURS);
     }
 }

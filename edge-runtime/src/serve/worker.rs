@@ -211,16 +211,16 @@ fn state_for<'a>(
     kept: &'a mut Option<KvState>,
     model: &Arc<LoadedModel>,
 ) -> anyhow::Result<&'a mut KvState> {
-    match kept {
-        Some(s) if Arc::ptr_eq(s.model(), model) => s.reset()?,
-        _ => {
-            // Dropped before the new one is made, so two never coexist.
-            *kept = None;
-            *kept = Some(KvState::new(model.clone())?);
+    // Taken out first, so an old model's state is dropped before a new one is made and a
+    // state that fails to reset is not kept.
+    let state = match kept.take().filter(|s| Arc::ptr_eq(s.model(), model)) {
+        Some(mut s) => {
+            s.reset()?;
+            s
         }
-    }
-    kept.as_mut()
-        .ok_or_else(|| anyhow::anyhow!("no KV state after making one"))
+        None => KvState::new(model.clone())?,
+    };
+    Ok(kept.insert(state))
 }
 
 /// Waits for an interactive permit, giving up (`None`) when `stop` says so.
@@ -262,7 +262,6 @@ fn run_job(ctx: &WorkerContext, job: Job, kept: &mut Option<KvState>) {
     let state = match state_for(kept, &job.model) {
         Ok(s) => s,
         Err(e) => {
-            *kept = None;
             ctx.active.fetch_sub(1, Ordering::AcqRel);
             ctx.metrics.add_request(Outcome::Failed);
             let _ = job.events.blocking_send(Event::Failed(format!("{e:#}")));
