@@ -21,6 +21,7 @@ use std::time::Duration;
 use super::Controller;
 use super::allocate::{Setting, allocate};
 use super::config::{ConfigError, GovernorConfig, validate_setpoint};
+use super::eco_setpoint::{SetpointChoice, Work, choose};
 use super::estimator::{Identifier, NoiseEstimator, Observer, Rls, ThermalModel};
 use super::types::{
     Decision, Demand, Health, Limiter, Mode, Observation, Pace, Priority, TempReading,
@@ -44,6 +45,24 @@ const FROZEN_AFTER_READINGS: u32 = 8;
 const RECOVERY_READINGS: u32 = 2;
 /// How long the budget must stay ample before the fan goes back to the firmware's curve.
 const FAN_RELEASE_AFTER: Duration = Duration::from_secs(15);
+/// Time constant in seconds of the eco setpoint's estimate of the die temperature at no
+/// dynamic power (it follows the ambient; the heatsink's slow warm-up biases it meanwhile).
+const ECO_BASE_TAU_S: f64 = 300.0;
+/// Time constant in seconds of the demand the eco setpoint weighs.
+const ECO_DEMAND_TAU_S: f64 = 60.0;
+
+/// What the eco setpoint has learnt between choices.
+#[derive(Clone, Debug, Default)]
+struct EcoState {
+    /// Die temperature at no dynamic power, °C.
+    base_c: Option<f64>,
+    /// Smoothed demand per class.
+    demand: Option<[f32; 3]>,
+    /// Time of the next choice in s.
+    next_at_s: f64,
+    /// The last choice.
+    choice: Option<SetpointChoice>,
+}
 
 /// What the governor currently believes about the board, for status and telemetry.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,6 +120,11 @@ pub struct Governor {
     fan_changed_at: Duration,
     dither_acc: f32,
     regulating_s: f64,
+    /// The configured setpoint: where the eco setpoint starts and what it is compared with.
+    fixed_setpoint_c: f32,
+    /// Model dynamic power of the last period, W.
+    last_dyn_w: f64,
+    eco: EcoState,
 }
 
 impl Governor {
@@ -146,6 +170,9 @@ impl Governor {
             fan_changed_at: Duration::ZERO,
             dither_acc: 0.0,
             regulating_s: 0.0,
+            fixed_setpoint_c: cfg.setpoint_c,
+            last_dyn_w: 0.0,
+            eco: EcoState::default(),
             cfg,
         };
         g.prev = g.coolest("no reading yet".to_string(), 0.0);
@@ -162,7 +189,58 @@ impl Governor {
     pub fn set_setpoint_c(&mut self, setpoint_c: f32) -> Result<(), ConfigError> {
         validate_setpoint(setpoint_c, self.cfg.ceiling_c, self.cfg.plausible_min_c)?;
         self.cfg.setpoint_c = setpoint_c;
+        self.fixed_setpoint_c = setpoint_c;
         Ok(())
+    }
+
+    /// The eco setpoint's last choice and what it was weighed against (`None` with a fixed
+    /// setpoint, or before the first fresh reading).
+    pub fn setpoint_choice(&self) -> Option<&SetpointChoice> {
+        self.eco.choice.as_ref()
+    }
+
+    /// Learns the die temperature at no dynamic power and the demand, and at each re-check
+    /// moves the setpoint to the one with the fewest g CO2e per token.
+    fn update_eco(&mut self, o: &Observation, now: Duration) {
+        let Some(auto) = self.cfg.auto else {
+            return;
+        };
+        let instant = self.obs.temperature() - auto.steady_k_per_w * self.last_dyn_w;
+        if !instant.is_finite() {
+            return;
+        }
+        let alpha = (self.h_s / ECO_BASE_TAU_S).min(1.0);
+        let base = match self.eco.base_c {
+            Some(b) => b + alpha * (instant - b),
+            None => instant,
+        };
+        self.eco.base_c = Some(base);
+        let beta = (self.h_s / ECO_DEMAND_TAU_S).min(1.0) as f32;
+        let now_demand = Priority::ALL.map(|c| o.demand.of(c));
+        let demand = match self.eco.demand {
+            Some(d) => std::array::from_fn(|i| d[i] + beta * (now_demand[i] - d[i])),
+            None => now_demand,
+        };
+        self.eco.demand = Some(demand);
+        let t = now.as_secs_f64();
+        if t < self.eco.next_at_s {
+            return;
+        }
+        self.eco.next_at_s = t + auto.recheck_s.max(self.h_s);
+        let work = Work {
+            demand: Demand { occupancy: demand },
+            measured_at: self.prev_setting,
+            priorities: self.cfg.priorities,
+        };
+        let lo = base.max(f64::from(self.cfg.plausible_min_c)) + 1.0;
+        let ceiling = f64::from(self.cfg.ceiling_c);
+        let fixed = f64::from(self.fixed_setpoint_c);
+        let choice = choose(&self.cfg.platform, &auto, base, &work, (lo, ceiling), fixed);
+        let setpoint = choice.chosen.setpoint_c as f32;
+        if validate_setpoint(setpoint, self.cfg.ceiling_c, self.cfg.plausible_min_c).is_ok() {
+            self.cfg.setpoint_c = setpoint;
+            self.eco.choice = Some(choice);
+        }
     }
 
     /// Current beliefs about the board.
@@ -269,6 +347,7 @@ impl Governor {
             1.0
         };
         let dyn_model = f64::from(p.pool_dyn_w(level, threads) * util);
+        self.last_dyn_w = dyn_model;
         match o.power_w {
             Some(w) if w.is_finite() && w >= 0.0 => {
                 let w = f64::from(w);
@@ -537,6 +616,20 @@ impl Governor {
 
     /// The decision's reason, for humans.
     fn reason(&self, verdict: &Verdict, mode: Mode, limiter: Limiter, budget: f64) -> String {
+        let why = self.regulation_reason(verdict, mode, limiter, budget);
+        match &self.eco.choice {
+            Some(c) => format!("eco setpoint {}; {why}", c.explain()),
+            None => why,
+        }
+    }
+
+    fn regulation_reason(
+        &self,
+        verdict: &Verdict,
+        mode: Mode,
+        limiter: Limiter,
+        budget: f64,
+    ) -> String {
         let x = self.obs.temperature();
         match (verdict, mode) {
             (Verdict::NotNew(why), _) => {
@@ -584,6 +677,9 @@ impl Controller for Governor {
             }
         }
 
+        if fresh && self.failsafe.is_none() && self.obs.is_ready() {
+            self.update_eco(&o, now);
+        }
         let budget = if self.obs.is_ready() {
             self.power_budget_w()
         } else {

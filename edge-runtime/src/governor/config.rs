@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 pub use super::error::ConfigError;
+use super::eco_setpoint::AutoSetpoint;
 use super::platform::Platform;
 use super::types::Priority;
 
@@ -25,6 +26,7 @@ pub struct GovernorConfig {
     pub(crate) stuck_periods: u32,
     pub(crate) failsafe_interactive_duty: f32,
     pub(crate) margin_c: f32,
+    pub(crate) auto: Option<AutoSetpoint>,
 }
 
 impl GovernorConfig {
@@ -44,6 +46,7 @@ impl GovernorConfig {
             plausible_max_c: 150.0,
             failsafe_interactive_duty: 0.25,
             margin_c: 0.1,
+            auto: None,
         }
     }
 
@@ -86,6 +89,11 @@ impl GovernorConfig {
     pub fn plausible_range_c(&self) -> (f32, f32) {
         (self.plausible_min_c, self.plausible_max_c)
     }
+
+    /// The automatic (eco) setpoint's settings, when the setpoint is chosen by the governor.
+    pub fn auto_setpoint(&self) -> Option<&AutoSetpoint> {
+        self.auto.as_ref()
+    }
 }
 
 /// Builder for [`GovernorConfig`]; see [`GovernorConfig::builder`] for the defaults.
@@ -101,6 +109,7 @@ pub struct GovernorConfigBuilder {
     plausible_max_c: f32,
     failsafe_interactive_duty: f32,
     margin_c: f32,
+    auto: Option<AutoSetpoint>,
 }
 
 impl GovernorConfigBuilder {
@@ -145,6 +154,14 @@ impl GovernorConfigBuilder {
     /// estimated sensor noise on top).
     pub fn with_margin_c(mut self, margin_c: f32) -> Self {
         self.margin_c = margin_c;
+        self
+    }
+
+    /// Lets the governor choose the setpoint with the fewest g CO2e per token and keep
+    /// re-choosing it (see [`super::eco_setpoint`]); the fixed setpoint is where it starts and
+    /// what each choice is compared with.
+    pub fn with_auto_setpoint(mut self, auto: AutoSetpoint) -> Self {
+        self.auto = Some(auto);
         self
     }
 
@@ -200,6 +217,7 @@ impl GovernorConfigBuilder {
             stuck_periods: 40,
             failsafe_interactive_duty: duty,
             margin_c,
+            auto: self.auto,
         })
     }
 }

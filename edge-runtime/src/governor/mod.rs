@@ -20,6 +20,7 @@ pub mod adaptive;
 pub mod allocate;
 pub mod baseline;
 pub mod config;
+pub mod eco_setpoint;
 mod error;
 pub mod estimator;
 pub mod platform;
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 pub use adaptive::{Estimate, Governor};
 pub use config::{ConfigError, GovernorConfig, GovernorConfigBuilder};
+pub use eco_setpoint::{AutoSetpoint, EcoWeights, SetpointChoice};
 pub use platform::{Opp, Platform};
 pub use types::{
     ActuatorState, Decision, Demand, Health, Limiter, Mode, Observation, Pace, Priority,
