@@ -26,6 +26,21 @@ const GAP: f64 = 30.0;
 
 /// Renders `panels` stacked under `title`; the time axis spans `0..=duration_s`.
 pub fn render(title: &str, duration_s: f64, panels: &[Panel]) -> String {
+    render_over(title, (0.0, duration_s.max(1e-9)), "s", panels, &[])
+}
+
+/// A point marked on a panel: `(panel index, x, y, label)`.
+pub type Mark = (usize, f64, f64, String);
+
+/// Renders `panels` stacked under `title` over the x range `span` (labelled in `unit`), with
+/// `marks` drawn as labelled dots.
+pub fn render_over(
+    title: &str,
+    span: (f64, f64),
+    unit: &str,
+    panels: &[Panel],
+    marks: &[Mark],
+) -> String {
     let height = TOP + panels.len() as f64 * (PANEL_H + GAP) + 20.0;
     let mut s = String::new();
     let _ = writeln!(
@@ -39,26 +54,27 @@ pub fn render(title: &str, duration_s: f64, panels: &[Panel]) -> String {
         escape(title)
     );
     let plot_w = WIDTH - LEFT - RIGHT;
-    let duration_s = duration_s.max(1e-9);
+    let (x0, x1) = (span.0, span.1.max(span.0 + 1e-9));
     for (i, p) in panels.iter().enumerate() {
-        draw_panel(&mut s, TOP + i as f64 * (PANEL_H + GAP), p, duration_s);
+        let here: Vec<&Mark> = marks.iter().filter(|m| m.0 == i).collect();
+        draw_panel(&mut s, TOP + i as f64 * (PANEL_H + GAP), p, (x0, x1), &here);
     }
     let axis_y = TOP + panels.len() as f64 * (PANEL_H + GAP) - GAP + 14.0;
     for k in 0..=6 {
-        let t = duration_s * f64::from(k) / 6.0;
+        let t = x0 + (x1 - x0) * f64::from(k) / 6.0;
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{axis_y:.1}" text-anchor="middle">{:.0} s</text>"#,
-            LEFT + t / duration_s * plot_w,
-            t
+            r#"<text x="{:.1}" y="{axis_y:.1}" text-anchor="middle">{t:.0} {}</text>"#,
+            LEFT + (t - x0) / (x1 - x0) * plot_w,
+            escape(unit)
         );
     }
     s.push_str("</svg>\n");
     s
 }
 
-/// Draws panel `p` with its top edge at `y0`; the time axis spans `0..=duration_s`.
-fn draw_panel(s: &mut String, y0: f64, p: &Panel, duration_s: f64) {
+/// Draws panel `p` with its top edge at `y0` over the x range `(x0, x1)`, with `marks`.
+fn draw_panel(s: &mut String, y0: f64, p: &Panel, (x0, x1): (f64, f64), marks: &[&Mark]) {
     let plot_w = WIDTH - LEFT - RIGHT;
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for &(_, v) in p.points.iter().filter(|(_, v)| v.is_finite()) {
@@ -69,13 +85,19 @@ fn draw_panel(s: &mut String, y0: f64, p: &Panel, duration_s: f64) {
         lo = lo.min(v);
         hi = hi.max(v);
     }
+    for m in marks.iter().filter(|m| m.2.is_finite()) {
+        lo = lo.min(m.2);
+        hi = hi.max(m.2);
+    }
     if !lo.is_finite() {
         (lo, hi) = (0.0, 1.0);
     }
-    let pad = ((hi - lo) * 0.08).max(0.5);
+    let pad = ((hi - lo) * 0.08)
+        .max(hi.abs().max(lo.abs()) * 0.02)
+        .max(1e-6);
     let (lo, hi) = (lo - pad, hi + pad);
     let y_of = |v: f64| y0 + PANEL_H - (v - lo) / (hi - lo) * PANEL_H;
-    let x_of = |t: f64| LEFT + t / duration_s * plot_w;
+    let x_of = |t: f64| LEFT + (t - x0) / (x1 - x0) * plot_w;
     let _ = writeln!(
         s,
         r##"<rect x="{LEFT}" y="{y0}" width="{plot_w}" height="{PANEL_H}" fill="none" stroke="#888"/>"##
@@ -86,10 +108,11 @@ fn draw_panel(s: &mut String, y0: f64, p: &Panel, duration_s: f64) {
         y0 + PANEL_H / 2.0,
         escape(&p.label)
     );
+    let digits = if hi - lo < 1.0 { 3 } else { 1 };
     for (v, text) in [(hi, hi), (lo, lo)] {
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{text:.1}</text>"#,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{text:.digits$}</text>"#,
             LEFT - 4.0,
             y_of(v) + 4.0
         );
@@ -115,6 +138,16 @@ fn draw_panel(s: &mut String, y0: f64, p: &Panel, duration_s: f64) {
         p.colour,
         pts.trim_end()
     );
+    for (_, x, y, label) in marks.iter().map(|m| &**m).filter(|m| m.2.is_finite()) {
+        let (cx, cy) = (x_of(*x), y_of(*y));
+        let _ = writeln!(
+            s,
+            r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="4" fill="#c33"/><text x="{:.1}" y="{:.1}" fill="#c33">{}</text>"##,
+            cx + 6.0,
+            cy - 6.0,
+            escape(label)
+        );
+    }
 }
 
 /// `text` made safe inside an SVG (XML) text node or attribute value.

@@ -170,7 +170,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let model = load(&args.model, args.adapter.as_deref())?;
     let retriever = args.rag.open()?;
     let shutdown = Shutdown::install()?;
-    let governed = args.governor.start(args.model.threads)?;
+    let governed = args.governor.start_for(args.model.threads, &config.eco)?;
     let telemetry = Session::start(&config.telemetry, governed.as_ref().map(Governed::probe))?;
     let (started, energy_before) = (std::time::Instant::now(), energy_j(&telemetry));
     let mut eco = Accounting::start(&config.eco, governed.as_ref())?;
@@ -252,7 +252,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let retriever = args.rag.open()?;
     let mut state = KvState::new(model.clone())?;
     let shutdown = Shutdown::install()?;
-    let governed = args.governor.start(args.model.threads)?;
+    let governed = args.governor.start_for(args.model.threads, &config.eco)?;
     let telemetry = Session::start(&config.telemetry, governed.as_ref().map(Governed::probe))?;
     let mut eco = Accounting::start(&config.eco, governed.as_ref())?;
     let mut history: Vec<Message> = vec![];

@@ -28,7 +28,7 @@ mod telemetry;
 use crate::eco::EcoConfig;
 pub use example::KeyDoc;
 use example::{doc, doc_eg};
-pub use governor::GovernorSection;
+pub use governor::{GovernorSection, SetpointMode};
 pub use layers::{Layers, env_key};
 use layers::{default_table, probe, section_from};
 pub use model::ModelSection;

@@ -189,6 +189,19 @@ impl Factors {
         out
     }
 
+    /// The eco setpoint's weights from these factors: carbon per joule (grid, PUE, diesel),
+    /// the board's embodied carbon over its service life at the wear reference temperature,
+    /// and the activation energy; the token rate is left for the governor to learn.
+    pub fn eco_weights(&self) -> crate::governor::EcoWeights {
+        crate::governor::EcoWeights {
+            g_co2e_per_j: self.g_co2e_per_j()[0],
+            embodied_g_per_s: self.embodied_g_per_hour() / 3600.0,
+            wear_reference_c: self.wear_reference_c,
+            activation_ev: self.activation_ev,
+            tokens_per_s_max: 0.0,
+        }
+    }
+
     /// Embodied carbon amortised per hour of service (g CO2e/h).
     pub fn embodied_g_per_hour(&self) -> f64 {
         self.embodied_kg_co2e[0] * 1000.0 / (self.lifetime_years * HOURS_PER_YEAR)

@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::Controller;
 use super::allocate::{Setting, allocate};
 use super::config::{ConfigError, GovernorConfig, validate_setpoint};
-use super::eco_setpoint::{SetpointChoice, Work, choose};
+use super::eco_setpoint::{SetpointChoice, Work, choose, score};
 use super::estimator::{Identifier, NoiseEstimator, Observer, Rls, ThermalModel};
 use super::types::{
     Decision, Demand, Health, Limiter, Mode, Observation, Pace, Priority, TempReading,
@@ -45,17 +45,42 @@ const FROZEN_AFTER_READINGS: u32 = 8;
 const RECOVERY_READINGS: u32 = 2;
 /// How long the budget must stay ample before the fan goes back to the firmware's curve.
 const FAN_RELEASE_AFTER: Duration = Duration::from_secs(15);
-/// Time constant in seconds of the eco setpoint's estimate of the die temperature at no
-/// dynamic power (it follows the ambient; the heatsink's slow warm-up biases it meanwhile).
-const ECO_BASE_TAU_S: f64 = 300.0;
+/// Length in seconds of the windows over which the eco setpoint averages temperature and
+/// power to re-estimate the die temperature at no dynamic power.
+const ECO_WINDOW_S: f64 = 60.0;
+/// Two consecutive windows count as a thermal steady state when their mean temperatures
+/// differ by at most this many kelvin...
+const ECO_STEADY_C: f64 = 0.5;
+/// ...and their mean dynamic powers by at most this share of the flat-out dynamic power.
+const ECO_STEADY_POWER: f64 = 0.05;
+/// A new choice replaces the setpoint in force only when it is cheaper by this share.
+const ECO_HYSTERESIS: f64 = 0.005;
+/// The eco setpoint leaves the fixed setpoint only for a predicted saving of at least this
+/// share: smaller differences are within what the steady-state model can tell apart.
+const ECO_MIN_GAIN: f64 = 0.05;
+/// Largest fall of the setpoint per choice, K: the die follows without overshooting and
+/// generation is not throttled all at once.
+const ECO_MAX_FALL_C: f64 = 1.0;
+/// Largest rise of the setpoint per choice, K (a rise cannot overshoot).
+const ECO_MAX_RISE_C: f64 = 4.0;
+/// Time constant in seconds of the eco setpoint's flat-out token rate.
+const ECO_RATE_TAU_S: f64 = 10.0;
+/// A class counts as having work when its smoothed occupancy is above this share.
+const ECO_ACTIVE_SHARE: f32 = 0.05;
 /// Time constant in seconds of the demand the eco setpoint weighs.
-const ECO_DEMAND_TAU_S: f64 = 60.0;
+const ECO_DEMAND_TAU_S: f64 = 300.0;
 
 /// What the eco setpoint has learnt between choices.
 #[derive(Clone, Debug, Default)]
 struct EcoState {
-    /// Die temperature at no dynamic power, °C.
+    /// Die temperature at no dynamic power, °C: from the first reading (the board idle), then
+    /// from each pair of windows in thermal steady state. Mid-transient readings would bias it
+    /// (a heatsink still warming up makes the die look cooler than its power implies).
     base_c: Option<f64>,
+    /// The current window: seconds, Σ temperature·dt, Σ dynamic power·dt.
+    window: (f64, f64, f64),
+    /// Mean temperature and dynamic power of the previous window.
+    last_window: Option<(f64, f64)>,
     /// Smoothed demand per class.
     demand: Option<[f32; 3]>,
     /// Time of the next choice in s.
@@ -124,6 +149,8 @@ pub struct Governor {
     fixed_setpoint_c: f32,
     /// Model dynamic power of the last period, W.
     last_dyn_w: f64,
+    /// Pool utilisation of the last period, 0 to 1.
+    last_util: f64,
     eco: EcoState,
 }
 
@@ -172,6 +199,7 @@ impl Governor {
             regulating_s: 0.0,
             fixed_setpoint_c: cfg.setpoint_c,
             last_dyn_w: 0.0,
+            last_util: 0.0,
             eco: EcoState::default(),
             cfg,
         };
@@ -199,22 +227,63 @@ impl Governor {
         self.eco.choice.as_ref()
     }
 
+    /// Learns the flat-out token rate the eco setpoint scores with from the tokens per second
+    /// generated while the pool was at least half busy (the rate over the relative speed of
+    /// the setting in force times the utilisation), smoothed over about ten seconds.
+    pub fn observe_tokens_per_s(&mut self, tokens_per_s: f32) {
+        let Some(auto) = self.cfg.auto.as_mut() else {
+            return;
+        };
+        let Some(setting) = self.prev_setting else {
+            return;
+        };
+        let speed = f64::from(self.cfg.platform.speed(setting.level, setting.threads));
+        let busy = speed * self.last_util;
+        let tps = f64::from(tokens_per_s);
+        if !(tps.is_finite() && tps > 0.0 && self.last_util >= 0.5 && busy > 1e-3) {
+            return;
+        }
+        let sample = tps / busy;
+        let w = &mut auto.weights;
+        w.tokens_per_s_max = if w.tokens_per_s_max > 0.0 {
+            let alpha = (self.h_s / ECO_RATE_TAU_S).min(1.0);
+            w.tokens_per_s_max + alpha * (sample - w.tokens_per_s_max)
+        } else {
+            sample
+        };
+    }
+
     /// Learns the die temperature at no dynamic power and the demand, and at each re-check
     /// moves the setpoint to the one with the fewest g CO2e per token.
     fn update_eco(&mut self, o: &Observation, now: Duration) {
         let Some(auto) = self.cfg.auto else {
             return;
         };
-        let instant = self.obs.temperature() - auto.steady_k_per_w * self.last_dyn_w;
-        if !instant.is_finite() {
+        let x = self.obs.temperature();
+        if !(x.is_finite() && self.last_dyn_w.is_finite()) {
             return;
         }
-        let alpha = (self.h_s / ECO_BASE_TAU_S).min(1.0);
-        let base = match self.eco.base_c {
-            Some(b) => b + alpha * (instant - b),
-            None => instant,
-        };
-        self.eco.base_c = Some(base);
+        let r = auto.steady_k_per_w;
+        let base = *self.eco.base_c.get_or_insert(x - r * self.last_dyn_w);
+        let w = &mut self.eco.window;
+        w.0 += self.h_s;
+        w.1 += x * self.h_s;
+        w.2 += self.last_dyn_w * self.h_s;
+        let mut base = base;
+        if w.0 >= ECO_WINDOW_S {
+            let (mean_x, mean_p) = (w.1 / w.0, w.2 / w.0);
+            self.eco.window = (0.0, 0.0, 0.0);
+            let p = &self.cfg.platform;
+            let full = f64::from(p.pool_dyn_w(p.top_level(), p.cores()));
+            if let Some((lx, lp)) = self.eco.last_window
+                && (mean_x - lx).abs() <= ECO_STEADY_C
+                && (mean_p - lp).abs() <= ECO_STEADY_POWER * full
+            {
+                base = mean_x - r * mean_p;
+                self.eco.base_c = Some(base);
+            }
+            self.eco.last_window = Some((mean_x, mean_p));
+        }
         let beta = (self.h_s / ECO_DEMAND_TAU_S).min(1.0) as f32;
         let now_demand = Priority::ALL.map(|c| o.demand.of(c));
         let demand = match self.eco.demand {
@@ -223,35 +292,50 @@ impl Governor {
         };
         self.eco.demand = Some(demand);
         let t = now.as_secs_f64();
-        if t < self.eco.next_at_s {
+        // Per-token figures need the board's token rate: with none given, the setpoint stays
+        // where it is until generation has shown it.
+        if t < self.eco.next_at_s || auto.weights.tokens_per_s_max <= 0.0 {
             return;
         }
         self.eco.next_at_s = t + auto.recheck_s.max(self.h_s);
+        // The setpoint binds when work is waiting: each class that has had work lately is
+        // scored as backlogged (a per-token cost that includes the idle gaps between chats
+        // would favour whatever setpoint the last gap happened to fall under).
+        let busy = demand.map(|d| if d > ECO_ACTIVE_SHARE { 1.0 } else { 0.0 });
         let work = Work {
-            demand: Demand { occupancy: demand },
-            measured_at: self.prev_setting,
+            demand: Demand { occupancy: busy },
+            measured_at: None,
             priorities: self.cfg.priorities,
         };
         let lo = base.max(f64::from(self.cfg.plausible_min_c)) + 1.0;
         let ceiling = f64::from(self.cfg.ceiling_c);
         let fixed = f64::from(self.fixed_setpoint_c);
         let choice = choose(&self.cfg.platform, &auto, base, &work, (lo, ceiling), fixed);
-        let setpoint = choice.chosen.setpoint_c as f32;
+        let (c, reference) = (choice.chosen.g_per_ktok(), choice.reference.g_per_ktok());
+        let target = if c < reference * (1.0 - ECO_MIN_GAIN) {
+            choice.chosen.setpoint_c
+        } else {
+            fixed
+        };
+        // Keep the setpoint in force unless the target is clearly cheaper there, and move
+        // towards the target by at most ECO_MAX_FALL_C down or ECO_MAX_RISE_C up per choice.
+        let current = f64::from(self.cfg.setpoint_c);
+        let held = score(&self.cfg.platform, &auto, base, &work, current);
+        let target_score = score(&self.cfg.platform, &auto, base, &work, target);
+        let next = if target_score.g_per_ktok() >= held.g_per_ktok() * (1.0 - ECO_HYSTERESIS)
+            && (target - current).abs() > 1e-9
+            && target != fixed
+        {
+            current
+        } else {
+            current + (target - current).clamp(-ECO_MAX_FALL_C, ECO_MAX_RISE_C)
+        };
+        let next = next.min(ceiling - auto.safety_c).max(lo.min(next));
+        let setpoint = next as f32;
         if validate_setpoint(setpoint, self.cfg.ceiling_c, self.cfg.plausible_min_c).is_ok() {
             self.cfg.setpoint_c = setpoint;
-            self.eco.choice = Some(choice);
-        }
-    }
-
-    /// Current beliefs about the board.
-    pub fn estimate(&self) -> Estimate {
-        let m = self.id.model();
-        Estimate {
-            temperature_c: self.obs.temperature(),
-            temperature_std_c: self.obs.temperature_std(),
-            tau_s: -self.h_s / m.a.ln().min(-1e-9),
-            gain_k_per_w: m.gain_k_per_w(),
-            noise_std_c: self.noise.variance().sqrt(),
+            let chosen = score(&self.cfg.platform, &auto, base, &work, next);
+            self.eco.choice = Some(SetpointChoice { chosen, ..choice });
         }
     }
 
@@ -348,6 +432,7 @@ impl Governor {
         };
         let dyn_model = f64::from(p.pool_dyn_w(level, threads) * util);
         self.last_dyn_w = dyn_model;
+        self.last_util = f64::from(util);
         match o.power_w {
             Some(w) if w.is_finite() && w >= 0.0 => {
                 let w = f64::from(w);
@@ -650,6 +735,10 @@ impl Governor {
 impl Controller for Governor {
     fn name(&self) -> &'static str {
         "ours"
+    }
+
+    fn setpoint_c(&self) -> Option<f32> {
+        Some(self.cfg.setpoint_c)
     }
 
     fn decide(&mut self, o: Observation, now: Duration) -> Decision {

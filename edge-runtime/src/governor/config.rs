@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-pub use super::error::ConfigError;
 use super::eco_setpoint::AutoSetpoint;
+pub use super::error::ConfigError;
 use super::platform::Platform;
 use super::types::Priority;
 

@@ -47,7 +47,8 @@ pub struct EcoWeights {
     /// Activation energy of the Arrhenius wear model (eV).
     pub activation_ev: f64,
     /// Tokens per second with every core at the top frequency (scales relative work to
-    /// tokens; per-token figures are only as good as this figure).
+    /// tokens; per-token figures are only as good as this figure). 0: not known yet (the
+    /// governor learns it from generation).
     pub tokens_per_s_max: f64,
 }
 
@@ -69,7 +70,7 @@ impl EcoWeights {
             embodied_g_per_s: embodied_kg.max(0.0) * 1000.0 / life_s,
             wear_reference_c,
             activation_ev,
-            tokens_per_s_max: tokens_per_s_max.max(1e-9),
+            tokens_per_s_max: tokens_per_s_max.max(0.0),
         }
     }
 }
@@ -271,8 +272,8 @@ pub fn choose(
     default_c: f64,
 ) -> SetpointChoice {
     let hi = (ceiling_c - auto.safety_c.max(0.0)).max(lo_c);
-    let lo = latency_floor(platform, auto, base_c, lo_c, hi)
-        .max(hi - STEP_C * MAX_CANDIDATES as f64);
+    let lo =
+        latency_floor(platform, auto, base_c, lo_c, hi).max(hi - STEP_C * MAX_CANDIDATES as f64);
     let reference = score(platform, auto, base_c, work, default_c);
     let mut best = score(platform, auto, base_c, work, lo);
     let mut t = lo + STEP_C;
@@ -335,10 +336,19 @@ mod tests {
         // keeps the cooler point, so the choice lands within a thousandth of the minimum.
         let choice = choose(&p, &auto, 30.0, &busy, (40.0, 72.0), 70.0);
         assert!((choice.chosen.setpoint_c - 58.0).abs() <= 1.5, "{choice:?}");
-        assert!(choice.chosen.g_per_ktok() <= 0.094_792 * 1.001 + 1e-6, "{choice:?}");
-        assert!((choice.reference.g_per_ktok() - 0.10328).abs() < 2e-5, "{choice:?}");
+        assert!(
+            choice.chosen.g_per_ktok() <= 0.094_792 * 1.001 + 1e-6,
+            "{choice:?}"
+        );
+        assert!(
+            (choice.reference.g_per_ktok() - 0.10328).abs() < 2e-5,
+            "{choice:?}"
+        );
         let text = choice.explain();
-        assert!(text.contains("g/1k tokens") && text.contains("at 70.0 °C"), "{text}");
+        assert!(
+            text.contains("g/1k tokens") && text.contains("at 70.0 °C"),
+            "{text}"
+        );
         Ok(())
     }
 

@@ -49,4 +49,9 @@ pub trait Controller {
     /// Decides the actuator settings for the next period from `obs`, observed at `now`
     /// (monotonic time since the runtime's epoch).
     fn decide(&mut self, obs: Observation, now: Duration) -> Decision;
+
+    /// The setpoint in force in °C, for controllers that hold one.
+    fn setpoint_c(&self) -> Option<f32> {
+        None
+    }
 }

@@ -32,7 +32,7 @@ use super::status::GovernorStatus;
 use crate::governor::config::validate_setpoint;
 use crate::governor::{
     ActuatorState, ConfigError, Controller, Demand, Governor, GovernorConfig, Health, Observation,
-    Priority,
+    Priority, SetpointChoice,
 };
 
 /// Fastest time scale the driver accepts (board seconds per wall second): the simulated
@@ -56,6 +56,15 @@ pub trait Regulator: Controller + Send {
 
     /// Changes the setpoint; a rejected value leaves the old one in force.
     fn set_setpoint_c(&mut self, setpoint_c: f32) -> Result<(), ConfigError>;
+
+    /// The eco setpoint's last choice, when the setpoint is automatic.
+    fn setpoint_choice(&self) -> Option<SetpointChoice> {
+        None
+    }
+
+    /// The tokens per second generated over the last couple of seconds (the eco setpoint
+    /// learns the board's flat-out token rate from it).
+    fn observe_tokens_per_s(&mut self, _tokens_per_s: f32) {}
 }
 
 impl Regulator for Governor {
@@ -65,6 +74,14 @@ impl Regulator for Governor {
 
     fn set_setpoint_c(&mut self, setpoint_c: f32) -> Result<(), ConfigError> {
         Governor::set_setpoint_c(self, setpoint_c)
+    }
+
+    fn setpoint_choice(&self) -> Option<SetpointChoice> {
+        Governor::setpoint_choice(self).copied()
+    }
+
+    fn observe_tokens_per_s(&mut self, tokens_per_s: f32) {
+        Governor::observe_tokens_per_s(self, tokens_per_s);
     }
 }
 
@@ -330,7 +347,11 @@ impl GovernorDriver {
             tick_mean: mean,
             tick_max: self.tick_max,
             running: true,
+            eco: self.controller.setpoint_choice(),
         };
+        if let Some(tps) = status.tokens_per_s {
+            self.controller.observe_tokens_per_s(tps);
+        }
         *lock(&self.shared.status) = status;
     }
 

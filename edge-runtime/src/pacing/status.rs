@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::governor::{Health, Limiter, Mode};
+use crate::governor::{Health, Limiter, Mode, SetpointChoice};
 
 /// What the governor is doing, as of its last tick.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +52,9 @@ pub struct GovernorStatus {
     pub tick_max: Duration,
     /// False once the driver has stopped (returned from `run`, shut down or dropped).
     pub running: bool,
+    /// The eco setpoint's last choice and what it was weighed against, when the setpoint is
+    /// automatic.
+    pub eco: Option<SetpointChoice>,
 }
 impl GovernorStatus {
     pub(super) fn initial(controller: &'static str, setpoint_c: f32) -> Self {
@@ -77,6 +80,7 @@ impl GovernorStatus {
             tick_mean: Duration::ZERO,
             tick_max: Duration::ZERO,
             running: true,
+            eco: None,
         }
     }
 
@@ -102,6 +106,9 @@ impl GovernorStatus {
             (_, l) => format!("limiting: {}", limiter_words(l)),
         };
         let _ = write!(s, " | {what}");
+        if let Some(c) = &self.eco {
+            let _ = write!(s, " | eco {}", c.explain());
+        }
         if !self.running {
             s.push_str(" | stopped");
         }

@@ -521,6 +521,34 @@ fn render_governor(out: &mut String, v: &MetricsView<'_>) {
             f64::from(t),
         );
     }
+    if let Some(c) = &g.eco {
+        head(
+            out,
+            "thermo_governor_eco_g_co2e_per_1k_tokens",
+            "gauge",
+            "The eco setpoint's estimate of g CO2e per 1000 tokens: at the chosen setpoint \
+             (part=grid, part=wear) and at the fixed default setpoint (part=reference).",
+        );
+        for (part, v) in [
+            ("grid", c.chosen.grid_g_per_ktok),
+            ("wear", c.chosen.wear_g_per_ktok),
+            ("reference", c.reference.g_per_ktok()),
+        ] {
+            sample(
+                out,
+                "thermo_governor_eco_g_co2e_per_1k_tokens",
+                &format!("part=\"{part}\""),
+                v,
+            );
+        }
+        single(
+            out,
+            "thermo_governor_eco_reference_setpoint_celsius",
+            "gauge",
+            "The fixed setpoint the eco setpoint's choice is compared with, °C.",
+            c.reference.setpoint_c,
+        );
+    }
     single(
         out,
         "thermo_governor_power_budget_watts",
@@ -620,6 +648,21 @@ fn render_telemetry(out: &mut String, s: &TelemetryStats, health: &TelemetryHeal
 mod tests {
     use super::*;
 
+    fn eco_candidate(
+        setpoint_c: f64,
+        grid: f64,
+        wear: f64,
+    ) -> crate::governor::eco_setpoint::Candidate {
+        crate::governor::eco_setpoint::Candidate {
+            setpoint_c,
+            die_c: setpoint_c,
+            power_w: 5.0,
+            tokens_per_s: 10.0,
+            grid_g_per_ktok: grid,
+            wear_g_per_ktok: wear,
+        }
+    }
+
     #[test]
     fn counters_render_with_llamacpp_names_and_rates() {
         let m = Metrics::default();
@@ -651,6 +694,11 @@ mod tests {
             tick_mean: std::time::Duration::ZERO,
             tick_max: std::time::Duration::ZERO,
             running: true,
+            eco: Some(crate::governor::SetpointChoice {
+                chosen: eco_candidate(66.0, 0.27, 0.04),
+                reference: eco_candidate(70.0, 0.30, 0.05),
+                base_c: 45.0,
+            }),
         };
         let text = render(&MetricsView {
             metrics: &m,
@@ -694,6 +742,10 @@ mod tests {
             "thermo_telemetry_degraded 1",
             "thermo_governor_temperature_celsius 55",
             "thermo_governor_limiter{limiter=\"none\",mode=\"regulating\"} 1",
+            "thermo_governor_eco_g_co2e_per_1k_tokens{part=\"grid\"} 0.27",
+            "thermo_governor_eco_g_co2e_per_1k_tokens{part=\"wear\"} 0.04",
+            "thermo_governor_eco_g_co2e_per_1k_tokens{part=\"reference\"} 0.35",
+            "thermo_governor_eco_reference_setpoint_celsius 70",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -31,12 +31,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use sensor_drivers::linux::SysRoot;
 
-use crate::config::Config;
+use crate::config::{Config, SetpointMode};
 use crate::eco::Footprint as EcoFootprint;
 use crate::engine::generate::GenerationStats;
 use crate::engine::set_compute_threads;
 use crate::sensing::Source;
-use crate::session::governed::{Governed, GovernorOptions};
+use crate::session::governed::{EcoSetpointOptions, Governed, GovernorOptions};
 use crate::session::model::resolve_model;
 use crate::session::telemetry::Session;
 use accounting::EcoAccounting;
@@ -106,6 +106,13 @@ pub fn run(config: &Config) -> Result<()> {
         &config.sensors,
         &GovernorOptions {
             setpoint_c: config.governor.setpoint_c,
+            eco_setpoint: match config.governor.setpoint {
+                SetpointMode::Auto => Some(EcoSetpointOptions {
+                    weights: config.eco.factors()?.eco_weights(),
+                    max_itl_ms: config.governor.eco_max_itl_ms,
+                }),
+                SetpointMode::Fixed => None,
+            },
             ..GovernorOptions::default()
         },
         config.model.threads,

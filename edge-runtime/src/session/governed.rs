@@ -19,7 +19,7 @@ use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::engine::ComputeThreads;
 use crate::engine::generate::{Gate, TokenEvent};
 use crate::governor::platform::{Opp, Platform};
-use crate::governor::{Governor, GovernorConfig, Priority};
+use crate::governor::{AutoSetpoint, EcoWeights, Governor, GovernorConfig, Priority};
 use crate::pacing::{
     GovernorHandle, GovernorRunner, GovernorStatus, Permit, Permits, SourceReading,
     reading_from_snapshot,
@@ -43,6 +43,18 @@ pub struct GovernorOptions {
     pub pacing_only: bool,
     /// Let the governor drive the fan too (the `pwm-fan` cooling device).
     pub drive_fan: bool,
+    /// Let the governor choose the setpoint with the fewest g CO2e per token
+    /// (`--setpoint auto`); `setpoint_c` is where it starts and what it is compared with.
+    pub eco_setpoint: Option<EcoSetpointOptions>,
+}
+
+/// The eco setpoint's inputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EcoSetpointOptions {
+    /// The footprint's factors (`Factors::eco_weights`).
+    pub weights: EcoWeights,
+    /// The longest mean inter-token latency in ms the choice may cause; `None`: no bound.
+    pub max_itl_ms: Option<f64>,
 }
 
 impl Default for GovernorOptions {
@@ -54,6 +66,7 @@ impl Default for GovernorOptions {
             sim_time_scale: 1.0,
             pacing_only: false,
             drive_fan: false,
+            eco_setpoint: None,
         }
     }
 }
@@ -240,9 +253,15 @@ impl Governed {
         let (platform, firmware_c) = platform_for(&board, threads, &actuators)?;
         let described = describe(&actuators);
         let meter = board_meter(&platform);
+        let steady = steady_k_per_w(board.sim_profile().as_ref(), &platform, firmware_c);
         let mut cfg = GovernorConfig::builder(platform, firmware_c);
         if let Some(sp) = args.setpoint_c {
             cfg = cfg.with_setpoint_c(sp);
+        }
+        if let Some(eco) = &args.eco_setpoint {
+            let mut auto = AutoSetpoint::new(eco.weights, steady);
+            auto.max_itl_ms = eco.max_itl_ms;
+            cfg = cfg.with_auto_setpoint(auto);
         }
         let cfg = cfg.build().context("governor configuration")?;
         let ambient_c = board.sim_profile().map(|p| p.ambient().celsius());
@@ -388,6 +407,23 @@ impl Governed {
 impl Drop for Governed {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The steady die temperature rise per watt of dynamic power the eco setpoint plans with: the
+/// simulated profile's die-to-board plus board-to-ambient resistance, or on a real board the
+/// governor's own prior (full load taking the die from 25 °C to the first firmware throttle
+/// point).
+fn steady_k_per_w(
+    profile: Option<&sensor_drivers::sim::Profile>,
+    platform: &Platform,
+    firmware_c: f32,
+) -> f64 {
+    match profile {
+        Some(p) => p.thermal.die_to_board_k_per_w + p.thermal.board_to_ambient_k_per_w,
+        None => {
+            (f64::from(firmware_c) - 25.0).max(10.0) / f64::from(platform.max_power_w()).max(0.1)
+        }
     }
 }
 

@@ -1,6 +1,11 @@
 //! Per-run metrics of the governor benchmark, accumulated sample by sample: throughput,
 //! temperatures against the setpoint, firmware throttle events, inter-token latency
-//! percentiles, energy per token and Arrhenius wear relative to running at the setpoint.
+//! percentiles, energy per token and Arrhenius wear relative to running at the setpoint, and
+//! the carbon of a token: operational (board energy × grid intensity) and embodied (the
+//! board's embodied carbon that wear at the die's temperature spends), per 1000 tokens, a
+//! training step counting as the tokens the same compute would have produced.
+
+use crate::governor::EcoWeights;
 
 /// Boltzmann constant in eV/K (JEDEC JEP122 uses the same value).
 const BOLTZMANN_EV_PER_K: f64 = 8.617e-5;
@@ -40,6 +45,13 @@ pub struct RunMetrics {
     itl_s: Vec<f64>,
     steady_from_s: f64,
     steady_tokens: u64,
+    /// The setpoint in force (it moves with the eco setpoint).
+    current_setpoint_c: f64,
+    overshoot_c: f64,
+    setpoint_integral: f64,
+    footprint: Option<(EcoWeights, f64)>,
+    /// Seconds at the wear reference temperature that age the die as much as the run did.
+    wear_ref_s: f64,
 }
 
 /// Final figures of one run.
@@ -67,6 +79,23 @@ pub struct RunSummary {
     pub energy_per_token_j: f64,
     /// Mean Arrhenius wear factor relative to running at the setpoint the whole time.
     pub wear_vs_setpoint: f64,
+    /// Mean setpoint in force over the run, °C.
+    pub mean_setpoint_c: f64,
+    /// Tokens plus training steps counted as tokens, per second.
+    pub work_tokens_per_s: f64,
+    /// Operational g CO2e per 1000 work tokens (NaN without footprint factors or work).
+    pub grid_g_per_ktok: f64,
+    /// Embodied g CO2e per 1000 work tokens that wear spent (NaN likewise).
+    pub wear_g_per_ktok: f64,
+    /// Hours at the wear reference temperature that aged the die as much as the run.
+    pub wear_hours: f64,
+}
+
+impl RunSummary {
+    /// Total g CO2e per 1000 work tokens.
+    pub fn g_per_ktok(&self) -> f64 {
+        self.grid_g_per_ktok + self.wear_g_per_ktok
+    }
 }
 
 impl RunMetrics {
@@ -87,6 +116,25 @@ impl RunMetrics {
             itl_s: Vec::new(),
             steady_from_s,
             steady_tokens: 0,
+            current_setpoint_c: setpoint_c,
+            overshoot_c: 0.0,
+            setpoint_integral: 0.0,
+            footprint: None,
+            wear_ref_s: 0.0,
+        }
+    }
+
+    /// Scores the run's carbon with `weights`, a training step counting as `tokens_per_step`
+    /// tokens.
+    pub fn with_footprint(mut self, weights: EcoWeights, tokens_per_step: f64) -> Self {
+        self.footprint = Some((weights, tokens_per_step));
+        self
+    }
+
+    /// The setpoint in force from now on (the eco setpoint moves it).
+    pub fn set_setpoint(&mut self, setpoint_c: f64) {
+        if setpoint_c.is_finite() {
+            self.current_setpoint_c = setpoint_c;
         }
     }
 
@@ -96,10 +144,16 @@ impl RunMetrics {
         self.elapsed_s += dt_s;
         self.energy_j += power_w * dt_s;
         self.max_c = self.max_c.max(die_c);
-        if die_c > self.setpoint_c {
+        let over = die_c - self.current_setpoint_c;
+        if over > 0.0 {
             self.above_s += dt_s;
         }
+        self.overshoot_c = self.overshoot_c.max(over);
+        self.setpoint_integral += self.current_setpoint_c * dt_s;
         self.wear_integral += arrhenius_factor(die_c, self.setpoint_c, ACTIVATION_EV) * dt_s;
+        if let Some((w, _)) = &self.footprint {
+            self.wear_ref_s += arrhenius_factor(die_c, w.wear_reference_c, w.activation_ev) * dt_s;
+        }
         if throttle_events > self.throttle_events_seen {
             let new = throttle_events - self.throttle_events_seen;
             self.throttle_events = self
@@ -137,12 +191,24 @@ impl RunMetrics {
         itl.sort_by(f64::total_cmp);
         let t = self.elapsed_s.max(1e-9);
         let steady_span = (self.elapsed_s - self.steady_from_s).max(1e-9);
+        let (work, grid, wear) = match &self.footprint {
+            Some((w, per_step)) => {
+                let work = self.tokens as f64 + self.training_steps as f64 * per_step;
+                let per_ktok = if work > 0.0 { 1000.0 / work } else { f64::NAN };
+                (
+                    work,
+                    self.energy_j * w.g_co2e_per_j * per_ktok,
+                    self.wear_ref_s * w.embodied_g_per_s * per_ktok,
+                )
+            }
+            None => (self.tokens as f64, f64::NAN, f64::NAN),
+        };
         RunSummary {
             tokens_per_s: self.tokens as f64 / t,
             steady_tokens_per_s: self.steady_tokens as f64 / steady_span,
             training_steps_per_s: self.training_steps as f64 / t,
             max_temp_c: self.max_c,
-            overshoot_c: (self.max_c - self.setpoint_c).max(0.0),
+            overshoot_c: self.overshoot_c.max(0.0),
             seconds_above_setpoint: self.above_s,
             throttle_events: self.throttle_events,
             p50_itl_ms: quantile(&itl, 0.5) * 1e3,
@@ -153,6 +219,11 @@ impl RunMetrics {
                 f64::NAN
             },
             wear_vs_setpoint: self.wear_integral / t,
+            mean_setpoint_c: self.setpoint_integral / t,
+            work_tokens_per_s: work / t,
+            grid_g_per_ktok: grid,
+            wear_g_per_ktok: wear,
+            wear_hours: self.wear_ref_s / 3600.0,
         }
     }
 }
@@ -202,5 +273,46 @@ mod tests {
         assert!((s.steady_tokens_per_s - 1.0).abs() < 1e-12);
         assert_eq!(s.p50_itl_ms, 1000.0);
         assert!(s.wear_vs_setpoint < 1.0);
+    }
+
+    #[test]
+    fn carbon_per_token_splits_into_grid_and_wear() {
+        let w = EcoWeights {
+            g_co2e_per_j: 1e-4,
+            embodied_g_per_s: 1e-3,
+            wear_reference_c: 50.0,
+            activation_ev: 0.7,
+            tokens_per_s_max: 1.0,
+        };
+        // 100 s at 50 °C and 5 W, 40 tokens and 3 training steps of 20 tokens each.
+        let mut m = RunMetrics::new(70.0, 0.0).with_footprint(w, 20.0);
+        for k in 0..100 {
+            m.step(1.0, 50.0, 5.0, 0);
+            if k < 40 {
+                m.token(f64::from(k), None);
+            }
+        }
+        for _ in 0..3 {
+            m.training_step();
+        }
+        let s = m.summary();
+        // 500 J x 1e-4 g/J = 0.05 g and 100 s x 1e-3 g/s = 0.1 g over 100 work tokens.
+        assert!((s.grid_g_per_ktok - 0.5).abs() < 1e-9, "{s:?}");
+        assert!((s.wear_g_per_ktok - 1.0).abs() < 1e-9, "{s:?}");
+        assert!((s.g_per_ktok() - 1.5).abs() < 1e-9);
+        assert!((s.work_tokens_per_s - 1.0).abs() < 1e-9);
+        assert!((s.wear_hours - 100.0 / 3600.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn overshoot_follows_the_setpoint_in_force() {
+        let mut m = RunMetrics::new(70.0, 0.0);
+        m.step(1.0, 69.0, 5.0, 0);
+        m.set_setpoint(65.0);
+        m.step(1.0, 65.3, 5.0, 0);
+        let s = m.summary();
+        assert!((s.overshoot_c - 0.3).abs() < 1e-9, "{s:?}");
+        assert!((s.mean_setpoint_c - 67.5).abs() < 1e-9);
+        assert_eq!(s.seconds_above_setpoint, 1.0);
     }
 }

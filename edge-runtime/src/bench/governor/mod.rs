@@ -17,6 +17,7 @@
 //! closer than 0.5 °C to the hard ceiling) and compared there; equal throughput at no higher
 //! temperature (demand-bound chats, boards that never reach the setpoint) is reported as a tie.
 
+pub mod bound;
 pub mod limit;
 pub mod metrics;
 pub mod sim_boards;
@@ -37,7 +38,7 @@ use self::metrics::RunSummary;
 use self::run::run_one;
 use self::workload::Scenario;
 use crate::bench::svg;
-use crate::governor::{ConfigError, GovernorConfig, Platform};
+use crate::governor::{ConfigError, EcoWeights, GovernorConfig, Platform};
 
 /// Ambient temperature in °C at the start of every run.
 pub const AMBIENT_C: f64 = 25.0;
@@ -91,12 +92,15 @@ pub enum ControllerKind {
     StepWise,
     /// No software control.
     Firmware,
+    /// Ours with the eco setpoint (`--setpoint auto`).
+    Auto,
 }
 
 impl ControllerKind {
     /// Every controller, in table order.
-    pub const ALL: [ControllerKind; 4] = [
+    pub const ALL: [ControllerKind; 5] = [
         ControllerKind::Ours,
+        ControllerKind::Auto,
         ControllerKind::Ipa,
         ControllerKind::StepWise,
         ControllerKind::Firmware,
@@ -109,6 +113,7 @@ impl ControllerKind {
             ControllerKind::Ipa => "ipa",
             ControllerKind::StepWise => "step_wise",
             ControllerKind::Firmware => "firmware",
+            ControllerKind::Auto => "auto",
         }
     }
 
@@ -141,6 +146,25 @@ pub struct BenchOptions {
     pub noise_stddev_c: f64,
     /// Probability that one sensor read fails in [`Scenario::NoisySensor`].
     pub dropout_probability: f64,
+    /// Also run ours at fixed setpoints every [`SWEEP_STEP_C`] up to the hard ceiling in the
+    /// sustained scenario, for the plot of g CO2e per token against the setpoint.
+    pub sweep: bool,
+}
+
+/// Spacing of the setpoint sweep, K.
+pub const SWEEP_STEP_C: f64 = 2.0;
+/// Lowest setpoint of the sweep, °C.
+pub const SWEEP_FROM_C: f64 = 45.0;
+
+/// One fixed-setpoint run of ours in the sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepPoint {
+    /// Board profile.
+    pub board: String,
+    /// The fixed setpoint, °C.
+    pub setpoint_c: f64,
+    /// The run's figures.
+    pub summary: RunSummary,
 }
 
 impl Default for BenchOptions {
@@ -158,6 +182,7 @@ impl Default for BenchOptions {
             sim_step: Duration::from_millis(50),
             noise_stddev_c: 0.5,
             dropout_probability: 0.01,
+            sweep: true,
         }
     }
 }
@@ -217,6 +242,8 @@ pub trait TwinBoard {
     /// average, at `ambient_c`, with the fan working (`fan_ok`) or failed, without firmware
     /// throttling.
     fn steady_die_c(&self, khz: u32, busy_cores: f64, ambient_c: f64, fan_ok: bool) -> f64;
+    /// The heat network behind the twin, for the foresight bound ([`bound`]).
+    fn net(&self) -> bound::ThermalNet;
 }
 
 /// What the benchmark needs to know about a board.
@@ -234,6 +261,11 @@ pub struct BoardSpec {
     pub fan_max_level: Option<u8>,
     /// Whether the board has a power sensor the runtime can read.
     pub power_sensor: bool,
+    /// Steady die temperature rise per W of dynamic power, die to ambient, with the fan (if
+    /// any) on its own curve: what the eco setpoint plans with.
+    pub steady_k_per_w: f64,
+    /// The footprint's factors for this board: every run is scored with them.
+    pub weights: EcoWeights,
 }
 
 /// One row of the results.
@@ -249,11 +281,18 @@ pub struct BenchRow {
     pub setpoint_c: f64,
     /// The run's figures.
     pub summary: RunSummary,
-    /// Physical limit in tokens/s for the run's conditions (time-weighted across a step).
+    /// The foresight bound in tokens/s (see [`bound`]): the most work any controller could
+    /// have done in this run with the die at or below [`BenchRow::limit_cap_c`].
     pub limit_tokens_per_s: f64,
-    /// Mean tokens/s over the limit.
+    /// The temperature the bound holds the die at: the setpoint, or the run's own maximum
+    /// when it ran hotter.
+    pub limit_cap_c: f64,
+    /// The run's work (tokens and training steps as tokens) over the bound; never above 1.
     pub fraction_of_limit: f64,
-    /// Tokens/s over the last third of the run over the limit in force then.
+    /// The steady-state limit at the setpoint (time-weighted across a mid-run step), tokens/s:
+    /// the best operating point whose steady state sits at the setpoint.
+    pub steady_limit_tokens_per_s: f64,
+    /// Tokens/s over the last third of the run over the steady-state limit in force then.
     pub steady_fraction_of_limit: f64,
     /// Physical limit at the start of the run over the limit at its end (above 1 when a step
     /// mid-run takes thermal headroom away).
@@ -322,6 +361,8 @@ pub struct Report {
     pub rows: Vec<BenchRow>,
     /// Iso-temperature re-runs of ours (see [`run_governor_bench`]).
     pub iso: Vec<IsoRun>,
+    /// Ours at fixed setpoints in the sustained scenario (with [`BenchOptions::sweep`]).
+    pub sweep: Vec<SweepPoint>,
     /// Simulated length of each run.
     pub duration: Duration,
     /// Control period.
@@ -331,7 +372,8 @@ pub struct Report {
 }
 
 /// Runs the benchmark over `opts` on the simulated profiles and writes `governor.csv`,
-/// `governor.md` and (with `opts.plots`) `plots/<board>_<scenario>_<controller>.svg` into
+/// `governor.md`, with `opts.sweep` `eco_setpoint.csv`, and with `opts.plots`
+/// `plots/<board>_<scenario>_<controller>.svg` and `plots/eco_setpoint_<board>.svg` into
 /// `out_dir`, which is created if needed.
 pub fn run_governor_bench(out_dir: &Path, opts: &BenchOptions) -> Result<Report, BenchError> {
     let mut boards: Vec<Box<dyn TwinBoard>> = Vec::new();
@@ -357,6 +399,7 @@ pub fn run_bench_on(
     }
     let mut rows = Vec::new();
     let mut iso = Vec::new();
+    let mut sweep = Vec::new();
     for board in boards {
         let spec = board.spec();
         let cfg = GovernorConfig::builder(spec.platform.clone(), spec.firmware_throttle_c)
@@ -369,13 +412,21 @@ pub fn run_bench_on(
                 scenario_limits(board.as_ref(), setpoint, scenario, &limit_base);
             for &kind in &opts.controllers {
                 let run = run_one(board.as_ref(), scenario, kind, opts, &cfg, &limit_base)?;
+                let duration_s = opts.duration.as_secs_f64();
+                let work_s = run.summary.work_tokens_per_s * duration_s / spec.tokens_per_s_max;
+                let cap_c = setpoint.max(run.summary.max_temp_c);
+                let bound_work =
+                    bound::foresight_work(board.as_ref(), scenario, duration_s, cap_c, work_s);
+                let limit_tokens_per_s = bound_work / duration_s * spec.tokens_per_s_max;
                 let row = BenchRow {
                     board: spec.name.clone(),
                     scenario,
                     controller: kind,
                     setpoint_c: setpoint,
-                    limit_tokens_per_s: limit_mean,
-                    fraction_of_limit: run.summary.tokens_per_s / limit_mean.max(1e-9),
+                    limit_tokens_per_s,
+                    limit_cap_c: cap_c,
+                    fraction_of_limit: run.summary.work_tokens_per_s / limit_tokens_per_s.max(1e-9),
+                    steady_limit_tokens_per_s: limit_mean,
                     steady_fraction_of_limit: run.summary.steady_tokens_per_s / limit_end.max(1e-9),
                     limit_drop: limit_base.tokens_per_s / limit_end.max(1e-9),
                     summary: run.summary,
@@ -398,10 +449,27 @@ pub fn run_bench_on(
                 iso.extend(iso_runs(&case, &rows)?);
             }
         }
+        if opts.sweep && opts.scenarios.contains(&Scenario::Sustained) {
+            let points = sweep_board(board.as_ref(), opts, &cfg, &limit_base)?;
+            if opts.plots {
+                let auto = rows.iter().find(|r| {
+                    r.board == spec.name
+                        && r.scenario == Scenario::Sustained
+                        && r.controller == ControllerKind::Auto
+                });
+                let svg = report::sweep_svg(&spec.name, &points, auto);
+                write(
+                    &plots_dir.join(format!("eco_setpoint_{}.svg", spec.name)),
+                    &svg,
+                )?;
+            }
+            sweep.extend(points);
+        }
     }
     let report = Report {
         rows,
         iso,
+        sweep,
         duration: opts.duration,
         period: opts.period,
         noise: (opts.noise_stddev_c, opts.dropout_probability),
@@ -409,7 +477,44 @@ pub fn run_bench_on(
     write(&out_dir.join("governor.csv"), &report.to_csv())?;
     write(&out_dir.join("governor_iso.csv"), &report.iso_csv())?;
     write(&out_dir.join("governor.md"), &report.to_markdown())?;
+    if !report.sweep.is_empty() {
+        write(&out_dir.join("eco_setpoint.csv"), &report.sweep_csv())?;
+    }
     Ok(report)
+}
+
+/// Ours at fixed setpoints from [`SWEEP_FROM_C`] up to 0.5 K under the hard ceiling, in the
+/// sustained scenario.
+fn sweep_board(
+    board: &dyn TwinBoard,
+    opts: &BenchOptions,
+    cfg: &GovernorConfig,
+    limit: &PhysicalLimit,
+) -> Result<Vec<SweepPoint>, BenchError> {
+    let top = f64::from(cfg.ceiling_c()) - 0.5;
+    let mut out = Vec::new();
+    let mut setpoint = SWEEP_FROM_C.min(top);
+    while setpoint <= top + 1e-9 {
+        let fixed = GovernorConfig::builder(cfg.platform.clone(), cfg.firmware_throttle_c)
+            .with_period(opts.period)
+            .with_setpoint_c(setpoint as f32)
+            .build()?;
+        let run = run_one(
+            board,
+            Scenario::Sustained,
+            ControllerKind::Ours,
+            opts,
+            &fixed,
+            limit,
+        )?;
+        out.push(SweepPoint {
+            board: board.spec().name.clone(),
+            setpoint_c: setpoint,
+            summary: run.summary,
+        });
+        setpoint += SWEEP_STEP_C;
+    }
+    Ok(out)
 }
 
 /// Writes the plot of one run as `<board>_<scenario>_<controller>.svg` into `dir`.

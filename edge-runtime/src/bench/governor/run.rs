@@ -13,8 +13,8 @@ use super::{
 use crate::bench::svg::Panel;
 use crate::governor::baseline::{Firmware, PowerAllocator, PowerAllocatorParams, StepWise};
 use crate::governor::{
-    ActuatorState, Controller, Decision, Demand, Governor, GovernorConfig, Limiter, Mode,
-    Observation, Pace, TempReading,
+    ActuatorState, AutoSetpoint, Controller, Decision, Demand, Governor, GovernorConfig, Limiter,
+    Mode, Observation, Pace, TempReading,
 };
 
 /// What one run yields: its figures, the cost of `decide`, and the plot.
@@ -37,6 +37,12 @@ fn controller_for(
         ControllerKind::Ours => {
             let mut cfg = cfg.clone();
             cfg.platform = cfg.platform.clone().with_fan(spec.fan_max_level);
+            Box::new(Governor::new(cfg))
+        }
+        ControllerKind::Auto => {
+            let mut cfg = cfg.clone();
+            cfg.platform = cfg.platform.clone().with_fan(spec.fan_max_level);
+            cfg.auto = Some(AutoSetpoint::new(spec.weights, spec.steady_k_per_w));
             Box::new(Governor::new(cfg))
         }
         ControllerKind::Ipa => {
@@ -84,7 +90,8 @@ pub(super) fn run_one(
         metrics: RunMetrics::new(
             f64::from(cfg.setpoint_c()),
             opts.duration.as_secs_f64() * 2.0 / 3.0,
-        ),
+        )
+        .with_footprint(spec.weights, spec.tokens_per_s_max / TRAINING_STEPS_PER_S),
         decision: Decision {
             freq_cap_khz: None,
             threads: spec.platform.cores(),
@@ -118,6 +125,9 @@ pub(super) fn run_one(
             }
         }
         run.decide(Duration::from_secs_f64(now_s));
+        if let Some(sp) = run.controller.setpoint_c() {
+            run.metrics.set_setpoint(f64::from(sp));
+        }
         let last_die = run.advance(now_s, period_s, n_sub);
         // One plot point per second; tokens/s over a 10 s window.
         if tick % 4 == 3 {

@@ -56,6 +56,8 @@ impl TestBoard {
                 tokens_per_s_max: 5.0,
                 fan_max_level: None,
                 power_sensor: false,
+                steady_k_per_w: R_DIE + R_SINK_FAN,
+                weights: sim_boards::board_weights("rpi5", 5.0),
             },
         })
     }
@@ -84,6 +86,21 @@ impl TwinBoard for TestBoard {
 
     fn steady_die_c(&self, khz: u32, busy_cores: f64, ambient_c: f64, fan_ok: bool) -> f64 {
         ambient_c + power_w(&self.spec.platform, khz, busy_cores) * (R_DIE + r_sink(fan_ok))
+    }
+
+    fn net(&self) -> bound::ThermalNet {
+        let idle_w = f64::from(self.spec.platform.idle_w());
+        let die = AMBIENT_C + idle_w * (R_DIE + R_SINK_FAN);
+        bound::ThermalNet {
+            die_capacity_j_per_k: C_DIE,
+            board_capacity_j_per_k: C_SINK,
+            die_to_board_k_per_w: R_DIE,
+            board_to_ambient_k_per_w: R_SINK_FAN,
+            board_to_ambient_fan_off_k_per_w: R_SINK,
+            idle_die_w: idle_w,
+            idle_board_w: 0.0,
+            start_c: [die, die - idle_w * R_DIE],
+        }
     }
 }
 
@@ -190,7 +207,7 @@ fn writes_csv_markdown_and_one_plot_per_run() -> Result<(), Box<dyn std::error::
         ..BenchOptions::default()
     };
     let report = run_bench_on(dir.path(), &opts, &boards()?)?;
-    assert_eq!(report.rows.len(), 2 * 4);
+    assert_eq!(report.rows.len(), 2 * 5);
     let csv = std::fs::read_to_string(dir.path().join("governor.csv"))?;
     let header = csv.lines().next().unwrap_or_default();
     for col in [
@@ -202,13 +219,16 @@ fn writes_csv_markdown_and_one_plot_per_run() -> Result<(), Box<dyn std::error::
     ] {
         assert!(header.split(',').any(|c| c == col), "missing column {col}");
     }
-    assert_eq!(csv.lines().count(), 1 + 8);
+    assert_eq!(csv.lines().count(), 1 + 10);
     assert!(csv.contains("test-board,training_chat,step_wise,"));
     let md = std::fs::read_to_string(dir.path().join("governor.md"))?;
     assert!(md.contains("| test-board | sustained | ours |"));
     assert!(md.contains("## Goals"));
     let plots = std::fs::read_dir(dir.path().join("plots"))?.count();
-    assert_eq!(plots, 8);
+    assert_eq!(plots, 10 + 1, "a plot per run and the setpoint sweep");
+    let sweep = std::fs::read_to_string(dir.path().join("plots/eco_setpoint_test-board.svg"))?;
+    assert_eq!(sweep.matches("<polyline").count(), 3);
+    assert!(sweep.contains("auto "), "the eco setpoint's run is marked");
     let svg = std::fs::read_to_string(dir.path().join("plots/test-board_sustained_ours.svg"))?;
     assert_eq!(svg.matches("<polyline").count(), 3);
     Ok(())
@@ -223,6 +243,7 @@ fn ours_holds_the_setpoint_where_firmware_alone_throttles() -> Result<(), Box<dy
         scenarios: vec![Scenario::Sustained],
         controllers: vec![ControllerKind::Ours, ControllerKind::Firmware],
         plots: false,
+        sweep: false,
         ..BenchOptions::default()
     };
     let report = run_bench_on(dir.path(), &opts, &boards()?)?;

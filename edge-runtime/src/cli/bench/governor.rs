@@ -150,8 +150,8 @@ mod tests {
             .position(|c| *c == "controller")
             .unwrap_or(usize::MAX);
         let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-        assert_eq!(rows.len(), 4 * 6 * 4);
-        for name in ["ours", "ipa", "step_wise", "firmware"] {
+        assert_eq!(rows.len(), 4 * 6 * 5);
+        for name in ["ours", "auto", "ipa", "step_wise", "firmware"] {
             let n = rows
                 .iter()
                 .filter(|r| r.get(controller) == Some(&name))
@@ -161,7 +161,14 @@ mod tests {
         let md = std::fs::read_to_string(out.join("governor.md"))?;
         assert!(md.starts_with("# Governor benchmark"));
         let plots = std::fs::read_dir(out.join("plots"))?.count();
-        assert_eq!(plots, 96);
+        assert_eq!(
+            plots,
+            120 + 4,
+            "a plot per run and a setpoint sweep per board"
+        );
+        let sweep = std::fs::read_to_string(out.join("eco_setpoint.csv"))?;
+        assert!(sweep.starts_with("board,setpoint_c,"));
+        assert_eq!(sweep.lines().count(), 1 + 3 * 17 + 24);
         Ok(())
     }
 

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use edge_runtime::config::{Config, Layers};
+use edge_runtime::config::{Config, Layers, SetpointMode};
 
+use super::governor::SetpointArg;
 use super::merge;
 
 /// Where the configuration comes from and the flags that override it.
@@ -31,9 +32,10 @@ pub struct ConfigFlags {
     /// Apply the LoRA adapter (PEFT folder) from `thermo train` [model.adapter].
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
-    /// Temperature to hold the SoC at, °C [governor.setpoint_c].
-    #[arg(long, value_name = "CELSIUS")]
-    pub setpoint: Option<f32>,
+    /// Temperature to hold the SoC at, °C [governor.setpoint_c], or `auto` for the eco
+    /// setpoint [governor.setpoint].
+    #[arg(long, value_name = "CELSIUS|auto", value_parser = super::governor::parse_setpoint)]
+    pub setpoint: Option<SetpointArg>,
     /// Use the simulated SoC with this profile [sensors.sim].
     #[arg(long, value_name = "PROFILE")]
     pub sim: Option<String>,
@@ -59,7 +61,11 @@ impl ConfigFlags {
         merge(&mut model.format, self.format.clone());
         merge(&mut model.threads, self.threads);
         merge(&mut model.adapter, self.adapter.clone().map(Some));
-        merge(&mut config.governor.setpoint_c, self.setpoint.map(Some));
+        match self.setpoint {
+            Some(SetpointArg::Auto) => config.governor.setpoint = SetpointMode::Auto,
+            Some(SetpointArg::Celsius(c)) => config.governor.setpoint_c = Some(c),
+            None => {}
+        }
         merge(&mut config.sensors.sim, self.sim.clone().map(Some));
         merge(&mut config.service.listen, listen.clone());
     }

@@ -604,6 +604,33 @@ fn the_status_line_shows_temperature_setpoint_speed_and_limiter() {
             },
             "-- °C (stuck) / set 70.0 | coolest mode: sensor reports a stuck value",
         ),
+        (
+            GovernorStatus {
+                setpoint_c: 66.0,
+                eco: Some(crate::governor::SetpointChoice {
+                    chosen: crate::governor::eco_setpoint::Candidate {
+                        setpoint_c: 66.0,
+                        die_c: 66.0,
+                        power_w: 5.0,
+                        tokens_per_s: 31.2,
+                        grid_g_per_ktok: 0.27,
+                        wear_g_per_ktok: 0.04,
+                    },
+                    reference: crate::governor::eco_setpoint::Candidate {
+                        setpoint_c: 70.0,
+                        die_c: 70.0,
+                        power_w: 5.5,
+                        tokens_per_s: 33.0,
+                        grid_g_per_ktok: 0.28,
+                        wear_g_per_ktok: 0.07,
+                    },
+                    base_c: 45.0,
+                }),
+                ..status(Mode::Regulating, Limiter::Freq)
+            },
+            "62.4 °C / set 66.0 | 31.2 tok/s | limiting: cpu frequency | eco 66.0 °C: 0.31 g/1k \
+             tokens (0.27 grid + 0.040 wear) vs 0.35 at 70.0 °C",
+        ),
     ];
     for (s, expected) in cases {
         assert_eq!(s.line(), expected);
