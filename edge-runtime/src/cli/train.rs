@@ -23,6 +23,7 @@ use super::flags::accounting::FootprintArgs;
 use super::flags::governor::GovernorArgs;
 use super::flags::main_job_config;
 use super::flags::telemetry::TelemetryArgs;
+use super::flags::when::{Submission, When, WhenArgs, submit};
 use edge_runtime::config::Config;
 use edge_runtime::eco::Factors;
 use edge_runtime::eco::energy::Span;
@@ -151,7 +152,15 @@ pub struct TrainArgs {
     pub telemetry: TelemetryArgs,
     #[command(flatten)]
     pub governor: GovernorArgs,
+    #[command(flatten)]
+    pub when: WhenArgs,
 }
+
+/// Setpoint (°C) a deferred job is planned with when `--setpoint` is not given.
+pub const PLAN_SETPOINT_C: f64 = 70.0;
+
+/// Seconds a training step is planned to take at full speed without `--plan-step-s`.
+pub const PLAN_STEP_S: f64 = 2.0;
 
 /// Threads when neither `--threads` nor `RAYON_NUM_THREADS` says.
 pub const DEFAULT_THREADS: usize = 1;
@@ -295,6 +304,24 @@ pub fn train(args: TrainArgs) -> Result<()> {
         &args.telemetry,
     )?;
     let factors = config.eco.factors()?;
+    if args.when.agent_job.is_none() {
+        match args.when.when {
+            When::Auto => {
+                let sub = Submission {
+                    kind: edge_runtime::deferred::JobKind::Train,
+                    steps: args.steps as u64,
+                    out: Some(args.out.clone()),
+                    default_step_s: PLAN_STEP_S,
+                    setpoint_c: args.governor.setpoint.map_or(PLAN_SETPOINT_C, f64::from),
+                };
+                return submit(&args.when, sub, &factors);
+            }
+            When::Now if args.when.deadline.is_some() => {
+                bail!("--deadline is for --when auto; with --when now the run starts at once")
+            }
+            When::Now => {}
+        }
+    }
     let dir = model_folder(&args)?;
     let mut problems: Vec<DataProblem> = vec![];
     let (base, origin, side) = load_model(&args, &dir, &mut problems);

@@ -1,0 +1,490 @@
+//! `thermo agent`: the long-running scheduler of deferred work. Every `--interval` it reads
+//! the queue (`deferred-queue.json` in the thermo home), plans the rest of each job on the
+//! grid and ambient forecasts, and acts on the library's decision
+//! ([`edge_runtime::deferred::decide`]): it starts the job as a child `thermo` process (with
+//! `--resume` once a training checkpoint exists) in its planned hours, sends it SIGTERM when
+//! its hours end (training checkpoints and exits; indexing keeps what it committed), and runs
+//! a job whose deadline is missed or would be at once, saying so. One job runs at a time,
+//! the one due first. Every change of state is written to the queue before the agent acts on
+//! the next job, so an agent killed with SIGKILL and started again finds the job it was
+//! running (stopping a process it left behind first) and resumes it from its checkpoint.
+//! SIGTERM stops the agent cleanly: its running job is paused, then it exits.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use edge_runtime::deferred::decide::summary;
+use edge_runtime::deferred::queue::{DEFERRED_RECORD, QUEUE_FILE, Queue, update};
+use edge_runtime::deferred::{Action, Job, JobKind, JobState, Tick, decide, plan_job};
+use edge_runtime::eco::ledger::utc_date;
+use edge_runtime::schedule::{Source, Weights};
+use edge_runtime::session::accounting::cache_ledger;
+use edge_runtime::shutdown::Shutdown;
+use edge_runtime::train::atomic::write_atomically;
+use edge_runtime::train::trainer::{CHECKPOINT, checkpoint_progress};
+
+use super::flags::when::{PlanArgs, decision_line, eco_factors, now_s, show_time, weights};
+
+/// Flags of `thermo agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Configuration file for the `[eco]` section (the region's grid factor when there is no
+    /// `--grid`, and the wear weighting); default: /etc/thermo/thermo.toml when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Grid region for the constant grid factor (world, us, cn, in, jp, de).
+    #[arg(long, value_name = "CODE")]
+    pub region: Option<String>,
+    /// Seconds between looks at the queue and the clock.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub interval: f64,
+    /// Seconds a job's process has to checkpoint and exit after SIGTERM before it is killed.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub stop_timeout: f64,
+    /// Plan as if the clock were this many seconds ahead (for tests and demonstrations).
+    #[arg(long, hide = true, default_value_t = 0, value_name = "SECONDS")]
+    pub clock_offset_s: i64,
+}
+
+/// What the agent holds between looks.
+struct Agent {
+    queue: PathBuf,
+    grid: Source,
+    ambient: Source,
+    weights: Weights,
+    /// Processes it started, by job id.
+    children: HashMap<String, Child>,
+    /// Jobs it sent SIGTERM to, and when.
+    stopping: HashMap<String, Instant>,
+    stop_timeout: Duration,
+}
+
+/// `thermo agent`.
+pub fn agent(args: AgentArgs) -> Result<()> {
+    if !(args.interval.is_finite() && args.interval > 0.0 && args.interval <= 3600.0) {
+        bail!("--interval {} is not between 0 and 3600 s", args.interval);
+    }
+    if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0) {
+        bail!("--stop-timeout {} is not a time", args.stop_timeout);
+    }
+    let shutdown = Shutdown::install()?;
+    let factors = eco_factors(args.config.as_deref(), args.region.as_deref())?;
+    let mut agent = Agent {
+        queue: edge_runtime::models::cache_root()?.join(QUEUE_FILE),
+        grid: args.plan.grid_source(factors.grid_g_co2e_per_kwh[0])?,
+        ambient: args.plan.ambient_source()?,
+        weights: weights(&factors),
+        children: HashMap::new(),
+        stopping: HashMap::new(),
+        stop_timeout: Duration::from_secs_f64(args.stop_timeout),
+    };
+    log::info!(
+        "agent: queue {}, grid {}, ambient {}",
+        agent.queue.display(),
+        source_name(&agent.grid, args.plan.grid.as_deref(), "g CO2e/kWh"),
+        source_name(&agent.ambient, args.plan.ambient.as_deref(), "°C"),
+    );
+    agent.recover()?;
+    notify_ready();
+    let interval = Duration::from_secs_f64(args.interval);
+    while !shutdown.is_requested() {
+        if let Err(e) = agent.look(now_s().saturating_add(args.clock_offset_s)) {
+            log::error!("{e:#}");
+        }
+        let t = Instant::now();
+        while t.elapsed() < interval && !shutdown.is_requested() {
+            std::thread::sleep(Duration::from_millis(50).min(interval));
+        }
+    }
+    log::info!("agent: stopping; pausing the running job");
+    agent.stop_all()
+}
+
+fn notify_ready() {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready])
+    {
+        log::warn!("sd_notify: {e}");
+    }
+}
+
+fn source_name(s: &Source, file: Option<&Path>, unit: &str) -> String {
+    match (s, file) {
+        (_, Some(f)) => f.display().to_string(),
+        (Source::Constant(v), None) => format!("constant {v} {unit}"),
+        (Source::Hourly(_), None) => "hourly".into(),
+    }
+}
+
+/// Units of work `job` has left: a training job's steps past its checkpoint, an indexing
+/// job's one run until it is done.
+fn steps_left(job: &Job) -> u64 {
+    match (job.kind, &job.out) {
+        (JobKind::Train, Some(out)) => {
+            let ckpt = job.cwd.join(out).join(CHECKPOINT);
+            if !ckpt.exists() {
+                return job.steps;
+            }
+            match checkpoint_progress(&ckpt) {
+                Ok(p) => job.steps.saturating_sub(p.step as u64),
+                Err(e) => {
+                    log::warn!("{}: {e:#}; planning every step", job.id);
+                    job.steps
+                }
+            }
+        }
+        _ if job.state == JobState::Done => 0,
+        _ => job.steps,
+    }
+}
+
+/// True when `pid` is alive and its command line carries `--agent-job <id>`.
+fn is_ours(pid: u32, id: &str) -> bool {
+    use std::io::Read as _;
+    let Ok(f) = std::fs::File::open(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut bytes = vec![];
+    if f.take(1 << 20).read_to_end(&mut bytes).is_err() {
+        return false;
+    }
+    let args: Vec<&[u8]> = bytes.split(|b| *b == 0).collect();
+    args.windows(2)
+        .any(|w| w[0] == b"--agent-job" && w[1] == id.as_bytes())
+}
+
+/// Sends SIGTERM to `pid`; false when there is no such process.
+fn sigterm(pid: u32) -> bool {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    rustix::process::kill_process(p, rustix::process::Signal::TERM).is_ok()
+}
+
+fn alive(pid: u32) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+}
+
+impl Agent {
+    /// Jobs a previous agent left running: a process still running for one is stopped (it
+    /// checkpoints) and the job is paused, to be resumed in its hours.
+    fn recover(&mut self) -> Result<()> {
+        let left: Vec<(String, Option<u32>)> = Queue::load(&self.queue)?
+            .jobs
+            .iter()
+            .filter(|j| j.state == JobState::Running)
+            .map(|j| (j.id.clone(), j.pid))
+            .collect();
+        for (id, pid) in left {
+            if let Some(pid) = pid.filter(|&p| is_ours(p, &id)) {
+                log::warn!("{id}: process {pid} of a previous agent still runs; stopping it");
+                sigterm(pid);
+                let t = Instant::now();
+                while alive(pid) && t.elapsed() < self.stop_timeout {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if alive(pid) {
+                    log::warn!("{id}: process {pid} did not stop; killing it");
+                    if let Some(p) = i32::try_from(pid)
+                        .ok()
+                        .and_then(rustix::process::Pid::from_raw)
+                    {
+                        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                    }
+                }
+            }
+            self.set(&id, |j| {
+                j.state = JobState::Paused;
+                j.pid = None;
+                j.note = Some("paused when the agent restarted".into());
+            })?;
+            log::info!("{id}: paused after an agent restart; it resumes in its planned hours");
+        }
+        Ok(())
+    }
+
+    /// Changes the job `id` in the queue file.
+    fn set(&self, id: &str, change: impl FnOnce(&mut Job)) -> Result<()> {
+        update(&self.queue, |q| {
+            let found = q.jobs.iter_mut().find(|j| j.id == id);
+            let write = found.is_some();
+            if let Some(j) = found {
+                change(j);
+            }
+            Ok(((), write))
+        })?;
+        Ok(())
+    }
+
+    /// One look at the queue at `now`: reap ended processes, then act on each job's decision.
+    fn look(&mut self, now: i64) -> Result<()> {
+        self.reap(now)?;
+        self.kill_overdue();
+        let mut finished = vec![];
+        let mut started: Vec<Job> = vec![];
+        let busy = self.children.len();
+        let (g, a, w) = (&self.grid, &self.ambient, &self.weights);
+        let actions = update(&self.queue, |q| {
+            let mut order: Vec<usize> = (0..q.jobs.len())
+                .filter(|&i| !q.jobs[i].state.is_final())
+                .collect();
+            order.sort_by_key(|&i| q.jobs[i].deadline_s);
+            let mut actions = vec![];
+            let mut running = busy;
+            for i in order {
+                let job = &mut q.jobs[i];
+                let tick = Tick {
+                    now_s: now,
+                    steps_left: steps_left(job),
+                };
+                let (plan, counter) = plan_job(job, tick, g, a, w);
+                if job.decision.is_none() {
+                    let d = summary(&plan, &counter, w, now);
+                    log::info!("{}: {}", job.id, decision_line(&d));
+                    job.decision = Some(d);
+                }
+                let action = decide(job.state, &plan, tick, job.deadline_s);
+                match action {
+                    Action::Start { late } if running == 0 => {
+                        running += 1;
+                        job.state = JobState::Running;
+                        job.starts += 1;
+                        job.note = late.then(|| {
+                            format!(
+                                "runs late, at once: its deadline {} is missed or would be",
+                                show_time(job.deadline_s)
+                            )
+                        });
+                        started.push(job.clone());
+                    }
+                    Action::Finish => {
+                        job.state = JobState::Done;
+                        job.ended_s = Some(now);
+                        job.pid = None;
+                        finished.push(job.clone());
+                    }
+                    _ => {}
+                }
+                actions.push((job.id.clone(), action));
+            }
+            let write = !started.is_empty() || !finished.is_empty();
+            Ok((actions, write))
+        })?;
+        for job in started {
+            self.start(&job, now)?;
+        }
+        for (id, action) in actions {
+            if action == Action::Pause
+                && !self.stopping.contains_key(&id)
+                && let Some(child) = self.children.get(&id)
+            {
+                log::info!(
+                    "{id}: outside its planned hours at {}; pausing",
+                    show_time(now)
+                );
+                sigterm(child.id());
+                self.stopping.insert(id, Instant::now());
+            }
+        }
+        for job in finished {
+            self.account(&job);
+        }
+        Ok(())
+    }
+
+    /// Starts the process of `job` (already marked running in the queue) and records its id.
+    fn start(&mut self, job: &Job, now: i64) -> Result<()> {
+        let exe = std::env::current_exe().context("locating the thermo binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(&job.argv)
+            .arg("--agent-job")
+            .arg(&job.id)
+            .current_dir(&job.cwd);
+        let resume = match (&job.kind, &job.out) {
+            (JobKind::Train, Some(out)) => job.cwd.join(out).join(CHECKPOINT).is_file(),
+            _ => false,
+        };
+        if resume && !job.argv.iter().any(|a| a == "--resume") {
+            cmd.arg("--resume");
+        }
+        match &job.note {
+            Some(note) => log::warn!("{}: {note}", job.id),
+            None => log::info!(
+                "{}: in its planned hours at {}; starting",
+                job.id,
+                show_time(now)
+            ),
+        }
+        match cmd.spawn() {
+            Ok(child) => {
+                let pid = child.id();
+                self.children.insert(job.id.clone(), child);
+                self.set(&job.id, |j| j.pid = Some(pid))?;
+                log::info!(
+                    "{}: process {pid}{}",
+                    job.id,
+                    if resume {
+                        " resumes from its checkpoint"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Err(e) => {
+                let note = format!("could not start: {e}");
+                log::error!("{}: {note}", job.id);
+                self.set(&job.id, |j| {
+                    j.state = JobState::Failed;
+                    j.ended_s = Some(now);
+                    j.note = Some(note);
+                })?;
+            }
+        }
+        self.write_record(job);
+        Ok(())
+    }
+
+    /// Collects ended processes: paused when the agent stopped them, done when they ended by
+    /// themselves with success, failed otherwise.
+    fn reap(&mut self, now: i64) -> Result<()> {
+        let mut ended = vec![];
+        for (id, child) in &mut self.children {
+            match child.try_wait() {
+                Ok(Some(status)) => ended.push((id.clone(), status)),
+                Ok(None) => {}
+                Err(e) => log::warn!("{id}: {e}"),
+            }
+        }
+        for (id, status) in ended {
+            self.children.remove(&id);
+            let paused = self.stopping.remove(&id).is_some();
+            let state = match (paused, status.success()) {
+                (true, _) => JobState::Paused,
+                (false, true) => JobState::Done,
+                (false, false) => JobState::Failed,
+            };
+            let mut done = None;
+            self.set(&id, |j| {
+                j.state = state;
+                j.pid = None;
+                match state {
+                    JobState::Paused => {}
+                    JobState::Done => {
+                        j.ended_s = Some(now);
+                        done = Some(j.clone());
+                    }
+                    _ => {
+                        j.ended_s = Some(now);
+                        j.note = Some(format!("its process ended with {status}"));
+                    }
+                }
+            })?;
+            match state {
+                JobState::Paused => log::info!("{id}: paused ({status})"),
+                JobState::Done => log::info!("{id}: done"),
+                _ => log::error!("{id}: failed: its process ended with {status}"),
+            }
+            if let Some(job) = done {
+                self.account(&job);
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills a process that outlived its stop timeout.
+    fn kill_overdue(&mut self) {
+        for (id, since) in &self.stopping {
+            if since.elapsed() > self.stop_timeout
+                && let Some(child) = self.children.get_mut(id)
+            {
+                log::warn!(
+                    "{id}: still running {:?} after SIGTERM; killing it",
+                    self.stop_timeout
+                );
+                let _ = child.kill();
+            }
+        }
+    }
+
+    /// A finished job's decision and saving, into the log, the day ledger and its record.
+    fn account(&self, job: &Job) {
+        let late = job
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("runs late"));
+        let saved = job.decision.map_or(0.0, |d| d.saved_g_co2e);
+        if let Some(d) = &job.decision {
+            log::info!("{}: finished; {}", job.id, decision_line(d));
+        }
+        if let Some(ledger) = cache_ledger()
+            && let Err(e) =
+                ledger.record_deferred(&utc_date(std::time::SystemTime::now()), saved, late)
+        {
+            log::warn!("{e}");
+        }
+        self.write_record(job);
+    }
+
+    /// Writes the job (its plan, counterfactual and state) as `deferred.json` into a training
+    /// job's output folder.
+    fn write_record(&self, job: &Job) {
+        let (JobKind::Train, Some(out)) = (job.kind, &job.out) else {
+            return;
+        };
+        let dir = job.cwd.join(out);
+        if !dir.is_dir() {
+            return;
+        }
+        let current = Queue::load(&self.queue)
+            .ok()
+            .and_then(|q| q.get(&job.id).cloned())
+            .unwrap_or_else(|| job.clone());
+        let written = serde_json::to_vec_pretty(&current)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| write_atomically(&dir.join(DEFERRED_RECORD), &b));
+        if let Err(e) = written {
+            log::warn!("{}: {e:#}", job.id);
+        }
+    }
+
+    /// Pauses every running job and waits for its process to end (SIGTERM at the agent).
+    fn stop_all(&mut self) -> Result<()> {
+        for (id, child) in &self.children {
+            if !self.stopping.contains_key(id) {
+                sigterm(child.id());
+                self.stopping.insert(id.clone(), Instant::now());
+            }
+        }
+        let t = Instant::now();
+        while !self.children.is_empty() {
+            self.reap(now_s())?;
+            if t.elapsed() > self.stop_timeout {
+                self.kill_overdue();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
