@@ -9,26 +9,37 @@
 //! the next job, so an agent killed with SIGKILL and started again finds the job it was
 //! running (stopping a process it left behind first) and resumes it from its checkpoint.
 //! SIGTERM stops the agent cleanly: its running job is paused, then it exits.
+//!
+//! With `--mqtt URL` the grid intensity also comes from the broker's retained
+//! `thermo/grid/<region>` topic ([`edge_runtime::deferred::grid`]); the latest valid message
+//! replaces `--grid` and the region's factor until the agent stops.
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use edge_runtime::config::TelemetrySection;
 use edge_runtime::deferred::decide::summary;
+use edge_runtime::deferred::grid::{grid_topic, parse_grid};
 use edge_runtime::deferred::queue::{DEFERRED_RECORD, QUEUE_FILE, Queue, update};
-use edge_runtime::deferred::{Action, Job, JobKind, JobState, Tick, decide, plan_job};
+use edge_runtime::deferred::{Action, Job, JobKind, JobState, Tick, decide, ended, plan_job};
 use edge_runtime::eco::ledger::utc_date;
 use edge_runtime::schedule::{Source, Weights};
 use edge_runtime::session::accounting::cache_ledger;
+use edge_runtime::session::telemetry::broker_config;
 use edge_runtime::shutdown::Shutdown;
+use edge_runtime::telemetry::BrokerConfig;
 use edge_runtime::train::atomic::write_atomically;
 use edge_runtime::train::trainer::{CHECKPOINT, checkpoint_progress};
 
 use super::flags::when::{PlanArgs, decision_line, eco_factors, now_s, show_time, weights};
+use super::fleet::FleetTlsArgs;
 
 /// Flags of `thermo agent`.
 #[derive(Debug, Args)]
@@ -48,15 +59,30 @@ pub struct AgentArgs {
     /// Seconds a job's process has to checkpoint and exit after SIGTERM before it is killed.
     #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
     pub stop_timeout: f64,
+    /// Take the grid intensity from this broker too (mqtt://host[:port] or mqtts://...):
+    /// the retained messages of `--grid-topic`.
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// The topic of the grid intensity (default: thermo/grid/<region>).
+    #[arg(long, value_name = "TOPIC", requires = "mqtt")]
+    pub grid_topic: Option<String>,
+    /// TLS and login flags of `--mqtt`.
+    #[command(flatten)]
+    pub tls: FleetTlsArgs,
     /// Plan as if the clock were this many seconds ahead (for tests and demonstrations).
     #[arg(long, hide = true, default_value_t = 0, value_name = "SECONDS")]
     pub clock_offset_s: i64,
 }
 
+/// How long the agent waits for the broker's retained grid message before its first plan.
+const GRID_WAIT: Duration = Duration::from_secs(10);
+
 /// What the agent holds between looks.
 struct Agent {
     queue: PathBuf,
     grid: Source,
+    /// The latest grid intensity from the broker, which replaces `grid`.
+    sent_grid: Arc<Mutex<Option<Source>>>,
     ambient: Source,
     weights: Weights,
     /// Processes it started, by job id.
@@ -79,6 +105,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
     let mut agent = Agent {
         queue: edge_runtime::models::cache_root()?.join(QUEUE_FILE),
         grid: args.plan.grid_source(factors.grid_g_co2e_per_kwh[0])?,
+        sent_grid: Arc::new(Mutex::new(None)),
         ambient: args.plan.ambient_source()?,
         weights: weights(&factors),
         children: HashMap::new(),
@@ -91,6 +118,42 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         source_name(&agent.grid, args.plan.grid.as_deref(), "g CO2e/kWh"),
         source_name(&agent.ambient, args.plan.ambient.as_deref(), "°C"),
     );
+    if let Some(url) = &args.mqtt {
+        let t = &args.tls;
+        let section = TelemetrySection {
+            ca_file: t.mqtt_ca.clone(),
+            cert_file: t.mqtt_cert.clone(),
+            key_file: t.mqtt_key.clone(),
+            username: t.mqtt_username.clone(),
+            password_file: t.mqtt_password_file.clone(),
+            discovery: false,
+            ..TelemetrySection::default()
+        };
+        let client_id = format!("thermo-agent-{}", std::process::id());
+        let broker = broker_config(&section, url, &client_id)?;
+        let topic = args
+            .grid_topic
+            .clone()
+            .unwrap_or_else(|| grid_topic(&factors.region));
+        if topic.is_empty() || topic.contains(['+', '#']) {
+            bail!("--grid-topic {topic:?} must be one topic without wildcards");
+        }
+        follow_grid(
+            broker,
+            topic.clone(),
+            Arc::clone(&agent.sent_grid),
+            shutdown.clone(),
+        );
+        // A retained message arrives right after subscribing: wait for it before planning.
+        let t = Instant::now();
+        while agent.sent_grid_now().is_none() && t.elapsed() < GRID_WAIT && !shutdown.is_requested()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if agent.sent_grid_now().is_none() {
+            log::warn!("agent: no grid message on {topic} within {GRID_WAIT:?}; planning without");
+        }
+    }
     agent.recover()?;
     notify_ready();
     let interval = Duration::from_secs_f64(args.interval);
@@ -105,6 +168,62 @@ pub fn agent(args: AgentArgs) -> Result<()> {
     }
     log::info!("agent: stopping; pausing the running job");
     agent.stop_all()
+}
+
+/// Follows the retained grid intensity on `topic` until `stop`, keeping the latest valid
+/// message in `latest`; reconnects and resubscribes as the broker comes and goes.
+fn follow_grid(
+    broker: BrokerConfig,
+    topic: String,
+    latest: Arc<Mutex<Option<Source>>>,
+    stop: Shutdown,
+) {
+    use rumqttc::{Client, Event, Incoming, QoS};
+    std::thread::spawn(move || {
+        let options = match broker.mqtt_options(None) {
+            Ok(o) => o,
+            Err(e) => {
+                log::error!("agent: grid over MQTT: {e}");
+                return;
+            }
+        };
+        let (client, mut conn) = Client::new(options, 16);
+        while !stop.is_requested() {
+            match conn.recv_timeout(Duration::from_millis(200)) {
+                Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
+                    if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                        log::warn!("agent: subscribing to {topic}: {e}");
+                    }
+                }
+                Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => match parse_grid(&p.payload) {
+                    Ok(source) => {
+                        log::info!(
+                            "agent: grid intensity from {}: {}",
+                            p.topic,
+                            describe(&source)
+                        );
+                        *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
+                    }
+                    Err(e) => log::warn!("agent: {} refused: {e}", p.topic),
+                },
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    log::warn!("agent: grid over MQTT: {e}");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let _ = client.try_disconnect();
+    });
+}
+
+fn describe(s: &Source) -> String {
+    match s {
+        Source::Constant(v) => format!("{v} g CO2e/kWh every hour"),
+        Source::Hourly(series) => format!("{} hour(s) of forecast", series.len()),
+    }
 }
 
 fn notify_ready() {
@@ -188,6 +307,14 @@ fn alive(pid: u32) -> bool {
 }
 
 impl Agent {
+    /// The latest grid intensity from the broker.
+    fn sent_grid_now(&self) -> Option<Source> {
+        self.sent_grid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Jobs a previous agent left running: a process still running for one is stopped (it
     /// checkpoints) and the job is paused, to be resumed in its hours.
     fn recover(&mut self) -> Result<()> {
@@ -245,7 +372,9 @@ impl Agent {
         let mut finished = vec![];
         let mut started: Vec<Job> = vec![];
         let busy = self.children.len();
-        let (g, a, w) = (&self.grid, &self.ambient, &self.weights);
+        let sent = self.sent_grid_now();
+        let g = sent.as_ref().unwrap_or(&self.grid);
+        let (a, w) = (&self.ambient, &self.weights);
         let actions = update(&self.queue, |q| {
             let mut order: Vec<usize> = (0..q.jobs.len())
                 .filter(|&i| !q.jobs[i].state.is_final())
@@ -318,10 +447,13 @@ impl Agent {
     fn start(&mut self, job: &Job, now: i64) -> Result<()> {
         let exe = std::env::current_exe().context("locating the thermo binary")?;
         let mut cmd = Command::new(exe);
+        // Its own process group: a Ctrl-C at the agent's terminal reaches the agent alone,
+        // which pauses the job itself.
         cmd.args(&job.argv)
             .arg("--agent-job")
             .arg(&job.id)
-            .current_dir(&job.cwd);
+            .current_dir(&job.cwd)
+            .process_group(0);
         let resume = match (&job.kind, &job.out) {
             (JobKind::Train, Some(out)) => job.cwd.join(out).join(CHECKPOINT).is_file(),
             _ => false,
@@ -369,24 +501,22 @@ impl Agent {
     /// Collects ended processes: paused when the agent stopped them, done when they ended by
     /// themselves with success, failed otherwise.
     fn reap(&mut self, now: i64) -> Result<()> {
-        let mut ended = vec![];
+        let mut exited = vec![];
         for (id, child) in &mut self.children {
             match child.try_wait() {
-                Ok(Some(status)) => ended.push((id.clone(), status)),
+                Ok(Some(status)) => exited.push((id.clone(), status)),
                 Ok(None) => {}
                 Err(e) => log::warn!("{id}: {e}"),
             }
         }
-        for (id, status) in ended {
+        for (id, status) in exited {
             self.children.remove(&id);
             let paused = self.stopping.remove(&id).is_some();
-            let state = match (paused, status.success()) {
-                (true, _) => JobState::Paused,
-                (false, true) => JobState::Done,
-                (false, false) => JobState::Failed,
-            };
             let mut done = None;
+            let mut state = JobState::Failed;
             self.set(&id, |j| {
+                let unfinished = j.kind == JobKind::Train && steps_left(j) > 0;
+                state = ended(paused, status.success(), unfinished);
                 j.state = state;
                 j.pid = None;
                 match state {

@@ -99,6 +99,18 @@ pub fn decide(state: JobState, plan: &Plan, tick: Tick, deadline_s: i64) -> Acti
     }
 }
 
+/// The state of a job whose process ended: paused when the agent stopped it, or when it
+/// ended well with work `unfinished` (a training run stopped by a signal the agent did not
+/// send: it resumes from its checkpoint); done when it ended well with nothing left; failed
+/// otherwise.
+pub fn ended(stopped_by_agent: bool, success: bool, unfinished: bool) -> JobState {
+    match (stopped_by_agent, success, unfinished) {
+        (true, _, _) | (false, true, true) => JobState::Paused,
+        (false, true, false) => JobState::Done,
+        (false, false, _) => JobState::Failed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +191,17 @@ mod tests {
         assert_eq!(at(JobState::Paused, 600, 0, 6).0, Action::Finish);
         assert_eq!(at(JobState::Done, HOUR_S + 60, 100, 6).0, Action::Keep);
         assert_eq!(at(JobState::Failed, 7 * HOUR_S, 100, 6).0, Action::Keep);
+    }
+
+    #[test]
+    fn a_stopped_process_pauses_its_job_and_one_that_ends_alone_finishes_or_fails_it() {
+        // Training exits 0 on SIGTERM, indexing 1: both are paused.
+        assert_eq!(ended(true, true, true), JobState::Paused);
+        assert_eq!(ended(true, false, true), JobState::Paused);
+        assert_eq!(ended(false, true, false), JobState::Done);
+        assert_eq!(ended(false, false, true), JobState::Failed);
+        // A run that a terminal's Ctrl-C or systemd stopped, with steps left: paused.
+        assert_eq!(ended(false, true, true), JobState::Paused);
     }
 
     #[test]
