@@ -166,7 +166,11 @@ pub fn agent(args: AgentArgs) -> Result<()> {
             std::thread::sleep(Duration::from_millis(50).min(interval));
         }
     }
-    log::info!("agent: stopping; pausing the running job");
+    if agent.children.is_empty() {
+        log::info!("agent: stopping");
+    } else {
+        log::info!("agent: stopping; pausing the running job");
+    }
     agent.stop_all()
 }
 
@@ -279,6 +283,15 @@ fn is_ours(pid: u32, id: &str) -> bool {
         .any(|w| w[0] == b"--agent-job" && w[1] == id.as_bytes())
 }
 
+/// A running process whose command line carries `--agent-job <id>`.
+fn find_ours(id: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| is_ours(pid, id) && alive(pid))
+}
+
 /// Sends SIGTERM to `pid`; false when there is no such process.
 fn sigterm(pid: u32) -> bool {
     let Some(p) = i32::try_from(pid)
@@ -325,7 +338,10 @@ impl Agent {
             .map(|j| (j.id.clone(), j.pid))
             .collect();
         for (id, pid) in left {
-            if let Some(pid) = pid.filter(|&p| is_ours(p, &id)) {
+            // The recorded process, else one started just before the previous agent could
+            // record it.
+            let pid = pid.filter(|&p| is_ours(p, &id)).or_else(|| find_ours(&id));
+            if let Some(pid) = pid {
                 log::warn!("{id}: process {pid} of a previous agent still runs; stopping it");
                 sigterm(pid);
                 let t = Instant::now();

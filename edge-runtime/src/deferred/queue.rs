@@ -61,6 +61,14 @@ pub enum QueueError {
         /// What is wrong.
         message: String,
     },
+    /// The job cannot be queued beside the jobs already there.
+    #[error("deferred queue {path}: {message}")]
+    Refused {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// The queue holds [`MAX_JOBS`] unfinished jobs.
     #[error("deferred queue {path} holds {MAX_JOBS} unfinished jobs; no more are taken")]
     Full {

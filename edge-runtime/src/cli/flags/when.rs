@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 
 use edge_runtime::config::{Config, Layers};
 use edge_runtime::deferred::decide::summary;
-use edge_runtime::deferred::queue::{QUEUE_FILE, update};
+use edge_runtime::deferred::queue::{QUEUE_FILE, QueueError, update};
 use edge_runtime::deferred::{Decision, HeatModel, Job, JobKind, JobState, Tick, plan_job};
 use edge_runtime::eco::Factors;
 use edge_runtime::schedule::{Plan, Series, Source, Weights, parse_time};
@@ -232,7 +232,25 @@ pub fn submit(when: &WhenArgs, sub: Submission, factors: &Factors) -> Result<()>
     let decision = summary(&plan, &now_plan, &w, now);
     job.decision = Some(decision);
     let path = edge_runtime::models::cache_root()?.join(QUEUE_FILE);
+    let folder = job.out.as_ref().map(|o| job.cwd.join(o));
     let id = update(&path, |q| {
+        if let Some(other) = q.jobs.iter().find(|j| {
+            !j.state.is_final()
+                && folder.is_some()
+                && j.out.as_ref().map(|o| j.cwd.join(o)) == folder
+        }) {
+            return Err(QueueError::Refused {
+                path: path.display().to_string(),
+                message: format!(
+                    "job {} ({:?}) already trains into {}; wait for it or choose another --out",
+                    other.id,
+                    other.state,
+                    folder
+                        .as_ref()
+                        .map_or(String::new(), |f| f.display().to_string())
+                ),
+            });
+        }
         job.id = q.new_id(job.kind, now);
         let id = job.id.clone();
         q.push(job, &path)?;
@@ -254,11 +272,15 @@ pub fn submit(when: &WhenArgs, sub: Submission, factors: &Factors) -> Result<()>
 pub fn plan_lines(plan: &Plan, d: &Decision, w: &Weights) -> Vec<String> {
     let mut lines = vec![];
     for s in &plan.slots {
+        let steps = if s.steps >= 10.0 {
+            format!("{:.0}", s.steps)
+        } else {
+            format!("{:.2}", s.steps)
+        };
         lines.push(format!(
-            "  run {} .. {}: {:.0} step(s)",
+            "  run {} .. {}: {steps} unit(s) of work",
             show_time(s.start_s),
             show_time(s.end_s),
-            s.steps
         ));
     }
     lines.push(format!(
