@@ -319,6 +319,69 @@ fn alive(pid: u32) -> bool {
             .unwrap_or(false)
 }
 
+/// The hourly figures a plan is made on.
+struct Forecast<'a> {
+    grid: &'a Source,
+    ambient: &'a Source,
+    weights: &'a Weights,
+}
+
+/// Jobs the agent starts and jobs found finished, from one look at the queue.
+type Planned = (Vec<(String, Action)>, Vec<Job>, Vec<Job>);
+
+/// Plans every unfinished job in `q` at `now`, due first first, with `busy` processes
+/// running: marks the one job that may start as running and jobs with nothing left as done.
+/// Returns each job's action, the jobs to start and the jobs finished, and whether the queue
+/// changed.
+fn plan_queue(q: &mut Queue, now: i64, busy: usize, f: &Forecast<'_>) -> (Planned, bool) {
+    let mut order: Vec<usize> = (0..q.jobs.len())
+        .filter(|&i| !q.jobs[i].state.is_final())
+        .collect();
+    order.sort_by_key(|&i| q.jobs[i].deadline_s);
+    let (mut actions, mut started, mut finished) = (vec![], vec![], vec![]);
+    let mut running = busy;
+    let mut changed = false;
+    for i in order {
+        let job = &mut q.jobs[i];
+        let tick = Tick {
+            now_s: now,
+            steps_left: steps_left(job),
+        };
+        let (plan, counter) = plan_job(job, tick, f.grid, f.ambient, f.weights);
+        if job.decision.is_none() {
+            let d = summary(&plan, &counter, f.weights, now);
+            log::info!("{}: {}", job.id, decision_line(&d));
+            job.decision = Some(d);
+            changed = true;
+        }
+        let action = decide(job.state, &plan, tick, job.deadline_s);
+        match action {
+            Action::Start { late } if running == 0 => {
+                running += 1;
+                job.state = JobState::Running;
+                job.starts += 1;
+                job.note = late.then(|| {
+                    format!(
+                        "runs late, at once: its deadline {} is missed or would be",
+                        show_time(job.deadline_s)
+                    )
+                });
+                started.push(job.clone());
+            }
+            Action::Finish => {
+                job.state = JobState::Done;
+                job.ended_s = Some(now);
+                job.pid = None;
+                finished.push(job.clone());
+            }
+            _ => {}
+        }
+        actions.push((job.id.clone(), action));
+    }
+    changed |= !started.is_empty() || !finished.is_empty();
+    ((actions, started, finished), changed)
+}
+
 impl Agent {
     /// The latest grid intensity from the broker.
     fn sent_grid_now(&self) -> Option<Source> {
@@ -385,58 +448,17 @@ impl Agent {
     fn look(&mut self, now: i64) -> Result<()> {
         self.reap(now)?;
         self.kill_overdue();
-        let mut finished = vec![];
-        let mut started: Vec<Job> = vec![];
         let busy = self.children.len();
         let sent = self.sent_grid_now();
         let g = sent.as_ref().unwrap_or(&self.grid);
         let (a, w) = (&self.ambient, &self.weights);
-        let actions = update(&self.queue, |q| {
-            let mut order: Vec<usize> = (0..q.jobs.len())
-                .filter(|&i| !q.jobs[i].state.is_final())
-                .collect();
-            order.sort_by_key(|&i| q.jobs[i].deadline_s);
-            let mut actions = vec![];
-            let mut running = busy;
-            for i in order {
-                let job = &mut q.jobs[i];
-                let tick = Tick {
-                    now_s: now,
-                    steps_left: steps_left(job),
-                };
-                let (plan, counter) = plan_job(job, tick, g, a, w);
-                if job.decision.is_none() {
-                    let d = summary(&plan, &counter, w, now);
-                    log::info!("{}: {}", job.id, decision_line(&d));
-                    job.decision = Some(d);
-                }
-                let action = decide(job.state, &plan, tick, job.deadline_s);
-                match action {
-                    Action::Start { late } if running == 0 => {
-                        running += 1;
-                        job.state = JobState::Running;
-                        job.starts += 1;
-                        job.note = late.then(|| {
-                            format!(
-                                "runs late, at once: its deadline {} is missed or would be",
-                                show_time(job.deadline_s)
-                            )
-                        });
-                        started.push(job.clone());
-                    }
-                    Action::Finish => {
-                        job.state = JobState::Done;
-                        job.ended_s = Some(now);
-                        job.pid = None;
-                        finished.push(job.clone());
-                    }
-                    _ => {}
-                }
-                actions.push((job.id.clone(), action));
-            }
-            let write = !started.is_empty() || !finished.is_empty();
-            Ok((actions, write))
-        })?;
+        let forecast = Forecast {
+            grid: g,
+            ambient: a,
+            weights: w,
+        };
+        let (actions, started, finished) =
+            update(&self.queue, |q| Ok(plan_queue(q, now, busy, &forecast)))?;
         for job in started {
             self.start(&job, now)?;
         }
@@ -631,6 +653,95 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_runtime::deferred::HeatModel;
+    use edge_runtime::schedule::{HOUR_S, Series};
+
+    fn job(id: &str, deadline_h: i64, cwd: &Path) -> Job {
+        Job {
+            id: id.into(),
+            kind: JobKind::Train,
+            argv: vec!["train".into()],
+            cwd: cwd.to_path_buf(),
+            out: Some(PathBuf::from(id)),
+            submit_s: 0,
+            deadline_s: deadline_h * HOUR_S,
+            steps: 100,
+            model: HeatModel {
+                setpoint_c: 70.0,
+                step_s: 2.0,
+                power_w: 4.0,
+                idle_rise_c: 10.0,
+                reference_c: 55.0,
+                activation_ev: 0.7,
+            },
+            state: JobState::Queued,
+            pid: None,
+            starts: 0,
+            decision: None,
+            note: None,
+            ended_s: None,
+        }
+    }
+
+    #[test]
+    fn one_job_starts_at_a_time_the_one_due_first_and_a_late_one_says_so() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        // Hour 0 at 100 g/kWh, hour 1 at 500, then 50.
+        let grid = Source::Hourly(Series::from_points(
+            [100.0, 500.0, 50.0, 50.0, 50.0, 50.0]
+                .iter()
+                .enumerate()
+                .map(|(i, &g)| (i as i64 * HOUR_S, g)),
+        ));
+        let f = Forecast {
+            grid: &grid,
+            ambient: &Source::Constant(20.0),
+            weights: &Weights {
+                g_per_wear_hour: 0.0,
+            },
+        };
+        let mut q = Queue {
+            jobs: vec![job("later", 2, dir.path()), job("sooner", 1, dir.path())],
+        };
+        // Both are planned in hour 0 (before their deadlines); the one due first starts.
+        let ((actions, started, _), changed) = plan_queue(&mut q, 60, 0, &f);
+        assert!(changed);
+        assert_eq!(
+            started.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            ["sooner"]
+        );
+        assert_eq!(actions[0], ("sooner".into(), Action::Start { late: false }));
+        assert_eq!(actions[1], ("later".into(), Action::Start { late: false }));
+        assert_eq!(q.jobs[1].state, JobState::Running);
+        assert_eq!(q.jobs[0].state, JobState::Queued);
+        assert!(q.jobs.iter().all(|j| j.decision.is_some()));
+        // An hour on, "sooner" is past its deadline and keeps running, late; "later" would
+        // start in hour 1, its only hour left, but a process runs already.
+        let ((actions, started, _), _) = plan_queue(&mut q, HOUR_S + 60, 1, &f);
+        assert_eq!(actions[0], ("sooner".into(), Action::Keep));
+        assert_eq!(actions[1], ("later".into(), Action::Start { late: false }));
+        assert!(started.is_empty());
+        // Past both deadlines with "sooner" paused and nothing running: it starts at once,
+        // late, with a note.
+        q.jobs[1].state = JobState::Paused;
+        let ((_, started, _), _) = plan_queue(&mut q, 3 * HOUR_S, 0, &f);
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].id, "sooner");
+        assert!(
+            started[0]
+                .note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("runs late")),
+            "{:?}",
+            started[0].note
+        );
         Ok(())
     }
 }
