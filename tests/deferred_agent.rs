@@ -216,6 +216,8 @@ fn a_deferred_run_survives_a_killed_agent_and_counts_its_steps_once() -> Result<
         "{said}"
     );
     ensure!(said.contains("resumes from its checkpoint"), "{said}");
+    // Each run of the job prints the plan it belongs to.
+    ensure!(said.contains("[deferred train-"), "{said}");
     ensure!(checkpoint_progress(&ckpt)?.step == STEPS);
 
     // Every step once in the ledger, over the two runs; the job once, with its saving.

@@ -23,7 +23,7 @@ use super::flags::accounting::FootprintArgs;
 use super::flags::governor::GovernorArgs;
 use super::flags::main_job_config;
 use super::flags::telemetry::TelemetryArgs;
-use super::flags::when::{Submission, When, WhenArgs, submit};
+use super::flags::when::{Submission, When, WhenArgs, decision_line, submit};
 use edge_runtime::config::Config;
 use edge_runtime::eco::Factors;
 use edge_runtime::eco::energy::Span;
@@ -783,6 +783,9 @@ fn finish_run(
     if let Some(today) = &today {
         eprintln!("[today: {}]", today.line());
     }
+    if let Some(id) = &args.when.agent_job {
+        deferred_line(id);
+    }
     if let Some(t) = telemetry {
         t.training_done(TrainingDone {
             outcome: match (&done.failed, done.outcome) {
@@ -806,6 +809,21 @@ fn finish_run(
         t.finish();
     }
     Ok(())
+}
+
+/// Prints the plan of the queued job `id` this run belongs to, against running it now.
+fn deferred_line(id: &str) {
+    let queue = edge_runtime::models::cache_root()
+        .map(|root| root.join(edge_runtime::deferred::queue::QUEUE_FILE))
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|path| edge_runtime::deferred::Queue::load(&path).map_err(|e| e.to_string()));
+    match queue {
+        Ok(q) => match q.get(id).and_then(|j| j.decision) {
+            Some(d) => eprintln!("[deferred {id}: {}]", decision_line(&d)),
+            None => log::warn!("deferred job {id} has no plan in the queue"),
+        },
+        Err(e) => log::warn!("{e}"),
+    }
 }
 
 /// `thermo train --bench` (`thermo bench train`): all layers, then the top `--bench-top`,
