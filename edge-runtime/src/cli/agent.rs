@@ -10,7 +10,9 @@
 //! running (stopping a process it left behind first) and resumes it from its checkpoint.
 //! SIGTERM stops the agent cleanly: its running job is paused, then it exits.
 //!
-//! With `--mqtt URL` the grid intensity also comes from the broker's retained
+//! Without `--ambient`, a healthy `ambient_temp` sensor of the board (an I2C sensor of the
+//! `[sensors]` configuration) gives the ambient: its reading at each look holds for every
+//! hour. With `--mqtt URL` the grid intensity also comes from the broker's retained
 //! `thermo/grid/<region>` topic ([`edge_runtime::deferred::grid`]); the latest valid message
 //! replaces `--grid` and the region's factor until the agent stops.
 
@@ -31,14 +33,16 @@ use edge_runtime::deferred::queue::{DEFERRED_RECORD, QUEUE_FILE, Queue, update};
 use edge_runtime::deferred::{Action, Job, JobKind, JobState, Tick, decide, ended, plan_job};
 use edge_runtime::eco::ledger::utc_date;
 use edge_runtime::schedule::{Source, Weights};
+use edge_runtime::sensing::{Board, open_board};
 use edge_runtime::session::accounting::cache_ledger;
 use edge_runtime::session::telemetry::broker_config;
 use edge_runtime::shutdown::Shutdown;
 use edge_runtime::telemetry::BrokerConfig;
 use edge_runtime::train::atomic::write_atomically;
 use edge_runtime::train::trainer::{CHECKPOINT, checkpoint_progress};
+use sensor_drivers::sensor_set::{Role, Snapshot};
 
-use super::flags::when::{PlanArgs, decision_line, eco_factors, now_s, show_time, weights};
+use super::flags::when::{PlanArgs, decision_line, load_config, now_s, show_time, weights};
 use super::fleet::FleetTlsArgs;
 
 /// Flags of `thermo agent`.
@@ -46,8 +50,9 @@ use super::fleet::FleetTlsArgs;
 pub struct AgentArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
-    /// Configuration file for the `[eco]` section (the region's grid factor when there is no
-    /// `--grid`, and the wear weighting); default: /etc/thermo/thermo.toml when it exists.
+    /// Configuration file: its `[eco]` section (the region's grid factor when there is no
+    /// `--grid`, and the wear weighting) and its `[sensors]` (an ambient sensor); default:
+    /// /etc/thermo/thermo.toml when it exists.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Grid region for the constant grid factor (world, us, cn, in, jp, de).
@@ -83,6 +88,8 @@ struct Agent {
     grid: Source,
     /// The latest grid intensity from the broker, which replaces `grid`.
     sent_grid: Arc<Mutex<Option<Source>>>,
+    /// The board, when its ambient sensor gives the ambient.
+    board: Option<Board>,
     ambient: Source,
     weights: Weights,
     /// Processes it started, by job id.
@@ -101,11 +108,25 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         bail!("--stop-timeout {} is not a time", args.stop_timeout);
     }
     let shutdown = Shutdown::install()?;
-    let factors = eco_factors(args.config.as_deref(), args.region.as_deref())?;
+    let config = load_config(args.config.as_deref(), args.region.as_deref())?;
+    let factors = config.eco.factors()?;
+    let has_ambient_sensor = config
+        .sensors
+        .i2c
+        .iter()
+        .any(|s| s.role == Role::AmbientTemp);
+    let board = if args.plan.ambient.is_none() && has_ambient_sensor {
+        open_board(&config.sensors)
+            .map_err(|e| log::warn!("agent: the ambient sensor: {e:#}; using --ambient-c"))
+            .ok()
+    } else {
+        None
+    };
     let mut agent = Agent {
         queue: edge_runtime::models::cache_root()?.join(QUEUE_FILE),
         grid: args.plan.grid_source(factors.grid_g_co2e_per_kwh[0])?,
         sent_grid: Arc::new(Mutex::new(None)),
+        board,
         ambient: args.plan.ambient_source()?,
         weights: weights(&factors),
         children: HashMap::new(),
@@ -116,7 +137,13 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         "agent: queue {}, grid {}, ambient {}",
         agent.queue.display(),
         source_name(&agent.grid, args.plan.grid.as_deref(), "g CO2e/kWh"),
-        source_name(&agent.ambient, args.plan.ambient.as_deref(), "°C"),
+        match &agent.board {
+            Some(_) => format!(
+                "the board's ambient_temp sensor, else {}",
+                source_name(&agent.ambient, None, "°C")
+            ),
+            None => source_name(&agent.ambient, args.plan.ambient.as_deref(), "°C"),
+        },
     );
     if let Some(url) = &args.mqtt {
         let t = &args.tls;
@@ -244,6 +271,15 @@ fn source_name(s: &Source, file: Option<&Path>, unit: &str) -> String {
         (Source::Constant(v), None) => format!("constant {v} {unit}"),
         (Source::Hourly(_), None) => "hourly".into(),
     }
+}
+
+/// The ambient of a healthy `ambient_temp` sensor in `snap`, °C.
+fn sensor_ambient(snap: &Snapshot) -> Option<f64> {
+    snap.temps
+        .iter()
+        .filter(|t| t.role == Role::AmbientTemp && t.health.is_ok())
+        .find_map(|t| t.value)
+        .map(|v| f64::from(v.celsius()))
 }
 
 /// Units of work `job` has left: a training job's steps past its checkpoint, an indexing
@@ -451,7 +487,13 @@ impl Agent {
         let busy = self.children.len();
         let sent = self.sent_grid_now();
         let g = sent.as_ref().unwrap_or(&self.grid);
-        let (a, w) = (&self.ambient, &self.weights);
+        let measured = self.board.as_mut().and_then(|b| {
+            let at_ms = u64::try_from(now.max(0)).unwrap_or(0).saturating_mul(1000);
+            sensor_ambient(&b.snapshot(at_ms))
+        });
+        let measured = measured.map(Source::Constant);
+        let a = measured.as_ref().unwrap_or(&self.ambient);
+        let w = &self.weights;
         let forecast = Forecast {
             grid: g,
             ambient: a,
@@ -688,6 +730,34 @@ mod tests {
             note: None,
             ended_s: None,
         }
+    }
+
+    #[test]
+    fn only_a_healthy_ambient_sensor_gives_the_ambient() {
+        use sensor_drivers::health::Health;
+        use sensor_drivers::sensor_set::TempSample;
+        use sensor_drivers::units::MilliCelsius;
+        let sample = |role, health, mc| TempSample {
+            name: "t".into(),
+            role,
+            value: Some(MilliCelsius(mc)),
+            health,
+            error: None,
+        };
+        let mut snap = Snapshot {
+            at_ms: 0,
+            temps: vec![
+                sample(Role::SocTemp, Health::Ok, 61_000),
+                sample(Role::AmbientTemp, Health::Stuck, 40_000),
+            ],
+            powers: vec![],
+            throttle: None,
+            throttle_seen: Default::default(),
+        };
+        assert_eq!(sensor_ambient(&snap), None);
+        snap.temps
+            .push(sample(Role::AmbientTemp, Health::Ok, 23_500));
+        assert_eq!(sensor_ambient(&snap), Some(23.5));
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub struct PlanArgs {
     /// the region's constant factor from the eco configuration, so that only heat decides.
     #[arg(long, value_name = "FILE")]
     pub grid: Option<PathBuf>,
-    /// Hourly ambient-temperature forecast, CSV (a time column, then °C); default:
-    /// `--ambient-c` every hour.
+    /// Hourly ambient-temperature forecast, CSV (a time column, then °C); default: the
+    /// board's `ambient_temp` sensor now (`thermo agent`, when `[sensors]` configures one),
+    /// else `--ambient-c`, every hour.
     #[arg(long, value_name = "FILE")]
     pub ambient: Option<PathBuf>,
     /// Ambient temperature the plan assumes without `--ambient`, °C.
@@ -157,16 +158,20 @@ pub fn show_time(t_s: i64) -> String {
     jiff::Timestamp::from_second(t_s).map_or_else(|_| format!("{t_s} s"), |t| t.to_string())
 }
 
-/// The eco configuration's factors (`--config` or the service's file < `THERMO_ECO_*`, and
-/// `region` over them).
-pub fn eco_factors(config: Option<&Path>, region: Option<&str>) -> Result<Factors> {
+/// The configuration (`--config` or the service's file < `THERMO_*`), with `region` over
+/// its `[eco]` region.
+pub fn load_config(config: Option<&Path>, region: Option<&str>) -> Result<Config> {
     let layers = Layers::from_process(config, vec![])?;
-    let config = Config::load_with(&layers, |c| {
+    Ok(Config::load_with(&layers, |c| {
         if let Some(r) = region {
             c.eco.region = r.to_string();
         }
-    })?;
-    Ok(config.eco.factors()?)
+    })?)
+}
+
+/// The eco configuration's factors (see [`load_config`]).
+pub fn eco_factors(config: Option<&Path>, region: Option<&str>) -> Result<Factors> {
+    Ok(load_config(config, region)?.eco.factors()?)
 }
 
 /// The wear weighting of the plan.
