@@ -6,6 +6,7 @@
 //! belongs to the `thermo` binary (`src/cli/`): nothing here imports it.
 pub mod bench;
 pub mod config;
+pub mod deferred;
 pub mod eco;
 pub mod engine;
 pub mod governor;

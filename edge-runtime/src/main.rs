@@ -39,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Config(args) => cli::config::config(args),
         Command::Train(args) => cli::train::train(args),
         Command::Eco(args) => cli::eco::eco(args),
+        Command::Agent(args) => cli::agent::agent(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -189,6 +189,8 @@ mod tests {
         assert_eq!(v["joules"], 36.0);
         assert_eq!(v["training_steps"], 5.0);
         assert_eq!(v["indexing_chunks"], 0.0);
-        assert_eq!(v.as_object().map(|o| o.len()), Some(28));
+        assert_eq!(v["deferred_jobs"], 0.0);
+        assert_eq!(v["deferred_saved_g_co2e"], 0.0);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(31));
     }
 }

@@ -24,6 +24,7 @@ use edge_runtime::session::rag::{index_path, load_encoder};
 use edge_runtime::shutdown::Shutdown;
 
 use super::flags::governor::GovernorArgs;
+use super::flags::when::{Submission, When, WhenArgs, eco_factors, submit};
 
 /// Flags of `thermo index`.
 #[derive(Debug, Args)]
@@ -91,7 +92,12 @@ pub struct AddArgs {
     pub encoder: EncoderArgs,
     #[command(flatten)]
     pub governor: GovernorArgs,
+    #[command(flatten)]
+    pub when: WhenArgs,
 }
+
+/// Seconds an indexing run is planned to take at full speed without `--plan-step-s`.
+pub const PLAN_INDEX_S: f64 = 600.0;
 
 /// Flags of `thermo index status`.
 #[derive(Debug, Args)]
@@ -262,6 +268,27 @@ impl Job {
 }
 
 fn add_cmd(path: &Path, args: AddArgs) -> Result<()> {
+    if args.when.agent_job.is_none() {
+        match args.when.when {
+            When::Auto => {
+                let sub = Submission {
+                    kind: edge_runtime::deferred::JobKind::Index,
+                    steps: 1,
+                    out: None,
+                    default_step_s: PLAN_INDEX_S,
+                    setpoint_c: args
+                        .governor
+                        .setpoint
+                        .map_or(super::train::PLAN_SETPOINT_C, f64::from),
+                };
+                return submit(&args.when, sub, &eco_factors(None, None)?);
+            }
+            When::Now if args.when.deadline.is_some() => {
+                bail!("--deadline is for --when auto; with --when now indexing starts at once")
+            }
+            When::Now => {}
+        }
+    }
     let encoder = args.encoder.load()?;
     let (mut store, job) = Job::open(path, &encoder, &args.governor, args.encoder.threads)?;
     let opts = AddOptions {

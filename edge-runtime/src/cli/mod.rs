@@ -4,6 +4,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod agent;
 pub mod bench;
 pub mod config;
 pub mod eco;
@@ -65,6 +66,9 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Show the per-day eco totals (`thermo eco today`, `thermo eco days`).
     Eco(eco::EcoArgs),
+    /// Run the jobs queued with `--when auto` in their planned hours until stopped: start,
+    /// pause and resume each by its plan, and at once when its deadline is at risk.
+    Agent(agent::AgentArgs),
 }
 
 /// Flags of `thermo bench`.

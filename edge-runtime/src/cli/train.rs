@@ -23,6 +23,7 @@ use super::flags::accounting::FootprintArgs;
 use super::flags::governor::GovernorArgs;
 use super::flags::main_job_config;
 use super::flags::telemetry::TelemetryArgs;
+use super::flags::when::{Submission, When, WhenArgs, decision_line, submit};
 use edge_runtime::config::Config;
 use edge_runtime::eco::Factors;
 use edge_runtime::eco::energy::Span;
@@ -151,7 +152,15 @@ pub struct TrainArgs {
     pub telemetry: TelemetryArgs,
     #[command(flatten)]
     pub governor: GovernorArgs,
+    #[command(flatten)]
+    pub when: WhenArgs,
 }
+
+/// Setpoint (°C) a deferred job is planned with when `--setpoint` is not given.
+pub const PLAN_SETPOINT_C: f64 = 70.0;
+
+/// Seconds a training step is planned to take at full speed without `--plan-step-s`.
+pub const PLAN_STEP_S: f64 = 2.0;
 
 /// Threads when neither `--threads` nor `RAYON_NUM_THREADS` says.
 pub const DEFAULT_THREADS: usize = 1;
@@ -295,6 +304,24 @@ pub fn train(args: TrainArgs) -> Result<()> {
         &args.telemetry,
     )?;
     let factors = config.eco.factors()?;
+    if args.when.agent_job.is_none() {
+        match args.when.when {
+            When::Auto => {
+                let sub = Submission {
+                    kind: edge_runtime::deferred::JobKind::Train,
+                    steps: args.steps as u64,
+                    out: Some(args.out.clone()),
+                    default_step_s: PLAN_STEP_S,
+                    setpoint_c: args.governor.setpoint.map_or(PLAN_SETPOINT_C, f64::from),
+                };
+                return submit(&args.when, sub, &factors);
+            }
+            When::Now if args.when.deadline.is_some() => {
+                bail!("--deadline is for --when auto; with --when now the run starts at once")
+            }
+            When::Now => {}
+        }
+    }
     let dir = model_folder(&args)?;
     let mut problems: Vec<DataProblem> = vec![];
     let (base, origin, side) = load_model(&args, &dir, &mut problems);
@@ -756,6 +783,9 @@ fn finish_run(
     if let Some(today) = &today {
         eprintln!("[today: {}]", today.line());
     }
+    if let Some(id) = &args.when.agent_job {
+        deferred_line(id);
+    }
     if let Some(t) = telemetry {
         t.training_done(TrainingDone {
             outcome: match (&done.failed, done.outcome) {
@@ -779,6 +809,21 @@ fn finish_run(
         t.finish();
     }
     Ok(())
+}
+
+/// Prints the plan of the queued job `id` this run belongs to, against running it now.
+fn deferred_line(id: &str) {
+    let queue = edge_runtime::models::cache_root()
+        .map(|root| root.join(edge_runtime::deferred::queue::QUEUE_FILE))
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|path| edge_runtime::deferred::Queue::load(&path).map_err(|e| e.to_string()));
+    match queue {
+        Ok(q) => match q.get(id).and_then(|j| j.decision) {
+            Some(d) => eprintln!("[deferred {id}: {}]", decision_line(&d)),
+            None => log::warn!("deferred job {id} has no plan in the queue"),
+        },
+        Err(e) => log::warn!("{e}"),
+    }
 }
 
 /// `thermo train --bench` (`thermo bench train`): all layers, then the top `--bench-top`,

@@ -84,6 +84,13 @@ pub struct DayTotals {
     pub wasted_answers: u64,
     /// Training runs that failed or stopped before saving a step.
     pub wasted_training_runs: u64,
+    /// Deferred jobs (`--when auto`) that finished.
+    pub deferred_jobs: u64,
+    /// Those of them that ran late, at once, because their deadline was missed or would be.
+    pub deferred_late_jobs: u64,
+    /// Their expected saving against running them at once: g CO2e plus wear in g (the
+    /// planner's objective, on the forecast it planned with; not measured).
+    pub deferred_saved_g_co2e: f64,
 }
 
 impl DayTotals {
@@ -146,6 +153,14 @@ impl DayTotals {
         }
     }
 
+    /// Adds one finished deferred job, expected to save `saved_g_co2e` against running at
+    /// once; `late` when it ran late.
+    pub fn add_deferred(&mut self, saved_g_co2e: f64, late: bool) {
+        self.deferred_jobs = self.deferred_jobs.saturating_add(1);
+        self.deferred_late_jobs = self.deferred_late_jobs.saturating_add(u64::from(late));
+        self.deferred_saved_g_co2e += saved_g_co2e.max(0.0);
+    }
+
     fn add_figures(&mut self, fp: &Footprint) {
         self.joules += fp.energy_j;
         self.g_co2e += fp.g_co2e;
@@ -163,7 +178,7 @@ impl DayTotals {
     }
 
     /// The figures with their names and units, for printing and metrics.
-    pub fn figures(&self) -> [(&'static str, f64); 27] {
+    pub fn figures(&self) -> [(&'static str, f64); 30] {
         [
             ("joules", self.joules),
             ("g_co2e", self.g_co2e),
@@ -195,6 +210,9 @@ impl DayTotals {
             ("wasted_g_co2e", self.wasted_g_co2e),
             ("wasted_answers", self.wasted_answers as f64),
             ("wasted_training_runs", self.wasted_training_runs as f64),
+            ("deferred_jobs", self.deferred_jobs as f64),
+            ("deferred_late_jobs", self.deferred_late_jobs as f64),
+            ("deferred_saved_g_co2e", self.deferred_saved_g_co2e),
         ]
     }
 
@@ -240,6 +258,14 @@ impl DayTotals {
                 sig3(self.wasted_g_co2e),
                 self.wasted_answers,
                 self.wasted_training_runs
+            ));
+        }
+        if self.deferred_jobs > 0 {
+            parts.push(format!(
+                "deferred {} job(s) ({} late), ~{} g CO2e+wear expected saved against running at once",
+                self.deferred_jobs,
+                self.deferred_late_jobs,
+                sig3(self.deferred_saved_g_co2e)
             ));
         }
         (!parts.is_empty()).then(|| parts.join("; "))
@@ -480,6 +506,24 @@ impl Ledger {
         self.update(date, |day| day.add_indexing(fp, chunks, avoided_j))
     }
 
+    /// Adds one finished deferred job (expected saving `saved_g_co2e`, `late` when it ran
+    /// late) to the totals of `date` and returns them.
+    pub fn record_deferred(
+        &self,
+        date: &str,
+        saved_g_co2e: f64,
+        late: bool,
+    ) -> Result<DayTotals, LedgerError> {
+        if !saved_g_co2e.is_finite() {
+            return Err(LedgerError::NonFinite {
+                path: self.path.display().to_string(),
+                figure: "deferred_saved_g_co2e",
+                value: saved_g_co2e,
+            });
+        }
+        self.update(date, |day| day.add_deferred(saved_g_co2e, late))
+    }
+
     /// Adds one training run of `steps` optimizer steps to the totals of `date` and returns
     /// them.
     pub fn record_training(
@@ -633,6 +677,29 @@ mod tests {
         let old = l.day("2026-11-28").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((old.joules, old.requests), (10.0, 1));
         assert_eq!(l.day("2020-01-01").map(|d| d.requests).ok(), Some(0));
+    }
+
+    #[test]
+    fn finished_deferred_jobs_count_with_their_expected_saving_and_lateness() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let l = Ledger::new(dir.path().join("eco-ledger.json"));
+        l.record_deferred("2026-12-02", 1.5, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = l
+            .record_deferred("2026-12-02", 0.25, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.deferred_jobs, t.deferred_late_jobs), (2, 1));
+        assert!((t.deferred_saved_g_co2e - 1.75).abs() < 1e-12);
+        assert_eq!((t.training_runs, t.joules), (0, 0.0));
+        let line = t.line();
+        assert!(
+            line.contains("deferred 2 job(s) (1 late), ~1.75 g"),
+            "{line}"
+        );
+        assert!(matches!(
+            l.record_deferred("2026-12-02", f64::NAN, false),
+            Err(LedgerError::NonFinite { .. })
+        ));
     }
 
     #[test]

@@ -354,7 +354,8 @@ fn render_eco(out: &mut String, v: &MetricsView<'_>) {
             "Today's (UTC) totals of every thermo job on this host: the measured figures \
              (joules, g_co2e, ml_water, mg_nox, ..., requests, training_steps) and apart from \
              them the hidden layers: memory_* and indexing_* (retrieval and its index), \
-             upstream_* (declared, not measured) and wasted_*.",
+             upstream_* (declared, not measured), wasted_*, and deferred_* (jobs run \
+             by the agent in their planned hours and their expected saving, not measured).",
         );
         for (figure, value) in today.figures() {
             sample(

@@ -175,6 +175,24 @@ fn a_restored_checkpoint_continues_exactly() {
 }
 
 #[test]
+fn a_checkpoints_progress_is_read_from_its_header_alone() {
+    let model = tiny();
+    let mut t =
+        Trainer::new(&model, options(2, None, 8, 0.0), examples(&LINES), vec![]).expect("t");
+    for _ in 0..3 {
+        t.step().expect("step");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join(super::trainer::CHECKPOINT);
+    std::fs::write(&path, t.checkpoint_bytes().expect("checkpoint")).expect("write");
+    let p = super::trainer::checkpoint_progress(&path).expect("progress");
+    assert_eq!(p.step, 3);
+    std::fs::write(&path, u64::MAX.to_le_bytes()).expect("write");
+    let err = super::trainer::checkpoint_progress(&path).expect_err("a huge header");
+    assert!(format!("{err:#}").contains("more than"), "{err:#}");
+}
+
+#[test]
 fn a_checkpoint_refuses_other_options() {
     let model = tiny();
     let data = examples(&LINES);

@@ -480,6 +480,44 @@ impl<'m> Trainer<'m> {
     }
 }
 
+/// Largest safetensors header [`checkpoint_progress`] reads.
+pub const MAX_CHECKPOINT_HEADER_BYTES: u64 = 16 << 20;
+
+/// Where the run checkpointed at `path` stands, read from the checkpoint's header alone (its
+/// tensors are neither read nor checked: [`Trainer::restore`] checks them).
+pub fn checkpoint_progress(path: &Path) -> Result<Progress> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {shown}"))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .with_context(|| format!("{shown}: no safetensors header"))?;
+    let len = u64::from_le_bytes(len);
+    ensure!(
+        len <= MAX_CHECKPOINT_HEADER_BYTES,
+        "{shown}: a header of {len} bytes, more than the {MAX_CHECKPOINT_HEADER_BYTES} a \
+         checkpoint's may take"
+    );
+    let mut header = vec![];
+    f.take(len)
+        .read_to_end(&mut header)
+        .with_context(|| format!("reading {shown}"))?;
+    ensure!(
+        header.len() as u64 == len,
+        "{shown}: the header is cut short"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).with_context(|| format!("{shown}: the header"))?;
+    let meta = v
+        .get("__metadata__")
+        .and_then(|m| m.get(META_KEY))
+        .and_then(|m| m.as_str())
+        .with_context(|| format!("{shown} has no training state"))?;
+    let meta: CheckpointMeta = serde_json::from_str(meta)
+        .with_context(|| format!("{shown}: parsing the training state"))?;
+    Ok(meta.progress)
+}
+
 /// Mean NLL per scored token of `rows` under `model` + `adapter`.
 pub fn eval_loss(
     model: &BaseModel,

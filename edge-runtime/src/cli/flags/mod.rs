@@ -16,6 +16,7 @@ pub mod config;
 pub mod governor;
 pub mod rag;
 pub mod telemetry;
+pub mod when;
 
 use accounting::FootprintArgs;
 use telemetry::TelemetryArgs;
