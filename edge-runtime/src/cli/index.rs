@@ -23,7 +23,7 @@ use edge_runtime::session::governed::Governed;
 use edge_runtime::session::rag::{index_path, load_encoder};
 use edge_runtime::shutdown::Shutdown;
 
-use super::flags::governor::GovernorArgs;
+use super::flags::governor::{GovernorArgs, SetpointArg};
 use super::flags::when::{Submission, When, WhenArgs, eco_factors, submit};
 
 /// Flags of `thermo index`.
@@ -279,6 +279,7 @@ fn add_cmd(path: &Path, args: AddArgs) -> Result<()> {
                     setpoint_c: args
                         .governor
                         .setpoint
+                        .and_then(SetpointArg::celsius)
                         .map_or(super::train::PLAN_SETPOINT_C, f64::from),
                 };
                 return submit(&args.when, sub, &eco_factors(None, None)?);

@@ -20,7 +20,7 @@ use clap::Args;
 
 use super::bench::train::{TrainBench, compute_threads};
 use super::flags::accounting::FootprintArgs;
-use super::flags::governor::GovernorArgs;
+use super::flags::governor::{GovernorArgs, SetpointArg};
 use super::flags::main_job_config;
 use super::flags::telemetry::TelemetryArgs;
 use super::flags::when::{Submission, When, WhenArgs, decision_line, submit};
@@ -312,7 +312,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
                     steps: args.steps as u64,
                     out: Some(args.out.clone()),
                     default_step_s: PLAN_STEP_S,
-                    setpoint_c: args.governor.setpoint.map_or(PLAN_SETPOINT_C, f64::from),
+                    setpoint_c: args
+                        .governor
+                        .setpoint
+                        .and_then(SetpointArg::celsius)
+                        .map_or(PLAN_SETPOINT_C, f64::from),
                 };
                 return submit(&args.when, sub, &factors);
             }
