@@ -21,12 +21,15 @@
 )]
 
 pub mod attention;
+pub mod gemm;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_gemm;
 
 use thiserror::Error;
 
