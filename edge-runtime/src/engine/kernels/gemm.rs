@@ -9,11 +9,9 @@
 //! AVX2 with FMA when the CPU has them (a 6 × 16 register tile over an L2-sized block of
 //! panels), else a portable loop over the same panels that the tests hold the SIMD path to.
 
+pub use super::PANEL;
 use super::{BlockKind, Isa, KernelError, QuantMatrix};
 use crate::engine::quant::{self, QK};
-
-/// Output columns per packed panel.
-pub const PANEL: usize = 16;
 
 /// The activation applied after the bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -38,6 +38,9 @@ use crate::engine::quant::{self, GgmlType, QK, QK_K};
 /// Activation rows handled together per weight block by the tiled kernels.
 pub const TILE: usize = 4;
 
+/// Output columns per packed panel of the f32 products ([`gemm`]).
+pub const PANEL: usize = 16;
+
 /// Weight rows the decode kernels take per pass: a split of a product's rows over threads
 /// should start at multiples of it.
 pub const GEMV_ROWS: usize = 4;

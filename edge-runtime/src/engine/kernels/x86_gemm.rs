@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::gemm::PANEL;
+use super::PANEL;
 use super::x86::has_avx2;
 
 /// Activation rows per register tile.

@@ -46,10 +46,10 @@ pub enum EmbedPrecision {
     /// f32 weights, tract's f32 products.
     #[default]
     F32,
-    /// Q8_0 weight blocks (32 values per f16 scale), held in their blocks and decoded to f32
-    /// for each product, which runs on an f32 GEMM: a quarter of the f32 weights' memory at
-    /// about their speed, where the block-scaled integer dots lose to an f32 GEMM on every
-    /// product with more than a few rows (the activations stay f32).
+    /// Q8_0 weight blocks (32 values per scale), held as bytes and decoded to f32 for each
+    /// product, which runs on the f32 GEMM: about a quarter of the f32 weights' memory at
+    /// their speed, where the block-scaled integer dots lose to an f32 GEMM on every product
+    /// with more than a few rows (the activations stay f32).
     Q8,
 }
 
