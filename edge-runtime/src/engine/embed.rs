@@ -15,7 +15,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use tract_onnx::prelude::*;
 
 use crate::engine::onnx_export::bert::{Attention, BertConfig, BertWeights, bert_model_proto};
-use crate::engine::{bert_attention, ggml_op};
+use crate::engine::{bert_attention, bert_dense, ggml_op};
 
 pub use crate::engine::onnx_export::bert::EmbedPrecision;
 
@@ -180,6 +180,7 @@ impl EncoderGraph {
         let proto = bert_model_proto(weights, precision, Attention::Fused)?;
         let mut onnx = ggml_op::onnx();
         bert_attention::register(&mut onnx);
+        bert_dense::register(&mut onnx);
         let model = onnx
             .model_for_proto_model(&proto)
             .and_then(|m| m.into_optimized())

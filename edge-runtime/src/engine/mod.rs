@@ -3,6 +3,7 @@
 //! incremental decode with the KV cache fed back, samples, and imports GGUF files into that
 //! layout. Nothing here knows about temperatures, telemetry or the network.
 pub mod bert_attention;
+pub mod bert_dense;
 pub mod chat;
 pub mod embed;
 pub mod generate;

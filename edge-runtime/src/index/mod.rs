@@ -16,7 +16,7 @@ pub mod store;
 use std::path::PathBuf;
 
 pub use build::{AddOptions, AddReport, Progress, add, watch_once};
-pub use retrieve::{RetrievalOptions, Retrieved, Retriever};
+pub use retrieve::{EmbeddedQuestion, QuestionEncoder, RetrievalOptions, Retrieved, Retriever};
 pub use search::Mode;
 pub use store::{ChunkRow, EncoderId, Status, Store};
 

@@ -3,6 +3,7 @@
 //! each step read off the caller's energy meter.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Encoder, Hit, Index, IndexError, Mode};
@@ -50,15 +51,49 @@ pub struct Retrieved {
 /// An index and, unless the mode is keyword, the encoder that built it.
 pub struct Retriever {
     index: Index,
-    encoder: Option<Box<dyn Encoder + Send + Sync>>,
+    encoder: QuestionEncoder,
     options: RetrievalOptions,
+}
+
+/// The encoder a [`Retriever`] embeds questions with, apart from it, so that a question can
+/// be embedded while nothing else of the retriever is held (none in keyword mode).
+#[derive(Clone, Default)]
+pub struct QuestionEncoder(Option<Arc<dyn Encoder + Send + Sync>>);
+
+/// A question's vector (none in keyword mode) and what embedding it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedQuestion {
+    vector: Option<Vec<f32>>,
+    embed_j: f64,
+    embed_s: f64,
+}
+
+impl QuestionEncoder {
+    /// Embeds `question`; `energy_j` reads the job's meter (cumulative joules).
+    pub fn embed(
+        &self,
+        question: &str,
+        energy_j: &mut dyn FnMut() -> f64,
+    ) -> Result<EmbeddedQuestion, IndexError> {
+        let (t0, j0) = (Instant::now(), energy_j());
+        let vector = match &self.0 {
+            Some(e) => e.embed_batch(&[question])?.pop(),
+            None => None,
+        };
+        let (t1, j1) = (Instant::now(), energy_j());
+        Ok(EmbeddedQuestion {
+            vector,
+            embed_j: (j1 - j0).max(0.0),
+            embed_s: (t1 - t0).as_secs_f64(),
+        })
+    }
 }
 
 impl std::fmt::Debug for Retriever {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retriever")
             .field("index", &self.index)
-            .field("encoder", &self.encoder.as_ref().map(|e| e.id()))
+            .field("encoder", &self.encoder.0.as_ref().map(|e| e.id()))
             .field("options", &self.options)
             .finish()
     }
@@ -78,7 +113,7 @@ impl Retriever {
             ));
         }
         let index = Index::open(path)?;
-        let encoder: Option<Box<dyn Encoder + Send + Sync>> = if options.mode == Mode::Keyword {
+        let encoder: Option<Arc<dyn Encoder + Send + Sync>> = if options.mode == Mode::Keyword {
             None
         } else {
             let encoder = load_encoder().map_err(|e| IndexError::Embed(format!("{e:#}")))?;
@@ -90,11 +125,11 @@ impl Retriever {
                     wanted: format!("{} ({} dimensions)", have.name, have.dim),
                 });
             }
-            Some(Box::new(encoder))
+            Some(Arc::new(encoder))
         };
         Ok(Retriever {
             index,
-            encoder,
+            encoder: QuestionEncoder(encoder),
             options,
         })
     }
@@ -114,30 +149,41 @@ impl Retriever {
         self.index.refresh()
     }
 
+    /// The encoder questions are embedded with, to use apart from the retriever.
+    pub fn question_encoder(&self) -> QuestionEncoder {
+        self.encoder.clone()
+    }
+
     /// The chunks for `question`; `energy_j` reads the job's meter (cumulative joules).
     pub fn retrieve(
         &self,
         question: &str,
         energy_j: &mut dyn FnMut() -> f64,
     ) -> Result<Retrieved, IndexError> {
-        let (t0, j0) = (Instant::now(), energy_j());
-        let vector = match &self.encoder {
-            Some(e) => e.embed_batch(&[question])?.pop(),
-            None => None,
-        };
+        let embedded = self.encoder.embed(question, energy_j)?;
+        self.retrieve_embedded(question, embedded, energy_j)
+    }
+
+    /// The chunks for `question`, already embedded by [`Retriever::question_encoder`].
+    pub fn retrieve_embedded(
+        &self,
+        question: &str,
+        embedded: EmbeddedQuestion,
+        energy_j: &mut dyn FnMut() -> f64,
+    ) -> Result<Retrieved, IndexError> {
         let (t1, j1) = (Instant::now(), energy_j());
         let hits = self.index.search(
             question,
-            vector.as_deref(),
+            embedded.vector.as_deref(),
             self.options.mode,
             self.options.k,
         )?;
         let (t2, j2) = (Instant::now(), energy_j());
         Ok(Retrieved {
             hits,
-            embed_j: (j1 - j0).max(0.0),
+            embed_j: embedded.embed_j,
             search_j: (j2 - j1).max(0.0),
-            embed_s: (t1 - t0).as_secs_f64(),
+            embed_s: embedded.embed_s,
             search_s: (t2 - t1).as_secs_f64(),
         })
     }

@@ -17,7 +17,7 @@ use crate::eco::energy::MeterHandle;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::index::{Hit, Mode, NamedEncoder, RetrievalOptions, Retriever};
 use crate::session::rag::{
-    Augmented, augment, encoder_name, index_footprint, index_path, load_encoder,
+    Augmented, augment_embedded, encoder_name, index_footprint, index_path, load_encoder,
 };
 
 /// Most texts one `/v1/embeddings` request may send.
@@ -105,28 +105,22 @@ impl Knowledge {
     }
 
     /// Retrieves for `question` and builds its prompt within `room` tokens (see
-    /// [`augment`]), with the index's own footprint; blocking.
+    /// [`augment`](crate::session::rag::augment)), with the index's own footprint; blocking.
+    /// The question is embedded with the retriever unlocked ([`augment_in`]).
     pub fn augment(
         &self,
         question: &str,
         tokenizer: &TextTokenizer,
         room: usize,
     ) -> Result<(Augmented, Option<IndexFootprint>), ApiError> {
-        let mut slot = lock(&self.retriever);
-        if slot.is_none() {
-            *slot = Some(self.open_retriever()?);
-        }
-        let Some(retriever) = slot.as_mut() else {
-            return Err(ApiError::internal("the index was not opened"));
-        };
-        retriever
-            .refresh()
-            .map_err(|e| unavailable("the document index", e))?;
-        let augmented = augment(retriever, question, tokenizer, room, &mut || {
-            self.energy_j()
-        })
-        .map_err(|e| ApiError::internal(format!("retrieval failed: {e:#}")))?;
-        Ok((augmented, index_footprint(retriever)))
+        augment_in(
+            &self.retriever,
+            || self.open_retriever(),
+            question,
+            tokenizer,
+            room,
+            &mut || self.energy_j(),
+        )
     }
 
     fn open_retriever(&self) -> Result<Retriever, ApiError> {
@@ -165,6 +159,39 @@ impl Knowledge {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok((vectors, tokens))
     }
+}
+
+/// Retrieves for `question` from the retriever in `slot` (`open` fills an empty slot) and
+/// builds its prompt within `room` tokens, with the index's footprint. The slot is locked to
+/// refresh the index and take its encoder, and again to search, but not while the question
+/// is embedded: other requests search meanwhile.
+fn augment_in(
+    slot: &Mutex<Option<Retriever>>,
+    open: impl FnOnce() -> Result<Retriever, ApiError>,
+    question: &str,
+    tokenizer: &TextTokenizer,
+    room: usize,
+    energy_j: &mut dyn FnMut() -> f64,
+) -> Result<(Augmented, Option<IndexFootprint>), ApiError> {
+    let not_open = || ApiError::internal("the index was not opened");
+    let failed = |e: &dyn std::fmt::Display| ApiError::internal(format!("retrieval failed: {e:#}"));
+    let encoder = {
+        let mut guard = lock(slot);
+        if guard.is_none() {
+            *guard = Some(open()?);
+        }
+        let retriever = guard.as_mut().ok_or_else(not_open)?;
+        retriever
+            .refresh()
+            .map_err(|e| unavailable("the document index", e))?;
+        retriever.question_encoder()
+    };
+    let embedded = encoder.embed(question, energy_j).map_err(|e| failed(&e))?;
+    let guard = lock(slot);
+    let retriever = guard.as_ref().ok_or_else(not_open)?;
+    let augmented = augment_embedded(retriever, question, embedded, tokenizer, room, energy_j)
+        .map_err(|e| failed(&e))?;
+    Ok((augmented, index_footprint(retriever)))
 }
 
 /// A checked `/v1/embeddings` request.
@@ -335,6 +362,115 @@ pub fn index_exists(config: &RagSection) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::build::tests::words_vector;
+    use crate::index::{AddOptions, Encoder, EncoderId, IndexError, RetrievalOptions, Store, add};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A bag-of-words encoder whose questions wait for a go-ahead: it reports each one it
+    /// starts on `started`, then embeds once `go` says so (or after a few seconds).
+    struct Gated {
+        started: Mutex<mpsc::Sender<()>>,
+        go: Mutex<mpsc::Receiver<()>>,
+    }
+
+    /// The name and width both test encoders give.
+    fn words_id() -> EncoderId {
+        EncoderId {
+            name: "words".into(),
+            dim: 64,
+        }
+    }
+
+    impl Encoder for Gated {
+        fn id(&self) -> EncoderId {
+            words_id()
+        }
+        fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, IndexError> {
+            let _ = lock(&self.started).send(());
+            let _ = lock(&self.go).recv_timeout(Duration::from_secs(5));
+            Ok(texts.iter().map(|t| words_vector(t)).collect())
+        }
+    }
+
+    /// Ungated bag-of-words, to build the index with.
+    struct Words;
+
+    impl Encoder for Words {
+        fn id(&self) -> EncoderId {
+            words_id()
+        }
+        fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, IndexError> {
+            Ok(texts.iter().map(|t| words_vector(t)).collect())
+        }
+    }
+
+    #[test]
+    fn the_retriever_is_not_held_while_a_question_is_embedded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let doc = dir.path().join("valve.txt");
+        std::fs::write(&doc, "The valve opens at 2 bar of pressure.").expect("write");
+        let path = dir.path().join("index.sqlite");
+        let mut store = Store::open(&path, &Words.id()).expect("open");
+        let mut gate = |work: &mut dyn FnMut()| {
+            work();
+            true
+        };
+        add(
+            &mut store,
+            &Words,
+            &[doc],
+            &AddOptions::default(),
+            &mut gate,
+            &|| 0.0,
+            &mut |_| {},
+        )
+        .expect("add");
+        let (started_tx, started) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let encoder = Gated {
+            started: Mutex::new(started_tx),
+            go: Mutex::new(go_rx),
+        };
+        let options = RetrievalOptions {
+            mode: Mode::Dense,
+            k: 1,
+            ..RetrievalOptions::default()
+        };
+        let retriever = Retriever::open(&path, options, || Ok(encoder)).expect("opens");
+        let slot = Mutex::new(Some(retriever));
+        let tokenizer = TextTokenizer::from_bytes(
+            crate::engine::hf_files::byte_level_tokenizer_json(&[]).as_bytes(),
+        )
+        .expect("tokenizer");
+        std::thread::scope(|s| {
+            let asking = s.spawn(|| {
+                augment_in(
+                    &slot,
+                    || Err(ApiError::internal("already open")),
+                    "At what pressure does the valve open?",
+                    &tokenizer,
+                    4096,
+                    &mut || 0.0,
+                )
+            });
+            started
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the question is being embedded");
+            let free = slot.try_lock().is_ok();
+            go.send(()).expect("the encoder waits");
+            let (augmented, _) = asking.join().expect("no panic").expect("retrieves");
+            assert!(
+                free,
+                "the retriever was locked while the question was embedded"
+            );
+            assert!(
+                augmented.used[0].path.ends_with("valve.txt"),
+                "{:?}",
+                augmented.used
+            );
+        });
+    }
 
     #[test]
     fn an_embeddings_body_is_checked_field_by_field() {

@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use crate::eco::{IndexFootprint, MemoryCost};
 use crate::engine::embed::Embedder;
 use crate::engine::tokenizer::TextTokenizer;
-use crate::index::{DEFAULT_INDEX_FILE, Hit, NamedEncoder, RetrievalOptions, Retrieved, Retriever};
+use crate::index::{
+    DEFAULT_INDEX_FILE, EmbeddedQuestion, Hit, NamedEncoder, RetrievalOptions, Retrieved, Retriever,
+};
 use crate::models::{EMBED_MODEL, cache_root, ensure_embed_model};
 
 /// The encoder folder `dir` names (else the default, fetched and checked on first use) and
@@ -131,18 +133,47 @@ pub fn augment(
     energy_j: &mut dyn FnMut() -> f64,
 ) -> Result<Augmented> {
     let retrieved = retriever.retrieve(question, energy_j)?;
+    Ok(augment_with(
+        retriever, question, retrieved, tokenizer, room,
+    ))
+}
+
+/// [`augment`] with the question already embedded ([`Retriever::question_encoder`]), so
+/// that embedding it need not hold the retriever.
+pub fn augment_embedded(
+    retriever: &Retriever,
+    question: &str,
+    embedded: EmbeddedQuestion,
+    tokenizer: &TextTokenizer,
+    room: usize,
+    energy_j: &mut dyn FnMut() -> f64,
+) -> Result<Augmented> {
+    let retrieved = retriever.retrieve_embedded(question, embedded, energy_j)?;
+    Ok(augment_with(
+        retriever, question, retrieved, tokenizer, room,
+    ))
+}
+
+/// The prompt for `question` from what was retrieved for it.
+fn augment_with(
+    retriever: &Retriever,
+    question: &str,
+    retrieved: Retrieved,
+    tokenizer: &TextTokenizer,
+    room: usize,
+) -> Augmented {
     // A text the tokenizer refuses is counted by its bytes, which is never fewer tokens.
     let count = |t: &str| tokenizer.encode(t).map_or(t.len(), |ids| ids.len());
     let asked = count(question);
     let budget = room.min(asked + retriever.options().budget_tokens);
     let (prompt, used) = crate::index::rag::prompt(question, &retrieved.hits, budget, &count);
     let extra_tokens = count(&prompt).saturating_sub(asked);
-    Ok(Augmented {
+    Augmented {
         prompt,
         used,
         retrieved,
         extra_tokens,
-    })
+    }
 }
 
 /// The sources list printed after an answer, headed `Sources:`; empty without passages.

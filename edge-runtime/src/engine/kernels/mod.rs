@@ -21,12 +21,15 @@
 )]
 
 pub mod attention;
+pub mod gemm;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_gemm;
 
 use thiserror::Error;
 
@@ -34,6 +37,9 @@ use crate::engine::quant::{self, GgmlType, QK, QK_K};
 
 /// Activation rows handled together per weight block by the tiled kernels.
 pub const TILE: usize = 4;
+
+/// Output columns per packed panel of the f32 products ([`gemm`]).
+pub const PANEL: usize = 16;
 
 /// Weight rows the decode kernels take per pass: a split of a product's rows over threads
 /// should start at multiples of it.

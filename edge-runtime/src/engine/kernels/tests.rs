@@ -448,3 +448,181 @@ fn q8_k_activations_follow_ggml_reference_quantization() {
     assert_eq!(x.bsums[1], -4);
     assert_eq!(x.bsums.len(), 16);
 }
+
+/// `erf(x)` in f64 from its Taylor series (|x| < 4, where the terms still cancel in f64).
+fn erf_reference(x: f64) -> f64 {
+    if x.abs() >= 4.0 {
+        return x.signum();
+    }
+    let (mut term, mut sum) = (x, x);
+    for n in 1..200 {
+        term *= -x * x / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+/// `act(x · wᵀ + bias)` in f64, `w` row-major `[n, k]`.
+fn dense_reference(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    k: usize,
+    act: gemm::Activation,
+) -> Vec<f64> {
+    let n = bias.len();
+    let mut out = Vec::new();
+    for row in x.chunks_exact(k) {
+        for r in 0..n {
+            let dot: f64 = row
+                .iter()
+                .zip(&w[r * k..(r + 1) * k])
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            let v = dot + f64::from(bias[r]);
+            out.push(match act {
+                gemm::Activation::Identity => v,
+                gemm::Activation::Gelu => 0.5 * v * (1.0 + erf_reference(v / 2f64.sqrt())),
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn the_erf_and_gelu_approximations_stay_within_a_few_millionths() {
+    for i in -800..=800 {
+        let x = i as f32 / 100.0;
+        let want = erf_reference(f64::from(x));
+        // 3·10⁻⁷ of the formula, and f32 rounding through the 16th power.
+        assert!((f64::from(gemm::erf(x)) - want).abs() < 3e-6, "erf({x})");
+        let g = 0.5 * f64::from(x) * (1.0 + erf_reference(f64::from(x) / 2f64.sqrt()));
+        let tol = 1e-6 * (1.0 + g.abs());
+        assert!((f64::from(gemm::gelu(x)) - g).abs() < tol, "gelu({x})");
+    }
+    assert!(gemm::gelu(f32::NAN).is_nan());
+    assert_eq!(gemm::gelu(1e30), 1e30);
+    assert_eq!(gemm::gelu(-1e30), 0.0);
+}
+
+#[test]
+fn the_packed_f32_product_equals_a_plain_product_on_every_path_at_odd_shapes() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut paths = simd_paths();
+    paths.push(Isa::Scalar);
+    // Tails of the 6-row tile and the 16-column panel, an inner dimension over one 384-value
+    // block, and more panels than one L2 block holds (12).
+    for (m, n, k) in [
+        (1, 1, 1),
+        (5, 15, 7),
+        (6, 16, 32),
+        (7, 17, 33),
+        (13, 40, 385),
+        (2, 200, 9),
+        (11, 209, 800),
+    ] {
+        let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let bias: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut packed = gemm::AlignedBuf::default();
+        gemm::pack_panels(&w, n, k, &mut packed).expect("packs");
+        let panels = gemm::Panels::new(packed.as_slice(), n, k).expect("panels");
+        for act in [gemm::Activation::Identity, gemm::Activation::Gelu] {
+            let want = dense_reference(&x, &w, &bias, k, act);
+            for &isa in &paths {
+                let mut out = vec![f32::NAN; m * n];
+                gemm::gemm_bias_on(isa, &x, panels, &bias, act, &mut out).expect("fits");
+                let tol = 1e-5 * (k as f64).sqrt();
+                for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
+                    assert!(
+                        (f64::from(got) - want).abs() <= tol,
+                        "{isa:?} {act:?} {m}×{n}×{k} at {i}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_products_refuse_mismatched_shapes() {
+    let mut packed = gemm::AlignedBuf::default();
+    assert!(gemm::pack_panels(&[0.0; 5], 2, 3, &mut packed).is_err());
+    gemm::pack_panels(&[0.0; 6], 2, 3, &mut packed).expect("packs");
+    assert!(gemm::Panels::new(packed.as_slice(), 17, 3).is_err());
+    assert!(gemm::Panels::new(packed.as_slice(), 2, 4).is_err());
+    let panels = gemm::Panels::new(packed.as_slice(), 2, 3).expect("panels");
+    let id = gemm::Activation::Identity;
+    let mut out = [0.0; 4];
+    assert!(gemm::gemm_bias(&[0.0; 7], panels, &[0.0; 2], id, &mut out).is_err());
+    assert!(gemm::gemm_bias(&[0.0; 6], panels, &[0.0; 3], id, &mut out).is_err());
+    assert!(gemm::gemm_bias(&[0.0; 6], panels, &[0.0; 2], id, &mut out[..3]).is_err());
+    assert!(gemm::gemm_bias(&[0.0; 6], panels, &[0.0; 2], id, &mut out).is_ok());
+}
+
+#[test]
+fn q8_0_weights_decode_into_the_panels_their_f32_values_pack_into() {
+    let mut rng = StdRng::seed_from_u64(37);
+    for (n, k) in [(1, 32), (17, 64), (40, 96)] {
+        let values: Vec<f32> = (0..n * k).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let bytes = quant::quantize(GgmlType::Q8_0, &values).expect("quantizes");
+        let w = QuantMatrix::new(BlockKind::Q8_0, n, k, &bytes).expect("matrix");
+        let f32s = dequantize(GgmlType::Q8_0, &bytes, n * k).expect("decodes");
+        let mut packed = gemm::AlignedBuf::default();
+        gemm::pack_panels(&f32s, n, k, &mut packed).expect("packs");
+        let q8 = gemm::Q8Panels::from_q8_0(&w).expect("rearranges");
+        assert_eq!((q8.n(), q8.k()), (n, k));
+        // Whole on every path, and one panel at a time, into buffers holding stale values.
+        let mut paths = simd_paths();
+        paths.push(Isa::Scalar);
+        for isa in paths {
+            let mut out = vec![9.0; gemm::panels_len(n, k)];
+            q8.decode_on(isa, 0, &mut out).expect("decodes");
+            assert_eq!(out, packed.as_slice(), "{isa:?} {n}×{k}");
+        }
+        let mut one = vec![9.0; k * gemm::PANEL];
+        let last = n.div_ceil(gemm::PANEL) - 1;
+        q8.decode(last, &mut one).expect("decodes");
+        assert_eq!(one, packed.as_slice()[last * k * gemm::PANEL..]);
+        assert!(q8.decode(last + 1, &mut one).is_err());
+        assert!(q8.decode(0, &mut one[1..]).is_err());
+    }
+    let q4 = quant::quantize(GgmlType::Q4_0, &[0.5; 64]).expect("quantizes");
+    let w4 = QuantMatrix::new(BlockKind::Q4_0, 2, 32, &q4).expect("matrix");
+    assert!(gemm::Q8Panels::from_q8_0(&w4).is_err());
+}
+
+#[test]
+fn a_residual_layer_norm_equals_the_onnx_definition() {
+    let mut rng = StdRng::seed_from_u64(41);
+    for n in [1, 7, 8, 384, 389] {
+        let rows = 3;
+        let y: Vec<f32> = (0..rows * n).map(|_| rng.random_range(-3.0..3.0)).collect();
+        let res: Vec<f32> = (0..rows * n).map(|_| rng.random_range(-3.0..3.0)).collect();
+        let gamma: Vec<f32> = (0..n).map(|_| rng.random_range(0.5..1.5)).collect();
+        let beta: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let eps = 1e-5;
+        let mut got = y.clone();
+        gemm::add_layer_norm(&mut got, &res, &gamma, &beta, eps).expect("fits");
+        for r in 0..rows {
+            let s: Vec<f64> = (0..n)
+                .map(|j| f64::from(y[r * n + j]) + f64::from(res[r * n + j]))
+                .collect();
+            let mean = s.iter().sum::<f64>() / n as f64;
+            let var = s.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+            for j in 0..n {
+                let want = (s[j] - mean) / (var + f64::from(eps)).sqrt() * f64::from(gamma[j])
+                    + f64::from(beta[j]);
+                let g = f64::from(got[r * n + j]);
+                assert!(
+                    (g - want).abs() < 1e-4,
+                    "n={n} row {r} col {j}: {g} vs {want}"
+                );
+            }
+        }
+    }
+    let mut y = [0.0; 6];
+    assert!(gemm::add_layer_norm(&mut y, &[0.0; 5], &[1.0; 3], &[0.0; 3], 1e-5).is_err());
+    assert!(gemm::add_layer_norm(&mut y, &[0.0; 6], &[1.0; 4], &[0.0; 4], 1e-5).is_err());
+    assert!(gemm::add_layer_norm(&mut y, &[0.0; 6], &[1.0; 3], &[0.0; 2], 1e-5).is_err());
+}

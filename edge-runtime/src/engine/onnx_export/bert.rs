@@ -7,15 +7,17 @@
 //! output `embeddings` (`[batch, hidden]` f32). Every sequence uses token type 0.
 //!
 //! The encoder layers' linear maps (query, key, value, attention output, both feed-forward
-//! maps) are f32 `MatMul`s in [`EmbedPrecision::F32`], or in [`EmbedPrecision::Q8`] the
-//! engine's [`GgmlMatMul`](crate::engine::ggml_op) over Q8_0 blocks of the same weights, in
-//! its f32 mode (a graph only the engine's parser, [`ggml_op::onnx`], reads). Embeddings, norms and attention
-//! stay f32 in both.
+//! maps) hold f32 weights in [`EmbedPrecision::F32`] and Q8_0 blocks of the same weights in
+//! [`EmbedPrecision::Q8`]. Embeddings, norms and attention stay f32 in both.
 //!
-//! Self-attention is written either in standard ONNX ops ([`Attention::Onnx`]: reshapes,
-//! transposes, batched `MatMul`s, an additive mask, `Softmax`; what any runtime reads) or as
-//! one [`BertAttention`](crate::engine::bert_attention) node per layer over one linear map of
-//! the stacked query, key and value weights ([`Attention::Fused`], for the engine).
+//! The layers are written either in standard ONNX ops ([`Attention::Onnx`]: `MatMul`s, bias
+//! `Add`s, reshapes, transposes, an additive mask, `Softmax`, `Erf` for the GELU,
+//! `LayerNormalization`; what any runtime reads; Q8_0 maps there are the engine's
+//! [`GgmlMatMul`](crate::engine::ggml_op)) or in the engine's ops ([`Attention::Fused`]): one
+//! [`BertAttention`](crate::engine::bert_attention) node per layer, fed by one
+//! [`BertDense`](crate::engine::bert_dense) map over the stacked query, key and value
+//! weights, and three more `BertDense` maps that carry the residuals, layer norms and GELU.
+//! Graphs with engine ops are read by the engine's parser only.
 
 use std::collections::HashMap;
 
@@ -26,15 +28,15 @@ use tract_onnx::pb::{GraphProto, ModelProto, OperatorSetIdProto};
 
 use super::proto::{Dim, GraphBuilder, attr_float, attr_int, attr_ints, value_info};
 use crate::engine::quant::{GgmlType, quantize};
-use crate::engine::{bert_attention, ggml_op};
+use crate::engine::{bert_attention, bert_dense, ggml_op};
 
 /// How self-attention is written in the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attention {
     /// Standard ONNX ops, with the mask as an additive bias.
     Onnx,
-    /// One linear map over the stacked query, key and value weights and one engine
-    /// `BertAttention` node per layer (a mask of ones then zeros).
+    /// The engine's `BertDense` linear maps and one `BertAttention` node per layer (a mask
+    /// of ones then zeros).
     Fused,
 }
 
@@ -44,10 +46,10 @@ pub enum EmbedPrecision {
     /// f32 weights, tract's f32 products.
     #[default]
     F32,
-    /// Q8_0 weight blocks (32 values per f16 scale), held in their blocks and decoded to f32
-    /// for each product, which runs on an f32 GEMM: a quarter of the f32 weights' memory at
-    /// about their speed, where the block-scaled integer dots lose to an f32 GEMM on every
-    /// product with more than a few rows (the activations stay f32).
+    /// Q8_0 weight blocks (32 values per scale), held as bytes and decoded to f32 for each
+    /// product, which runs on the f32 GEMM: about a quarter of the f32 weights' memory at
+    /// their speed, where the block-scaled integer dots lose to an f32 GEMM on every product
+    /// with more than a few rows (the activations stay f32).
     Q8,
 }
 
@@ -348,7 +350,7 @@ fn opsets(precision: EmbedPrecision, attention: Attention) -> Vec<OperatorSetIdP
         domain: String::new(),
         version: 17,
     }];
-    if precision == EmbedPrecision::Q8 {
+    if precision == EmbedPrecision::Q8 && attention == Attention::Onnx {
         sets.push(OperatorSetIdProto {
             domain: ggml_op::DOMAIN.into(),
             version: 1,
@@ -361,6 +363,16 @@ fn opsets(precision: EmbedPrecision, attention: Attention) -> Vec<OperatorSetIdP
         });
     }
     sets
+}
+
+/// What a fused linear map does after its bias.
+enum After<'a> {
+    /// Nothing.
+    Nothing,
+    /// The exact GELU.
+    Gelu,
+    /// Adds the residual (a graph value) and applies the layer norm of the named prefix.
+    Norm(&'a str, &'a str),
 }
 
 struct Builder<'a> {
@@ -383,23 +395,6 @@ impl Builder<'_> {
         let (shape, values) = self.w.get(&format!("{prefix}.weight"))?;
         let (_, bias) = self.w.get(&format!("{prefix}.bias"))?;
         self.dense_of(prefix, x, (shape[0], shape[1]), values, bias)
-    }
-
-    /// The query, key and value maps of layer prefix `p` as one `x · Wᵀ + b` over their
-    /// weights stacked (`[3 · hidden, hidden]`): each row the queries, keys, then values.
-    fn dense_qkv(&mut self, p: &str, x: &str) -> Result<String> {
-        let (mut weights, mut biases) = (Vec::new(), Vec::new());
-        let mut rows = 0;
-        let mut cols = 0;
-        for name in ["query", "key", "value"] {
-            let (shape, values) = self.w.get(&format!("{p}.attention.self.{name}.weight"))?;
-            let (_, bias) = self.w.get(&format!("{p}.attention.self.{name}.bias"))?;
-            weights.extend_from_slice(values);
-            biases.extend_from_slice(bias);
-            (rows, cols) = (rows + shape[0], shape[1]);
-        }
-        let prefix = format!("{p}.attention.self.qkv");
-        self.dense_of(&prefix, x, (rows, cols), &weights, &biases)
     }
 
     /// `x · Wᵀ + b` for the `[rows, cols]` weight `values` and the bias, named by `prefix`.
@@ -493,26 +488,14 @@ impl Builder<'_> {
     /// Encoder layer `l` over `x`; `mask` is the additive bias ([`Attention::Onnx`]) or the
     /// `[b, s]` mask itself ([`Attention::Fused`]).
     fn layer(&mut self, l: usize, x: &str, mask: &str) -> Result<String> {
-        let c = self.w.config.clone();
+        if self.attention == Attention::Fused {
+            return self.fused_layer(l, x, mask);
+        }
         let p = format!("encoder.layer.{l}");
-        let ctx = match self.attention {
-            Attention::Fused => {
-                let qkv = self.dense_qkv(&p, x)?;
-                self.g.op_in(
-                    &format!("{p}.attention"),
-                    bert_attention::DOMAIN,
-                    bert_attention::OP_TYPE,
-                    &[&qkv, mask],
-                    vec![attr_int("heads", c.num_attention_heads as i64)],
-                )
-            }
-            Attention::Onnx => {
-                let q = self.dense(&format!("{p}.attention.self.query"), x)?;
-                let k = self.dense(&format!("{p}.attention.self.key"), x)?;
-                let v = self.dense(&format!("{p}.attention.self.value"), x)?;
-                self.onnx_attention(&p, (&q, &k, &v), mask)
-            }
-        };
+        let q = self.dense(&format!("{p}.attention.self.query"), x)?;
+        let k = self.dense(&format!("{p}.attention.self.key"), x)?;
+        let v = self.dense(&format!("{p}.attention.self.value"), x)?;
+        let ctx = self.onnx_attention(&p, (&q, &k, &v), mask);
         let attn = self.dense(&format!("{p}.attention.output.dense"), &ctx)?;
         let res = self
             .g
@@ -533,6 +516,119 @@ impl Builder<'_> {
             &res,
             &format!("{p}.output.LayerNorm"),
         )
+    }
+
+    /// Encoder layer `l` over `x` in the engine's ops: one `BertDense` over the stacked
+    /// query, key and value weights, `BertAttention`, then three `BertDense` carrying the
+    /// residuals, layer norms and GELU.
+    fn fused_layer(&mut self, l: usize, x: &str, mask: &str) -> Result<String> {
+        let c = self.w.config.clone();
+        let p = format!("encoder.layer.{l}");
+        let (mut weights, mut biases) = (Vec::new(), Vec::new());
+        for name in ["query", "key", "value"] {
+            let (_, values) = self.w.get(&format!("{p}.attention.self.{name}.weight"))?;
+            let (_, bias) = self.w.get(&format!("{p}.attention.self.{name}.bias"))?;
+            weights.extend_from_slice(values);
+            biases.extend_from_slice(bias);
+        }
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let qkv = self.fused_dense(
+            &format!("{p}.attention.self.qkv"),
+            x,
+            (3 * h, h),
+            (&weights, &biases),
+            After::Nothing,
+        )?;
+        let ctx = self.g.op_in(
+            &format!("{p}.attention"),
+            bert_attention::DOMAIN,
+            bert_attention::OP_TYPE,
+            &[&qkv, mask],
+            vec![attr_int("heads", c.num_attention_heads as i64)],
+        );
+        let x = self.fused_map(
+            &format!("{p}.attention.output.dense"),
+            &ctx,
+            (h, h),
+            After::Norm(x, &format!("{p}.attention.output.LayerNorm")),
+        )?;
+        let hidden = self.fused_map(&format!("{p}.intermediate.dense"), &x, (i, h), After::Gelu)?;
+        self.fused_map(
+            &format!("{p}.output.dense"),
+            &hidden,
+            (h, i),
+            After::Norm(&x, &format!("{p}.output.LayerNorm")),
+        )
+    }
+
+    /// [`Builder::fused_dense`] over the `[rows, cols]` weight and bias of `prefix`.
+    fn fused_map(
+        &mut self,
+        prefix: &str,
+        x: &str,
+        (rows, cols): (usize, usize),
+        after: After<'_>,
+    ) -> Result<String> {
+        let w = self.w;
+        let (shape, values) = w.get(&format!("{prefix}.weight"))?;
+        let (_, bias) = w.get(&format!("{prefix}.bias"))?;
+        ensure!(
+            shape[..] == [rows, cols],
+            "{prefix}.weight is {shape:?}, not [{rows}, {cols}]"
+        );
+        self.fused_dense(prefix, x, (rows, cols), (values, bias), after)
+    }
+
+    /// One `BertDense` node: `x · Wᵀ + b` for the `[rows, cols]` weight `values` (f32, or
+    /// Q8_0 blocks in [`EmbedPrecision::Q8`]), then what `after` says.
+    fn fused_dense(
+        &mut self,
+        prefix: &str,
+        x: &str,
+        (rows, cols): (usize, usize),
+        (values, bias): (&[f32], &[f32]),
+        after: After<'_>,
+    ) -> Result<String> {
+        let weight = match self.precision {
+            EmbedPrecision::F32 => {
+                self.g
+                    .init_f32(&format!("{prefix}.weight"), &[rows, cols], values)
+            }
+            EmbedPrecision::Q8 => {
+                ensure!(
+                    cols.is_multiple_of(GgmlType::Q8_0.block_values()),
+                    "{prefix}: {cols} inputs are not whole Q8_0 blocks"
+                );
+                let blocks = quantize(GgmlType::Q8_0, values)
+                    .with_context(|| format!("quantizing {prefix}"))?;
+                let row_bytes = blocks.len() / rows;
+                self.g
+                    .init_u8(&format!("{prefix}.q8_0"), &[rows, row_bytes], blocks)
+            }
+        };
+        let bias = self
+            .g
+            .init_f32(&format!("{prefix}.bias"), &[bias.len()], bias);
+        let mut inputs = vec![x.to_string(), weight, bias];
+        let mut attrs = vec![attr_int("K", cols as i64), attr_int("N", rows as i64)];
+        match after {
+            After::Nothing => {}
+            After::Gelu => attrs.push(attr_int("gelu", 1)),
+            After::Norm(residual, norm) => {
+                inputs.push(residual.to_string());
+                inputs.push(self.init(&format!("{norm}.weight"))?);
+                inputs.push(self.init(&format!("{norm}.bias"))?);
+                attrs.push(attr_float("epsilon", self.w.config.layer_norm_eps));
+            }
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        Ok(self.g.op_in(
+            &format!("{prefix}.dense"),
+            bert_attention::DOMAIN,
+            bert_dense::OP_TYPE,
+            &inputs,
+            attrs,
+        ))
     }
 
     /// Self-attention of layer prefix `p` in standard ONNX ops, `bias` the additive mask.
