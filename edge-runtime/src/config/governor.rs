@@ -14,8 +14,10 @@ pub struct GovernorSection {
     pub setpoint: SetpointMode,
     /// Temperature to hold the SoC at, °C; `None`: 10 °C below the first firmware throttle.
     pub setpoint_c: Option<f32>,
-    /// With `setpoint = "auto"`: the longest mean inter-token latency in ms the choice may
-    /// cause while generation is busy; `None`: no bound.
+    /// The longest mean inter-token latency in ms that energy-aware pacing (busy generation
+    /// run at the setting with the fewest joules per token rather than flat out) and, with
+    /// `setpoint = "auto"`, the chosen setpoint may cause. Set, it turns that pacing on at a
+    /// fixed setpoint too; `None`: pacing only with `auto`, bounded by 1.5x flat out.
     pub eco_max_itl_ms: Option<f64>,
     /// The service reports itself unhealthy (and stops petting the systemd watchdog) when the
     /// governor's last tick is older than this, in seconds.
@@ -62,8 +64,11 @@ impl Section for GovernorSection {
         ),
         doc_eg(
             "eco_max_itl_ms",
-            "With setpoint = \"auto\": the longest mean inter-token latency in ms the chosen \
-             setpoint may cause while generation is busy (1..=60000). Unset: no bound.",
+            "The longest mean inter-token latency in ms that eco pacing (busy generation at \
+             the setting with the fewest joules per token rather than flat out) and, with \
+             setpoint = \"auto\", the chosen setpoint may cause (1..=60000). Set, it turns eco \
+             pacing on at a fixed setpoint too. Unset: eco pacing only with \"auto\", tokens \
+             at most 1.5x slower than flat out.",
             "250.0",
         ),
         doc(

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use super::Controller;
-use super::allocate::{Setting, allocate};
+use super::allocate::{Efficiency, Setting, allocate, efficient};
 use super::config::{ConfigError, GovernorConfig, validate_setpoint};
 use super::eco_setpoint::{SetpointChoice, Work, choose, score};
 use super::estimator::{Identifier, NoiseEstimator, Observer, Rls, ThermalModel};
@@ -69,6 +69,31 @@ const ECO_RATE_TAU_S: f64 = 10.0;
 const ECO_ACTIVE_SHARE: f32 = 0.05;
 /// Time constant in seconds of the demand the eco setpoint weighs.
 const ECO_DEMAND_TAU_S: f64 = 300.0;
+
+/// Time constant in seconds of what energy-aware pacing learns of the work (backlog share and
+/// work rate): longer than a chat, so the gaps between chats count.
+const PACE_TAU_S: f64 = 600.0;
+/// Generation counts as time-bound (it never runs dry) when it was backlogged for at least
+/// this share of the time.
+const PACE_TIME_BOUND_SHARE: f64 = 0.9;
+/// Work-bound generation is never slowed so far that the pool would be busy more than this
+/// share of the time: queues before a first token grow fast beyond it.
+const PACE_MAX_UTILISATION: f64 = 0.75;
+/// Default bound of energy-aware pacing: tokens at most this many times slower than flat out.
+const PACE_MAX_SLOWDOWN: f64 = 1.5;
+
+/// What energy-aware pacing has learnt of the work.
+#[derive(Clone, Debug, Default)]
+struct PaceState {
+    /// Smoothed share of periods in which the leading class was backlogged.
+    backlog: Option<f64>,
+    /// Smoothed work done per second, relative to flat out.
+    work: Option<f64>,
+    /// Flat-out token rate, tokens/s (0: not seen yet).
+    tokens_per_s_max: f64,
+    /// The pacing in force this period, for the reason.
+    chosen: Option<(Efficiency, f32)>,
+}
 
 /// What the eco setpoint has learnt between choices.
 #[derive(Clone, Debug, Default)]
@@ -152,6 +177,7 @@ pub struct Governor {
     /// Pool utilisation of the last period, 0 to 1.
     last_util: f64,
     eco: EcoState,
+    pace: PaceState,
 }
 
 impl Governor {
@@ -201,6 +227,10 @@ impl Governor {
             last_dyn_w: 0.0,
             last_util: 0.0,
             eco: EcoState::default(),
+            pace: PaceState {
+                tokens_per_s_max: cfg.auto.map_or(0.0, |a| a.weights.tokens_per_s_max),
+                ..PaceState::default()
+            },
             cfg,
         };
         g.prev = g.coolest("no reading yet".to_string(), 0.0);
@@ -231,9 +261,6 @@ impl Governor {
     /// generated while the pool was at least half busy (the rate over the relative speed of
     /// the setting in force times the utilisation), smoothed over about ten seconds.
     pub fn observe_tokens_per_s(&mut self, tokens_per_s: f32) {
-        let Some(auto) = self.cfg.auto.as_mut() else {
-            return;
-        };
         let Some(setting) = self.prev_setting else {
             return;
         };
@@ -244,13 +271,66 @@ impl Governor {
             return;
         }
         let sample = tps / busy;
-        let w = &mut auto.weights;
-        w.tokens_per_s_max = if w.tokens_per_s_max > 0.0 {
+        let rate = &mut self.pace.tokens_per_s_max;
+        *rate = if *rate > 0.0 {
             let alpha = (self.h_s / ECO_RATE_TAU_S).min(1.0);
-            w.tokens_per_s_max + alpha * (sample - w.tokens_per_s_max)
+            *rate + alpha * (sample - *rate)
         } else {
             sample
         };
+        if let Some(auto) = self.cfg.auto.as_mut() {
+            auto.weights.tokens_per_s_max = *rate;
+        }
+    }
+
+    /// Learns how backlogged the leading class is and how much work arrives, for
+    /// energy-aware pacing, over `dt_s` seconds.
+    fn update_pace(&mut self, o: &Observation, dt_s: f64) {
+        if self.cfg.efficient_pacing.is_none() {
+            return;
+        }
+        let lead = self
+            .cfg
+            .priorities
+            .into_iter()
+            .find(|&c| o.demand.of(c) > 0.0);
+        // Nothing is known of the work before it first shows up.
+        if lead.is_none() && self.pace.backlog.is_none() {
+            return;
+        }
+        let backlogged = lead.is_some_and(|c| o.demand.of(c) >= 0.98);
+        let speed = self.prev_setting.map_or(1.0, |s| {
+            f64::from(self.cfg.platform.speed(s.level, s.threads))
+        });
+        let occupancy: f64 = Priority::ALL
+            .iter()
+            .map(|&c| f64::from(o.demand.of(c)))
+            .sum::<f64>()
+            .min(1.0);
+        let beta = (dt_s / PACE_TAU_S).clamp(0.0, 1.0);
+        let smooth = |old: Option<f64>, now: f64| Some(old.map_or(now, |v| v + beta * (now - v)));
+        self.pace.backlog = smooth(self.pace.backlog, f64::from(u8::from(backlogged)));
+        self.pace.work = smooth(self.pace.work, occupancy * speed);
+    }
+
+    /// Energy-aware pacing for this period: the lowest relative speed allowed (the latency
+    /// bound, and enough to keep up with the work that arrives) and whether the work is
+    /// time-bound. `None` when it is off.
+    fn efficiency(&self) -> Option<Efficiency> {
+        let pacing = self.cfg.efficient_pacing?;
+        let by_latency = match pacing.max_itl_ms.filter(|m| m.is_finite() && *m > 0.0) {
+            // An absolute bound needs the flat-out rate: flat out until it has been seen.
+            Some(ms) if self.pace.tokens_per_s_max > 0.0 => {
+                1000.0 / ms / self.pace.tokens_per_s_max
+            }
+            Some(_) => 1.0,
+            None => 1.0 / PACE_MAX_SLOWDOWN,
+        };
+        let keep_up = self.pace.work.unwrap_or(1.0) / PACE_MAX_UTILISATION;
+        Some(Efficiency {
+            min_speed: by_latency.max(keep_up).min(1.0) as f32,
+            time_bound: self.pace.backlog.unwrap_or(1.0) >= PACE_TIME_BOUND_SHARE,
+        })
     }
 
     /// Learns the die temperature at no dynamic power and the demand, and at each re-check
@@ -660,15 +740,31 @@ impl Governor {
         } else {
             p.cores()..=p.cores()
         };
-        let alloc = allocate(
-            p,
-            dyn_budget,
-            &o.demand,
-            self.cfg.priorities,
-            levels,
-            threads,
-            self.prev_setting,
-        );
+        let paced = self.efficiency().and_then(|e| {
+            efficient(
+                p,
+                dyn_budget,
+                &o.demand,
+                self.cfg.priorities,
+                (levels.clone(), threads.clone()),
+                self.prev_setting,
+                e,
+            )
+            .map(|a| (e, a))
+        });
+        self.pace.chosen = paced.map(|(e, a)| (e, a.throughput.iter().sum()));
+        let alloc = match paced {
+            Some((_, a)) => a,
+            None => allocate(
+                p,
+                dyn_budget,
+                &o.demand,
+                self.cfg.priorities,
+                levels,
+                threads,
+                self.prev_setting,
+            ),
+        };
         let floor = self.cfg.failsafe_interactive_duty;
         let mut pacing = alloc.duty.map(|duty| Pace { duty });
         let mut setting = alloc.setting;
@@ -701,7 +797,16 @@ impl Governor {
 
     /// The decision's reason, for humans.
     fn reason(&self, verdict: &Verdict, mode: Mode, limiter: Limiter, budget: f64) -> String {
-        let why = self.regulation_reason(verdict, mode, limiter, budget);
+        let mut why = self.regulation_reason(verdict, mode, limiter, budget);
+        if let Some((e, speed)) = self.pace.chosen
+            && speed < 0.999
+        {
+            why = format!(
+                "{why}; paced for fewest J/token at {:.0} % of flat out ({}-bound work)",
+                speed * 100.0,
+                if e.time_bound { "time" } else { "work" }
+            );
+        }
         match &self.eco.choice {
             Some(c) => format!("eco setpoint {}; {why}", c.explain()),
             None => why,
@@ -769,6 +874,7 @@ impl Controller for Governor {
         if fresh && self.failsafe.is_none() && self.obs.is_ready() {
             self.update_eco(&o, now);
         }
+        self.update_pace(&o, ratio * self.h_s);
         let budget = if self.obs.is_ready() {
             self.power_budget_w()
         } else {

@@ -129,6 +129,106 @@ pub fn allocate(
     }
 }
 
+/// Energy-aware pacing of a backlogged leading class: how far it may be slowed and whether the
+/// idle power counts against its work.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Efficiency {
+    /// The lowest throughput, relative to flat out, the leading class may be given.
+    pub min_speed: f32,
+    /// Time-bound work (generation that never runs dry): more speed is more work done in the
+    /// same seconds, so the idle power is shared by the tokens. Work-bound (chats that come
+    /// and go): the same tokens are made either way and the board idles between them, so only
+    /// the power above idle is the work's.
+    pub time_bound: bool,
+}
+
+/// The setting with the fewest joules per unit of the leading class's work among those that
+/// give it at least `efficiency.min_speed`, when that class is backlogged (or nothing has work
+/// and it is about to start) and no lower class is waiting. Joules per unit of work come from
+/// the platform's power and throughput models, so whether racing to idle or running slow and
+/// steady wins is the board model's answer: on a board whose voltage falls with frequency and
+/// whose threads scale sublinearly, work-bound work is cheapest at the slowest setting that
+/// still meets the bound, while time-bound work under a binding budget is cheapest at the most
+/// throughput the budget allows. `None` when the class is not backlogged (the lowest-power
+/// setting that meets its demand is already [`allocate`]'s choice), or when no setting within
+/// the budget reaches the bound. `prev` is kept within half a percent of the best.
+pub fn efficient(
+    platform: &Platform,
+    dyn_budget_w: f32,
+    demand: &Demand,
+    priorities: [Priority; 3],
+    (levels, threads): (RangeInclusive<usize>, RangeInclusive<u16>),
+    prev: Option<Setting>,
+    efficiency: Efficiency,
+) -> Option<Allocation> {
+    let any_active = Priority::ALL.iter().any(|&c| demand.of(c) > 0.0);
+    let rank = priorities
+        .iter()
+        .position(|&c| demand.of(c) > 0.0)
+        .unwrap_or(0);
+    let lead = priorities[rank];
+    if any_active && demand.of(lead) < 0.98 {
+        return None;
+    }
+    if priorities[rank + 1..].iter().any(|&c| demand.of(c) > 0.0) {
+        return None;
+    }
+    let ctx = Context {
+        dyn_budget_w,
+        demand,
+        priorities,
+        any_active,
+        top_speed: platform.speed(*levels.end(), *threads.end()),
+        demand_speed: platform.speed(*levels.end(), *threads.end()),
+    };
+    let idle = if efficiency.time_bound {
+        platform.idle_w()
+    } else {
+        0.0
+    };
+    let cost = |a: &Allocation| {
+        let work = a.throughput[lead.index()];
+        (a.power_w - platform.idle_w() + idle) / work
+    };
+    let floor = efficiency.min_speed * (1.0 - 1e-4);
+    let mut best: Option<(f32, Allocation)> = None;
+    let mut kept: Option<(f32, Allocation)> = None;
+    for level in levels.clone() {
+        for n in threads.clone() {
+            let setting = Setting { level, threads: n };
+            let alloc = evaluate(platform, &ctx, setting);
+            if !(alloc.throughput[lead.index()] >= floor && alloc.throughput[lead.index()] > 0.0) {
+                continue;
+            }
+            let c = cost(&alloc);
+            if prev == Some(setting) {
+                kept = Some((c, alloc));
+            }
+            let better = best.as_ref().is_none_or(|(bc, ba)| {
+                c < *bc * (1.0 - 1e-6)
+                    || (c <= *bc * (1.0 + 1e-6)
+                        && alloc.throughput[lead.index()] > ba.throughput[lead.index()])
+            });
+            if better {
+                best = Some((c, alloc));
+            }
+        }
+    }
+    // Time-sharing two points can beat every fixed point when the budget binds.
+    if let Some((_, d)) = best_dither(platform, &ctx, levels, threads)
+        && d.throughput[lead.index()] >= floor
+        && best
+            .as_ref()
+            .is_none_or(|(bc, _)| cost(&d) < *bc * (1.0 - 1e-4))
+    {
+        return Some(d);
+    }
+    match (best, kept) {
+        (Some((bc, _)), Some((kc, ka))) if kc <= bc * (1.0 + KEEP_TOLERANCE as f32) => Some(ka),
+        (b, _) => b.map(|(_, a)| a),
+    }
+}
+
 fn score_of(alloc: &Allocation, priorities: [Priority; 3]) -> f64 {
     let mut score = 0.0;
     for c in priorities {
@@ -418,6 +518,81 @@ mod tests {
                 threads: 1
             }
         );
+        Ok(())
+    }
+
+    fn work_bound(min_speed: f32) -> Efficiency {
+        Efficiency {
+            min_speed,
+            time_bound: false,
+        }
+    }
+
+    #[test]
+    fn work_bound_chats_run_at_the_cheapest_setting_that_meets_the_bound() -> Result<(), ConfigError>
+    {
+        // By hand, dynamic W per unit of work at speed >= 2/3: 1500 MHz x4 threads 4.0,
+        // x3 3.69; 1000 MHz x4 (speed 0.667, 4 x 0.667 x (850/950)^2 = 2.14 W) 3.20.
+        let p = platform()?;
+        let d = Demand::busy(&[Priority::Interactive]);
+        let ranges = (0..=2, 1..=4);
+        let a = efficient(&p, 100.0, &d, ORDER, ranges, None, work_bound(2.0 / 3.0))
+            .ok_or(ConfigError::NoCores)?;
+        assert_eq!(
+            a.setting,
+            Setting {
+                level: 1,
+                threads: 4
+            }
+        );
+        let flat = allocate(&p, 100.0, &d, ORDER, 0..=2, 1..=4, None);
+        let per_work = |x: &Allocation| (x.power_w - p.idle_w()) / x.throughput[0];
+        assert!((per_work(&a) - 3.202).abs() < 0.01, "{}", per_work(&a));
+        assert!((per_work(&flat) - 4.0).abs() < 1e-4);
+        assert!(a.throughput[0] >= 2.0 / 3.0 - 1e-4);
+        // A looser bound goes slower still.
+        let b = efficient(&p, 100.0, &d, ORDER, (0..=2, 1..=4), None, work_bound(0.2))
+            .ok_or(ConfigError::NoCores)?;
+        assert!(per_work(&b) < per_work(&a));
+        Ok(())
+    }
+
+    #[test]
+    fn time_bound_work_under_a_binding_budget_gets_the_most_throughput() -> Result<(), ConfigError>
+    {
+        let p = platform()?;
+        let d = Demand::busy(&[Priority::Interactive]);
+        let budget = 0.8 * p.pool_dyn_w(1, 4);
+        let e = Efficiency {
+            min_speed: 0.1,
+            time_bound: true,
+        };
+        let a = efficient(&p, budget, &d, ORDER, (0..=2, 1..=4), None, e)
+            .ok_or(ConfigError::NoCores)?;
+        let flat = allocate(&p, budget, &d, ORDER, 0..=2, 1..=4, None);
+        assert!(
+            (a.throughput[0] - flat.throughput[0]).abs() < 1e-4,
+            "{} vs {}",
+            a.throughput[0],
+            flat.throughput[0]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn efficient_pacing_stands_aside_when_it_does_not_apply() -> Result<(), ConfigError> {
+        let p = platform()?;
+        let e = work_bound(0.5);
+        // Not backlogged: allocate already picks the lowest power that meets the demand.
+        let mut half = Demand::default();
+        half.occupancy[0] = 0.5;
+        assert!(efficient(&p, 100.0, &half, ORDER, (0..=2, 1..=4), None, e).is_none());
+        // Training waits behind the chat: it fills the pool, nothing idles.
+        let both = Demand::busy(&[Priority::Interactive, Priority::Training]);
+        assert!(efficient(&p, 100.0, &both, ORDER, (0..=2, 1..=4), None, e).is_none());
+        // No setting within a tiny budget reaches the bound.
+        let busy = Demand::busy(&[Priority::Interactive]);
+        assert!(efficient(&p, 0.05, &busy, ORDER, (0..=2, 1..=4), None, e).is_none());
         Ok(())
     }
 }

@@ -27,6 +27,17 @@ pub struct GovernorConfig {
     pub(crate) failsafe_interactive_duty: f32,
     pub(crate) margin_c: f32,
     pub(crate) auto: Option<AutoSetpoint>,
+    pub(crate) efficient_pacing: Option<EfficientPacing>,
+}
+
+/// Energy-aware pacing: while generation is backlogged and nothing waits behind it, the
+/// governor runs it at the setting with the fewest joules per token (see
+/// [`efficient`](super::allocate::efficient)) rather than flat out, within a latency bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EfficientPacing {
+    /// The longest mean inter-token latency in ms it may choose; `None`: tokens at most 1.5x
+    /// slower than flat out.
+    pub max_itl_ms: Option<f64>,
 }
 
 impl GovernorConfig {
@@ -47,6 +58,7 @@ impl GovernorConfig {
             failsafe_interactive_duty: 0.25,
             margin_c: 0.1,
             auto: None,
+            efficient_pacing: None,
         }
     }
 
@@ -94,6 +106,11 @@ impl GovernorConfig {
     pub fn auto_setpoint(&self) -> Option<&AutoSetpoint> {
         self.auto.as_ref()
     }
+
+    /// Energy-aware pacing's settings, when it is on.
+    pub fn efficient_pacing(&self) -> Option<&EfficientPacing> {
+        self.efficient_pacing.as_ref()
+    }
 }
 
 /// Builder for [`GovernorConfig`]; see [`GovernorConfig::builder`] for the defaults.
@@ -110,6 +127,7 @@ pub struct GovernorConfigBuilder {
     failsafe_interactive_duty: f32,
     margin_c: f32,
     auto: Option<AutoSetpoint>,
+    efficient_pacing: Option<EfficientPacing>,
 }
 
 impl GovernorConfigBuilder {
@@ -162,6 +180,14 @@ impl GovernorConfigBuilder {
     /// what each choice is compared with.
     pub fn with_auto_setpoint(mut self, auto: AutoSetpoint) -> Self {
         self.auto = Some(auto);
+        self
+    }
+
+    /// Paces backlogged generation at the setting with the fewest joules per token within
+    /// the latency bound of `pacing`, instead of flat out. On by default with the automatic
+    /// setpoint (bounded by its `max_itl_ms`).
+    pub fn with_efficient_pacing(mut self, pacing: EfficientPacing) -> Self {
+        self.efficient_pacing = Some(pacing);
         self
     }
 
@@ -218,6 +244,11 @@ impl GovernorConfigBuilder {
             failsafe_interactive_duty: duty,
             margin_c,
             auto: self.auto,
+            efficient_pacing: self.efficient_pacing.or_else(|| {
+                self.auto.map(|a| EfficientPacing {
+                    max_itl_ms: a.max_itl_ms,
+                })
+            }),
         })
     }
 }

@@ -32,7 +32,7 @@ mod tests;
 use std::time::Duration;
 
 pub use adaptive::{Estimate, Governor};
-pub use config::{ConfigError, GovernorConfig, GovernorConfigBuilder};
+pub use config::{ConfigError, EfficientPacing, GovernorConfig, GovernorConfigBuilder};
 pub use eco_setpoint::{AutoSetpoint, EcoWeights, SetpointChoice};
 pub use platform::{Opp, Platform};
 pub use types::{

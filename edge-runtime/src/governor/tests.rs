@@ -595,3 +595,56 @@ fn deciding_costs_far_less_than_one_percent_of_a_core_at_the_default_period()
     );
     Ok(())
 }
+
+/// Chats that come and go on a cool board: with energy-aware pacing on, a chat runs slower
+/// than flat out, at fewer joules per unit of work, and the reason says so; without it, flat
+/// out.
+#[test]
+fn paces_work_bound_chats_for_the_fewest_joules_per_token() -> Result<(), ConfigError> {
+    let run = |pacing: bool| -> Result<(f32, f32, String), ConfigError> {
+        let mut b = GovernorConfig::builder(platform()?, 80.0).with_setpoint_c(70.0);
+        if pacing {
+            b = b.with_efficient_pacing(super::config::EfficientPacing::default());
+        }
+        let mut cl = ClosedLoop::new(Governor::new(b.build()?), platform()?);
+        let mut plant = FirstOrder {
+            t_c: 30.0,
+            ambient_c: 25.0,
+            gain_k_per_w: 3.0,
+            tau_s: 20.0,
+        };
+        // 20 s of chat in every 80 s, for an hour.
+        let (mut dyn_j, mut work, mut reason) = (0.0f32, 0.0f32, String::new());
+        for k in 0..14_400u32 {
+            let chatting = k % 320 < 80;
+            let demand = if chatting {
+                Demand::busy(&[Priority::Interactive])
+            } else {
+                Demand::default()
+            };
+            let (d, power_w) = cl.period(k, plant.t_c, demand);
+            plant.step(power_w, PERIOD.as_secs_f32());
+            if chatting && k > 7_200 {
+                let (_, util, khz) = cl.last;
+                let speed = cl.p.speed(cl.p.level_at_or_below(khz), d.threads);
+                dyn_j += power_w - cl.p.idle_w();
+                work += speed * util;
+                reason = d.reason.clone();
+            }
+        }
+        Ok((dyn_j / work, work, reason))
+    };
+    let (paced_j, paced_work, reason) = run(true)?;
+    let (flat_j, flat_work, _) = run(false)?;
+    assert!(
+        paced_j < 0.95 * flat_j,
+        "paced {paced_j:.3} vs flat out {flat_j:.3} J per unit of work"
+    );
+    assert!(
+        paced_work >= flat_work / 1.5 - 1e-3,
+        "{paced_work} vs {flat_work}"
+    );
+    assert!(reason.contains("fewest J/token"), "{reason}");
+    assert!(reason.contains("work-bound"), "{reason}");
+    Ok(())
+}

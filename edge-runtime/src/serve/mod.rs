@@ -113,6 +113,7 @@ pub fn run(config: &Config) -> Result<()> {
                 }),
                 SetpointMode::Fixed => None,
             },
+            eco_max_itl_ms: config.governor.eco_max_itl_ms,
             ..GovernorOptions::default()
         },
         config.model.threads,

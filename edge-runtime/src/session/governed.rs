@@ -19,7 +19,9 @@ use crate::eco::energy::{EnergyMeter, Fallback, MeterHandle, PowerModel};
 use crate::engine::ComputeThreads;
 use crate::engine::generate::{Gate, TokenEvent};
 use crate::governor::platform::{Opp, Platform};
-use crate::governor::{AutoSetpoint, EcoWeights, Governor, GovernorConfig, Priority};
+use crate::governor::{
+    AutoSetpoint, EcoWeights, EfficientPacing, Governor, GovernorConfig, Priority,
+};
 use crate::pacing::{
     GovernorHandle, GovernorRunner, GovernorStatus, Permit, Permits, SourceReading,
     reading_from_snapshot,
@@ -46,6 +48,9 @@ pub struct GovernorOptions {
     /// Let the governor choose the setpoint with the fewest g CO2e per token
     /// (`--setpoint auto`); `setpoint_c` is where it starts and what it is compared with.
     pub eco_setpoint: Option<EcoSetpointOptions>,
+    /// Pace busy generation for the fewest joules per token within this inter-token latency
+    /// in ms (on by default with the eco setpoint, bounded there by 1.5x flat out).
+    pub eco_max_itl_ms: Option<f64>,
 }
 
 /// The eco setpoint's inputs.
@@ -67,6 +72,7 @@ impl Default for GovernorOptions {
             pacing_only: false,
             drive_fan: false,
             eco_setpoint: None,
+            eco_max_itl_ms: None,
         }
     }
 }
@@ -257,6 +263,11 @@ impl Governed {
         let mut cfg = GovernorConfig::builder(platform, firmware_c);
         if let Some(sp) = args.setpoint_c {
             cfg = cfg.with_setpoint_c(sp);
+        }
+        if let Some(ms) = args.eco_max_itl_ms {
+            cfg = cfg.with_efficient_pacing(EfficientPacing {
+                max_itl_ms: Some(ms),
+            });
         }
         if let Some(eco) = &args.eco_setpoint {
             let mut auto = AutoSetpoint::new(eco.weights, steady);

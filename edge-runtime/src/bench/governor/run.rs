@@ -13,8 +13,8 @@ use super::{
 use crate::bench::svg::Panel;
 use crate::governor::baseline::{Firmware, PowerAllocator, PowerAllocatorParams, StepWise};
 use crate::governor::{
-    ActuatorState, AutoSetpoint, Controller, Decision, Demand, Governor, GovernorConfig, Limiter,
-    Mode, Observation, Pace, TempReading,
+    ActuatorState, AutoSetpoint, Controller, Decision, Demand, EfficientPacing, Governor,
+    GovernorConfig, Limiter, Mode, Observation, Pace, TempReading,
 };
 
 /// What one run yields: its figures, the cost of `decide`, and the plot.
@@ -43,6 +43,7 @@ fn controller_for(
             let mut cfg = cfg.clone();
             cfg.platform = cfg.platform.clone().with_fan(spec.fan_max_level);
             cfg.auto = Some(AutoSetpoint::new(spec.weights, spec.steady_k_per_w));
+            cfg.efficient_pacing = Some(EfficientPacing::default());
             Box::new(Governor::new(cfg))
         }
         ControllerKind::Ipa => {

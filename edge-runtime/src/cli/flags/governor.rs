@@ -49,8 +49,10 @@ pub struct GovernorArgs {
     /// says why in the status line.
     #[arg(long, value_name = "CELSIUS|auto", value_parser = parse_setpoint)]
     pub setpoint: Option<SetpointArg>,
-    /// With `--setpoint auto`: the longest mean inter-token latency in ms the chosen setpoint
-    /// may cause while generation is busy.
+    /// The longest mean inter-token latency in ms that energy-aware pacing (busy generation
+    /// run at the setting with the fewest joules per token rather than flat out) and, with
+    /// `--setpoint auto`, the chosen setpoint may cause. Turns that pacing on at a fixed
+    /// setpoint; with `auto` it is on anyway, bounded by 1.5x the flat-out latency.
     #[arg(long, value_name = "MS")]
     pub eco_max_itl_ms: Option<f64>,
     /// Use the simulated SoC with this profile (rpi4, rpi5, rpi5-active, jetson-orin-nano, or
@@ -97,6 +99,7 @@ impl GovernorArgs {
             pacing_only: self.pacing_only,
             drive_fan: self.drive_fan,
             eco_setpoint,
+            eco_max_itl_ms: self.eco_max_itl_ms,
         })
     }
 
