@@ -473,9 +473,6 @@ pub const DEFAULT_ACTIVATION_EV: f64 = 0.7;
 /// Default reference temperature of "aged like X hours at ..." (°C).
 pub const DEFAULT_WEAR_REFERENCE_C: f64 = 50.0;
 
-/// Boltzmann constant (eV/K).
-pub const BOLTZMANN_EV_PER_K: f64 = 8.617_333e-5;
-
 #[cfg(test)]
 mod tests {
     use super::*;

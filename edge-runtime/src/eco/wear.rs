@@ -2,18 +2,9 @@
 //! reference temperature (JEDEC JEP122: AF = exp[(Ea/k)(1/T_ref - 1/T)]), integrated over a
 //! temperature history into "hours at the reference temperature".
 
-use super::factors::BOLTZMANN_EV_PER_K;
-
-/// Kelvin of 0 °C.
-const ZERO_C_IN_K: f64 = 273.15;
-
 /// How much faster a part ages at `temp_c` than at `reference_c` with activation energy
 /// `activation_ev` (1 at the reference, above 1 when hotter).
-pub fn arrhenius_factor(temp_c: f64, reference_c: f64, activation_ev: f64) -> f64 {
-    let t = temp_c + ZERO_C_IN_K;
-    let r = reference_c + ZERO_C_IN_K;
-    (activation_ev / BOLTZMANN_EV_PER_K * (1.0 / r - 1.0 / t)).exp()
-}
+pub use crate::governor::eco_setpoint::arrhenius as arrhenius_factor;
 
 /// Integrates the acceleration factor over a temperature history (trapezoidal in the factor).
 #[derive(Debug, Clone)]

@@ -334,8 +334,9 @@ impl Governor {
     }
 
     /// Learns the die temperature at no dynamic power and the demand, and at each re-check
-    /// moves the setpoint to the one with the fewest g CO2e per token.
-    fn update_eco(&mut self, o: &Observation, now: Duration) {
+    /// moves the setpoint to the one with the fewest g CO2e per token; `dt_s` is the time since
+    /// the last period.
+    fn update_eco(&mut self, o: &Observation, now: Duration, dt_s: f64) {
         let Some(auto) = self.cfg.auto else {
             return;
         };
@@ -346,9 +347,9 @@ impl Governor {
         let r = auto.steady_k_per_w;
         let base = *self.eco.base_c.get_or_insert(x - r * self.last_dyn_w);
         let w = &mut self.eco.window;
-        w.0 += self.h_s;
-        w.1 += x * self.h_s;
-        w.2 += self.last_dyn_w * self.h_s;
+        w.0 += dt_s;
+        w.1 += x * dt_s;
+        w.2 += self.last_dyn_w * dt_s;
         let mut base = base;
         if w.0 >= ECO_WINDOW_S {
             let (mean_x, mean_p) = (w.1 / w.0, w.2 / w.0);
@@ -364,7 +365,7 @@ impl Governor {
             }
             self.eco.last_window = Some((mean_x, mean_p));
         }
-        let beta = (self.h_s / ECO_DEMAND_TAU_S).min(1.0) as f32;
+        let beta = (dt_s / ECO_DEMAND_TAU_S).clamp(0.0, 1.0) as f32;
         let now_demand = Priority::ALL.map(|c| o.demand.of(c));
         let demand = match self.eco.demand {
             Some(d) => std::array::from_fn(|i| d[i] + beta * (now_demand[i] - d[i])),
@@ -410,7 +411,7 @@ impl Governor {
         } else {
             current + (target - current).clamp(-ECO_MAX_FALL_C, ECO_MAX_RISE_C)
         };
-        let next = next.min(ceiling - auto.safety_c).max(lo.min(next));
+        let next = next.min(ceiling - auto.safety_c);
         let setpoint = next as f32;
         if validate_setpoint(setpoint, self.cfg.ceiling_c, self.cfg.plausible_min_c).is_ok() {
             self.cfg.setpoint_c = setpoint;
@@ -872,7 +873,7 @@ impl Controller for Governor {
         }
 
         if fresh && self.failsafe.is_none() && self.obs.is_ready() {
-            self.update_eco(&o, now);
+            self.update_eco(&o, now, ratio * self.h_s);
         }
         self.update_pace(&o, ratio * self.h_s);
         let budget = if self.obs.is_ready() {

@@ -28,7 +28,7 @@ use super::platform::Platform;
 use super::types::{Demand, Priority};
 
 /// Boltzmann constant in eV/K.
-const BOLTZMANN_EV_PER_K: f64 = 8.617_333e-5;
+pub const BOLTZMANN_EV_PER_K: f64 = 8.617_333e-5;
 /// Candidate spacing in °C.
 const STEP_C: f64 = 0.5;
 /// At most this many candidates are scored (the range is clamped to fit).
@@ -165,7 +165,10 @@ fn sig2(x: f64) -> String {
     format!("{x:.decimals$}")
 }
 
-/// Arrhenius acceleration of ageing at `t_c` relative to `ref_c` (both °C).
+/// Arrhenius acceleration of ageing at `t_c` relative to `ref_c` (both °C), with activation
+/// energy `activation_ev` (JEDEC JEP122: `AF = exp[(Ea/k)(1/T_ref − 1/T)]`, kelvin): 1 at the
+/// reference, above 1 when hotter. The one implementation: `eco::wear` and the benchmarks use
+/// it too.
 pub fn arrhenius(t_c: f64, ref_c: f64, activation_ev: f64) -> f64 {
     let (t, r) = (t_c + 273.15, ref_c + 273.15);
     (activation_ev / BOLTZMANN_EV_PER_K * (1.0 / r - 1.0 / t)).exp()

@@ -5,20 +5,9 @@
 //! board's embodied carbon that wear at the die's temperature spends), per 1000 tokens, a
 //! training step counting as the tokens the same compute would have produced.
 
+use crate::eco::factors::DEFAULT_ACTIVATION_EV as ACTIVATION_EV;
+use crate::eco::wear::arrhenius_factor;
 use crate::governor::EcoWeights;
-
-/// Boltzmann constant in eV/K (JEDEC JEP122 uses the same value).
-const BOLTZMANN_EV_PER_K: f64 = 8.617e-5;
-/// Activation energy in eV for the wear figure (0.7 eV, the common value in JEP122 use).
-pub const ACTIVATION_EV: f64 = 0.7;
-
-/// Arrhenius acceleration of wear at `t_c` relative to `ref_c` (both °C):
-/// `exp[(Ea/k)(1/T_ref − 1/T)]` with temperatures in kelvin.
-pub fn arrhenius_factor(t_c: f64, ref_c: f64, ea_ev: f64) -> f64 {
-    let t = t_c + 273.15;
-    let r = ref_c + 273.15;
-    ((ea_ev / BOLTZMANN_EV_PER_K) * (1.0 / r - 1.0 / t)).exp()
-}
 
 /// The `q` quantile (0..=1) of `sorted` by nearest rank; 0 when empty.
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
