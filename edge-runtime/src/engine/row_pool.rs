@@ -62,7 +62,12 @@ impl RowPool {
     /// The process-wide pool.
     pub fn global() -> &'static RowPool {
         static POOL: OnceLock<RowPool> = OnceLock::new();
-        POOL.get_or_init(|| RowPool {
+        POOL.get_or_init(RowPool::new)
+    }
+
+    /// A pool of its own, its workers not started yet.
+    fn new() -> RowPool {
+        RowPool {
             slots: (1..MAX_THREADS)
                 .map(|_| {
                     Arc::new(Slot {
@@ -73,7 +78,7 @@ impl RowPool {
                 })
                 .collect(),
             busy: Mutex::new(()),
-        })
+        }
     }
 
     /// Fills `out` (rows of `row_len`) with `job` split over `threads` (clamped to
@@ -257,7 +262,9 @@ mod tests {
 
     #[test]
     fn a_failing_or_panicking_share_is_an_error_and_the_pool_keeps_working() {
-        let pool = RowPool::global();
+        // A pool of its own: the global one may be held by another test's product, and a
+        // caller that finds it busy computes alone (no worker share to fail).
+        let pool = RowPool::new();
         let fails: RowJob = Arc::new(|first_row, _out: &mut [f32]| {
             if first_row > 0 {
                 Err(format!("rows from {first_row}"))
