@@ -164,7 +164,7 @@ impl Run<'_> {
             error: None,
         };
         let topic = self.answers_topic.clone();
-        wire.publish(i, &topic, chunk.to_payload(), correlation(f.id), None, true)
+        wire.publish(i, &topic, chunk.to_payload(), correlation(f.id), None)
             .await?;
         let (_, ev) = wire.delivery(&topic, Some(i)).await?;
         self.messages += 1;
@@ -267,7 +267,6 @@ impl Run<'_> {
                 req.to_payload(),
                 correlation(r.id),
                 Some(self.answers_topic.clone()),
-                true,
             )
             .await?;
         self.messages += 1;

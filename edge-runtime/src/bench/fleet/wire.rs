@@ -194,8 +194,8 @@ impl Wire {
             .map(|_| ())
     }
 
-    /// Publishes at QoS 1 from `link` with MQTT 5 correlation data and response topic.
-    /// With `acked`, waits for the PUBACK and returns whether a subscriber matched.
+    /// Publishes at QoS 1 from `link` with MQTT 5 correlation data and response topic, waits
+    /// for the PUBACK and returns whether a subscriber matched.
     pub async fn publish(
         &mut self,
         link: usize,
@@ -203,7 +203,6 @@ impl Wire {
         payload: Vec<u8>,
         correlation: Vec<u8>,
         response_topic: Option<String>,
-        acked: bool,
     ) -> Result<bool, FleetError> {
         let props = PublishProperties {
             correlation_data: Some(correlation.into()),
@@ -214,9 +213,6 @@ impl Wire {
             .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
             .await
             .map_err(|e| FleetError::Broker(e.to_string()))?;
-        if !acked {
-            return Ok(true);
-        }
         let (_, ev) = self
             .expect(
                 |l, e| l == link && matches!(e, WireEvent::PubAck(_)),
@@ -240,13 +236,6 @@ impl Wire {
             "a delivery",
         )
         .await
-    }
-
-    /// Acknowledgements a link's driver forwarded that no action waited for (a publish
-    /// without `acked`): dropped, so they cannot be mistaken for a later one.
-    pub fn drop_stray_acks(&mut self) {
-        self.kept
-            .retain(|(_, e)| !matches!(e, WireEvent::PubAck(_)));
     }
 
     /// Disconnects every link.
