@@ -61,5 +61,6 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Train(args) => cli::train::bench(*args),
         BenchCommand::Index(args) => cli::bench::index::bench(&args),
         BenchCommand::Schedule(args) => cli::bench::schedule::bench(&args),
+        BenchCommand::Fleet(args) => cli::bench::fleet::bench(&args),
     }
 }

@@ -9,6 +9,7 @@
 //! Benchmarks may import any library module; only the command line imports them.
 
 pub mod eco;
+pub mod fleet;
 pub mod governor;
 pub mod rag;
 pub mod schedule;

@@ -42,7 +42,8 @@ pub enum Command {
     FetchModel(import::FetchArgs),
     /// Run a benchmark: `llm` (speed and memory), `embed` (sentence-encoder throughput),
     /// `governor`, `eco` (quality and footprint), `rag` (does retrieval pay off), `index`
-    /// (document search), `train` (cost per optimizer step).
+    /// (document search), `schedule` (deferred training), `fleet` (dispatchers on
+    /// simulated boards), `train` (cost per optimizer step).
     Bench(BenchArgs),
     /// `thermo bench llm` under its old name.
     #[command(hide = true)]
@@ -104,4 +105,8 @@ pub enum BenchCommand {
     /// A week of nightly training jobs on the simulated boards, run at once or deferred to
     /// the hours of least grid carbon and wear before their deadline.
     Schedule(bench::schedule::ScheduleBenchArgs),
+    /// Simulated boards under the governor behind one real Mosquitto: round robin, least
+    /// connections and headroom pull on one workload (fleet tokens/s, answers over the
+    /// setpoint, temperatures, wear, latency).
+    Fleet(bench::fleet::FleetBenchArgs),
 }

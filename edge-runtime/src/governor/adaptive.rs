@@ -257,6 +257,36 @@ impl Governor {
         self.eco.choice.as_ref()
     }
 
+    /// Seconds the board could run every core flat out at the top operating point, from now,
+    /// before its estimated temperature reaches the regulation target (the setpoint less the
+    /// margin), by the identified model and the estimated disturbance: the headroom a fleet
+    /// dispatcher weighs. Zero at or above the target, `f64::INFINITY` when flat out settles
+    /// below it, `None` before the first fresh reading and in the coolest mode.
+    pub fn headroom_s(&self) -> Option<f64> {
+        if !self.obs.is_ready() || self.failsafe.is_some() {
+            return None;
+        }
+        let p = &self.cfg.platform;
+        let flat_out_w = self.calibrated_w(f64::from(p.pool_dyn_w(p.top_level(), p.cores())));
+        let m = self.id.model();
+        let a = m.a.clamp(1e-9, 1.0 - 1e-9);
+        let x = self.obs.temperature();
+        let target = f64::from(self.cfg.setpoint_c) - self.margin_c();
+        if !(x.is_finite() && target.is_finite()) {
+            return None;
+        }
+        if x >= target {
+            return Some(0.0);
+        }
+        // x_n = steady + (x - steady)·aⁿ under constant power.
+        let steady = (m.b * flat_out_w + self.obs.disturbance()) / (1.0 - a);
+        if !steady.is_finite() || steady <= target {
+            return Some(f64::INFINITY);
+        }
+        let an = (steady - target) / (steady - x);
+        Some(an.ln() / a.ln() * self.h_s)
+    }
+
     /// Learns the flat-out token rate the eco setpoint scores with from the tokens per second
     /// generated while the pool was at least half busy (the rate over the relative speed of
     /// the setting in force times the utilisation), smoothed over about ten seconds.

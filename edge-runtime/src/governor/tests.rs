@@ -648,3 +648,31 @@ fn paces_work_bound_chats_for_the_fewest_joules_per_token() -> Result<(), Config
     assert!(reason.contains("work-bound"), "{reason}");
     Ok(())
 }
+
+#[test]
+fn headroom_shrinks_as_the_chip_warms_and_is_gone_at_the_setpoint()
+-> Result<(), Box<dyn std::error::Error>> {
+    let p = platform()?;
+    let headroom_at = |temp_c: f32| -> Result<Option<f64>, ConfigError> {
+        let mut g = governor(70.0)?;
+        let mut last = (p.idle_w(), 0.0, p.khz(p.top_level()));
+        for k in 0..200 {
+            let d = g.decide(
+                observation(temp_c, tick(k), last, 4, Demand::default()),
+                tick(k),
+            );
+            last = pool_response(&p, &d, &Demand::default());
+        }
+        Ok(g.headroom_s())
+    };
+    assert_eq!(governor(70.0)?.headroom_s(), None, "no reading yet");
+    let cool = headroom_at(40.0)?.ok_or("no headroom at 40 °C")?;
+    let warm = headroom_at(60.0)?.unwrap_or(f64::NAN);
+    let hot = headroom_at(75.0)?;
+    assert!(
+        cool > warm && warm > 0.0,
+        "{cool} s at 40 °C, {warm} s at 60 °C"
+    );
+    assert_eq!(hot, Some(0.0));
+    Ok(())
+}

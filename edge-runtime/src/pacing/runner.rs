@@ -65,6 +65,12 @@ pub trait Regulator: Controller + Send {
     /// The tokens per second generated over the last couple of seconds (the eco setpoint
     /// learns the board's flat-out token rate from it).
     fn observe_tokens_per_s(&mut self, _tokens_per_s: f32) {}
+
+    /// Seconds the board could run flat out before reaching its setpoint, by the
+    /// controller's own model (see [`Governor::headroom_s`]); `None` when it cannot tell.
+    fn headroom_s(&self) -> Option<f64> {
+        None
+    }
 }
 
 impl Regulator for Governor {
@@ -82,6 +88,10 @@ impl Regulator for Governor {
 
     fn observe_tokens_per_s(&mut self, tokens_per_s: f32) {
         Governor::observe_tokens_per_s(self, tokens_per_s);
+    }
+
+    fn headroom_s(&self) -> Option<f64> {
+        Governor::headroom_s(self)
     }
 }
 
@@ -348,6 +358,7 @@ impl GovernorDriver {
             tick_max: self.tick_max,
             running: true,
             eco: self.controller.setpoint_choice(),
+            headroom_s: self.controller.headroom_s(),
         };
         if let Some(tps) = status.tokens_per_s {
             self.controller.observe_tokens_per_s(tps);

@@ -55,6 +55,10 @@ pub struct GovernorStatus {
     /// The eco setpoint's last choice and what it was weighed against, when the setpoint is
     /// automatic.
     pub eco: Option<SetpointChoice>,
+    /// Seconds the board could run every core flat out before its estimate reaches the
+    /// regulation target (`f64::INFINITY` when flat out settles below it); `None` before the
+    /// first fresh reading, in the coolest mode, and for controllers without a model.
+    pub headroom_s: Option<f64>,
 }
 impl GovernorStatus {
     pub(super) fn initial(controller: &'static str, setpoint_c: f32) -> Self {
@@ -81,6 +85,7 @@ impl GovernorStatus {
             tick_max: Duration::ZERO,
             running: true,
             eco: None,
+            headroom_s: None,
         }
     }
 

@@ -40,7 +40,7 @@ use crate::pacing::GovernorHandle;
 use crate::session::model::prompt_ids;
 
 /// Events buffered between a worker and its handler.
-const EVENT_BUFFER: usize = 16;
+pub(super) const EVENT_BUFFER: usize = 16;
 
 /// Tracks when the governor last ticked, so a hung control loop shows.
 #[derive(Debug)]
@@ -632,7 +632,7 @@ async fn embeddings(
 
 /// Renders and tokenizes the prompt off the async threads, and checks it fits the context
 /// and `max_prompt_tokens`.
-async fn tokenize(
+pub(super) async fn tokenize(
     model: &Arc<LoadedModel>,
     req: &GenRequest,
     max_prompt_tokens: usize,

@@ -203,6 +203,9 @@ fn rate(tokens: u64, us: u64) -> f64 {
 }
 
 /// A family with one unlabelled sample.
+/// Largest headroom `/metrics` reports, s: flat out below the setpoint for good reads as a day.
+const HEADROOM_CAP_S: f64 = 86_400.0;
+
 fn single(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
     head(out, name, kind, help);
     sample(out, name, "", value);
@@ -513,6 +516,16 @@ fn render_governor(out: &mut String, v: &MetricsView<'_>) {
         "Temperature the governor holds, °C.",
         f64::from(g.setpoint_c),
     );
+    if let Some(h) = g.headroom_s.filter(|h| !h.is_nan()) {
+        single(
+            out,
+            "thermo_governor_headroom_seconds",
+            "gauge",
+            "Seconds the board could run flat out before reaching its setpoint, by the \
+             governor's model (capped at a day).",
+            h.clamp(0.0, HEADROOM_CAP_S),
+        );
+    }
     if let Some(t) = g.temperature_c {
         single(
             out,
@@ -700,6 +713,7 @@ mod tests {
                 reference: eco_candidate(70.0, 0.30, 0.05),
                 base_c: 45.0,
             }),
+            headroom_s: Some(12.5),
         };
         let text = render(&MetricsView {
             metrics: &m,
@@ -742,6 +756,7 @@ mod tests {
             "thermo_telemetry_replies_dropped_total 4",
             "thermo_telemetry_degraded 1",
             "thermo_governor_temperature_celsius 55",
+            "thermo_governor_headroom_seconds 12.5",
             "thermo_governor_limiter{limiter=\"none\",mode=\"regulating\"} 1",
             "thermo_governor_eco_g_co2e_per_1k_tokens{part=\"grid\"} 0.27",
             "thermo_governor_eco_g_co2e_per_1k_tokens{part=\"wear\"} 0.04",

@@ -13,6 +13,7 @@ pub mod accounting;
 pub mod adapter;
 pub mod api;
 pub mod conn;
+pub mod fleet;
 pub mod guard;
 pub mod http;
 pub mod metrics;
@@ -92,6 +93,12 @@ pub fn eco_accounting(config: &Config) -> Result<EcoAccounting> {
 
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(config: &Config) -> Result<()> {
+    run_with_fleet(config, None)
+}
+
+/// [`run`], also answering requests from the fleet's work queue with `fleet` (see
+/// [`fleet`]).
+pub fn run_with_fleet(config: &Config, fleet: Option<fleet::FleetOptions>) -> Result<()> {
     let eco = Arc::new(eco_accounting(config)?);
     let addr: SocketAddr = config.service.listen_addr().with_context(|| {
         format!(
@@ -147,6 +154,7 @@ pub fn run(config: &Config) -> Result<()> {
         eco,
         on_done,
         telemetry.as_ref().map(|t| t.handle().clone()),
+        fleet,
         shutdown_signal(),
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -261,6 +269,7 @@ pub async fn serve(
     eco: Arc<EcoAccounting>,
     on_done: Option<worker::DoneHook>,
     telemetry: Option<crate::telemetry::Telemetry>,
+    fleet: Option<fleet::FleetOptions>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let svc = &config.service;
@@ -316,6 +325,16 @@ pub async fn serve(
         ))
     });
     let stop_rx = relay_stop(shutdown);
+    let fleet_task = fleet.map(|opts| {
+        let (client, event_loop) = fleet::link(&opts);
+        tokio::spawn(fleet::run(
+            app.clone(),
+            opts,
+            client,
+            event_loop,
+            stop_rx.clone(),
+        ))
+    });
     let grace = Duration::from_secs_f64(svc.shutdown_grace_s);
     let drained = spawn_drain(
         stop_rx.clone(),
@@ -324,6 +343,9 @@ pub async fn serve(
         grace,
     );
     let served = serve_connections(listener, http::router(app), svc, stop_rx, grace).await;
+    if let Some(t) = fleet_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     wind_down(&ctx, drained, watchdog, workers).await;
     served
 }

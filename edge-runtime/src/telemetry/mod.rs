@@ -20,6 +20,7 @@ mod mqtt;
 pub mod queue;
 pub mod schema;
 pub mod topics;
+pub mod work;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;

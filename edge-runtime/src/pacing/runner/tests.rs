@@ -791,3 +791,28 @@ fn scaling_a_duration_saturates_instead_of_panicking() {
     assert_eq!(scaled(Duration::from_secs(1), f64::NAN), Duration::ZERO);
     assert_eq!(scaled(Duration::from_secs(2), 0.5), Duration::from_secs(1));
 }
+
+#[test]
+fn the_status_carries_the_governors_headroom_and_none_in_the_coolest_mode() {
+    let board = Board::new(50.0);
+    let permits = Permits::new(4);
+    let (handle, mut driver) = governed(&board, &permits);
+    assert_eq!(handle.status().headroom_s, None, "no tick yet");
+    let mut tick = 0;
+    for i in 0..12 {
+        board.set(50.0 + 0.05 * (i % 3) as f32, Health::Fresh);
+        driver.tick(at(tick));
+        tick += 1;
+    }
+    let cool = handle.status().headroom_s;
+    assert!(
+        cool.is_some_and(|h| h > 0.0),
+        "{cool:?} at 50 °C, setpoint 70"
+    );
+    board.set(50.1, Health::Stale);
+    driver.tick(at(tick));
+    driver.tick(at(tick + 1));
+    let status = handle.status();
+    assert_eq!(status.mode, Mode::FailSafe, "{}", status.reason);
+    assert_eq!(status.headroom_s, None);
+}
