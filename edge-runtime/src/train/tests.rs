@@ -437,3 +437,42 @@ fn a_restored_top_layer_checkpoint_continues_exactly_without_its_cached_states()
         resumed.adapter_tensors().expect("b")
     );
 }
+
+#[test]
+fn recall_and_loss_from_one_pass_agree_with_the_loss_alone() {
+    let model = tiny();
+    let train = examples(&LINES);
+    let held = examples(&LINES[..3]);
+    let mut t = Trainer::new(&model, options(2, None, 30, 0.0), train, held)
+        .expect("trainer")
+        .with_recall_stop();
+    let (before_loss, before_recall) = t.eval_loss_and_recall().expect("eval");
+    let alone = t.eval_loss().expect("loss").expect("held-out data");
+    let both = before_loss.expect("held-out data");
+    assert!((alone - both).abs() < 1e-4, "{alone} vs {both}");
+    assert_eq!(before_recall, Some(0.0));
+    for _ in 0..30 {
+        t.step().expect("step");
+    }
+    let (_, after) = t.eval_loss_and_recall().expect("eval");
+    let after = after.expect("recall");
+    assert!((0.0..=1.0).contains(&after), "{after}");
+}
+
+#[test]
+fn recall_saturates_when_perfect_twice_or_flat_for_three_evaluations() {
+    use super::trainer::recall_saturated;
+    let table: &[(&[f64], bool)] = &[
+        (&[], false),
+        (&[1.0], false),
+        (&[0.5, 1.0], false),
+        (&[0.5, 1.0, 1.0], true),
+        (&[0.2, 0.5, 0.5, 0.5], false),
+        (&[0.2, 0.5, 0.5, 0.5, 0.5], true),
+        (&[0.2, 0.5, 0.4, 0.5, 0.6], false),
+        (&[0.0, 0.0, 0.0, 0.0, 0.0], false),
+    ];
+    for (history, want) in table {
+        assert_eq!(recall_saturated(history), *want, "{history:?}");
+    }
+}
