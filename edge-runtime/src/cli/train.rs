@@ -525,9 +525,17 @@ fn load_data(
     problems: &mut Vec<DataProblem>,
 ) -> (Vec<Example>, Vec<Example>, Option<NoteRun>) {
     if args.augment > 0 && !is_jsonl(&args.data) {
-        let (train_set, held_set, run) = load_notes(args, side, factors, problems);
-        problems.extend(duplicates(&train_set, &held_set));
-        return (train_set, held_set, Some(run));
+        let mut note_problems = vec![];
+        let (train_set, held_set, run) = load_notes(args, side, factors, &mut note_problems);
+        if run.plan.trained_pairs() > 0 && (!held_set.is_empty() || args.held_out.is_some()) {
+            problems.extend(note_problems);
+            problems.extend(duplicates(&train_set, &held_set));
+            return (train_set, held_set, Some(run));
+        }
+        eprintln!(
+            "{}: no line reads as a note a question can be asked about; trained as plain text",
+            args.data.display()
+        );
     }
     let (examples, p) = load_examples(&args.data, side, args.seq_len);
     problems.extend(p);
@@ -617,15 +625,6 @@ fn load_notes(
         let (eval, p) = load_examples(h, side, args.seq_len);
         problems.extend(p);
         held_set = eval;
-    }
-    if held_set.is_empty() && !sets.train.is_empty() {
-        problems.push(DataProblem {
-            file: args.data.clone(),
-            line: None,
-            message: "no held-out data: no note gave a question to hold out; pass --held-out \
-                      or --held-out-fraction"
-                .into(),
-        });
     }
     let run = NoteRun {
         span,

@@ -162,6 +162,9 @@ pub struct Trainer<'m> {
     frozen: Option<FrozenCache>,
     /// Scored tokens of each held-out example, in order (to read recall off packed rows).
     eval_counts: Vec<usize>,
+    /// States of each held-out row entering the lowest adapted layer, computed on the
+    /// first evaluation (no adapter sits below it, so they never change).
+    eval_frozen: Vec<Option<Tensor>>,
     /// Whether evaluations measure recall and the run stops once it saturates.
     recall_stop: bool,
 }
@@ -207,6 +210,7 @@ impl<'m> Trainer<'m> {
         let digest = data_digest(&train, &eval);
         let shared = common_prefix(&[&train, &eval]);
         let eval_rows = pack_all(&eval, options.seq_len, shared);
+        let eval_rows_len = eval_rows.len();
         let eval_counts = eval
             .iter()
             .map(|e| e.ids.len().saturating_sub(e.scored_from.max(1)))
@@ -232,6 +236,7 @@ impl<'m> Trainer<'m> {
             progress: Progress::default(),
             digest,
             frozen,
+            eval_frozen: vec![None; eval_rows_len],
             eval_counts,
             recall_stop: false,
         })
@@ -401,11 +406,9 @@ impl<'m> Trainer<'m> {
     pub fn eval_loss_and_recall(&mut self) -> Result<(Option<f64>, Option<f64>)> {
         let mut hits = Vec::with_capacity(self.eval_counts.iter().sum());
         let (mut sum, mut scored) = (0.0f64, 0usize);
-        for row in &self.eval_rows {
-            let hidden = self
-                .model
-                .hidden(row, Some(&self.adapter), ForwardOptions::EVAL)?
-                .detach();
+        for i in 0..self.eval_rows.len() {
+            let hidden = self.eval_hidden(i)?;
+            let row = &self.eval_rows[i];
             let at: Vec<usize> = row.targets.iter().map(|&(p, _)| p).collect();
             let logits = self.model.logits_at(&hidden, &at, false)?;
             let best = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
@@ -431,11 +434,29 @@ impl<'m> Trainer<'m> {
         Ok((loss, (n > 0).then(|| recalled as f64 / n as f64)))
     }
 
+    /// Final hidden states of held-out row `i` under the adapter, starting from the row's
+    /// cached states at the lowest adapted layer when that is above layer 0.
+    fn eval_hidden(&mut self, i: usize) -> Result<Tensor> {
+        let row = &self.eval_rows[i];
+        let layer = self.adapter.lowest_layer().filter(|&l| l > 0);
+        let start = match (layer, self.eval_frozen.get_mut(i)) {
+            (Some(l), Some(slot)) => {
+                if slot.is_none() {
+                    *slot = Some(self.model.frozen_hidden(row, l)?);
+                }
+                slot.clone().map(|h| (l, h))
+            }
+            _ => None,
+        };
+        Ok(self
+            .model
+            .hidden_from(row, Some(&self.adapter), ForwardOptions::EVAL, start)?
+            .detach())
+    }
+
     /// Mean negative log-likelihood per scored held-out token (`None` without held-out data).
     pub fn eval_loss(&mut self) -> Result<Option<f64>> {
-        let r = eval_loss(self.model, Some(&self.adapter), &self.eval_rows)?;
-        self.progress.eval_loss = r;
-        Ok(r)
+        Ok(self.eval_loss_and_recall()?.0)
     }
 
     /// Gradients of a single training row, by PEFT name (for checks that every adapter
