@@ -68,9 +68,10 @@ fn notes_trained_with_the_default_recipe_answer_hand_written_questions() -> Resu
     let thermo = thermo()?;
     let cmd = |args: &[&str]| {
         let mut c = Command::new(&thermo);
-        c.args(args)
+        c.args(&args[..1])
             .arg("--model")
             .arg(&model)
+            .args(&args[1..])
             .env("THERMO_HOME", home.path())
             .env("RUST_LOG", "warn");
         c
