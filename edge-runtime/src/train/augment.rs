@@ -562,11 +562,13 @@ impl NotePlan {
     }
 }
 
-/// Pairs for every `(line, note)`: `per_note` to train on and one more to hold out, from
+/// Pairs for every `(line, note)`: up to `per_note` (at most [`MAX_PAIRS_PER_NOTE`]) to
+/// train on and one more to hold out (a note with fewer pairs trains on all but one), from
 /// `cache` when it has them, else derived (and stored; a failed store only costs a
 /// re-derivation next time).
 pub fn plan(notes: &[(usize, String)], per_note: usize, cache: Option<&PairCache>) -> NotePlan {
-    let count = per_note.min(MAX_PAIRS_PER_NOTE) + 1;
+    let per_note = per_note.min(MAX_PAIRS_PER_NOTE);
+    let count = per_note + 1;
     let mut out = NotePlan::default();
     for (line, note) in notes {
         let pairs = match cache.and_then(|c| c.get(note, count)) {
@@ -588,9 +590,11 @@ pub fn plan(notes: &[(usize, String)], per_note: usize, cache: Option<&PairCache
         if pairs.is_empty() {
             out.unparsed += 1;
         }
+        // A note with fewer pairs than asked for still keeps one back when it has two.
+        let k = per_note.min(pairs.len().saturating_sub(1));
         let mut train = pairs;
-        let held = (train.len() > per_note).then(|| train.remove(per_note));
-        train.truncate(per_note);
+        let held = (train.len() > k).then(|| train.remove(k));
+        train.truncate(k);
         out.notes.push(NotePairs {
             line: *line,
             note: note.trim().to_string(),
@@ -855,6 +859,9 @@ mod tests {
         let again = plan(&notes, 4, Some(&cache));
         assert_eq!((again.derived, again.cached), (0, 3));
         assert_eq!(again.notes, first.notes);
+        let many = plan(&notes[..1], 1000, None);
+        let n = &many.notes[0];
+        assert!(n.held.is_some() && !n.train.is_empty(), "{n:?}");
     }
 
     #[test]
