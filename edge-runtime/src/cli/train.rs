@@ -32,6 +32,7 @@ use edge_runtime::eco::ledger::utc_date;
 use edge_runtime::engine::import::is_current_import;
 use edge_runtime::models::{DEFAULT_MODEL, cache_root, model_dir};
 use edge_runtime::pacing::GovernorStatus;
+use edge_runtime::session::accounting::fallback_meter;
 use edge_runtime::session::accounting::{
     adapter_key, cache_ledger, emissions_csv_path, energy_meter,
 };
@@ -39,9 +40,11 @@ use edge_runtime::session::governed::Governed;
 use edge_runtime::session::model::resolve_model;
 use edge_runtime::session::telemetry::{Session, day_figures, eco_figures};
 use edge_runtime::telemetry::TrainingDone;
+use edge_runtime::train::augment::{self, NotePlan, PairCache};
 use edge_runtime::train::data::{DataProblem, Example, TextSide, duplicates, load_examples, split};
 use edge_runtime::train::lora::{LoraConfig, Target};
 use edge_runtime::train::model::BaseModel;
+use edge_runtime::train::notes::{HoldOut, held_notes, note_sets, read_notes};
 use edge_runtime::train::optim::{AdamWParams, Schedule};
 use edge_runtime::train::source;
 use edge_runtime::train::trainer::{
@@ -66,9 +69,15 @@ pub struct TrainArgs {
     /// Held-out data (default: a seeded split of --data).
     #[arg(long, value_name = "FILE")]
     pub held_out: Option<PathBuf>,
-    /// Share of --data held out when --held-out is not given.
-    #[arg(long, default_value_t = 0.1)]
-    pub held_out_fraction: f32,
+    /// Share of --data held out when --held-out is not given (default 0.1; on a note file
+    /// held-out notes are never learned, so by default a note file holds out one generated
+    /// question per note instead).
+    #[arg(long, value_name = "FRACTION")]
+    pub held_out_fraction: Option<f32>,
+    /// Question/answer pairs derived from each note of a plain-text file (one note per
+    /// line) and trained on beside the notes; 0 trains on the lines as plain text.
+    #[arg(long, default_value_t = DEFAULT_AUGMENT, value_name = "N")]
+    pub augment: usize,
     /// Folder for the adapter (PEFT files) and the checkpoint.
     #[arg(long, value_name = "ADAPTER_DIR")]
     pub out: PathBuf,
@@ -161,6 +170,15 @@ pub const PLAN_SETPOINT_C: f64 = 70.0;
 
 /// Seconds a training step is planned to take at full speed without `--plan-step-s`.
 pub const PLAN_STEP_S: f64 = 2.0;
+
+/// Folder of the cache of derived pairs, under the cache root.
+pub const AUGMENT_CACHE: &str = "augment";
+
+/// Pairs derived per note by default (`--augment`).
+pub const DEFAULT_AUGMENT: usize = 4;
+
+/// Share of `--data` held out by default when it is not a note file.
+pub const DEFAULT_HELD_OUT_FRACTION: f32 = 0.1;
 
 /// Threads when neither `--threads` nor `RAYON_NUM_THREADS` says.
 pub const DEFAULT_THREADS: usize = 1;
@@ -329,9 +347,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let dir = model_folder(&args)?;
     let mut problems: Vec<DataProblem> = vec![];
     let (base, origin, side) = load_model(&args, &dir, &mut problems);
-    let (train_set, held_set) = match &side {
-        Some(side) => load_data(&args, side, &mut problems),
-        None => (vec![], vec![]),
+    let (train_set, held_set, notes) = match &side {
+        Some(side) => load_data(&args, side, &factors, &mut problems),
+        None => (vec![], vec![], None),
     };
     let options = base
         .as_ref()
@@ -374,6 +392,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
         trainer.options.lora.layers.len(),
         origin.map(|o| o.to_string()).unwrap_or_default()
     );
+    if let Some(n) = &notes {
+        eprintln!("{}", n.preflight_line(args.augment));
+        if n.recall {
+            trainer = trainer.with_recall_stop();
+        }
+    }
     if args.preflight_only {
         return Ok(());
     }
@@ -384,7 +408,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         return run_bench(&args, base, &trainer.options, &bench_data, &factors);
     }
     prepare_out(&args, &mut trainer)?;
-    train_governed(&args, &config, &factors, &dir, &mut trainer)
+    train_governed(&args, &config, &factors, &dir, &mut trainer, notes.as_ref())
 }
 
 /// A problem with the model folder `dir`.
@@ -436,22 +460,93 @@ fn load_model(
     (base, origin, side)
 }
 
+/// Whether `path` is read as JSONL (by its extension).
+fn is_jsonl(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
+}
+
+/// What a note file became: its notes and pairs, what deriving the pairs cost, and how the
+/// run is measured.
+struct NoteRun {
+    /// The notes and their generated pairs.
+    plan: NotePlan,
+    /// Energy and time of deriving the pairs not found in the cache (the teacher's share).
+    span: Option<Span>,
+    /// Held-out examples.
+    held: usize,
+    /// Notes held out whole (never learned).
+    held_notes: usize,
+    /// Whether held-out recall on generated questions measures the run and may stop it.
+    recall: bool,
+}
+
+impl NoteRun {
+    /// The preflight's account of what will be trained and evaluated.
+    fn preflight_line(&self, per_note: usize) -> String {
+        let p = &self.plan;
+        let mut s = format!(
+            "notes: {} note(s) trained as text plus {} generated question/answer pair(s) \
+             (up to {per_note} per note; {} derived now, {} from the cache, {} without a pair); ",
+            p.notes.len() - self.held_notes,
+            p.trained_pairs(),
+            p.derived,
+            p.cached,
+            p.unparsed
+        );
+        if self.recall {
+            s.push_str(&format!(
+                "evaluated on {} generated question(s) held out, one per note: recall and loss",
+                self.held
+            ));
+        } else if self.held_notes > 0 {
+            s.push_str(&format!(
+                "evaluated on {} held-out note(s) and their pairs: loss only",
+                self.held_notes
+            ));
+        } else {
+            s.push_str(&format!(
+                "evaluated on {} held-out example(s): loss only",
+                self.held
+            ));
+        }
+        s
+    }
+}
+
 /// The training and held-out examples (`--held-out`, else a split of `--data`), with every
-/// problem of the files and the duplicates between the two sets.
+/// problem of the files and the duplicates between the two sets. A plain-text file with
+/// `--augment` above 0 is a note file (see [`load_notes`]).
 fn load_data(
     args: &TrainArgs,
     side: &TextSide,
+    factors: &Factors,
     problems: &mut Vec<DataProblem>,
-) -> (Vec<Example>, Vec<Example>) {
+) -> (Vec<Example>, Vec<Example>, Option<NoteRun>) {
+    if args.augment > 0 && !is_jsonl(&args.data) {
+        let mut note_problems = vec![];
+        let (train_set, held_set, run) = load_notes(args, side, factors, &mut note_problems);
+        if run.plan.trained_pairs() > 0 && (!held_set.is_empty() || args.held_out.is_some()) {
+            problems.extend(note_problems);
+            problems.extend(duplicates(&train_set, &held_set));
+            return (train_set, held_set, Some(run));
+        }
+        eprintln!(
+            "{}: no line reads as a note a question can be asked about; trained as plain text",
+            args.data.display()
+        );
+    }
     let (examples, p) = load_examples(&args.data, side, args.seq_len);
     problems.extend(p);
+    let fraction = args.held_out_fraction.unwrap_or(DEFAULT_HELD_OUT_FRACTION);
     let (train_set, held_set) = match &args.held_out {
         Some(h) => {
             let (eval, p) = load_examples(h, side, args.seq_len);
             problems.extend(p);
             (examples, eval)
         }
-        None if examples.len() >= 2 => split(examples, args.held_out_fraction, args.seed),
+        None if examples.len() >= 2 => split(examples, fraction, args.seed),
         None => {
             if !examples.is_empty() {
                 problems.push(DataProblem {
@@ -466,7 +561,79 @@ fn load_data(
         }
     };
     problems.extend(duplicates(&train_set, &held_set));
-    (train_set, held_set)
+    (train_set, held_set, None)
+}
+
+/// A note file: each note with `--augment` derived pairs (from the cache when it has them,
+/// the derivation metered apart), held out as generated questions by default, as whole
+/// notes with `--held-out-fraction` (with a warning), or from `--held-out`.
+fn load_notes(
+    args: &TrainArgs,
+    side: &TextSide,
+    factors: &Factors,
+    problems: &mut Vec<DataProblem>,
+) -> (Vec<Example>, Vec<Example>, NoteRun) {
+    let (notes, p) = read_notes(&args.data);
+    problems.extend(p);
+    let hold = match (&args.held_out, args.held_out_fraction) {
+        (Some(_), _) => HoldOut::Nothing,
+        (None, Some(fraction)) => HoldOut::Notes {
+            fraction,
+            seed: args.seed,
+        },
+        (None, None) => HoldOut::Questions,
+    };
+    let held_lines = held_notes(&notes, hold);
+    if !held_lines.is_empty() {
+        eprintln!(
+            "warning: --held-out-fraction on a note file holds out {} whole note(s) (lines {}): \
+             they are never learned; without it one generated question per note is held out \
+             and every note is trained on",
+            held_lines.len(),
+            held_lines
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let cache = cache_root()
+        .ok()
+        .map(|r| PairCache::with_root(r.join(AUGMENT_CACHE)));
+    let meter = fallback_meter(factors)
+        .map_err(|e| log::warn!("{e:#}"))
+        .ok();
+    let mark = meter.as_ref().map(|m| m.mark());
+    let plan = augment::plan(&notes, args.augment, cache.as_ref());
+    let span = match (&meter, &mark) {
+        (Some(m), Some(mark)) if plan.derived > 0 => {
+            m.poll();
+            Some(m.since(mark))
+        }
+        _ => None,
+    };
+    let (sets, p) = note_sets(&args.data, side, args.seq_len, &plan, hold, &held_lines);
+    problems.extend(p);
+    if sets.dropped_pairs > 0 {
+        eprintln!(
+            "warning: {} generated pair(s) left out: longer than --seq-len {}",
+            sets.dropped_pairs, args.seq_len
+        );
+    }
+    let mut held_set = sets.held;
+    if let Some(h) = &args.held_out {
+        let (eval, p) = load_examples(h, side, args.seq_len);
+        problems.extend(p);
+        held_set = eval;
+    }
+    let run = NoteRun {
+        span,
+        held: held_set.len(),
+        held_notes: held_lines.len(),
+        recall: hold == HoldOut::Questions && !held_set.is_empty(),
+        plan,
+    };
+    (sets.train, held_set, run)
 }
 
 /// The adapter and optimiser options of the flags for `base`.
@@ -585,6 +752,7 @@ fn train_governed(
     factors: &Factors,
     dir: &Path,
     trainer: &mut Trainer<'_>,
+    notes: Option<&NoteRun>,
 ) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -643,6 +811,7 @@ fn train_governed(
         last_loss,
         failed,
         saved_j,
+        augment: notes.map(|n| (n.plan.derived, n.plan.cached, n.span.clone())),
     };
     finish_run(args, config, factors, trainer, &done, &span, telemetry)?;
     result?;
@@ -663,9 +832,12 @@ fn step_line(
     let temp = status
         .and_then(|s| s.temperature_c)
         .map_or("-- °C".to_string(), |t| format!("{t:.1} °C"));
-    let eval = p
+    let mut eval = p
         .eval_loss
         .map_or("--".to_string(), |l| format!("{l:.3} (ppl {:.2})", l.exp()));
+    if let Some(r) = p.recall.last() {
+        eval.push_str(&format!(", recall {:.0} %", 100.0 * r));
+    }
     format!(
         "step {}/{steps} | loss {:.3} | held-out {eval} | {:.0} tok/s | {:.2} s/step | {temp} | {:.1} J/step | {:.1} J",
         r.step,
@@ -688,6 +860,9 @@ struct RunEnd {
     last_loss: Option<f64>,
     failed: Option<String>,
     saved_j: f64,
+    /// For a note file: notes whose pairs were derived now, notes whose pairs came from the
+    /// cache, and what deriving them cost.
+    augment: Option<(usize, usize, Option<Span>)>,
 }
 
 /// The waste of a run: a failed run loses its energy after its last checkpoint; a run that
@@ -733,6 +908,7 @@ fn finish_run(
             p.step,
             args.out.display()
         ),
+        (None, Outcome::Saturated) => eprintln!("{}", saturated_line(args, p, done)),
     }
     let trained_tokens = p.tokens.saturating_sub(done.first.1);
     let fp = factors.footprint(
@@ -750,6 +926,12 @@ fn finish_run(
     match layers.line() {
         Some(l) => eprintln!("[footprint: {} | {l}]", fp.line()),
         None => eprintln!("[footprint: {}]", fp.line()),
+    }
+    if let Some((derived, cached, span)) = &done.augment {
+        eprintln!(
+            "{}",
+            augment_line(factors, *derived, *cached, span.as_ref())
+        );
     }
     if let Some(path) = emissions_csv_path(&config.eco)?
         && let Err(e) = edge_runtime::eco::emissions_csv::append_with_layers(
@@ -796,6 +978,7 @@ fn finish_run(
                 (Some(_), _) => "failed",
                 (None, Outcome::Finished) => "finished",
                 (None, Outcome::Stopped) => "stopped",
+                (None, Outcome::Saturated) => "saturated",
             }
             .into(),
             steps: p.step as u64,
@@ -813,6 +996,53 @@ fn finish_run(
         t.finish();
     }
     Ok(())
+}
+
+/// How a run that stopped on saturated recall ended: the recall, the step, and the steps
+/// and joules it did not spend (at this run's mean energy per step).
+fn saturated_line(args: &TrainArgs, p: &Progress, done: &RunEnd) -> String {
+    let avoided = done.steps.saturating_sub(p.step);
+    let j_per_step = p.energy_j / p.step.max(1) as f64;
+    format!(
+        "done: held-out recall saturated at {:.0} % at step {}/{}: {avoided} steps avoided \
+         (~{:.0} J at {:.1} J/step); {:.1} s, held-out loss {}, {:.1} J; adapter in {}",
+        100.0 * p.recall.last().copied().unwrap_or(0.0),
+        p.step,
+        done.steps,
+        avoided as f64 * j_per_step,
+        j_per_step,
+        done.wall.as_secs_f64(),
+        p.eval_loss
+            .map_or("--".into(), |l| format!("{l:.4} (ppl {:.2})", l.exp())),
+        p.energy_j,
+        args.out.display()
+    )
+}
+
+/// The augmentation's share of the footprint, apart from the training's: what deriving the
+/// question/answer pairs cost (nothing when every note's pairs came from the cache).
+fn augment_line(factors: &Factors, derived: usize, cached: usize, span: Option<&Span>) -> String {
+    match span {
+        Some(s) => {
+            let fp = factors.footprint(
+                s.energy_j,
+                &s.source.to_string(),
+                s.duration_s,
+                0,
+                s.wear_hours,
+            );
+            format!(
+                "[augmentation (teacher's share, apart from the above): pairs of {derived} \
+                 note(s) derived by templates, {cached} from the cache; {:.3} J, {:.2e} g CO2e, \
+                 {:.3} s]",
+                fp.energy_j, fp.g_co2e, s.duration_s
+            )
+        }
+        None => format!(
+            "[augmentation (teacher's share, apart from the above): pairs of {cached} note(s) \
+             from the cache, {derived} derived; 0 J]"
+        ),
+    }
 }
 
 /// Prints the plan of the queued job `id` this run belongs to, against running it now.

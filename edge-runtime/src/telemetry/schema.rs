@@ -247,7 +247,8 @@ pub struct DayLayerFigures {
 /// A finished (or stopped) training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainingDone {
-    /// `finished`, or `stopped` (a signal or a budget; the checkpoint resumes it).
+    /// `finished`, `stopped` (a signal or a budget; the checkpoint resumes it), `saturated`
+    /// (held-out recall saturated before the last step; the adapter is saved) or `failed`.
     pub outcome: String,
     /// Optimizer steps done, counting those before a resume.
     pub steps: u64,

@@ -4,9 +4,11 @@
 //! step; it does not import tract (serving an adapter is the engine's job) and knows
 //! nothing about sensors.
 pub mod atomic;
+pub mod augment;
 pub mod data;
 pub mod lora;
 pub mod model;
+pub mod notes;
 pub mod optim;
 pub mod serve;
 pub mod source;

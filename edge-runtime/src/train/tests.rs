@@ -437,3 +437,53 @@ fn a_restored_top_layer_checkpoint_continues_exactly_without_its_cached_states()
         resumed.adapter_tensors().expect("b")
     );
 }
+
+#[test]
+fn recall_and_loss_from_cached_states_agree_with_the_whole_forward_pass() {
+    use super::data::{common_prefix, pack_all};
+    let model = tiny();
+    let train = examples(&LINES);
+    let held = examples(&LINES[..3]);
+    let opts = options(2, Some(1), 30, 0.0);
+    let rows = pack_all(&held, opts.seq_len, common_prefix(&[&train, &held]));
+    let mut t = Trainer::new(&model, opts, train, held)
+        .expect("trainer")
+        .with_recall_stop();
+    for round in 0..2 {
+        let (loss, recall) = t.eval_loss_and_recall().expect("eval");
+        let whole = super::trainer::eval_loss(&model, Some(&t.adapter), &rows)
+            .expect("loss")
+            .expect("held-out data");
+        let loss = loss.expect("held-out data");
+        assert!(
+            (whole - loss).abs() < 1e-4,
+            "round {round}: {whole} vs {loss}"
+        );
+        let recall = recall.expect("recall");
+        assert!((0.0..=1.0).contains(&recall), "{recall}");
+        if round == 0 {
+            assert_eq!(recall, 0.0);
+        }
+        for _ in 0..30 {
+            t.step().expect("step");
+        }
+    }
+}
+
+#[test]
+fn recall_saturates_when_perfect_twice_or_flat_for_three_evaluations() {
+    use super::trainer::recall_saturated;
+    let table: &[(&[f64], bool)] = &[
+        (&[], false),
+        (&[1.0], false),
+        (&[0.5, 1.0], false),
+        (&[0.5, 1.0, 1.0], true),
+        (&[0.2, 0.5, 0.5, 0.5], false),
+        (&[0.2, 0.5, 0.5, 0.5, 0.5], true),
+        (&[0.2, 0.5, 0.4, 0.5, 0.6], false),
+        (&[0.0, 0.0, 0.0, 0.0, 0.0], false),
+    ];
+    for (history, want) in table {
+        assert_eq!(recall_saturated(history), *want, "{history:?}");
+    }
+}

@@ -94,6 +94,9 @@ pub struct Progress {
     pub loss: Option<f64>,
     /// Last held-out loss (mean NLL per scored token).
     pub eval_loss: Option<f64>,
+    /// Held-out recall of every evaluation so far, in order (runs that measure recall).
+    #[serde(default)]
+    pub recall: Vec<f64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -157,6 +160,13 @@ pub struct Trainer<'m> {
     digest: String,
     /// States entering the lowest adapted layer, when that is above layer 0.
     frozen: Option<FrozenCache>,
+    /// Scored tokens of each held-out example, in order (to read recall off packed rows).
+    eval_counts: Vec<usize>,
+    /// States of each held-out row entering the lowest adapted layer, computed on the
+    /// first evaluation (no adapter sits below it, so they never change).
+    eval_frozen: Vec<Option<Tensor>>,
+    /// Whether evaluations measure recall and the run stops once it saturates.
+    recall_stop: bool,
 }
 
 /// Hidden states entering the lowest adapted layer, per training example (its tokens after
@@ -200,6 +210,11 @@ impl<'m> Trainer<'m> {
         let digest = data_digest(&train, &eval);
         let shared = common_prefix(&[&train, &eval]);
         let eval_rows = pack_all(&eval, options.seq_len, shared);
+        let eval_rows_len = eval_rows.len();
+        let eval_counts = eval
+            .iter()
+            .map(|e| e.ids.len().saturating_sub(e.scored_from.max(1)))
+            .collect();
         let order = epoch_order(train.len(), options.seed, 0);
         let frozen = adapter
             .lowest_layer()
@@ -221,7 +236,23 @@ impl<'m> Trainer<'m> {
             progress: Progress::default(),
             digest,
             frozen,
+            eval_frozen: vec![None; eval_rows_len],
+            eval_counts,
+            recall_stop: false,
         })
+    }
+
+    /// The same trainer measuring held-out recall at every evaluation and stopping the run
+    /// once recall saturates (see [`recall_saturated`]). Meant for held-out questions whose
+    /// answers restate what the training data holds.
+    pub fn with_recall_stop(mut self) -> Self {
+        self.recall_stop = true;
+        self
+    }
+
+    /// Whether evaluations measure recall and may stop the run.
+    pub fn stops_on_recall(&self) -> bool {
+        self.recall_stop
     }
 
     /// The same trainer computing every layer on every step (no cached frozen states):
@@ -368,11 +399,64 @@ impl<'m> Trainer<'m> {
         })
     }
 
+    /// Held-out loss (mean NLL per scored token, as [`Trainer::eval_loss`]) and recall: the
+    /// share of held-out examples whose whole scored answer is the model's greedy choice
+    /// token by token (what greedy decoding of the prompt would write), from one forward
+    /// pass per row; `None`s without held-out data. Records the loss in the progress.
+    pub fn eval_loss_and_recall(&mut self) -> Result<(Option<f64>, Option<f64>)> {
+        let mut hits = Vec::with_capacity(self.eval_counts.iter().sum());
+        let (mut sum, mut scored) = (0.0f64, 0usize);
+        for i in 0..self.eval_rows.len() {
+            let hidden = self.eval_hidden(i)?;
+            let row = &self.eval_rows[i];
+            let at: Vec<usize> = row.targets.iter().map(|&(p, _)| p).collect();
+            let logits = self.model.logits_at(&hidden, &at, false)?;
+            let best = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+            hits.extend(best.iter().zip(&row.targets).map(|(b, &(_, t))| *b == t));
+            let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
+            let tgt: Vec<u32> = row.targets.iter().map(|&(_, t)| t).collect();
+            let tgt = Tensor::from_vec(tgt, (at.len(), 1), &candle_core::Device::Cpu)?;
+            sum -= f64::from(logp.gather(&tgt, 1)?.sum_all()?.to_scalar::<f32>()?);
+            scored += at.len();
+        }
+        ensure!(
+            hits.len() == self.eval_counts.iter().sum::<usize>(),
+            "held-out rows and examples disagree"
+        );
+        let (mut at, mut recalled) = (0, 0usize);
+        for &n in &self.eval_counts {
+            recalled += usize::from(hits[at..at + n].iter().all(|&h| h));
+            at += n;
+        }
+        let n = self.eval_counts.len();
+        let loss = (scored > 0).then(|| sum / scored as f64);
+        self.progress.eval_loss = loss;
+        Ok((loss, (n > 0).then(|| recalled as f64 / n as f64)))
+    }
+
+    /// Final hidden states of held-out row `i` under the adapter, starting from the row's
+    /// cached states at the lowest adapted layer when that is above layer 0.
+    fn eval_hidden(&mut self, i: usize) -> Result<Tensor> {
+        let row = &self.eval_rows[i];
+        let layer = self.adapter.lowest_layer().filter(|&l| l > 0);
+        let start = match (layer, self.eval_frozen.get_mut(i)) {
+            (Some(l), Some(slot)) => {
+                if slot.is_none() {
+                    *slot = Some(self.model.frozen_hidden(row, l)?);
+                }
+                slot.clone().map(|h| (l, h))
+            }
+            _ => None,
+        };
+        Ok(self
+            .model
+            .hidden_from(row, Some(&self.adapter), ForwardOptions::EVAL, start)?
+            .detach())
+    }
+
     /// Mean negative log-likelihood per scored held-out token (`None` without held-out data).
     pub fn eval_loss(&mut self) -> Result<Option<f64>> {
-        let r = eval_loss(self.model, Some(&self.adapter), &self.eval_rows)?;
-        self.progress.eval_loss = r;
-        Ok(r)
+        Ok(self.eval_loss_and_recall()?.0)
     }
 
     /// Gradients of a single training row, by PEFT name (for checks that every adapter
@@ -540,7 +624,29 @@ pub enum Outcome {
     Finished,
     /// Stopped on request (SIGTERM) after a checkpoint.
     Stopped,
+    /// Stopped before its last step because held-out recall saturated; the adapter and
+    /// checkpoint are saved.
+    Saturated,
 }
+
+/// Whether recall, measured at every evaluation (`history`, oldest first), has saturated:
+/// perfect at the last two evaluations, or no better than its earlier best over the last
+/// [`RECALL_PATIENCE`] evaluations.
+pub fn recall_saturated(history: &[f64]) -> bool {
+    let n = history.len();
+    if n >= 2 && history[n - 2..].iter().all(|&r| r >= 1.0) {
+        return true;
+    }
+    if n <= RECALL_PATIENCE {
+        return false;
+    }
+    let (before, recent) = history.split_at(n - RECALL_PATIENCE);
+    let best_before = before.iter().copied().fold(0.0, f64::max);
+    best_before > 0.0 && recent.iter().all(|&r| r <= best_before)
+}
+
+/// Evaluations without a gain in recall after which a run counts as saturated.
+pub const RECALL_PATIENCE: usize = 3;
 
 /// Hooks and cadence of [`run`].
 pub struct RunControl<'a> {
@@ -583,10 +689,21 @@ pub fn run(trainer: &mut Trainer<'_>, out: &Path, ctl: &mut RunControl<'_>) -> R
         report.waited_s = waited_s;
         let step = trainer.progress.step;
         let last = step == trainer.options.steps;
-        if (ctl.eval_every > 0 && step.is_multiple_of(ctl.eval_every)) || last {
+        let evaluate = (ctl.eval_every > 0 && step.is_multiple_of(ctl.eval_every)) || last;
+        if evaluate && trainer.recall_stop {
+            if let (_, Some(r)) = trainer.eval_loss_and_recall()? {
+                trainer.progress.recall.push(r);
+            }
+        } else if evaluate {
             trainer.eval_loss()?;
         }
         trainer.progress.energy_j += (ctl.on_step)(&report, &trainer.progress);
+        let saturated =
+            evaluate && !last && trainer.recall_stop && recall_saturated(&trainer.progress.recall);
+        if saturated {
+            trainer.save(out, ctl.base_model.clone())?;
+            return Ok(Outcome::Saturated);
+        }
         if (ctl.checkpoint_every > 0 && step.is_multiple_of(ctl.checkpoint_every)) || last {
             trainer.save(out, ctl.base_model.clone())?;
         }
