@@ -9,6 +9,7 @@ pub mod config;
 pub mod deferred;
 pub mod eco;
 pub mod engine;
+pub mod gateway;
 pub mod governor;
 pub mod index;
 pub mod models;

@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Command::Embed(args) => cli::embed::run(args),
         Command::Index(args) => cli::index::index(args),
         Command::Serve(args) => cli::serve::serve(args),
+        Command::Gateway(args) => cli::gateway::gateway(args),
         Command::Config(args) => cli::config::config(args),
         Command::Train(args) => cli::train::train(args),
         Command::Eco(args) => cli::eco::eco(args),

@@ -11,6 +11,7 @@ pub mod eco;
 pub mod embed;
 pub mod flags;
 pub mod fleet;
+pub mod gateway;
 pub mod import;
 pub mod index;
 pub mod perplexity;
@@ -61,6 +62,9 @@ pub enum Command {
     Index(index::IndexArgs),
     /// Serve an OpenAI-compatible HTTP API under the governor (see `thermo config`).
     Serve(serve::ServeArgs),
+    /// The fleet's OpenAI-compatible front: puts requests on the broker's work queue, where
+    /// boards running `thermo serve --fleet` take them while they have thermal headroom.
+    Gateway(gateway::GatewayArgs),
     /// Print the effective configuration (defaults < file < THERMO_* < flags).
     Config(config::ConfigArgs),
     /// Fine-tune LoRA adapters on a data file under the governor.

@@ -8,8 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use edge_runtime::serve::fleet::FleetOptions;
-use edge_runtime::session::telemetry::default_device_id;
-use edge_runtime::telemetry::broker::BrokerUrl;
+use edge_runtime::session::telemetry::{broker_config, default_device_id};
 
 use super::flags::config::ConfigFlags;
 use super::flags::telemetry::TelemetryArgs;
@@ -21,7 +20,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,
     /// Also answer requests from the fleet's work queue on the telemetry broker (`--mqtt`,
-    /// plain mqtt://), taking them only while the governor predicts headroom.
+    /// with its credentials and TLS files), taking them only while the governor predicts
+    /// headroom.
     #[arg(long)]
     pub fleet: bool,
     /// Seconds the board must be able to run flat out before reaching its setpoint to take
@@ -46,10 +46,6 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let Some(url) = config.telemetry.mqtt.as_deref() else {
         bail!("--fleet takes its requests from the telemetry broker: pass --mqtt URL");
     };
-    let url: BrokerUrl = url.parse().context("--mqtt")?;
-    if url.tls {
-        bail!("--fleet speaks plain MQTT 5 (mqtt://) for now");
-    }
     let h = args.fleet_min_headroom_s;
     if !(h.is_finite() && h >= 0.0) {
         bail!("--fleet-min-headroom-s must be a number of seconds, 0 or more");
@@ -59,10 +55,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .device_id
         .clone()
         .unwrap_or_else(default_device_id);
+    let broker = broker_config(&config.telemetry, url, &format!("thermo-fleet-{device}"))
+        .context("--mqtt")?;
     let fleet = FleetOptions {
-        host: url.host,
-        port: url.port,
-        client_id: format!("thermo-fleet-{device}"),
+        broker,
         board: device,
         min_headroom_s: h,
         check: Duration::from_millis(250),

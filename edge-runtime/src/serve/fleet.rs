@@ -5,40 +5,46 @@
 //! without them it unsubscribes, so the broker hands the next request to another board. An
 //! answer it has taken finishes here: it runs through the same parsing, template, queue and
 //! workers as an HTTP request and goes back to the request's response topic as chunks carrying
-//! the request's correlation data. A request that cannot be answered (malformed, too large,
-//! refused by the API's checks, no worker free) gets one chunk with its error; one without a
-//! usable response topic is logged and dropped.
+//! the request's correlation data, chunk 0 (empty) as soon as it is queued. A request that
+//! cannot be answered (malformed, too large, refused by the API's checks, no worker free) gets
+//! one chunk with its error; one without a usable response topic is logged and dropped.
 //!
-//! Plain `mqtt://` only; the driver is [`run`], spawned by the service.
+//! The board's presence (online, taking work, headroom, temperature) is retained on
+//! `thermo/fleet/boards/<board>`, published on every connection, whenever it joins or leaves
+//! the queue and every [`PRESENCE_EVERY`]; its Last Will, and a clean stop, say it is offline,
+//! so a front re-queues what it was answering.
+//!
+//! `mqtt://` or `mqtts://` with the telemetry's credentials and TLS files; the driver is
+//! [`run`], spawned by the service.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
-use rumqttc::v5::{AsyncClient, Event as MqttEvent, EventLoop, MqttOptions};
-use serde_json::json;
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, Publish, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event as MqttEvent, EventLoop};
 use tokio::sync::{mpsc, watch};
 
-use super::api::parse_chat;
+use super::api::{parse_chat, parse_completion};
 use super::http::{App, EVENT_BUFFER, tokenize};
 use super::queue::Rejected;
 use super::worker::{Event, Job};
-use crate::telemetry::work::{AnswerChunk, MAX_CORRELATION_BYTES, WorkRequest, request_filter};
+use crate::telemetry::broker::{BrokerConfig, BrokerError};
+use crate::telemetry::work::{
+    AnswerChunk, MAX_CORRELATION_BYTES, Presence, WorkRequest, presence_topic, request_filter,
+};
 
 /// Largest packet the fleet link reads, bytes.
 const MAX_PACKET_BYTES: u32 = 256 * 1024;
+/// How often the presence is sent again while nothing changes.
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(5);
 
 /// Where the fleet's broker is and when to take work.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct FleetOptions {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// MQTT client id.
-    pub client_id: String,
-    /// The board's name in answer chunks.
+    /// The broker, credentials and TLS (the client id is the fleet link's own).
+    pub broker: BrokerConfig,
+    /// The board's name in answer chunks and its presence topic.
     pub board: String,
     /// Seconds of flat-out headroom the governor must predict for the board to take work.
     pub min_headroom_s: f64,
@@ -46,13 +52,20 @@ pub struct FleetOptions {
     pub check: Duration,
 }
 
-/// The fleet link's client and event loop for `opts` (the caller runs [`run`] with them).
-pub fn link(opts: &FleetOptions) -> (AsyncClient, EventLoop) {
-    let mut o = MqttOptions::new(&opts.client_id, &opts.host, opts.port);
-    o.set_keep_alive(Duration::from_secs(15));
-    o.set_clean_start(true);
-    o.set_max_packet_size(Some(MAX_PACKET_BYTES));
-    AsyncClient::new(o, 64)
+/// The fleet link's client and event loop for `opts` serving `model`, with the Last Will
+/// that marks the board offline (the caller runs [`run`] with them).
+pub fn link(opts: &FleetOptions, model: &str) -> Result<(AsyncClient, EventLoop), BrokerError> {
+    let will = presence_topic(&opts.board).ok().map(|topic| {
+        LastWill::new(
+            topic,
+            Presence::offline(&opts.board, model).to_payload(),
+            QoS::AtLeastOnce,
+            true,
+            None,
+        )
+    });
+    let o = opts.broker.mqtt5_options(will, MAX_PACKET_BYTES)?;
+    Ok(AsyncClient::new(o, 64))
 }
 
 /// Follows the headroom and answers queued requests until `stop` turns true.
@@ -63,21 +76,25 @@ pub async fn run(
     mut event_loop: EventLoop,
     mut stop: watch::Receiver<bool>,
 ) {
-    let filter = match request_filter(&app.model_id) {
-        Ok(f) => f,
-        Err(e) => {
+    let (filter, presence) = match (request_filter(&app.model_id), presence_topic(&opts.board)) {
+        (Ok(f), Ok(p)) => (f, p),
+        (Err(e), _) | (_, Err(e)) => {
             log::error!("fleet: {e}; not taking work from the queue");
             return;
         }
     };
     let mut subscribed = false;
+    let mut connected = false;
+    let mut told: Option<(bool, Instant)> = None;
     let mut check = tokio::time::interval(opts.check);
+    let mut answers = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            Some(_) = answers.join_next(), if !answers.is_empty() => {}
             _ = check.tick() => {
                 let wants = wants_work(&app, opts.min_headroom_s);
-                if wants != subscribed {
+                if connected && wants != subscribed {
                     let sent = if wants {
                         client.subscribe(filter.clone(), QoS::AtLeastOnce).await
                     } else {
@@ -88,16 +105,29 @@ pub async fn run(
                         log::info!("fleet: {} the queue", if wants { "joined" } else { "left" });
                     }
                 }
+                let due = told.is_none_or(|(t, at)| t != subscribed || at.elapsed() >= PRESENCE_EVERY);
+                if connected && due {
+                    let p = presence_now(&app, &opts.board, subscribed);
+                    if client.publish(presence.clone(), QoS::AtLeastOnce, true, p.to_payload()).await.is_ok() {
+                        told = Some((subscribed, Instant::now()));
+                    }
+                }
             }
             ev = event_loop.poll() => match ev {
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    tokio::spawn(answer(app.clone(), client.clone(), opts.board.clone(), p));
+                    answers.spawn(answer(app.clone(), client.clone(), opts.board.clone(), p));
                 }
-                // A new session has no subscription: the next check subscribes again.
-                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => subscribed = false,
+                // A new session has no subscription and no fresh presence: the next check
+                // subscribes and tells again.
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    connected = true;
+                    subscribed = false;
+                    told = None;
+                }
                 Ok(_) => {}
                 Err(e) => {
                     log::warn!("fleet: broker: {e}");
+                    connected = false;
                     subscribed = false;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -107,7 +137,49 @@ pub async fn run(
     if subscribed {
         let _ = client.unsubscribe(filter).await;
     }
+    // Answers in progress finish here (the service's drain bounds them); requests that
+    // arrive meanwhile are refused with an error chunk by the closed queue.
+    while !answers.is_empty() {
+        tokio::select! {
+            _ = answers.join_next() => {}
+            ev = event_loop.poll() => match ev {
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    answers.spawn(answer(app.clone(), client.clone(), opts.board.clone(), p));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            },
+        }
+    }
+    let gone = Presence::offline(&opts.board, &app.model_id).to_payload();
+    let _ = client.publish(presence, QoS::AtLeastOnce, true, gone).await;
     let _ = client.disconnect().await;
+    // Lets the event loop send the offline presence and the disconnect.
+    let flush = async {
+        while let Ok(ev) = event_loop.poll().await {
+            if matches!(ev, MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+}
+
+/// The board's presence now.
+fn presence_now(app: &App, board: &str, taking: bool) -> Presence {
+    let status = app.freshness.governor().status();
+    let load = app.scheduler.load();
+    Presence {
+        board: board.to_string(),
+        model: app.model_id.clone(),
+        online: true,
+        taking,
+        headroom_s: status.headroom_s,
+        temperature_c: status.temperature_c.map(f64::from),
+        setpoint_c: Some(f64::from(status.setpoint_c)),
+        running: u32::try_from(load.running).unwrap_or(u32::MAX),
+        waiting: u32::try_from(load.waiting).unwrap_or(u32::MAX),
+    }
 }
 
 /// Whether the board should be on the queue: the governor predicts at least
@@ -146,18 +218,20 @@ async fn answer(app: Arc<App>, client: AsyncClient, board: String, p: Publish) {
             return;
         }
     };
+    // Chunk 0, empty: the request is queued here.
+    reply.send(AnswerChunk::default()).await;
     reply.stream(rx).await;
 }
 
 /// Parses and queues the request as the HTTP API would; the job's events, or why not.
 async fn admit(app: &App, payload: &[u8]) -> Result<mpsc::Receiver<Event>, String> {
     let work = WorkRequest::parse(payload).map_err(|e| e.to_string())?;
-    let body = json!({
-        "model": app.model_id,
-        "messages": work.messages,
-        "max_tokens": work.max_tokens,
-    });
-    let req = parse_chat(body.to_string().as_bytes(), &app.model_id, &app.limits).map_err(|e| {
+    let body = work.openai_body(&app.model_id).to_string();
+    let parsed = match work.prompt {
+        Some(_) => parse_completion(body.as_bytes(), &app.model_id, &app.limits),
+        None => parse_chat(body.as_bytes(), &app.model_id, &app.limits),
+    };
+    let req = parsed.map_err(|e| {
         e.body()["error"]["message"]
             .as_str()
             .unwrap_or("invalid request")
@@ -195,14 +269,12 @@ struct Reply {
 }
 
 impl Reply {
-    async fn send(&mut self, text: String, tokens: u32, done: bool, error: Option<String>) {
+    /// Sends `chunk` as this board's next one.
+    async fn send(&mut self, chunk: AnswerChunk) {
         let chunk = AnswerChunk {
             board: self.board.clone(),
             seq: self.seq,
-            text,
-            tokens,
-            done,
-            error,
+            ..chunk
         };
         self.seq += 1;
         let props = PublishProperties {
@@ -226,20 +298,38 @@ impl Reply {
 
     async fn error(&mut self, message: String) {
         log::info!("fleet: refused a queued request: {message}");
-        self.send(String::new(), 0, true, Some(message)).await;
+        self.send(AnswerChunk {
+            done: true,
+            error: Some(message),
+            ..AnswerChunk::default()
+        })
+        .await;
     }
 
     async fn stream(&mut self, mut rx: mpsc::Receiver<Event>) {
         let mut tokens = 0u32;
         loop {
             match rx.recv().await {
-                Some(Event::Text(t)) => {
+                Some(Event::Text(text)) => {
                     tokens = tokens.saturating_add(1);
-                    self.send(t, tokens, false, None).await;
+                    self.send(AnswerChunk {
+                        text,
+                        tokens,
+                        ..AnswerChunk::default()
+                    })
+                    .await;
                 }
                 Some(Event::Done(f)) => {
-                    let n = u32::try_from(f.usage.completion_tokens).unwrap_or(u32::MAX);
-                    self.send(String::new(), n, true, None).await;
+                    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+                    self.send(AnswerChunk {
+                        tokens: n(f.usage.completion_tokens),
+                        done: true,
+                        finish_reason: Some(f.finish_reason.to_string()),
+                        prompt_tokens: Some(n(f.usage.prompt_tokens)),
+                        footprint: serde_json::to_value(&f.footprint).ok(),
+                        ..AnswerChunk::default()
+                    })
+                    .await;
                     return;
                 }
                 Some(Event::Failed(m)) => {

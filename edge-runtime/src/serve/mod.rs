@@ -325,16 +325,20 @@ pub async fn serve(
         ))
     });
     let stop_rx = relay_stop(shutdown);
-    let fleet_task = fleet.map(|opts| {
-        let (client, event_loop) = fleet::link(&opts);
-        tokio::spawn(fleet::run(
-            app.clone(),
-            opts,
-            client,
-            event_loop,
-            stop_rx.clone(),
-        ))
-    });
+    let fleet_task = match fleet {
+        Some(opts) => {
+            let (client, event_loop) =
+                fleet::link(&opts, &app.model_id).context("the fleet's broker")?;
+            Some(tokio::spawn(fleet::run(
+                app.clone(),
+                opts,
+                client,
+                event_loop,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let grace = Duration::from_secs_f64(svc.shutdown_grace_s);
     let drained = spawn_drain(
         stop_rx.clone(),
@@ -344,7 +348,7 @@ pub async fn serve(
     );
     let served = serve_connections(listener, http::router(app), svc, stop_rx, grace).await;
     if let Some(t) = fleet_task {
-        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        let _ = tokio::time::timeout(grace + Duration::from_secs(3), t).await;
     }
     wind_down(&ctx, drained, watchdog, workers).await;
     served

@@ -226,15 +226,49 @@ impl BrokerConfig {
             let pass = self.password.as_ref().map(Secret::expose).unwrap_or("");
             o.set_credentials(user, pass);
         }
-        if self.url.tls {
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(self.rustls_config()?),
-            )));
-        } else if self.ca_file.is_some() || self.client_cert.is_some() || self.client_key.is_some()
-        {
-            return Err(BrokerError::TlsOnPlain);
+        if let Some(t) = self.transport()? {
+            o.set_transport(t);
         }
         Ok(o)
+    }
+
+    /// rumqttc's MQTT 5 options, as [`BrokerConfig::mqtt_options`]: address, keep-alive,
+    /// credentials, TLS, the Last Will and a clean start; packets read are capped at
+    /// `max_packet` bytes.
+    pub fn mqtt5_options(
+        &self,
+        will: Option<rumqttc::v5::mqttbytes::v5::LastWill>,
+        max_packet: u32,
+    ) -> Result<rumqttc::v5::MqttOptions, BrokerError> {
+        let mut o = rumqttc::v5::MqttOptions::new(&self.client_id, &self.url.host, self.url.port);
+        o.set_keep_alive(self.keep_alive.max(Duration::from_secs(5)));
+        o.set_clean_start(true);
+        o.set_max_packet_size(Some(max_packet));
+        if let Some(w) = will {
+            o.set_last_will(w);
+        }
+        if let Some(user) = &self.username {
+            let pass = self.password.as_ref().map(Secret::expose).unwrap_or("");
+            o.set_credentials(user, pass);
+        }
+        if let Some(t) = self.transport()? {
+            o.set_transport(t);
+        }
+        Ok(o)
+    }
+
+    /// TLS for `mqtts://`; `None` for `mqtt://`, where TLS files are an error.
+    fn transport(&self) -> Result<Option<Transport>, BrokerError> {
+        if self.url.tls {
+            Ok(Some(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(self.rustls_config()?),
+            ))))
+        } else if self.ca_file.is_some() || self.client_cert.is_some() || self.client_key.is_some()
+        {
+            Err(BrokerError::TlsOnPlain)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The rustls client configuration (ring provider, the CA file's roots, optional client

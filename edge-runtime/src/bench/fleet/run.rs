@@ -161,7 +161,7 @@ impl Run<'_> {
             text: String::new(),
             tokens: f.tokens,
             done: true,
-            error: None,
+            ..AnswerChunk::default()
         };
         let topic = self.answers_topic.clone();
         wire.publish(i, &topic, chunk.to_payload(), correlation(f.id), None)
@@ -257,7 +257,7 @@ impl Run<'_> {
         let req = WorkRequest {
             messages: serde_json::Value::Null,
             max_tokens: r.tokens,
-            requeued: false,
+            ..WorkRequest::default()
         };
         let front = self.front;
         let matched = wire

@@ -41,16 +41,20 @@ pub struct ConfigFlags {
     pub sim: Option<String>,
 }
 
+/// `--set KEY=VALUE` flags as (`section.key`, raw value).
+pub fn set_overrides(set: &[String]) -> Result<Vec<(String, String)>> {
+    set.iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+            _ => bail!("--set takes KEY=VALUE (e.g. service.queue_bound=4), got {s:?}"),
+        })
+        .collect()
+}
+
 impl ConfigFlags {
     /// The `--set KEY=VALUE` overrides as (`section.key`, raw value).
     pub fn set_overrides(&self) -> Result<Vec<(String, String)>> {
-        self.set
-            .iter()
-            .map(|s| match s.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-                _ => bail!("--set takes KEY=VALUE (e.g. service.queue_bound=4), got {s:?}"),
-            })
-            .collect()
+        set_overrides(&self.set)
     }
 
     /// Puts the dedicated flags that were given (and `listen`) over `config`, so they win over
