@@ -3,7 +3,8 @@
 //!
 //! - on the tiny model: 503 with no board online, 429 with `Retry-After` when the only board
 //!   has no headroom, whole and streamed answers once a board with headroom joins, a
-//!   malformed request refused without harm, the gateway serving again after a broker
+//!   malformed request refused without harm, garbage on the broker's topics ignored (a
+//!   board's presence on another board's topic among it), the gateway serving again after a broker
 //!   restart, and the per-board figures on `/metrics`;
 //! - on the default model: a board killed (`kill -9`) mid-answer has its request re-queued
 //!   once and answered by the other board, and the client gets every part of the answer
@@ -16,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e_tests::mosquitto::{Mosquitto, free_port};
+use e2e_tests::mosquitto::{Mosquitto, free_port, publish_once};
 use e2e_tests::{thermo, tiny_model};
 use edge_runtime::engine::WeightFormat;
 use serde_json::{Value, json};
@@ -318,6 +319,33 @@ fn the_gateway_refuses_without_headroom_answers_through_boards_and_survives_a_br
         let (status, _, body) = http(port, "POST", "/v1/chat/completions", bad)?;
         ensure!((400..500).contains(&status), "{bad}: {status} {body}");
     }
+
+    // Garbage on the topics the gateway reads is logged and dropped.
+    for (topic, payload) in [
+        ("thermo/fleet/boards/board-x", b"{not json".to_vec()),
+        ("thermo/fleet/boards/board-y", vec![b'x'; 5 * 1024]),
+        (
+            "thermo/fleet/boards/board-z",
+            br#"{"board":"board-cool","model":"tiny","online":false}"#.to_vec(),
+        ),
+        (
+            "thermo/gateway/gw-test/answers",
+            b"{\"seq\":\"x\"}".to_vec(),
+        ),
+    ] {
+        publish_once(broker.port(), topic, &payload)?;
+    }
+    let (status, _, body) = http(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        &chat_body("tiny", "Hello", 6, false),
+    )?;
+    ensure!(
+        status == 200,
+        "after garbage on the broker: {status} {body}\n{}",
+        why()
+    );
 
     // The broker goes away and comes back: the gateway and the board reconnect.
     broker.stop()?;

@@ -36,6 +36,9 @@ use crate::telemetry::work::{
 
 /// Largest packet the fleet link reads, bytes.
 const MAX_PACKET_BYTES: u32 = 256 * 1024;
+/// Headroom sent for a board that never reaches its setpoint flat out (JSON has no
+/// infinity), seconds.
+pub const HEADROOM_CAP_S: f64 = 1e6;
 /// How often the presence is sent again while nothing changes.
 pub const PRESENCE_EVERY: Duration = Duration::from_secs(5);
 
@@ -174,7 +177,7 @@ fn presence_now(app: &App, board: &str, taking: bool) -> Presence {
         model: app.model_id.clone(),
         online: true,
         taking,
-        headroom_s: status.headroom_s,
+        headroom_s: status.headroom_s.map(|h| h.min(HEADROOM_CAP_S)),
         temperature_c: status.temperature_c.map(f64::from),
         setpoint_c: Some(f64::from(status.setpoint_c)),
         running: u32::try_from(load.running).unwrap_or(u32::MAX),

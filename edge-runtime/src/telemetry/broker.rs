@@ -394,6 +394,32 @@ mod tests {
     }
 
     #[test]
+    fn mqtt5_options_take_the_same_checks_and_the_last_will() {
+        let mut c = BrokerConfig::new(parse("mqtt://h:1884").unwrap(), "fleet");
+        let will = rumqttc::v5::mqttbytes::v5::LastWill::new(
+            "t",
+            b"gone".to_vec(),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            true,
+            None,
+        );
+        let o = c.mqtt5_options(Some(will), 1024).unwrap();
+        assert_eq!(o.broker_address(), ("h".to_string(), 1884));
+        assert!(o.last_will().is_some());
+        c.ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(
+            c.mqtt5_options(None, 1024),
+            Err(BrokerError::TlsOnPlain)
+        ));
+        let mut t = BrokerConfig::new(parse("mqtts://h").unwrap(), "fleet");
+        t.ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(
+            t.mqtt5_options(None, 1024),
+            Err(BrokerError::Pem { .. })
+        ));
+    }
+
+    #[test]
     fn tls_settings_need_an_mqtts_url_and_both_client_files() {
         let mut c = BrokerConfig::new(parse("mqtt://h").unwrap(), "dev");
         c.ca_file = Some("/nonexistent/ca.pem".into());
