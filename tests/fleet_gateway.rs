@@ -8,7 +8,8 @@
 //!   restart, and the per-board figures on `/metrics`;
 //! - on the default model: a board killed (`kill -9`) mid-answer has its request re-queued
 //!   once and answered by the other board, and the client gets every part of the answer
-//!   exactly once (the same text as the same request answered start to end).
+//!   exactly once (the same text as the same request answered start to end); a client that
+//!   leaves mid-answer has its answer cancelled on the board.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -504,6 +505,31 @@ fn a_board_killed_mid_answer_has_its_request_requeued_once_and_the_client_gets_i
         "streamed {streamed:?}\nreference {reference:?}"
     );
     ensure!(v["board"] != first, "{v}");
+
+    // A client that leaves mid-answer: the gateway cancels the answer on its board, which
+    // stops generating instead of finishing for nobody.
+    let body = chat_body(&model, prompt, 400, true);
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(300)))?;
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut r = BufReader::new(s);
+    read_until_chunks(&mut r, 2, &mut String::new())?;
+    drop(r);
+    let (_, survivor) = boards.first().context("no board left")?;
+    let t = Instant::now();
+    while !survivor.log().contains("cancelled an answer") {
+        ensure!(
+            t.elapsed() < Duration::from_secs(60),
+            "the board was never told to stop: {}\n{}",
+            survivor.log(),
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(boards);
     Ok(())
 }

@@ -57,6 +57,8 @@ struct Flight {
     /// Bytes of the current board's answer so far (after a re-queue, compared with
     /// `delivered` up to its length).
     replayed: usize,
+    /// The board sent the last chunk.
+    ended: bool,
 }
 
 /// What a board going offline does to the requests it had.
@@ -82,6 +84,8 @@ pub struct Flights {
     map: HashMap<u64, Flight>,
     max: usize,
     next_id: u64,
+    /// Answers to cancel on their boards: (request id, board).
+    cancels: Vec<(u64, String)>,
 }
 
 impl Flights {
@@ -91,6 +95,7 @@ impl Flights {
             map: HashMap::new(),
             max,
             next_id: 1,
+            cancels: vec![],
         }
     }
 
@@ -110,14 +115,25 @@ impl Flights {
                 next_seq: 0,
                 delivered: String::new(),
                 replayed: 0,
+                ended: false,
             },
         );
         Ok(id)
     }
 
-    /// Takes the request off the books (answered, failed or its client gone).
+    /// Takes the request off the books (answered, failed or its client gone); a board
+    /// still generating its answer is to be cancelled ([`Flights::take_cancels`]).
     pub fn remove(&mut self, id: u64) {
-        self.map.remove(&id);
+        if let Some(f) = self.map.remove(&id)
+            && let (Some(board), false) = (f.board, f.ended)
+        {
+            self.cancels.push((id, board));
+        }
+    }
+
+    /// The answers to cancel on their boards since the last call: (request id, board).
+    pub fn take_cancels(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.cancels)
     }
 
     /// Requests in flight.
@@ -152,7 +168,14 @@ impl Flights {
                 f.board = Some(chunk.board.clone());
                 out.push(Delivery::Accepted(chunk.board.clone()));
             }
-            Some(b) if *b != chunk.board => return vec![],
+            Some(b) if *b != chunk.board => {
+                // Another board took the request too (it was published again after no
+                // acceptance came in time): its work is wasted, stop it.
+                if chunk.seq == 0 && !chunk.done {
+                    self.cancels.push((id, chunk.board));
+                }
+                return vec![];
+            }
             Some(_) => {}
         }
         if chunk.seq < f.next_seq {
@@ -168,6 +191,7 @@ impl Flights {
             return out;
         }
         f.next_seq = f.next_seq.saturating_add(1);
+        f.ended |= chunk.done;
         if let Some(e) = chunk.error {
             out.push(Delivery::Failed(format!("board {}: {e}", chunk.board)));
             return out;
@@ -237,6 +261,7 @@ impl Flight {
     fn requeue(&mut self) {
         self.request.requeued = true;
         self.board = None;
+        self.ended = false;
         self.next_seq = 0;
         self.replayed = 0;
         if !self.stream {
@@ -397,6 +422,27 @@ mod tests {
         assert_eq!(failed, vec![(id, Delivery::Restart)]);
         f.on_chunk(id, chunk("b", 0, ""));
         assert_eq!(texts(&f.on_chunk(id, chunk("b", 1, "A dog"))), "A dog");
+    }
+
+    #[test]
+    fn a_board_whose_answer_nobody_waits_for_any_more_is_cancelled() {
+        let mut f = Flights::new(4);
+        let a = f.insert(request(), true).unwrap_or(0);
+        f.on_chunk(a, chunk("x", 0, ""));
+        // A second board accepting the same request late is told to stop.
+        assert!(f.on_chunk(a, chunk("y", 0, "")).is_empty());
+        assert_eq!(f.take_cancels(), vec![(a, "y".to_string())]);
+        // The client leaves mid-answer: its board is told to stop.
+        f.remove(a);
+        assert_eq!(f.take_cancels(), vec![(a, "x".to_string())]);
+        // A finished answer, or one no board accepted, needs no cancel.
+        let b = f.insert(request(), true).unwrap_or(0);
+        f.on_chunk(b, chunk("x", 0, ""));
+        f.on_chunk(b, last("x", 1));
+        f.remove(b);
+        let c = f.insert(request(), true).unwrap_or(0);
+        f.remove(c);
+        assert!(f.take_cancels().is_empty());
     }
 
     #[test]

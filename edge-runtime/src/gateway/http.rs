@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::boards::series;
 use super::flight::{Delivery, Ending, FlightError};
-use super::link::publish;
+use super::link::{publish, send_cancels};
 use super::{Counters, Shared};
 use crate::serve::accounting::ResponseFootprint;
 use crate::serve::api::{
@@ -225,6 +225,7 @@ impl Drop for Booking {
         let mut books = self.shared.books();
         books.flights.remove(self.id);
         books.routes.remove(&self.id);
+        send_cancels(&self.shared, &mut books);
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::flight::Delivery;
 use super::{Books, Shared};
 use crate::telemetry::work::{
-    AnswerChunk, PRESENCE_FILTER, Presence, WorkRequest, correlation, correlation_id,
+    AnswerChunk, PRESENCE_FILTER, Presence, WorkRequest, cancel_topic, correlation, correlation_id,
     presence_topic, request_topic,
 };
 
@@ -97,6 +97,7 @@ fn on_publish(shared: &Shared, p: Publish) {
                     }
                     route(&mut books, id, d);
                 }
+                send_cancels(shared, &mut books);
             }
             Err(e) => log::warn!("gateway: an answer chunk was refused: {e}"),
         }
@@ -135,6 +136,29 @@ pub(super) fn route(books: &mut Books, id: u64, d: Delivery) {
     if tx.try_send(d).is_err() {
         books.routes.remove(&id);
         books.flights.remove(id);
+    }
+}
+
+/// Tells the boards to stop the answers nobody waits for any more.
+pub(super) fn send_cancels(shared: &Shared, books: &mut Books) {
+    for (id, board) in books.flights.take_cancels() {
+        let Ok(topic) = cancel_topic(&board) else {
+            continue;
+        };
+        let props = PublishProperties {
+            correlation_data: Some(correlation(id).into()),
+            ..PublishProperties::default()
+        };
+        let payload = shared.answers_topic.clone().into_bytes();
+        if let Err(e) = shared.client.try_publish_with_properties(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            payload,
+            props,
+        ) {
+            log::warn!("gateway: could not cancel request {id} on board {board}: {e}");
+        }
     }
 }
 

@@ -17,22 +17,30 @@
 //! `mqtt://` or `mqtts://` with the telemetry's credentials and TLS files; the driver is
 //! [`run`], spawned by the service.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event as MqttEvent, EventLoop};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::api::{parse_chat, parse_completion};
 use super::http::{App, EVENT_BUFFER, tokenize};
 use super::queue::Rejected;
-use super::worker::{Event, Job};
+use super::worker::{ClientGuard, Event, Job};
 use crate::telemetry::broker::{BrokerConfig, BrokerError};
 use crate::telemetry::work::{
-    AnswerChunk, MAX_CORRELATION_BYTES, Presence, WorkRequest, presence_topic, request_filter,
+    AnswerChunk, MAX_CORRELATION_BYTES, Presence, WorkRequest, cancel_topic, presence_topic,
+    request_filter,
 };
+
+/// Answers in progress a front can cancel, by response topic and correlation data.
+type Cancels = Arc<Mutex<HashMap<(String, Vec<u8>), oneshot::Sender<()>>>>;
+
+/// Most answers followed for cancellation at once.
+const MAX_CANCELLABLE: usize = 4096;
 
 /// Largest packet the fleet link reads, bytes.
 const MAX_PACKET_BYTES: u32 = 256 * 1024;
@@ -79,13 +87,18 @@ pub async fn run(
     mut event_loop: EventLoop,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (filter, presence) = match (request_filter(&app.model_id), presence_topic(&opts.board)) {
-        (Ok(f), Ok(p)) => (f, p),
-        (Err(e), _) | (_, Err(e)) => {
+    let (filter, presence, cancel) = match (
+        request_filter(&app.model_id),
+        presence_topic(&opts.board),
+        cancel_topic(&opts.board),
+    ) {
+        (Ok(f), Ok(p), Ok(c)) => (f, p, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             log::error!("fleet: {e}; not taking work from the queue");
             return;
         }
     };
+    let cancels: Cancels = Arc::default();
     let mut subscribed = false;
     let mut connected = false;
     let mut told: Option<(bool, Instant)> = None;
@@ -117,12 +130,19 @@ pub async fn run(
                 }
             }
             ev = event_loop.poll() => match ev {
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) if p.topic == cancel.as_bytes() => {
+                    cancel_answer(&cancels, &p);
+                }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    answers.spawn(answer(app.clone(), client.clone(), opts.board.clone(), p));
+                    let c = cancels.clone();
+                    answers.spawn(answer(app.clone(), client.clone(), opts.board.clone(), p, c));
                 }
                 // A new session has no subscription and no fresh presence: the next check
                 // subscribes and tells again.
                 Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    if client.try_subscribe(cancel.clone(), QoS::AtLeastOnce).is_err() {
+                        log::warn!("fleet: could not follow {cancel}");
+                    }
                     connected = true;
                     subscribed = false;
                     told = None;
@@ -146,8 +166,12 @@ pub async fn run(
         tokio::select! {
             _ = answers.join_next() => {}
             ev = event_loop.poll() => match ev {
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) if p.topic == cancel.as_bytes() => {
+                    cancel_answer(&cancels, &p);
+                }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    answers.spawn(answer(app.clone(), client.clone(), opts.board.clone(), p));
+                    let c = cancels.clone();
+                    answers.spawn(answer(app.clone(), client.clone(), opts.board.clone(), p, c));
                 }
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -193,8 +217,30 @@ fn wants_work(app: &App, min_headroom_s: f64) -> bool {
     app.freshness.healthy() && headroom >= min_headroom_s && app.scheduler.load().waiting == 0
 }
 
+/// Stops the answer a front cancelled (its client is gone): the payload is the request's
+/// response topic, the correlation data the request's.
+fn cancel_answer(cancels: &Cancels, p: &Publish) {
+    let Ok(topic) = std::str::from_utf8(&p.payload) else {
+        return;
+    };
+    let correlation = p
+        .properties
+        .as_ref()
+        .and_then(|pr| pr.correlation_data.as_ref())
+        .map(|c| c.to_vec());
+    let key = (topic.to_string(), correlation.unwrap_or_default());
+    let stop = cancels
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key);
+    if let Some(stop) = stop {
+        log::info!("fleet: the front cancelled an answer (its client is gone)");
+        let _ = stop.send(());
+    }
+}
+
 /// Answers one queued request on its response topic.
-async fn answer(app: Arc<App>, client: AsyncClient, board: String, p: Publish) {
+async fn answer(app: Arc<App>, client: AsyncClient, board: String, p: Publish, cancels: Cancels) {
     let props = p.properties.unwrap_or_default();
     let Some(topic) = props
         .response_topic
@@ -214,20 +260,36 @@ async fn answer(app: Arc<App>, client: AsyncClient, board: String, p: Publish) {
         board,
         seq: 0,
     };
-    let rx = match admit(&app, &p.payload).await {
-        Ok(rx) => rx,
+    let (rx, guard) = match admit(&app, &p.payload).await {
+        Ok(r) => r,
         Err(message) => {
             reply.error(message).await;
             return;
         }
     };
+    let key = (
+        reply.topic.clone(),
+        reply.correlation.clone().unwrap_or_default(),
+    );
+    let (stop_tx, stop_rx) = oneshot::channel();
+    {
+        let mut c = cancels.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() < MAX_CANCELLABLE {
+            c.insert(key.clone(), stop_tx);
+        }
+    }
     // Chunk 0, empty: the request is queued here.
     reply.send(AnswerChunk::default()).await;
-    reply.stream(rx).await;
+    reply.stream(rx, guard, stop_rx).await;
+    cancels
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key);
 }
 
-/// Parses and queues the request as the HTTP API would; the job's events, or why not.
-async fn admit(app: &App, payload: &[u8]) -> Result<mpsc::Receiver<Event>, String> {
+/// Parses and queues the request as the HTTP API would; the job's events and the guard whose
+/// drop before the end stops it, or why not.
+async fn admit(app: &App, payload: &[u8]) -> Result<(mpsc::Receiver<Event>, ClientGuard), String> {
     let work = WorkRequest::parse(payload).map_err(|e| e.to_string())?;
     let body = work.openai_body(&app.model_id).to_string();
     let parsed = match work.prompt {
@@ -256,10 +318,7 @@ async fn admit(app: &App, payload: &[u8]) -> Result<mpsc::Receiver<Event>, Strin
         Err((Rejected::Full { .. }, _)) => return Err("busy: no worker free".to_string()),
         Err((Rejected::Closed, _)) => return Err("shutting down".to_string()),
     }
-    // No client connection to lose: the chunks go to the broker's session whatever happens
-    // to the link, so the job never counts as a client gone.
-    guard.delivered();
-    Ok(rx)
+    Ok((rx, guard))
 }
 
 /// The chunks of one answer.
@@ -309,10 +368,24 @@ impl Reply {
         .await;
     }
 
-    async fn stream(&mut self, mut rx: mpsc::Receiver<Event>) {
+    /// Streams the answer until it ends, or until the front cancels it (then `guard` drops
+    /// undelivered and the worker stops at the next token).
+    async fn stream(
+        &mut self,
+        mut rx: mpsc::Receiver<Event>,
+        guard: ClientGuard,
+        mut cancelled: oneshot::Receiver<()>,
+    ) {
         let mut tokens = 0u32;
         loop {
-            match rx.recv().await {
+            let ev = tokio::select! {
+                ev = rx.recv() => ev,
+                Ok(()) = &mut cancelled => return,
+            };
+            if matches!(ev, Some(Event::Done(_) | Event::Failed(_)) | None) {
+                guard.delivered();
+            }
+            match ev {
                 Some(Event::Text(text)) => {
                     tokens = tokens.saturating_add(1);
                     self.send(AnswerChunk {

@@ -8,6 +8,7 @@
 //! | `$share/thermo/requests/<model>` | the filter a board subscribes with while it has headroom | — |
 //! | the request's response topic | board → front | [`AnswerChunk`], correlated by the request's correlation data |
 //! | `thermo/fleet/boards/<board>` | board → fronts, retained | [`Presence`]; the board's Last Will says it went offline |
+//! | `thermo/fleet/boards/<board>/cancel` | front → board | the request's response topic, with its correlation data: its client is gone, stop generating |
 //!
 //! A board answers a request it has queued with chunk 0, empty: the acceptance, which tells
 //! the front which board has the request. Chunks 1 on carry the text; the last one has
@@ -95,6 +96,11 @@ pub fn request_filter(model: &str) -> Result<String, WorkError> {
 pub fn presence_topic(board: &str) -> Result<String, WorkError> {
     validate_device_id(board).map_err(|_| WorkError::BadModel(board.to_string()))?;
     Ok(format!("thermo/fleet/boards/{board}"))
+}
+
+/// The topic a front cancels `board`'s answers on.
+pub fn cancel_topic(board: &str) -> Result<String, WorkError> {
+    Ok(format!("{}/cancel", presence_topic(board)?))
 }
 
 fn check_model(model: &str) -> Result<(), WorkError> {
