@@ -3,23 +3,12 @@
 //! restartable on the same port (so clients reconnect to the same address after an outage).
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-
-/// The `mosquitto` binary: `$MOSQUITTO`, else `mosquitto` on the PATH, else the Debian path.
-pub fn mosquitto_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOSQUITTO") {
-        return p.into();
-    }
-    let debian = Path::new("/usr/sbin/mosquitto");
-    if debian.exists() {
-        return debian.to_path_buf();
-    }
-    "mosquitto".into()
-}
+use edge_runtime::bench::fleet::mosquitto::mosquitto_bin;
 
 /// A free TCP port on 127.0.0.1 (bound and released; a race with other processes is possible
 /// but unlikely on a test machine).

@@ -2,6 +2,9 @@
 //! `--when auto` (planned on the region's constant factor, so at once) waits while the
 //! retained `thermo/grid/world` forecast makes a later hour cleaner, starts when a new
 //! forecast makes the current hour the cleanest, and is paused when the agent gets SIGTERM.
+//! With a forecast on the device's own `thermo/<device>/cmd/grid` too, the device's wins:
+//! the job waits for the hours the device's forecast makes cleanest, whatever the region's
+//! says, and an invalid device message does not undo that.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -64,11 +67,9 @@ fn state(home: &Path) -> Result<JobState> {
         .context("no job")
 }
 
-#[test]
-fn the_agent_follows_the_grid_forecast_its_broker_retains() -> Result<()> {
-    let broker = Mosquitto::start()?;
-    let home = tempfile::tempdir()?;
-    let home = home.path();
+/// Queues a long training job on the tiny model with `--when auto` and a deadline six hours
+/// on, in the thermo home `home`; returns the time it was queued, Unix seconds.
+fn queue_training_job(home: &Path) -> Result<i64> {
     let data = home.join("manual.txt");
     let lines: Vec<String> = (0..24)
         .map(|i| format!("item {i} of the manual says: code {}", 1000 + i * 37))
@@ -106,51 +107,140 @@ fn the_agent_follows_the_grid_forecast_its_broker_retains() -> Result<()> {
         "{}",
         String::from_utf8_lossy(&submitted.stderr)
     );
-    // The next two hours are the cleanest.
-    publish_retained(broker.port(), "thermo/grid/world", &forecast(now, &[1, 2]))?;
+    Ok(now)
+}
 
-    let log = home.join("agent.log");
-    let mut agent = Running(
+/// A broker and a thermo home with a training job queued (see [`queue_training_job`]).
+fn broker_and_job() -> Result<(Mosquitto, tempfile::TempDir, i64)> {
+    let broker = Mosquitto::start()?;
+    let home = tempfile::tempdir()?;
+    let now = queue_training_job(home.path())?;
+    Ok((broker, home, now))
+}
+
+/// Starts `thermo agent` for the region `world` on the broker at `url` with `extra` flags,
+/// logging into `log`.
+fn start_agent(home: &Path, url: &str, extra: &[&str], log: &Path) -> Result<Running> {
+    Ok(Running(
         Command::new(thermo()?)
             .args(["agent", "--interval", "0.2", "--region", "world", "--mqtt"])
-            .arg(broker.url())
+            .arg(url)
+            .args(extra)
             .env("THERMO_HOME", home)
             .env("RAYON_NUM_THREADS", "1")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(log)?)
             .spawn()?,
-    );
-    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    ))
+}
+
+/// Waits up to 15 s until `log` holds every one of `lines`.
+fn wait_for_log(log: &Path, lines: &[&str]) -> Result<()> {
+    let said = || std::fs::read_to_string(log).unwrap_or_default();
     let t = Instant::now();
-    while !said().contains("grid intensity from thermo/grid/world: 25 hour(s)") {
+    while !lines.iter().all(|l| said().contains(l)) {
         ensure!(
             t.elapsed() < Duration::from_secs(15),
-            "no grid message: {}",
+            "no {lines:?} in the log: {}",
             said()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(1500));
-    ensure!(state(home)? == JobState::Queued, "{}", said());
+    Ok(())
+}
 
-    // Now the current hour is the cleanest: the job starts.
-    publish_retained(broker.port(), "thermo/grid/world", &forecast(now, &[0]))?;
+/// Waits up to 15 s until the job is running.
+fn wait_running(home: &Path, log: &Path) -> Result<()> {
     let t = Instant::now();
     while state(home)? != JobState::Running {
         ensure!(
             t.elapsed() < Duration::from_secs(15),
             "not started: {}",
-            said()
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    Ok(())
+}
 
-    // SIGTERM: the agent pauses the job and exits cleanly.
+/// Checks that the job is still queued 1.5 s on.
+fn stays_queued(home: &Path, log: &Path) -> Result<()> {
+    std::thread::sleep(Duration::from_millis(1500));
+    ensure!(
+        state(home)? == JobState::Queued,
+        "{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Stops the agent with SIGTERM and checks that it exits cleanly with the job paused.
+fn stop_agent(mut agent: Running, home: &Path, log: &Path) -> Result<()> {
+    let said = || std::fs::read_to_string(log).unwrap_or_default();
     let exit = terminate(&mut agent.0, Duration::from_secs(60))?;
     ensure!(exit.success(), "{exit}: {}", said());
     ensure!(state(home)? == JobState::Paused, "{}", said());
     ensure!(said().contains("paused"), "{}", said());
     Ok(())
+}
+
+#[test]
+fn the_agent_follows_the_grid_forecast_its_broker_retains() -> Result<()> {
+    let (broker, home, now) = broker_and_job()?;
+    let home = home.path();
+    // The next two hours are the cleanest.
+    publish_retained(broker.port(), "thermo/grid/world", &forecast(now, &[1, 2]))?;
+
+    let log = home.join("agent.log");
+    let agent = start_agent(home, &broker.url(), &[], &log)?;
+    wait_for_log(&log, &["grid intensity from thermo/grid/world: 25 hour(s)"])?;
+    stays_queued(home, &log)?;
+
+    // Now the current hour is the cleanest: the job starts.
+    publish_retained(broker.port(), "thermo/grid/world", &forecast(now, &[0]))?;
+    wait_running(home, &log)?;
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // SIGTERM: the agent pauses the job and exits cleanly.
+    stop_agent(agent, home, &log)
+}
+
+#[test]
+fn the_device_grid_topic_wins_over_the_region_topic() -> Result<()> {
+    let (broker, home, now) = broker_and_job()?;
+    let home = home.path();
+    let device_topic = "thermo/board-7/cmd/grid";
+    // The region says now is the cleanest hour; the device's own forecast says the next two.
+    publish_retained(broker.port(), "thermo/grid/world", &forecast(now, &[0]))?;
+    publish_retained(broker.port(), device_topic, &forecast(now, &[1, 2]))?;
+
+    let log = home.join("agent.log");
+    let agent = start_agent(home, &broker.url(), &["--device-id", "board-7"], &log)?;
+    wait_for_log(
+        &log,
+        &[
+            "grid intensity from thermo/board-7/cmd/grid: 25 hour(s)",
+            "grid intensity from thermo/grid/world: 25 hour(s)",
+        ],
+    )?;
+    stays_queued(home, &log)?;
+
+    // An invalid device message is refused; the device's good forecast still holds, and so
+    // does a newer region message.
+    publish_retained(broker.port(), device_topic, br#"{"g_co2e_per_kwh": -1}"#)?;
+    publish_retained(broker.port(), "thermo/grid/world", &forecast(now, &[0]))?;
+    wait_for_log(
+        &log,
+        &[
+            "thermo/board-7/cmd/grid refused",
+            "the device's own still holds",
+        ],
+    )?;
+    stays_queued(home, &log)?;
+
+    // The device's forecast now makes the current hour the cleanest: the job starts.
+    publish_retained(broker.port(), device_topic, &forecast(now, &[0]))?;
+    wait_running(home, &log)?;
+    stop_agent(agent, home, &log)
 }

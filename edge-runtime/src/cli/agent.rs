@@ -12,9 +12,13 @@
 //!
 //! Without `--ambient`, a healthy `ambient_temp` sensor of the board (an I2C sensor of the
 //! `[sensors]` configuration) gives the ambient: its reading at each look holds for every
-//! hour. With `--mqtt URL` the grid intensity also comes from the broker's retained
-//! `thermo/grid/<region>` topic ([`edge_runtime::deferred::grid`]); the latest valid message
-//! replaces `--grid` and the region's factor until the agent stops.
+//! hour. With `--mqtt URL` the grid intensity also comes from the broker
+//! ([`edge_runtime::deferred::grid`]): from the device's own `thermo/<device>/cmd/grid` topic
+//! (`--device-id`, else the configuration's `[telemetry] device_id`, else the host name, as
+//! telemetry names the device) and from the region's retained `thermo/grid/<region>` topic.
+//! The latest valid message replaces `--grid` and the region's factor until the agent stops;
+//! a valid message on the device's topic wins over the region's, and an invalid one is logged
+//! and ignored, never replacing a good value.
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt as _;
@@ -28,14 +32,14 @@ use clap::Args;
 
 use edge_runtime::config::TelemetrySection;
 use edge_runtime::deferred::decide::summary;
-use edge_runtime::deferred::grid::{grid_topic, parse_grid};
+use edge_runtime::deferred::grid::{GridFeed, GridOrigin, device_grid_topic, grid_topic};
 use edge_runtime::deferred::queue::{DEFERRED_RECORD, QUEUE_FILE, Queue, update};
 use edge_runtime::deferred::{Action, Job, JobKind, JobState, Tick, decide, ended, plan_job};
 use edge_runtime::eco::ledger::utc_date;
 use edge_runtime::schedule::{Source, Weights};
 use edge_runtime::sensing::{Board, open_board};
 use edge_runtime::session::accounting::cache_ledger;
-use edge_runtime::session::telemetry::broker_config;
+use edge_runtime::session::telemetry::{broker_config, default_device_id};
 use edge_runtime::shutdown::Shutdown;
 use edge_runtime::telemetry::BrokerConfig;
 use edge_runtime::train::atomic::write_atomically;
@@ -65,12 +69,17 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
     pub stop_timeout: f64,
     /// Take the grid intensity from this broker too (mqtt://host[:port] or mqtts://...):
-    /// the retained messages of `--grid-topic`.
+    /// the messages of thermo/<device>/cmd/grid, which win, and the retained messages of
+    /// `--grid-topic`.
     #[arg(long, value_name = "URL")]
     pub mqtt: Option<String>,
-    /// The topic of the grid intensity (default: thermo/grid/<region>).
+    /// The region's topic of the grid intensity (default: thermo/grid/<region>).
     #[arg(long, value_name = "TOPIC", requires = "mqtt")]
     pub grid_topic: Option<String>,
+    /// Name this device as telemetry does, for its grid topic thermo/<ID>/cmd/grid (default:
+    /// the configuration's [telemetry] device_id, else the host name).
+    #[arg(long, value_name = "ID", requires = "mqtt")]
+    pub device_id: Option<String>,
     /// TLS and login flags of `--mqtt`.
     #[command(flatten)]
     pub tls: FleetTlsArgs,
@@ -82,12 +91,17 @@ pub struct AgentArgs {
 /// How long the agent waits for the broker's retained grid message before its first plan.
 const GRID_WAIT: Duration = Duration::from_secs(10);
 
+/// How long, after the first grid message, the agent waits for the device's own before its
+/// first plan (both topics' retained messages follow the one subscription at once).
+const DEVICE_GRID_WAIT: Duration = Duration::from_millis(500);
+
 /// What the agent holds between looks.
 struct Agent {
     queue: PathBuf,
     grid: Source,
-    /// The latest grid intensity from the broker, which replaces `grid`.
-    sent_grid: Arc<Mutex<Option<Source>>>,
+    /// The grid intensity followed on the broker, which replaces `grid` once it holds a
+    /// valid message.
+    sent_grid: Option<Arc<Mutex<GridFeed>>>,
     /// The board, when its ambient sensor gives the ambient.
     board: Option<Board>,
     ambient: Source,
@@ -125,7 +139,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
     let mut agent = Agent {
         queue: edge_runtime::models::cache_root()?.join(QUEUE_FILE),
         grid: args.plan.grid_source(factors.grid_g_co2e_per_kwh[0])?,
-        sent_grid: Arc::new(Mutex::new(None)),
+        sent_grid: None,
         board,
         ambient: args.plan.ambient_source()?,
         weights: weights(&factors),
@@ -165,20 +179,24 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         if topic.is_empty() || topic.contains(['+', '#']) {
             bail!("--grid-topic {topic:?} must be one topic without wildcards");
         }
-        follow_grid(
-            broker,
+        let device = args
+            .device_id
+            .clone()
+            .or_else(|| config.telemetry.device_id.clone())
+            .unwrap_or_else(default_device_id);
+        let device_topic = device_grid_topic(&device)?;
+        let feed = Arc::new(Mutex::new(GridFeed::new(
+            device_topic.clone(),
             topic.clone(),
-            Arc::clone(&agent.sent_grid),
-            shutdown.clone(),
-        );
-        // A retained message arrives right after subscribing: wait for it before planning.
-        let t = Instant::now();
-        while agent.sent_grid_now().is_none() && t.elapsed() < GRID_WAIT && !shutdown.is_requested()
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        )));
+        agent.sent_grid = Some(Arc::clone(&feed));
+        follow_grid(broker, feed, shutdown.clone());
+        wait_for_grid(&agent, &shutdown);
         if agent.sent_grid_now().is_none() {
-            log::warn!("agent: no grid message on {topic} within {GRID_WAIT:?}; planning without");
+            log::warn!(
+                "agent: no grid message on {device_topic} or {topic} within {GRID_WAIT:?}; \
+                 planning without"
+            );
         }
     }
     agent.recover()?;
@@ -201,15 +219,31 @@ pub fn agent(args: AgentArgs) -> Result<()> {
     agent.stop_all()
 }
 
-/// Follows the retained grid intensity on `topic` until `stop`, keeping the latest valid
-/// message in `latest`; reconnects and resubscribes as the broker comes and goes.
-fn follow_grid(
-    broker: BrokerConfig,
-    topic: String,
-    latest: Arc<Mutex<Option<Source>>>,
-    stop: Shutdown,
-) {
-    use rumqttc::{Client, Event, Incoming, QoS};
+/// Waits, before the first plan, for the retained grid messages that arrive right after
+/// subscribing: for a first valid one up to [`GRID_WAIT`], then for the device's own up to
+/// [`DEVICE_GRID_WAIT`] more.
+fn wait_for_grid(agent: &Agent, shutdown: &Shutdown) {
+    let Some(feed) = &agent.sent_grid else {
+        return;
+    };
+    let held = |f: fn(&GridFeed) -> bool| f(&feed.lock().unwrap_or_else(|e| e.into_inner()));
+    let t = Instant::now();
+    while !held(|f| f.current().is_some()) && t.elapsed() < GRID_WAIT && !shutdown.is_requested() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    while held(|f| f.current().is_some() && !f.has_device())
+        && t.elapsed() < DEVICE_GRID_WAIT
+        && !shutdown.is_requested()
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Follows the grid intensity on `feed`'s topics until `stop`, passing every message to it;
+/// reconnects and resubscribes as the broker comes and goes.
+fn follow_grid(broker: BrokerConfig, feed: Arc<Mutex<GridFeed>>, stop: Shutdown) {
+    use rumqttc::{Client, Event, Incoming, QoS, SubscribeFilter};
     std::thread::spawn(move || {
         let options = match broker.mqtt_options(None) {
             Ok(o) => o,
@@ -218,25 +252,37 @@ fn follow_grid(
                 return;
             }
         };
+        let filters: Vec<SubscribeFilter> = feed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .topics()
+            .iter()
+            .map(|t| SubscribeFilter::new(t.to_string(), QoS::AtLeastOnce))
+            .collect();
         let (client, mut conn) = Client::new(options, 16);
         while !stop.is_requested() {
             match conn.recv_timeout(Duration::from_millis(200)) {
                 Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
-                    if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
-                        log::warn!("agent: subscribing to {topic}: {e}");
+                    if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                        log::warn!("agent: subscribing to the grid topics: {e}");
                     }
                 }
-                Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => match parse_grid(&p.payload) {
-                    Ok(source) => {
-                        log::info!(
-                            "agent: grid intensity from {}: {}",
+                Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
+                    let mut f = feed.lock().unwrap_or_else(|e| e.into_inner());
+                    match f.receive(&p.topic, &p.payload) {
+                        Ok(origin) => log::info!(
+                            "agent: grid intensity from {}: {}{}",
                             p.topic,
-                            describe(&source)
-                        );
-                        *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
+                            f.latest(origin).map(describe).unwrap_or_default(),
+                            if origin == GridOrigin::Region && f.has_device() {
+                                "; the device's own still holds"
+                            } else {
+                                ""
+                            }
+                        ),
+                        Err(e) => log::warn!("agent: {} refused: {e}", p.topic),
                     }
-                    Err(e) => log::warn!("agent: {} refused: {e}", p.topic),
-                },
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     log::warn!("agent: grid over MQTT: {e}");
@@ -419,12 +465,14 @@ fn plan_queue(q: &mut Queue, now: i64, busy: usize, f: &Forecast<'_>) -> (Planne
 }
 
 impl Agent {
-    /// The latest grid intensity from the broker.
+    /// The grid intensity from the broker: the device's latest valid message, else the
+    /// region's.
     fn sent_grid_now(&self) -> Option<Source> {
-        self.sent_grid
-            .lock()
+        let feed = self.sent_grid.as_ref()?;
+        feed.lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .current()
+            .cloned()
     }
 
     /// Jobs a previous agent left running: a process still running for one is stopped (it

@@ -52,29 +52,6 @@ pub struct EcoWeights {
     pub tokens_per_s_max: f64,
 }
 
-impl EcoWeights {
-    /// Weights from a grid intensity in g CO2e/kWh (PUE included), a board's embodied carbon
-    /// in kg CO2e spread over `lifetime_years` at `wear_reference_c`, activation energy
-    /// `activation_ev`, and the flat-out token rate.
-    pub fn from_factors(
-        grid_g_per_kwh: f64,
-        embodied_kg: f64,
-        lifetime_years: f64,
-        wear_reference_c: f64,
-        activation_ev: f64,
-        tokens_per_s_max: f64,
-    ) -> Self {
-        let life_s = lifetime_years.max(1e-3) * 365.25 * 24.0 * 3600.0;
-        Self {
-            g_co2e_per_j: grid_g_per_kwh.max(0.0) / 3.6e6,
-            embodied_g_per_s: embodied_kg.max(0.0) * 1000.0 / life_s,
-            wear_reference_c,
-            activation_ev,
-            tokens_per_s_max: tokens_per_s_max.max(0.0),
-        }
-    }
-}
-
 /// The automatic setpoint's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AutoSetpoint {
@@ -358,8 +335,13 @@ mod tests {
     #[test]
     fn wear_free_carbon_runs_as_hot_as_allowed() -> Result<(), ConfigError> {
         let p = duty_board()?;
-        let mut w = EcoWeights::from_factors(473.0, 0.0, 5.0, 50.0, 0.7, 10.0);
-        w.embodied_g_per_s = 0.0;
+        let w = EcoWeights {
+            g_co2e_per_j: 473.0 / 3.6e6,
+            embodied_g_per_s: 0.0,
+            wear_reference_c: 50.0,
+            activation_ev: 0.7,
+            tokens_per_s_max: 10.0,
+        };
         let auto = AutoSetpoint::new(w, 10.0);
         let busy = Work::backlogged();
         let c = choose(&p, &auto, 30.0, &busy, (40.0, 72.0), 60.0);

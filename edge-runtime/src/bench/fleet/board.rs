@@ -15,10 +15,7 @@ use sensor_drivers::sim::Profile;
 use crate::bench::governor::metrics::{RunMetrics, RunSummary};
 use crate::bench::governor::sim_boards::SimTwinBoard;
 use crate::bench::governor::{BenchError, BoardSpec, Load, TRAINING_STEPS_PER_S, Twin, TwinBoard};
-use crate::governor::{
-    ActuatorState, Controller, Decision, Demand, Governor, GovernorConfig, Observation, Priority,
-    TempReading,
-};
+use crate::governor::{Controller, Decision, Demand, Governor, GovernorConfig, Priority};
 
 /// A board of the fleet: a built-in profile at an ambient temperature.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,28 +213,16 @@ impl FleetBoard {
     /// Lets the governor decide at `now_s` from the twin's sensor, as the runtime would.
     pub fn decide(&mut self, now_s: f64) {
         let now = Duration::from_secs_f64(now_s.max(0.0));
-        let temp = match self.twin.read_temp_c() {
-            Some(c) => TempReading::fresh(c, now),
-            None => TempReading::missing(now),
-        };
-        let power_w = if self.spec.power_sensor {
-            self.twin.read_power_w()
-        } else {
-            None
-        };
         let mut occupancy = [0.0; 3];
         occupancy[Priority::Interactive.index()] = self.had_work;
-        let obs = Observation {
-            temp,
-            power_w,
-            actuators: ActuatorState {
-                freq_khz: Some(self.eff_khz),
-                threads: self.decision.threads,
-                fan_level: self.decision.fan_level,
-                utilisation: self.utilisation,
-            },
-            demand: Demand { occupancy },
-        };
+        let obs = self.twin.observe(
+            &self.spec,
+            now,
+            &self.decision,
+            self.eff_khz,
+            self.utilisation,
+            Demand { occupancy },
+        );
         self.decision = self.governor.decide(obs, now);
     }
 

@@ -19,9 +19,10 @@
 //! Figures per dispatcher: fleet tokens/s (tokens answered over the time from the first
 //! arrival to the last answer), answers during which the die went over the board's
 //! setpoint, max temperature and wear-hours per board, latency percentiles (arrival at the
-//! front to the last token).
+//! front to the last token). [`mosquitto`] finds the broker binary a run starts on loopback.
 
 pub mod board;
+pub mod mosquitto;
 pub mod report;
 pub mod wire;
 

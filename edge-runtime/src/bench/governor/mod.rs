@@ -38,7 +38,10 @@ use self::metrics::RunSummary;
 use self::run::run_one;
 use self::workload::Scenario;
 use crate::bench::svg;
-use crate::governor::{ConfigError, EcoWeights, GovernorConfig, Platform};
+use crate::governor::{
+    ActuatorState, ConfigError, Decision, Demand, EcoWeights, GovernorConfig, Observation,
+    Platform, TempReading,
+};
 
 /// Ambient temperature in °C at the start of every run.
 pub const AMBIENT_C: f64 = 25.0;
@@ -201,6 +204,41 @@ pub trait Twin {
     fn set_ambient_c(&mut self, ambient_c: f64);
     /// Stops the fan for good (no effect on a fanless board).
     fn fail_fan(&mut self);
+
+    /// Reads the sensors as the runtime would into a controller's observation at `now`: the
+    /// governing temperature (missing on a failed read), then the power where `spec` has a
+    /// power sensor, beside the actuators `in_force` sets with the CPU at `eff_khz`, busy
+    /// `utilisation` (0 to 1) of the last period, and that period's `demand`.
+    fn observe(
+        &mut self,
+        spec: &BoardSpec,
+        now: Duration,
+        in_force: &Decision,
+        eff_khz: u32,
+        utilisation: f32,
+        demand: Demand,
+    ) -> Observation {
+        let temp = match self.read_temp_c() {
+            Some(c) => TempReading::fresh(c, now),
+            None => TempReading::missing(now),
+        };
+        let power_w = if spec.power_sensor {
+            self.read_power_w()
+        } else {
+            None
+        };
+        Observation {
+            temp,
+            power_w,
+            actuators: ActuatorState {
+                freq_khz: Some(eff_khz),
+                threads: in_force.threads,
+                fan_level: in_force.fan_level,
+                utilisation,
+            },
+            demand,
+        }
+    }
 }
 
 /// What the twin runs during one step.

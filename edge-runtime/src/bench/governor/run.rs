@@ -13,8 +13,8 @@ use super::{
 use crate::bench::svg::Panel;
 use crate::governor::baseline::{Firmware, PowerAllocator, PowerAllocatorParams, StepWise};
 use crate::governor::{
-    ActuatorState, AutoSetpoint, Controller, Decision, Demand, EfficientPacing, Governor,
-    GovernorConfig, Limiter, Mode, Observation, Pace, TempReading,
+    AutoSetpoint, Controller, Decision, Demand, EfficientPacing, Governor, GovernorConfig, Limiter,
+    Mode, Pace,
 };
 
 /// What one run yields: its figures, the cost of `decide`, and the plot.
@@ -171,26 +171,14 @@ struct Run<'a> {
 impl Run<'_> {
     /// Reads the twin's sensors as the runtime would and lets the controller decide at `now`.
     fn decide(&mut self, now: Duration) {
-        let temp = match self.twin.read_temp_c() {
-            Some(c) => TempReading::fresh(c, now),
-            None => TempReading::missing(now),
-        };
-        let power_w = if self.spec.power_sensor {
-            self.twin.read_power_w()
-        } else {
-            None
-        };
-        let obs = Observation {
-            temp,
-            power_w,
-            actuators: ActuatorState {
-                freq_khz: Some(self.eff_khz),
-                threads: self.decision.threads,
-                fan_level: self.decision.fan_level,
-                utilisation: self.utilisation,
-            },
-            demand: self.demand,
-        };
+        let obs = self.twin.observe(
+            self.spec,
+            now,
+            &self.decision,
+            self.eff_khz,
+            self.utilisation,
+            self.demand,
+        );
         let t0 = Instant::now();
         self.decision = self.controller.decide(obs, now);
         let spent = t0.elapsed();

@@ -25,7 +25,7 @@ use sensor_drivers::{KiloHertz, MilliCelsius, Percent, PowerSensor, TempSensor};
 
 use super::bound::ThermalNet;
 use super::{AMBIENT_C, BenchError, BoardSpec, Load, Twin, TwinBoard, TwinSample};
-use crate::eco::factors;
+use crate::eco::{Factors, factors};
 use crate::governor::{EcoWeights, Platform};
 
 /// Board profiles the benchmark runs by default.
@@ -78,20 +78,19 @@ impl SimTwinBoard {
     }
 }
 
-/// The footprint's default factors for a board: the world grid intensity (Ember 2024), the
-/// board's embodied carbon from `eco::factors::BOARDS` (10 kg CO2e when unknown) over the
-/// default five-year life rated at 50 °C, and Ea 0.7 eV.
+/// The footprint's default factors for a board ([`Factors::eco_weights`] of the default
+/// `[eco]` section: the world grid intensity, a board cooled by room air, no diesel, the
+/// default five-year life rated at 50 °C and Ea 0.7 eV) with the board's embodied carbon from
+/// `eco::factors::BOARDS` (10 kg CO2e when unknown) and the flat-out token rate.
 pub fn board_weights(name: &str, tokens_per_s_max: f64) -> EcoWeights {
-    let grid = factors::region("world").map_or(473.0, |r| r.grid_g_co2e_per_kwh.value);
-    let embodied = factors::board(name).map_or(10.0, |b| b.kg_co2e.value);
-    EcoWeights::from_factors(
-        grid,
-        embodied,
-        factors::DEFAULT_LIFETIME_YEARS,
-        factors::DEFAULT_WEAR_REFERENCE_C,
-        factors::DEFAULT_ACTIVATION_EV,
-        tokens_per_s_max,
-    )
+    let f = Factors {
+        embodied_kg_co2e: [factors::board(name).map_or(10.0, |b| b.kg_co2e.value); 3],
+        ..Factors::default()
+    };
+    EcoWeights {
+        tokens_per_s_max: tokens_per_s_max.max(0.0),
+        ..f.eco_weights()
+    }
 }
 
 /// Steady die rise per W of dynamic power between idle and every core flat out at the top

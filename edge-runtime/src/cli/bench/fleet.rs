@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use edge_runtime::bench::fleet::board::BoardSetup;
+use edge_runtime::bench::fleet::mosquitto::mosquitto_bin;
 use edge_runtime::bench::fleet::wire::Wire;
 use edge_runtime::bench::fleet::{
     DEFAULT_BOARDS, Dispatcher, FleetOptions, run_fleet_bench, write_report,
@@ -193,16 +194,4 @@ impl Drop for LoopbackMosquitto {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// `$MOSQUITTO`, else the Debian path if present, else `mosquitto` on the PATH.
-fn mosquitto_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOSQUITTO") {
-        return p.into();
-    }
-    let debian = Path::new("/usr/sbin/mosquitto");
-    if debian.exists() {
-        return debian.to_path_buf();
-    }
-    "mosquitto".into()
 }
