@@ -236,6 +236,24 @@ fn a_command_on_another_devices_topic_is_ignored() -> Result<()> {
 }
 
 #[test]
+fn the_agents_grid_topic_gets_no_reply_and_changes_nothing() -> Result<()> {
+    let rig = Rig::new(CommandName::ALL.to_vec())?;
+    publish_once(
+        rig.broker.port(),
+        &format!("thermo/{DEVICE}/cmd/grid"),
+        br#"{"g_co2e_per_kwh": 120}"#,
+    )?;
+    // The status reply comes after it (one link, in order); no reply came for `grid`.
+    let r = rig.command("status", "{}")?;
+    ensure!(r.ok);
+    ensure!(
+        replies_on(&rig, &format!("thermo/{DEVICE}/cmd/grid/reply")).is_empty(),
+        "the runtime answered thermo agent's grid topic"
+    );
+    rig.unchanged()
+}
+
+#[test]
 fn valid_commands_are_applied_and_acknowledged_with_the_new_status() -> Result<()> {
     let rig = Rig::new(CommandName::ALL.to_vec())?;
     let r = rig.command("setpoint", r#"{"celsius": 62.5, "id": "a1"}"#)?;

@@ -37,6 +37,10 @@ pub enum CommandName {
     Status,
 }
 
+/// Command names under `thermo/<device>/cmd/` that another process on the device takes
+/// (`grid`: `thermo agent`'s grid intensity): the runtime leaves them alone, with no reply.
+pub const OTHER_PROCESS_COMMANDS: [&str; 1] = ["grid"];
+
 impl CommandName {
     /// Every command.
     pub const ALL: [CommandName; 5] = [

@@ -506,6 +506,9 @@ impl Driver {
         let Some(name) = self.d.topics.command_name(topic).map(str::to_string) else {
             return Ok(());
         };
+        if command::OTHER_PROCESS_COMMANDS.contains(&name.as_str()) {
+            return Ok(());
+        }
         let reply = if payload.len() > command::MAX_COMMAND_BYTES {
             let n = self
                 .d
