@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Checks systemd/thermo.service: `systemd-analyze verify` passes and the offline security
-# exposure score is 2.0 or lower, for the unit alone and with the I2C drop-in that
-# `thermo config --systemd-devices` generates. Usage: systemd/check.sh [THERMO_BINARY]
+# Checks systemd/thermo.service and systemd/thermo-gateway.service: `systemd-analyze verify`
+# passes and the offline security exposure score is 2.0 or lower, for each unit alone and for
+# thermo.service with the I2C drop-in that `thermo config --systemd-devices` generates. Usage: systemd/check.sh [THERMO_BINARY]
 # (verify needs ExecStart to name an executable; the installed path is swapped for it).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -16,10 +16,13 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 exec_path="${thermo:-/bin/true}"
 sed "s#/usr/local/bin/thermo#${exec_path}#" "$here/thermo.service" >"$tmp/thermo.service"
+sed "s#/usr/local/bin/thermo#${exec_path}#" "$here/thermo-gateway.service" >"$tmp/thermo-gateway.service"
 
 score_of() {
+  local unit
+  unit="$(basename "$1")"
   systemd-analyze security --offline=true "$@" 2>/dev/null |
-    sed -n 's/.*Overall exposure level for thermo.service: \([0-9.]*\).*/\1/p'
+    sed -n "s/.*Overall exposure level for ${unit}: \([0-9.]*\).*/\1/p"
 }
 check_score() {
   local what="$1" score="$2"
@@ -38,6 +41,10 @@ grep -q "^LimitNOFILE=[0-9]" "$tmp/thermo.service" || { echo "thermo.service set
 systemd-analyze verify "$tmp/thermo.service"
 echo "systemd-analyze verify: ok"
 check_score "thermo.service" "$(score_of "$tmp/thermo.service")"
+grep -q "^LimitNOFILE=[0-9]" "$tmp/thermo-gateway.service" || { echo "thermo-gateway.service sets no LimitNOFILE=" >&2; exit 1; }
+systemd-analyze verify "$tmp/thermo-gateway.service"
+echo "systemd-analyze verify (gateway): ok"
+check_score "thermo-gateway.service" "$(score_of "$tmp/thermo-gateway.service")"
 
 if [ -n "$thermo" ]; then
   # A configuration with one INA219 on /dev/i2c-1: the drop-in allows that bus only.
